@@ -1,0 +1,24 @@
+"""What an audit row may keep of a request body: secrets are replaced, license keys masked."""
+
+import re
+
+REDACTED = "[redacted]"
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word)?|secret|token|authorization|api[_-]?key|card|cvc|cvv|signature|csrfmiddlewaretoken", re.I
+)
+LICENSE_KEY_PATTERN = re.compile(r"\b(REPHLO)-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})\b", re.I)
+
+
+def mask_license_key(value: str) -> str:
+    """Keeps only the last group, so support can still match a key a customer reads out."""
+    return LICENSE_KEY_PATTERN.sub(lambda m: f"{m.group(1)}-****-****-****-{m.group(5)}", value)
+
+
+def redact(value):
+    if isinstance(value, dict):
+        return {key: REDACTED if SECRET_KEY_PATTERN.search(str(key)) else redact(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return mask_license_key(value)
+    return value

@@ -1,0 +1,34 @@
+from dataclasses import dataclass
+
+from audit.models import GENESIS_HASH, AdminAuditLog, AuditChainHead
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    sequence: int
+    row_id: str | None
+    reason: str
+
+    def __str__(self):
+        row = f" (row {self.row_id})" if self.row_id else ""
+        return f"sequence {self.sequence}{row}: {self.reason}"
+
+
+def audit_chain_verify(*, chunk_size: int = 2000) -> ChainBreak | None:
+    """Walks the audit chain in order and returns its first broken link, or None if it is whole."""
+    expected_sequence, expected_prev = 1, GENESIS_HASH
+    for row in AdminAuditLog.objects.order_by("sequence").iterator(chunk_size=chunk_size):
+        if row.sequence != expected_sequence:
+            return ChainBreak(
+                expected_sequence, None, f"row missing (the next row present is #{row.sequence}, {row.id})"
+            )
+        if row.prev_hash != expected_prev:
+            return ChainBreak(row.sequence, str(row.id), "does not link to the row before it (removed or reordered)")
+        if row.compute_hash() != row.row_hash:
+            return ChainBreak(row.sequence, str(row.id), "content was changed after it was written")
+        expected_sequence, expected_prev = row.sequence + 1, row.row_hash
+    head = AuditChainHead.objects.filter(id=1).first()
+    last_sequence = expected_sequence - 1
+    if head is not None and (head.sequence != last_sequence or head.row_hash != expected_prev):
+        return ChainBreak(head.sequence, None, f"the newest rows are missing (the chain ends at #{last_sequence})")
+    return None

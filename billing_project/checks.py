@@ -1,0 +1,68 @@
+"""Production safety checks.
+
+Registered as ordinary system checks, so every manage.py command (and `check --deploy`) lists them;
+the WSGI entry point runs the same list and refuses to start. Only active with DEBUG off.
+"""
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+MIN_SECRET_LENGTH = 32
+PLACEHOLDER_MARKERS = (
+    "placeholder",
+    "changeme",
+    "change-me",
+    "change_me",
+    "xxxx",
+    "your_",
+    "dummy",
+    "example",
+    "replace",
+)
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def production_problems() -> list[str]:
+    """Every reason the current settings are unsafe for production, all at once."""
+    if settings.DEBUG:
+        return []
+    problems = []
+    for name in ("SECRET_KEY", "JWT_SECRET", "SERVICE_JWT_SECRET"):
+        value = getattr(settings, name)
+        if len(value) < MIN_SECRET_LENGTH:
+            problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters long.")
+        elif value in (settings.DEV_SECRET_KEY, settings.DEV_SERVICE_JWT_SECRET) or _looks_like_placeholder(value):
+            problems.append(f"{name} is a development default or placeholder.")
+    if settings.JWT_SECRET == settings.SECRET_KEY:
+        problems.append("JWT_SECRET must be set, and differ from SECRET_KEY.")
+    if settings.SERVICE_JWT_SECRET in (settings.JWT_SECRET, settings.SECRET_KEY):
+        problems.append("SERVICE_JWT_SECRET must differ from SECRET_KEY and JWT_SECRET.")
+    if not settings.DATABASE_URL:
+        problems.append("DATABASE_URL is missing (production needs PostgreSQL).")
+    if not settings.ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS is missing.")
+    stripe_key, webhook_secret = settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET
+    if stripe_key:
+        if _looks_like_placeholder(stripe_key) or not stripe_key.startswith(("sk_", "rk_")):
+            problems.append("STRIPE_SECRET_KEY is a placeholder, not a Stripe secret key.")
+        if not webhook_secret:
+            problems.append("STRIPE_WEBHOOK_SECRET is missing while STRIPE_SECRET_KEY is set.")
+    if webhook_secret and (_looks_like_placeholder(webhook_secret) or not webhook_secret.startswith("whsec_")):
+        problems.append("STRIPE_WEBHOOK_SECRET is a placeholder, not a Stripe webhook secret.")
+    return problems
+
+
+@checks.register(checks.Tags.security)
+def check_production_settings(app_configs, **kwargs):
+    return [checks.Error(problem, id="billing.E001") for problem in production_problems()]
+
+
+def refuse_unsafe_production_start() -> None:
+    problems = production_problems()
+    if problems:
+        raise ImproperlyConfigured("Refusing to start in production mode:\n- " + "\n- ".join(problems))

@@ -1,0 +1,185 @@
+"""Domain errors and the one handler that turns every API error into RFC 7807 problem+json."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class DomainError(Exception):
+    """A business rule said no. `code` is stable: clients and tests match on it."""
+
+    status = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict | None = None):
+        self.detail = detail or self.title
+        if code:
+            self.code = code
+        self.extra = extra or {}
+        super().__init__(self.detail)
+
+
+class NotFound(DomainError):
+    status = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status = status.HTTP_409_CONFLICT
+    code = "conflict"
+    title = "Conflict"
+
+
+class PaymentRequired(DomainError):
+    status = status.HTTP_402_PAYMENT_REQUIRED
+    code = "payment_required"
+    title = "Payment required"
+
+
+class RuleViolation(DomainError):
+    status = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "rule_violation"
+    title = "Unprocessable request"
+
+
+class Forbidden(DomainError):
+    status = status.HTTP_403_FORBIDDEN
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class TooManyRequests(DomainError):
+    status = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_requests"
+    title = "Too many requests"
+
+
+class ServiceUnavailable(DomainError):
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+def problem_body(*, status_code: int, code: str, title: str, detail: str, instance: str, **extra) -> dict:
+    return {
+        "type": f"urn:problem:{code}",
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        **extra,
+    }
+
+
+def _drf_problem(exc: exceptions.APIException, instance: str) -> tuple[int, dict]:
+    code = exc.default_code
+    extra = {}
+    if isinstance(exc, exceptions.ValidationError):
+        code = "validation_error"
+        detail = "The request has invalid fields."
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        extra["errors"] = errors
+    elif isinstance(exc.detail, dict):
+        # simplejwt's token errors: {"detail": ..., "code": ..., "messages": [...]}
+        detail = str(exc.detail.get("detail", exc.default_detail))
+        code = str(exc.detail.get("code", code))
+    elif isinstance(exc.detail, list):
+        detail = "; ".join(str(item) for item in exc.detail)
+    else:
+        detail = str(exc.detail)
+        code = getattr(exc.detail, "code", None) or code
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        extra["retry_after"] = int(exc.wait) + 1
+    title = {
+        400: "Bad request",
+        401: "Authentication required",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        406: "Not acceptable",
+        415: "Unsupported media type",
+        429: "Too many requests",
+    }.get(exc.status_code, "Error")
+    return exc.status_code, problem_body(
+        status_code=exc.status_code, code=str(code), title=title, detail=detail, instance=instance, **extra
+    )
+
+
+def problem_exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every error leaves the API as application/problem+json."""
+    request = context.get("request")
+    instance = request.path if request is not None else ""
+    headers = {}
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+
+    if isinstance(exc, DomainError):
+        status_code = exc.status
+        body = problem_body(
+            status_code=exc.status, code=exc.code, title=exc.title, detail=exc.detail, instance=instance, **exc.extra
+        )
+        if "retry_after" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after"])
+    elif isinstance(exc, exceptions.APIException):
+        status_code, body = _drf_problem(exc, instance)
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(body["retry_after"])
+    elif isinstance(exc, DatabaseError) and _is_connection_error(exc):
+        logger.error("database unavailable: %s", exc)
+        status_code = 503
+        body = problem_body(
+            status_code=503,
+            code="database_unavailable",
+            title="Service unavailable",
+            detail="The database is unavailable; retry shortly.",
+            instance=instance,
+        )
+        headers["Retry-After"] = "5"
+    else:
+        logger.exception("unhandled error on %s", instance, exc_info=exc)
+        status_code = 500
+        body = problem_body(
+            status_code=500,
+            code="internal_error",
+            title="Internal server error",
+            detail="An unexpected error occurred.",
+            instance=instance,
+        )
+    set_rollback()
+    return Response(body, status=status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _is_connection_error(exc: DatabaseError) -> bool:
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def problem_response(request, *, status_code: int, code: str, title: str, detail: str, **extra) -> JsonResponse:
+    """A problem+json response outside DRF (middleware, Django's 404/500 handlers)."""
+    return JsonResponse(
+        problem_body(status_code=status_code, code=code, title=title, detail=detail, instance=request.path, **extra),
+        status=status_code,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )

@@ -1,0 +1,25 @@
+"""Django-level 404/500 handlers: problem+json under /api/, Django's pages elsewhere."""
+
+from django.views import defaults
+
+from billing_project.errors import problem_response
+
+
+def api_not_found(request, exception):
+    if request.path.startswith("/api/"):
+        return problem_response(
+            request, status_code=404, code="not_found", title="Not found", detail="No such resource."
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if request.path.startswith("/api/"):
+        return problem_response(
+            request,
+            status_code=500,
+            code="internal_error",
+            title="Internal server error",
+            detail="An unexpected error occurred.",
+        )
+    return defaults.server_error(request)

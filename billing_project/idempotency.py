@@ -1,0 +1,100 @@
+"""`Idempotency-Key` for every POST of the API (SPEC 5).
+
+The key row is inserted at the start of the request inside the same transaction as the request's
+effects: a concurrent duplicate blocks on the unique index until the first commits, then replays
+its stored response, so the work is done once. A 5xx or 429 rolls everything back (key included)
+so the client may retry. Keys are scoped to the verified caller and the path, and kept 24 hours.
+"""
+
+import hashlib
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.http import HttpResponse
+from django.utils import timezone
+
+from billing_project.auth import caller_identity
+from billing_project.errors import problem_response
+from billing_project.metrics import IDEMPOTENT_HITS
+from billing_project.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+PENDING_STATUS = 0
+
+
+class IdempotencyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        key = request.headers.get(HEADER)
+        if request.method != "POST" or key is None or not request.path.startswith("/api/"):
+            return self.get_response(request)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return problem_response(
+                request,
+                status_code=400,
+                code="idempotency_key_invalid",
+                title="Bad request",
+                detail=f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.",
+            )
+        caller = caller_identity(request)
+        if caller is None:
+            # Unauthenticated: DRF answers 401 (or the endpoint is public and idempotent by itself).
+            return self.get_response(request)
+        request_hash = hashlib.sha256(request.body).hexdigest()
+        try:
+            return self._run_once(request, caller=caller, key=key, request_hash=request_hash)
+        except DatabaseError:
+            return problem_response(
+                request,
+                status_code=503,
+                code="database_unavailable",
+                title="Service unavailable",
+                detail="The database is unavailable; retry shortly.",
+            )
+
+    def _run_once(self, request, *, caller: str, key: str, request_hash: str):
+        with transaction.atomic():
+            IdempotencyKey.objects.filter(
+                caller=caller, path=request.path, key=key, created_at__lt=timezone.now() - settings.IDEMPOTENCY_KEY_TTL
+            ).delete()
+            try:
+                with transaction.atomic():
+                    record = IdempotencyKey.objects.create(
+                        caller=caller,
+                        path=request.path,
+                        key=key,
+                        request_hash=request_hash,
+                        status_code=PENDING_STATUS,
+                        content_type="",
+                    )
+            except IntegrityError:
+                # A committed request holds this key: answer with what it stored.
+                stored = IdempotencyKey.objects.get(caller=caller, path=request.path, key=key)
+                return self._replay(request, stored, request_hash)
+
+            response = self.get_response(request)
+            if response.status_code >= 500 or response.status_code == 429 or response.streaming:
+                transaction.set_rollback(True)
+                return response
+            record.status_code = response.status_code
+            record.response_body = response.content.decode()
+            record.content_type = response.get("Content-Type", "application/json")
+            record.save(update_fields=["status_code", "response_body", "content_type"])
+            return response
+
+    def _replay(self, request, stored: IdempotencyKey, request_hash: str):
+        if stored.request_hash != request_hash:
+            return problem_response(
+                request,
+                status_code=422,
+                code="idempotency_key_reused",
+                title="Unprocessable request",
+                detail=f"This {HEADER} was already used with a different request body.",
+            )
+        IDEMPOTENT_HITS.labels(operation="api").inc()
+        response = HttpResponse(stored.response_body, status=stored.status_code, content_type=stored.content_type)
+        response["Idempotent-Replayed"] = "true"
+        return response

@@ -1,0 +1,7 @@
+"""Prometheus metrics of the service, defined once. `/metrics` exposes them (billing_project.health)."""
+
+from prometheus_client import Counter
+
+IDEMPOTENT_HITS = Counter("idempotent_hits_total", "Requests answered from a stored idempotent result.", ["operation"])
+SERVICE_AUTH_ATTEMPTS = Counter("service_auth_attempts_total", "Service token authentication attempts.", ["result"])
+REDIS_ERRORS = Counter("redis_errors_total", "Errors talking to Redis.")

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from billing_project import health
+from billing_project.errors_views import api_not_found, server_error
+
+api_v1 = [
+    path("", include("billing_project.accounts_urls")),
+    path("", include("subscriptions.api.urls")),
+    path("", include("audit.api.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("health", health.liveness, name="health"),
+    path("health/ready", health.readiness, name="health-ready"),
+    path("metrics", health.metrics, name="metrics"),
+]
+
+handler404 = api_not_found
+handler500 = server_error

@@ -1,0 +1,96 @@
+"""Fixtures shared by every app's tests: API clients signed in as a user, staff or a service."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from billing_project.auth import service_token_issue
+
+
+def pytest_collection_modifyitems(config, items):
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL row locking: set DATABASE_URL to run it")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def bearer(token: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def access_token_for(user) -> str:
+    return str(RefreshToken.for_user(user).access_token)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="user@example.com", email="user@example.com", password="correct horse battery"
+    )
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="other@example.com", email="other@example.com", password="correct horse battery"
+    )
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="staff@example.com", email="staff@example.com", password="correct horse battery", is_staff=True
+    )
+
+
+@pytest.fixture
+def user_client(user):
+    client = APIClient()
+    client.credentials(**bearer(access_token_for(user)))
+    return client
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    client = APIClient()
+    client.credentials(**bearer(access_token_for(staff_user)))
+    return client
+
+
+@pytest.fixture
+def service_token():
+    def issue(*scopes: str, lifetime: timedelta = timedelta(hours=1)) -> str:
+        return service_token_issue(service="gateway", scopes=list(scopes), lifetime=lifetime)
+
+    return issue
+
+
+@pytest.fixture
+def service_client(service_token):
+    client = APIClient()
+    client.credentials(**bearer(service_token("usage:write")))
+    return client

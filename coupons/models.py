@@ -1,0 +1,314 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Upper
+
+from billing_project.models import BaseModel, TimestampedModel, choices_check
+
+MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class CouponType(models.TextChoices):
+    PERCENTAGE_DISCOUNT = "percentage_discount"
+    FIXED_AMOUNT_DISCOUNT = "fixed_amount_discount"
+    TIER_SPECIFIC_DISCOUNT = "tier_specific_discount"
+    DURATION_BONUS = "duration_bonus"
+    BYOK_MIGRATION = "byok_migration"
+
+
+class DiscountType(models.TextChoices):
+    PERCENTAGE = "percentage"
+    FIXED_AMOUNT = "fixed_amount"
+    CREDITS = "credits"
+    MONTHS_FREE = "months_free"
+
+
+class RedemptionStatus(models.TextChoices):
+    SUCCESS = "success"
+    FAILED = "failed"
+    REVERSED = "reversed"
+    PENDING = "pending"
+
+
+class FraudDetectionType(models.TextChoices):
+    VELOCITY_USER = "velocity_user"
+    VELOCITY_IP = "velocity_ip"
+    VELOCITY_DEVICE = "velocity_device"
+    MULTIPLE_ACCOUNTS_DEVICE = "multiple_accounts_device"
+    MULTIPLE_ACCOUNTS_IP = "multiple_accounts_ip"
+    CODE_GUESSING = "code_guessing"
+
+
+class FraudSeverity(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class ValidationRuleType(models.TextChoices):
+    FIRST_TIME_USER = "first_time_user"
+    EMAIL_DOMAIN = "email_domain"
+    MIN_ACCOUNT_AGE_DAYS = "min_account_age_days"
+    MAX_REDEMPTIONS_PER_IP = "max_redemptions_per_ip"
+
+
+class CouponCampaign(TimestampedModel):
+    """A marketing campaign grouping coupons. Invariant: spent_usd never exceeds budget_usd."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    budget_usd = models.DecimalField(**MONEY, null=True, blank=True, help_text="USD; empty means no budget cap.")
+    spent_usd = models.DecimalField(**MONEY, default=0, help_text="USD of discounts and credit value given.")
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="campaign_dates_ordered"),
+            models.CheckConstraint(
+                condition=Q(budget_usd__isnull=True) | Q(spent_usd__lte=F("budget_usd")), name="campaign_within_budget"
+            ),
+            models.CheckConstraint(condition=Q(spent_usd__gte=0), name="campaign_spent_not_negative"),
+        ]
+        indexes = [models.Index(fields=["is_active", "starts_at", "ends_at"], name="campaign_active_dates_idx")]
+
+    def __str__(self):
+        return self.name
+
+
+class Coupon(TimestampedModel):
+    """A redeemable code. Codes are unique case-insensitively and stored upper-case. Deleting is a
+    soft delete (deleted_at/deleted_by): redemption history always survives."""
+
+    code = models.CharField(max_length=50)
+    description = models.TextField(blank=True)
+    coupon_type = models.CharField(max_length=24, choices=CouponType.choices)
+    discount_type = models.CharField(
+        max_length=16, choices=DiscountType.choices, blank=True, help_text="Unused for byok_migration."
+    )
+    discount_value = models.DecimalField(
+        **MONEY, default=0, help_text="Percent, USD, credits or months, depending on discount_type."
+    )
+    applicable_tiers = models.JSONField(default=list, blank=True, help_text="Empty: every tier.")
+    applicable_billing_cycles = models.JSONField(default=list, blank=True, help_text="Empty: every cycle.")
+    min_purchase_usd = models.DecimalField(**MONEY, null=True, blank=True)
+    new_customers_only = models.BooleanField(default=False)
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
+    max_uses_per_user = models.PositiveIntegerField(default=1)
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            choices_check("coupon_type", CouponType),
+            choices_check("discount_type", DiscountType, allow_blank=True),
+            models.UniqueConstraint(Upper("code"), name="coupon_code_unique_ci"),
+            models.CheckConstraint(condition=Q(discount_value__gte=0), name="coupon_value_not_negative"),
+            models.CheckConstraint(
+                condition=~Q(discount_type=DiscountType.PERCENTAGE) | Q(discount_value__lte=100),
+                name="coupon_percentage_at_most_100",
+            ),
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gt=F("valid_from")), name="coupon_dates_ordered"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(max_uses__gte=1), name="coupon_max_uses_positive"
+            ),
+            models.CheckConstraint(condition=Q(max_uses_per_user__gte=1), name="coupon_max_uses_per_user_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["is_active", "deleted_at"], name="coupon_active_deleted_idx"),
+            models.Index(fields=["valid_from", "valid_until"], name="coupon_validity_idx"),
+        ]
+
+    def __str__(self):
+        return self.code
+
+
+class CampaignCoupon(BaseModel):
+    """Links a coupon to its campaign. Invariant: a coupon belongs to at most one campaign, so its
+    spending counts against one budget."""
+
+    campaign = models.ForeignKey(CouponCampaign, on_delete=models.CASCADE, related_name="coupon_links")
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="campaign_links")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["coupon"], name="campaign_coupon_one_campaign")]
+        indexes = [models.Index(fields=["campaign"], name="campaign_coupon_campaign_idx")]
+
+    def __str__(self):
+        return f"{self.coupon_id} in {self.campaign_id}"
+
+
+class CouponRedemption(TimestampedModel):
+    """One attempt to redeem a coupon, successful or not (failed ones feed fraud analysis).
+
+    Usage limits are enforced by rows and constraints: a successful redemption takes use number
+    n (unique per coupon, n <= max_uses) and per-user number m (unique per coupon and user,
+    m <= max_uses_per_user). Survives the deletion of its coupon and of its user (SET NULL).
+    """
+
+    coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions")
+    coupon_code = models.CharField(max_length=50, help_text="The code as entered, kept if the coupon goes.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="coupon_redemptions"
+    )
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    campaign = models.ForeignKey(
+        CouponCampaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions"
+    )
+    redemption_date = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=RedemptionStatus.choices)
+    failure_reason = models.CharField(max_length=64, blank=True, help_text="The validation reason code.")
+    use_number = models.PositiveIntegerField(null=True, blank=True)
+    user_use_number = models.PositiveIntegerField(null=True, blank=True)
+    original_amount_usd = models.DecimalField(**MONEY, default=0)
+    discount_applied_usd = models.DecimalField(**MONEY, default=0)
+    final_amount_usd = models.DecimalField(**MONEY, default=0)
+    credits_granted = models.PositiveIntegerField(default=0)
+    months_granted = models.PositiveSmallIntegerField(default=0)
+    credit_allocation = models.ForeignKey(
+        "credits.CreditAllocation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    license_granted = models.ForeignKey(
+        "licensing.PerpetualLicense", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    license_granted_at = models.DateTimeField(null=True, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    device_fingerprint = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("status", RedemptionStatus),
+            models.UniqueConstraint(
+                fields=["coupon", "use_number"],
+                condition=Q(status="success"),
+                name="redemption_use_number_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["coupon", "user", "user_use_number"],
+                condition=Q(status="success"),
+                name="redemption_user_use_number_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(final_amount_usd__gte=0) & Q(discount_applied_usd__gte=0), name="redemption_amounts_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "status", "redemption_date"], name="redemption_user_status_idx"),
+            models.Index(fields=["coupon", "status", "redemption_date"], name="redemption_coupon_status_idx"),
+            models.Index(fields=["ip_address", "redemption_date"], name="redemption_ip_date_idx"),
+            models.Index(fields=["device_fingerprint", "redemption_date"], name="redemption_device_date_idx"),
+            models.Index(fields=["campaign", "status"], name="redemption_campaign_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.coupon_code} {self.status}"
+
+
+class CouponUsageLimit(TimestampedModel):
+    """Running totals of a coupon's use (kept in step with its successful redemptions)."""
+
+    coupon = models.OneToOneField(Coupon, on_delete=models.CASCADE, related_name="usage")
+    total_uses = models.PositiveIntegerField(default=0)
+    unique_users = models.PositiveIntegerField(default=0)
+    total_discount_usd = models.DecimalField(**MONEY, default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.total_uses} uses"
+
+
+class CouponFraudDetection(TimestampedModel):
+    """A suspicious pattern seen around a redemption. High or critical severity blocked it; others
+    flag it for review until staff resolve it. Survives coupon and user deletion."""
+
+    coupon = models.ForeignKey(
+        Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="fraud_detections"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    redemption = models.ForeignKey(
+        CouponRedemption, null=True, blank=True, on_delete=models.SET_NULL, related_name="fraud_detections"
+    )
+    detection_type = models.CharField(max_length=32, choices=FraudDetectionType.choices)
+    severity = models.CharField(max_length=10, choices=FraudSeverity.choices)
+    details = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    device_fingerprint = models.CharField(max_length=128, blank=True)
+    is_flagged = models.BooleanField(default=True)
+    detected_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("detection_type", FraudDetectionType),
+            choices_check("severity", FraudSeverity),
+        ]
+        indexes = [
+            models.Index(fields=["is_flagged", "resolved_at"], name="fraud_open_idx"),
+            models.Index(fields=["user", "detected_at"], name="fraud_user_time_idx"),
+            models.Index(fields=["coupon", "detected_at"], name="fraud_coupon_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.detection_type} ({self.severity})"
+
+
+class CouponValidationRule(TimestampedModel):
+    """An extra condition on a coupon, checked during validation."""
+
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="validation_rules")
+    rule_type = models.CharField(max_length=32, choices=ValidationRuleType.choices)
+    rule_value = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [choices_check("rule_type", ValidationRuleType)]
+        indexes = [models.Index(fields=["coupon", "is_active"], name="coupon_rule_active_idx")]
+
+    def __str__(self):
+        return f"{self.rule_type}"
+
+
+class CouponAnalyticsSnapshot(TimestampedModel):
+    """A coupon's figures for one day, rebuilt idempotently."""
+
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="analytics_snapshots")
+    snapshot_date = models.DateField()
+    redemptions = models.PositiveIntegerField(default=0)
+    failed_redemptions = models.PositiveIntegerField(default=0)
+    unique_users = models.PositiveIntegerField(default=0)
+    discount_total_usd = models.DecimalField(**MONEY, default=0)
+    revenue_usd = models.DecimalField(**MONEY, default=0)
+    conversions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["coupon", "snapshot_date"], name="coupon_snapshot_unique_per_day"),
+        ]
+        indexes = [models.Index(fields=["snapshot_date"], name="coupon_snapshot_date_idx")]
+
+    def __str__(self):
+        return f"{self.coupon_id} {self.snapshot_date}"

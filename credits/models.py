@@ -1,0 +1,579 @@
+"""Usage credits: vendor prices and margins, grants, the balance and the append-only ledgers.
+
+The balance identity every operation keeps (proved by `manage.py verify_ledger`):
+    balance.amount == sum(live grant remainders)
+                   == allocations - deductions - expirations + reversals
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from audit.models import AppendOnlyModel
+from billing_project.enums import SubscriptionTier
+from billing_project.models import TimestampedModel, choices_check
+
+PRICE = {"max_digits": 16, "decimal_places": 10}
+COST = {"max_digits": 20, "decimal_places": 10}
+MULTIPLIER = {"max_digits": 6, "decimal_places": 4}
+
+
+class VendorName(models.TextChoices):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GOOGLE = "google"
+    META = "meta"
+    MISTRAL = "mistral"
+    COHERE = "cohere"
+    AZURE = "azure"
+    OLLAMA = "ollama"
+
+
+class MarginStrategy(models.TextChoices):
+    FIXED_PERCENTAGE = "fixed_percentage"
+    TIERED = "tiered"
+    DYNAMIC = "dynamic"
+
+
+class DeductionType(models.TextChoices):
+    INFERENCE = "inference"
+    EMBEDDING = "embedding"
+    FINE_TUNING = "fine_tuning"
+    CUSTOM = "custom"
+
+
+class DeductionReason(models.TextChoices):
+    INFERENCE = "inference"
+    EMBEDDING = "embedding"
+    FINE_TUNING = "fine_tuning"
+    CUSTOM = "custom"
+    EXPIRATION = "expiration"
+    ADMIN_ADJUSTMENT = "admin_adjustment"
+    REVERSAL = "reversal"
+
+
+class DeductionStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class CreditSource(models.TextChoices):
+    """Where an allocation of credits comes from."""
+
+    SUBSCRIPTION = "subscription"
+    BONUS = "bonus"
+    REFERRAL = "referral"
+    COUPON = "coupon"
+    ADMIN_GRANT = "admin_grant"
+    PRORATION = "proration"
+
+
+class GrantSource(models.TextChoices):
+    """Where a spendable grant comes from: an allocation, or a reversed deduction."""
+
+    SUBSCRIPTION = "subscription"
+    BONUS = "bonus"
+    REFERRAL = "referral"
+    COUPON = "coupon"
+    ADMIN_GRANT = "admin_grant"
+    PRORATION = "proration"
+    REVERSAL = "reversal"
+
+
+class HoldStatus(models.TextChoices):
+    HELD = "held"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class RequestType(models.TextChoices):
+    COMPLETION = "completion"
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+    FUNCTION_CALL = "function_call"
+
+
+class UsageStatus(models.TextChoices):
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class PricingScope(models.TextChoices):
+    TIER = "tier"
+    PROVIDER = "provider"
+    MODEL = "model"
+    COMBINATION = "combination"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class MarginChange(models.TextChoices):
+    CREATED = "created"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    DEACTIVATED = "deactivated"
+
+
+class Provider(TimestampedModel):
+    """An LLM vendor the gateway calls."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Stable identifier, e.g. 'openai'.")
+    display_name = models.CharField(max_length=100, blank=True)
+    api_type = models.CharField(max_length=16, choices=VendorName.choices)
+    is_enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [choices_check("api_type", VendorName)]
+        indexes = [models.Index(fields=["is_enabled"], name="provider_enabled_idx")]
+
+    def __str__(self):
+        return self.name
+
+
+class ModelProviderPricing(TimestampedModel):
+    """A vendor's price for one model over a period. Invariant: for a (provider, model) the periods
+    [effective_from, effective_until) do not overlap; prices are USD per 1,000 tokens."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="model_prices")
+    model_name = models.CharField(max_length=255)
+    vendor_model_id = models.CharField(max_length=255, blank=True)
+    input_price_per_1k = models.DecimalField(**PRICE, help_text="USD per 1,000 input tokens.")
+    output_price_per_1k = models.DecimalField(**PRICE, help_text="USD per 1,000 output tokens.")
+    cache_input_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 tokens written to the prompt cache."
+    )
+    cache_hit_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 tokens read from the prompt cache."
+    )
+    effective_from = models.DateTimeField()
+    effective_until = models.DateTimeField(null=True, blank=True)
+    previous_price_input = models.DecimalField(**PRICE, null=True, blank=True)
+    previous_price_output = models.DecimalField(**PRICE, null=True, blank=True)
+    price_change_percent_input = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    price_change_percent_output = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    detected_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    last_verified = models.DateTimeField(null=True, blank=True)
+    verification_frequency_days = models.PositiveSmallIntegerField(default=7)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model_name", "effective_from"], name="model_price_unique_per_start"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_price_per_1k__gte=0) & Q(output_price_per_1k__gte=0),
+                name="model_price_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(effective_until__isnull=True) | Q(effective_until__gt=F("effective_from")),
+                name="model_price_period_ordered",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["provider", "model_name", "is_active"], name="model_price_lookup_idx"),
+            models.Index(fields=["effective_from", "effective_until"], name="model_price_period_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.provider_id}/{self.model_name} from {self.effective_from:%Y-%m-%d}"
+
+
+class PricingConfig(TimestampedModel):
+    """A margin multiplier for a scope. Only active, approved configs in effect count; the most
+    specific scope wins (combination > model > provider > tier > DEFAULT_MARGIN_MULTIPLIER).
+    Invariant: the approver is never the creator."""
+
+    scope_type = models.CharField(max_length=16, choices=PricingScope.choices)
+    subscription_tier = models.CharField(max_length=20, choices=SubscriptionTier.choices, blank=True)
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.PROTECT, related_name="pricing_configs"
+    )
+    model_name = models.CharField(max_length=255, blank=True)
+    margin_strategy = models.CharField(
+        max_length=20, choices=MarginStrategy.choices, default=MarginStrategy.FIXED_PERCENTAGE
+    )
+    margin_multiplier = models.DecimalField(**MULTIPLIER, help_text="Credit value = vendor cost x multiplier.")
+    target_gross_margin_percent = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    effective_from = models.DateTimeField()
+    effective_until = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=50)
+    reason_details = models.TextField(blank=True)
+    previous_multiplier = models.DecimalField(**MULTIPLIER, null=True, blank=True)
+    change_percent = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    expected_margin_change_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    expected_revenue_impact_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    requires_approval = models.BooleanField(default=True)
+    approval_status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    is_active = models.BooleanField(default=True)
+    monitored = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            choices_check("scope_type", PricingScope),
+            choices_check("subscription_tier", SubscriptionTier, allow_blank=True),
+            choices_check("margin_strategy", MarginStrategy),
+            choices_check("approval_status", ApprovalStatus),
+            models.CheckConstraint(condition=Q(margin_multiplier__gt=0), name="pricing_multiplier_positive"),
+            models.CheckConstraint(
+                condition=(
+                    Q(scope_type=PricingScope.TIER, provider__isnull=True, model_name="") & ~Q(subscription_tier="")
+                )
+                | Q(scope_type=PricingScope.PROVIDER, subscription_tier="", provider__isnull=False, model_name="")
+                | (Q(scope_type=PricingScope.MODEL, subscription_tier="") & ~Q(model_name=""))
+                | (
+                    Q(scope_type=PricingScope.COMBINATION, provider__isnull=False)
+                    & ~Q(subscription_tier="")
+                    & ~Q(model_name="")
+                ),
+                name="pricing_scope_fields_match",
+            ),
+            models.CheckConstraint(
+                condition=Q(approved_by__isnull=True) | Q(created_by__isnull=True) | ~Q(approved_by=F("created_by")),
+                name="pricing_approver_is_not_creator",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["scope_type", "approval_status", "is_active"], name="pricing_scope_status_idx"),
+            models.Index(fields=["subscription_tier", "is_active"], name="pricing_tier_active_idx"),
+            models.Index(fields=["provider", "is_active"], name="pricing_provider_active_idx"),
+            models.Index(fields=["is_active", "effective_from"], name="pricing_active_from_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.scope_type} x{self.margin_multiplier} ({self.approval_status})"
+
+
+class MarginAuditLog(AppendOnlyModel):
+    """Every change of a margin multiplier: who, from what, to what, why. Append-only."""
+
+    pricing_config = models.ForeignKey(
+        PricingConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    change_type = models.CharField(max_length=16, choices=MarginChange.choices)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    old_multiplier = models.DecimalField(**MULTIPLIER, null=True, blank=True)
+    new_multiplier = models.DecimalField(**MULTIPLIER, null=True, blank=True)
+    reason = models.TextField(blank=True)
+    scope = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [choices_check("change_type", MarginChange)]
+        indexes = [models.Index(fields=["pricing_config", "created_at"], name="margin_audit_config_time_idx")]
+
+    def __str__(self):
+        return f"{self.change_type} {self.old_multiplier} -> {self.new_multiplier}"
+
+
+class CreditAllocation(AppendOnlyModel):
+    """Credits added to a user's account. Append-only; invariant: a subscription's period is
+    allocated at most once per source (unique constraint)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_allocations")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="allocations"
+    )
+    amount = models.PositiveIntegerField(help_text="Credits (1 credit = CREDIT_VALUE_USD).")
+    source = models.CharField(max_length=16, choices=CreditSource.choices)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: the credits never expire.")
+    applied_to_balance_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            choices_check("source", CreditSource),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="allocation_amount_positive"),
+            models.UniqueConstraint(
+                fields=["subscription", "period_start", "source"],
+                condition=Q(subscription__isnull=False),
+                name="allocation_once_per_period",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="allocation_user_time_idx"),
+            models.Index(fields=["source", "created_at"], name="allocation_source_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"+{self.amount} {self.source}"
+
+
+class UserCreditBalance(TimestampedModel):
+    """A user's spendable credits. The row is the lock: every change selects it FOR UPDATE and writes
+    its ledger rows in the same transaction. Invariant: amount == sum of live grant remainders."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_balance")
+    amount = models.IntegerField(default=0, help_text="Credits.")
+    last_deduction_at = models.DateTimeField(null=True, blank=True)
+    last_deduction_amount = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative")]
+
+    def __str__(self):
+        return f"{self.amount} credits"
+
+
+class UserCreditSource(TimestampedModel):
+    """A grant: credits from one allocation (or reversal) and what is left of them.
+    Invariant: 0 <= remaining <= original_amount; spent soonest-expiring first, never-expiring last."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_sources")
+    source = models.CharField(max_length=16, choices=GrantSource.choices)
+    original_amount = models.PositiveIntegerField()
+    remaining = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    expired_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry job zeroed it.")
+    allocation = models.ForeignKey(
+        CreditAllocation, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
+    )
+    reversal_of = models.OneToOneField(
+        "credits.CreditDeductionLedger",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="restored_grant",
+    )
+
+    class Meta:
+        constraints = [
+            choices_check("source", GrantSource),
+            models.CheckConstraint(
+                condition=Q(remaining__lte=F("original_amount")), name="grant_remaining_within_original"
+            ),
+            models.CheckConstraint(
+                condition=Q(allocation__isnull=False) | Q(reversal_of__isnull=False), name="grant_has_origin"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "expires_at"], name="grant_user_expiry_idx"),
+            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="grant_live_expiry_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.remaining}/{self.original_amount} {self.source}"
+
+
+class CreditDeductionLedger(AppendOnlyModel):
+    """Every change that lowers a balance, and every reversal that restores one. Immutable: a
+    reversal is a new row (reason `reversal`, `reverses` -> the original), never an edit.
+    Invariant: balance_after = balance_before - amount (+ amount for a reversal)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_deductions")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    amount = models.PositiveIntegerField(help_text="Credits.")
+    balance_before = models.IntegerField()
+    balance_after = models.IntegerField()
+    request_id = models.UUIDField(null=True, blank=True, unique=True)
+    token_vendor_cost = models.DecimalField(**COST, null=True, blank=True)
+    margin_multiplier = models.DecimalField(**MULTIPLIER, null=True, blank=True)
+    gross_margin = models.DecimalField(**COST, null=True, blank=True)
+    reason = models.CharField(max_length=20, choices=DeductionReason.choices)
+    status = models.CharField(max_length=16, choices=DeductionStatus.choices, default=DeductionStatus.COMPLETED)
+    reverses = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="reversal")
+    reversed_at = models.DateTimeField(null=True, blank=True)
+    reversed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reversal_reason = models.TextField(blank=True)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            choices_check("reason", DeductionReason),
+            choices_check("status", DeductionStatus),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="deduction_amount_positive"),
+            models.CheckConstraint(condition=Q(balance_after__gte=0), name="deduction_balance_not_negative"),
+            models.CheckConstraint(
+                condition=(
+                    Q(
+                        reason=DeductionReason.REVERSAL,
+                        reverses__isnull=False,
+                        balance_after=F("balance_before") + F("amount"),
+                    )
+                    | (
+                        ~Q(reason=DeductionReason.REVERSAL)
+                        & Q(reverses__isnull=True, balance_after=F("balance_before") - F("amount"))
+                    )
+                ),
+                name="deduction_balance_arithmetic",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="deduction_user_time_idx"),
+            models.Index(fields=["reason", "created_at"], name="deduction_reason_time_idx"),
+        ]
+
+    def __str__(self):
+        sign = "+" if self.reason == DeductionReason.REVERSAL else "-"
+        return f"{sign}{self.amount} {self.reason}"
+
+
+class CreditConsumption(AppendOnlyModel):
+    """Lineage: which grants paid for which deduction. Invariant: the rows of a deduction sum to its amount."""
+
+    deduction = models.ForeignKey(CreditDeductionLedger, on_delete=models.CASCADE, related_name="consumptions")
+    source = models.ForeignKey(UserCreditSource, on_delete=models.CASCADE, related_name="consumptions")
+    amount = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="consumption_amount_positive")]
+        indexes = [
+            models.Index(fields=["deduction"], name="consumption_deduction_idx"),
+            models.Index(fields=["source"], name="consumption_source_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.amount} from {self.source_id}"
+
+
+class CreditHold(TimestampedModel):
+    """Credits reserved before a streaming LLM call. Invariant: spendable = balance - live holds,
+    so concurrent calls never together spend more than the balance."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_holds")
+    hold_id = models.UUIDField(unique=True)
+    amount = models.PositiveIntegerField(help_text="Credits held.")
+    captured_amount = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.HELD)
+    expires_at = models.DateTimeField()
+    request_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("status", HoldStatus),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "expires_at"], condition=Q(status="held"), name="hold_live_user_idx"),
+            models.Index(fields=["expires_at"], condition=Q(status="held"), name="hold_live_expiry_idx"),
+        ]
+
+    def __str__(self):
+        return f"hold {self.amount} ({self.status})"
+
+
+class TokenUsageLedger(AppendOnlyModel):
+    """One row per LLM request: tokens, vendor cost, margin and credits charged. Immutable;
+    `request_id` is unique, which makes recording idempotent."""
+
+    request_id = models.UUIDField(unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage")
+    model_name = models.CharField(max_length=255)
+    pricing = models.ForeignKey(
+        ModelProviderPricing, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
+    )
+    input_tokens = models.PositiveIntegerField()
+    output_tokens = models.PositiveIntegerField()
+    cached_input_tokens = models.PositiveIntegerField(default=0, help_text="Tokens read from the prompt cache.")
+    cache_write_tokens = models.PositiveIntegerField(default=0, help_text="Tokens written to the prompt cache.")
+    total_tokens = models.PositiveIntegerField()
+    vendor_cost = models.DecimalField(**COST, help_text="USD the vendor charges.")
+    margin_multiplier = models.DecimalField(**MULTIPLIER)
+    credit_value_usd = models.DecimalField(**COST, help_text="USD value charged: vendor cost x margin.")
+    credits_deducted = models.PositiveIntegerField()
+    gross_margin_usd = models.DecimalField(**COST)
+    request_type = models.CharField(max_length=16, choices=RequestType.choices)
+    streaming_segments = models.PositiveIntegerField(null=True, blank=True)
+    request_started_at = models.DateTimeField()
+    request_completed_at = models.DateTimeField()
+    processing_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.SUCCESS)
+    error_message = models.TextField(blank=True)
+    is_streaming_complete = models.BooleanField(default=True)
+    is_byok = models.BooleanField(default=False, help_text="Recorded at zero cost: the user brings their own key.")
+    user_tier_at_request = models.CharField(max_length=20, blank=True)
+    region = models.CharField(max_length=50, blank=True)
+    deduction = models.OneToOneField(
+        CreditDeductionLedger, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+
+    class Meta:
+        constraints = [
+            choices_check("request_type", RequestType),
+            choices_check("status", UsageStatus),
+        ]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time_idx"),
+            models.Index(fields=["model_name", "created_at"], name="usage_model_time_idx"),
+            models.Index(fields=["provider", "created_at"], name="usage_provider_time_idx"),
+            models.Index(fields=["created_at"], name="usage_time_idx"),
+            models.Index(fields=["status"], name="usage_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.model_name} {self.credits_deducted} credits"
+
+
+class TokenUsageDailySummary(TimestampedModel):
+    """Per user and day, rebuilt idempotently from TokenUsageLedger."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    summary_date = models.DateField()
+    total_requests = models.PositiveIntegerField(default=0)
+    total_input_tokens = models.BigIntegerField(default=0)
+    total_output_tokens = models.BigIntegerField(default=0)
+    total_vendor_cost = models.DecimalField(**COST, default=0)
+    total_credits_deducted = models.BigIntegerField(default=0)
+    total_gross_margin = models.DecimalField(**COST, default=0)
+    avg_request_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    success_rate = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "summary_date"], name="token_summary_unique_per_day"),
+        ]
+        indexes = [models.Index(fields=["summary_date"], name="token_summary_date_idx")]
+
+    def __str__(self):
+        return f"{self.user_id} {self.summary_date}"
+
+
+class CreditUsageDailySummary(TimestampedModel):
+    """Per user and day, rebuilt idempotently from the credit ledgers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    summary_date = models.DateField()
+    total_deductions = models.BigIntegerField(default=0, help_text="Credits spent.")
+    total_requests = models.PositiveIntegerField(default=0)
+    total_vendor_cost = models.DecimalField(**COST, default=0)
+    total_gross_margin = models.DecimalField(**COST, default=0)
+    total_credits_granted = models.BigIntegerField(default=0)
+    total_credits_expired = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "summary_date"], name="credit_summary_unique_per_day"),
+        ]
+        indexes = [models.Index(fields=["summary_date"], name="credit_summary_date_idx")]
+
+    def __str__(self):
+        return f"{self.user_id} {self.summary_date}"

@@ -1,0 +1,108 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from billing_project.models import TimestampedModel, choices_check
+
+
+class LicenseStatus(models.TextChoices):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class UpgradeStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class PerpetualLicense(TimestampedModel):
+    """A perpetual desktop license. Invariants: the key is unique (format REPHLO-XXXX-XXXX-XXXX-XXXX
+    with a check character); at most `max_activations` devices are active at once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="perpetual_licenses")
+    license_key = models.CharField(max_length=29, unique=True)
+    purchase_price_usd = models.DecimalField(
+        max_digits=10, decimal_places=2, help_text="USD paid; 0 for coupon grants."
+    )
+    purchased_version = models.CharField(max_length=32)
+    eligible_until_version = models.CharField(max_length=32, help_text="Highest app version (semver) covered.")
+    max_activations = models.PositiveSmallIntegerField(default=3)
+    status = models.CharField(max_length=16, choices=LicenseStatus.choices, default=LicenseStatus.ACTIVE)
+    status_reason = models.TextField(blank=True)
+    byok_enabled = models.BooleanField(default=True, help_text="Bring your own key: usage is not charged in credits.")
+    acquisition_coupon_code = models.CharField(max_length=50, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("status", LicenseStatus),
+            models.CheckConstraint(condition=Q(purchase_price_usd__gte=0), name="license_price_not_negative"),
+            models.CheckConstraint(condition=Q(max_activations__gte=1), name="license_max_activations_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["byok_enabled", "status"], name="license_byok_status_idx"),
+            models.Index(fields=["user", "status"], name="license_user_status_idx"),
+            models.Index(fields=["acquisition_coupon_code"], name="license_coupon_code_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.license_key[:7]}…{self.license_key[-4:]} ({self.status})"
+
+
+class LicenseActivation(TimestampedModel):
+    """A device using a license. Invariant: one active row per (license, device fingerprint);
+    a deactivated row keeps its history and is never reused."""
+
+    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="activations")
+    device_fingerprint = models.CharField(max_length=128)
+    device_name = models.CharField(max_length=255, blank=True)
+    os_type = models.CharField(max_length=64, blank=True)
+    app_version = models.CharField(max_length=32, blank=True)
+    activated_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["license", "device_fingerprint"],
+                condition=Q(deactivated_at__isnull=True),
+                name="activation_one_active_per_device",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["license", "deactivated_at"], name="activation_license_active_idx"),
+            models.Index(fields=["license", "activated_at"], name="activation_license_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.device_name or self.device_fingerprint[:12]} on {self.license_id}"
+
+
+class VersionUpgrade(TimestampedModel):
+    """A paid upgrade of a license to a new major version; raises eligible_until_version when paid."""
+
+    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="upgrades")
+    from_version = models.CharField(max_length=32)
+    to_version = models.CharField(max_length=32)
+    upgrade_price_usd = models.DecimalField(max_digits=10, decimal_places=2, help_text="USD charged, after discount.")
+    discount_usd = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    status = models.CharField(max_length=16, choices=UpgradeStatus.choices, default=UpgradeStatus.PENDING)
+    purchased_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("status", UpgradeStatus),
+            models.CheckConstraint(
+                condition=Q(upgrade_price_usd__gte=0) & Q(discount_usd__gte=0), name="upgrade_amounts_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["license", "status"], name="upgrade_license_status_idx")]
+
+    def __str__(self):
+        return f"{self.from_version} -> {self.to_version} ({self.status})"
