@@ -19,3 +19,10 @@ class RequestAudit:
 
 
 current_request_audit: ContextVar[RequestAudit | None] = ContextVar("current_request_audit", default=None)
+
+
+def note_unexpected_error(exc: BaseException) -> None:
+    """Keeps the cause of a 500 for the failure row of an admin write (staff-only, never the client)."""
+    state = current_request_audit.get()
+    if state is not None:
+        state.error_message = f"{type(exc).__name__}: {exc}"[:2000]

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from audit.context import RequestAudit, current_request_audit
+from audit.context import RequestAudit, current_request_audit, note_unexpected_error
 from audit.models import AuditAction
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ class AuditContextMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        state = current_request_audit.get()
-        if state is not None:
-            state.error_message = f"{type(exception).__name__}: {exception}"[:2000]
+        note_unexpected_error(exception)
 
     def _record_failure(self, request, response, state: RequestAudit) -> None:
         from audit.services import audit_record

@@ -10,6 +10,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTRefreshView
 
+from billing_project.auth import NoAuthentication
+
 
 class TokenObtainInput(serializers.Serializer):
     email = serializers.EmailField()
@@ -34,7 +36,7 @@ def user_authenticate(*, email: str, password: str):
 
 
 class TokenObtainView(APIView):
-    authentication_classes = []
+    authentication_classes = [NoAuthentication]
     permission_classes = [AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"

@@ -6,4 +6,4 @@ class BillingProjectConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self):
-        from billing_project import checks  # noqa: F401  (registers the production checks)
+        from billing_project import checks, schema  # noqa: F401  (register the checks and schema extensions)

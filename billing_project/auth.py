@@ -104,6 +104,17 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
         return AUTH_HEADER
 
 
+class NoAuthentication(authentication.BaseAuthentication):
+    """For public endpoints (login, register): authenticates nobody, but failures there still
+    answer 401 with a WWW-Authenticate header rather than 403."""
+
+    def authenticate(self, request):
+        return None
+
+    def authenticate_header(self, request):
+        return AUTH_HEADER
+
+
 class UserTokenAuthentication(JWTAuthentication):
     def authenticate_header(self, request):
         return AUTH_HEADER

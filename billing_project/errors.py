@@ -10,6 +10,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from audit.context import note_unexpected_error
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -158,6 +160,7 @@ def problem_exception_handler(exc, context):
         headers["Retry-After"] = "5"
     else:
         logger.exception("unhandled error on %s", instance, exc_info=exc)
+        note_unexpected_error(exc)
         status_code = 500
         body = problem_body(
             status_code=500,

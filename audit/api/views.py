@@ -1,0 +1,22 @@
+from rest_framework import viewsets
+
+from audit.api.filters import AdminAuditLogFilter, PaymentEventFilter
+from audit.api.serializers import AdminAuditLogOutput, PaymentEventOutput
+from audit.models import AdminAuditLog, PaymentEvent
+from billing_project.auth import IsStaff
+
+
+class AdminAuditLogViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit trail, newest first. Read-only by construction: no write route exists."""
+
+    permission_classes = [IsStaff]
+    serializer_class = AdminAuditLogOutput
+    filterset_class = AdminAuditLogFilter
+    queryset = AdminAuditLog.objects.order_by("-sequence")
+
+
+class PaymentEventViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsStaff]
+    serializer_class = PaymentEventOutput
+    filterset_class = PaymentEventFilter
+    queryset = PaymentEvent.objects.order_by("-created_at")

@@ -1,0 +1,71 @@
+"""A user's personal data: export and erasure (GDPR).
+
+Each app contributes the part of the export it owns through `export_section`, in its `exports`
+module, so this module needs no app imports. Erasure relies on the foreign keys' delete rules:
+personal data cascades away, financial history (coupon redemptions, payment events) keeps its rows
+with the user set to NULL, audit rows are never deleted.
+"""
+
+from collections.abc import Callable
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils.module_loading import autodiscover_modules
+
+from audit.models import AuditAction
+from audit.services import audit_record, to_json
+from billing_project.errors import Conflict, NotFound
+
+_export_sections: dict[str, Callable] = {}
+
+
+def export_section(name: str):
+    """Registers `fn(user) -> JSON-ready data` as the `name` part of a user's export."""
+
+    def register(fn):
+        _export_sections[name] = fn
+        return fn
+
+    return register
+
+
+def user_get(*, user_id: int):
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound("No user with this id.", code="user_not_found")
+    return user
+
+
+def user_export(*, user, actor) -> dict:
+    """Everything the service holds about a user; the export itself is audited."""
+    autodiscover_modules("exports")
+    data = {
+        "user": {
+            "id": user.pk,
+            "email": user.email,
+            "username": user.get_username(),
+            "date_joined": user.date_joined,
+            "last_login": user.last_login,
+            "is_staff": user.is_staff,
+        },
+        **{name: section(user) for name, section in sorted(_export_sections.items())},
+    }
+    audit_record(action=AuditAction.EXPORT, resource_type="auth.user", resource_id=str(user.pk), actor=actor)
+    return to_json(data)
+
+
+@transaction.atomic
+def user_erase(*, user, actor) -> None:
+    if user.pk == actor.pk:
+        raise Conflict("Staff cannot erase their own account.", code="cannot_erase_self")
+    if user.is_superuser:
+        raise Conflict("A superuser cannot be erased through the API.", code="cannot_erase_superuser")
+    # The audit row keeps no personal data of the erased user: only the id and account facts.
+    audit_record(
+        action=AuditAction.DELETE,
+        resource_type="auth.user",
+        resource_id=str(user.pk),
+        previous_value={"id": user.pk, "is_staff": user.is_staff, "date_joined": user.date_joined},
+        actor=actor,
+    )
+    user.delete()
