@@ -94,3 +94,30 @@ def service_client(service_token):
     client = APIClient()
     client.credentials(**bearer(service_token("usage:write")))
     return client
+
+
+def run_concurrently(task, arguments: list) -> list:
+    """Runs task(argument) in one thread per argument, released together; returns results in order
+    (an exception is returned, not raised). Each thread uses, then closes, its own DB connection."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(arguments))
+    results: list = [None] * len(arguments)
+
+    def run(index, argument):
+        try:
+            barrier.wait()
+            results[index] = task(argument)
+        except Exception as error:  # noqa: BLE001 - reported to the test, which asserts on it
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(arguments)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -32,9 +32,7 @@ def test_an_admin_api_write_writes_its_audit_row(staff_client, staff_user, targe
     assert "target@example.com" not in str(row.previous_value)  # the erased user's e-mail is not kept
 
 
-def test_a_failed_admin_write_rolls_back_with_its_audit_row_and_is_logged_as_failed(
-    staff_client, target, monkeypatch
-):
+def test_a_failed_admin_write_rolls_back_with_its_audit_row_and_is_logged_as_failed(staff_client, target, monkeypatch):
     def broken_delete(self, *args, **kwargs):
         raise RuntimeError("disk on fire")
 
@@ -133,7 +131,10 @@ def test_deleting_the_actor_keeps_the_audit_row_and_its_chain(staff_user, capsys
 
 
 def _chain(staff_user, length=4):
-    return [audit_record(action="update", resource_type="probe", resource_id=str(i), actor=staff_user) for i in range(length)]
+    return [
+        audit_record(action="update", resource_type="probe", resource_id=str(i), actor=staff_user)
+        for i in range(length)
+    ]
 
 
 def _tamper(sql: str, params: list) -> None:
