@@ -110,7 +110,7 @@ def run_concurrently(task, arguments: list) -> list:
         try:
             barrier.wait()
             results[index] = task(argument)
-        except Exception as error:  # noqa: BLE001 - reported to the test, which asserts on it
+        except Exception as error:  # reported to the test, which asserts on it
             results[index] = error
         finally:
             connections.close_all()
