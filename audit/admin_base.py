@@ -1,17 +1,21 @@
 """Base classes for the Django admin console.
 
 AuditedModelAdmin writes an AdminAuditLog row for every save and delete, inside the transaction
-Django's admin already opens for the change, so the change and its record commit together.
-ReadOnlyModelAdmin is for ledgers, events and audit rows: viewable, never editable.
+Django's admin already opens for the change, so the change and its record commit together, and links
+each object's django-auditlog history. ReadOnlyModelAdmin is for ledgers, events and audit rows:
+viewable, never editable.
 """
 
+from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin
 
 from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
 
 
-class AuditedModelAdmin(admin.ModelAdmin):
+class AdminAuditMixin:
+    """Audits the console's saves and deletes of a ModelAdmin."""
+
     def save_model(self, request, obj, form, change):
         previous = snapshot(type(obj)._default_manager.get(pk=obj.pk)) if change else None
         super().save_model(request, obj, form, change)
@@ -34,7 +38,23 @@ class AuditedModelAdmin(admin.ModelAdmin):
             self.delete_model(request, obj)
 
 
+class AuditedModelAdmin(AdminAuditMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    """An editable business table, audited, with its object history one click away."""
+
+    show_auditlog_history_link = True
+
+
 class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """A ledger, event or audit table: every column shown, nothing editable.
+
+    The tables are large, so the changelist skips counting all rows.
+    """
+
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -43,3 +63,9 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyHistoryAdmin(AuditlogHistoryAdminMixin, ReadOnlyModelAdmin):
+    """Rows that only services change (balances, grants, redemptions): read-only, with their history."""
+
+    show_auditlog_history_link = True

@@ -6,7 +6,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from billing_project.models import BaseModel, choices_check
+from billing_project.models import BaseModel, TimestampedModel, choices_check
 
 GENESIS_HASH = "0" * 64
 
@@ -135,22 +135,22 @@ class AdminAuditLog(AppendOnlyModel):
         return hashlib.sha256((self.prev_hash + self.canonical_content()).encode()).hexdigest()
 
 
-class AuditChainHead(models.Model):
-    """The single row that names the end of the audit chain.
+ADMIN_AUDIT_CHAIN = "admin_audit"
+
+
+class AuditChainHead(TimestampedModel):
+    """The row that names the end of the audit chain (one per chain).
 
     Locked (`select_for_update`) by every append, which serializes appends so the chain never forks,
     and compared by verification so that removing the newest rows is detected too.
     """
 
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    chain = models.CharField(max_length=32, unique=True, default=ADMIN_AUDIT_CHAIN)
     sequence = models.BigIntegerField(default=0)
     row_hash = models.CharField(max_length=64, default=GENESIS_HASH)
 
-    class Meta:
-        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_single_row")]
-
     def __str__(self):
-        return f"audit chain head #{self.sequence}"
+        return f"{self.chain} head #{self.sequence}"
 
 
 class PaymentEvent(AppendOnlyModel):

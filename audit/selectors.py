@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from audit.models import GENESIS_HASH, AdminAuditLog, AuditChainHead
+from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditChainHead
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainBreak | None:
         if row.compute_hash() != row.row_hash:
             return ChainBreak(row.sequence, str(row.id), "content was changed after it was written")
         expected_sequence, expected_prev = row.sequence + 1, row.row_hash
-    head = AuditChainHead.objects.filter(id=1).first()
+    head = AuditChainHead.objects.filter(chain=ADMIN_AUDIT_CHAIN).first()
     last_sequence = expected_sequence - 1
     if head is not None and (head.sequence != last_sequence or head.row_hash != expected_prev):
         return ChainBreak(head.sequence, None, f"the newest rows are missing (the chain ends at #{last_sequence})")

@@ -8,8 +8,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
 from audit.context import current_request_audit
-from audit.models import AdminAuditLog, AuditAction, AuditChainHead, PaymentEvent
-from audit.redaction import redact
+from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead, PaymentEvent
+from audit.redaction import REDACTED, mask_license_key, redact
 from billing_project.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,20 @@ def to_json(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
+SECRET_FIELDS = frozenset({"password"})
+
+
+def _recordable(field, instance):
+    if field.attname in SECRET_FIELDS:
+        return REDACTED
+    value = field.value_from_object(instance)
+    return mask_license_key(value) if isinstance(value, str) else value
+
+
 def snapshot(instance: models.Model) -> dict:
-    """The concrete field values of a row, JSON-ready, for previous/new values."""
-    return to_json({field.attname: field.value_from_object(instance) for field in instance._meta.concrete_fields})
+    """The concrete field values of a row, JSON-ready, for previous/new values. Audit rows are
+    permanent and read by every admin: credentials are redacted and license keys masked."""
+    return to_json({field.attname: _recordable(field, instance) for field in instance._meta.concrete_fields})
 
 
 def resource_type_of(instance_or_model) -> str:
@@ -89,7 +100,7 @@ def audit_record(
         actor, actor_email = _actor_of(request)
 
     # The head row is the chain's lock: appends are serialized until this transaction ends.
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(chain=ADMIN_AUDIT_CHAIN)
     row = AdminAuditLog(
         sequence=head.sequence + 1,
         prev_hash=head.row_hash,
@@ -111,7 +122,7 @@ def audit_record(
     row.row_hash = row.compute_hash()
     row.save(force_insert=True)
     head.sequence, head.row_hash = row.sequence, row.row_hash
-    head.save(update_fields=["sequence", "row_hash"])
+    head.save(update_fields=["sequence", "row_hash", "updated_at"])
     if state is not None:
         transaction.on_commit(state.mark_committed)
     return row

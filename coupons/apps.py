@@ -4,3 +4,28 @@ from django.apps import AppConfig
 class CouponsConfig(AppConfig):
     name = "coupons"
     verbose_name = "Coupons and campaigns"
+
+    def ready(self):
+        from auditlog.registry import auditlog
+
+        from coupons.models import (
+            CampaignCoupon,
+            Coupon,
+            CouponCampaign,
+            CouponFraudDetection,
+            CouponRedemption,
+            CouponUsageLimit,
+            CouponValidationRule,
+        )
+
+        # Object history for the console. Analytics snapshots are rebuilt daily and are not tracked.
+        for model in (
+            CouponCampaign,
+            Coupon,
+            CampaignCoupon,
+            CouponValidationRule,
+            CouponFraudDetection,
+            CouponRedemption,
+            CouponUsageLimit,
+        ):
+            auditlog.register(model, exclude_fields=["updated_at"])

@@ -209,6 +209,13 @@ class CouponRedemption(TimestampedModel):
             models.CheckConstraint(
                 condition=Q(final_amount_usd__gte=0) & Q(discount_applied_usd__gte=0), name="redemption_amounts_valid"
             ),
+            models.CheckConstraint(
+                condition=~Q(status="success") | Q(use_number__isnull=False, user_use_number__isnull=False),
+                name="redemption_success_takes_a_use",
+            ),
+            models.CheckConstraint(
+                condition=Q(use_number__isnull=True) | Q(use_number__gte=1), name="redemption_use_number_positive"
+            ),
         ]
         indexes = [
             models.Index(fields=["user", "status", "redemption_date"], name="redemption_user_status_idx"),

@@ -42,16 +42,6 @@ class DeductionType(models.TextChoices):
     CUSTOM = "custom"
 
 
-class DeductionReason(models.TextChoices):
-    INFERENCE = "inference"
-    EMBEDDING = "embedding"
-    FINE_TUNING = "fine_tuning"
-    CUSTOM = "custom"
-    EXPIRATION = "expiration"
-    ADMIN_ADJUSTMENT = "admin_adjustment"
-    REVERSAL = "reversal"
-
-
 class DeductionStatus(models.TextChoices):
     PENDING = "pending"
     COMPLETED = "completed"
@@ -69,16 +59,17 @@ class CreditSource(models.TextChoices):
     PRORATION = "proration"
 
 
-class GrantSource(models.TextChoices):
-    """Where a spendable grant comes from: an allocation, or a reversed deduction."""
+# Why a ledger row lowers (or, for a reversal, restores) a balance: a usage type or a bookkeeping reason.
+DeductionReason = models.TextChoices(
+    "DeductionReason",
+    [(member.name, member.value) for member in DeductionType]
+    + [("EXPIRATION", "expiration"), ("ADMIN_ADJUSTMENT", "admin_adjustment"), ("REVERSAL", "reversal")],
+)
 
-    SUBSCRIPTION = "subscription"
-    BONUS = "bonus"
-    REFERRAL = "referral"
-    COUPON = "coupon"
-    ADMIN_GRANT = "admin_grant"
-    PRORATION = "proration"
-    REVERSAL = "reversal"
+# Where a spendable grant comes from: an allocation's source, or a reversed deduction.
+GrantSource = models.TextChoices(
+    "GrantSource", [(member.name, member.value) for member in CreditSource] + [("REVERSAL", "reversal")]
+)
 
 
 class HoldStatus(models.TextChoices):

@@ -4,3 +4,28 @@ from django.apps import AppConfig
 class SubscriptionsConfig(AppConfig):
     name = "subscriptions"
     verbose_name = "Subscriptions and payments"
+
+    def ready(self):
+        from auditlog.registry import auditlog
+
+        from subscriptions.models import (
+            BillingInvoice,
+            DunningAttempt,
+            PaymentTransaction,
+            ProrationEvent,
+            Subscription,
+            TierConfig,
+            UserEntitlement,
+        )
+
+        # Object history for the console. WebhookEvent is its own record and is not tracked.
+        for model in (
+            TierConfig,
+            Subscription,
+            UserEntitlement,
+            BillingInvoice,
+            PaymentTransaction,
+            DunningAttempt,
+            ProrationEvent,
+        ):
+            auditlog.register(model, exclude_fields=["updated_at"])

@@ -123,7 +123,12 @@ class Subscription(TimestampedModel):
     scheduled_tier = models.CharField(
         max_length=20, choices=SubscriptionTier.choices, blank=True, help_text="A downgrade due at period end."
     )
-    stripe_customer_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_customer_id = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="Unique among live subscriptions: a returning customer keeps their Stripe customer.",
+    )
     stripe_subscription_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     provider_updated_at = models.DateTimeField(
         null=True, blank=True, help_text="Creation time of the newest provider event applied (ordering guard)."
@@ -138,6 +143,11 @@ class Subscription(TimestampedModel):
             models.UniqueConstraint(
                 fields=["user"], condition=Q(status__in=LIVE_STATUSES), name="subscription_one_live_per_user"
             ),
+            models.UniqueConstraint(
+                fields=["stripe_customer_id"],
+                condition=Q(status__in=LIVE_STATUSES),
+                name="subscription_customer_one_live",
+            ),
             models.CheckConstraint(
                 condition=Q(current_period_end__gt=F("current_period_start")), name="subscription_period_ordered"
             ),
@@ -147,6 +157,7 @@ class Subscription(TimestampedModel):
             models.Index(fields=["user", "current_period_end", "status"], name="subscription_user_period_idx"),
             models.Index(fields=["status", "current_period_end"], name="subscription_status_period_idx"),
             models.Index(fields=["status", "trial_ends_at"], name="subscription_trial_end_idx"),
+            models.Index(fields=["stripe_customer_id"], name="subscription_customer_idx"),
         ]
 
     def __str__(self):

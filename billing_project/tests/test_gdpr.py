@@ -70,7 +70,13 @@ def customer():
         code="WELCOME", coupon_type="percentage_discount", discount_type="percentage", discount_value=10, valid_from=now
     )
     CouponRedemption.objects.create(
-        coupon=coupon, coupon_code="WELCOME", user=user, redemption_date=now, status="success", use_number=1
+        coupon=coupon,
+        coupon_code="WELCOME",
+        user=user,
+        redemption_date=now,
+        status="success",
+        use_number=1,
+        user_use_number=1,
     )
     payment_event_record(event_type="checkout_completed", user=user, amount=1900, currency="usd")
     audit_record(action="update", resource_type="probe", actor=user)

@@ -69,3 +69,32 @@ def test_a_period_that_ends_before_it_starts_is_refused(user):
     now = timezone.now()
     with pytest.raises(IntegrityError), transaction.atomic():
         subscription_row(user, current_period_start=now, current_period_end=now - timedelta(days=1)).save()
+
+
+def test_a_returning_customer_keeps_their_stripe_customer_id(user, other_user):
+    subscription_row(user, status="cancelled", stripe_customer_id="cus_1").save()
+
+    subscription_row(user, stripe_customer_id="cus_1").save()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        subscription_row(other_user, stripe_customer_id="cus_1").save()  # two live rows on one customer
+
+
+def test_a_successful_redemption_must_take_a_use_number(user):
+    from coupons.models import Coupon, CouponRedemption
+
+    coupon = Coupon.objects.create(
+        code="TEN",
+        coupon_type="percentage_discount",
+        discount_type="percentage",
+        discount_value=10,
+        valid_from=timezone.now(),
+    )
+    row = {"coupon": coupon, "coupon_code": "TEN", "user": user, "redemption_date": timezone.now()}
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CouponRedemption.objects.create(**row, status="success")
+    CouponRedemption.objects.create(**row, status="failed", failure_reason="expired")
+    CouponRedemption.objects.create(**row, status="success", use_number=1, user_use_number=1)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CouponRedemption.objects.create(**row, status="success", use_number=1, user_use_number=2)

@@ -1,0 +1,212 @@
+"""Vendor prices and margins are edited here; balances, grants and ledgers are read-only: they change
+only through the credit services."""
+
+from django.contrib import admin
+
+from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from credits.models import (
+    CreditAllocation,
+    CreditConsumption,
+    CreditDeductionLedger,
+    CreditHold,
+    CreditUsageDailySummary,
+    MarginAuditLog,
+    ModelProviderPricing,
+    PricingConfig,
+    Provider,
+    TokenUsageDailySummary,
+    TokenUsageLedger,
+    UserCreditBalance,
+    UserCreditSource,
+)
+
+
+@admin.register(Provider)
+class ProviderAdmin(AuditedModelAdmin):
+    list_display = ("name", "display_name", "api_type", "is_enabled")
+    list_filter = ("api_type", "is_enabled")
+    search_fields = ("name", "display_name")
+    readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(ModelProviderPricing)
+class ModelProviderPricingAdmin(AuditedModelAdmin):
+    list_display = (
+        "provider",
+        "model_name",
+        "input_price_per_1k",
+        "output_price_per_1k",
+        "effective_from",
+        "effective_until",
+        "is_active",
+    )
+    list_filter = ("is_active", "provider")
+    list_select_related = ("provider",)
+    search_fields = ("model_name", "vendor_model_id", "provider__name")
+    date_hierarchy = "effective_from"
+    autocomplete_fields = ("provider",)
+    readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(PricingConfig)
+class PricingConfigAdmin(AuditedModelAdmin):
+    """The approval fields are read-only: a change is approved by someone other than its creator,
+    through the approval action, never by editing the form."""
+
+    list_display = (
+        "scope_type",
+        "subscription_tier",
+        "provider",
+        "model_name",
+        "margin_multiplier",
+        "approval_status",
+        "is_active",
+        "effective_from",
+        "created_by",
+        "approved_by",
+    )
+    list_filter = ("scope_type", "approval_status", "subscription_tier", "is_active")
+    list_select_related = ("provider", "created_by", "approved_by")
+    search_fields = ("model_name", "provider__name", "reason", "created_by__email", "=id")
+    date_hierarchy = "effective_from"
+    autocomplete_fields = ("provider",)
+    readonly_fields = ("approval_status", "approved_by", "approved_at", "created_by", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(MarginAuditLog)
+class MarginAuditLogAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "pricing_config", "change_type", "changed_by", "old_multiplier", "new_multiplier")
+    list_filter = ("change_type",)
+    list_select_related = ("pricing_config", "changed_by")
+    search_fields = ("changed_by__email", "reason", "=pricing_config__id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(CreditAllocation)
+class CreditAllocationAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "user", "amount", "source", "period_start", "period_end", "expires_at", "granted_by")
+    list_filter = ("source",)
+    list_select_related = ("user", "granted_by")
+    search_fields = ("user__email", "reason", "subscription__stripe_subscription_id", "=id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(UserCreditBalance)
+class UserCreditBalanceAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("user", "amount", "last_deduction_at", "last_deduction_amount", "updated_at")
+    list_select_related = ("user",)
+    search_fields = ("user__email",)
+    ordering = ("-updated_at",)
+
+
+@admin.register(UserCreditSource)
+class UserCreditSourceAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("created_at", "user", "source", "original_amount", "remaining", "expires_at", "expired_at")
+    list_filter = ("source", ("expires_at", admin.EmptyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=allocation__id", "=id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(CreditDeductionLedger)
+class CreditDeductionLedgerAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "reason",
+        "amount",
+        "balance_before",
+        "balance_after",
+        "status",
+        "request_id",
+    )
+    list_filter = ("reason", "status")
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=request_id", "=id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(CreditConsumption)
+class CreditConsumptionAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "deduction", "source", "amount")
+    list_select_related = ("deduction", "source")
+    search_fields = ("deduction__user__email", "=deduction__id", "=deduction__request_id", "=source__id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(CreditHold)
+class CreditHoldAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "user", "hold_id", "amount", "captured_amount", "status", "expires_at")
+    list_filter = ("status",)
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=hold_id", "=request_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(TokenUsageLedger)
+class TokenUsageLedgerAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "provider",
+        "model_name",
+        "request_type",
+        "total_tokens",
+        "vendor_cost",
+        "margin_multiplier",
+        "credits_deducted",
+        "status",
+        "is_byok",
+    )
+    list_filter = ("status", "request_type", "is_byok", "provider")
+    list_select_related = ("user", "provider")
+    search_fields = ("user__email", "=request_id", "model_name")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(TokenUsageDailySummary)
+class TokenUsageDailySummaryAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "summary_date",
+        "user",
+        "total_requests",
+        "total_input_tokens",
+        "total_output_tokens",
+        "total_vendor_cost",
+        "total_credits_deducted",
+        "total_gross_margin",
+    )
+    list_select_related = ("user",)
+    search_fields = ("user__email",)
+    date_hierarchy = "summary_date"
+    ordering = ("-summary_date",)
+
+
+@admin.register(CreditUsageDailySummary)
+class CreditUsageDailySummaryAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "summary_date",
+        "user",
+        "total_deductions",
+        "total_requests",
+        "total_credits_granted",
+        "total_credits_expired",
+        "total_vendor_cost",
+        "total_gross_margin",
+    )
+    list_select_related = ("user",)
+    search_fields = ("user__email",)
+    date_hierarchy = "summary_date"
+    ordering = ("-summary_date",)
