@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditChainHead
@@ -14,10 +15,13 @@ class ChainBreak:
         return f"sequence {self.sequence}{row}: {self.reason}"
 
 
-def audit_chain_verify(*, chunk_size: int = 2000) -> ChainBreak | None:
-    """Walks the audit chain in order and returns its first broken link, or None if it is whole."""
+def audit_chain_verify(*, chunk_size: int = 2000, on_row: Callable[[], object] | None = None) -> ChainBreak | None:
+    """Walks the audit chain in order and returns its first broken link, or None if it is whole.
+    `on_row` is called once per row read (a progress bar's update)."""
     expected_sequence, expected_prev = 1, GENESIS_HASH
     for row in AdminAuditLog.objects.order_by("sequence").iterator(chunk_size=chunk_size):
+        if on_row is not None:
+            on_row()
         if row.sequence != expected_sequence:
             return ChainBreak(
                 expected_sequence, None, f"row missing (the next row present is #{row.sequence}, {row.id})"

@@ -41,7 +41,7 @@ class TokenObtainView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput})
+    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput}, auth=[])
     def post(self, request):
         data = TokenObtainInput(data=request.data)
         data.is_valid(raise_exception=True)

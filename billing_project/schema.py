@@ -27,12 +27,3 @@ class ServiceTokenScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "Service token from `manage.py issue_service_token`.",
         }
-
-
-class NoAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "billing_project.auth.NoAuthentication"
-    name = "public"
-    optional = True
-
-    def get_security_definition(self, auto_schema):
-        return []

@@ -17,7 +17,7 @@ class RegisterView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=RegisterInput, responses={201: AccountOutput})
+    @extend_schema(request=RegisterInput, responses={201: AccountOutput}, auth=[])
     def post(self, request):
         data = RegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -32,6 +32,7 @@ class MeView(APIView):
         return Response(MeOutput({"id": user.pk, "email": user.email, "tier": user_tier(user=user)}).data)
 
 
+@extend_schema(auth=[])
 class TierListView(generics.ListAPIView):
     authentication_classes = []
     permission_classes = [AllowAny]

@@ -1,0 +1,42 @@
+"""Rules every table and the API follow (SPEC 3 and 5), checked over the whole project so that a
+model or route added later cannot quietly break them."""
+
+from io import StringIO
+
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.db import models
+
+from billing_project.models import IdempotencyKey
+
+PROJECT_APPS = ("billing_project", "audit", "licensing", "credits", "subscriptions", "coupons")
+PROJECT_MODELS = [model for app in PROJECT_APPS for model in apps.get_app_config(app).get_models()]
+
+
+@pytest.mark.parametrize("model", PROJECT_MODELS, ids=lambda model: model._meta.label)
+def test_every_table_has_a_uuid_key_and_a_creation_time(model):
+    assert isinstance(model._meta.pk, models.UUIDField)
+    assert model._meta.get_field("created_at")
+
+
+@pytest.mark.parametrize("model", PROJECT_MODELS, ids=lambda model: model._meta.label)
+def test_every_enumeration_is_enforced_by_the_database(model):
+    checked = {str(constraint.condition) for constraint in model._meta.constraints if hasattr(constraint, "condition")}
+    for field in model._meta.concrete_fields:
+        if field.choices and isinstance(field, models.CharField):
+            assert any(f"'{field.name}__in'" in condition for condition in checked), f"{model.__name__}.{field.name}"
+
+
+@pytest.mark.parametrize("model", [m for m in PROJECT_MODELS if m is not IdempotencyKey], ids=lambda m: m._meta.label)
+def test_every_model_says_its_invariant(model):
+    assert model.__doc__ and not model.__doc__.startswith(f"{model.__name__}("), model.__name__
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
+
+
+def test_openapi_schema_is_valid_without_warnings():
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=StringIO())
