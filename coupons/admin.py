@@ -67,7 +67,6 @@ class CouponAdmin(AuditedModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        obj.code = obj.code.upper()  # codes are stored upper-case; lookups are case-insensitive
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)

@@ -137,6 +137,10 @@ class Coupon(TimestampedModel):
     def __str__(self):
         return self.code
 
+    def save(self, *args, **kwargs):
+        self.code = self.code.strip().upper()  # stored upper-case; lookups are case-insensitive
+        super().save(*args, **kwargs)
+
 
 class CampaignCoupon(BaseModel):
     """Links a coupon to its campaign. Invariant: a coupon belongs to at most one campaign, so its
