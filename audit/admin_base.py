@@ -38,6 +38,15 @@ class AdminAuditMixin:
             self.delete_model(request, obj)
 
 
+class CreatorStampAdminMixin:
+    """Records the admin who adds a row in its `created_by`."""
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
 class AuditedModelAdmin(AdminAuditMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
     """An editable business table, audited, with its object history one click away."""
 

@@ -3,27 +3,20 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
-class UserTokenScheme(OpenApiAuthenticationExtension):
+class _BearerTokenScheme(OpenApiAuthenticationExtension):
+    description = ""
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": self.description}
+
+
+class UserTokenScheme(_BearerTokenScheme):
     target_class = "billing_project.auth.UserTokenAuthentication"
     name = "userToken"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "Access token from POST /api/v1/auth/token/.",
-        }
+    description = "Access token from POST /api/v1/auth/token/."
 
 
-class ServiceTokenScheme(OpenApiAuthenticationExtension):
+class ServiceTokenScheme(_BearerTokenScheme):
     target_class = "billing_project.auth.ServiceTokenAuthentication"
     name = "serviceToken"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "Service token from `manage.py issue_service_token`.",
-        }
+    description = "Service token from `manage.py issue_service_token`."

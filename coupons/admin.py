@@ -3,7 +3,7 @@ and redemption history must survive. Redemptions, usage totals and snapshots are
 
 from django.contrib import admin
 
-from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from coupons.models import (
     CampaignCoupon,
     Coupon,
@@ -17,7 +17,7 @@ from coupons.models import (
 
 
 @admin.register(CouponCampaign)
-class CouponCampaignAdmin(AuditedModelAdmin):
+class CouponCampaignAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     list_display = ("name", "starts_at", "ends_at", "budget_usd", "spent_usd", "is_active", "created_by")
     list_filter = ("is_active",)
     list_select_related = ("created_by",)
@@ -28,14 +28,9 @@ class CouponCampaignAdmin(AuditedModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-
 
 @admin.register(Coupon)
-class CouponAdmin(AuditedModelAdmin):
+class CouponAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     list_display = (
         "code",
         "coupon_type",
@@ -65,11 +60,6 @@ class CouponAdmin(AuditedModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(CampaignCoupon)

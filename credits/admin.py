@@ -3,7 +3,7 @@ only through the credit services."""
 
 from django.contrib import admin
 
-from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from credits.models import (
     CreditAllocation,
     CreditConsumption,
@@ -49,7 +49,7 @@ class ModelProviderPricingAdmin(AuditedModelAdmin):
 
 
 @admin.register(PricingConfig)
-class PricingConfigAdmin(AuditedModelAdmin):
+class PricingConfigAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     """The approval fields are read-only: a change is approved by someone other than its creator,
     through the approval action, never by editing the form."""
 
@@ -71,11 +71,6 @@ class PricingConfigAdmin(AuditedModelAdmin):
     date_hierarchy = "effective_from"
     autocomplete_fields = ("provider",)
     readonly_fields = ("approval_status", "approved_by", "approved_at", "created_by", "created_at", "updated_at")
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(MarginAuditLog)
