@@ -10,6 +10,7 @@ from audit.redaction import REDACTED
 from audit.services import audit_record, resource_type_of
 from billing_project.gdpr import user_erase
 from billing_project.models import IdempotencyKey
+from credits.admin import grant_credits
 
 User = get_user_model()
 
@@ -38,6 +39,7 @@ class UserAdmin(AdminAuditMixin, DjangoUserAdmin):
     """
 
     change_password_form = AuditedPasswordChangeForm
+    actions = [grant_credits]
     list_display = ("email", "username", "is_staff", "is_superuser", "is_active", "date_joined", "last_login")
     search_fields = ("email", "username", "first_name", "last_name")
 

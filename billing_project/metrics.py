@@ -5,3 +5,7 @@ from prometheus_client import Counter
 IDEMPOTENT_HITS = Counter("idempotent_hits_total", "Requests answered from a stored idempotent result.", ["operation"])
 SERVICE_AUTH_ATTEMPTS = Counter("service_auth_attempts_total", "Service token authentication attempts.", ["result"])
 REDIS_ERRORS = Counter("redis_errors_total", "Errors talking to Redis.")
+USAGE_RECORDING_ATTEMPTS = Counter(
+    "usage_recording_attempts_total", "Usage events recorded, by outcome (status or refusal code).", ["result"]
+)
+CREDITS_DEDUCTED = Counter("credits_deducted_total", "Credits deducted for usage.")

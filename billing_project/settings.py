@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,15 @@ CREDIT_VALUE_USD = Decimal(env.str("CREDIT_VALUE_USD", default="0.001"))
 DEFAULT_MARGIN_MULTIPLIER = Decimal(env.str("DEFAULT_MARGIN_MULTIPLIER", default="1.5"))
 CREDIT_HOLD_TTL = timedelta(seconds=env.int("CREDIT_HOLD_TTL", default=15 * 60))
 LICENSE_DEVICE_CHANGES_PER_DAY = env.int("LICENSE_DEVICE_CHANGES_PER_DAY", default=6)
+# Perpetual licenses: the release on sale, its price, and paid upgrades to the next major version.
+LICENSE_CURRENT_VERSION = env.str("LICENSE_CURRENT_VERSION", default="1.0.0")
+LICENSE_PRICE_USD = Decimal(env.str("LICENSE_PRICE_USD", default="199.00"))
+LICENSE_UPGRADE_PRICE_USD = Decimal(env.str("LICENSE_UPGRADE_PRICE_USD", default="99.00"))
+LICENSE_EARLY_UPGRADE_DISCOUNT_PERCENT = Decimal(env.str("LICENSE_EARLY_UPGRADE_DISCOUNT_PERCENT", default="20"))
+LICENSE_EARLY_UPGRADE_DAYS = env.int("LICENSE_EARLY_UPGRADE_DAYS", default=90)
+# Where Stripe Checkout sends the customer back after a license purchase or upgrade.
+LICENSE_CHECKOUT_SUCCESS_URL = env.str("LICENSE_CHECKOUT_SUCCESS_URL", default="")
+LICENSE_CHECKOUT_CANCEL_URL = env.str("LICENSE_CHECKOUT_CANCEL_URL", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
@@ -189,6 +199,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the tier choices, wherever a serializer uses them.
+    "ENUM_NAME_OVERRIDES": {"SubscriptionTierEnum": "billing_project.enums.SubscriptionTier"},
 }
 
 CELERY_BROKER_URL = CELERY_BROKER_URL or None
@@ -205,6 +217,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing_project.tasks.purge_idempotency_keys",
         "schedule": timedelta(hours=1),
     },
+    "expire-credit-holds": {"task": "credits.tasks.expire_credit_holds", "schedule": timedelta(minutes=1)},
+    "expire-credits": {"task": "credits.tasks.expire_credits", "schedule": timedelta(minutes=15)},
+    "rollup-usage": {"task": "credits.tasks.rollup_usage_daily", "schedule": crontab(hour=0, minute=30)},
 }
 
 CORS_ALLOW_CREDENTIALS = False

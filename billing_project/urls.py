@@ -8,6 +8,8 @@ from billing_project.errors_views import api_not_found, server_error
 api_v1 = [
     path("", include("billing_project.accounts_urls")),
     path("", include("subscriptions.api.urls")),
+    path("", include("licensing.api.urls")),
+    path("", include("credits.api.urls")),
     path("", include("audit.api.urls")),
 ]
 

@@ -1,9 +1,12 @@
 """Vendor prices and margins are edited here; balances, grants and ledgers are read-only: they change
 only through the credit services."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from billing_project.admin_actions import ReasonForm, form_action
+from billing_project.errors import DomainError
 from credits.models import (
     CreditAllocation,
     CreditConsumption,
@@ -19,6 +22,59 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
+from credits.services import credit_grant_by_staff, deduction_reverse, pricing_config_approve, pricing_config_reject
+from credits.services.grants import GRANTABLE_BY_STAFF
+
+
+class GrantCreditsForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, max_value=1_000_000_000, help_text="Credits (1 credit = USD 0.001).")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000)
+    source = forms.ChoiceField(choices=[(value, value) for value in GRANTABLE_BY_STAFF])
+    expires_at = forms.DateTimeField(required=False, help_text="Empty: the credits never expire.")
+
+
+def _grant(*, request, obj, amount, reason, source, expires_at):
+    user = getattr(obj, "user", obj)
+    result = credit_grant_by_staff(
+        user=user, amount=amount, reason=reason, source=source, expires_at=expires_at, actor=request.user
+    )
+    return f"{user.email}: +{amount} credits, balance {result.balance_after}"
+
+
+grant_credits = form_action(
+    form_class=GrantCreditsForm, description="Grant credits", perform=_grant, name="grant_credits"
+)
+
+
+def _reverse(*, request, obj, reason):
+    result = deduction_reverse(deduction_id=obj.pk, reason=reason, actor=request.user)
+    return f"reversed {obj.amount} credits of {obj.user}, balance {result.balance_after}"
+
+
+reverse_deductions = form_action(
+    form_class=ReasonForm, description="Reverse the selected deductions", perform=_reverse, name="reverse_deductions"
+)
+
+
+def _reject(*, request, obj, reason):
+    pricing_config_reject(config_id=obj.pk, actor=request.user, reason=reason)
+    return f"rejected {obj}"
+
+
+reject_pricing_changes = form_action(
+    form_class=ReasonForm, description="Reject the selected pricing changes", perform=_reject, name="reject_changes"
+)
+
+
+@admin.action(description="Approve the selected pricing changes")
+def approve_pricing_changes(modeladmin, request, queryset):
+    for config in queryset:
+        try:
+            pricing_config_approve(config_id=config.pk, actor=request.user)
+        except DomainError as error:
+            modeladmin.message_user(request, f"{config}: {error.detail}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"Approved {config}.", messages.SUCCESS)
 
 
 @admin.register(Provider)
@@ -71,6 +127,7 @@ class PricingConfigAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     date_hierarchy = "effective_from"
     autocomplete_fields = ("provider",)
     readonly_fields = ("approval_status", "approved_by", "approved_at", "created_by", "created_at", "updated_at")
+    actions = [approve_pricing_changes, reject_pricing_changes]
 
 
 @admin.register(MarginAuditLog)
@@ -99,6 +156,7 @@ class UserCreditBalanceAdmin(ReadOnlyHistoryAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email",)
     ordering = ("-updated_at",)
+    actions = [grant_credits]
 
 
 @admin.register(UserCreditSource)
@@ -128,6 +186,7 @@ class CreditDeductionLedgerAdmin(ReadOnlyModelAdmin):
     search_fields = ("user__email", "=request_id", "=id")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
+    actions = [reverse_deductions]
 
 
 @admin.register(CreditConsumption)

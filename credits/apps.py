@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class CreditsConfig(AppConfig):
@@ -14,3 +15,15 @@ class CreditsConfig(AppConfig):
         # own record and high-volume: they are not tracked.
         for model in (Provider, ModelProviderPricing, PricingConfig, UserCreditBalance, UserCreditSource):
             auditlog.register(model, exclude_fields=["updated_at"])
+
+        # Any change to what prices a request, from any path (services, console, shell), makes every
+        # process reload its pricing book.
+        for model in (Provider, ModelProviderPricing, PricingConfig):
+            post_save.connect(_pricing_changed, sender=model, dispatch_uid=f"pricing-book-{model.__name__}")
+            post_delete.connect(_pricing_changed, sender=model, dispatch_uid=f"pricing-book-del-{model.__name__}")
+
+
+def _pricing_changed(**kwargs):
+    from credits.selectors import pricing_book_invalidate
+
+    pricing_book_invalidate()

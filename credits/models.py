@@ -491,6 +491,7 @@ class TokenUsageLedger(AppendOnlyModel):
     margin_multiplier = models.DecimalField(**MULTIPLIER)
     credit_value_usd = models.DecimalField(**COST, help_text="USD value charged: vendor cost x margin.")
     credits_deducted = models.PositiveIntegerField()
+    balance_after = models.IntegerField(null=True, blank=True, help_text="The user's balance once recorded.")
     gross_margin_usd = models.DecimalField(**COST)
     request_type = models.CharField(max_length=16, choices=RequestType.choices)
     streaming_segments = models.PositiveIntegerField(null=True, blank=True)
@@ -503,6 +504,7 @@ class TokenUsageLedger(AppendOnlyModel):
     is_byok = models.BooleanField(default=False, help_text="Recorded at zero cost: the user brings their own key.")
     user_tier_at_request = models.CharField(max_length=20, blank=True)
     region = models.CharField(max_length=50, blank=True)
+    hold_id = models.UUIDField(null=True, blank=True, help_text="The reservation this request captured.")
     deduction = models.OneToOneField(
         CreditDeductionLedger, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
     )

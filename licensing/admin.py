@@ -1,13 +1,41 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 
 from audit.admin_base import AuditedModelAdmin
 from audit.redaction import mask_license_key
+from billing_project.errors import DomainError
+from licensing import services
 from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
+
+
+class LicenseActionForm(ActionForm):
+    """The changelist's action bar, with the reason the status actions require."""
+
+    reason = forms.CharField(required=False, max_length=2000, help_text="Required to suspend, reactivate or revoke.")
+
+
+class LicenseIssueForm(forms.ModelForm):
+    """The console's add form: what staff choose; the key, coverage and status come from license_issue."""
+
+    class Meta:
+        model = PerpetualLicense
+        fields = ("user", "purchased_version", "purchase_price_usd", "max_activations", "byok_enabled")
+        help_texts = {
+            "purchased_version": "Empty for the release on sale. Covers its whole major line.",
+            "purchase_price_usd": "What was paid outside the checkout; 0 for a goodwill license.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["purchased_version"].required = False
+        self.fields["purchase_price_usd"].initial = 0
 
 
 @admin.register(PerpetualLicense)
 class PerpetualLicenseAdmin(AuditedModelAdmin):
-    """Lists show a masked key (a list is easily shared or screenshotted); the change page shows it whole."""
+    """Lists show a masked key (a list is easily shared or screenshotted); the change page shows it whole.
+    Adding issues a license through the service; status changes only through the audited actions."""
 
     list_display = (
         "masked_license_key",
@@ -27,16 +55,78 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
     date_hierarchy = "created_at"
     autocomplete_fields = ("user",)
     readonly_fields = ("created_at", "updated_at")
+    action_form = LicenseActionForm
+    actions = ("suspend_licenses", "reactivate_licenses", "revoke_licenses")
 
     @admin.display(description="license key", ordering="license_key")
     def masked_license_key(self, obj):
         return mask_license_key(obj.license_key)
 
-    def get_readonly_fields(self, request, obj=None):
-        # An issued key is in the customer's hands: changing it would lock them out.
+    def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
-            return self.readonly_fields
-        return ("license_key", *self.readonly_fields)
+            kwargs["form"] = LicenseIssueForm
+            kwargs["fields"] = LicenseIssueForm.Meta.fields
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return LicenseIssueForm.Meta.fields
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        # An issued key is in the customer's hands: changing it would lock them out. The status
+        # changes only through the actions, which take a reason and apply their effects.
+        return ("license_key", "status", "status_reason", "checkout_session_id", *self.readonly_fields)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = services.license_issue(
+            user=obj.user,
+            actor=request.user,
+            purchased_version=obj.purchased_version or None,
+            purchase_price_usd=obj.purchase_price_usd,
+            max_activations=obj.max_activations,
+            byok_enabled=obj.byok_enabled,
+        )
+        # The admin goes on with `obj` (its message, log entry and redirect): make it the issued row.
+        for field in PerpetualLicense._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(issued, field.attname))
+        obj._state.adding = False
+
+    def _apply(self, request, queryset, service, verb: str):
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            self.message_user(request, f"Give a reason to {verb} licenses.", messages.ERROR)
+            return
+        done, refused = 0, []
+        for license_ in queryset.order_by("pk"):
+            try:
+                service(license_id=license_.pk, actor=request.user, reason=reason)
+                done += 1
+            except DomainError as error:
+                refused.append(f"{mask_license_key(license_.license_key)}: {error.detail}")
+        if done:
+            self.message_user(request, f"{verb.capitalize()}: {done} license(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Suspend selected licenses (reason required)", permissions=["change"])
+    def suspend_licenses(self, request, queryset):
+        self._apply(request, queryset, services.license_suspend, "suspend")
+
+    @admin.action(description="Reactivate selected suspended licenses (reason required)", permissions=["change"])
+    def reactivate_licenses(self, request, queryset):
+        self._apply(request, queryset, services.license_reactivate, "reactivate")
+
+    @admin.action(
+        description="Revoke selected licenses and deactivate their devices (reason required)", permissions=["change"]
+    )
+    def revoke_licenses(self, request, queryset):
+        self._apply(request, queryset, services.license_revoke, "revoke")
 
 
 @admin.register(LicenseActivation)

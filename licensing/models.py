@@ -1,8 +1,12 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from billing_project.models import TimestampedModel, choices_check
+from licensing.keys import key_is_valid
+
+DEFAULT_MAX_ACTIVATIONS = 3
 
 
 class LicenseStatus(models.TextChoices):
@@ -20,29 +24,52 @@ class UpgradeStatus(models.TextChoices):
     REFUNDED = "refunded"
 
 
+def validate_license_key(value: str) -> None:
+    if not key_is_valid(value):
+        raise ValidationError("Not a license key: wrong shape or check character.", code="bad_checksum")
+
+
 class PerpetualLicense(TimestampedModel):
     """A perpetual desktop license. Invariants: the key is unique (format REPHLO-XXXX-XXXX-XXXX-XXXX
-    with a check character); at most `max_activations` devices are active at once."""
+    with a check character); at most `max_activations` devices are active at once, and a license
+    changes devices at most LICENSE_DEVICE_CHANGES_PER_DAY times in 24 hours (both enforced by
+    licensing.services under this row's lock); only an active license can be activated."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="perpetual_licenses")
-    license_key = models.CharField(max_length=29, unique=True)
+    license_key = models.CharField(max_length=29, unique=True, validators=[validate_license_key])
     purchase_price_usd = models.DecimalField(
         max_digits=10, decimal_places=2, help_text="USD paid; 0 for coupon grants."
     )
-    purchased_version = models.CharField(max_length=32)
-    eligible_until_version = models.CharField(max_length=32, help_text="Highest app version (semver) covered.")
-    max_activations = models.PositiveSmallIntegerField(default=3)
-    status = models.CharField(max_length=16, choices=LicenseStatus.choices, default=LicenseStatus.ACTIVE)
-    status_reason = models.TextField(blank=True)
+    purchased_version = models.CharField(max_length=32, help_text="App version (PEP 440) the license was bought for.")
+    eligible_until_version = models.CharField(
+        max_length=32,
+        help_text="Highest app version covered: the end of the bought major line, M.999.999 "
+        "(1.4.2 -> 1.999.999); a paid upgrade moves it to the next line's end.",
+    )
+    max_activations = models.PositiveSmallIntegerField(default=DEFAULT_MAX_ACTIVATIONS)
+    status = models.CharField(
+        max_length=16,
+        choices=LicenseStatus.choices,
+        default=LicenseStatus.ACTIVE,
+        help_text="pending until paid; active; suspended (staff, reversible); revoked (staff, final, "
+        "devices deactivated); expired.",
+    )
+    status_reason = models.TextField(blank=True, help_text="Why staff last suspended, revoked or reactivated it.")
     byok_enabled = models.BooleanField(default=True, help_text="Bring your own key: usage is not charged in credits.")
     acquisition_coupon_code = models.CharField(max_length=50, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    checkout_session_id = models.CharField(
+        max_length=255, blank=True, help_text="The payment session that bought it (offline_... without Stripe)."
+    )
 
     class Meta:
         constraints = [
             choices_check("status", LicenseStatus),
             models.CheckConstraint(condition=Q(purchase_price_usd__gte=0), name="license_price_not_negative"),
             models.CheckConstraint(condition=Q(max_activations__gte=1), name="license_max_activations_positive"),
+            models.UniqueConstraint(
+                fields=["checkout_session_id"], condition=~Q(checkout_session_id=""), name="license_one_per_checkout"
+            ),
         ]
         indexes = [
             models.Index(fields=["byok_enabled", "status"], name="license_byok_status_idx"),
@@ -85,21 +112,34 @@ class LicenseActivation(TimestampedModel):
 
 
 class VersionUpgrade(TimestampedModel):
-    """A paid upgrade of a license to a new major version; raises eligible_until_version when paid."""
+    """A paid upgrade of a license to the next major version. Created pending with its price fixed
+    when the checkout starts; completing it (once: idempotent) raises the license's
+    eligible_until_version to the end of `to_version`'s major line."""
 
     license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="upgrades")
     from_version = models.CharField(max_length=32)
     to_version = models.CharField(max_length=32)
     upgrade_price_usd = models.DecimalField(max_digits=10, decimal_places=2, help_text="USD charged, after discount.")
-    discount_usd = models.DecimalField(max_digits=10, decimal_places=2, default=0)
-    status = models.CharField(max_length=16, choices=UpgradeStatus.choices, default=UpgradeStatus.PENDING)
+    discount_usd = models.DecimalField(
+        max_digits=10, decimal_places=2, default=0, help_text="Early-upgrade discount taken off the list price."
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=UpgradeStatus.choices,
+        default=UpgradeStatus.PENDING,
+        help_text="pending until paid, then completed.",
+    )
     purchased_at = models.DateTimeField(null=True, blank=True)
+    checkout_session_id = models.CharField(max_length=255, blank=True, help_text="The payment session that paid it.")
 
     class Meta:
         constraints = [
             choices_check("status", UpgradeStatus),
             models.CheckConstraint(
                 condition=Q(upgrade_price_usd__gte=0) & Q(discount_usd__gte=0), name="upgrade_amounts_not_negative"
+            ),
+            models.UniqueConstraint(
+                fields=["checkout_session_id"], condition=~Q(checkout_session_id=""), name="upgrade_one_per_checkout"
             ),
         ]
         indexes = [models.Index(fields=["license", "status"], name="upgrade_license_status_idx")]

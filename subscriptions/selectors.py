@@ -17,3 +17,12 @@ def user_tier(*, user) -> str:
         return subscription.tier
     entitlement = UserEntitlement.objects.filter(user=user).values_list("tier", flat=True).first()
     return entitlement or SubscriptionTier.FREE
+
+
+def tier_and_subscription_for(user_id: int) -> tuple[str, object]:
+    """(tier, live subscription id or None) for the credits engine, in one query when subscribed."""
+    live = Subscription.objects.filter(user_id=user_id, status__in=LIVE_STATUSES).values_list("tier", "pk").first()
+    if live is not None:
+        return live
+    entitlement = UserEntitlement.objects.filter(user_id=user_id).values_list("tier", flat=True).first()
+    return entitlement or SubscriptionTier.FREE, None

@@ -5,18 +5,22 @@ from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from billing_project.tests.factories import UserFactory
+from licensing.keys import ALPHABET, BODY_LENGTH, key_from_payload
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
-
-KEY_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 
 def license_key(n: int) -> str:
-    """A unique key of the REPHLO-XXXX-XXXX-XXXX-XXXX shape: n written in the unambiguous alphabet."""
-    digits = ""
-    for _ in range(16):
-        n, digit = divmod(n, len(KEY_ALPHABET))
-        digits = KEY_ALPHABET[digit] + digits
-    return "REPHLO-" + "-".join(digits[i : i + 4] for i in range(0, 16, 4))
+    """A unique, valid key: n written in the key alphabet as the payload, then its check character."""
+    payload = ""
+    for _ in range(BODY_LENGTH - 1):
+        n, digit = divmod(n, len(ALPHABET))
+        payload = ALPHABET[digit] + payload
+    return key_from_payload(payload)
+
+
+def mistyped(key: str) -> str:
+    """The key with its last character replaced: what a one-character typo looks like."""
+    return key[:-1] + ("2" if key[-1] != "2" else "3")
 
 
 class PerpetualLicenseFactory(DjangoModelFactory):
@@ -27,7 +31,7 @@ class PerpetualLicenseFactory(DjangoModelFactory):
     license_key = factory.Sequence(license_key)
     purchase_price_usd = Decimal("199.00")
     purchased_version = "1.0.0"
-    eligible_until_version = "1.99.99"
+    eligible_until_version = "1.999.999"
     status = LicenseStatus.ACTIVE
     activated_at = factory.LazyFunction(timezone.now)
 

@@ -1,0 +1,286 @@
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_project.auth import IsStaff, service_scope
+from billing_project.errors import DomainError, NotFound
+from credits import selectors, services
+from credits.api import serializers as s
+from credits.models import ModelProviderPricing, PricingConfig, Provider
+
+UsageWrite = service_scope("usage:write")
+
+
+class UsageRecordView(APIView):
+    """Records one LLM request. 201 when recorded, 200 with the first body for a repeated request_id."""
+
+    permission_classes = [UsageWrite]
+
+    @extend_schema(request=s.UsageEventInput, responses={201: s.UsageRecordOutput, 200: s.UsageRecordOutput})
+    def post(self, request):
+        data = s.UsageEventInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.usage_record(event=data.to_event())
+        return Response(result.body, status=result.status_code)
+
+
+def _batch_entry(index: int, raw: dict) -> tuple[dict, object]:
+    """(result skeleton, event or None) for one raw event of a batch."""
+    data = s.UsageEventInput(data=raw)
+    request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+    if not data.is_valid():
+        return {
+            "index": index,
+            "request_id": request_id,
+            "status": 400,
+            "code": "validation_error",
+            "errors": data.errors,
+        }, None
+    return {"index": index, "request_id": request_id}, data.to_event()
+
+
+class UsageRecordBatchView(APIView):
+    """Records up to 1,000 requests; each gets its own result, in order. The response is 200 whatever
+    the individual outcomes: read each result's `status`."""
+
+    permission_classes = [UsageWrite]
+
+    @extend_schema(request=s.UsageBatchInput, responses=s.UsageBatchOutput)
+    def post(self, request):
+        envelope = s.UsageBatchInput(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        entries = [_batch_entry(index, raw) for index, raw in enumerate(envelope.validated_data["events"])]
+        valid = [(entry, event) for entry, event in entries if event is not None]
+        outcomes = services.usage_record_batch(events=[event for _, event in valid])
+        for (entry, _), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, DomainError):
+                entry.update(status=outcome.status, code=outcome.code, detail=outcome.detail, **outcome.extra)
+            else:
+                entry.update(status=outcome.status_code, result=outcome.body)
+        return Response({"results": [entry for entry, _ in entries]})
+
+
+class UsageCheckView(APIView):
+    """Pre-flight: would a request of `estimated_credits` be allowed now? Changes nothing."""
+
+    permission_classes = [UsageWrite]
+
+    @extend_schema(request=s.CreditCheckInput, responses=s.CreditCheckOutput)
+    def post(self, request):
+        data = s.CreditCheckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user_id = data.validated_data["user_id"]
+        if not get_user_model().objects.filter(pk=user_id).exists():
+            raise NotFound(f"No user with id {user_id}.", code="unknown_user")
+        figures = selectors.credits_available(user_id=user_id)
+        allowed = data.validated_data["estimated_credits"] <= figures["available"]
+        return Response({"allowed": allowed, "balance": figures["balance"], "available": figures["available"]})
+
+
+def _hold_body(hold, available=None) -> dict:
+    body = {"hold_id": hold.hold_id, "status": hold.status, "held": hold.amount, "expires_at": hold.expires_at}
+    if available is not None:
+        body["available"] = available
+    return s.HoldOutput(body).data
+
+
+class UsageReserveView(APIView):
+    """Holds credits for a streaming call; capture them with `hold_id` on usage/record."""
+
+    permission_classes = [UsageWrite]
+
+    @extend_schema(request=s.HoldReserveInput, responses={201: s.HoldOutput, 200: s.HoldOutput})
+    def post(self, request):
+        data = s.HoldReserveInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.hold_reserve(**data.validated_data)
+        return Response(
+            _hold_body(result.hold, result.available),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class UsageReleaseView(APIView):
+    permission_classes = [UsageWrite]
+
+    @extend_schema(request=s.HoldReleaseInput, responses=s.HoldOutput)
+    def post(self, request):
+        data = s.HoldReleaseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(_hold_body(services.hold_release(**data.validated_data)))
+
+
+class MeCreditsView(APIView):
+    @extend_schema(responses=s.CreditsOutput)
+    def get(self, request):
+        return Response(s.CreditsOutput(selectors.balance_get(user=request.user)).data)
+
+
+class UsageCursorPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class MeUsageView(generics.ListAPIView):
+    """The caller's usage, newest first, with the grants that paid for each request."""
+
+    serializer_class = s.UsageOutput
+    pagination_class = UsageCursorPagination
+    filter_backends = []
+
+    @extend_schema(parameters=[s.UsageListQuery])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        query = s.UsageListQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.usage_list_for_user(user=self.request.user, **query.validated_data)
+
+
+class MeUsageDailyView(APIView):
+    """Per-day totals of the caller's usage; the last 30 days unless a range (at most 366 days) is given."""
+
+    @extend_schema(parameters=[s.UsageDailyQuery], responses=s.UsageDayOutput(many=True))
+    def get(self, request):
+        query = s.UsageDailyQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        date_to = query.validated_data.get("date_to") or timezone.now().date()
+        date_from = query.validated_data.get("date_from") or date_to - timedelta(days=29)
+        if (date_to - date_from).days > 365:
+            date_from = date_to - timedelta(days=365)
+        days = selectors.usage_daily_for_user(user=request.user, date_from=date_from, date_to=date_to)
+        return Response(s.UsageDayOutput(days, many=True).data)
+
+
+class StaffCreditGrantView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=s.StaffGrantInput, responses={201: s.StaffGrantOutput})
+    def post(self, request):
+        data = s.StaffGrantInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        user = get_user_model().objects.filter(pk=fields.pop("user_id")).first()
+        if user is None:
+            raise NotFound("No such user.", code="unknown_user")
+        result = services.credit_grant_by_staff(user=user, actor=request.user, **fields)
+        body = {"allocation_id": result.allocation.pk, "balance_after": result.balance_after}
+        return Response(s.StaffGrantOutput(body).data, status=status.HTTP_201_CREATED)
+
+
+class StaffDeductionReverseView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=s.ReverseInput, responses=s.ReverseOutput)
+    def post(self, request, deduction_id):
+        data = s.ReverseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.deduction_reverse(deduction_id=deduction_id, actor=request.user, **data.validated_data)
+        body = {
+            "reversal_id": result.reversal.pk,
+            "grant_id": result.grant.pk,
+            "amount": result.reversal.amount,
+            "balance_after": result.balance_after,
+        }
+        return Response(s.ReverseOutput(body).data)
+
+
+class ProviderViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    permission_classes = [IsStaff]
+    queryset = Provider.objects.order_by("name")
+    serializer_class = s.ProviderOutput
+    filterset_fields = ["api_type", "is_enabled"]
+
+    @extend_schema(request=s.ProviderInput, responses={201: s.ProviderOutput})
+    def create(self, request, *args, **kwargs):
+        data = s.ProviderInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        provider = services.provider_create(actor=request.user, **data.validated_data)
+        return Response(s.ProviderOutput(provider).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ProviderChangeInput, responses=s.ProviderOutput)
+    def update(self, request, *args, **kwargs):
+        data = s.ProviderChangeInput(data=request.data, partial=kwargs.get("partial", False))
+        data.is_valid(raise_exception=True)
+        provider = services.provider_update(provider_id=kwargs["pk"], actor=request.user, **data.validated_data)
+        return Response(s.ProviderOutput(provider).data)
+
+
+class ModelPriceViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Vendor prices with their history. A new price for a model ends the one in force; rows are
+    never edited, so the price a past request paid stays visible."""
+
+    permission_classes = [IsStaff]
+    queryset = ModelProviderPricing.objects.select_related("provider").order_by(
+        "provider__name", "model_name", "-effective_from"
+    )
+    serializer_class = s.ModelPriceOutput
+    filterset_fields = ["provider__name", "model_name", "is_active"]
+
+    @extend_schema(request=s.ModelPriceInput, responses={201: s.ModelPriceOutput, 200: s.ModelPriceOutput})
+    def create(self, request, *args, **kwargs):
+        data = s.ModelPriceInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        change = services.model_price_create(actor=request.user, **data.validated_data)
+        return Response(
+            s.ModelPriceOutput(change.price).data,
+            status=status.HTTP_201_CREATED if change.created else status.HTTP_200_OK,
+        )
+
+
+class PricingConfigViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Margin changes: proposed by one staff member, approved or rejected by another."""
+
+    permission_classes = [IsStaff]
+    queryset = PricingConfig.objects.select_related("provider").order_by("-created_at")
+    serializer_class = s.PricingConfigOutput
+    filterset_fields = ["scope_type", "approval_status", "subscription_tier", "is_active"]
+
+    @extend_schema(request=s.PricingConfigInput, responses={201: s.PricingConfigOutput})
+    def create(self, request, *args, **kwargs):
+        data = s.PricingConfigInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = {key: value for key, value in data.validated_data.items() if value is not None or key == "provider"}
+        config = services.pricing_config_create(actor=request.user, **fields)
+        return Response(s.PricingConfigOutput(config).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=s.PricingConfigOutput)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        config = services.pricing_config_approve(config_id=pk, actor=request.user)
+        return Response(s.PricingConfigOutput(config).data)
+
+    @extend_schema(request=s.PricingRejectInput, responses=s.PricingConfigOutput)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        data = s.PricingRejectInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        config = services.pricing_config_reject(config_id=pk, actor=request.user, **data.validated_data)
+        return Response(s.PricingConfigOutput(config).data)
+
+    @extend_schema(request=None, responses=s.PricingSimulationOutput)
+    @action(detail=True, methods=["post"])
+    def simulate(self, request, pk=None):
+        """The margin and revenue this change would have moved over the last 30 days. Changes nothing."""
+        simulation = selectors.pricing_config_simulate(config=self.get_object())
+        return Response(s.PricingSimulationOutput(simulation).data)

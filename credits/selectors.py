@@ -1,0 +1,233 @@
+"""Reads of credits: the pricing book, balances, grants, holds and usage."""
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from uuid import uuid4
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from billing_project.enums import SubscriptionTier
+from credits import pricing
+from credits.models import (
+    ApprovalStatus,
+    CreditHold,
+    HoldStatus,
+    ModelProviderPricing,
+    PricingConfig,
+    PricingScope,
+    Provider,
+    TokenUsageLedger,
+    UserCreditBalance,
+    UserCreditSource,
+)
+
+PRICING_VERSION_KEY = "credits:pricing-book-version"
+SCOPE_LEVELS = {
+    PricingScope.COMBINATION: pricing.LEVEL_COMBINATION,
+    PricingScope.MODEL: pricing.LEVEL_MODEL,
+    PricingScope.PROVIDER: pricing.LEVEL_PROVIDER,
+    PricingScope.TIER: pricing.LEVEL_TIER,
+}
+
+# This process's copy of the pricing book and the version it was built from.
+_book_cache: tuple[str, pricing.PricingBook] | None = None
+
+
+def _pricing_book_load() -> pricing.PricingBook:
+    book = pricing.PricingBook(providers=dict(Provider.objects.filter(is_enabled=True).values_list("name", "pk")))
+    for row in ModelProviderPricing.objects.filter(is_active=True).select_related("provider"):
+        book.prices.setdefault((row.provider.name, row.model_name), []).append(
+            pricing.VendorPrice(
+                id=row.pk,
+                provider=row.provider.name,
+                model_name=row.model_name,
+                input_per_1k=row.input_price_per_1k,
+                output_per_1k=row.output_price_per_1k,
+                cache_write_per_1k=row.cache_input_price_per_1k,
+                cache_read_per_1k=row.cache_hit_price_per_1k,
+                effective_from=row.effective_from,
+                effective_until=row.effective_until,
+            )
+        )
+    approved = PricingConfig.objects.filter(is_active=True, approval_status=ApprovalStatus.APPROVED)
+    book.margins = [margin_rule_of(config) for config in approved.select_related("provider")]
+    return book
+
+
+def margin_rule_of(config: PricingConfig) -> pricing.MarginRule:
+    return pricing.MarginRule(
+        id=config.pk,
+        level=SCOPE_LEVELS[config.scope_type],
+        multiplier=config.margin_multiplier,
+        effective_from=config.effective_from,
+        effective_until=config.effective_until,
+        tier=config.subscription_tier,
+        provider=config.provider.name if config.provider_id else "",
+        model_name=config.model_name,
+    )
+
+
+def pricing_book() -> pricing.PricingBook:
+    """Every price and approved margin, loaded once per process and reloaded when the shared
+    version in the cache changes (any change to a provider, price or margin bumps it)."""
+    global _book_cache
+    version = cache.get(PRICING_VERSION_KEY)
+    if version is None:
+        # First reader after a flush (or the cache is down: then every call reloads, still correct).
+        cache.add(PRICING_VERSION_KEY, uuid4().hex, timeout=None)
+        version = cache.get(PRICING_VERSION_KEY)
+    cached = _book_cache
+    if version is not None and cached is not None and cached[0] == version:
+        return cached[1]
+    book = _pricing_book_load()
+    if version is not None:
+        _book_cache = (version, book)
+    return book
+
+
+def pricing_book_invalidate() -> None:
+    """Makes every process reload the book, once the change that called this has committed."""
+    transaction.on_commit(lambda: cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=None))
+
+
+# Credits cannot import subscriptions (SPEC 0: apps depend one way), so the subscriptions app
+# registers how to find a user's tier and live subscription when it loads.
+TierLookup = Callable[[int], tuple[str, object]]
+_tier_lookup: TierLookup = lambda user_id: (SubscriptionTier.FREE, None)  # noqa: E731
+
+
+def tier_lookup_register(lookup: TierLookup) -> None:
+    global _tier_lookup
+    _tier_lookup = lookup
+
+
+def tier_and_subscription_for(*, user_id: int) -> tuple[str, object]:
+    """(tier, live subscription id or None) of a user, as the subscriptions app knows them."""
+    return _tier_lookup(user_id)
+
+
+def grants_live(*, user_id: int, now: datetime | None = None):
+    """Grants with credits left that have not expired, in the order they are spent: soonest-expiring
+    first, never-expiring last, oldest first among equals."""
+    now = now or timezone.now()
+    return (
+        UserCreditSource.objects.filter(user_id=user_id, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(*SPEND_ORDER)
+    )
+
+
+SPEND_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "id")
+
+
+def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
+    """[start of date_from, start of the day after date_to) in UTC: a range the time indexes serve."""
+    return (
+        datetime.combine(date_from, time.min, tzinfo=UTC),
+        datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC),
+    )
+
+
+def holds_live_total(*, user_id: int, now: datetime | None = None) -> int:
+    """Credits reserved by holds that are still live (held and not past their expiry)."""
+    now = now or timezone.now()
+    total = CreditHold.objects.filter(user_id=user_id, status=HoldStatus.HELD, expires_at__gt=now).aggregate(
+        total=Sum("amount")
+    )["total"]
+    return total or 0
+
+
+def credits_available(*, user_id: int) -> dict:
+    """What a user may spend now: live grants minus live holds (read without locking)."""
+    now = timezone.now()
+    balance = grants_live(user_id=user_id, now=now).aggregate(total=Sum("remaining"))["total"] or 0
+    held = holds_live_total(user_id=user_id, now=now)
+    return {"balance": balance, "held": held, "available": max(balance - held, 0)}
+
+
+def balance_get(*, user) -> dict:
+    """A user's balance and the grants that make it up."""
+    balance = UserCreditBalance.objects.filter(user=user).values_list("amount", flat=True).first() or 0
+    grants = list(grants_live(user_id=user.pk).values("id", "source", "remaining", "original_amount", "expires_at"))
+    return {"balance": balance, "grants": grants}
+
+
+def usage_list_for_user(*, user, date_from=None, date_to=None, model=None, provider=None):
+    """A user's usage, newest first, with the grants that paid for each request."""
+    rows = TokenUsageLedger.objects.filter(user=user).select_related("provider", "deduction")
+    if date_from:
+        rows = rows.filter(created_at__gte=day_bounds(date_from, date_from)[0])
+    if date_to:
+        rows = rows.filter(created_at__lt=day_bounds(date_to, date_to)[1])
+    if model:
+        rows = rows.filter(model_name=model)
+    if provider:
+        rows = rows.filter(provider__name=provider)
+    return rows.prefetch_related("deduction__consumptions__source")
+
+
+def usage_daily_for_user(*, user, date_from, date_to):
+    """Per-day totals of a user's usage, computed from the ledger (today included)."""
+    start, end = day_bounds(date_from, date_to)
+    return (
+        TokenUsageLedger.objects.filter(user=user, created_at__gte=start, created_at__lt=end)
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(
+            requests=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            credits=Sum("credits_deducted"),
+        )
+        .order_by("day")
+    )
+
+
+CENT = Decimal("0.01")
+
+
+def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
+    """What a pending margin would have changed over the last `days` of (non-BYOK) usage: every
+    request re-priced with the margin that would win with and without it, at today's rules."""
+    now = timezone.now()
+    book = pricing_book()
+    with_candidate = pricing.PricingBook(
+        prices=book.prices, providers=book.providers, margins=[*book.margins, margin_rule_of(config)]
+    )
+    moment = max(now, config.effective_from)
+    groups = (
+        TokenUsageLedger.objects.filter(created_at__gte=now - timedelta(days=days), is_byok=False)
+        .values("user_tier_at_request", "provider__name", "model_name")
+        .annotate(requests=Count("id"), vendor_cost=Sum("vendor_cost"))
+    )
+    default = settings.DEFAULT_MARGIN_MULTIPLIER
+    requests = affected = 0
+    vendor_total = current = projected = Decimal(0)
+    for group in groups:
+        scope = {"tier": group["user_tier_at_request"], "provider": group["provider__name"]}
+        scope["model_name"] = group["model_name"]
+        before = book.margin_at(**scope, moment=moment, default=default)
+        after = with_candidate.margin_at(**scope, moment=moment, default=default)
+        requests += group["requests"]
+        affected += group["requests"] if after != before else 0
+        vendor_total += group["vendor_cost"]
+        current += group["vendor_cost"] * before
+        projected += group["vendor_cost"] * after
+    return {
+        "days": days,
+        "requests": requests,
+        "affected_requests": affected,
+        "vendor_cost_usd": vendor_total.quantize(CENT, rounding=ROUND_HALF_UP),
+        "current_revenue_usd": current.quantize(CENT, rounding=ROUND_HALF_UP),
+        "projected_revenue_usd": projected.quantize(CENT, rounding=ROUND_HALF_UP),
+        "expected_revenue_impact_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
+        "current_margin_usd": (current - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
+        "projected_margin_usd": (projected - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
+        "expected_margin_change_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
+    }

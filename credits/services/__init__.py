@@ -1,0 +1,60 @@
+"""Writes to credits. Every change of a balance locks its UserCreditBalance row and writes its ledger
+rows in the same transaction (see `accounts.LockedAccount`)."""
+
+from credits.services.accounts import balance_lock
+from credits.services.grants import (
+    GrantResult,
+    ReversalResult,
+    credit_grant,
+    credit_grant_by_staff,
+    credits_expire_for_user,
+    deduction_reverse,
+    users_with_overdue_grants,
+)
+from credits.services.pricing_changes import (
+    ImportSummary,
+    model_price_create,
+    model_price_import_row,
+    pricing_catalog_seed,
+    pricing_config_approve,
+    pricing_config_create,
+    pricing_config_reject,
+    provider_create,
+    provider_update,
+)
+from credits.services.usage import (
+    UsageEvent,
+    UsageResult,
+    hold_release,
+    hold_reserve,
+    holds_expire,
+    usage_record,
+    usage_record_batch,
+)
+
+__all__ = [
+    "GrantResult",
+    "ImportSummary",
+    "ReversalResult",
+    "UsageEvent",
+    "UsageResult",
+    "balance_lock",
+    "credit_grant",
+    "credit_grant_by_staff",
+    "credits_expire_for_user",
+    "deduction_reverse",
+    "hold_release",
+    "hold_reserve",
+    "holds_expire",
+    "model_price_create",
+    "model_price_import_row",
+    "pricing_catalog_seed",
+    "pricing_config_approve",
+    "pricing_config_create",
+    "pricing_config_reject",
+    "provider_create",
+    "provider_update",
+    "usage_record",
+    "usage_record_batch",
+    "users_with_overdue_grants",
+]

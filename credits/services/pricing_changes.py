@@ -1,0 +1,364 @@
+"""Changes to vendor prices and margins: each one audited and written to MarginAuditLog, and each
+makes every process reload its pricing book (see credits.apps)."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import audit_model_change, snapshot
+from billing_project.errors import Conflict, Forbidden, NotFound, RuleViolation
+from credits import catalog
+from credits.models import (
+    ApprovalStatus,
+    MarginAuditLog,
+    MarginChange,
+    ModelProviderPricing,
+    PricingConfig,
+    PricingScope,
+    Provider,
+)
+from credits.selectors import pricing_book
+
+PRICE_FIELDS = ("input_price_per_1k", "output_price_per_1k", "cache_input_price_per_1k", "cache_hit_price_per_1k")
+
+
+@transaction.atomic
+def provider_create(*, actor, name: str, api_type: str, display_name: str = "", is_enabled: bool = True) -> Provider:
+    provider = Provider.objects.create(
+        name=name, api_type=api_type, display_name=display_name or name, is_enabled=is_enabled
+    )
+    audit_model_change(action=AuditAction.CREATE, instance=provider, actor=actor)
+    return provider
+
+
+@transaction.atomic
+def provider_update(*, provider_id, actor, **changes) -> Provider:
+    """Changes a provider's display name, type or whether it may be used; its name is its identity."""
+    provider = Provider.objects.select_for_update().filter(pk=provider_id).first()
+    if provider is None:
+        raise NotFound("No such provider.", code="unknown_provider")
+    previous = snapshot(provider)
+    for name, value in changes.items():
+        setattr(provider, name, value)
+    provider.save(update_fields=[*changes, "updated_at"])
+    audit_model_change(action=AuditAction.UPDATE, instance=provider, previous_value=previous, actor=actor)
+    return provider
+
+
+def _percent_change(old: Decimal | None, new: Decimal) -> Decimal | None:
+    if not old:
+        return None
+    return ((new - old) / old * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class PriceChange:
+    price: ModelProviderPricing
+    created: bool
+
+
+@transaction.atomic
+def model_price_create(
+    *,
+    provider: Provider,
+    model_name: str,
+    input_price_per_1k: Decimal,
+    output_price_per_1k: Decimal,
+    cache_input_price_per_1k: Decimal | None = None,
+    cache_hit_price_per_1k: Decimal | None = None,
+    effective_from: datetime | None = None,
+    vendor_model_id: str = "",
+    description: str = "",
+    actor=None,
+) -> PriceChange:
+    """Appends a price to a model's history: the price in force until now ends where this one
+    starts. A price equal to the one in force changes nothing (imports are idempotent)."""
+    now = timezone.now()
+    effective_from = effective_from or now
+    # Price changes of one model are serialized by locking its history.
+    history = list(
+        ModelProviderPricing.objects.select_for_update()
+        .filter(provider=provider, model_name=model_name, is_active=True)
+        .order_by("effective_from")
+    )
+    latest = history[-1] if history else None
+    new_prices = {
+        "input_price_per_1k": input_price_per_1k,
+        "output_price_per_1k": output_price_per_1k,
+        "cache_input_price_per_1k": cache_input_price_per_1k,
+        "cache_hit_price_per_1k": cache_hit_price_per_1k,
+    }
+    if latest is not None:
+        if all(getattr(latest, name) == value for name, value in new_prices.items()):
+            return PriceChange(price=latest, created=False)
+        if latest.effective_from >= effective_from:
+            raise Conflict(
+                "A price must start after the latest price of the model.",
+                code="price_history_conflict",
+                extra={"latest_effective_from": latest.effective_from.isoformat()},
+            )
+        if latest.effective_until is None or latest.effective_until > effective_from:
+            previous = snapshot(latest)
+            latest.effective_until = effective_from
+            latest.save(update_fields=["effective_until", "updated_at"])
+            audit_model_change(action=AuditAction.UPDATE, instance=latest, previous_value=previous, actor=actor)
+    try:
+        with transaction.atomic():
+            price = ModelProviderPricing.objects.create(
+                provider=provider,
+                model_name=model_name,
+                vendor_model_id=vendor_model_id,
+                effective_from=effective_from,
+                description=description,
+                previous_price_input=latest.input_price_per_1k if latest else None,
+                previous_price_output=latest.output_price_per_1k if latest else None,
+                price_change_percent_input=_percent_change(latest and latest.input_price_per_1k, input_price_per_1k),
+                price_change_percent_output=_percent_change(latest and latest.output_price_per_1k, output_price_per_1k),
+                detected_at=now if latest else None,
+                **new_prices,
+            )
+    except IntegrityError as error:
+        raise Conflict("A price for this model already starts at that time.", code="price_exists") from error
+    MarginAuditLog.objects.create(
+        change_type=MarginChange.CREATED,
+        changed_by=actor,
+        reason=description or "Vendor price change",
+        scope={
+            "model_price_id": str(price.pk),
+            "provider": provider.name,
+            "model_name": model_name,
+            "previous": {name: str(getattr(latest, name)) for name in PRICE_FIELDS} if latest else None,
+            "new": {name: str(value) for name, value in new_prices.items()},
+        },
+    )
+    audit_model_change(action=AuditAction.CREATE, instance=price, actor=actor)
+    return PriceChange(price=price, created=True)
+
+
+def _scope_fields(config: PricingConfig) -> dict:
+    return {
+        "scope_type": config.scope_type,
+        "subscription_tier": config.subscription_tier,
+        "provider": config.provider.name if config.provider_id else "",
+        "model_name": config.model_name,
+    }
+
+
+SCOPE_REQUIREMENTS = {
+    PricingScope.TIER: {"subscription_tier"},
+    PricingScope.PROVIDER: {"provider"},
+    PricingScope.MODEL: {"model_name"},
+    PricingScope.COMBINATION: {"subscription_tier", "provider", "model_name"},
+}
+SCOPE_ALLOWED = {**SCOPE_REQUIREMENTS, PricingScope.MODEL: {"model_name", "provider"}}
+
+
+def _check_scope(scope_type: str, given: dict) -> None:
+    present = {name for name, value in given.items() if value}
+    missing = SCOPE_REQUIREMENTS[scope_type] - present
+    extra = present - SCOPE_ALLOWED[scope_type]
+    if missing or extra:
+        raise RuleViolation(
+            f"A '{scope_type}' margin needs {sorted(SCOPE_REQUIREMENTS[scope_type])} and nothing else.",
+            code="invalid_scope",
+            extra={"missing": sorted(missing), "unexpected": sorted(extra)},
+        )
+
+
+@transaction.atomic
+def pricing_config_create(
+    *,
+    actor,
+    scope_type: str,
+    margin_multiplier: Decimal,
+    reason: str,
+    subscription_tier: str = "",
+    provider: Provider | None = None,
+    model_name: str = "",
+    effective_from: datetime | None = None,
+    effective_until: datetime | None = None,
+    reason_details: str = "",
+) -> PricingConfig:
+    """Proposes a margin for a scope. It counts only once someone other than its creator approves it."""
+    _check_scope(scope_type, {"subscription_tier": subscription_tier, "provider": provider, "model_name": model_name})
+    if margin_multiplier <= 0:
+        raise RuleViolation("A margin multiplier must be positive.", code="invalid_multiplier")
+    effective_from = effective_from or timezone.now()
+    if effective_until is not None and effective_until <= effective_from:
+        raise RuleViolation("The end must come after the start.", code="invalid_period")
+    previous = pricing_book().margin_at(
+        tier=subscription_tier,
+        provider=provider.name if provider else "",
+        model_name=model_name,
+        moment=effective_from,
+        default=None,
+    )
+    config = PricingConfig.objects.create(
+        scope_type=scope_type,
+        subscription_tier=subscription_tier,
+        provider=provider,
+        model_name=model_name,
+        margin_multiplier=margin_multiplier,
+        effective_from=effective_from,
+        effective_until=effective_until,
+        reason=reason,
+        reason_details=reason_details,
+        previous_multiplier=previous,
+        change_percent=_percent_change(previous, margin_multiplier),
+        created_by=actor,
+        approval_status=ApprovalStatus.PENDING,
+    )
+    MarginAuditLog.objects.create(
+        pricing_config=config,
+        change_type=MarginChange.CREATED,
+        changed_by=actor,
+        old_multiplier=previous,
+        new_multiplier=margin_multiplier,
+        reason=reason_details or reason,
+        scope=_scope_fields(config),
+    )
+    audit_model_change(action=AuditAction.CREATE, instance=config, actor=actor)
+    return config
+
+
+def _pending_config_locked(config_id) -> PricingConfig:
+    config = (
+        PricingConfig.objects.select_for_update(of=("self",)).select_related("provider").filter(pk=config_id).first()
+    )
+    if config is None:
+        raise RuleViolation("No such pricing change.", code="unknown_pricing_config")
+    if config.approval_status != ApprovalStatus.PENDING:
+        raise Conflict(f"This change is already {config.approval_status}.", code="not_pending")
+    return config
+
+
+@transaction.atomic
+def pricing_config_approve(*, config_id, actor) -> PricingConfig:
+    """Puts a proposed margin in force. Its creator may not approve it (four eyes)."""
+    config = _pending_config_locked(config_id)
+    if config.created_by_id is not None and config.created_by_id == actor.pk:
+        raise Forbidden("You cannot approve a pricing change you made.", code="self_approval")
+    previous = snapshot(config)
+    config.approval_status = ApprovalStatus.APPROVED
+    config.approved_by = actor
+    config.approved_at = timezone.now()
+    config.save(update_fields=["approval_status", "approved_by", "approved_at", "updated_at"])
+    MarginAuditLog.objects.create(
+        pricing_config=config,
+        change_type=MarginChange.APPROVED,
+        changed_by=actor,
+        old_multiplier=config.previous_multiplier,
+        new_multiplier=config.margin_multiplier,
+        reason=config.reason_details or config.reason,
+        scope=_scope_fields(config),
+    )
+    audit_model_change(action=AuditAction.APPROVE, instance=config, previous_value=previous, actor=actor)
+    return config
+
+
+@transaction.atomic
+def pricing_config_reject(*, config_id, actor, reason: str = "") -> PricingConfig:
+    config = _pending_config_locked(config_id)
+    previous = snapshot(config)
+    config.approval_status = ApprovalStatus.REJECTED
+    config.save(update_fields=["approval_status", "updated_at"])
+    MarginAuditLog.objects.create(
+        pricing_config=config,
+        change_type=MarginChange.REJECTED,
+        changed_by=actor,
+        old_multiplier=config.previous_multiplier,
+        new_multiplier=config.margin_multiplier,
+        reason=reason,
+        scope=_scope_fields(config),
+    )
+    audit_model_change(action=AuditAction.REJECT, instance=config, previous_value=previous, actor=actor)
+    return config
+
+
+SEED_EFFECTIVE_FROM = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@transaction.atomic
+def pricing_catalog_seed() -> dict[str, int]:
+    """Loads the providers, vendor prices and approved tier margins of credits.catalog.
+
+    Idempotent: rows that exist are left as they are (staff may have edited them).
+    """
+    created = {"providers": 0, "model_prices": 0, "tier_margins": 0}
+    providers = {}
+    for spec in catalog.PROVIDERS:
+        provider, was_created = Provider.objects.get_or_create(
+            name=spec["name"], defaults={"display_name": spec["display_name"], "api_type": spec["api_type"]}
+        )
+        providers[provider.name] = provider
+        created["providers"] += was_created
+    for spec in catalog.MODEL_PRICES:
+        _, was_created = ModelProviderPricing.objects.get_or_create(
+            provider=providers[spec["provider"]],
+            model_name=spec["model_name"],
+            effective_from=SEED_EFFECTIVE_FROM,
+            defaults={
+                "input_price_per_1k": Decimal(spec["input"]),
+                "output_price_per_1k": Decimal(spec["output"]),
+                "cache_input_price_per_1k": Decimal(spec["cache_input"]) if "cache_input" in spec else None,
+                "cache_hit_price_per_1k": Decimal(spec["cache_hit"]) if "cache_hit" in spec else None,
+                "description": "Catalog seed",
+            },
+        )
+        created["model_prices"] += was_created
+    for tier, multiplier in catalog.TIER_MARGINS.items():
+        if PricingConfig.objects.filter(scope_type=PricingScope.TIER, subscription_tier=tier).exists():
+            continue
+        config = PricingConfig.objects.create(
+            scope_type=PricingScope.TIER,
+            subscription_tier=tier,
+            margin_multiplier=multiplier,
+            effective_from=SEED_EFFECTIVE_FROM,
+            reason="catalog_seed",
+            approval_status=ApprovalStatus.APPROVED,
+            approved_at=timezone.now(),
+            requires_approval=False,
+        )
+        MarginAuditLog.objects.create(
+            pricing_config=config,
+            change_type=MarginChange.CREATED,
+            new_multiplier=multiplier,
+            reason="Catalog seed",
+            scope={"scope_type": PricingScope.TIER, "subscription_tier": tier},
+        )
+        created["tier_margins"] += 1
+    return created
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    unchanged: int = 0
+    providers_created: int = 0
+
+
+def model_price_import_row(*, row, actor=None, effective_from: datetime | None = None, summary: ImportSummary):
+    """Imports one row of a price file (credits.price_files); a provider we do not know yet is added."""
+    provider = Provider.objects.filter(name=row.provider).first()
+    if provider is None:
+        provider = provider_create(actor=actor, name=row.provider, api_type=row.provider)
+        summary.providers_created += 1
+    change = model_price_create(
+        provider=provider,
+        model_name=row.model_name,
+        input_price_per_1k=row.input_price_per_1k,
+        output_price_per_1k=row.output_price_per_1k,
+        cache_input_price_per_1k=row.cache_input_price_per_1k,
+        cache_hit_price_per_1k=row.cache_hit_price_per_1k,
+        effective_from=row.effective_from or effective_from,
+        description="Imported price list",
+        actor=actor,
+    )
+    if change.created:
+        summary.created += 1
+    else:
+        summary.unchanged += 1

@@ -1,0 +1,368 @@
+"""Recording LLM usage against credits, and reservations (holds) for streaming calls.
+
+A request's events are grouped by user; each user's events are recorded in one transaction under one
+lock of their balance row, so a batch of 500 events costs a handful of round trips per user, and the
+single-event endpoint is simply a batch of one. Every refusal leaves nothing written for that event.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from uuid import UUID, uuid4
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequired, RuleViolation
+from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
+from credits import pricing
+from credits.models import (
+    CreditHold,
+    DeductionReason,
+    HoldStatus,
+    RequestType,
+    TokenUsageLedger,
+    UsageStatus,
+)
+from credits.selectors import holds_live_total, pricing_book, tier_and_subscription_for
+from credits.services.accounts import LockedAccount, balance_lock
+from licensing.selectors import byok_active_for
+
+COST_PLACES = Decimal("1e-10")
+MULTIPLIER_PLACES = Decimal("1e-4")
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One LLM request as the gateway reports it."""
+
+    request_id: UUID
+    user_id: int
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    request_type: str
+    request_started_at: datetime
+    request_completed_at: datetime
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    hold_id: UUID | None = None
+    streaming_segments: int | None = None
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    """201 for a new record, 200 for a repeat of a request_id already recorded."""
+
+    status_code: int
+    usage: TokenUsageLedger
+
+    @property
+    def body(self) -> dict:
+        usage = self.usage
+        return {
+            "request_id": str(usage.request_id),
+            "status": usage.status,
+            "credits_deducted": usage.credits_deducted,
+            "balance_after": usage.balance_after,
+            "vendor_cost": f"{usage.vendor_cost:.10f}",
+            "credit_value_usd": f"{usage.credit_value_usd:.10f}",
+            "margin_multiplier": f"{usage.margin_multiplier:.4f}",
+            "byok": usage.is_byok,
+            "hold_id": str(usage.hold_id) if usage.hold_id else None,
+        }
+
+
+def insufficient_credits(*, needed: int, balance: int, available: int) -> PaymentRequired:
+    return PaymentRequired(
+        f"This needs {needed} credits; {available} are available.",
+        code="insufficient_credits",
+        extra={"required": needed, "balance": balance, "available": available},
+    )
+
+
+def _money(value: Decimal, places: Decimal) -> Decimal:
+    return value.quantize(places, rounding=ROUND_HALF_UP)
+
+
+class _UserSession:
+    """Records one user's events under their balance lock; collects rows, writes them at the end."""
+
+    def __init__(self, *, user_id: int, events: list[UsageEvent], now: datetime):
+        self.now = now
+        balance = balance_lock(user_id=user_id)
+        self.account = LockedAccount(balance=balance, now=now) if balance is not None else None
+        self.user_id = user_id
+        if self.account is None:
+            return
+        request_ids = [event.request_id for event in events]
+        # Checked under the lock: a concurrent duplicate has either committed (found here) or waits.
+        self.recorded = {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=request_ids)}
+        hold_ids = [event.hold_id for event in events if event.hold_id]
+        self.holds = (
+            {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
+        )
+        self.held = holds_live_total(user_id=user_id, now=now)
+        self.byok = byok_active_for(user_id=user_id)
+        self.tier, self.subscription_id = tier_and_subscription_for(user_id=user_id)
+        self.book = pricing_book()
+        self.new_usage: list[TokenUsageLedger] = []
+        self.changed_holds: list[CreditHold] = []
+
+    def record(self, event: UsageEvent) -> UsageResult:
+        if self.account is None:
+            raise RuleViolation(f"No user with id {event.user_id}.", code="unknown_user")
+        done = self.recorded.get(event.request_id)
+        if done is not None:
+            if done.user_id != self.user_id:
+                raise Conflict("This request_id was recorded for another user.", code="request_id_conflict")
+            return UsageResult(status_code=200, usage=done)
+        quote = self._quote(event)
+        hold = self._hold_of(event)
+        spendable = max(self.account.spendable - self.held, 0)
+        if hold is not None:
+            if hold.status == HoldStatus.HELD and hold.expires_at > self.now:
+                spendable = max(self.account.spendable - (self.held - hold.amount), 0)
+            # The call has happened: take what the hold and balance cover, never more.
+            charged = min(quote.credits, spendable)
+        elif quote.credits > spendable:
+            raise insufficient_credits(needed=quote.credits, balance=self.account.balance.amount, available=spendable)
+        else:
+            charged = quote.credits
+        if hold is not None:
+            self._capture(hold, charged=charged, request_id=event.request_id)
+        deduction = None
+        if charged:
+            deduction = self.account.debit(
+                charged,
+                reason=DeductionReason.EMBEDDING
+                if event.request_type == RequestType.EMBEDDING
+                else DeductionReason.INFERENCE,
+                request_id=event.request_id,
+                subscription_id=self.subscription_id,
+                token_vendor_cost=_money(quote.vendor_cost, COST_PLACES),
+                margin_multiplier=quote.margin_multiplier,
+                gross_margin=_money(quote.gross_margin_usd, COST_PLACES),
+            )
+        usage = TokenUsageLedger(
+            request_id=event.request_id,
+            user_id=self.user_id,
+            subscription_id=self.subscription_id,
+            provider_id=self.book.providers[event.provider],
+            model_name=event.model,
+            pricing_id=quote.price.id if quote.price else None,
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cached_input_tokens=event.cached_input_tokens,
+            cache_write_tokens=event.cache_write_tokens,
+            total_tokens=event.input_tokens
+            + event.output_tokens
+            + event.cached_input_tokens
+            + event.cache_write_tokens,
+            vendor_cost=_money(quote.vendor_cost, COST_PLACES),
+            margin_multiplier=_money(quote.margin_multiplier, MULTIPLIER_PLACES),
+            credit_value_usd=_money(quote.credit_value_usd, COST_PLACES),
+            credits_deducted=charged,
+            balance_after=self.account.balance.amount,
+            gross_margin_usd=_money(quote.gross_margin_usd, COST_PLACES),
+            request_type=event.request_type,
+            streaming_segments=event.streaming_segments,
+            request_started_at=event.request_started_at,
+            request_completed_at=event.request_completed_at,
+            processing_time_ms=int((event.request_completed_at - event.request_started_at).total_seconds() * 1000),
+            status=UsageStatus.PARTIAL if charged < quote.credits else UsageStatus.SUCCESS,
+            is_byok=self.byok,
+            user_tier_at_request=self.tier,
+            region=event.region,
+            hold_id=event.hold_id,
+            deduction=deduction,
+        )
+        self.new_usage.append(usage)
+        self.recorded[event.request_id] = usage
+        return UsageResult(status_code=201, usage=usage)
+
+    def _quote(self, event: UsageEvent) -> pricing.Quote:
+        if event.provider not in self.book.providers:
+            raise RuleViolation(f"Unknown provider '{event.provider}'.", code="unknown_provider")
+        price = self.book.price_at(provider=event.provider, model_name=event.model, moment=event.request_started_at)
+        if price is None:
+            raise RuleViolation(
+                f"No price for model '{event.model}' of '{event.provider}' at {event.request_started_at.isoformat()}.",
+                code="unknown_model",
+            )
+        if self.byok:
+            return pricing.byok_quote(price)
+        margin = self.book.margin_at(
+            tier=self.tier,
+            provider=event.provider,
+            model_name=event.model,
+            moment=event.request_started_at,
+            default=settings.DEFAULT_MARGIN_MULTIPLIER,
+        )
+        tokens = pricing.TokenCounts(
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cache_write_tokens=event.cache_write_tokens,
+            cache_read_tokens=event.cached_input_tokens,
+        )
+        return pricing.quote(price=price, tokens=tokens, margin=margin, credit_value_usd=settings.CREDIT_VALUE_USD)
+
+    def _hold_of(self, event: UsageEvent) -> CreditHold | None:
+        if event.hold_id is None:
+            return None
+        hold = self.holds.get(event.hold_id)
+        if hold is None or hold.user_id != self.user_id:
+            raise RuleViolation("No such hold for this user.", code="unknown_hold")
+        if hold.status == HoldStatus.CAPTURED:
+            raise Conflict("This hold has already been captured.", code="hold_already_captured")
+        return hold
+
+    def _capture(self, hold: CreditHold, *, charged: int, request_id: UUID) -> None:
+        if hold.status == HoldStatus.HELD and hold.expires_at > self.now:
+            self.held -= hold.amount
+        hold.status = HoldStatus.CAPTURED
+        hold.captured_amount = charged
+        hold.request_id = request_id
+        hold.updated_at = self.now
+        self.changed_holds.append(hold)
+
+    def flush(self) -> None:
+        if self.account is None:
+            return
+        self.account.flush()
+        TokenUsageLedger.objects.bulk_create(self.new_usage)
+        if self.changed_holds:
+            CreditHold.objects.bulk_update(
+                self.changed_holds, ["status", "captured_amount", "request_id", "updated_at"]
+            )
+
+
+Outcome = UsageResult | DomainError
+
+
+def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
+    """Records one user's events in one transaction; each event gets its own outcome."""
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                session = _UserSession(user_id=user_id, events=events, now=timezone.now())
+                outcomes: list[Outcome] = []
+                for event in events:
+                    try:
+                        outcomes.append(session.record(event))
+                    except DomainError as refusal:
+                        outcomes.append(refusal)
+                session.flush()
+            return outcomes
+        except IntegrityError:
+            # A request_id recorded at the same moment under another user's lock: the retry sees it.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _count(outcomes: list[Outcome]) -> None:
+    deducted = 0
+    for outcome in outcomes:
+        if isinstance(outcome, DomainError):
+            USAGE_RECORDING_ATTEMPTS.labels(result=outcome.code).inc()
+        elif outcome.status_code == 200:
+            USAGE_RECORDING_ATTEMPTS.labels(result="replayed").inc()
+        else:
+            USAGE_RECORDING_ATTEMPTS.labels(result=outcome.usage.status).inc()
+            deducted += outcome.usage.credits_deducted
+    if deducted:
+        CREDITS_DEDUCTED.inc(deducted)
+
+
+def usage_record(*, event: UsageEvent) -> UsageResult:
+    """Records one request: its cost in credits, the deduction and the usage row, or a refusal
+    (402 when credits are short, 422 for an unknown model) with nothing written."""
+    (outcome,) = _record_user(event.user_id, [event])
+    _count([outcome])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def usage_record_batch(*, events: list[UsageEvent]) -> list[Outcome]:
+    """Records many requests; outcomes come back in the order of `events`.
+
+    Users are processed in id order, each in its own transaction under one lock of their balance.
+    """
+    by_user: dict[int, list[int]] = defaultdict(list)
+    for index, event in enumerate(events):
+        by_user[event.user_id].append(index)
+    outcomes: list[Outcome | None] = [None] * len(events)
+    for user_id in sorted(by_user):
+        indexes = by_user[user_id]
+        for index, outcome in zip(indexes, _record_user(user_id, [events[i] for i in indexes]), strict=True):
+            outcomes[index] = outcome
+    _count(outcomes)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    hold: CreditHold
+    available: int
+    created: bool
+
+
+@transaction.atomic
+def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None = None) -> HoldResult:
+    """Reserves credits before a streaming call; 402 when they cannot be held. Idempotent on hold_id."""
+    if estimated_credits <= 0:
+        raise RuleViolation("A hold must be a positive number of credits.", code="invalid_amount")
+    now = timezone.now()
+    balance = balance_lock(user_id=user_id)
+    if balance is None:
+        raise RuleViolation(f"No user with id {user_id}.", code="unknown_user")
+    account = LockedAccount(balance=balance, now=now)
+    account.flush()
+    held = holds_live_total(user_id=user_id, now=now)
+    available = max(account.spendable - held, 0)
+    if hold_id is not None:
+        existing = CreditHold.objects.filter(hold_id=hold_id).first()
+        if existing is not None:
+            if existing.user_id != user_id or existing.amount != estimated_credits:
+                raise Conflict("This hold_id is already used for another reservation.", code="hold_id_conflict")
+            return HoldResult(hold=existing, available=available, created=False)
+    if estimated_credits > available:
+        raise insufficient_credits(needed=estimated_credits, balance=balance.amount, available=available)
+    hold = CreditHold.objects.create(
+        user_id=user_id,
+        hold_id=hold_id or uuid4(),
+        amount=estimated_credits,
+        expires_at=now + settings.CREDIT_HOLD_TTL,
+    )
+    return HoldResult(hold=hold, available=available - estimated_credits, created=True)
+
+
+@transaction.atomic
+def hold_release(*, hold_id: UUID) -> CreditHold:
+    """Frees a hold that will not be captured. Releasing twice is harmless; a captured hold is a 409."""
+    hold = CreditHold.objects.filter(hold_id=hold_id).first()
+    if hold is None:
+        raise NotFound("No such hold.", code="unknown_hold")
+    balance_lock(user_id=hold.user_id)  # holds change under their owner's balance lock
+    hold.refresh_from_db()
+    if hold.status == HoldStatus.CAPTURED:
+        raise Conflict("This hold has already been captured.", code="hold_already_captured")
+    if hold.status == HoldStatus.HELD:
+        hold.status = HoldStatus.EXPIRED if hold.expires_at <= timezone.now() else HoldStatus.RELEASED
+        hold.save(update_fields=["status", "updated_at"])
+    return hold
+
+
+def holds_expire(*, now: datetime | None = None) -> int:
+    """Marks holds past their expiry as expired. Availability already ignores them; this keeps the
+    table truthful. A capture racing this job still wins: it sets its own status."""
+    now = now or timezone.now()
+    return CreditHold.objects.filter(status=HoldStatus.HELD, expires_at__lte=now).update(
+        status=HoldStatus.EXPIRED, updated_at=now
+    )

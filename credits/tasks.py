@@ -1,0 +1,30 @@
+"""Periodic credit jobs (scheduled in CELERY_BEAT_SCHEDULE). Each is idempotent: a retry or an
+overlapping run finds nothing left to do."""
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from credits.services import credits_expire_for_user, holds_expire, users_with_overdue_grants
+from credits.services.ledger import usage_rollup_day
+
+RETRY = {"acks_late": True, "autoretry_for": (Exception,), "retry_backoff": True, "max_retries": 5}
+
+
+@shared_task(**RETRY)
+def expire_credit_holds() -> int:
+    return holds_expire()
+
+
+@shared_task(**RETRY)
+def expire_credits() -> int:
+    now = timezone.now()
+    return sum(credits_expire_for_user(user_id=user_id, now=now) for user_id in users_with_overdue_grants(now=now))
+
+
+@shared_task(**RETRY)
+def rollup_usage_daily() -> int:
+    """Yesterday's summaries, final, and today's so far."""
+    today = timezone.now().date()
+    return usage_rollup_day(day=today - timedelta(days=1)) + usage_rollup_day(day=today)

@@ -1,0 +1,102 @@
+"""me/credits, me/usage (with lineage) and me/usage/daily: what a customer sees."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from credits.tests.conftest import fund, usage_event
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
+
+RECORD = "/api/v1/usage/record/"
+
+
+def test_me_credits_shows_the_balance_and_the_live_grants_in_spending_order(user_client, user):
+    expiry = timezone.now() + timedelta(days=3)
+    fund(user, 100)
+    fund(user, 40, expires_at=expiry)
+
+    response = user_client.get("/api/v1/me/credits/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["balance"] == 140
+    assert [(grant["source"], grant["remaining"]) for grant in body["grants"]] == [("bonus", 40), ("bonus", 100)]
+    assert body["grants"][0]["expires_at"] is not None and body["grants"][1]["expires_at"] is None
+
+
+def test_me_usage_lists_requests_with_the_grants_that_paid(service_client, user_client, user):
+    expiring = fund(user, 30, expires_at=timezone.now() + timedelta(days=1)).allocation.grants.get()
+    lasting = fund(user, 100).allocation.grants.get()
+    event = usage_event(user)
+    service_client.post(RECORD, event, format="json")
+
+    response = user_client.get("/api/v1/me/usage/")
+
+    assert response.status_code == 200
+    (row,) = response.json()["results"]
+    assert (row["request_id"], row["credits_deducted"], row["provider"], row["model_name"]) == (
+        event["request_id"],
+        70,
+        "openai",
+        "gpt-4o",
+    )
+    assert [(paid["grant_id"], paid["amount"]) for paid in row["paid_by"]] == [
+        (str(expiring.pk), 30),
+        (str(lasting.pk), 40),
+    ]
+
+
+def test_me_usage_filters_by_model_and_provider_and_pages_by_cursor(service_client, user_client, user):
+    fund(user, 10_000)
+    for model, provider in [("gpt-4o", "openai")] * 3 + [("claude-3-5-sonnet", "anthropic")]:
+        service_client.post(RECORD, usage_event(user, model=model, provider=provider), format="json")
+
+    claude = user_client.get("/api/v1/me/usage/", {"model": "claude-3-5-sonnet"}).json()["results"]
+    openai = user_client.get("/api/v1/me/usage/", {"provider": "openai"}).json()["results"]
+    first = user_client.get("/api/v1/me/usage/", {"page_size": 2}).json()
+    second = user_client.get(first["next"]).json()
+
+    assert [row["model_name"] for row in claude] == ["claude-3-5-sonnet"]
+    assert len(openai) == 3
+    assert len(first["results"]) == 2 and len(second["results"]) == 2
+    seen = {row["request_id"] for row in first["results"] + second["results"]}
+    assert len(seen) == 4
+
+
+def test_me_usage_rejects_a_malformed_date_filter(user_client):
+    response = user_client.get("/api/v1/me/usage/", {"date_from": "yesterday"})
+
+    assert response.status_code == 400
+    assert "date_from" in response.json()["errors"]
+
+
+def test_me_usage_shows_only_the_callers_usage(service_client, user_client, user, other_user):
+    fund(other_user, 1000)
+    service_client.post(RECORD, usage_event(other_user), format="json")
+
+    assert user_client.get("/api/v1/me/usage/").json()["results"] == []
+
+
+def test_me_usage_daily_totals_today(service_client, user_client, user):
+    fund(user, 1000)
+    for _ in range(2):
+        service_client.post(RECORD, usage_event(user), format="json")
+
+    response = user_client.get("/api/v1/me/usage/daily/")
+
+    assert response.status_code == 200
+    (day,) = response.json()
+    assert day == {
+        "day": timezone.now().date().isoformat(),
+        "requests": 2,
+        "input_tokens": 2000,
+        "output_tokens": 4000,
+        "credits": 140,
+    }
+
+
+def test_me_endpoints_need_a_user(api_client, service_client):
+    assert api_client.get("/api/v1/me/credits/").status_code == 401
+    assert service_client.get("/api/v1/me/credits/").status_code == 403

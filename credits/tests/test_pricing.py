@@ -1,0 +1,211 @@
+"""The price of a request: SPEC 2's seed checks, price history, margin precedence, rounding."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from credits import pricing
+from credits.models import ApprovalStatus, PricingScope, Provider
+from credits.selectors import pricing_book
+from credits.services import model_price_create
+from credits.tests.factories import PricingConfigFactory, ProviderFactory
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CREDIT = Decimal("0.001")
+GPT_4O = pricing.VendorPrice(
+    id=1,
+    provider="openai",
+    model_name="gpt-4o",
+    input_per_1k=Decimal("0.005"),
+    output_per_1k=Decimal("0.015"),
+    cache_write_per_1k=None,
+    cache_read_per_1k=None,
+    effective_from=T0,
+)
+SONNET = pricing.VendorPrice(
+    id=2,
+    provider="anthropic",
+    model_name="claude-3-5-sonnet",
+    input_per_1k=Decimal("0.003"),
+    output_per_1k=Decimal("0.015"),
+    cache_write_per_1k=Decimal("0.00075"),
+    cache_read_per_1k=Decimal("0.0003"),
+    effective_from=T0,
+)
+
+
+@pytest.mark.parametrize(("margin", "credits"), [("1.5", 53), ("2.0", 70)])
+def test_seed_example_costs_53_credits_at_1_5_and_70_at_2_0(margin, credits):
+    tokens = pricing.TokenCounts(input_tokens=1000, output_tokens=2000)
+
+    quote = pricing.quote(price=GPT_4O, tokens=tokens, margin=Decimal(margin), credit_value_usd=CREDIT)
+
+    assert quote.vendor_cost == Decimal("0.035")
+    assert quote.credits == credits
+    assert quote.gross_margin_usd == quote.credit_value_usd - Decimal("0.035")
+
+
+def test_cache_tokens_are_priced_at_the_cache_prices():
+    tokens = pricing.TokenCounts(
+        input_tokens=1000, output_tokens=1000, cache_write_tokens=2000, cache_read_tokens=10000
+    )
+
+    quote = pricing.quote(price=SONNET, tokens=tokens, margin=Decimal("1"), credit_value_usd=CREDIT)
+
+    # 0.003 + 0.015 + 2 x 0.00075 + 10 x 0.0003
+    assert quote.vendor_cost == Decimal("0.0225")
+    assert quote.credits == 23
+
+
+def test_cache_tokens_of_a_model_without_cache_prices_cost_the_input_price():
+    tokens = pricing.TokenCounts(input_tokens=0, output_tokens=0, cache_read_tokens=1000)
+
+    assert pricing.vendor_cost(GPT_4O, tokens) == Decimal("0.005")
+
+
+def test_the_price_in_force_at_the_request_start_applies():
+    noon = T0 + timedelta(hours=12)
+    old = GPT_4O.__class__(**{**GPT_4O.__dict__, "effective_until": noon})
+    new = GPT_4O.__class__(**{**GPT_4O.__dict__, "id": 3, "input_per_1k": Decimal("0.0025"), "effective_from": noon})
+    book = pricing.PricingBook(prices={("openai", "gpt-4o"): [old, new]}, providers={"openai": 1})
+
+    morning = book.price_at(provider="openai", model_name="gpt-4o", moment=noon - timedelta(seconds=1))
+    afternoon = book.price_at(provider="openai", model_name="gpt-4o", moment=noon)
+
+    assert (morning.id, afternoon.id) == (1, 3)
+    assert book.price_at(provider="openai", model_name="gpt-4o", moment=T0 - timedelta(days=1)) is None
+
+
+def rule(level, multiplier, **scope):
+    return pricing.MarginRule(id=multiplier, level=level, multiplier=Decimal(multiplier), effective_from=T0, **scope)
+
+
+ALL_LEVELS = [
+    rule(pricing.LEVEL_TIER, "1.1", tier="pro"),
+    rule(pricing.LEVEL_PROVIDER, "1.2", provider="openai"),
+    rule(pricing.LEVEL_MODEL, "1.3", model_name="gpt-4o"),
+    rule(pricing.LEVEL_COMBINATION, "1.4", tier="pro", provider="openai", model_name="gpt-4o"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        (ALL_LEVELS, "1.4"),  # tier+provider+model wins over everything
+        (ALL_LEVELS[:3], "1.3"),  # then the model
+        (ALL_LEVELS[:2], "1.2"),  # then the provider
+        (ALL_LEVELS[:1], "1.1"),  # then the tier
+        ([], "1.5"),  # then the global default
+    ],
+)
+def test_the_most_specific_margin_wins(rules, expected):
+    book = pricing.PricingBook(margins=rules)
+
+    margin = book.margin_at(tier="pro", provider="openai", model_name="gpt-4o", moment=T0, default=Decimal("1.5"))
+
+    assert margin == Decimal(expected)
+
+
+def test_margins_of_other_scopes_or_out_of_their_period_do_not_apply():
+    rules = [
+        rule(pricing.LEVEL_TIER, "3.0", tier="free"),
+        rule(pricing.LEVEL_MODEL, "3.1", model_name="gpt-4-turbo"),
+        pricing.MarginRule(
+            id=9,
+            level=pricing.LEVEL_PROVIDER,
+            multiplier=Decimal("3.2"),
+            provider="openai",
+            effective_from=T0 + timedelta(days=1),
+        ),
+    ]
+    book = pricing.PricingBook(margins=rules)
+
+    margin = book.margin_at(tier="pro", provider="openai", model_name="gpt-4o", moment=T0, default=Decimal("1.5"))
+
+    assert margin == Decimal("1.5")
+
+
+PRICES = st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=7)
+TOKENS = st.integers(min_value=0, max_value=5_000_000)
+MARGINS = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("10"), places=4)
+
+
+@given(
+    input_price=PRICES,
+    output_price=PRICES,
+    cache_price=PRICES,
+    input_tokens=TOKENS,
+    output_tokens=TOKENS,
+    cached=TOKENS,
+    margin=MARGINS,
+)
+def test_credits_never_under_charge_nor_exceed_the_exact_value_by_a_credit(
+    input_price, output_price, cache_price, input_tokens, output_tokens, cached, margin
+):
+    price = pricing.VendorPrice(
+        id=1,
+        provider="p",
+        model_name="m",
+        input_per_1k=input_price,
+        output_per_1k=output_price,
+        cache_write_per_1k=None,
+        cache_read_per_1k=cache_price,
+        effective_from=T0,
+    )
+    tokens = pricing.TokenCounts(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached)
+
+    quote = pricing.quote(price=price, tokens=tokens, margin=margin, credit_value_usd=CREDIT)
+
+    # The reference: exact rational arithmetic, no rounding anywhere.
+    exact_usd = (
+        (
+            Fraction(input_tokens) * Fraction(input_price)
+            + Fraction(output_tokens) * Fraction(output_price)
+            + Fraction(cached) * Fraction(cache_price)
+        )
+        / 1000
+        * Fraction(margin)
+    )
+    exact_credits = exact_usd / Fraction(CREDIT)
+    assert quote.credits >= exact_credits
+    assert quote.credits - exact_credits < 1
+
+
+@pytest.mark.django_db
+def test_pricing_book_is_reloaded_once_a_price_change_commits(
+    price_catalog, staff_user, django_capture_on_commit_callbacks
+):
+    before = pricing_book().price_at(provider="openai", model_name="gpt-4o", moment=datetime.now(UTC))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        model_price_create(
+            provider=Provider.objects.get(name="openai"),
+            model_name="gpt-4o",
+            input_price_per_1k=Decimal("0.0025"),
+            output_price_per_1k=Decimal("0.01"),
+            actor=staff_user,
+        )
+
+    after = pricing_book().price_at(provider="openai", model_name="gpt-4o", moment=datetime.now(UTC))
+    assert before.input_per_1k == Decimal("0.005")
+    assert after.input_per_1k == Decimal("0.0025")
+
+
+@pytest.mark.django_db
+def test_pricing_book_counts_only_approved_active_margins():
+    approved = PricingConfigFactory(approved=True, subscription_tier="pro", margin_multiplier=Decimal("1.7"))
+    PricingConfigFactory(subscription_tier="pro", margin_multiplier=Decimal("9"))  # pending
+    PricingConfigFactory(
+        subscription_tier="pro", margin_multiplier=Decimal("8"), approval_status=ApprovalStatus.REJECTED
+    )
+    ProviderFactory()
+
+    margins = pricing_book().margins
+
+    assert [margin.id for margin in margins] == [approved.pk]
+    assert margins[0].level == pricing.LEVEL_TIER
+    assert approved.scope_type == PricingScope.TIER

@@ -1,0 +1,486 @@
+"""Writes to licenses: purchase and staff issue, device activations, upgrades, staff transitions.
+
+Every change to a license's devices, coverage or status locks the license row first
+(`select_for_update`) and reads what it decides on under that lock, so seat counts and the daily
+device-change limit stay exact under concurrency. Keys appear in logs and audit rows masked only.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.redaction import mask_license_key
+from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
+from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
+from billing_project.payments import Checkout, checkout_start
+from licensing import keys, pricing, versions
+from licensing.codes import ErrorCode, InvalidReason
+from licensing.models import (
+    DEFAULT_MAX_ACTIVATIONS,
+    LicenseActivation,
+    LicenseStatus,
+    PerpetualLicense,
+    UpgradeStatus,
+    VersionUpgrade,
+)
+from licensing.selectors import (
+    license_key_checked,
+    license_not_found,
+    license_upgrade_offer,
+    version_checked,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKOUT_KIND_LICENSE = "license"
+CHECKOUT_KIND_UPGRADE = "license_upgrade"
+DEVICE_CHANGE_WINDOW = timedelta(hours=24)
+KEY_ATTEMPTS = 3
+
+
+def _license_create(**fields) -> PerpetualLicense:
+    """A license with a fresh random key. The unique constraint is the guarantee; a collision
+    (odds about 2**-74 per key) is retried with another key inside a savepoint."""
+    attempts_left = KEY_ATTEMPTS
+    while True:
+        key = keys.key_generate()
+        try:
+            with transaction.atomic():
+                return PerpetualLicense.objects.create(license_key=key, **fields)
+        except IntegrityError:
+            attempts_left -= 1
+            if not attempts_left or not PerpetualLicense.objects.filter(license_key=key).exists():
+                raise
+
+
+def _checkout_urls() -> dict:
+    return {
+        "success_url": settings.LICENSE_CHECKOUT_SUCCESS_URL or None,
+        "cancel_url": settings.LICENSE_CHECKOUT_CANCEL_URL or None,
+    }
+
+
+def _version_on_sale(version: str | None) -> str:
+    """The version a customer may buy: a release of the current major line, not past the current one."""
+    current = versions.version_parse(settings.LICENSE_CURRENT_VERSION)
+    if version is None:
+        return str(current)
+    wanted = version_checked(version, field="version")
+    if wanted.major != current.major or wanted > current:
+        raise RuleViolation(
+            f"Only {current.major}.x releases up to {current} are on sale.", code=ErrorCode.VERSION_NOT_ON_SALE
+        )
+    return str(wanted)
+
+
+def _lock_owned(*, user, license_key: str) -> PerpetualLicense:
+    """The caller's license, locked until the transaction ends; someone else's key is not found."""
+    key = license_key_checked(license_key)
+    license_ = PerpetualLicense.objects.select_for_update().filter(license_key=key, user=user).first()
+    if license_ is None:
+        raise license_not_found()
+    return license_
+
+
+def _lock_for_checkout(*, user_id, license_id) -> PerpetualLicense:
+    try:
+        license_ = PerpetualLicense.objects.select_for_update().filter(pk=license_id, user_id=user_id).first()
+    except ValidationError:  # not a UUID
+        license_ = None
+    if license_ is None:
+        raise NotFound("The checkout names no license of its user.", code=ErrorCode.CHECKOUT_TARGET_NOT_FOUND)
+    return license_
+
+
+@dataclass(frozen=True)
+class LicensePurchase:
+    license: PerpetualLicense
+    checkout: Checkout
+
+
+@transaction.atomic
+def license_purchase(*, user, version: str | None = None) -> LicensePurchase:
+    """Buys a license at LICENSE_PRICE_USD for `version` (default LICENSE_CURRENT_VERSION).
+
+    The license is created pending, with its key, and its checkout started; completing the checkout
+    activates it: at once with the offline provider, from Stripe's webhook otherwise. A pending
+    license cannot be activated on a device.
+    """
+    purchased_version = _version_on_sale(version)
+    price = pricing.money(settings.LICENSE_PRICE_USD)
+    license_ = _license_create(
+        user=user,
+        purchase_price_usd=price,
+        purchased_version=purchased_version,
+        eligible_until_version=versions.eligible_until_for(purchased_version),
+        status=LicenseStatus.PENDING,
+    )
+    checkout = checkout_start(
+        user=user,
+        kind=CHECKOUT_KIND_LICENSE,
+        amount_usd=price,
+        description=f"Perpetual license, version {versions.version_parse(purchased_version).major}.x",
+        metadata={"license_id": license_.pk},
+        **_checkout_urls(),
+    )
+    if not checkout.completed:
+        license_.checkout_session_id = checkout.session_id
+        license_.save(update_fields=["checkout_session_id", "updated_at"])
+    license_.refresh_from_db()
+    return LicensePurchase(license=license_, checkout=checkout)
+
+
+@transaction.atomic
+def license_purchase_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> PerpetualLicense:
+    """The "license" checkout handler: activates the paid pending license and records what was paid.
+    Idempotent: a license that is no longer pending (a repeated webhook) is returned unchanged."""
+    license_ = _lock_for_checkout(user_id=user_id, license_id=metadata.get("license_id"))
+    if license_.status != LicenseStatus.PENDING:
+        if license_.checkout_session_id != session_id:
+            logger.warning("checkout %s paid for license %s which is %s", session_id, license_.pk, license_.status)
+        return license_
+    license_.status = LicenseStatus.ACTIVE
+    license_.activated_at = timezone.now()
+    license_.checkout_session_id = session_id
+    license_.purchase_price_usd = pricing.money(amount_usd)
+    license_.save(update_fields=["status", "activated_at", "checkout_session_id", "purchase_price_usd", "updated_at"])
+    logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
+    return license_
+
+
+@transaction.atomic
+def license_issue(
+    *,
+    user,
+    actor,
+    purchased_version: str | None = None,
+    purchase_price_usd: Decimal = Decimal("0.00"),
+    max_activations: int = DEFAULT_MAX_ACTIVATIONS,
+    byok_enabled: bool = True,
+) -> PerpetualLicense:
+    """Staff issue an active license with a fresh key, without a checkout (a sale made elsewhere or
+    a goodwill license: the price is what was paid outside, 0 by default). Audited in its transaction."""
+    if purchased_version is None:
+        purchased_version = settings.LICENSE_CURRENT_VERSION
+    purchased_version = str(version_checked(purchased_version, field="purchased_version"))
+    license_ = _license_create(
+        user=user,
+        purchase_price_usd=pricing.money(purchase_price_usd),
+        purchased_version=purchased_version,
+        eligible_until_version=versions.eligible_until_for(purchased_version),
+        max_activations=max_activations,
+        byok_enabled=byok_enabled,
+        status=LicenseStatus.ACTIVE,
+        activated_at=timezone.now(),
+    )
+    audit_model_change(action=AuditAction.CREATE, instance=license_, actor=actor)
+    return license_
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    activation: LicenseActivation
+    activations_used: int
+    max_activations: int
+    created: bool = False
+
+
+def _device(activation: LicenseActivation) -> dict:
+    return {
+        "activation_id": str(activation.pk),
+        "device_fingerprint": activation.device_fingerprint,
+        "device_name": activation.device_name,
+        "os": activation.os_type,
+        "app_version": activation.app_version,
+        "activated_at": activation.activated_at,
+        "last_seen_at": activation.last_seen_at,
+    }
+
+
+def _device_change_allow(*, license_: PerpetualLicense, now) -> None:
+    """Refuses (429) a device change when the license already made LICENSE_DEVICE_CHANGES_PER_DAY
+    of them (new activations plus deactivations) in the last 24 hours. Runs under the license lock,
+    so concurrent changes see each other."""
+    limit = max(1, settings.LICENSE_DEVICE_CHANGES_PER_DAY)
+    since = now - DEVICE_CHANGE_WINDOW
+    rows = license_.activations.filter(Q(activated_at__gt=since) | Q(deactivated_at__gt=since)).values_list(
+        "activated_at", "deactivated_at"
+    )
+    changes = sorted(moment for row in rows for moment in row if moment is not None and moment > since)
+    if len(changes) < limit:
+        return
+    # One more change fits once the oldest (len - limit + 1) changes have left the window.
+    frees_at = changes[len(changes) - limit] + DEVICE_CHANGE_WINDOW
+    retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
+    raise TooManyRequests(
+        f"This license changed devices {len(changes)} times in the last 24 hours (limit {limit}).",
+        code=ErrorCode.DEVICE_CHANGE_LIMIT,
+        extra={"retry_after": retry_after, "limit": limit},
+    )
+
+
+def _require_active(license_: PerpetualLicense) -> None:
+    if license_.status != LicenseStatus.ACTIVE:
+        raise Conflict(
+            f"This license is {license_.status}.",
+            code=ErrorCode.LICENSE_NOT_ACTIVE,
+            extra={"license_status": license_.status},
+        )
+
+
+@transaction.atomic
+def activation_create(
+    *, user, license_key: str, device_fingerprint: str, device_name: str = "", os_type: str = "", app_version: str = ""
+) -> ActivationResult:
+    """Activates a device on the caller's active license.
+
+    Idempotent per device: an already active device is answered with its activation and costs no
+    seat and no device change. Refused with 409 when every seat is taken (the active devices are
+    listed) and with 429 past the daily device-change limit.
+    """
+    if app_version:
+        version_checked(app_version, field="app_version")
+    # The license row is the lock: the seat count and the change count below are exact under it.
+    license_ = _lock_owned(user=user, license_key=license_key)
+    _require_active(license_)
+    now = timezone.now()
+    active = list(license_.activations.filter(deactivated_at__isnull=True).order_by("activated_at"))
+    current = next((activation for activation in active if activation.device_fingerprint == device_fingerprint), None)
+    if current is not None:
+        current.last_seen_at = now
+        current.device_name = device_name or current.device_name
+        current.os_type = os_type or current.os_type
+        current.app_version = app_version or current.app_version
+        current.save(update_fields=["last_seen_at", "device_name", "os_type", "app_version", "updated_at"])
+        return ActivationResult(
+            activation=current, activations_used=len(active), max_activations=license_.max_activations
+        )
+    if len(active) >= license_.max_activations:
+        raise Conflict(
+            f"All {license_.max_activations} activations are in use: deactivate a device first.",
+            code=ErrorCode.ACTIVATION_LIMIT_REACHED,
+            extra={
+                "max_activations": license_.max_activations,
+                "activations_used": len(active),
+                "active_devices": [_device(activation) for activation in active],
+            },
+        )
+    _device_change_allow(license_=license_, now=now)
+    activation = LicenseActivation.objects.create(
+        license=license_,
+        device_fingerprint=device_fingerprint,
+        device_name=device_name,
+        os_type=os_type,
+        app_version=app_version,
+        activated_at=now,
+        last_seen_at=now,
+    )
+    return ActivationResult(
+        activation=activation, activations_used=len(active) + 1, max_activations=license_.max_activations, created=True
+    )
+
+
+@transaction.atomic
+def activation_deactivate(*, user, license_key: str, device_fingerprint: str) -> ActivationResult:
+    """Frees the device's seat (any license status: a suspended license may still free devices).
+    The row is kept with its deactivated_at; a deactivation counts as a device change."""
+    license_ = _lock_owned(user=user, license_key=license_key)
+    activation = license_.activations.filter(device_fingerprint=device_fingerprint, deactivated_at__isnull=True).first()
+    if activation is None:
+        raise NotFound("This device is not active on this license.", code=ErrorCode.ACTIVATION_NOT_FOUND)
+    now = timezone.now()
+    _device_change_allow(license_=license_, now=now)
+    activation.deactivated_at = now
+    activation.save(update_fields=["deactivated_at", "updated_at"])
+    used = license_.activations.filter(deactivated_at__isnull=True).count()
+    return ActivationResult(activation=activation, activations_used=used, max_activations=license_.max_activations)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    valid: bool
+    reason: InvalidReason | str | None = None
+
+
+@transaction.atomic
+def license_validate(*, user, license_key: str, device_fingerprint: str, app_version: str) -> ValidationResult:
+    """May this device run this app version? Never refuses the question: a bad key is an answer
+    (`bad_checksum` is decided before any lookup). A valid answer records the device as seen."""
+    parsed = version_checked(app_version, field="app_version")
+    key = keys.key_normalize(license_key)
+    if not keys.key_is_valid(key):
+        return ValidationResult(valid=False, reason=InvalidReason.BAD_CHECKSUM)
+    license_ = PerpetualLicense.objects.filter(license_key=key, user=user).first()
+    if license_ is None:
+        return ValidationResult(valid=False, reason=InvalidReason.UNKNOWN_KEY)
+    if license_.status != LicenseStatus.ACTIVE:
+        return ValidationResult(valid=False, reason=license_.status)
+    activation = license_.activations.filter(device_fingerprint=device_fingerprint, deactivated_at__isnull=True).first()
+    if activation is None:
+        return ValidationResult(valid=False, reason=InvalidReason.NOT_ACTIVATED_ON_DEVICE)
+    if parsed > versions.version_parse(license_.eligible_until_version):
+        return ValidationResult(valid=False, reason=InvalidReason.VERSION_NOT_COVERED)
+    activation.last_seen_at = timezone.now()
+    activation.app_version = str(parsed)
+    activation.save(update_fields=["last_seen_at", "app_version", "updated_at"])
+    return ValidationResult(valid=True)
+
+
+@dataclass(frozen=True)
+class UpgradePurchase:
+    upgrade: VersionUpgrade
+    license: PerpetualLicense
+    checkout: Checkout
+
+
+def _from_version(license_: PerpetualLicense) -> str:
+    """Where an upgrade starts: the purchased version within the bought line, else the line's first release."""
+    covered_major = versions.version_parse(license_.eligible_until_version).major
+    if versions.version_parse(license_.purchased_version).major == covered_major:
+        return license_.purchased_version
+    return f"{covered_major}.0.0"
+
+
+@transaction.atomic
+def license_upgrade(*, user, license_key: str) -> UpgradePurchase:
+    """Buys the caller's license an upgrade to the next major line, priced now (list price, less the
+    early-upgrade discount within LICENSE_EARLY_UPGRADE_DAYS of purchase). The upgrade is created
+    pending; its checkout's completion raises the license's eligible_until_version."""
+    license_ = _lock_owned(user=user, license_key=license_key)
+    _require_active(license_)
+    offer = license_upgrade_offer(license_=license_)
+    if offer is None:
+        raise Conflict(
+            f"This license already covers the current release {settings.LICENSE_CURRENT_VERSION}.",
+            code=ErrorCode.UPGRADE_NOT_AVAILABLE,
+        )
+    upgrade = VersionUpgrade.objects.create(
+        license=license_,
+        from_version=_from_version(license_),
+        to_version=offer.to_version,
+        upgrade_price_usd=offer.quote.price_usd,
+        discount_usd=offer.quote.discount_usd,
+        status=UpgradeStatus.PENDING,
+    )
+    checkout = checkout_start(
+        user=user,
+        kind=CHECKOUT_KIND_UPGRADE,
+        amount_usd=offer.quote.price_usd,
+        description=f"Upgrade of a perpetual license to version {versions.version_parse(offer.to_version).major}.x",
+        metadata={"license_id": license_.pk, "upgrade_id": upgrade.pk},
+        **_checkout_urls(),
+    )
+    if not checkout.completed:
+        upgrade.checkout_session_id = checkout.session_id
+        upgrade.save(update_fields=["checkout_session_id", "updated_at"])
+    upgrade.refresh_from_db()
+    license_.refresh_from_db()
+    return UpgradePurchase(upgrade=upgrade, license=license_, checkout=checkout)
+
+
+@transaction.atomic
+def license_upgrade_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> VersionUpgrade:
+    """The "license_upgrade" checkout handler: marks the upgrade paid and raises the license's
+    eligible_until_version to the end of the new line (never lowers it). Idempotent: a completed
+    upgrade is returned unchanged."""
+    # The license row is the lock, as for every change to what a license covers.
+    license_ = _lock_for_checkout(user_id=user_id, license_id=metadata.get("license_id"))
+    upgrade = license_.upgrades.filter(pk=metadata.get("upgrade_id")).first()
+    if upgrade is None:
+        raise NotFound("The checkout names no upgrade of this license.", code=ErrorCode.CHECKOUT_TARGET_NOT_FOUND)
+    if upgrade.status == UpgradeStatus.COMPLETED:
+        return upgrade
+    upgrade.status = UpgradeStatus.COMPLETED
+    upgrade.purchased_at = timezone.now()
+    upgrade.checkout_session_id = session_id
+    upgrade.upgrade_price_usd = pricing.money(amount_usd)
+    upgrade.save(update_fields=["status", "purchased_at", "checkout_session_id", "upgrade_price_usd", "updated_at"])
+    eligible_until = versions.eligible_until_for(upgrade.to_version)
+    if not versions.version_covered(eligible_until_version=license_.eligible_until_version, version=eligible_until):
+        license_.eligible_until_version = eligible_until
+        license_.save(update_fields=["eligible_until_version", "updated_at"])
+    return upgrade
+
+
+def _transition(*, license_id, reason: str, allowed_from: set, to: LicenseStatus) -> tuple[PerpetualLicense, dict]:
+    """Moves a license between statuses under its lock; returns it and its snapshot from before.
+    The caller writes the audit row in the same transaction."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise RuleViolation("A reason is required.", code=ErrorCode.REASON_REQUIRED)
+    license_ = PerpetualLicense.objects.select_for_update().filter(pk=license_id).first()
+    if license_ is None:
+        raise NotFound("No license with this id.", code=ErrorCode.LICENSE_NOT_FOUND)
+    if license_.status not in allowed_from:
+        raise Conflict(
+            f"A {license_.status} license cannot be moved to {to}.",
+            code=ErrorCode.TRANSITION_NOT_ALLOWED,
+            extra={"license_status": license_.status},
+        )
+    previous = snapshot(license_)
+    license_.status = to
+    license_.status_reason = reason
+    license_.save(update_fields=["status", "status_reason", "updated_at"])
+    return license_, previous
+
+
+@transaction.atomic
+def license_suspend(*, license_id, actor, reason: str) -> PerpetualLicense:
+    """active -> suspended (reversible). Devices stay activated but stop validating."""
+    license_, previous = _transition(
+        license_id=license_id,
+        reason=reason,
+        allowed_from={LicenseStatus.ACTIVE},
+        to=LicenseStatus.SUSPENDED,
+    )
+    audit_model_change(action=AuditAction.SUSPEND, instance=license_, previous_value=previous, actor=actor)
+    return license_
+
+
+@transaction.atomic
+def license_reactivate(*, license_id, actor, reason: str) -> PerpetualLicense:
+    """suspended -> active."""
+    license_, previous = _transition(
+        license_id=license_id,
+        reason=reason,
+        allowed_from={LicenseStatus.SUSPENDED},
+        to=LicenseStatus.ACTIVE,
+    )
+    audit_model_change(action=AuditAction.ACTIVATE, instance=license_, previous_value=previous, actor=actor)
+    return license_
+
+
+@transaction.atomic
+def license_revoke(*, license_id, actor, reason: str) -> PerpetualLicense:
+    """Any status but revoked -> revoked, for good: every active device is deactivated."""
+    license_, previous = _transition(
+        license_id=license_id,
+        reason=reason,
+        allowed_from={LicenseStatus.PENDING, LicenseStatus.ACTIVE, LicenseStatus.SUSPENDED, LicenseStatus.EXPIRED},
+        to=LicenseStatus.REVOKED,
+    )
+    now = timezone.now()
+    deactivated = 0
+    # One save per device (at most max_activations) so each keeps its object history.
+    for activation in license_.activations.filter(deactivated_at__isnull=True):
+        activation.deactivated_at = now
+        activation.save(update_fields=["deactivated_at", "updated_at"])
+        deactivated += 1
+    audit_record(
+        action=AuditAction.REVOKE,
+        resource_type=resource_type_of(license_),
+        resource_id=str(license_.pk),
+        previous_value=previous,
+        new_value={**snapshot(license_), "devices_deactivated": deactivated},
+        actor=actor,
+    )
+    return license_
