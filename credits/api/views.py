@@ -5,6 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,9 +14,11 @@ from billing_project.auth import IsStaff, service_scope
 from billing_project.errors import DomainError, NotFound
 from credits import selectors, services
 from credits.api import serializers as s
+from credits.api.events import usage_event_parse
 from credits.models import ModelProviderPricing, PricingConfig, Provider
 
 UsageWrite = service_scope("usage:write")
+MAX_BATCH = 1000
 
 
 class UsageRecordView(APIView):
@@ -25,25 +28,26 @@ class UsageRecordView(APIView):
 
     @extend_schema(request=s.UsageEventInput, responses={201: s.UsageRecordOutput, 200: s.UsageRecordOutput})
     def post(self, request):
-        data = s.UsageEventInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = services.usage_record(event=data.to_event())
+        event, errors = usage_event_parse(request.data)
+        if errors:
+            raise ValidationError(errors)
+        result = services.usage_record(event=event)
         return Response(result.body, status=result.status_code)
 
 
-def _batch_entry(index: int, raw: dict) -> tuple[dict, object]:
+def _batch_entry(index: int, raw) -> tuple[dict, object]:
     """(result skeleton, event or None) for one raw event of a batch."""
-    data = s.UsageEventInput(data=raw)
-    request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
-    if not data.is_valid():
+    event, errors = usage_event_parse(raw)
+    request_id = raw.get("request_id") if isinstance(raw, dict) and isinstance(raw.get("request_id"), str) else None
+    if errors:
         return {
             "index": index,
             "request_id": request_id,
             "status": 400,
             "code": "validation_error",
-            "errors": data.errors,
+            "errors": errors,
         }, None
-    return {"index": index, "request_id": request_id}, data.to_event()
+    return {"index": index, "request_id": request_id}, event
 
 
 class UsageRecordBatchView(APIView):
@@ -54,9 +58,10 @@ class UsageRecordBatchView(APIView):
 
     @extend_schema(request=s.UsageBatchInput, responses=s.UsageBatchOutput)
     def post(self, request):
-        envelope = s.UsageBatchInput(data=request.data)
-        envelope.is_valid(raise_exception=True)
-        entries = [_batch_entry(index, raw) for index, raw in enumerate(envelope.validated_data["events"])]
+        events = request.data.get("events") if isinstance(request.data, dict) else None
+        if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
+            raise ValidationError({"events": [f"Send a list of 1 to {MAX_BATCH} events."]})
+        entries = [_batch_entry(index, raw) for index, raw in enumerate(events)]
         valid = [(entry, event) for entry, event in entries if event is not None]
         outcomes = services.usage_record_batch(events=[event for _, event in valid])
         for (entry, _), outcome in zip(valid, outcomes, strict=True):

@@ -2,16 +2,16 @@
 
 A `LockedAccount` holds a user's `UserCreditBalance` row FOR UPDATE for the rest of the transaction,
 re-reads their grants under that lock, expires the overdue ones, and spends grants soonest-expiring
-first. Debits are collected in memory and written by `flush()` in a few bulk statements, so recording
-a batch of usage costs the same number of round trips as recording one event.
+first. Debits are collected in memory and written by `flush()` in one statement (see
+credits.ledger_sql), so recording a batch of usage costs the same round trips as recording one event.
 """
 
 from datetime import datetime
 
-from auditlog.context import disable_auditlog
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
+from credits import ledger_sql
 from credits.models import (
     CreditConsumption,
     CreditDeductionLedger,
@@ -19,7 +19,6 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
-from credits.selectors import SPEND_ORDER
 
 
 def balance_lock(*, user_id) -> UserCreditBalance | None:
@@ -29,14 +28,21 @@ def balance_lock(*, user_id) -> UserCreditBalance | None:
     try:
         return locked.get(user_id=user_id)
     except UserCreditBalance.DoesNotExist:
-        if not get_user_model().objects.filter(pk=user_id).exists():
+        if not _balance_create(user_id):
             return None
+    return locked.get(user_id=user_id)
+
+
+def _balance_create(user_id) -> bool:
+    """Creates the balance row of an existing user (False if there is no such user)."""
+    if not get_user_model().objects.filter(pk=user_id).exists():
+        return False
     try:
         with transaction.atomic():
             UserCreditBalance.objects.create(user_id=user_id)
     except IntegrityError:
-        pass  # created by a concurrent first use: lock that row instead
-    return locked.get(user_id=user_id)
+        pass  # created by a concurrent first use: that row is the one to lock
+    return True
 
 
 class LockedAccount:
@@ -45,13 +51,26 @@ class LockedAccount:
     def __init__(self, *, balance: UserCreditBalance, now: datetime):
         self.balance = balance
         self.now = now
-        self.grants = list(
-            UserCreditSource.objects.filter(user_id=balance.user_id, remaining__gt=0).order_by(*SPEND_ORDER)
-        )
+        # Read after the lock is held, so no concurrent change to these grants is missed.
+        self.grants = ledger_sql.grants_with_credits(balance.user_id)
         self.deductions: list[CreditDeductionLedger] = []
         self.consumptions: list[CreditConsumption] = []
         self._touched: dict[object, UserCreditSource] = {}
         self._expire_overdue()
+
+    @classmethod
+    def open(cls, *, user_id, now: datetime) -> "LockedAccount | None":
+        """Locks the user's balance (creating it on first use); None when the user does not exist."""
+        row = ledger_sql.balance_lock_row(user_id)
+        if row is None:
+            if not _balance_create(user_id):
+                return None
+            row = ledger_sql.balance_lock_row(user_id)
+        balance_id, amount = row
+        balance = UserCreditBalance(
+            id=ledger_sql.from_db(UserCreditBalance, "id", balance_id), user_id=user_id, amount=amount
+        )
+        return cls(balance=balance, now=now)
 
     @property
     def spendable(self) -> int:
@@ -97,26 +116,31 @@ class LockedAccount:
             grant.remaining -= taken
             grant.updated_at = self.now
             self._touched[grant.pk] = grant
-            self.consumptions.append(CreditConsumption(deduction=deduction, source=grant, amount=taken))
+            self.consumptions.append(CreditConsumption(deduction=deduction, source_id=grant.pk, amount=taken))
             left -= taken
         self.balance.amount = before - amount
         self.deductions.append(deduction)
         return deduction
 
-    def flush(self) -> None:
-        """Writes the collected rows. The ledger rows are the record of these changes, so the
-        per-object history (django-auditlog) is not written for them."""
+    def statements(self) -> list[tuple[str, list]]:
+        """The writes of the collected rows. The ledger rows are the record of these changes, so the
+        per-object history (django-auditlog) is not written for balances and grants here."""
         if not self.deductions:
-            return
-        CreditDeductionLedger.objects.bulk_create(self.deductions)
-        CreditConsumption.objects.bulk_create(self.consumptions)
-        UserCreditSource.objects.bulk_update(list(self._touched.values()), ["remaining", "expired_at", "updated_at"])
+            return []
+        writes = [ledger_sql.insert(self.deductions), ledger_sql.insert(self.consumptions)]
+        writes += [
+            ledger_sql.update(grant, ["remaining", "expired_at", "updated_at"]) for grant in self._touched.values()
+        ]
+        self.balance.updated_at = self.now
+        fields = ["amount", "updated_at"]
         spent = [row for row in self.deductions if row.reason != DeductionReason.EXPIRATION]
-        update_fields = ["amount", "updated_at"]
         if spent:
             self.balance.last_deduction_at = self.now
             self.balance.last_deduction_amount = spent[-1].amount
-            update_fields += ["last_deduction_at", "last_deduction_amount"]
-        with disable_auditlog():
-            self.balance.save(update_fields=update_fields)
+            fields += ["last_deduction_at", "last_deduction_amount"]
+        writes.append(ledger_sql.update(self.balance, fields))
         self.deductions, self.consumptions, self._touched = [], [], {}
+        return writes
+
+    def flush(self) -> None:
+        ledger_sql.execute_all(self.statements())

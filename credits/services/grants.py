@@ -200,10 +200,9 @@ def deduction_reverse(*, deduction_id, reason: str, actor=None, expires_at: date
 @transaction.atomic
 def credits_expire_for_user(*, user_id, now: datetime | None = None) -> int:
     """Writes an `expiration` ledger row for each of the user's grants past its expiry; returns how many."""
-    balance = balance_lock(user_id=user_id)
-    if balance is None:
+    account = LockedAccount.open(user_id=user_id, now=now or timezone.now())
+    if account is None:
         return 0
-    account = LockedAccount(balance=balance, now=now or timezone.now())
     expired = len(account.deductions)
     account.flush()
     return expired

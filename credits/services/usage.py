@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequired, RuleViolation
 from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
-from credits import pricing
+from credits import ledger_sql, pricing
 from credits.models import (
     CreditHold,
     DeductionReason,
@@ -26,7 +26,7 @@ from credits.models import (
     TokenUsageLedger,
     UsageStatus,
 )
-from credits.selectors import holds_live_total, pricing_book, tier_and_subscription_for
+from credits.selectors import pricing_book, tier_and_subscription_for
 from credits.services.accounts import LockedAccount, balance_lock
 from licensing.selectors import byok_active_for
 
@@ -94,19 +94,22 @@ class _UserSession:
 
     def __init__(self, *, user_id: int, events: list[UsageEvent], now: datetime):
         self.now = now
-        balance = balance_lock(user_id=user_id)
-        self.account = LockedAccount(balance=balance, now=now) if balance is not None else None
         self.user_id = user_id
+        self.account = LockedAccount.open(user_id=user_id, now=now)
         if self.account is None:
             return
-        request_ids = [event.request_id for event in events]
         # Checked under the lock: a concurrent duplicate has either committed (found here) or waits.
-        self.recorded = {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=request_ids)}
+        recorded_ids = ledger_sql.request_ids_recorded([event.request_id for event in events])
+        self.recorded = (
+            {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=recorded_ids)}
+            if recorded_ids
+            else {}
+        )
         hold_ids = [event.hold_id for event in events if event.hold_id]
         self.holds = (
             {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
         )
-        self.held = holds_live_total(user_id=user_id, now=now)
+        self.held = ledger_sql.holds_live_amount(user_id, now)
         self.byok = byok_active_for(user_id=user_id)
         self.tier, self.subscription_id = tier_and_subscription_for(user_id=user_id)
         self.book = pricing_book()
@@ -231,14 +234,17 @@ class _UserSession:
         self.changed_holds.append(hold)
 
     def flush(self) -> None:
+        """All the writes of this user's events, in one statement on PostgreSQL."""
         if self.account is None:
             return
-        self.account.flush()
-        TokenUsageLedger.objects.bulk_create(self.new_usage)
-        if self.changed_holds:
-            CreditHold.objects.bulk_update(
-                self.changed_holds, ["status", "captured_amount", "request_id", "updated_at"]
-            )
+        writes = self.account.statements()
+        if self.new_usage:
+            writes.append(ledger_sql.insert(self.new_usage))
+        writes += [
+            ledger_sql.update(hold, ["status", "captured_amount", "request_id", "updated_at"])
+            for hold in self.changed_holds
+        ]
+        ledger_sql.execute_all(writes)
 
 
 Outcome = UsageResult | DomainError
@@ -319,12 +325,12 @@ def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None =
     if estimated_credits <= 0:
         raise RuleViolation("A hold must be a positive number of credits.", code="invalid_amount")
     now = timezone.now()
-    balance = balance_lock(user_id=user_id)
-    if balance is None:
+    account = LockedAccount.open(user_id=user_id, now=now)
+    if account is None:
         raise RuleViolation(f"No user with id {user_id}.", code="unknown_user")
-    account = LockedAccount(balance=balance, now=now)
     account.flush()
-    held = holds_live_total(user_id=user_id, now=now)
+    balance = account.balance
+    held = ledger_sql.holds_live_amount(user_id, now)
     available = max(account.spendable - held, 0)
     if hold_id is not None:
         existing = CreditHold.objects.filter(hold_id=hold_id).first()

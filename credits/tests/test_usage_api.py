@@ -263,3 +263,44 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
     (result,) = response.json()["results"]
     assert result["status"] == 400
     assert result["request_id"] is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"request_id": "nope"},
+        {"user_id": 0},
+        {"user_id": True},
+        {"input_tokens": -5, "output_tokens": "x"},
+        {"cached_input_tokens": None},
+        {"request_type": "poem"},
+        {"request_started_at": "yesterday"},
+        {"model": "", "provider": None},
+        {"hold_id": "not-a-uuid", "streaming_segments": -1},
+        {"region": "r" * 51},
+    ],
+)
+def test_fast_event_parser_follows_the_documented_schema(user, changes):
+    from credits.api.events import usage_event_parse
+    from credits.api.serializers import UsageEventInput
+
+    raw = {**usage_event(user), **changes}
+    documented = UsageEventInput(data=raw)
+    documented.is_valid()
+
+    event, errors = usage_event_parse(raw)
+
+    assert set(errors) == set(documented.errors)
+    assert (event is None) == bool(documented.errors)
+    if event is not None:
+        assert all(getattr(event, name) == value for name, value in documented.validated_data.items())
+
+
+def test_fast_event_parser_knows_every_documented_field():
+    from dataclasses import fields
+
+    from credits.api.serializers import UsageEventInput
+    from credits.services import UsageEvent
+
+    assert set(UsageEventInput().fields) == {field.name for field in fields(UsageEvent)}
