@@ -304,3 +304,27 @@ def test_fast_event_parser_knows_every_documented_field():
     from credits.services import UsageEvent
 
     assert set(UsageEventInput().fields) == {field.name for field in fields(UsageEvent)}
+
+
+def test_recording_counts_attempts_by_outcome_and_credits_deducted(service_client, user):
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    fund(user, 100)
+    before = (
+        sample("usage_recording_attempts_total", result="success"),
+        sample("usage_recording_attempts_total", result="insufficient_credits"),
+        sample("credits_deducted_total"),
+    )
+
+    service_client.post(RECORD, usage_event(user), format="json")
+    service_client.post(RECORD, usage_event(user), format="json")  # 70 more than the 30 left
+
+    after = (
+        sample("usage_recording_attempts_total", result="success"),
+        sample("usage_recording_attempts_total", result="insufficient_credits"),
+        sample("credits_deducted_total"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 70]
