@@ -161,3 +161,33 @@ def holds_live_amount(user_id, now) -> int:
             [user_id, CreditHold._meta.get_field("expires_at").get_db_prep_value(now, _db())],
         )
         return int(cursor.fetchone()[0])
+
+
+def balance_and_live_grants(user_id, now) -> tuple[int, list[dict]]:
+    """The stored balance and the unexpired grants with credits left, in spending order, in one query
+    (`me/credits/` is the most frequent read of the API)."""
+    db = _db()
+    balance, grant = _table(UserCreditBalance), _table(UserCreditSource)
+    expires = f"g.{_column(UserCreditSource, 'expires_at')}"
+    names = ("id", "source", "remaining", "original_amount", "expires_at")
+    columns = ", ".join(f"g.{_column(UserCreditSource, name)}" for name in names)
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT b.{_column(UserCreditBalance, 'amount')}, {columns} FROM {balance} b "
+            f"LEFT JOIN {grant} g ON g.{_column(UserCreditSource, 'user')} = b.{_column(UserCreditBalance, 'user')} "
+            f"AND g.{_column(UserCreditSource, 'remaining')} > 0 AND ({expires} IS NULL OR {expires} > %s) "
+            f"WHERE b.{_column(UserCreditBalance, 'user')} = %s "
+            f"ORDER BY {expires} IS NULL, {expires}, g.{_column(UserCreditSource, 'created_at')}, "
+            f"g.{_column(UserCreditSource, 'id')}",
+            [UserCreditSource._meta.get_field("expires_at").get_db_prep_value(now, db), user_id],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return 0, []
+    fields = [UserCreditSource._meta.get_field(name) for name in names]
+    grants = [
+        {field.name: _convert(field, value) for field, value in zip(fields, row[1:], strict=True)}
+        for row in rows
+        if row[1] is not None
+    ]
+    return rows[0][0], grants

@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing_project.enums import SubscriptionTier
-from credits import pricing
+from credits import ledger_sql, pricing
 from credits.models import (
     ApprovalStatus,
     CreditHold,
@@ -23,7 +23,6 @@ from credits.models import (
     PricingScope,
     Provider,
     TokenUsageLedger,
-    UserCreditBalance,
     UserCreditSource,
 )
 
@@ -152,9 +151,8 @@ def credits_available(*, user_id: int) -> dict:
 
 
 def balance_get(*, user) -> dict:
-    """A user's balance and the grants that make it up."""
-    balance = UserCreditBalance.objects.filter(user=user).values_list("amount", flat=True).first() or 0
-    grants = list(grants_live(user_id=user.pk).values("id", "source", "remaining", "original_amount", "expires_at"))
+    """A user's balance and the unexpired grants that make it up, in spending order."""
+    balance, grants = ledger_sql.balance_and_live_grants(user.pk, timezone.now())
     return {"balance": balance, "grants": grants}
 
 
