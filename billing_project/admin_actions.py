@@ -15,7 +15,9 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000)
 
 
-def form_action(*, form_class: type[forms.Form], description: str, perform: Callable, name: str) -> Callable:
+def form_action(
+    *, form_class: type[forms.Form], description: str, perform: Callable, name: str, permissions=None
+) -> Callable:
     """An admin action: shows `form_class`, then calls perform(request=, obj=, **cleaned_data) for each
     selected row; perform returns a short text for the success message."""
 
@@ -48,4 +50,4 @@ def form_action(*, form_class: type[forms.Form], description: str, perform: Call
         return TemplateResponse(request, "admin/action_form.html", context)
 
     action.__name__ = name
-    return admin.action(description=description)(action)
+    return admin.action(description=description, permissions=permissions)(action)

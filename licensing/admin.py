@@ -1,18 +1,42 @@
 from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin.helpers import ActionForm
+from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin
 from audit.redaction import mask_license_key
-from billing_project.errors import DomainError
+from billing_project.admin_actions import ReasonForm, form_action
 from licensing import services
 from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
 
 
-class LicenseActionForm(ActionForm):
-    """The changelist's action bar, with the reason the status actions require."""
+def _status_change(service, verb: str):
+    def perform(*, request, obj, reason):
+        service(license_id=obj.pk, actor=request.user, reason=reason)
+        return f"{verb} {mask_license_key(obj.license_key)}"
 
-    reason = forms.CharField(required=False, max_length=2000, help_text="Required to suspend, reactivate or revoke.")
+    return perform
+
+
+suspend_licenses = form_action(
+    form_class=ReasonForm,
+    description="Suspend the selected licenses",
+    perform=_status_change(services.license_suspend, "suspended"),
+    name="suspend_licenses",
+    permissions=["change"],
+)
+reactivate_licenses = form_action(
+    form_class=ReasonForm,
+    description="Reactivate the selected suspended licenses",
+    perform=_status_change(services.license_reactivate, "reactivated"),
+    name="reactivate_licenses",
+    permissions=["change"],
+)
+revoke_licenses = form_action(
+    form_class=ReasonForm,
+    description="Revoke the selected licenses and deactivate their devices",
+    perform=_status_change(services.license_revoke, "revoked"),
+    name="revoke_licenses",
+    permissions=["change"],
+)
 
 
 class LicenseIssueForm(forms.ModelForm):
@@ -55,8 +79,7 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
     date_hierarchy = "created_at"
     autocomplete_fields = ("user",)
     readonly_fields = ("created_at", "updated_at")
-    action_form = LicenseActionForm
-    actions = ("suspend_licenses", "reactivate_licenses", "revoke_licenses")
+    actions = [suspend_licenses, reactivate_licenses, revoke_licenses]
 
     @admin.display(description="license key", ordering="license_key")
     def masked_license_key(self, obj):
@@ -96,37 +119,6 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
         for field in PerpetualLicense._meta.concrete_fields:
             setattr(obj, field.attname, getattr(issued, field.attname))
         obj._state.adding = False
-
-    def _apply(self, request, queryset, service, verb: str):
-        reason = request.POST.get("reason", "").strip()
-        if not reason:
-            self.message_user(request, f"Give a reason to {verb} licenses.", messages.ERROR)
-            return
-        done, refused = 0, []
-        for license_ in queryset.order_by("pk"):
-            try:
-                service(license_id=license_.pk, actor=request.user, reason=reason)
-                done += 1
-            except DomainError as error:
-                refused.append(f"{mask_license_key(license_.license_key)}: {error.detail}")
-        if done:
-            self.message_user(request, f"{verb.capitalize()}: {done} license(s).", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
-
-    @admin.action(description="Suspend selected licenses (reason required)", permissions=["change"])
-    def suspend_licenses(self, request, queryset):
-        self._apply(request, queryset, services.license_suspend, "suspend")
-
-    @admin.action(description="Reactivate selected suspended licenses (reason required)", permissions=["change"])
-    def reactivate_licenses(self, request, queryset):
-        self._apply(request, queryset, services.license_reactivate, "reactivate")
-
-    @admin.action(
-        description="Revoke selected licenses and deactivate their devices (reason required)", permissions=["change"]
-    )
-    def revoke_licenses(self, request, queryset):
-        self._apply(request, queryset, services.license_revoke, "revoke")
 
 
 @admin.register(LicenseActivation)
