@@ -6,7 +6,8 @@ It creates a scratch database next to BENCH_DATABASE_URL (default: the local Pos
 and seeds it (catalog, users with credits), starts gunicorn with the production configuration
 (gunicorn.conf.py, DEBUG off), and loads it from a separate process over loopback with keep-alive
 connections. It prints, for each phase: requests (or events) per second and p50/p99 latency.
-The scratch database is dropped at the end.
+The scratch database is dropped at the end. BENCH_GUNICORN_ARGS adds gunicorn options (for example
+`--worker-class gthread --threads 4`).
 """
 
 import argparse
@@ -98,6 +99,7 @@ def start_server(environment: dict, workers: int) -> subprocess.Popen:
         str(workers),
         "--bind",
         f"{HOST}:{PORT}",
+        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
         "--access-logfile",
         "/dev/null",
         "billing_project.wsgi:application",
