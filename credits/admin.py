@@ -2,11 +2,10 @@
 only through the credit services."""
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from billing_project.admin_actions import ReasonForm, form_action
-from billing_project.errors import DomainError
 from credits.models import (
     CreditAllocation,
     CreditConsumption,
@@ -66,15 +65,17 @@ reject_pricing_changes = form_action(
 )
 
 
-@admin.action(description="Approve the selected pricing changes")
-def approve_pricing_changes(modeladmin, request, queryset):
-    for config in queryset:
-        try:
-            pricing_config_approve(config_id=config.pk, actor=request.user)
-        except DomainError as error:
-            modeladmin.message_user(request, f"{config}: {error.detail}", messages.ERROR)
-        else:
-            modeladmin.message_user(request, f"Approved {config}.", messages.SUCCESS)
+def _approve(*, request, obj):
+    pricing_config_approve(config_id=obj.pk, actor=request.user)
+    return f"approved {obj}"
+
+
+approve_pricing_changes = form_action(
+    form_class=forms.Form,  # a confirmation page: approving puts a margin in force
+    description="Approve the selected pricing changes",
+    perform=_approve,
+    name="approve_pricing_changes",
+)
 
 
 @admin.register(Provider)

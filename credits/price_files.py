@@ -37,7 +37,7 @@ LITELLM_PROVIDERS = {
 
 
 class PriceFileError(ValueError):
-    pass
+    """The file cannot be imported; the message says where and why."""
 
 
 @dataclass(frozen=True)

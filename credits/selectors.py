@@ -8,7 +8,7 @@ from uuid import uuid4
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -16,14 +16,11 @@ from billing_project.enums import SubscriptionTier
 from credits import ledger_sql, pricing
 from credits.models import (
     ApprovalStatus,
-    CreditHold,
-    HoldStatus,
     ModelProviderPricing,
     PricingConfig,
     PricingScope,
     Provider,
     TokenUsageLedger,
-    UserCreditSource,
 )
 
 PRICING_VERSION_KEY = "credits:pricing-book-version"
@@ -111,20 +108,6 @@ def tier_and_subscription_for(*, user_id: int) -> tuple[str, object]:
     return _tier_lookup(user_id)
 
 
-def grants_live(*, user_id: int, now: datetime | None = None):
-    """Grants with credits left that have not expired, in the order they are spent: soonest-expiring
-    first, never-expiring last, oldest first among equals."""
-    now = now or timezone.now()
-    return (
-        UserCreditSource.objects.filter(user_id=user_id, remaining__gt=0)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .order_by(*SPEND_ORDER)
-    )
-
-
-SPEND_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "id")
-
-
 def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
     """[start of date_from, start of the day after date_to) in UTC: a range the time indexes serve."""
     return (
@@ -133,20 +116,13 @@ def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
     )
 
 
-def holds_live_total(*, user_id: int, now: datetime | None = None) -> int:
-    """Credits reserved by holds that are still live (held and not past their expiry)."""
-    now = now or timezone.now()
-    total = CreditHold.objects.filter(user_id=user_id, status=HoldStatus.HELD, expires_at__gt=now).aggregate(
-        total=Sum("amount")
-    )["total"]
-    return total or 0
-
-
 def credits_available(*, user_id: int) -> dict:
-    """What a user may spend now: live grants minus live holds (read without locking)."""
+    """What a user may spend now: unexpired grants minus live holds (read without locking), by the
+    same statements the recording path uses under its lock."""
     now = timezone.now()
-    balance = grants_live(user_id=user_id, now=now).aggregate(total=Sum("remaining"))["total"] or 0
-    held = holds_live_total(user_id=user_id, now=now)
+    _, grants = ledger_sql.balance_and_live_grants(user_id, now)
+    balance = sum(grant["remaining"] for grant in grants)
+    held = ledger_sql.holds_live_amount(user_id, now)
     return {"balance": balance, "held": held, "available": max(balance - held, 0)}
 
 

@@ -48,6 +48,8 @@ class UsageRecordOutput(serializers.Serializer):
 
 
 class UsageBatchInput(serializers.Serializer):
+    """The documented shape of a batch; the view checks the envelope and parses each event itself."""
+
     events = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
 
 

@@ -68,7 +68,8 @@ def test_approve_action_refuses_ones_own_change_and_approves_anothers(console, s
     other = PricingConfigFactory(created_by=staff_user)
 
     response = console.post(
-        "/admin/credits/pricingconfig/", {"action": "approve_pricing_changes", ACTION_CHECKBOX_NAME: [own.pk, other.pk]}
+        "/admin/credits/pricingconfig/",
+        {"action": "approve_pricing_changes", ACTION_CHECKBOX_NAME: [own.pk, other.pk], "apply": "1"},
     )
 
     assert response.status_code == 302
