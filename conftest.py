@@ -8,6 +8,9 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from billing_project.auth import service_token_issue
+from billing_project.tests.fake_stripe import WEBHOOK_SECRET, FakeStripeHttp
+
+STRIPE_TEST_KEY = "sk_test_0123456789abcdefghijklmnopqrstuv"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,6 +34,19 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def stripe_http(settings, monkeypatch):
+    """Stripe configured (secret key and webhook secret), its outbound HTTP stubbed: the one place it is."""
+    import stripe
+
+    settings.STRIPE_SECRET_KEY = STRIPE_TEST_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    fake = FakeStripeHttp()
+    monkeypatch.setattr(stripe, "default_http_client", fake)
+    monkeypatch.setattr(stripe, "max_network_retries", 0)
+    return fake
 
 
 def bearer(token: str) -> dict:

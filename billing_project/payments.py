@@ -13,6 +13,7 @@ below the apps and imports none of them but audit.
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -21,7 +22,7 @@ from django.conf import settings
 
 from audit.models import AuditAction
 from audit.services import audit_record, payment_event_record
-from billing_project.errors import ServiceUnavailable
+from billing_project.errors import PaymentRequired, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ _completion_handlers: dict[str, CompletionHandler] = {}
 
 class UnknownCheckoutKind(LookupError):
     """No app registered a handler for this checkout kind."""
+
+
+class PaymentDeclined(PaymentRequired):
+    code = "payment_declined"
+    title = "Payment declined"
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,11 @@ def checkout_start(
     metadata: dict,
     success_url: str | None = None,
     cancel_url: str | None = None,
+    recurring_interval: str | None = None,
 ) -> Checkout:
     """Starts paying `amount_usd` for `kind`. `metadata` (string values) travels with the session
-    and comes back to the completion handler, with `kind` added."""
+    and comes back to the completion handler, with `kind` added. With `recurring_interval` ("month"
+    or "year") Stripe bills it as a subscription, which carries the same metadata."""
     amount_usd = amount_usd.quantize(CENT, rounding=ROUND_HALF_UP)
     metadata = {"kind": kind, **{key: str(value) for key, value in metadata.items()}}
     if settings.STRIPE_SECRET_KEY:
@@ -88,40 +96,149 @@ def checkout_start(
             metadata=metadata,
             success_url=success_url,
             cancel_url=cancel_url,
+            recurring_interval=recurring_interval,
         )
     return _offline_checkout(user=user, kind=kind, amount_usd=amount_usd, metadata=metadata)
 
 
-def _stripe_checkout(*, user, amount_usd, description, metadata, success_url, cancel_url) -> Checkout:
+def _price_data(*, amount_usd: Decimal, description: str, recurring_interval: str | None) -> dict:
+    price_data = {"currency": CURRENCY, "unit_amount": to_cents(amount_usd), "product_data": {"name": description}}
+    if recurring_interval:
+        price_data["recurring"] = {"interval": recurring_interval}
+    return price_data
+
+
+def _stripe_checkout(
+    *, user, amount_usd, description, metadata, success_url, cancel_url, recurring_interval
+) -> Checkout:
     params = {
-        "mode": "payment",
+        "mode": "subscription" if recurring_interval else "payment",
         "client_reference_id": str(user.pk),
         "metadata": metadata,
         "line_items": [
             {
                 "quantity": 1,
-                "price_data": {
-                    "currency": CURRENCY,
-                    "unit_amount": to_cents(amount_usd),
-                    "product_data": {"name": description},
-                },
+                "price_data": _price_data(
+                    amount_usd=amount_usd, description=description, recurring_interval=recurring_interval
+                ),
             }
         ],
     }
+    if recurring_interval:
+        params["subscription_data"] = {"metadata": metadata}
     if user.email:
         params["customer_email"] = user.email
     if success_url:
         params["success_url"] = success_url
     if cancel_url:
         params["cancel_url"] = cancel_url
-    try:
+    with _stripe_errors_mapped(f"checkout for {metadata['kind']}"):
         session = stripe.checkout.Session.create(api_key=settings.STRIPE_SECRET_KEY, **params)
-    except stripe.StripeError as error:
-        logger.warning("stripe checkout for %s failed: %s", metadata["kind"], error)
-        raise ServiceUnavailable(
-            "The payment provider could not start the checkout; retry shortly.", code="payment_provider_unavailable"
-        ) from error
     return Checkout(url=session.url, session_id=session.id, completed=False)
+
+
+@contextmanager
+def _stripe_errors_mapped(what: str):
+    """A declined card is the customer's 402; any other Stripe failure is a 503 to retry later."""
+    try:
+        yield
+    except stripe.CardError as error:
+        raise PaymentDeclined(error.user_message or "The card was declined.") from error
+    except stripe.StripeError as error:
+        logger.warning("stripe %s failed: %s", what, error)
+        raise ServiceUnavailable(
+            "The payment provider did not answer as expected; retry shortly.", code="payment_provider_unavailable"
+        ) from error
+
+
+def stripe_enabled() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
+def invoice_collect(*, provider_invoice_id: str) -> None:
+    """Asks Stripe to charge an open invoice again (a dunning retry). Raises PaymentDeclined when
+    the card is refused. The offline provider has nothing to collect: its payments never fail."""
+    if not stripe_enabled():
+        return
+    with _stripe_errors_mapped("invoice retry"):
+        stripe.Invoice.pay(provider_invoice_id, api_key=settings.STRIPE_SECRET_KEY)
+
+
+def charge_now(*, customer_id: str | None, amount_usd: Decimal, description: str, metadata: dict) -> str | None:
+    """Charges a one-off amount to the customer's saved card and returns Stripe's invoice id (None
+    offline, where the charge always succeeds). Raises PaymentDeclined when the card is refused."""
+    if not stripe_enabled():
+        return None
+    if not customer_id:
+        raise PaymentRequired(
+            "There is no card on file for this subscription; start a checkout first.", code="payment_method_required"
+        )
+    metadata = {key: str(value) for key, value in metadata.items()}
+    with _stripe_errors_mapped("one-off charge"):
+        stripe.InvoiceItem.create(
+            api_key=settings.STRIPE_SECRET_KEY,
+            customer=customer_id,
+            amount=to_cents(amount_usd),
+            currency=CURRENCY,
+            description=description,
+        )
+        invoice = stripe.Invoice.create(
+            api_key=settings.STRIPE_SECRET_KEY,
+            customer=customer_id,
+            description=description,
+            metadata=metadata,
+            pending_invoice_items_behavior="include",
+            auto_advance=False,
+        )
+        stripe.Invoice.pay(invoice.id, api_key=settings.STRIPE_SECRET_KEY)
+    return invoice.id
+
+
+def provider_subscription_cancel(*, provider_subscription_id: str | None, at_period_end: bool) -> None:
+    """Stops Stripe billing the subscription, now or when the period ends."""
+    if not stripe_enabled() or not provider_subscription_id:
+        return
+    with _stripe_errors_mapped("subscription cancel"):
+        if at_period_end:
+            stripe.Subscription.modify(
+                provider_subscription_id, api_key=settings.STRIPE_SECRET_KEY, cancel_at_period_end=True
+            )
+        else:
+            stripe.Subscription.cancel(provider_subscription_id, api_key=settings.STRIPE_SECRET_KEY)
+
+
+def provider_subscription_reprice(
+    *,
+    provider_subscription_id: str | None,
+    amount_usd: Decimal,
+    recurring_interval: str,
+    metadata: dict,
+) -> None:
+    """Bills the subscription at a new recurring price from its next invoice on; the change in this
+    period is charged separately (`charge_now`), so Stripe is told not to prorate."""
+    if not stripe_enabled() or not provider_subscription_id:
+        return
+    with _stripe_errors_mapped("subscription reprice"):
+        subscription = stripe.Subscription.retrieve(provider_subscription_id, api_key=settings.STRIPE_SECRET_KEY)
+        item = subscription["items"]["data"][0]
+        # A subscription item's inline price names the existing product (no product_data there).
+        stripe.Subscription.modify(
+            provider_subscription_id,
+            api_key=settings.STRIPE_SECRET_KEY,
+            items=[
+                {
+                    "id": item["id"],
+                    "price_data": {
+                        "currency": CURRENCY,
+                        "unit_amount": to_cents(amount_usd),
+                        "recurring": {"interval": recurring_interval},
+                        "product": item["price"]["product"],
+                    },
+                }
+            ],
+            metadata={key: str(value) for key, value in metadata.items()},
+            proration_behavior="none",
+        )
 
 
 def _offline_checkout(*, user, kind, amount_usd, metadata) -> Checkout:

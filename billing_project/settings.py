@@ -44,6 +44,12 @@ LICENSE_EARLY_UPGRADE_DAYS = env.int("LICENSE_EARLY_UPGRADE_DAYS", default=90)
 # Where Stripe Checkout sends the customer back after a license purchase or upgrade.
 LICENSE_CHECKOUT_SUCCESS_URL = env.str("LICENSE_CHECKOUT_SUCCESS_URL", default="")
 LICENSE_CHECKOUT_CANCEL_URL = env.str("LICENSE_CHECKOUT_CANCEL_URL", default="")
+# ... and after starting a subscription.
+SUBSCRIPTION_CHECKOUT_SUCCESS_URL = env.str("SUBSCRIPTION_CHECKOUT_SUCCESS_URL", default="")
+SUBSCRIPTION_CHECKOUT_CANCEL_URL = env.str("SUBSCRIPTION_CHECKOUT_CANCEL_URL", default="")
+# Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.
+DUNNING_RETRY_DAYS = (1, 3, 5, 7)
+DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
@@ -200,7 +206,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # One name for the tier choices, wherever a serializer uses them.
-    "ENUM_NAME_OVERRIDES": {"SubscriptionTierEnum": "billing_project.enums.SubscriptionTier"},
+    "ENUM_NAME_OVERRIDES": {
+        "SubscriptionTierEnum": "billing_project.enums.SubscriptionTier",
+        "SubscriptionStatusEnum": "subscriptions.models.SubscriptionStatus",
+    },
 }
 
 CELERY_BROKER_URL = CELERY_BROKER_URL or None
@@ -220,6 +229,13 @@ CELERY_BEAT_SCHEDULE = {
     "expire-credit-holds": {"task": "credits.tasks.expire_credit_holds", "schedule": timedelta(minutes=1)},
     "expire-credits": {"task": "credits.tasks.expire_credits", "schedule": timedelta(minutes=15)},
     "rollup-usage": {"task": "credits.tasks.rollup_usage_daily", "schedule": crontab(hour=0, minute=30)},
+    "allocate-monthly-credits": {
+        "task": "subscriptions.tasks.allocate_monthly_credits",
+        "schedule": crontab(hour=0, minute=10),
+    },
+    "expire-trials": {"task": "subscriptions.tasks.expire_trials", "schedule": timedelta(hours=1)},
+    "send-trial-reminders": {"task": "subscriptions.tasks.send_trial_reminders", "schedule": timedelta(hours=1)},
+    "run-dunning": {"task": "subscriptions.tasks.run_dunning", "schedule": timedelta(hours=1)},
 }
 
 CORS_ALLOW_CREDENTIALS = False

@@ -33,3 +33,8 @@ class SubscriptionsConfig(AppConfig):
             auditlog.register(model, exclude_fields=["updated_at"])
 
         tier_lookup_register(tier_and_subscription_for)
+
+        from billing_project.payments import checkout_completion_register
+        from subscriptions.services import CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete
+
+        checkout_completion_register(CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete)

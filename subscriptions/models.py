@@ -102,11 +102,14 @@ class TierConfig(TimestampedModel):
     def __str__(self):
         return self.display_name
 
+    def price_for(self, billing_cycle: str):
+        return self.annual_price_usd if billing_cycle == BillingCycle.ANNUAL else self.monthly_price_usd
+
 
 class Subscription(TimestampedModel):
     """A user's subscription (the seeds' SubscriptionMonetization). Invariant: at most one live
     subscription (trial, active, past_due, grace_period, suspended) per user; status changes follow
-    the state machine of subscriptions.services."""
+    the state machine of subscriptions.services.lifecycle."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
     tier = models.CharField(max_length=20, choices=SubscriptionTier.choices)
@@ -133,6 +136,11 @@ class Subscription(TimestampedModel):
     provider_updated_at = models.DateTimeField(
         null=True, blank=True, help_text="Creation time of the newest provider event applied (ordering guard)."
     )
+    checkout_session_id = models.CharField(
+        max_length=255, null=True, blank=True, unique=True, help_text="The paid checkout that started it."
+    )
+    trial_reminder_3d_sent_at = models.DateTimeField(null=True, blank=True)
+    trial_reminder_1d_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

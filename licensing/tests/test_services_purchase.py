@@ -8,10 +8,10 @@ from django.utils import timezone
 from audit.models import AdminAuditLog, AuditAction, PaymentEvent
 from billing_project.errors import Conflict, NotFound, RuleViolation, ServiceUnavailable
 from billing_project.payments import UnknownCheckoutKind, checkout_completed
+from conftest import STRIPE_TEST_KEY
 from licensing import keys, services
 from licensing.codes import ErrorCode
 from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
-from licensing.tests.conftest import STRIPE_TEST_KEY
 from licensing.tests.factories import PerpetualLicenseFactory
 
 pytestmark = pytest.mark.django_db

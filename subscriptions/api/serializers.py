@@ -1,6 +1,8 @@
 from rest_framework import serializers
 
-from subscriptions.models import TierConfig
+from billing_project.enums import BillingCycle, SubscriptionTier
+from licensing.api.serializers import CheckoutOutput
+from subscriptions.models import BillingInvoice, ProrationEvent, Subscription, SubscriptionStatus, TierConfig
 
 
 class RegisterInput(serializers.Serializer):
@@ -30,3 +32,136 @@ class TierOutput(serializers.ModelSerializer):
             "trial_days",
             "entitlements",
         ]
+
+
+MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class SubscriptionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Subscription
+        fields = [
+            "id",
+            "tier",
+            "billing_cycle",
+            "status",
+            "base_price_usd",
+            "monthly_credit_allocation",
+            "current_period_start",
+            "current_period_end",
+            "trial_ends_at",
+            "cancel_at_period_end",
+            "cancelled_at",
+            "grace_period_ends_at",
+            "scheduled_tier",
+            "created_at",
+        ]
+
+
+class StaffSubscriptionOutput(SubscriptionOutput):
+    user_id = serializers.IntegerField()
+    user_email = serializers.EmailField(source="user.email")
+
+    class Meta(SubscriptionOutput.Meta):
+        fields = [
+            *SubscriptionOutput.Meta.fields,
+            "user_id",
+            "user_email",
+            "stripe_customer_id",
+            "stripe_subscription_id",
+            "updated_at",
+        ]
+
+
+class StartInput(serializers.Serializer):
+    tier = serializers.ChoiceField(choices=SubscriptionTier.choices)
+    billing_cycle = serializers.ChoiceField(choices=BillingCycle.choices, default=BillingCycle.MONTHLY)
+
+
+class StartOutput(serializers.Serializer):
+    subscription = SubscriptionOutput(allow_null=True, help_text="Null while the checkout waits for payment.")
+    checkout = CheckoutOutput(allow_null=True, help_text="Null for a trial, which needs no payment.")
+
+
+class TierChangeInput(serializers.Serializer):
+    tier = serializers.ChoiceField(choices=SubscriptionTier.choices)
+
+
+class TierChangePreviewOutput(serializers.Serializer):
+    change_type = serializers.CharField()
+    unused_credit_value_usd = serializers.DecimalField(**MONEY, source="numbers.unused_credit_value_usd")
+    new_tier_prorated_cost_usd = serializers.DecimalField(**MONEY, source="numbers.new_tier_prorated_cost_usd")
+    net_charge_usd = serializers.DecimalField(**MONEY, source="numbers.net_charge_usd")
+    credits_adjustment = serializers.IntegerField(source="numbers.credits_adjustment")
+    days_remaining = serializers.IntegerField(source="numbers.days_remaining")
+    days_in_cycle = serializers.IntegerField(source="numbers.days_in_cycle")
+    effective_date = serializers.DateTimeField()
+
+
+class ProrationEventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ProrationEvent
+        fields = [
+            "id",
+            "from_tier",
+            "to_tier",
+            "change_type",
+            "days_remaining",
+            "days_in_cycle",
+            "unused_credit_value_usd",
+            "new_tier_prorated_cost_usd",
+            "net_charge_usd",
+            "credits_adjustment",
+            "effective_date",
+            "status",
+        ]
+
+
+class TierChangeOutput(serializers.Serializer):
+    subscription = SubscriptionOutput()
+    proration = ProrationEventOutput()
+
+
+class CancelInput(serializers.Serializer):
+    immediately = serializers.BooleanField(default=False, help_text="Staff only: end it now instead of at period end.")
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+
+class StatusChangeInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=SubscriptionStatus.choices)
+    reason = serializers.CharField(max_length=1000)
+
+
+class EntitlementsOutput(serializers.Serializer):
+    tier = serializers.CharField()
+    entitlements = serializers.DictField()
+    activated_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class InvoiceOutput(serializers.ModelSerializer):
+    class Meta:
+        model = BillingInvoice
+        fields = [
+            "id",
+            "status",
+            "subtotal_usd",
+            "discount_usd",
+            "amount_due_usd",
+            "amount_paid_usd",
+            "currency",
+            "period_start",
+            "period_end",
+            "description",
+            "hosted_invoice_url",
+            "paid_at",
+            "created_at",
+        ]
+
+
+class WebhookOutput(serializers.Serializer):
+    event_id = serializers.CharField()
+    event_type = serializers.CharField()
+    status = serializers.CharField()
+    result = serializers.JSONField(allow_null=True)
+    replayed = serializers.BooleanField()

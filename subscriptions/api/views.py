@@ -1,14 +1,40 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from billing_project.auth import NoAuthentication
-from subscriptions.api.serializers import AccountOutput, MeOutput, RegisterInput, TierOutput
-from subscriptions.selectors import tier_list_active, user_tier
-from subscriptions.services import account_register
+from billing_project.auth import IsStaff, NoAuthentication
+from billing_project.errors import NotFound
+from subscriptions import selectors, services
+from subscriptions.api.filters import StaffSubscriptionFilter
+from subscriptions.api.serializers import (
+    AccountOutput,
+    CancelInput,
+    EntitlementsOutput,
+    InvoiceOutput,
+    MeOutput,
+    RegisterInput,
+    StaffSubscriptionOutput,
+    StartInput,
+    StartOutput,
+    StatusChangeInput,
+    SubscriptionOutput,
+    TierChangeInput,
+    TierChangeOutput,
+    TierChangePreviewOutput,
+    TierOutput,
+    WebhookOutput,
+)
+from subscriptions.models import BillingInvoice, Subscription
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class RegisterView(APIView):
@@ -19,9 +45,7 @@ class RegisterView(APIView):
 
     @extend_schema(request=RegisterInput, responses={201: AccountOutput}, auth=[])
     def post(self, request):
-        data = RegisterInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        user = account_register(**data.validated_data)
+        user = services.account_register(**_valid(RegisterInput, request.data))
         return Response(AccountOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -29,7 +53,7 @@ class MeView(APIView):
     @extend_schema(responses=MeOutput)
     def get(self, request):
         user = request.user
-        return Response(MeOutput({"id": user.pk, "email": user.email, "tier": user_tier(user=user)}).data)
+        return Response(MeOutput({"id": user.pk, "email": user.email, "tier": selectors.user_tier(user=user)}).data)
 
 
 @extend_schema(auth=[])
@@ -39,4 +63,123 @@ class TierListView(generics.ListAPIView):
     serializer_class = TierOutput
 
     def get_queryset(self):
-        return tier_list_active()
+        return selectors.tier_list_active()
+
+
+class SubscriptionStartView(APIView):
+    """Starts a paid tier: 201 with the trial (tiers with trial days, once per user), or with the
+    checkout: its URL to pay at (Stripe), or the active subscription (offline provider). A user in
+    a trial of the tier starts the checkout that converts it. 409 `subscription_exists` when a paid
+    subscription is live (change its tier instead)."""
+
+    @extend_schema(request=StartInput, responses={201: StartOutput})
+    def post(self, request):
+        started = services.subscription_start(user=request.user, **_valid(StartInput, request.data))
+        return Response(StartOutput(started).data, status=status.HTTP_201_CREATED)
+
+
+class TierChangePreviewView(APIView):
+    """The numbers `change-tier` would apply now. Changes nothing."""
+
+    @extend_schema(request=TierChangeInput, responses={200: TierChangePreviewOutput})
+    def post(self, request, subscription_id):
+        quote = services.tier_change_preview(
+            subscription_id=subscription_id, user=request.user, **_valid(TierChangeInput, request.data)
+        )
+        return Response(TierChangePreviewOutput(quote).data)
+
+
+class TierChangeView(APIView):
+    """Upgrades apply now (the net charge collected, the prorated credits granted); downgrades are
+    scheduled for the period end. 402 `payment_declined` leaves everything as it was."""
+
+    @extend_schema(request=TierChangeInput, responses={200: TierChangeOutput})
+    def post(self, request, subscription_id):
+        event = services.tier_change(
+            subscription_id=subscription_id, user=request.user, **_valid(TierChangeInput, request.data)
+        )
+        return Response(TierChangeOutput({"subscription": event.subscription, "proration": event}).data)
+
+
+class SubscriptionCancelView(APIView):
+    """Cancels at the period end (a trial at its end); staff may pass `immediately`."""
+
+    @extend_schema(request=CancelInput, responses={200: SubscriptionOutput})
+    def post(self, request, subscription_id):
+        subscription = services.subscription_cancel(
+            subscription_id=subscription_id, user=request.user, **_valid(CancelInput, request.data)
+        )
+        return Response(SubscriptionOutput(subscription).data)
+
+
+class MySubscriptionView(APIView):
+    @extend_schema(responses={200: SubscriptionOutput})
+    def get(self, request):
+        subscription = selectors.subscription_live_for(user=request.user)
+        if subscription is None:
+            raise NotFound("There is no live subscription.", code="no_subscription")
+        return Response(SubscriptionOutput(subscription).data)
+
+
+class MyEntitlementsView(APIView):
+    """What the caller may use now, answered from the cache (every change invalidates it)."""
+
+    @extend_schema(responses={200: EntitlementsOutput})
+    def get(self, request):
+        return Response(EntitlementsOutput(selectors.entitlements_for(user=request.user)).data)
+
+
+class MyInvoiceListView(generics.ListAPIView):
+    serializer_class = InvoiceOutput
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no signed-in user
+            return BillingInvoice.objects.none()
+        return selectors.invoices_for(user=self.request.user)
+
+
+class StaffSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staff: list (filters status, tier, billing_cycle, user, email), retrieve, and `change-status`
+    along the state machine with a reason (409 `invalid_transition` otherwise); audited."""
+
+    permission_classes = [IsStaff]
+    serializer_class = StaffSubscriptionOutput
+    filterset_class = StaffSubscriptionFilter
+    queryset = Subscription.objects.none()
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self):
+        return selectors.subscriptions_for_staff()
+
+    @extend_schema(request=StatusChangeInput, responses={200: StaffSubscriptionOutput})
+    @action(detail=True, methods=["post"], url_path="change-status")
+    def change_status(self, request, pk=None):
+        subscription = services.subscription_status_change(
+            subscription_id=pk, actor=request.user, **_valid(StatusChangeInput, request.data)
+        )
+        return Response(StaffSubscriptionOutput(subscription).data)
+
+
+class StripeWebhookView(APIView):
+    """Stripe's events, verified by their signature on the raw body (no other authentication).
+    200 with the stored result, also for a replayed event; 400 `invalid_signature`; 500 when a
+    handler failed (the event is kept with its error, and Stripe delivers it again)."""
+
+    authentication_classes = [NoAuthentication]
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=None, responses={200: WebhookOutput}, auth=[])
+    def post(self, request):
+        event, replayed = services.webhook_receive(
+            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+        )
+        body = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "status": event.status,
+            "result": event.result,
+            "replayed": replayed,
+        }
+        if event.status == "failed":
+            raise services.WebhookProcessingFailed(event.error, extra={"event_id": event.event_id})
+        return Response(WebhookOutput(body).data)

@@ -1,0 +1,35 @@
+"""What a user may use: their tier's entitlements, kept in UserEntitlement and cached for reads."""
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from billing_project.errors import RuleViolation
+from subscriptions.models import TierConfig, UserEntitlement
+from subscriptions.selectors import entitlements_cache_key
+
+
+def tier_config_get(tier: str) -> TierConfig:
+    config = TierConfig.objects.filter(tier=tier, is_active=True).first()
+    if config is None:
+        raise RuleViolation(f"The tier '{tier}' is not in the catalog.", code="tier_not_available")
+    return config
+
+
+@transaction.atomic
+def entitlement_activate(*, user, tier: str, expires_at=None) -> UserEntitlement:
+    """Sets what the user may use to what `tier` grants. The cached copy is dropped when the change
+    commits, so the next read in any process sees it."""
+    config = tier_config_get(tier)
+    entitlement, _ = UserEntitlement.objects.update_or_create(
+        user=user,
+        defaults={
+            "tier": tier,
+            "entitlements": config.entitlements,
+            "activated_at": timezone.now(),
+            "expires_at": expires_at,
+        },
+    )
+    key = entitlements_cache_key(user.pk)
+    transaction.on_commit(lambda: cache.delete(key))
+    return entitlement

@@ -1,0 +1,112 @@
+"""Invoices and the payments against them. Idempotent on Stripe's ids, so a repeated or reordered
+webhook finds the row it already wrote."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.utils import timezone
+
+from subscriptions import proration
+from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
+
+
+def _invoice_get_or_create(*, subscription: Subscription, stripe_invoice_id: str | None, **defaults) -> BillingInvoice:
+    defaults = {"user": subscription.user, "subscription": subscription, **defaults}
+    if stripe_invoice_id:
+        invoice, _ = BillingInvoice.objects.select_for_update().get_or_create(
+            stripe_invoice_id=stripe_invoice_id, defaults=defaults
+        )
+        return invoice
+    return BillingInvoice.objects.create(**defaults)
+
+
+def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None, **fields) -> None:
+    fields = {
+        "user": invoice.user,
+        "invoice": invoice,
+        "subscription": invoice.subscription,
+        "amount_usd": invoice.amount_due_usd,
+        **fields,
+    }
+    if stripe_payment_intent_id:
+        PaymentTransaction.objects.update_or_create(stripe_payment_intent_id=stripe_payment_intent_id, defaults=fields)
+    else:
+        PaymentTransaction.objects.create(**fields)
+
+
+def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None = None) -> bool:
+    """Marks an invoice paid with its successful payment. False when it already was."""
+    if invoice.status == InvoiceStatus.PAID:
+        return False
+    now = timezone.now()
+    invoice.status = InvoiceStatus.PAID
+    invoice.amount_paid_usd = invoice.amount_due_usd
+    invoice.paid_at = now
+    invoice.save(update_fields=["status", "amount_paid_usd", "paid_at", "updated_at"])
+    _payment_record(
+        invoice=invoice,
+        stripe_payment_intent_id=stripe_payment_intent_id,
+        status=PaymentStatus.SUCCEEDED,
+        failure_reason="",
+        completed_at=now,
+    )
+    return True
+
+
+def invoice_paid_record(
+    *,
+    subscription: Subscription,
+    amount_usd: Decimal,
+    period_start: datetime,
+    period_end_at: datetime,
+    description: str,
+    stripe_invoice_id: str | None = None,
+    stripe_payment_intent_id: str | None = None,
+) -> BillingInvoice:
+    """The paid invoice of a subscription and its successful payment."""
+    amount_usd = proration.money(amount_usd)
+    invoice = _invoice_get_or_create(
+        subscription=subscription,
+        stripe_invoice_id=stripe_invoice_id,
+        subtotal_usd=amount_usd,
+        amount_due_usd=amount_usd,
+        period_start=period_start,
+        period_end=period_end_at,
+        description=description,
+    )
+    invoice_settle(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    return invoice
+
+
+def invoice_failed_record(
+    *,
+    subscription: Subscription,
+    amount_due_usd: Decimal,
+    period_start: datetime,
+    period_end_at: datetime,
+    reason: str,
+    stripe_invoice_id: str | None = None,
+    stripe_payment_intent_id: str | None = None,
+) -> BillingInvoice:
+    """The open invoice of a failed payment and the failed payment. An invoice paid meanwhile (the
+    events crossed) stays paid."""
+    amount_due_usd = proration.money(amount_due_usd)
+    invoice = _invoice_get_or_create(
+        subscription=subscription,
+        stripe_invoice_id=stripe_invoice_id,
+        subtotal_usd=amount_due_usd,
+        amount_due_usd=amount_due_usd,
+        period_start=period_start,
+        period_end=period_end_at,
+        description="Renewal",
+        status=InvoiceStatus.OPEN,
+    )
+    if invoice.status == InvoiceStatus.PAID:
+        return invoice
+    _payment_record(
+        invoice=invoice,
+        stripe_payment_intent_id=stripe_payment_intent_id,
+        status=PaymentStatus.FAILED,
+        failure_reason=reason[:1000],
+    )
+    return invoice

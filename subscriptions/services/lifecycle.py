@@ -1,0 +1,527 @@
+"""The subscription lifecycle: the state machine, starting (trial or checkout), paid checkouts,
+renewals and their credits, tier changes with proration, cancellation and staff status changes.
+
+Every write locks the subscription row first (`select_for_update`) and is audited in its transaction.
+A user always has one live subscription: when a paid one ends, they fall back to the free tier.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of, snapshot
+from billing_project import payments
+from billing_project.enums import BillingCycle, SubscriptionTier
+from billing_project.errors import Conflict, NotFound, RuleViolation
+from credits.models import CreditSource
+from credits.services import credit_grant
+from subscriptions import proration
+from subscriptions.models import (
+    LIVE_STATUSES,
+    ChangeType,
+    ProrationEvent,
+    ProrationStatus,
+    Subscription,
+    SubscriptionStatus,
+    TierConfig,
+)
+from subscriptions.periods import add_months, period_end
+from subscriptions.services.entitlements import entitlement_activate, tier_config_get
+from subscriptions.services.invoices import invoice_paid_record
+
+logger = logging.getLogger(__name__)
+
+CHECKOUT_KIND_SUBSCRIPTION = "subscription"
+NOT_SUBSCRIBABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
+RECURRING_INTERVALS = {BillingCycle.MONTHLY: "month", BillingCycle.ANNUAL: "year"}
+
+Status = SubscriptionStatus
+TRANSITIONS = {
+    Status.TRIAL: {Status.ACTIVE, Status.EXPIRED, Status.CANCELLED},
+    Status.ACTIVE: {Status.PAST_DUE, Status.CANCELLED, Status.EXPIRED},
+    Status.PAST_DUE: {Status.ACTIVE, Status.GRACE_PERIOD, Status.SUSPENDED, Status.CANCELLED},
+    Status.GRACE_PERIOD: {Status.ACTIVE, Status.SUSPENDED, Status.CANCELLED},
+    Status.SUSPENDED: {Status.ACTIVE, Status.CANCELLED},
+}
+ENDED = (Status.CANCELLED, Status.EXPIRED)
+# Statuses whose current credit period is allocated.
+ALLOCATED = (Status.TRIAL, Status.ACTIVE)
+
+
+def transition_allowed(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, ())
+
+
+def subscription_lock(subscription_id) -> Subscription:
+    subscription = Subscription.objects.select_for_update().filter(pk=subscription_id).first()
+    if subscription is None:
+        raise NotFound("No such subscription.", code="subscription_not_found")
+    return subscription
+
+
+def live_subscription_lock(user_id) -> Subscription | None:
+    return Subscription.objects.select_for_update().filter(user_id=user_id, status__in=LIVE_STATUSES).first()
+
+
+def _audit(action: AuditAction, subscription: Subscription, *, previous=None, actor=None, **extra) -> None:
+    audit_record(
+        action=action,
+        resource_type=resource_type_of(subscription),
+        resource_id=str(subscription.pk),
+        previous_value=previous,
+        new_value={**snapshot(subscription), **extra},
+        actor=actor,
+    )
+
+
+def subscription_transition(
+    *,
+    subscription: Subscription,
+    status: str,
+    reason: str,
+    actor=None,
+    fall_back_to_free: bool = True,
+) -> Subscription:
+    """Moves a locked subscription along the state machine (409 `invalid_transition` otherwise),
+    keeps the user's entitlements in step and audits the change. An ended paid subscription puts
+    the user back on the free tier unless the caller replaces it."""
+    if not transition_allowed(subscription.status, status):
+        raise Conflict(
+            f"A {subscription.status} subscription cannot become {status}.",
+            code="invalid_transition",
+            extra={"from_status": subscription.status, "to_status": status},
+        )
+    previous = snapshot(subscription)
+    now = timezone.now()
+    subscription.status = status
+    if status == Status.CANCELLED:
+        subscription.cancelled_at = now
+    subscription.grace_period_ends_at = (
+        now + timedelta(days=settings.DUNNING_GRACE_PERIOD_DAYS) if status == Status.GRACE_PERIOD else None
+    )
+    subscription.save()
+    _audit(AuditAction.TRANSITION, subscription, previous=previous, actor=actor, reason=reason)
+
+    if status == Status.ACTIVE:
+        entitlement_activate(user=subscription.user, tier=subscription.tier)
+    elif status == Status.SUSPENDED:
+        entitlement_activate(user=subscription.user, tier=SubscriptionTier.FREE)
+    elif status in ENDED and fall_back_to_free and subscription.tier != SubscriptionTier.FREE:
+        subscription_start_free(user=subscription.user)
+    return subscription
+
+
+# Credits of a period
+
+
+def credit_period(subscription: Subscription, at: datetime) -> tuple[datetime, datetime]:
+    """The stretch of time one allocation of credits covers: the billing period, or for an annual
+    plan the month of it that contains `at`."""
+    start, end = subscription.current_period_start, subscription.current_period_end
+    if subscription.billing_cycle != BillingCycle.ANNUAL:
+        return start, end
+    month = 0
+    while add_months(start, month + 1) <= at and add_months(start, month + 1) < end:
+        month += 1
+    return add_months(start, month), min(add_months(start, month + 1), end)
+
+
+def period_credits_allocate(*, subscription: Subscription, at: datetime | None = None) -> bool:
+    """Grants the tier's credits for the credit period containing `at`, once (the allocation is
+    unique per subscription, period start and source). True when it granted now."""
+    at = at or timezone.now()
+    if subscription.status not in ALLOCATED or not subscription.monthly_credit_allocation:
+        return False
+    start, end = credit_period(subscription, at)
+    result = credit_grant(
+        user=subscription.user,
+        amount=subscription.monthly_credit_allocation,
+        source=CreditSource.SUBSCRIPTION,
+        subscription=subscription,
+        period_start=start,
+        period_end=end,
+        expires_at=end,
+        reason=f"{SubscriptionTier(subscription.tier).label} credits for the period from {start:%Y-%m-%d}",
+    )
+    return result.created
+
+
+# Starting
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """`subscription` is set when it exists now (a trial, or an offline checkout that completed);
+    otherwise the customer pays at `checkout.url` and the webhook creates it."""
+
+    subscription: Subscription | None
+    checkout: payments.Checkout | None
+
+
+def _subscribable_config(tier: str) -> TierConfig:
+    if tier in NOT_SUBSCRIBABLE:
+        raise RuleViolation(
+            f"The {tier} tier is not sold as a subscription.",
+            code="tier_not_subscribable",
+            extra={"errors": {"tier": ["Choose a paid subscription tier."]}},
+        )
+    return tier_config_get(tier)
+
+
+@transaction.atomic
+def subscription_start_free(*, user) -> Subscription:
+    """Puts a user on the free tier and allocates its credits for the first period."""
+    config = tier_config_get(SubscriptionTier.FREE)
+    now = timezone.now()
+    subscription = Subscription.objects.create(
+        user=user,
+        tier=SubscriptionTier.FREE,
+        billing_cycle=BillingCycle.MONTHLY,
+        status=Status.ACTIVE,
+        base_price_usd=config.monthly_price_usd,
+        monthly_credit_allocation=config.monthly_credit_allocation,
+        current_period_start=now,
+        current_period_end=period_end(now, BillingCycle.MONTHLY),
+    )
+    period_credits_allocate(subscription=subscription, at=now)
+    entitlement_activate(user=user, tier=SubscriptionTier.FREE)
+    return subscription
+
+
+def _replace_free(live: Subscription | None, *, by_tier: str) -> None:
+    if live is not None and live.tier == SubscriptionTier.FREE:
+        subscription_transition(
+            subscription=live, status=Status.CANCELLED, reason=f"Replaced by {by_tier}", fall_back_to_free=False
+        )
+
+
+def _had_trial(user) -> bool:
+    return Subscription.objects.filter(user=user, trial_ends_at__isnull=False).exists()
+
+
+@transaction.atomic
+def subscription_start(*, user, tier: str, billing_cycle: str = BillingCycle.MONTHLY) -> StartResult:
+    """Starts `tier` for a user on the free tier: a trial when the tier has trial days and the user
+    never had one, else a checkout. A user in a trial of `tier` starts the checkout that ends it."""
+    config = _subscribable_config(tier)
+    live = live_subscription_lock(user.pk)
+    converting_trial = live is not None and live.status == Status.TRIAL and live.tier == tier
+    if live is not None and live.tier != SubscriptionTier.FREE and not converting_trial:
+        raise Conflict(
+            "There is already a subscription; change its tier instead.",
+            code="subscription_exists",
+            extra={"subscription_id": str(live.pk)},
+        )
+    if config.trial_days and not converting_trial and not _had_trial(user):
+        return StartResult(subscription=_trial_start(user=user, config=config, live=live), checkout=None)
+
+    checkout = payments.checkout_start(
+        user=user,
+        kind=CHECKOUT_KIND_SUBSCRIPTION,
+        amount_usd=config.price_for(billing_cycle),
+        description=f"{config.display_name} ({BillingCycle(billing_cycle).label})",
+        metadata={"tier": tier, "billing_cycle": billing_cycle},
+        success_url=settings.SUBSCRIPTION_CHECKOUT_SUCCESS_URL or None,
+        cancel_url=settings.SUBSCRIPTION_CHECKOUT_CANCEL_URL or None,
+        recurring_interval=RECURRING_INTERVALS[billing_cycle],
+    )
+    subscription = Subscription.objects.filter(checkout_session_id=checkout.session_id).first()
+    return StartResult(subscription=subscription, checkout=checkout)
+
+
+def _trial_start(*, user, config: TierConfig, live: Subscription | None) -> Subscription:
+    _replace_free(live, by_tier=config.tier)
+    now = timezone.now()
+    trial_ends_at = now + timedelta(days=config.trial_days)
+    subscription = Subscription.objects.create(
+        user=user,
+        tier=config.tier,
+        billing_cycle=BillingCycle.MONTHLY,
+        status=Status.TRIAL,
+        base_price_usd=config.monthly_price_usd,
+        monthly_credit_allocation=config.monthly_credit_allocation,
+        current_period_start=now,
+        current_period_end=trial_ends_at,
+        trial_ends_at=trial_ends_at,
+    )
+    period_credits_allocate(subscription=subscription, at=now)
+    entitlement_activate(user=user, tier=config.tier, expires_at=trial_ends_at)
+    _audit(AuditAction.CREATE, subscription, actor=user, reason="Trial started")
+    return subscription
+
+
+def _metadata_choice(metadata: dict, key: str, choices) -> str:
+    value = metadata.get(key)
+    if value not in choices.values:
+        raise RuleViolation(f"The checkout's {key} '{value}' is not valid.", code="invalid_checkout_metadata")
+    return value
+
+
+@transaction.atomic
+def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> Subscription:
+    """The "subscription" checkout handler (offline at once, or the checkout.session.completed
+    webhook): activates the paid subscription for a new period, records the invoice and payment,
+    allocates the period's credits and the tier's entitlements. Idempotent on the session id."""
+    done = Subscription.objects.filter(checkout_session_id=session_id).first()
+    if done is not None:
+        return done
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound(f"The checkout names user {user_id}, who does not exist.", code="unknown_user")
+    tier = _metadata_choice(metadata, "tier", SubscriptionTier)
+    billing_cycle = _metadata_choice(metadata, "billing_cycle", BillingCycle)
+    config = tier_config_get(tier)
+    now = timezone.now()
+    stripe_fields = {
+        "checkout_session_id": session_id,
+        "stripe_customer_id": metadata.get("stripe_customer_id") or None,
+        "stripe_subscription_id": metadata.get("stripe_subscription_id") or None,
+        "tier": tier,
+        "billing_cycle": billing_cycle,
+        "base_price_usd": config.price_for(billing_cycle),
+        "monthly_credit_allocation": config.monthly_credit_allocation,
+        "current_period_start": now,
+        "current_period_end": period_end(now, billing_cycle),
+    }
+    live = live_subscription_lock(user.pk)
+    if live is not None and live.status == Status.TRIAL and live.tier == tier:
+        for field, value in stripe_fields.items():
+            setattr(live, field, value)
+        subscription = subscription_transition(subscription=live, status=Status.ACTIVE, reason="Trial paid")
+    elif live is None or live.tier == SubscriptionTier.FREE:
+        _replace_free(live, by_tier=tier)
+        subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
+        _audit(AuditAction.CREATE, subscription, actor=user, reason="Checkout paid")
+        entitlement_activate(user=user, tier=tier)
+    else:
+        raise Conflict(
+            f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription.",
+            code="subscription_exists",
+        )
+    invoice_paid_record(
+        subscription=subscription,
+        amount_usd=amount_usd,
+        period_start=subscription.current_period_start,
+        period_end_at=subscription.current_period_end,
+        description=f"{config.display_name}, first period",
+        stripe_invoice_id=metadata.get("stripe_invoice_id") or None,
+        stripe_payment_intent_id=metadata.get("stripe_payment_intent_id") or None,
+    )
+    period_credits_allocate(subscription=subscription, at=now)
+    return subscription
+
+
+# Renewal
+
+
+def subscription_renew(*, subscription: Subscription, new_start: datetime, new_end: datetime) -> None:
+    """Moves a locked subscription into its next period: a downgrade scheduled for the period end
+    applies now, then the new period's credits are allocated."""
+    previous = snapshot(subscription)
+    tier_changed = bool(subscription.scheduled_tier) and subscription.scheduled_tier != subscription.tier
+    if subscription.scheduled_tier:
+        config = tier_config_get(subscription.scheduled_tier)
+        subscription.tier = config.tier
+        subscription.base_price_usd = config.price_for(subscription.billing_cycle)
+        subscription.monthly_credit_allocation = config.monthly_credit_allocation
+        subscription.scheduled_tier = ""
+        ProrationEvent.objects.filter(
+            subscription=subscription, change_type=ChangeType.DOWNGRADE, status=ProrationStatus.PENDING
+        ).update(status=ProrationStatus.APPLIED, updated_at=timezone.now())
+    subscription.current_period_start, subscription.current_period_end = new_start, new_end
+    subscription.save()
+    _audit(AuditAction.UPDATE, subscription, previous=previous, reason="Renewed for a new period")
+    if tier_changed:
+        entitlement_activate(user=subscription.user, tier=subscription.tier)
+    period_credits_allocate(subscription=subscription, at=new_start)
+
+
+# Tier changes
+
+
+@dataclass(frozen=True)
+class TierChangeQuote:
+    change_type: ChangeType
+    numbers: proration.Proration
+    effective_date: datetime
+    new_price_usd: Decimal
+    new_credits: int
+
+
+def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> TierChangeQuote:
+    if subscription.status != Status.ACTIVE:
+        raise Conflict(
+            f"Only an active subscription can change tier; this one is {subscription.status}.",
+            code="subscription_not_active",
+        )
+    if tier == subscription.tier:
+        raise RuleViolation("The subscription is already on this tier.", code="same_tier")
+    config = _subscribable_config(tier)
+    new_price = config.price_for(subscription.billing_cycle)
+    if new_price > subscription.base_price_usd:
+        credit_start, credit_end = credit_period(subscription, at)
+        numbers = proration.upgrade(
+            old_price_usd=subscription.base_price_usd,
+            new_price_usd=new_price,
+            old_credits=subscription.monthly_credit_allocation,
+            new_credits=config.monthly_credit_allocation,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+            at=at,
+            credit_fraction_left=proration.fraction_left(period_start=credit_start, period_end=credit_end, at=at),
+        )
+        return TierChangeQuote(ChangeType.UPGRADE, numbers, at, new_price, config.monthly_credit_allocation)
+    numbers = proration.downgrade(
+        period_start=subscription.current_period_start, period_end=subscription.current_period_end, at=at
+    )
+    return TierChangeQuote(
+        ChangeType.DOWNGRADE, numbers, subscription.current_period_end, new_price, config.monthly_credit_allocation
+    )
+
+
+def _owned_subscription(subscription: Subscription, user) -> Subscription:
+    if subscription.user_id != user.pk and not user.is_staff:
+        raise NotFound("No such subscription.", code="subscription_not_found")
+    return subscription
+
+
+@transaction.atomic
+def tier_change_preview(*, subscription_id, user, tier: str) -> TierChangeQuote:
+    """The numbers of a tier change, as `change-tier` would apply them now. Writes nothing."""
+    subscription = _owned_subscription(subscription_lock(subscription_id), user)
+    return _tier_change_quote(subscription, tier, timezone.now())
+
+
+@transaction.atomic
+def tier_change(*, subscription_id, user, tier: str) -> ProrationEvent:
+    """Upgrades apply now: the net charge is collected, the prorated difference of credits granted
+    and the entitlements switched. Downgrades are scheduled for the period end. Either way the
+    ProrationEvent records the numbers and the change is audited."""
+    subscription = _owned_subscription(subscription_lock(subscription_id), user)
+    now = timezone.now()
+    quote = _tier_change_quote(subscription, tier, now)
+    numbers = quote.numbers
+    previous = snapshot(subscription)
+    event = ProrationEvent.objects.create(
+        user=subscription.user,
+        subscription=subscription,
+        from_tier=subscription.tier,
+        to_tier=tier,
+        change_type=quote.change_type,
+        days_remaining=numbers.days_remaining,
+        days_in_cycle=numbers.days_in_cycle,
+        unused_credit_value_usd=numbers.unused_credit_value_usd,
+        new_tier_prorated_cost_usd=numbers.new_tier_prorated_cost_usd,
+        net_charge_usd=numbers.net_charge_usd,
+        credits_adjustment=numbers.credits_adjustment,
+        effective_date=quote.effective_date,
+        status=ProrationStatus.PENDING,
+    )
+    if quote.change_type == ChangeType.UPGRADE:
+        _upgrade_apply(subscription, event, quote, now)
+    else:
+        subscription.scheduled_tier = tier
+        subscription.save(update_fields=["scheduled_tier", "updated_at"])
+    payments.provider_subscription_reprice(
+        provider_subscription_id=subscription.stripe_subscription_id,
+        amount_usd=quote.new_price_usd,
+        recurring_interval=RECURRING_INTERVALS[subscription.billing_cycle],
+        metadata={"tier": tier, "billing_cycle": subscription.billing_cycle},
+    )
+    _audit(
+        AuditAction.UPDATE,
+        subscription,
+        previous=previous,
+        actor=user,
+        reason=f"Tier change to {tier} ({quote.change_type})",
+        proration_event_id=str(event.pk),
+    )
+    return event
+
+
+def _upgrade_apply(subscription: Subscription, event: ProrationEvent, quote: TierChangeQuote, now: datetime) -> None:
+    numbers = quote.numbers
+    if numbers.net_charge_usd > 0:
+        provider_invoice_id = payments.charge_now(
+            customer_id=subscription.stripe_customer_id,
+            amount_usd=numbers.net_charge_usd,
+            description=f"Upgrade to {SubscriptionTier(event.to_tier).label}, prorated",
+            metadata={"subscription_id": subscription.pk, "proration_event_id": event.pk},
+        )
+        invoice_paid_record(
+            subscription=subscription,
+            amount_usd=numbers.net_charge_usd,
+            period_start=now,
+            period_end_at=subscription.current_period_end,
+            description=f"Upgrade {event.from_tier} -> {event.to_tier}, prorated",
+            stripe_invoice_id=provider_invoice_id,
+        )
+    subscription.tier = event.to_tier
+    subscription.base_price_usd = quote.new_price_usd
+    subscription.monthly_credit_allocation = quote.new_credits
+    subscription.scheduled_tier = ""
+    subscription.save()
+    if numbers.credits_adjustment > 0:
+        _, credit_end = credit_period(subscription, now)
+        credit_grant(
+            user=subscription.user,
+            amount=numbers.credits_adjustment,
+            source=CreditSource.PRORATION,
+            subscription=subscription,
+            period_start=now,
+            period_end=credit_end,
+            expires_at=credit_end,
+            reason=f"Upgrade {event.from_tier} -> {event.to_tier}, prorated",
+        )
+    entitlement_activate(user=subscription.user, tier=subscription.tier)
+    event.status = ProrationStatus.APPLIED
+    event.save(update_fields=["status", "updated_at"])
+
+
+# Cancellation and staff changes
+
+
+@transaction.atomic
+def subscription_cancel(*, subscription_id, user, immediately: bool = False, reason: str = "") -> Subscription:
+    """Customers cancel at the period end (a trial at its end); staff may cancel now, which puts the
+    user back on the free tier at once."""
+    subscription = _owned_subscription(subscription_lock(subscription_id), user)
+    if subscription.status not in LIVE_STATUSES:
+        raise Conflict(f"The subscription is already {subscription.status}.", code="subscription_not_live")
+    if subscription.tier == SubscriptionTier.FREE:
+        raise RuleViolation("The free tier cannot be cancelled.", code="free_tier_not_cancellable")
+    if immediately:
+        if not user.is_staff:
+            raise RuleViolation("Only staff cancel a subscription at once.", code="immediate_cancel_staff_only")
+        payments.provider_subscription_cancel(
+            provider_subscription_id=subscription.stripe_subscription_id, at_period_end=False
+        )
+        return subscription_transition(
+            subscription=subscription, status=Status.CANCELLED, reason=reason or "Cancelled by staff", actor=user
+        )
+    if subscription.cancel_at_period_end:
+        return subscription
+    previous = snapshot(subscription)
+    subscription.cancel_at_period_end = True
+    subscription.save(update_fields=["cancel_at_period_end", "updated_at"])
+    payments.provider_subscription_cancel(
+        provider_subscription_id=subscription.stripe_subscription_id, at_period_end=True
+    )
+    _audit(AuditAction.UPDATE, subscription, previous=previous, actor=user, reason=reason or "Cancel at period end")
+    return subscription
+
+
+@transaction.atomic
+def subscription_status_change(*, subscription_id, status: str, reason: str, actor) -> Subscription:
+    """Staff move a subscription along the state machine, with a reason (console and API)."""
+    if not reason.strip():
+        raise RuleViolation("A status change needs a reason.", code="reason_required")
+    subscription = subscription_lock(subscription_id)
+    return subscription_transition(subscription=subscription, status=status, reason=reason, actor=actor)

@@ -1,0 +1,116 @@
+"""Trials: reminder e-mails before the end, and the end itself (hourly task, manage.py expire_trials)."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of
+from billing_project.enums import SubscriptionTier
+from billing_project.errors import Conflict
+from billing_project.metrics import TRIAL_EXPIRATIONS, TRIAL_REMINDERS_SENT
+from subscriptions.models import Subscription, SubscriptionStatus
+from subscriptions.services.lifecycle import subscription_lock, subscription_transition
+
+Status = SubscriptionStatus
+# (days before the end, the field that remembers the e-mail went out), latest reminder first.
+REMINDERS = ((1, "trial_reminder_1d_sent_at"), (3, "trial_reminder_3d_sent_at"))
+
+
+def trial_reminder_email_send(*, subscription: Subscription, days_left: int) -> None:
+    context = {
+        "user": subscription.user,
+        "tier": SubscriptionTier(subscription.tier).label,
+        "days_left": days_left,
+        "trial_ends_at": subscription.trial_ends_at,
+    }
+    message = EmailMultiAlternatives(
+        subject=render_to_string("subscriptions/email/trial_reminder_subject.txt", context).strip(),
+        body=render_to_string("subscriptions/email/trial_reminder.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[subscription.user.email],
+    )
+    message.attach_alternative(render_to_string("subscriptions/email/trial_reminder.html", context), "text/html")
+    message.send()
+    TRIAL_REMINDERS_SENT.labels(days=str(days_left)).inc()
+
+
+def _reminder_due(subscription: Subscription, now: datetime) -> tuple[int, str] | None:
+    """The one reminder this trial is due now: the latest whose moment has come and is unsent.
+    A trial that skipped past the 3-day moment (a short trial, a late job) gets only the 1-day one."""
+    for days, field in REMINDERS:
+        if subscription.trial_ends_at - timedelta(days=days) <= now:
+            return None if getattr(subscription, field) else (days, field)
+    return None
+
+
+def trials_due_a_reminder(*, now: datetime) -> list:
+    furthest = max(days for days, _ in REMINDERS)
+    return list(
+        Subscription.objects.filter(
+            status=Status.TRIAL, trial_ends_at__gt=now, trial_ends_at__lte=now + timedelta(days=furthest)
+        )
+        .order_by("trial_ends_at")
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def trial_reminder_send(*, subscription_id, now: datetime) -> bool:
+    """Sends the reminder this trial is due, once. The mark is written with the send, so a failed
+    send is retried by the next run."""
+    subscription = subscription_lock(subscription_id)
+    if subscription.status != Status.TRIAL or subscription.trial_ends_at <= now:
+        return False
+    due = _reminder_due(subscription, now)
+    if due is None:
+        return False
+    days, field = due
+    trial_reminder_email_send(subscription=subscription, days_left=days)
+    setattr(subscription, field, now)
+    subscription.save(update_fields=[field, "updated_at"])
+    return True
+
+
+@transaction.atomic
+def trial_reminder_resend(*, subscription_id, actor) -> int:
+    """Staff send the trial reminder again (console action); audited. Returns the days left."""
+    subscription = subscription_lock(subscription_id)
+    if subscription.status != Status.TRIAL:
+        raise Conflict("Only a subscription in its trial gets trial reminders.", code="not_in_trial")
+    seconds_left = (subscription.trial_ends_at - timezone.now()).total_seconds()
+    days_left = max(round(seconds_left / 86_400), 0)
+    trial_reminder_email_send(subscription=subscription, days_left=days_left)
+    audit_record(
+        action=AuditAction.PROCESS,
+        resource_type=resource_type_of(subscription),
+        resource_id=str(subscription.pk),
+        new_value={"email": "trial_reminder", "days_left": days_left, "to": subscription.user.email},
+        actor=actor,
+    )
+    return days_left
+
+
+def trials_ended(*, now: datetime) -> list:
+    return list(
+        Subscription.objects.filter(status=Status.TRIAL, trial_ends_at__lte=now)
+        .order_by("trial_ends_at")
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def trial_expire(*, subscription_id, now: datetime) -> bool:
+    """An ended trial that was not paid: expired (or cancelled, if the customer cancelled it), and
+    the user is back on the free tier with its entitlements and credits."""
+    subscription = subscription_lock(subscription_id)
+    if subscription.status != Status.TRIAL or subscription.trial_ends_at > now:
+        return False
+    ended = Status.CANCELLED if subscription.cancel_at_period_end else Status.EXPIRED
+    subscription_transition(subscription=subscription, status=ended, reason="Trial ended without payment")
+    TRIAL_EXPIRATIONS.inc()
+    return True
