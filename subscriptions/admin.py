@@ -1,16 +1,63 @@
+from django import forms
 from django.contrib import admin
 from django.db import models
 
 from audit.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin
+from billing_project.admin_actions import ReasonForm, form_action
+from subscriptions import services
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
     PaymentTransaction,
     ProrationEvent,
     Subscription,
+    SubscriptionStatus,
     TierConfig,
     UserEntitlement,
     WebhookEvent,
+)
+
+
+class StatusChangeForm(ReasonForm):
+    status = forms.ChoiceField(choices=SubscriptionStatus.choices, help_text="Only the state machine's moves apply.")
+    field_order = ["status", "reason"]
+
+
+def _status_change(*, request, obj, status, reason):
+    services.subscription_status_change(subscription_id=obj.pk, status=status, reason=reason, actor=request.user)
+    return f"{obj.user}: {status}"
+
+
+def _trial_reminder_resend(*, request, obj):
+    days_left = services.trial_reminder_resend(subscription_id=obj.pk, actor=request.user)
+    return f"{obj.user}: reminder sent ({days_left} days left)"
+
+
+def _webhook_replay(*, request, obj):
+    event = services.webhook_replay(event_id=obj.event_id, actor=request.user)
+    return f"{event.event_id}: {event.status}"
+
+
+change_subscription_status = form_action(
+    form_class=StatusChangeForm,
+    description="Change the status of the selected subscriptions",
+    perform=_status_change,
+    name="change_subscription_status",
+    permissions=["change"],
+)
+resend_trial_reminder = form_action(
+    form_class=forms.Form,
+    description="Send the trial reminder e-mail again",
+    perform=_trial_reminder_resend,
+    name="resend_trial_reminder",
+    permissions=["change"],
+)
+replay_webhook_events = form_action(
+    form_class=forms.Form,
+    description="Process the selected webhook events again",
+    perform=_webhook_replay,
+    name="replay_webhook_events",
+    permissions=["replay"],
 )
 
 
@@ -50,7 +97,21 @@ class SubscriptionAdmin(AuditedModelAdmin):
     search_fields = ("user__email", "stripe_customer_id", "stripe_subscription_id", "=id")
     date_hierarchy = "current_period_start"
     autocomplete_fields = ("user",)
-    readonly_fields = ("provider_updated_at", "created_at", "updated_at")
+    actions = [change_subscription_status, resend_trial_reminder]
+    # Once it exists, a subscription changes status only through the audited state machine action.
+    LIFECYCLE_FIELDS = (
+        "status",
+        "cancelled_at",
+        "grace_period_ends_at",
+        "scheduled_tier",
+        "checkout_session_id",
+        "trial_reminder_3d_sent_at",
+        "trial_reminder_1d_sent_at",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = ("provider_updated_at", "created_at", "updated_at")
+        return readonly + self.LIFECYCLE_FIELDS if obj is not None else readonly
 
 
 @admin.register(BillingInvoice)
@@ -145,3 +206,7 @@ class WebhookEventAdmin(ReadOnlyModelAdmin):
     search_fields = ("=event_id", "event_type")
     date_hierarchy = "received_at"
     ordering = ("-received_at",)
+    actions = [replay_webhook_events]
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("subscriptions.change_webhookevent")

@@ -165,6 +165,7 @@ class Subscription(TimestampedModel):
             models.Index(fields=["user", "current_period_end", "status"], name="subscription_user_period_idx"),
             models.Index(fields=["status", "current_period_end"], name="subscription_status_period_idx"),
             models.Index(fields=["status", "trial_ends_at"], name="subscription_trial_end_idx"),
+            models.Index(fields=["status", "grace_period_ends_at"], name="subscription_grace_end_idx"),
             models.Index(fields=["stripe_customer_id"], name="subscription_customer_idx"),
         ]
 
@@ -202,6 +203,7 @@ class BillingInvoice(TimestampedModel):
         ]
         indexes = [
             models.Index(fields=["user", "status", "period_end"], name="invoice_user_status_period_idx"),
+            models.Index(fields=["user", "-period_end"], name="invoice_user_recent_idx"),
             models.Index(fields=["subscription", "period_start"], name="invoice_sub_period_idx"),
         ]
 
