@@ -10,10 +10,13 @@ from datetime import timedelta
 
 import jwt
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.tokens import AccessToken
 
 from billing_project.metrics import SERVICE_AUTH_ATTEMPTS
@@ -118,6 +121,35 @@ class NoAuthentication(authentication.BaseAuthentication):
 class UserTokenAuthentication(JWTAuthentication):
     def authenticate_header(self, request):
         return AUTH_HEADER
+
+
+# A safety net only: saving or deleting the user drops the entry when the change commits.
+ACTIVE_USER_CACHE_SECONDS = 60
+
+
+def _active_user_key(user_id) -> str:
+    return f"auth:active-user:{user_id}"
+
+
+class ActiveUserTokenAuthentication(UserTokenAuthentication):
+    """For frequent reads that need only the caller's id (`me/credits/`): `request.user` is the token's
+    user (simplejwt's TokenUser), with no user query once the user is known to exist and be active.
+    That is cached for a minute and dropped when the user row is saved or deleted; a change made
+    without save() (a queryset update) takes effect within the minute."""
+
+    def get_user(self, validated_token):
+        user_id = validated_token.get(settings.SIMPLE_JWT["USER_ID_CLAIM"])
+        key = _active_user_key(user_id)
+        if user_id is None or not cache.get(key):
+            super().get_user(validated_token)  # raises for a missing or inactive user
+            cache.set(key, True, timeout=ACTIVE_USER_CACHE_SECONDS)
+        return TokenUser(validated_token)
+
+
+def user_changed(sender, instance, **kwargs):
+    """post_save and post_delete of the user model: forget that the user was known to be active."""
+    key = _active_user_key(instance.pk)
+    transaction.on_commit(lambda: cache.delete(key))
 
 
 def caller_identity(request) -> str | None:

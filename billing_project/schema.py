@@ -20,3 +20,17 @@ class ServiceTokenScheme(_BearerTokenScheme):
     target_class = "billing_project.auth.ServiceTokenAuthentication"
     name = "serviceToken"
     description = "Service token from `manage.py issue_service_token`."
+
+
+class ActiveUserTokenScheme(OpenApiAuthenticationExtension):
+    """ActiveUserTokenAuthentication takes the same token as UserTokenAuthentication (it only skips a
+    user query): it refers to the userToken scheme and defines none of its own."""
+
+    target_class = "billing_project.auth.ActiveUserTokenAuthentication"
+    name = []
+
+    def get_security_requirement(self, auto_schema):
+        return {UserTokenScheme.name: []}
+
+    def get_security_definition(self, auto_schema):
+        return []

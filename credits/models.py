@@ -372,7 +372,10 @@ class CreditDeductionLedger(AppendOnlyModel):
     reversal is a new row (reason `reversal`, `reverses` -> the original), never an edit.
     Invariant: balance_after = balance_before - amount (+ amount for a reversal)."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_deductions")
+    # No index of its own: deduction_user_time_idx leads with the user. Every index costs each ledger insert.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_deductions", db_index=False
+    )
     subscription = models.ForeignKey(
         "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -433,10 +436,6 @@ class CreditConsumption(AppendOnlyModel):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="consumption_amount_positive")]
-        indexes = [
-            models.Index(fields=["deduction"], name="consumption_deduction_idx"),
-            models.Index(fields=["source"], name="consumption_source_idx"),
-        ]
 
     def __str__(self):
         return f"{self.amount} from {self.source_id}"
@@ -473,11 +472,15 @@ class TokenUsageLedger(AppendOnlyModel):
     `request_id` is unique, which makes recording idempotent."""
 
     request_id = models.UUIDField(unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage")
+    # user and provider have no index of their own: usage_user_time_idx and usage_provider_time_idx lead
+    # with them. Every index costs each ledger insert.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage", db_index=False
+    )
     subscription = models.ForeignKey(
         "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage", db_index=False)
     model_name = models.CharField(max_length=255)
     pricing = models.ForeignKey(
         ModelProviderPricing, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"

@@ -93,19 +93,26 @@ def pricing_book_invalidate() -> None:
 
 
 # Credits cannot import subscriptions (SPEC 0: apps depend one way), so the subscriptions app
-# registers how to find a user's tier and live subscription when it loads.
-TierLookup = Callable[[int], tuple[str, object]]
-_tier_lookup: TierLookup = lambda user_id: (SubscriptionTier.FREE, None)  # noqa: E731
+# registers, when it loads, the statement that reads a user's tier and live subscription: one row,
+# (tier or NULL, live subscription id or NULL). Usage recording runs it with its other reads under the
+# balance lock, in one round trip.
+TierStatement = Callable[[int], tuple[str, list]]
+_tier_statement: TierStatement = lambda user_id: ("SELECT NULL, NULL", [])  # noqa: E731
 
 
-def tier_lookup_register(lookup: TierLookup) -> None:
-    global _tier_lookup
-    _tier_lookup = lookup
+def tier_lookup_register(statement: TierStatement) -> None:
+    global _tier_statement
+    _tier_statement = statement
 
 
-def tier_and_subscription_for(*, user_id: int) -> tuple[str, object]:
-    """(tier, live subscription id or None) of a user, as the subscriptions app knows them."""
-    return _tier_lookup(user_id)
+def tier_statement(*, user_id: int) -> tuple[str, list]:
+    return _tier_statement(user_id)
+
+
+def tier_of(rows: list[tuple]) -> tuple[str, object]:
+    """(tier, live subscription id or None) from the rows of `tier_statement`; free when unknown."""
+    tier, subscription_id = rows[0]
+    return tier or SubscriptionTier.FREE, ledger_sql.from_db(TokenUsageLedger, "subscription", subscription_id)
 
 
 def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
@@ -126,10 +133,38 @@ def credits_available(*, user_id: int) -> dict:
     return {"balance": balance, "held": held, "available": max(balance - held, 0)}
 
 
+# `me/credits/` is the most frequent read of the API, so it is served from a per-user cache entry.
+# Every balance change gives the user a new cache generation when it commits, and an entry is used only
+# while its generation is the current one: a reader that read the database before a change and stored
+# its result after it cannot serve that result. The entry's expiry is a safety net (a generation write
+# lost to a cache outage) and never outlives the first grant expiry it contains.
+BALANCE_CACHE_SECONDS = 60
+BALANCE_GENERATION_SECONDS = 24 * 3600
+
+
+def _balance_cache_keys(user_id) -> tuple[str, str]:
+    return f"credits:balance:{user_id}", f"credits:balance-generation:{user_id}"
+
+
 def balance_get(*, user) -> dict:
     """A user's balance and the unexpired grants that make it up, in spending order."""
-    balance, grants = ledger_sql.balance_and_live_grants(user.pk, timezone.now())
-    return {"balance": balance, "grants": grants}
+    entry_key, generation_key = _balance_cache_keys(user.pk)
+    cached = cache.get_many([entry_key, generation_key])
+    generation, entry = cached.get(generation_key), cached.get(entry_key)
+    if entry is not None and entry[0] == generation:
+        return entry[1]
+    now = timezone.now()
+    balance, grants = ledger_sql.balance_and_live_grants(user.pk, now)
+    body = {"balance": balance, "grants": grants}
+    expiries = [(grant["expires_at"] - now).total_seconds() for grant in grants if grant["expires_at"]]
+    cache.set(entry_key, (generation, body), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
+    return body
+
+
+def balance_invalidate(*, user_id) -> None:
+    """Makes readers drop the user's cached balance, once the change that called this has committed."""
+    generation_key = _balance_cache_keys(user_id)[1]
+    transaction.on_commit(lambda: cache.set(generation_key, uuid4().hex, timeout=BALANCE_GENERATION_SECONDS))
 
 
 def usage_list_for_user(*, user, date_from=None, date_to=None, model=None, provider=None):

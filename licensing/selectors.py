@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
@@ -14,10 +15,22 @@ from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense
 
 
+def byok_active_statement(*, user_id) -> tuple[str, list]:
+    """Whether the user holds an active license with BYOK on: one row, one boolean. Read for every
+    usage record, with the credits engine's other reads under the balance lock (one round trip); an
+    EXISTS on the (user, status) index, nothing cached, so no invalidation to forget."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} "
+        "WHERE user_id = %s AND status = %s AND byok_enabled)",
+        [user_id, LicenseStatus.ACTIVE],
+    )
+
+
 def byok_active_for(*, user_id) -> bool:
-    """True when the user holds an active license with BYOK on. Called for every usage record:
-    one EXISTS query on the (user, status) index, nothing cached, so no invalidation to forget."""
-    return PerpetualLicense.objects.filter(user_id=user_id, status=LicenseStatus.ACTIVE, byok_enabled=True).exists()
+    """True when the user holds an active license with BYOK on."""
+    with connection.cursor() as cursor:
+        cursor.execute(*byok_active_statement(user_id=user_id))
+        return bool(cursor.fetchone()[0])
 
 
 def license_key_checked(raw: str) -> str:

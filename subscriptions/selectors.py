@@ -24,22 +24,42 @@ def user_tier(*, user) -> str:
     return entitlement or SubscriptionTier.FREE
 
 
-def tier_and_subscription_for(user_id: int) -> tuple[str, object]:
-    """(tier, live subscription id or None) for the credits engine, in one query when subscribed."""
-    live = Subscription.objects.filter(user_id=user_id, status__in=LIVE_STATUSES).values_list("tier", "pk").first()
-    if live is not None:
-        return live
-    entitlement = UserEntitlement.objects.filter(user_id=user_id).values_list("tier", flat=True).first()
-    return entitlement or SubscriptionTier.FREE, None
+def tier_and_subscription_for(user_id: int) -> tuple[str, list]:
+    """The statement the credits engine runs, with its other reads under the balance lock, for a user's
+    tier and live subscription: one row, (the live subscription's tier, else the entitlement's, else
+    NULL for free; the live subscription's id or NULL). A user has at most one live subscription and
+    one entitlement (constraints), so the join yields one row."""
+    statuses = ", ".join(["%s"] * len(LIVE_STATUSES))
+    return (
+        f"SELECT COALESCE(s.tier, (SELECT e.tier FROM {UserEntitlement._meta.db_table} e WHERE e.user_id = %s)), "
+        f"s.id FROM (SELECT 1) AS one LEFT JOIN {Subscription._meta.db_table} s "
+        f"ON s.user_id = %s AND s.status IN ({statuses})",
+        [user_id, user_id, *LIVE_STATUSES],
+    )
+
+
+def _entitlements_version_key(user_id) -> str:
+    return f"subscriptions:entitlements-version:{user_id}"
 
 
 def entitlements_cache_key(user_id) -> str:
-    return f"subscriptions:entitlements:{user_id}"
+    """Where the user's entitlements are cached now. Each change moves the user to a new version
+    once it commits, so a read that loaded the row before that commit can only fill a key nobody
+    reads any more: a stale copy is never served."""
+    return f"subscriptions:entitlements:{user_id}:{cache.get(_entitlements_version_key(user_id), 0)}"
+
+
+def entitlements_cache_invalidate(user_id) -> None:
+    version_key = _entitlements_version_key(user_id)
+    try:
+        cache.incr(version_key)
+    except ValueError:  # no version yet (or evicted): any version but 0 is new
+        cache.add(version_key, 1, timeout=None)
 
 
 def entitlements_for(*, user) -> dict:
     """The user's entitlements as `me/entitlements/` shows them, from the cache when it has them.
-    Every change deletes the entry when it commits (subscriptions.services.entitlements)."""
+    Every change invalidates the entry when it commits (subscriptions.services.entitlements)."""
     key = entitlements_cache_key(user.pk)
     cached = cache.get(key)
     if cached is not None:

@@ -10,7 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff, service_scope
+from billing_project.auth import ActiveUserTokenAuthentication, IsStaff, ServiceTokenAuthentication, service_scope
 from billing_project.errors import DomainError, NotFound
 from credits import selectors, services
 from credits.api import serializers as s
@@ -123,6 +123,9 @@ class UsageReleaseView(APIView):
 
 
 class MeCreditsView(APIView):
+    # The most frequent read of the API: no user query for a user known to be active.
+    authentication_classes = [ServiceTokenAuthentication, ActiveUserTokenAuthentication]
+
     @extend_schema(responses=s.CreditsOutput)
     def get(self, request):
         return Response(s.CreditsOutput(selectors.balance_get(user=request.user)).data)

@@ -19,12 +19,15 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
+from credits.selectors import balance_invalidate
 
 
 def balance_lock(*, user_id) -> UserCreditBalance | None:
     """The user's balance row, locked until the transaction ends; created on first use.
     None when the user does not exist."""
     locked = UserCreditBalance.objects.select_for_update()
+    # Callers lock to change the balance or its grants: the cached balance goes when they commit.
+    balance_invalidate(user_id=user_id)
     try:
         return locked.get(user_id=user_id)
     except UserCreditBalance.DoesNotExist:
@@ -48,11 +51,10 @@ def _balance_create(user_id) -> bool:
 class LockedAccount:
     """A user's locked balance, their grants with credits left, and the ledger rows to write."""
 
-    def __init__(self, *, balance: UserCreditBalance, now: datetime):
+    def __init__(self, *, balance: UserCreditBalance, grants: list[UserCreditSource], now: datetime):
         self.balance = balance
         self.now = now
-        # Read after the lock is held, so no concurrent change to these grants is missed.
-        self.grants = ledger_sql.grants_with_credits(balance.user_id)
+        self.grants = grants
         self.deductions: list[CreditDeductionLedger] = []
         self.consumptions: list[CreditConsumption] = []
         self._touched: dict[object, UserCreditSource] = {}
@@ -61,16 +63,27 @@ class LockedAccount:
     @classmethod
     def open(cls, *, user_id, now: datetime) -> "LockedAccount | None":
         """Locks the user's balance (creating it on first use); None when the user does not exist."""
-        row = ledger_sql.balance_lock_row(user_id)
-        if row is None:
+        opened = cls.open_reading(user_id=user_id, now=now, reads=[])
+        return None if opened is None else opened[0]
+
+    @classmethod
+    def open_reading(
+        cls, *, user_id, now: datetime, reads: list[ledger_sql.Statement]
+    ) -> "tuple[LockedAccount, list[list[tuple]]] | None":
+        """Like `open`, and runs the `reads` statements after the lock, in the same round trip: the
+        account and the rows of each read."""
+        statements = [ledger_sql.balance_lock_statement(user_id), ledger_sql.grants_statement(user_id), *reads]
+        locked, grants, *results = ledger_sql.read_all(statements)
+        if not locked:
             if not _balance_create(user_id):
                 return None
-            row = ledger_sql.balance_lock_row(user_id)
-        balance_id, amount = row
+            # The reads ran without the lock: read again, under it.
+            locked, grants, *results = ledger_sql.read_all(statements)
+        ((balance_id, amount),) = locked
         balance = UserCreditBalance(
             id=ledger_sql.from_db(UserCreditBalance, "id", balance_id), user_id=user_id, amount=amount
         )
-        return cls(balance=balance, now=now)
+        return cls(balance=balance, grants=ledger_sql.grants_of(user_id, grants), now=now), results
 
     @property
     def spendable(self) -> int:
@@ -127,6 +140,7 @@ class LockedAccount:
         per-object history (django-auditlog) is not written for balances and grants here."""
         if not self.deductions:
             return []
+        balance_invalidate(user_id=self.balance.user_id)
         writes = [ledger_sql.insert(self.deductions), ledger_sql.insert(self.consumptions)]
         writes += [
             ledger_sql.update(grant, ["remaining", "expired_at", "updated_at"]) for grant in self._touched.values()

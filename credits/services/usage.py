@@ -26,9 +26,9 @@ from credits.models import (
     TokenUsageLedger,
     UsageStatus,
 )
-from credits.selectors import pricing_book, tier_and_subscription_for
+from credits.selectors import pricing_book, tier_of, tier_statement
 from credits.services.accounts import LockedAccount, balance_lock
-from licensing.selectors import byok_active_for
+from licensing.selectors import byok_active_statement
 
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
@@ -95,11 +95,24 @@ class _UserSession:
     def __init__(self, *, user_id: int, events: list[UsageEvent], now: datetime):
         self.now = now
         self.user_id = user_id
-        self.account = LockedAccount.open(user_id=user_id, now=now)
-        if self.account is None:
+        # Everything a price and a refusal depend on, read under the lock in one round trip. The
+        # request ids are checked under the lock too: a concurrent duplicate has either committed
+        # (found here) or waits.
+        opened = LockedAccount.open_reading(
+            user_id=user_id,
+            now=now,
+            reads=[
+                ledger_sql.request_ids_statement([event.request_id for event in events]),
+                ledger_sql.holds_live_statement(user_id, now),
+                byok_active_statement(user_id=user_id),
+                tier_statement(user_id=user_id),
+            ],
+        )
+        if opened is None:
+            self.account = None
             return
-        # Checked under the lock: a concurrent duplicate has either committed (found here) or waits.
-        recorded_ids = ledger_sql.request_ids_recorded([event.request_id for event in events])
+        self.account, (recorded, held, byok, tier) = opened
+        recorded_ids = ledger_sql.request_ids_of(recorded)
         self.recorded = (
             {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=recorded_ids)}
             if recorded_ids
@@ -109,9 +122,9 @@ class _UserSession:
         self.holds = (
             {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
         )
-        self.held = ledger_sql.holds_live_amount(user_id, now)
-        self.byok = byok_active_for(user_id=user_id)
-        self.tier, self.subscription_id = tier_and_subscription_for(user_id=user_id)
+        self.held = int(held[0][0])
+        self.byok = bool(byok[0][0])
+        self.tier, self.subscription_id = tier_of(tier)
         self.book = pricing_book()
         self.new_usage: list[TokenUsageLedger] = []
         self.changed_holds: list[CreditHold] = []

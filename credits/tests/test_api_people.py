@@ -3,8 +3,10 @@
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
+from credits import ledger_sql
 from credits.tests.conftest import fund, usage_event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
@@ -100,3 +102,86 @@ def test_me_usage_daily_totals_today(service_client, user_client, user):
 def test_me_endpoints_need_a_user(api_client, service_client):
     assert api_client.get("/api/v1/me/credits/").status_code == 401
     assert service_client.get("/api/v1/me/credits/").status_code == 403
+
+
+ME_CREDITS = "/api/v1/me/credits/"
+
+
+def test_me_credits_shows_a_change_made_after_it_was_read(
+    service_client, user_client, user, django_capture_on_commit_callbacks
+):
+    fund(user, 1000)
+    assert user_client.get(ME_CREDITS).json()["balance"] == 1000
+
+    with django_capture_on_commit_callbacks(execute=True):
+        service_client.post(RECORD, usage_event(user), format="json")
+
+    assert user_client.get(ME_CREDITS).json()["balance"] == 930
+
+
+def test_me_credits_never_keeps_a_balance_read_before_a_change_committed(
+    user_client, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given a reader that reads the balance, then a grant commits before the reader stores it
+    fund(user, 1000)
+    read = ledger_sql.balance_and_live_grants
+
+    def read_then_grant(user_id, now):
+        figures = read(user_id, now)
+        with django_capture_on_commit_callbacks(execute=True):
+            fund(user, 500)
+        return figures
+
+    monkeypatch.setattr(ledger_sql, "balance_and_live_grants", read_then_grant)
+    assert user_client.get(ME_CREDITS).json()["balance"] == 1000
+    monkeypatch.undo()
+
+    # then the next read does not serve what that reader stored
+    assert user_client.get(ME_CREDITS).json()["balance"] == 1500
+
+
+def test_me_credits_drops_a_grant_when_it_expires_even_when_cached(user_client, user, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    fund(user, 100)
+    fund(user, 40, expires_at=timezone.now() + timedelta(seconds=30))
+    assert len(user_client.get(ME_CREDITS).json()["grants"]) == 2
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=31)):
+        grants = user_client.get(ME_CREDITS).json()["grants"]
+
+    assert [grant["remaining"] for grant in grants] == [100]
+
+
+def test_me_credits_makes_no_query_for_a_user_known_to_be_active(user_client, user, django_assert_num_queries):
+    fund(user, 100)
+    user_client.get(ME_CREDITS)
+
+    with django_assert_num_queries(0):
+        response = user_client.get(ME_CREDITS)
+
+    assert response.json()["balance"] == 100
+
+
+def test_me_credits_refuses_a_user_deactivated_after_a_read(user_client, user, django_capture_on_commit_callbacks):
+    assert user_client.get(ME_CREDITS).status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save()
+
+    response = user_client.get(ME_CREDITS)
+    assert (response.status_code, response.json()["code"]) == (401, "user_inactive")
+
+
+def test_me_credits_refuses_a_deleted_user(user_client, user, django_capture_on_commit_callbacks):
+    assert user_client.get(ME_CREDITS).status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        user.delete()
+
+    response = user_client.get(ME_CREDITS)
+    assert (response.status_code, response.json()["code"]) == (401, "user_not_found")
+
+
+def test_me_credits_refuses_a_service_token(service_client):
+    assert service_client.get(ME_CREDITS).status_code == 403

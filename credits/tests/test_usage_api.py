@@ -6,6 +6,8 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from billing_project.enums import SubscriptionTier
+from credits.api.events import usage_event_parse
 from credits.models import (
     CreditConsumption,
     CreditDeductionLedger,
@@ -13,8 +15,12 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
+from credits.selectors import pricing_book
+from credits.services import usage_record
 from credits.tests.conftest import fund, usage_event
 from licensing.tests.factories import PerpetualLicenseFactory
+from subscriptions.models import SubscriptionStatus
+from subscriptions.tests.factories import SubscriptionFactory, UserEntitlementFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
 
@@ -156,6 +162,61 @@ def test_byok_user_is_recorded_at_zero_credits(service_client, user):
     assert balance_of(user) == 10
 
 
+def test_record_prices_at_the_live_subscription_tier_and_links_the_subscription(service_client, user):
+    # given a live pro_max subscription (margin 1.4), and an entitlement row of another tier
+    subscription = SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX)
+    UserEntitlementFactory(user=user, tier=SubscriptionTier.PRO)
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    # then 0.035 USD x 1.4 = 0.049 USD = 49 credits, at the subscription's tier
+    assert response.status_code == 201, response.json()
+    assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (49, "1.4000")
+    usage = TokenUsageLedger.objects.get()
+    assert (usage.user_tier_at_request, usage.subscription_id, usage.deduction.subscription_id) == (
+        SubscriptionTier.PRO_MAX,
+        subscription.pk,
+        subscription.pk,
+    )
+
+
+def test_record_prices_at_the_entitlement_tier_without_a_live_subscription(service_client, user):
+    SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX, status=SubscriptionStatus.CANCELLED)
+    UserEntitlementFactory(user=user, tier=SubscriptionTier.PRO)
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["margin_multiplier"] == "1.5000"
+    usage = TokenUsageLedger.objects.get()
+    assert (usage.user_tier_at_request, usage.subscription_id) == (SubscriptionTier.PRO, None)
+
+
+def test_byok_license_of_another_user_or_not_active_is_not_byok(service_client, user, other_user):
+    fund(user, 1000)
+    PerpetualLicenseFactory(user=other_user, byok_enabled=True, status="active")
+    PerpetualLicenseFactory(user=user, byok_enabled=True, status="revoked")
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert (response.json()["byok"], response.json()["credits_deducted"]) == (False, 70)
+
+
+@pytest.mark.postgres
+def test_recording_reads_under_the_lock_in_one_round_trip(user, django_assert_num_queries):
+    # given a user whose balance row exists, and this process's pricing book loaded
+    fund(user, 1000)
+    pricing_book()
+    event, _ = usage_event_parse(usage_event(user))
+
+    # then: the transaction, the reads under the lock (balance, grants, request ids, holds, BYOK,
+    # tier), the writes, the end of the transaction
+    with django_assert_num_queries(4):
+        usage_record(event=event)
+
+
 def test_embedding_deducts_with_reason_embedding(service_client, user):
     fund(user, 1000)
 
@@ -282,7 +343,6 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
     ],
 )
 def test_fast_event_parser_follows_the_documented_schema(user, changes):
-    from credits.api.events import usage_event_parse
     from credits.api.serializers import UsageEventInput
 
     raw = {**usage_event(user), **changes}

@@ -12,10 +12,12 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing_project import payments
 from billing_project.enums import SubscriptionTier
+from billing_project.errors import ServiceUnavailable
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 Status = SubscriptionStatus
 RESTORABLE = (Status.PAST_DUE, Status.GRACE_PERIOD, Status.SUSPENDED)
+ROLLS_OVER_CANCELLED = (Status.ACTIVE, *RESTORABLE)
 
 
 # Payments of a subscription's invoices
@@ -80,8 +83,21 @@ def invoice_paid(
         stripe_invoice_id=stripe_invoice_id,
         stripe_payment_intent_id=stripe_payment_intent_id,
     )
+    if stripe_payment_intent_id:
+        _payment_intent_attach(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
     payment_received(subscription=subscription, invoice=invoice, renews=renews)
     return invoice
+
+
+def _payment_intent_attach(*, invoice: BillingInvoice, stripe_payment_intent_id: str) -> None:
+    """A Stripe checkout in subscription mode names no payment intent; its invoice does, when it is
+    paid. The payment the checkout recorded takes it, so that a refund of that payment is found."""
+    if PaymentTransaction.objects.filter(stripe_payment_intent_id=stripe_payment_intent_id).exists():
+        return
+    payment = PaymentTransaction.objects.filter(invoice=invoice, stripe_payment_intent_id__isnull=True).first()
+    if payment is not None:
+        payment.stripe_payment_intent_id = stripe_payment_intent_id
+        payment.save(update_fields=["stripe_payment_intent_id", "updated_at"])
 
 
 def invoice_payment_failed(
@@ -163,11 +179,14 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
     renews, an offline-billed paid plan is charged and renewed (or goes to dunning). Plans billed by
     Stripe wait for their invoice webhook. Returns what was done."""
     subscription = subscription_lock(subscription_id)
-    if subscription.status != Status.ACTIVE or subscription.current_period_end > now:
+    if subscription.current_period_end > now:
         return "nothing"
-    if subscription.cancel_at_period_end:
+    # A cancellation takes effect at the period end whatever the payment state: no retry is owed.
+    if subscription.cancel_at_period_end and subscription.status in ROLLS_OVER_CANCELLED:
         subscription_transition(subscription=subscription, status=Status.CANCELLED, reason="Cancelled at period end")
         return "cancelled"
+    if subscription.status != Status.ACTIVE:
+        return "nothing"
     if subscription.stripe_subscription_id:
         return "awaiting_provider"
     new_start, new_end = _next_period_containing(subscription, now)
@@ -213,8 +232,9 @@ def subscription_allocate_current(*, subscription_id, now: datetime) -> bool:
 
 
 def subscriptions_due_for_roll_over(*, now: datetime) -> list:
+    due = Q(status=Status.ACTIVE) | Q(status__in=RESTORABLE, cancel_at_period_end=True)
     return list(
-        Subscription.objects.filter(status=Status.ACTIVE, current_period_end__lte=now)
+        Subscription.objects.filter(due, current_period_end__lte=now)
         .order_by("current_period_end")
         .values_list("pk", flat=True)
     )
@@ -243,10 +263,13 @@ def dunning_attempts_due(*, now: datetime) -> list:
 def dunning_attempt_run(*, attempt_id, now: datetime) -> str:
     """Retries a failed invoice through Stripe (or the offline provider). Success restores the
     subscription; the last failed retry starts the grace period."""
+    # The subscription is locked first, then the attempt and its invoice: the order every payment
+    # webhook takes them in, so a retry and an invoice.paid for the same invoice cannot deadlock.
+    subscription_id = DunningAttempt.objects.values_list("subscription_id", flat=True).get(pk=attempt_id)
+    subscription = subscription_lock(subscription_id) if subscription_id else None
     attempt = DunningAttempt.objects.select_for_update().select_related("invoice").get(pk=attempt_id)
     if attempt.result != DunningResult.SCHEDULED:
         return attempt.result
-    subscription = subscription_lock(attempt.subscription_id) if attempt.subscription_id else None
     invoice = attempt.invoice
     attempt.attempted_at = now
     if invoice.status == InvoiceStatus.PAID:
@@ -301,11 +324,15 @@ def grace_period_end(*, subscription_id, now: datetime) -> bool:
 
 
 def dunning_run(*, now: datetime | None = None) -> Counter:
-    """One pass of dunning: due retries, then ended grace periods. Returns counts by outcome."""
+    """One pass of dunning: due retries, then ended grace periods. Returns counts by outcome. A retry
+    the payment provider could not take now stays scheduled for the next pass; the others go on."""
     now = now or timezone.now()
     outcomes = Counter()
     for attempt_id in dunning_attempts_due(now=now):
-        outcomes[f"retry_{dunning_attempt_run(attempt_id=attempt_id, now=now)}"] += 1
+        try:
+            outcomes[f"retry_{dunning_attempt_run(attempt_id=attempt_id, now=now)}"] += 1
+        except ServiceUnavailable:
+            outcomes["retry_deferred"] += 1
     for subscription_id in grace_periods_ended(now=now):
         outcomes["suspended"] += grace_period_end(subscription_id=subscription_id, now=now)
     return outcomes

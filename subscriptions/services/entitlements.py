@@ -1,12 +1,11 @@
 """What a user may use: their tier's entitlements, kept in UserEntitlement and cached for reads."""
 
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from billing_project.errors import RuleViolation
 from subscriptions.models import TierConfig, UserEntitlement
-from subscriptions.selectors import entitlements_cache_key
+from subscriptions.selectors import entitlements_cache_invalidate
 
 
 def tier_config_get(tier: str) -> TierConfig:
@@ -18,8 +17,8 @@ def tier_config_get(tier: str) -> TierConfig:
 
 @transaction.atomic
 def entitlement_activate(*, user, tier: str, expires_at=None) -> UserEntitlement:
-    """Sets what the user may use to what `tier` grants. The cached copy is dropped when the change
-    commits, so the next read in any process sees it."""
+    """Sets what the user may use to what `tier` grants. The cached copy is invalidated when the
+    change commits, so the next read in any process sees it."""
     config = tier_config_get(tier)
     entitlement, _ = UserEntitlement.objects.update_or_create(
         user=user,
@@ -30,6 +29,5 @@ def entitlement_activate(*, user, tier: str, expires_at=None) -> UserEntitlement
             "expires_at": expires_at,
         },
     )
-    key = entitlements_cache_key(user.pk)
-    transaction.on_commit(lambda: cache.delete(key))
+    transaction.on_commit(lambda: entitlements_cache_invalidate(user.pk))
     return entitlement

@@ -88,17 +88,19 @@ def subscription_transition(
     reason: str,
     actor=None,
     fall_back_to_free: bool = True,
+    previous: dict | None = None,
 ) -> Subscription:
     """Moves a locked subscription along the state machine (409 `invalid_transition` otherwise),
     keeps the user's entitlements in step and audits the change. An ended paid subscription puts
-    the user back on the free tier unless the caller replaces it."""
+    the user back on the free tier unless the caller replaces it. A caller that changed other
+    fields first passes the `previous` snapshot it took before them."""
     if not transition_allowed(subscription.status, status):
         raise Conflict(
             f"A {subscription.status} subscription cannot become {status}.",
             code="invalid_transition",
             extra={"from_status": subscription.status, "to_status": status},
         )
-    previous = snapshot(subscription)
+    previous = previous or snapshot(subscription)
     now = timezone.now()
     subscription.status = status
     if status == Status.CANCELLED:
@@ -292,9 +294,12 @@ def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, 
     }
     live = live_subscription_lock(user.pk)
     if live is not None and live.status == Status.TRIAL and live.tier == tier:
+        previous = snapshot(live)
         for field, value in stripe_fields.items():
             setattr(live, field, value)
-        subscription = subscription_transition(subscription=live, status=Status.ACTIVE, reason="Trial paid")
+        subscription = subscription_transition(
+            subscription=live, status=Status.ACTIVE, reason="Trial paid", previous=previous
+        )
     elif live is None or live.tier == SubscriptionTier.FREE:
         _replace_free(live, by_tier=tier)
         subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
@@ -361,6 +366,11 @@ def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> T
             f"Only an active subscription can change tier; this one is {subscription.status}.",
             code="subscription_not_active",
         )
+    if subscription.tier == SubscriptionTier.FREE:
+        raise RuleViolation(
+            "A free subscription moves to a paid tier through POST subscriptions/ (trial or checkout).",
+            code="start_a_subscription",
+        )
     if tier == subscription.tier:
         raise RuleViolation("The subscription is already on this tier.", code="same_tier")
     config = _subscribable_config(tier)
@@ -409,6 +419,10 @@ def tier_change(*, subscription_id, user, tier: str) -> ProrationEvent:
     quote = _tier_change_quote(subscription, tier, now)
     numbers = quote.numbers
     previous = snapshot(subscription)
+    # A new change replaces a downgrade still waiting for the period end: that one never applies.
+    ProrationEvent.objects.filter(subscription=subscription, status=ProrationStatus.PENDING).update(
+        status=ProrationStatus.REVERSED, updated_at=now
+    )
     event = ProrationEvent.objects.create(
         user=subscription.user,
         subscription=subscription,
@@ -524,4 +538,10 @@ def subscription_status_change(*, subscription_id, status: str, reason: str, act
     if not reason.strip():
         raise RuleViolation("A status change needs a reason.", code="reason_required")
     subscription = subscription_lock(subscription_id)
-    return subscription_transition(subscription=subscription, status=status, reason=reason, actor=actor)
+    subscription = subscription_transition(subscription=subscription, status=status, reason=reason, actor=actor)
+    if status in ENDED:
+        # An ended subscription must not go on being billed; a provider failure rolls the change back.
+        payments.provider_subscription_cancel(
+            provider_subscription_id=subscription.stripe_subscription_id, at_period_end=False
+        )
+    return subscription

@@ -41,10 +41,14 @@ def trial_reminder_email_send(*, subscription: Subscription, days_left: int) -> 
 
 def _reminder_due(subscription: Subscription, now: datetime) -> tuple[int, str] | None:
     """The one reminder this trial is due now: the latest whose moment has come and is unsent.
-    A trial that skipped past the 3-day moment (a short trial, a late job) gets only the 1-day one."""
+    A trial that skipped past the 3-day moment (a short trial, a late job) gets only the 1-day one;
+    a moment before the trial began (a trial shorter than 3 days) never comes."""
     for days, field in REMINDERS:
-        if subscription.trial_ends_at - timedelta(days=days) <= now:
-            return None if getattr(subscription, field) else (days, field)
+        moment = subscription.trial_ends_at - timedelta(days=days)
+        if moment <= now:
+            if getattr(subscription, field) or moment < subscription.current_period_start:
+                return None
+            return days, field
     return None
 
 
@@ -52,7 +56,10 @@ def trials_due_a_reminder(*, now: datetime) -> list:
     furthest = max(days for days, _ in REMINDERS)
     return list(
         Subscription.objects.filter(
-            status=Status.TRIAL, trial_ends_at__gt=now, trial_ends_at__lte=now + timedelta(days=furthest)
+            status=Status.TRIAL,
+            cancel_at_period_end=False,
+            trial_ends_at__gt=now,
+            trial_ends_at__lte=now + timedelta(days=furthest),
         )
         .order_by("trial_ends_at")
         .values_list("pk", flat=True)
@@ -62,9 +69,9 @@ def trials_due_a_reminder(*, now: datetime) -> list:
 @transaction.atomic
 def trial_reminder_send(*, subscription_id, now: datetime) -> bool:
     """Sends the reminder this trial is due, once. The mark is written with the send, so a failed
-    send is retried by the next run."""
+    send is retried by the next run. A trial the customer cancelled gets none: it ends anyway."""
     subscription = subscription_lock(subscription_id)
-    if subscription.status != Status.TRIAL or subscription.trial_ends_at <= now:
+    if subscription.status != Status.TRIAL or subscription.cancel_at_period_end or subscription.trial_ends_at <= now:
         return False
     due = _reminder_due(subscription, now)
     if due is None:

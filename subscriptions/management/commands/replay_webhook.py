@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from billing_project.errors import NotFound
-from subscriptions.models import WebhookStatus
+from subscriptions.models import WebhookEvent, WebhookStatus
 from subscriptions.services import webhook_replay
 
 
@@ -10,8 +10,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("event_id", help="Stripe's event id, evt_...")
+        parser.add_argument("--dry-run", action="store_true", help="Show the stored event, process nothing.")
 
-    def handle(self, *args, event_id: str, **options):
+    def handle(self, *args, event_id: str, dry_run: bool = False, **options):
+        if dry_run:
+            stored = WebhookEvent.objects.filter(event_id=event_id).first()
+            if stored is None:
+                raise CommandError(f"No stored webhook event {event_id}.")
+            self.stdout.write(f"Would replay {stored.event_id} ({stored.event_type}), now {stored.status}.")
+            return
         try:
             event = webhook_replay(event_id=event_id)
         except NotFound as error:

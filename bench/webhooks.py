@@ -1,0 +1,356 @@
+"""Throughput and latency of the Stripe webhook endpoint, under gunicorn on PostgreSQL.
+
+    .venv/bin/python bench/webhooks.py [--duration 10] [--connections 16] [--workers N] [--subscriptions 500]
+
+It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
+seeds it (catalog, users each with a Pro subscription billed by Stripe), starts gunicorn with the
+production configuration (gunicorn.conf.py, DEBUG off, a webhook secret) and loads it from a separate
+process over loopback. Two phases:
+
+- `paid`: signed `invoice.paid` events (billing_reason subscription_cycle), each a new event id and a
+  new invoice renewing one subscription for its next period (new invoice, payment, credit allocation,
+  payment event, audit rows), spread round-robin over all subscriptions.
+- `replay`: duplicate deliveries of events already processed (re-signed each time, as Stripe does),
+  answered from the stored record.
+
+Bodies are the real-shaped event of subscriptions/tests/fixtures/stripe/invoice.paid.json. It prints,
+for each phase, events per second and p50/p99 latency, then what the database holds. The scratch
+database is dropped at the end. BENCH_GUNICORN_ARGS adds gunicorn options.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST, PORT = "127.0.0.1", 8766
+PATH = "/api/v1/billing/webhooks/stripe/"
+FIXTURE = ROOT / "subscriptions/tests/fixtures/stripe/invoice.paid.json"
+SAMPLE = {"customer": "cus_QhSample0001", "subscription": "sub_1PqSample0001", "invoice": "in_1PqSample0001"}
+MONTH_SECONDS = 30 * 24 * 3600
+REPLAY_POOL = 64
+
+
+def server_environment(database_url: str, webhook_secret: str) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "billing_project.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
+        "STRIPE_WEBHOOK_SECRET": webhook_secret,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "PORT": str(PORT),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def create_database(base_url: str) -> tuple[str, str]:
+    import psycopg
+
+    name = f"bench_webhooks_{os.getpid()}"
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return name, base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(base_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def prepare(count: int) -> dict:
+    """Migrates and seeds the scratch database (in this process): `count` users on Pro, each paid
+    through a Stripe checkout as its webhook records it. Returns each subscription's Stripe ids and
+    the end of its current period (where its next invoice starts)."""
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from subscriptions.services import subscription_checkout_complete, subscription_start_free
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_catalog", verbosity=0)
+    cache.clear()
+    subscriptions = []
+    for index in range(count):
+        email = f"hooks{index}@example.com"
+        user = get_user_model().objects.create_user(username=email, email=email, password=None)
+        subscription_start_free(user=user)
+        tag = f"{index:06d}{uuid.uuid4().hex[:10]}"
+        subscription = subscription_checkout_complete(
+            user_id=user.pk,
+            metadata={
+                "kind": "subscription",
+                "tier": "pro",
+                "billing_cycle": "monthly",
+                "stripe_customer_id": f"cus_{tag}",
+                "stripe_subscription_id": f"sub_{tag}",
+                "stripe_invoice_id": f"in_{tag}",
+            },
+            session_id=f"cs_bench_{tag}",
+            amount_usd=Decimal("19.00"),
+        )
+        subscriptions.append(
+            {
+                "customer": subscription.stripe_customer_id,
+                "subscription": subscription.stripe_subscription_id,
+                "next_start": int(subscription.current_period_end.timestamp()),
+            }
+        )
+    return {"subscriptions": subscriptions}
+
+
+def start_server(environment: dict, workers: int) -> subprocess.Popen:
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "--workers",
+        str(workers),
+        "--bind",
+        f"{HOST}:{PORT}",
+        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
+        "--access-logfile",
+        "/dev/null",
+        "billing_project.wsgi:application",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=environment)
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{PORT}/health", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("gunicorn did not come up")
+
+
+class Events:
+    """Builds renewal events from the fixture: each a new event id and invoice for the subscription's
+    next period (periods advance per subscription, so every event renews)."""
+
+    def __init__(self, subscriptions: list[dict]):
+        self.template = FIXTURE.read_text()
+        self.subscriptions = [dict(subscription) for subscription in subscriptions]
+        self.turn = 0
+
+    def next_renewal(self) -> str:
+        subscription = self.subscriptions[self.turn % len(self.subscriptions)]
+        self.turn += 1
+        tag = uuid.uuid4().hex
+        text = self.template
+        for key, sample in SAMPLE.items():
+            text = text.replace(sample, subscription[key] if key != "invoice" else f"in_{tag}")
+        text = text.replace("pi_3PqSample0001", f"pi_{tag}").replace("ch_3PqSample0001", f"ch_{tag}")
+        event = json.loads(text)
+        start = subscription["next_start"]
+        subscription["next_start"] = start + MONTH_SECONDS
+        event["id"], event["created"] = f"evt_{tag}", int(time.time())
+        invoice = event["data"]["object"]
+        invoice["lines"]["data"][0]["period"] = {"start": start, "end": start + MONTH_SECONDS}
+        invoice["period_start"], invoice["period_end"] = start - MONTH_SECONDS, start
+        return json.dumps(event)
+
+
+def signed_request(payload: str, secret: str) -> bytes:
+    """A POST as Stripe sends it: `Stripe-Signature: t=<time>,v1=<HMAC-SHA256 of "<time>.<body>">`."""
+    timestamp = int(time.time())
+    signature = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    body = payload.encode()
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nStripe-Signature: t={timestamp},v1={signature}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def exchange(reader, writer, data: bytes) -> tuple[int, bool, bytes]:
+    """Sends one request and reads its response: (status, whether the server closes, body)."""
+    writer.write(data)
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("closed before answering")
+    length, closes = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            closes = True
+    body = await reader.readexactly(length)
+    return int(status_line.split()[1]), closes, body
+
+
+async def connection_loop(make_request, deadline: float, latencies: list, tally: dict) -> None:
+    """One client connection, reopened whenever the server closes it (gunicorn's sync workers close
+    after each response)."""
+    reader = writer = None
+    while time.perf_counter() < deadline:
+        data = make_request()
+        started = time.perf_counter()
+        if writer is None:
+            reader, writer = await asyncio.open_connection(HOST, PORT)
+        try:
+            status, closes, body = await exchange(reader, writer, data)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            writer.close()
+            reader = writer = None
+            continue
+        latencies.append(time.perf_counter() - started)
+        tally[status] = tally.get(status, 0) + 1
+        if b'"replayed":true' in body:
+            tally["replayed"] = tally.get("replayed", 0) + 1
+        if closes:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+def run_load(spec: dict, results) -> None:
+    """The load generator, in its own process: `connections` connections for `duration` s."""
+    events = Events(spec["subscriptions"])
+    secret = spec["webhook_secret"]
+    pool: list[str] = []
+    counter = iter(range(10**9))
+
+    def next_request():
+        if spec["phase"] == "replay":
+            return signed_request(pool[next(counter) % len(pool)], secret)
+        return signed_request(events.next_renewal(), secret)
+
+    async def main():
+        if spec["phase"] == "replay":  # the events to deliver again, delivered once first
+            pool.extend(events.next_renewal() for _ in range(REPLAY_POOL))
+            reader, writer = None, None
+            for payload in pool:
+                reader, writer = await asyncio.open_connection(HOST, PORT)
+                status, _, _ = await exchange(reader, writer, signed_request(payload, secret))
+                writer.close()
+                assert status == 200, status
+        latencies, tally = [], {}
+        warmup = time.perf_counter() + spec["warmup"]
+        await asyncio.gather(*(connection_loop(next_request, warmup, [], {}) for _ in range(spec["connections"])))
+        began = time.perf_counter()
+        deadline = began + spec["duration"]
+        await asyncio.gather(
+            *(connection_loop(next_request, deadline, latencies, tally) for _ in range(spec["connections"]))
+        )
+        return latencies, tally, time.perf_counter() - began
+
+    latencies, tally, elapsed = asyncio.run(main())
+    results.put({"latencies": latencies, "tally": tally, "elapsed": elapsed})
+
+
+def measure(spec: dict) -> dict:
+    results = multiprocessing.Queue()
+    process = multiprocessing.Process(target=run_load, args=(spec, results))
+    process.start()
+    outcome = results.get()
+    process.join()
+    latencies = sorted(outcome["latencies"])
+    count = len(latencies)
+    return {
+        "requests": count,
+        "per_second": count / outcome["elapsed"],
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
+        "tally": outcome["tally"],
+    }
+
+
+def stored_figures() -> str:
+    from django.db.models import Count
+
+    from audit.models import PaymentEvent
+    from credits.models import CreditAllocation
+    from subscriptions.models import BillingInvoice, WebhookEvent
+
+    by_status = dict(WebhookEvent.objects.values_list("status").annotate(n=Count("id")).order_by())
+    return (
+        f"stored: webhook events {by_status}, paid invoices {BillingInvoice.objects.filter(status='paid').count()}, "
+        f"allocations {CreditAllocation.objects.count()}, payment events {PaymentEvent.objects.count()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds of load per phase.")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--subscriptions", type=int, default=500)
+    parser.add_argument("--phases", default="paid,replay")
+    arguments = parser.parse_args()
+
+    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name, database_url = create_database(base_url)
+    webhook_secret = f"whsec_{secrets.token_hex(24)}"
+    server = None
+    try:
+        environment = server_environment(database_url, webhook_secret)
+        os.environ.update(environment)
+        sys.path.insert(0, str(ROOT))
+        data = prepare(arguments.subscriptions)
+        from django.db import connections
+
+        connections.close_all()
+        server = start_server(environment, arguments.workers)
+        print(
+            f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
+            f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up; "
+            f"{arguments.subscriptions} Stripe-billed subscriptions"
+        )
+        for phase in arguments.phases.split(","):
+            spec = {
+                **data,
+                "phase": phase,
+                "webhook_secret": webhook_secret,
+                "connections": arguments.connections,
+                "duration": arguments.duration,
+                "warmup": arguments.warmup,
+            }
+            figures = measure(spec)
+            label = "invoice.paid, new events" if phase == "paid" else "replayed deliveries"
+            print(
+                f"{label}: {figures['per_second']:,.1f} events/s, p50 {figures['p50_ms']:.1f} ms, "
+                f"p99 {figures['p99_ms']:.1f} ms, responses {figures['tally']}"
+            )
+        print(stored_figures())
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(base_url, name)
+
+
+if __name__ == "__main__":
+    main()

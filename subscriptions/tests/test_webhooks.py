@@ -1,0 +1,847 @@
+"""Stripe webhooks through the HTTP endpoint, with bodies signed by the stripe SDK: the pipeline
+(signature, storage, replay, failure) and what each handled event does to the billing state."""
+
+import json
+import time
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.core.serializers.json import DjangoJSONEncoder
+from django.urls import reverse
+from django.utils import timezone
+from prometheus_client import REGISTRY
+
+from audit.models import AdminAuditLog, AuditAction, PaymentEvent
+from billing_project.tests.fake_stripe import event_payload, signature_header
+from credits.models import CreditAllocation, CreditSource, UserCreditBalance
+from subscriptions.models import (
+    BillingInvoice,
+    DunningAttempt,
+    DunningResult,
+    InvoiceStatus,
+    PaymentStatus,
+    PaymentTransaction,
+    Subscription,
+    SubscriptionStatus,
+    TierConfig,
+    UserEntitlement,
+    WebhookEvent,
+    WebhookStatus,
+)
+from subscriptions.periods import period_end
+from subscriptions.services import subscription_start
+from subscriptions.tests.conftest import (
+    MONTH,
+    WEBHOOK_URL,
+    StripeIds,
+    checkout_completed_event,
+    customer_register,
+    deliver,
+    stripe_event,
+    subscribe_through_checkout,
+)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("stripe_http", "tier_catalog")]
+
+PROBLEM = "application/problem+json"
+
+
+def metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def counts() -> dict:
+    """Every table a webhook may write, counted: a refused or repeated event must leave them as they were."""
+    return {
+        model.__name__: model.objects.count()
+        for model in (
+            WebhookEvent,
+            PaymentEvent,
+            AdminAuditLog,
+            Subscription,
+            BillingInvoice,
+            PaymentTransaction,
+            DunningAttempt,
+            CreditAllocation,
+            UserEntitlement,
+        )
+    }
+
+
+def balance_of(user) -> int:
+    return UserCreditBalance.objects.get(user=user).amount
+
+
+@pytest.fixture
+def subscriber(webhook_client):
+    """A registered user who paid a Stripe checkout for Pro (monthly): their subscription and its ids."""
+    user = customer_register("subscriber@example.com")
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, user, ids)
+    return user, subscription, ids
+
+
+def renewal_event(subscription: Subscription, ids: StripeIds, /, name="invoice.paid", **fields) -> dict:
+    """The subscription's next-period invoice (billing_reason subscription_cycle)."""
+    start = subscription.current_period_end
+    return stripe_event(name, ids, period=(start, start + MONTH), billing_reason="subscription_cycle", **fields)
+
+
+# The pipeline: signature, storage, replay
+
+
+def test_signed_event_is_processed_with_its_payment_event_and_audit_row(webhook_client, stripe_http):
+    user = customer_register("buyer@example.com")
+    ids = StripeIds.new()
+    event = checkout_completed_event(user, ids)
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200, response.content
+    subscription = Subscription.objects.get(user=user, tier="pro")
+    row = WebhookEvent.objects.get()
+    result = {"action": "checkout_completed", "kind": "subscription", "object_id": str(subscription.pk)}
+    assert response.json() == {
+        "event_id": event["id"],
+        "event_type": "checkout.session.completed",
+        "status": "processed",
+        "result": result,
+        "replayed": False,
+    }
+    assert (row.provider, row.event_id, row.event_type, row.status) == (
+        "stripe",
+        event["id"],
+        "checkout.session.completed",
+        WebhookStatus.PROCESSED,
+    )
+    assert (row.result, row.error, row.attempts, row.payload) == (result, "", 1, event)
+    assert row.processed_at is not None
+    assert int(row.event_created_at.timestamp()) == event["created"]
+    payment_event = PaymentEvent.objects.get(webhook_event=row)
+    assert (payment_event.user, payment_event.event_type, payment_event.amount, payment_event.currency) == (
+        user,
+        "checkout_completed",
+        1900,
+        "usd",
+    )
+    assert (payment_event.customer_id, payment_event.subscription_id, payment_event.invoice_id) == (
+        ids.customer,
+        ids.subscription,
+        ids.invoice,
+    )
+    assert payment_event.metadata == {"stripe_event_id": event["id"], "stripe_event_type": "checkout.session.completed"}
+    audit = AdminAuditLog.objects.get(action=AuditAction.PROCESS, resource_id=event["id"])
+    assert audit.new_value["payment_event"] == "checkout_completed"
+    # a webhook never calls back into Stripe
+    assert stripe_http.requests == []
+
+
+@pytest.mark.parametrize("forgery", ["other_secret", "body_changed_after_signing"])
+def test_bad_signature_is_refused_and_counted_with_nothing_stored(webhook_client, forgery):
+    user = customer_register("buyer@example.com")
+    payload = json.dumps(checkout_completed_event(user, StripeIds.new()))
+    if forgery == "other_secret":
+        header = signature_header(payload, secret="whsec_someone_else_0123456789abcdefghij")
+    else:
+        header = signature_header(payload)
+        payload = payload.replace('"amount_total": 1900', '"amount_total": 1')
+    before, refused_before = counts(), metric("billing_webhook_invalid_sig_total")
+
+    response = webhook_client.post(
+        WEBHOOK_URL, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+    )
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert (body["code"], body["status"], body["title"]) == ("invalid_signature", 400, "Invalid webhook signature")
+    assert counts() == before
+    assert metric("billing_webhook_invalid_sig_total") == refused_before + 1
+
+
+def test_stale_signature_is_refused_with_nothing_stored(webhook_client):
+    user = customer_register("buyer@example.com")
+    event = checkout_completed_event(user, StripeIds.new())
+    before, refused_before = counts(), metric("billing_webhook_invalid_sig_total")
+
+    response = deliver(webhook_client, event, timestamp=int(time.time()) - 301)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_signature"
+    assert "tolerance" in response.json()["detail"]
+    assert counts() == before
+    assert metric("billing_webhook_invalid_sig_total") == refused_before + 1
+
+
+def test_signature_a_little_under_five_minutes_old_is_accepted(webhook_client):
+    user = customer_register("buyer@example.com")
+
+    response = deliver(
+        webhook_client, checkout_completed_event(user, StripeIds.new()), timestamp=int(time.time()) - 290
+    )
+
+    assert response.status_code == 200
+    assert WebhookEvent.objects.get().status == WebhookStatus.PROCESSED
+
+
+def test_missing_signature_header_is_refused(webhook_client):
+    user = customer_register("buyer@example.com")
+    before = counts()
+
+    response = webhook_client.post(
+        WEBHOOK_URL, data=json.dumps(checkout_completed_event(user, StripeIds.new())), content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "invalid_signature"
+    assert counts() == before
+
+
+def test_events_are_refused_when_no_webhook_secret_is_configured(webhook_client, settings):
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    user = customer_register("buyer@example.com")
+    before = counts()
+
+    response = deliver(webhook_client, checkout_completed_event(user, StripeIds.new()))
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_signature"
+    assert counts() == before
+
+
+def test_unknown_event_type_is_stored_as_ignored_and_acknowledged(webhook_client):
+    payload = event_payload(
+        "customer.created", {"id": "cus_QhNew0001", "object": "customer", "email": "x@example.com"}, event_id="evt_1"
+    )
+    before = counts()
+
+    response = webhook_client.post(
+        WEBHOOK_URL, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature_header(payload)
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "event_id": "evt_1",
+        "event_type": "customer.created",
+        "status": "ignored",
+        "result": None,
+        "replayed": False,
+    }
+    row = WebhookEvent.objects.get()
+    assert (row.event_type, row.status, row.result, row.payload["data"]["object"]["id"]) == (
+        "customer.created",
+        WebhookStatus.IGNORED,
+        None,
+        "cus_QhNew0001",
+    )
+    assert counts() == {**before, "WebhookEvent": 1}
+
+
+def test_replayed_event_answers_its_first_result_without_a_second_effect(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    first = deliver(webhook_client, event)
+    assert first.status_code == 200
+    before, balance = counts(), balance_of(user)
+    blocks, hits = metric("billing_webhook_replay_block_total"), metric("idempotent_hits_total", operation="webhook")
+
+    replay = deliver(webhook_client, event)
+
+    assert replay.status_code == 200
+    assert replay.json() == {**first.json(), "replayed": True}
+    assert replay.json()["result"]["action"] == "invoice_paid"
+    assert counts() == before
+    assert balance_of(user) == balance
+    assert WebhookEvent.objects.get(event_id=event["id"]).attempts == 1
+    assert metric("billing_webhook_replay_block_total") == blocks + 1
+    assert metric("idempotent_hits_total", operation="webhook") == hits + 1
+
+
+# Out-of-order delivery
+
+
+def test_older_subscription_update_arriving_after_a_newer_one_is_skipped(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    now = timezone.now()
+    newer = stripe_event(
+        "customer.subscription.updated", ids, created=now, status="past_due", cancel_at_period_end=True
+    )
+    older = stripe_event("customer.subscription.updated", ids, created=now - timedelta(minutes=2), status="active")
+
+    applied = deliver(webhook_client, newer)
+    late = deliver(webhook_client, older)
+
+    assert applied.json()["result"] == {
+        "action": "subscription_updated",
+        "subscription_id": str(subscription.pk),
+        "subscription_status": "past_due",
+        "cancel_at_period_end": True,
+    }
+    assert late.status_code == 200
+    assert late.json()["status"] == "processed"
+    assert late.json()["result"] == {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
+    subscription.refresh_from_db()
+    assert (subscription.status, subscription.cancel_at_period_end) == (SubscriptionStatus.PAST_DUE, True)
+    assert int(subscription.provider_updated_at.timestamp()) == newer["created"]
+    assert PaymentEvent.objects.filter(event_type="subscription_updated").count() == 1
+
+
+def test_subscription_updates_in_order_each_apply(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    now = timezone.now()
+    cancelling = stripe_event(
+        "customer.subscription.updated", ids, created=now - timedelta(minutes=2), cancel_at_period_end=True
+    )
+    resumed = stripe_event("customer.subscription.updated", ids, created=now, cancel_at_period_end=False)
+
+    deliver(webhook_client, cancelling)
+    subscription.refresh_from_db()
+    assert subscription.cancel_at_period_end is True
+    deliver(webhook_client, resumed)
+
+    subscription.refresh_from_db()
+    assert (subscription.status, subscription.cancel_at_period_end) == (SubscriptionStatus.ACTIVE, False)
+    assert PaymentEvent.objects.filter(event_type="subscription_updated").count() == 2
+
+
+# A handler that fails
+
+
+def _invoice_before_its_checkout(webhook_client):
+    """Stripe's invoice.paid for a new subscription, arriving before its checkout.session.completed."""
+    user = customer_register("early@example.com")
+    ids = StripeIds.new()
+    now = timezone.now()
+    event = stripe_event("invoice.paid", ids, period=(now, now + MONTH), billing_reason="subscription_create")
+    return user, ids, event
+
+
+def test_invoice_of_an_unknown_subscription_fails_with_500_and_keeps_its_error(webhook_client):
+    user, ids, event = _invoice_before_its_checkout(webhook_client)
+    before = counts()
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert (body["code"], body["status"], body["event_id"]) == ("webhook_processing_failed", 500, event["id"])
+    assert ids.subscription in body["detail"]
+    row = WebhookEvent.objects.get()
+    assert (row.event_id, row.status, row.result, row.attempts, row.processed_at) == (
+        event["id"],
+        WebhookStatus.FAILED,
+        None,
+        1,
+        None,
+    )
+    assert row.error == f"ProviderStateMissing: No subscription {ids.subscription} yet for invoice {ids.invoice}."
+    assert counts() == {**before, "WebhookEvent": 1}
+
+
+def _assert_invoice_applied_once(user, ids, subscription):
+    invoice = BillingInvoice.objects.get(user=user)
+    assert (invoice.stripe_invoice_id, invoice.status, invoice.subscription) == (ids.invoice, "paid", subscription)
+    assert PaymentTransaction.objects.filter(user=user).count() == 1
+    assert CreditAllocation.objects.filter(subscription=subscription).count() == 1
+    assert PaymentEvent.objects.filter(event_type="invoice_paid", invoice_id=ids.invoice).count() == 1
+
+
+def test_failed_event_is_processed_by_replay_webhook_once_its_subscription_exists(webhook_client):
+    user, ids, event = _invoice_before_its_checkout(webhook_client)
+    assert deliver(webhook_client, event).status_code == 500
+    subscription = subscribe_through_checkout(webhook_client, user, ids)
+    out = StringIO()
+
+    call_command("replay_webhook", event["id"], stdout=out)
+
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.error, row.attempts, row.result["action"]) == (
+        WebhookStatus.PROCESSED,
+        "",
+        2,
+        "invoice_paid",
+    )
+    assert row.result["subscription_id"] == str(subscription.pk)
+    assert f"{event['id']} (invoice.paid): processed" in out.getvalue()
+    _assert_invoice_applied_once(user, ids, subscription)
+    audit = AdminAuditLog.objects.filter(resource_id=event["id"], action=AuditAction.PROCESS).latest("sequence")
+    assert audit.previous_value["status"] == WebhookStatus.FAILED
+    assert (audit.new_value["status"], audit.new_value["replay"]) == (WebhookStatus.PROCESSED, True)
+
+
+def test_failed_event_is_processed_when_stripe_delivers_it_again(webhook_client):
+    user, ids, event = _invoice_before_its_checkout(webhook_client)
+    assert deliver(webhook_client, event).status_code == 500
+    subscription = subscribe_through_checkout(webhook_client, user, ids)
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["replayed"]) == ("processed", False)
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.error, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
+    _assert_invoice_applied_once(user, ids, subscription)
+
+
+def test_failed_event_is_processed_by_the_console_replay_action(webhook_client, admin_client, admin_user):
+    user, ids, event = _invoice_before_its_checkout(webhook_client)
+    assert deliver(webhook_client, event).status_code == 500
+    subscription = subscribe_through_checkout(webhook_client, user, ids)
+    row = WebhookEvent.objects.get(event_id=event["id"])
+
+    response = admin_client.post(
+        reverse("admin:subscriptions_webhookevent_changelist"),
+        {"action": "replay_webhook_events", "_selected_action": [str(row.pk)], "apply": "1"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert [str(message) for message in response.context["messages"]] == [f"{event['id']}: processed"]
+    row.refresh_from_db()
+    assert (row.status, row.error, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
+    _assert_invoice_applied_once(user, ids, subscription)
+    # the replay's audit row, and the handler's own, both name the admin who replayed it
+    rows = AdminAuditLog.objects.filter(resource_id=event["id"], action=AuditAction.PROCESS, actor=admin_user)
+    (replay,) = [row for row in rows if row.new_value.get("replay")]
+    assert (replay.previous_value["status"], replay.new_value["status"]) == ("failed", "processed")
+    assert rows.count() == 2
+
+
+def test_replay_webhook_reports_an_event_that_fails_again(webhook_client):
+    _, _, event = _invoice_before_its_checkout(webhook_client)
+    deliver(webhook_client, event)
+
+    with pytest.raises(CommandError, match="failed again: ProviderStateMissing"):
+        call_command("replay_webhook", event["id"])
+
+    row = WebhookEvent.objects.get()
+    assert (row.status, row.attempts) == (WebhookStatus.FAILED, 2)
+    assert not BillingInvoice.objects.exists()
+
+
+def test_replay_webhook_of_an_unknown_event_is_an_error():
+    with pytest.raises(CommandError, match="No stored webhook event evt_nope"):
+        call_command("replay_webhook", "evt_nope")
+
+
+# checkout.session.completed
+
+
+def test_subscription_checkout_creates_the_paid_subscription_with_its_credits_and_entitlements(webhook_client):
+    user = customer_register("buyer@example.com")
+    ids = StripeIds.new()
+
+    subscription = subscribe_through_checkout(webhook_client, user, ids)
+
+    assert (subscription.tier, subscription.billing_cycle, subscription.status) == ("pro", "monthly", "active")
+    assert (subscription.stripe_customer_id, subscription.checkout_session_id) == (ids.customer, ids.session)
+    assert (subscription.base_price_usd, subscription.monthly_credit_allocation) == (Decimal("19.00"), 20_000)
+    assert subscription.current_period_end == period_end(subscription.current_period_start, "monthly")
+    free = Subscription.objects.get(user=user, tier="free")
+    assert free.status == SubscriptionStatus.CANCELLED
+    invoice = BillingInvoice.objects.get(user=user)
+    assert (invoice.subscription, invoice.stripe_invoice_id, invoice.status) == (subscription, ids.invoice, "paid")
+    assert (invoice.amount_due_usd, invoice.amount_paid_usd) == (Decimal("19.00"), Decimal("19.00"))
+    assert (invoice.period_start, invoice.period_end) == (
+        subscription.current_period_start,
+        subscription.current_period_end,
+    )
+    payment = PaymentTransaction.objects.get(user=user)
+    assert (payment.invoice, payment.status, payment.amount_usd) == (invoice, PaymentStatus.SUCCEEDED, Decimal("19.00"))
+    allocation = CreditAllocation.objects.get(subscription=subscription)
+    assert (allocation.source, allocation.amount, allocation.period_start, allocation.expires_at) == (
+        CreditSource.SUBSCRIPTION,
+        20_000,
+        subscription.current_period_start,
+        subscription.current_period_end,
+    )
+    assert balance_of(user) == 2_000 + 20_000
+    entitlement = UserEntitlement.objects.get(user=user)
+    assert (entitlement.tier, entitlement.entitlements, entitlement.expires_at) == (
+        "pro",
+        TierConfig.objects.get(tier="pro").entitlements,
+        None,
+    )
+
+
+def test_invoice_paid_for_the_checkout_invoice_changes_nothing_more(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    start = subscription.current_period_start
+    event = stripe_event("invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create")
+    before, balance = counts(), balance_of(user)
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200
+    assert response.json()["result"]["action"] == "invoice_paid"
+    assert counts() == {
+        **before,
+        "WebhookEvent": before["WebhookEvent"] + 1,
+        "PaymentEvent": before["PaymentEvent"] + 1,
+        "AdminAuditLog": before["AdminAuditLog"] + 1,
+    }
+    assert BillingInvoice.objects.filter(user=user).count() == 1
+    assert CreditAllocation.objects.filter(subscription=subscription).count() == 1
+    assert balance_of(user) == balance
+    refreshed = Subscription.objects.get(pk=subscription.pk)
+    assert (refreshed.current_period_start, refreshed.current_period_end, refreshed.status) == (
+        subscription.current_period_start,
+        subscription.current_period_end,
+        "active",
+    )
+
+
+def test_first_payment_of_a_stripe_checkout_can_be_refunded(webhook_client, subscriber):
+    # given the checkout, then its invoice (which names the payment intent the refund will name)
+    user, subscription, ids = subscriber
+    start = subscription.current_period_start
+    deliver(
+        webhook_client,
+        stripe_event("invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create"),
+    )
+
+    response = deliver(webhook_client, stripe_event("charge.refunded", ids, amount_refunded=1900, refunded=True))
+
+    assert response.json()["status"] == "processed"
+    payment = PaymentTransaction.objects.get(user=user)
+    assert (payment.stripe_payment_intent_id, payment.status, payment.refunded_amount_usd) == (
+        ids.payment_intent,
+        PaymentStatus.REFUNDED,
+        Decimal("19.00"),
+    )
+
+
+def test_offline_checkout_and_a_signed_stripe_checkout_give_the_same_subscription(webhook_client, settings):
+    # given no trial on Pro, so starting it goes to checkout
+    TierConfig.objects.filter(tier="pro").update(trial_days=0)
+    offline_user = customer_register("offline@example.com")
+    stripe_user = customer_register("stripe@example.com")
+
+    # when one pays through the offline provider, the other through Stripe's signed webhook
+    settings.STRIPE_SECRET_KEY = ""
+    started = subscription_start(user=offline_user, tier="pro", billing_cycle="monthly")
+    subscribe_through_checkout(webhook_client, stripe_user, StripeIds.new())
+
+    # then both hold the same subscription, invoice, payment, credits and entitlements
+    assert started.checkout.completed is True
+
+    def outcome(user) -> dict:
+        subscription = Subscription.objects.get(user=user, status="active")
+        invoice = BillingInvoice.objects.get(user=user)
+        payment = PaymentTransaction.objects.get(user=user)
+        allocation = CreditAllocation.objects.get(subscription=subscription)
+        entitlement = UserEntitlement.objects.get(user=user)
+        payment_event = PaymentEvent.objects.get(user=user)
+        return {
+            "subscription": (
+                subscription.tier,
+                subscription.billing_cycle,
+                subscription.status,
+                subscription.base_price_usd,
+                subscription.monthly_credit_allocation,
+                subscription.current_period_end - subscription.current_period_start,
+            ),
+            "free_subscription": Subscription.objects.get(user=user, tier="free").status,
+            "invoice": (invoice.status, invoice.subtotal_usd, invoice.amount_due_usd, invoice.amount_paid_usd),
+            "payment": (payment.status, payment.amount_usd, payment.refunded_amount_usd),
+            "allocation": (
+                allocation.source,
+                allocation.amount,
+                allocation.expires_at == subscription.current_period_end,
+            ),
+            "balance": balance_of(user),
+            "entitlement": (entitlement.tier, entitlement.entitlements, entitlement.expires_at),
+            "payment_event": (payment_event.event_type, payment_event.amount, payment_event.currency),
+        }
+
+    assert outcome(offline_user) == outcome(stripe_user)
+    assert outcome(stripe_user)["balance"] == 22_000
+
+
+# invoice.paid: renewals
+
+
+def test_cycle_invoice_renews_into_its_line_period_and_allocates_its_credits_once(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    event = renewal_event(subscription, renewal)
+    line_period = event["data"]["object"]["lines"]["data"][0]["period"]
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200
+    subscription.refresh_from_db()
+    assert (int(subscription.current_period_start.timestamp()), int(subscription.current_period_end.timestamp())) == (
+        line_period["start"],
+        line_period["end"],
+    )
+    assert subscription.status == SubscriptionStatus.ACTIVE
+    assert response.json()["result"]["current_period_end"] == DjangoJSONEncoder().default(
+        subscription.current_period_end
+    )
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.status, invoice.amount_paid_usd, invoice.description) == ("paid", Decimal("19.00"), "Renewal")
+    assert (invoice.period_start, invoice.period_end) == (
+        subscription.current_period_start,
+        subscription.current_period_end,
+    )
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.invoice, payment.status) == (invoice, PaymentStatus.SUCCEEDED)
+    allocations = CreditAllocation.objects.filter(subscription=subscription).order_by("period_start")
+    assert [(a.amount, a.period_start) for a in allocations][1:] == [(20_000, subscription.current_period_start)]
+    assert allocations.count() == 2
+    assert balance_of(user) == 2_000 + 20_000 + 20_000
+
+
+@pytest.mark.parametrize("again", ["same_event_replayed", "invoice_payment_succeeded"])
+def test_renewal_delivered_again_changes_nothing(webhook_client, subscriber, again):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    event = renewal_event(subscription, renewal)
+    deliver(webhook_client, event)
+    subscription.refresh_from_db()
+    before, balance = counts(), balance_of(user)
+    if again == "invoice_payment_succeeded":
+        event = {**event, "id": f"{event['id']}_succeeded", "type": "invoice.payment_succeeded"}
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200
+    changed = counts()
+    if again == "invoice_payment_succeeded":  # a new event: its own row, payment event and audit row
+        assert response.json()["replayed"] is False
+        for table in ("WebhookEvent", "PaymentEvent", "AdminAuditLog"):
+            changed[table] -= 1
+    assert changed == before
+    assert balance_of(user) == balance
+    refreshed = Subscription.objects.get(pk=subscription.pk)
+    assert (refreshed.current_period_start, refreshed.current_period_end) == (
+        subscription.current_period_start,
+        subscription.current_period_end,
+    )
+    assert BillingInvoice.objects.filter(stripe_invoice_id=renewal.invoice).count() == 1
+
+
+# invoice.payment_failed: dunning
+
+
+def _failed_renewal(webhook_client, subscription, ids, attempt_count=1):
+    return deliver(
+        webhook_client,
+        renewal_event(subscription, ids, name="invoice.payment_failed", attempt_count=attempt_count),
+    )
+
+
+def test_failed_payment_moves_to_past_due_and_schedules_four_retries(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    failed_at = timezone.now().replace(microsecond=0)
+
+    with time_machine.travel(failed_at, tick=False):
+        response = _failed_renewal(webhook_client, subscription, renewal)
+
+    assert response.status_code == 200
+    assert response.json()["result"]["subscription_status"] == "past_due"
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.PAST_DUE
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.status, invoice.amount_due_usd, invoice.amount_paid_usd) == (
+        InvoiceStatus.OPEN,
+        Decimal("19.00"),
+        Decimal("0.00"),
+    )
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.status, payment.invoice) == (PaymentStatus.FAILED, invoice)
+    assert "attempt 1" in payment.failure_reason
+    attempts = DunningAttempt.objects.filter(invoice=invoice).order_by("attempt_number")
+    assert [(a.attempt_number, a.scheduled_at - failed_at, a.result) for a in attempts] == [
+        (1, timedelta(days=1), DunningResult.SCHEDULED),
+        (2, timedelta(days=3), DunningResult.SCHEDULED),
+        (3, timedelta(days=5), DunningResult.SCHEDULED),
+        (4, timedelta(days=7), DunningResult.SCHEDULED),
+    ]
+    assert PaymentEvent.objects.filter(event_type="invoice_payment_failed", invoice_id=renewal.invoice).count() == 1
+    # the period is not renewed, nor credited, while unpaid
+    assert CreditAllocation.objects.filter(subscription=subscription).count() == 1
+
+
+def test_second_failure_of_the_same_invoice_adds_no_retries(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    _failed_renewal(webhook_client, subscription, renewal)
+
+    response = _failed_renewal(webhook_client, subscription, renewal, attempt_count=2)
+
+    assert response.status_code == 200
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.PAST_DUE
+    assert DunningAttempt.objects.filter(invoice__stripe_invoice_id=renewal.invoice).count() == 4
+    assert BillingInvoice.objects.filter(stripe_invoice_id=renewal.invoice).count() == 1
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.status, "attempt 2" in payment.failure_reason) == (PaymentStatus.FAILED, True)
+
+
+def test_paying_the_failed_invoice_restores_the_subscription_and_cancels_its_retries(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    _failed_renewal(webhook_client, subscription, renewal)
+    old_end = subscription.current_period_end
+
+    response = deliver(webhook_client, renewal_event(subscription, renewal))
+
+    assert response.status_code == 200
+    assert response.json()["result"]["subscription_status"] == "active"
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.ACTIVE
+    assert int(subscription.current_period_start.timestamp()) == int(old_end.timestamp())
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.status, invoice.amount_paid_usd) == (InvoiceStatus.PAID, Decimal("19.00"))
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.status, payment.failure_reason) == (PaymentStatus.SUCCEEDED, "")
+    assert set(DunningAttempt.objects.filter(invoice=invoice).values_list("result", flat=True)) == {
+        DunningResult.CANCELLED
+    }
+    assert DunningAttempt.objects.filter(invoice=invoice).count() == 4
+    assert CreditAllocation.objects.filter(subscription=subscription).count() == 2
+    assert UserEntitlement.objects.get(user=user).tier == "pro"
+
+
+def test_failure_reported_after_the_invoice_was_paid_changes_nothing(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    paid = renewal_event(subscription, renewal)
+    failed = renewal_event(subscription, renewal, name="invoice.payment_failed")
+    deliver(webhook_client, paid)
+    subscription.refresh_from_db()
+    before = counts()
+
+    response = deliver(webhook_client, failed)
+
+    assert response.status_code == 200
+    assert response.json()["result"]["subscription_status"] == "active"
+    assert Subscription.objects.get(pk=subscription.pk).status == SubscriptionStatus.ACTIVE
+    assert BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice).status == InvoiceStatus.PAID
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.status, payment.failure_reason) == (PaymentStatus.SUCCEEDED, "")
+    assert not DunningAttempt.objects.exists()
+    changed = counts()
+    for table in ("WebhookEvent", "PaymentEvent", "AdminAuditLog"):
+        changed[table] -= 1
+    assert changed == before
+
+
+def test_invoice_in_stripes_newer_layout_names_its_subscription_under_parent(webhook_client, subscriber):
+    # given an invoice as API versions since 2025 shape it: no `subscription`, no `payment_intent`
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    event = renewal_event(
+        subscription,
+        renewal,
+        subscription=None,
+        subscription_details=None,
+        payment_intent=None,
+        parent={
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {"metadata": {}, "subscription": ids.subscription},
+        },
+    )
+
+    response = deliver(webhook_client, event)
+
+    assert response.json()["result"]["subscription_id"] == str(subscription.pk)
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.subscription, invoice.status) == (subscription, InvoiceStatus.PAID)
+    assert CreditAllocation.objects.filter(subscription=subscription).count() == 2
+
+
+def test_invoice_without_a_subscription_is_acknowledged_only(webhook_client):
+    before = counts()
+
+    response = deliver(webhook_client, stripe_event("invoice.paid", StripeIds.new(), subscription=None))
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
+
+
+# customer.subscription.deleted
+
+
+def test_deleted_subscription_is_cancelled_and_the_user_is_back_on_free(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+
+    response = deliver(webhook_client, stripe_event("customer.subscription.deleted", ids))
+
+    assert response.status_code == 200
+    assert response.json()["result"] == {"action": "subscription_cancelled", "subscription_id": str(subscription.pk)}
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.CANCELLED
+    assert subscription.cancelled_at is not None
+    live = Subscription.objects.get(user=user, status__in=["active", "trial", "past_due"])
+    assert (live.tier, live.status, live.monthly_credit_allocation) == ("free", "active", 2_000)
+    assert CreditAllocation.objects.filter(subscription=live, source=CreditSource.SUBSCRIPTION).count() == 1
+    entitlement = UserEntitlement.objects.get(user=user)
+    assert (entitlement.tier, entitlement.entitlements) == ("free", TierConfig.objects.get(tier="free").entitlements)
+    assert PaymentEvent.objects.filter(event_type="subscription_deleted", subscription_id=ids.subscription).count() == 1
+
+
+def test_update_older_than_the_deletion_does_not_revive_the_subscription(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    now = timezone.now()
+    deliver(webhook_client, stripe_event("customer.subscription.deleted", ids, created=now))
+
+    late = deliver(
+        webhook_client, stripe_event("customer.subscription.updated", ids, created=now - timedelta(minutes=1))
+    )
+
+    assert late.json()["result"]["action"] == "stale_event_skipped"
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.CANCELLED
+    assert UserEntitlement.objects.get(user=user).tier == "free"
+
+
+# charge.refunded
+
+
+def test_refunds_are_recorded_partial_then_full(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    deliver(webhook_client, renewal_event(subscription, renewal))
+
+    partial = deliver(webhook_client, stripe_event("charge.refunded", renewal, amount_refunded=500))
+
+    assert partial.json()["result"] == {
+        "action": "refund_recorded",
+        "payment_intent": renewal.payment_intent,
+        "amount_refunded": 500,
+    }
+    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    assert (payment.status, payment.refunded_amount_usd, payment.stripe_charge_id) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        Decimal("5.00"),
+        renewal.charge,
+    )
+
+    full = deliver(webhook_client, stripe_event("charge.refunded", renewal, amount_refunded=1900, refunded=True))
+
+    assert full.status_code == 200
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount_usd) == (PaymentStatus.REFUNDED, Decimal("19.00"))
+    refunds = PaymentEvent.objects.filter(event_type="charge_refunded", user=user).order_by("created_at")
+    assert [event.amount for event in refunds] == [500, 1900]
+
+
+def test_refund_of_a_payment_that_is_not_ours_is_acknowledged_only(webhook_client):
+    before = counts()
+
+    response = deliver(webhook_client, stripe_event("charge.refunded", StripeIds.new()))
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["result"]) == ("ignored", None)
+    assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
