@@ -248,6 +248,7 @@ def _offline_checkout(*, user, kind, amount_usd, metadata) -> Checkout:
     payment_event_record(
         event_type="checkout_completed",
         user=user,
+        plan_code=metadata.get("tier", kind),
         amount=to_cents(amount_usd),
         currency=CURRENCY,
         metadata={**metadata, "session_id": session_id, "provider": "offline"},

@@ -557,7 +557,12 @@ def test_offline_checkout_and_a_signed_stripe_checkout_give_the_same_subscriptio
             ),
             "balance": balance_of(user),
             "entitlement": (entitlement.tier, entitlement.entitlements, entitlement.expires_at),
-            "payment_event": (payment_event.event_type, payment_event.amount, payment_event.currency),
+            "payment_event": (
+                payment_event.event_type,
+                payment_event.plan_code,
+                payment_event.amount,
+                payment_event.currency,
+            ),
         }
 
     assert outcome(offline_user) == outcome(stripe_user)
