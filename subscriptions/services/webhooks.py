@@ -236,6 +236,21 @@ def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]
     return invoice, subscription
 
 
+def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: Subscription, amount) -> None:
+    invoice = _object(row)
+    _record(
+        row,
+        event_type=event_type,
+        user=subscription.user,
+        amount=amount,
+        currency=invoice.get("currency") or "",
+        plan_code=subscription.tier,
+        customer_id=invoice.get("customer") or "",
+        subscription_id=subscription.stripe_subscription_id,
+        invoice_id=invoice["id"],
+    )
+
+
 def _invoice_paid(row: WebhookEvent) -> dict | None:
     invoice, subscription = _invoice_subscription(row)
     if subscription is None:
@@ -250,17 +265,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         stripe_invoice_id=invoice["id"],
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
     )
-    _record(
-        row,
-        event_type="invoice_paid",
-        user=subscription.user,
-        amount=invoice.get("amount_paid"),
-        currency=invoice.get("currency") or "",
-        plan_code=subscription.tier,
-        customer_id=invoice.get("customer") or "",
-        subscription_id=subscription.stripe_subscription_id,
-        invoice_id=invoice["id"],
-    )
+    _record_invoice_event(row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid"))
     return {
         "action": "invoice_paid",
         "invoice_id": str(paid.pk),
@@ -285,16 +290,8 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         stripe_invoice_id=invoice["id"],
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
     )
-    _record(
-        row,
-        event_type="invoice_payment_failed",
-        user=subscription.user,
-        amount=invoice.get("amount_due"),
-        currency=invoice.get("currency") or "",
-        plan_code=subscription.tier,
-        customer_id=invoice.get("customer") or "",
-        subscription_id=subscription.stripe_subscription_id,
-        invoice_id=invoice["id"],
+    _record_invoice_event(
+        row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
     )
     return {
         "action": "invoice_payment_failed",
