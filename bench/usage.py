@@ -17,15 +17,14 @@ import multiprocessing
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 HOST, PORT = "127.0.0.1", 8765
 
 
@@ -44,22 +43,6 @@ def server_environment(database_url: str) -> dict:
         "PORT": str(PORT),
         "LOG_LEVEL": "WARNING",
     }
-
-
-def create_database(base_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"bench_usage_{os.getpid()}"
-    with psycopg.connect(base_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return name, base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(base_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def prepare(users: int) -> dict:
@@ -88,31 +71,6 @@ def prepare(users: int) -> dict:
         tokens.append(str(RefreshToken.for_user(user).access_token))
     service = service_token_issue(service="bench", scopes=["usage:write"], lifetime=timedelta(hours=2))
     return {"user_ids": ids, "user_tokens": tokens, "service_token": service}
-
-
-def start_server(environment: dict, workers: int) -> subprocess.Popen:
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "-c",
-        str(ROOT / "gunicorn.conf.py"),
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{HOST}:{PORT}",
-        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
-        "--access-logfile",
-        "/dev/null",
-        "billing_project.wsgi:application",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=environment)
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{PORT}/health", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("gunicorn did not come up")
 
 
 def event(user_id: int) -> dict:
@@ -240,7 +198,7 @@ def main() -> None:
     arguments = parser.parse_args()
 
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = create_database(base_url)
+    name, database_url = harness.create_database(base_url, "bench_usage")
     server = None
     try:
         environment = server_environment(database_url)
@@ -250,7 +208,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        server = start_server(environment, arguments.workers)
+        server = harness.start_server(environment, workers=arguments.workers, port=PORT)
         print(
             f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
             f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up"
@@ -285,7 +243,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        drop_database(base_url, name)
+        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,13 @@ import multiprocessing
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 HOST, PORT = "127.0.0.1", 8766
 PATH = "/api/v1/billing/webhooks/stripe/"
 FIXTURE = ROOT / "subscriptions/tests/fixtures/stripe/invoice.paid.json"
@@ -59,22 +58,6 @@ def server_environment(database_url: str, webhook_secret: str) -> dict:
         "PORT": str(PORT),
         "LOG_LEVEL": "WARNING",
     }
-
-
-def create_database(base_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"bench_webhooks_{os.getpid()}"
-    with psycopg.connect(base_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return name, base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(base_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(base_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def prepare(count: int) -> dict:
@@ -122,31 +105,6 @@ def prepare(count: int) -> dict:
             }
         )
     return {"subscriptions": subscriptions}
-
-
-def start_server(environment: dict, workers: int) -> subprocess.Popen:
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "-c",
-        str(ROOT / "gunicorn.conf.py"),
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{HOST}:{PORT}",
-        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
-        "--access-logfile",
-        "/dev/null",
-        "billing_project.wsgi:application",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=environment)
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{PORT}/health", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("gunicorn did not come up")
 
 
 class Events:
@@ -309,7 +267,7 @@ def main() -> None:
     arguments = parser.parse_args()
 
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = create_database(base_url)
+    name, database_url = harness.create_database(base_url, "bench_webhooks")
     webhook_secret = f"whsec_{secrets.token_hex(24)}"
     server = None
     try:
@@ -320,7 +278,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        server = start_server(environment, arguments.workers)
+        server = harness.start_server(environment, workers=arguments.workers, port=PORT)
         print(
             f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
             f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up; "
@@ -349,7 +307,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        drop_database(base_url, name)
+        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":

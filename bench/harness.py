@@ -1,0 +1,54 @@
+"""What the benchmarks share: a scratch PostgreSQL database and gunicorn started on it with the
+production configuration. Imported by the scripts next to it (`python bench/usage.py`)."""
+
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def create_database(base_url: str, prefix: str) -> tuple[str, str]:
+    """A new database next to `base_url`; returns its name and URL."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}"
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return name, base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(base_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_server(environment: dict, *, workers: int, port: int) -> subprocess.Popen:
+    """gunicorn with gunicorn.conf.py and BENCH_GUNICORN_ARGS, once /health answers."""
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "--workers",
+        str(workers),
+        "--bind",
+        f"{HOST}:{port}",
+        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
+        "--access-logfile",
+        "/dev/null",
+        "billing_project.wsgi:application",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=environment)
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("gunicorn did not come up")
