@@ -17,3 +17,6 @@ WEBHOOK_INVALID_SIGNATURES = Counter(
 )
 TRIAL_EXPIRATIONS = Counter("trial_expirations_total", "Trials that ended unpaid and went to the free tier.")
 TRIAL_REMINDERS_SENT = Counter("trial_reminder_emails_total", "Trial reminder e-mails sent.", ["days"])
+COUPON_REDEMPTIONS = Counter(
+    "coupon_redemptions_total", "Coupon redemptions, by result (success or the refusal's reason code).", ["result"]
+)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import stripe
@@ -82,11 +83,14 @@ def checkout_start(
     success_url: str | None = None,
     cancel_url: str | None = None,
     recurring_interval: str | None = None,
+    discount_usd: Decimal = Decimal("0.00"),
 ) -> Checkout:
-    """Starts paying `amount_usd` for `kind`. `metadata` (string values) travels with the session
-    and comes back to the completion handler, with `kind` added. With `recurring_interval` ("month"
-    or "year") Stripe bills it as a subscription, which carries the same metadata."""
+    """Starts paying `amount_usd` for `kind`, less `discount_usd` once (a coupon: on the first
+    period only when recurring). `metadata` (string values) travels with the session and comes back
+    to the completion handler, with `kind` added. With `recurring_interval` ("month" or "year")
+    Stripe bills it as a subscription, which carries the same metadata."""
     amount_usd = amount_usd.quantize(CENT, rounding=ROUND_HALF_UP)
+    discount_usd = min(discount_usd.quantize(CENT, rounding=ROUND_HALF_UP), amount_usd)
     metadata = {"kind": kind, **{key: str(value) for key, value in metadata.items()}}
     if settings.STRIPE_SECRET_KEY:
         return _stripe_checkout(
@@ -97,8 +101,9 @@ def checkout_start(
             success_url=success_url,
             cancel_url=cancel_url,
             recurring_interval=recurring_interval,
+            discount_usd=discount_usd,
         )
-    return _offline_checkout(user=user, kind=kind, amount_usd=amount_usd, metadata=metadata)
+    return _offline_checkout(user=user, kind=kind, amount_usd=amount_usd - discount_usd, metadata=metadata)
 
 
 def _price_data(*, amount_usd: Decimal, description: str, recurring_interval: str | None) -> dict:
@@ -108,8 +113,21 @@ def _price_data(*, amount_usd: Decimal, description: str, recurring_interval: st
     return price_data
 
 
+def _stripe_coupon_once(*, discount_usd: Decimal, name: str) -> str:
+    """A Stripe coupon worth `discount_usd` off one invoice; our own coupon rules stay here, Stripe
+    only applies the amount."""
+    coupon = stripe.Coupon.create(
+        api_key=settings.STRIPE_SECRET_KEY,
+        amount_off=to_cents(discount_usd),
+        currency=CURRENCY,
+        duration="once",
+        name=name[:40],
+    )
+    return coupon.id
+
+
 def _stripe_checkout(
-    *, user, amount_usd, description, metadata, success_url, cancel_url, recurring_interval
+    *, user, amount_usd, description, metadata, success_url, cancel_url, recurring_interval, discount_usd
 ) -> Checkout:
     params = {
         "mode": "subscription" if recurring_interval else "payment",
@@ -133,6 +151,9 @@ def _stripe_checkout(
     if cancel_url:
         params["cancel_url"] = cancel_url
     with _stripe_errors_mapped(f"checkout for {metadata['kind']}"):
+        if discount_usd > 0:
+            coupon_id = _stripe_coupon_once(discount_usd=discount_usd, name=f"Coupon {metadata.get('coupon_code', '')}")
+            params["discounts"] = [{"coupon": coupon_id}]
         session = stripe.checkout.Session.create(api_key=settings.STRIPE_SECRET_KEY, **params)
     return Checkout(url=session.url, session_id=session.id, completed=False)
 
@@ -237,6 +258,33 @@ def provider_subscription_reprice(
                 }
             ],
             metadata={key: str(value) for key, value in metadata.items()},
+            proration_behavior="none",
+        )
+
+
+def provider_subscription_discount_once(
+    *, provider_subscription_id: str | None, discount_usd: Decimal, name: str
+) -> None:
+    """Takes `discount_usd` off the subscription's next Stripe invoice (a redeemed coupon)."""
+    if not stripe_enabled() or not provider_subscription_id:
+        return
+    with _stripe_errors_mapped("subscription discount"):
+        coupon_id = _stripe_coupon_once(discount_usd=discount_usd, name=name)
+        stripe.Subscription.modify(
+            provider_subscription_id, api_key=settings.STRIPE_SECRET_KEY, discounts=[{"coupon": coupon_id}]
+        )
+
+
+def provider_subscription_extend(*, provider_subscription_id: str | None, until: datetime) -> None:
+    """Bills the subscription next at `until` instead of its period end (free time from a coupon):
+    Stripe's way is a trial until then, with nothing prorated."""
+    if not stripe_enabled() or not provider_subscription_id:
+        return
+    with _stripe_errors_mapped("subscription extension"):
+        stripe.Subscription.modify(
+            provider_subscription_id,
+            api_key=settings.STRIPE_SECRET_KEY,
+            trial_end=int(until.timestamp()),
             proration_behavior="none",
         )
 

@@ -50,6 +50,28 @@ SUBSCRIPTION_CHECKOUT_CANCEL_URL = env.str("SUBSCRIPTION_CHECKOUT_CANCEL_URL", d
 # Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.
 DUNNING_RETRY_DAYS = (1, 3, 5, 7)
 DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
+
+# Coupon fraud rules (SPEC 4). Velocity counts successful redemptions in the last hour; reaching
+# the flag level records a detection for review, reaching the block level refuses the redemption.
+COUPON_VELOCITY_USER = (
+    env.int("COUPON_VELOCITY_USER_FLAG", default=3),
+    env.int("COUPON_VELOCITY_USER_BLOCK", default=5),
+)
+COUPON_VELOCITY_DEVICE = (
+    env.int("COUPON_VELOCITY_DEVICE_FLAG", default=3),
+    env.int("COUPON_VELOCITY_DEVICE_BLOCK", default=5),
+)
+COUPON_VELOCITY_IP = (env.int("COUPON_VELOCITY_IP_FLAG", default=10), env.int("COUPON_VELOCITY_IP_BLOCK", default=20))
+# Accounts that may redeem one coupon from one device (30 days) before the next is blocked; the
+# second account is flagged. Accounts from one IP (24 hours) are only flagged: IPs are shared.
+COUPON_ACCOUNTS_PER_DEVICE = env.int("COUPON_ACCOUNTS_PER_DEVICE", default=2)
+COUPON_ACCOUNTS_PER_IP_FLAG = env.int("COUPON_ACCOUNTS_PER_IP_FLAG", default=5)
+# Unknown codes tried by one user or IP in the last hour: flagged, then blocked (code guessing).
+COUPON_GUESSING = (env.int("COUPON_GUESSING_FLAG", default=3), env.int("COUPON_GUESSING_BLOCK", default=5))
+# A coupon reserved by a checkout that is never paid is released after this long (Stripe's
+# Checkout sessions live 24 hours at most).
+COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", default=24))
+COUPON_BULK_MAX = 10_000
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
@@ -209,6 +231,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SubscriptionTierEnum": "billing_project.enums.SubscriptionTier",
         "SubscriptionStatusEnum": "subscriptions.models.SubscriptionStatus",
+        "BillingCycleEnum": "billing_project.enums.BillingCycle",
     },
 }
 
@@ -236,6 +259,14 @@ CELERY_BEAT_SCHEDULE = {
     "expire-trials": {"task": "subscriptions.tasks.expire_trials", "schedule": timedelta(hours=1)},
     "send-trial-reminders": {"task": "subscriptions.tasks.send_trial_reminders", "schedule": timedelta(hours=1)},
     "run-dunning": {"task": "subscriptions.tasks.run_dunning", "schedule": timedelta(hours=1)},
+    "snapshot-coupon-analytics": {
+        "task": "coupons.tasks.snapshot_coupon_analytics",
+        "schedule": crontab(hour=0, minute=20),
+    },
+    "release-abandoned-coupon-checkouts": {
+        "task": "coupons.tasks.release_abandoned_checkouts",
+        "schedule": timedelta(hours=1),
+    },
 }
 
 CORS_ALLOW_CREDENTIALS = False

@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("subscriptions.api.urls")),
     path("", include("licensing.api.urls")),
     path("", include("credits.api.urls")),
+    path("", include("coupons.api.urls")),
     path("", include("audit.api.urls")),
 ]
 

@@ -1,9 +1,14 @@
 """Coupons and campaigns are never hard-deleted from the console: deleting is a soft delete (a service),
 and redemption history must survive. Redemptions, usage totals and snapshots are read-only."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from billing_project.admin_actions import form_action
+from billing_project.errors import DomainError
+from coupons import services
 from coupons.models import (
     CampaignCoupon,
     Coupon,
@@ -11,8 +16,93 @@ from coupons.models import (
     CouponCampaign,
     CouponFraudDetection,
     CouponRedemption,
+    CouponType,
     CouponUsageLimit,
     CouponValidationRule,
+    DiscountType,
+)
+
+
+def _per_coupon(service, verb: str):
+    """A console action calling `service` for each selected coupon; the service audits each change."""
+
+    def action(modeladmin, request, queryset):
+        done, refused = [], []
+        for coupon in queryset:
+            try:
+                service(coupon_id=coupon.pk, actor=request.user)
+                done.append(coupon.code)
+            except DomainError as error:
+                refused.append(f"{coupon.code}: {error.detail}")
+        if done:
+            modeladmin.message_user(request, f"{verb}: {', '.join(done)}", messages.SUCCESS)
+        if refused:
+            modeladmin.message_user(request, "Refused: " + "; ".join(refused), messages.ERROR)
+
+    return action
+
+
+@admin.action(description="Activate the selected coupons", permissions=["change"])
+def activate_coupons(modeladmin, request, queryset):
+    _per_coupon(services.coupon_activate, "Activated")(modeladmin, request, queryset)
+
+
+@admin.action(description="Deactivate the selected coupons", permissions=["change"])
+def deactivate_coupons(modeladmin, request, queryset):
+    _per_coupon(services.coupon_deactivate, "Deactivated")(modeladmin, request, queryset)
+
+
+@admin.action(description="Delete the selected coupons (soft: their redemptions stay)", permissions=["change"])
+def soft_delete_coupons(modeladmin, request, queryset):
+    _per_coupon(services.coupon_delete, "Deleted")(modeladmin, request, queryset)
+
+
+class GenerateCodesForm(forms.Form):
+    count = forms.IntegerField(min_value=1, max_value=10_000)
+    prefix = forms.RegexField(regex=r"^[A-Za-z0-9-]{0,20}$", required=False)
+    coupon_type = forms.ChoiceField(choices=CouponType.choices)
+    discount_type = forms.ChoiceField(choices=[("", "(none: byok_migration)"), *DiscountType.choices], required=False)
+    discount_value = forms.DecimalField(max_digits=12, decimal_places=2, min_value=0, initial=0)
+    valid_until = forms.DateTimeField(required=False, help_text="YYYY-MM-DD HH:MM; empty for no end.")
+
+
+def _generate(*, request, obj, count, prefix, valid_until, **template):
+    coupons = services.campaign_coupons_generate(
+        campaign_id=obj.pk,
+        actor=request.user,
+        count=count,
+        prefix=prefix,
+        valid_from=timezone.now(),
+        valid_until=valid_until,
+        **template,
+    )
+    return f"{len(coupons)} codes generated for {obj.name}"
+
+
+generate_codes = form_action(
+    form_class=GenerateCodesForm,
+    description="Generate single-use codes for the selected campaigns",
+    perform=_generate,
+    name="generate_codes",
+    permissions=["add"],
+)
+
+
+class ResolutionForm(forms.Form):
+    resolution = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+
+def _resolve(*, request, obj, resolution):
+    services.fraud_detection_resolve(detection_id=obj.pk, actor=request.user, resolution=resolution)
+    return f"resolved {obj}"
+
+
+resolve_detections = form_action(
+    form_class=ResolutionForm,
+    description="Resolve the selected fraud detections",
+    perform=_resolve,
+    name="resolve_detections",
+    permissions=["resolve"],
 )
 
 
@@ -24,6 +114,7 @@ class CouponCampaignAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     search_fields = ("name", "description")
     date_hierarchy = "starts_at"
     readonly_fields = ("spent_usd", "created_by", "created_at", "updated_at")
+    actions = [generate_codes]
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -52,11 +143,16 @@ class CouponAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     )
     search_fields = ("code", "description")
     date_hierarchy = "created_at"
-    readonly_fields = ("created_by", "deleted_at", "deleted_by", "created_at", "updated_at")
+    actions = [activate_coupons, deactivate_coupons, soft_delete_coupons]
 
     @admin.display(boolean=True, description="deleted", ordering="deleted_at")
     def is_deleted(self, obj):
         return obj.deleted_at is not None
+
+    def get_readonly_fields(self, request, obj=None):
+        # Active or not, deleted or not: only through the audited actions, once the coupon exists.
+        stamps = ("created_by", "deleted_at", "deleted_by", "created_at", "updated_at")
+        return stamps if obj is None else ("is_active", *stamps)
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -102,7 +198,9 @@ class CouponUsageLimitAdmin(ReadOnlyHistoryAdmin):
 
 
 @admin.register(CouponFraudDetection)
-class CouponFraudDetectionAdmin(AuditedModelAdmin):
+class CouponFraudDetectionAdmin(ReadOnlyHistoryAdmin):
+    """Detections come from redemptions; staff only resolve them (audited), with what they decided."""
+
     list_display = (
         "detected_at",
         "detection_type",
@@ -118,9 +216,11 @@ class CouponFraudDetectionAdmin(AuditedModelAdmin):
     list_select_related = ("coupon", "user", "resolved_by")
     search_fields = ("user__email", "coupon__code", "ip_address", "=device_fingerprint")
     date_hierarchy = "detected_at"
-    autocomplete_fields = ("coupon", "user", "resolved_by")
-    raw_id_fields = ("redemption",)
-    readonly_fields = ("created_at", "updated_at")
+    ordering = ("-detected_at",)
+    actions = [resolve_detections]
+
+    def has_resolve_permission(self, request):
+        return request.user.has_perm("coupons.change_couponfrauddetection")
 
 
 @admin.register(CouponValidationRule)

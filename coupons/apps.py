@@ -8,6 +8,11 @@ class CouponsConfig(AppConfig):
     def ready(self):
         from auditlog.registry import auditlog
 
+        from coupons import services
+        from subscriptions.discounts import discount_handlers_register
+
+        discount_handlers_register(apply=services.coupon_checkout_hold, confirm=services.coupon_checkout_confirm)
+
         from coupons.models import (
             CampaignCoupon,
             Coupon,

@@ -1,8 +1,10 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Upper
 
+from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.models import BaseModel, TimestampedModel, choices_check
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
@@ -51,6 +53,25 @@ class ValidationRuleType(models.TextChoices):
     EMAIL_DOMAIN = "email_domain"
     MIN_ACCOUNT_AGE_DAYS = "min_account_age_days"
     MAX_REDEMPTIONS_PER_IP = "max_redemptions_per_ip"
+
+
+# The discount types each coupon type may carry (SPEC 5, coupon kinds).
+DISCOUNT_TYPES_OF = {
+    CouponType.PERCENTAGE_DISCOUNT: {DiscountType.PERCENTAGE},
+    CouponType.FIXED_AMOUNT_DISCOUNT: {DiscountType.FIXED_AMOUNT, DiscountType.CREDITS},
+    CouponType.TIER_SPECIFIC_DISCOUNT: {DiscountType.PERCENTAGE, DiscountType.FIXED_AMOUNT},
+    CouponType.DURATION_BONUS: {DiscountType.MONTHS_FREE},
+    CouponType.BYOK_MIGRATION: {""},
+}
+# Discounts on a price: what a checkout or a subscription's next charge can take off.
+PRICE_DISCOUNTS = {DiscountType.PERCENTAGE, DiscountType.FIXED_AMOUNT}
+COUNTED_DISCOUNTS = {DiscountType.CREDITS, DiscountType.MONTHS_FREE}
+SUBSCRIBABLE_TIERS = {
+    SubscriptionTier.PRO,
+    SubscriptionTier.PRO_MAX,
+    SubscriptionTier.ENTERPRISE_PRO,
+    SubscriptionTier.ENTERPRISE_MAX,
+}
 
 
 class CouponCampaign(TimestampedModel):
@@ -141,6 +162,28 @@ class Coupon(TimestampedModel):
         self.code = self.code.strip().upper()  # stored upper-case; lookups are case-insensitive
         super().save(*args, **kwargs)
 
+    def clean(self):
+        errors = {}
+        allowed = DISCOUNT_TYPES_OF.get(self.coupon_type, set())
+        if self.discount_type not in allowed:
+            names = ", ".join(sorted(choice or "(none)" for choice in allowed))
+            errors["discount_type"] = f"A {self.coupon_type} coupon takes discount type {names}."
+        elif self.discount_type in COUNTED_DISCOUNTS and (
+            self.discount_value is None or self.discount_value < 1 or self.discount_value != int(self.discount_value)
+        ):
+            errors["discount_value"] = f"{self.discount_type} is a whole number of at least 1."
+        elif self.discount_type in PRICE_DISCOUNTS and (self.discount_value is None or self.discount_value <= 0):
+            errors["discount_value"] = "A discount must be more than zero."
+        if self.coupon_type == CouponType.TIER_SPECIFIC_DISCOUNT and not self.applicable_tiers:
+            errors["applicable_tiers"] = "A tier-specific coupon names its tiers."
+        if not isinstance(self.applicable_tiers, list) or not set(self.applicable_tiers) <= SUBSCRIBABLE_TIERS:
+            errors["applicable_tiers"] = f"A list of tiers among {', '.join(sorted(SUBSCRIBABLE_TIERS))}."
+        cycles = self.applicable_billing_cycles
+        if not isinstance(cycles, list) or not set(cycles) <= set(BillingCycle.values):
+            errors["applicable_billing_cycles"] = f"A list of cycles among {', '.join(BillingCycle.values)}."
+        if errors:
+            raise ValidationError(errors)
+
 
 class CampaignCoupon(BaseModel):
     """Links a coupon to its campaign. Invariant: a coupon belongs to at most one campaign, so its
@@ -160,9 +203,10 @@ class CampaignCoupon(BaseModel):
 class CouponRedemption(TimestampedModel):
     """One attempt to redeem a coupon, successful or not (failed ones feed fraud analysis).
 
-    Usage limits are enforced by rows and constraints: a successful redemption takes use number
-    n (unique per coupon, n <= max_uses) and per-user number m (unique per coupon and user,
-    m <= max_uses_per_user). Survives the deletion of its coupon and of its user (SET NULL).
+    A successful redemption, or a pending one (a checkout holding the coupon until it is paid),
+    takes a use: use numbers are unique per coupon and per coupon and user, and are handed out under
+    the coupon's row lock, where the limits are counted. Survives the deletion of its coupon and of
+    its user (SET NULL).
     """
 
     coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions")
@@ -202,19 +246,20 @@ class CouponRedemption(TimestampedModel):
             choices_check("status", RedemptionStatus),
             models.UniqueConstraint(
                 fields=["coupon", "use_number"],
-                condition=Q(status="success"),
+                condition=Q(status__in=["success", "pending"]),
                 name="redemption_use_number_unique",
             ),
             models.UniqueConstraint(
                 fields=["coupon", "user", "user_use_number"],
-                condition=Q(status="success"),
+                condition=Q(status__in=["success", "pending"]),
                 name="redemption_user_use_number_unique",
             ),
             models.CheckConstraint(
                 condition=Q(final_amount_usd__gte=0) & Q(discount_applied_usd__gte=0), name="redemption_amounts_valid"
             ),
             models.CheckConstraint(
-                condition=~Q(status="success") | Q(use_number__isnull=False, user_use_number__isnull=False),
+                condition=~Q(status__in=["success", "pending"])
+                | Q(use_number__isnull=False, user_use_number__isnull=False),
                 name="redemption_success_takes_a_use",
             ),
             models.CheckConstraint(
@@ -227,6 +272,7 @@ class CouponRedemption(TimestampedModel):
             models.Index(fields=["ip_address", "redemption_date"], name="redemption_ip_date_idx"),
             models.Index(fields=["device_fingerprint", "redemption_date"], name="redemption_device_date_idx"),
             models.Index(fields=["campaign", "status"], name="redemption_campaign_status_idx"),
+            models.Index(fields=["status", "redemption_date"], name="redemption_status_date_idx"),
         ]
 
     def __str__(self):

@@ -186,6 +186,25 @@ def license_issue(
     return license_
 
 
+COUPON_ELIGIBLE_UNTIL_VERSION = "999.0.0"
+
+
+def license_grant_by_coupon(*, user, coupon_code: str) -> PerpetualLicense:
+    """The perpetual license a BYOK-migration coupon grants (SPEC 4): active at once, price 0,
+    every future version, BYOK on, and the coupon named as how it was acquired. The coupon's
+    redemption row records the grant; the caller's transaction holds both."""
+    return _license_create(
+        user=user,
+        purchase_price_usd=Decimal("0.00"),
+        purchased_version=settings.LICENSE_CURRENT_VERSION,
+        eligible_until_version=COUPON_ELIGIBLE_UNTIL_VERSION,
+        byok_enabled=True,
+        acquisition_coupon_code=coupon_code,
+        status=LicenseStatus.ACTIVE,
+        activated_at=timezone.now(),
+    )
+
+
 @dataclass(frozen=True)
 class ActivationResult:
     activation: LicenseActivation

@@ -121,6 +121,9 @@ class Subscription(TimestampedModel):
     current_period_end = models.DateTimeField()
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
+    renewal_discount_usd = models.DecimalField(
+        **MONEY, default=0, help_text="USD off the next renewal (a redeemed coupon); cleared when it renews."
+    )
     cancelled_at = models.DateTimeField(null=True, blank=True)
     grace_period_ends_at = models.DateTimeField(null=True, blank=True)
     scheduled_tier = models.CharField(
@@ -160,6 +163,9 @@ class Subscription(TimestampedModel):
                 condition=Q(current_period_end__gt=F("current_period_start")), name="subscription_period_ordered"
             ),
             models.CheckConstraint(condition=Q(base_price_usd__gte=0), name="subscription_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(renewal_discount_usd__gte=0), name="subscription_renewal_discount_not_negative"
+            ),
         ]
         indexes = [
             models.Index(fields=["user", "current_period_end", "status"], name="subscription_user_period_idx"),

@@ -41,6 +41,7 @@ class FakeStripeHttp(stripe.HTTPClient):
         self.requests: list[dict] = []
         self.fail_with_status: int | None = None
         self.decline_payments = False
+        self.coupons: dict[str, int] = {}
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         form = dict(parse_qsl(post_data or ""))
@@ -51,7 +52,9 @@ class FakeStripeHttp(stripe.HTTPClient):
         path = urlparse(url).path.removeprefix("/v1/")
         parts = path.split("/")
         if parts[0] == "checkout":
-            return self._ok(self._session(form, number))
+            session = self._session(form, number)
+            session["amount_total"] -= self.coupons.get(form.get("discounts[0][coupon]"), 0)
+            return self._ok(session)
         if parts[0] == "invoiceitems":
             return self._ok({"id": f"ii_test_{number}", "object": "invoiceitem"})
         if parts[0] == "invoices" and len(parts) == 1:
@@ -60,6 +63,9 @@ class FakeStripeHttp(stripe.HTTPClient):
             if self.decline_payments:
                 return self._error(402, "card_error", "Your card was declined.", code="card_declined")
             return self._ok({"id": parts[1], "object": "invoice", "status": "paid"})
+        if parts[0] == "coupons":
+            self.coupons[f"coupon_test_{number}"] = int(form["amount_off"])
+            return self._ok({"id": f"coupon_test_{number}", "object": "coupon", "amount_off": int(form["amount_off"])})
         if parts[0] == "subscriptions":
             return self._ok(self._subscription(parts[1], method, form))
         return self._error(404, "invalid_request_error", f"Unrecognized request URL ({method} {path}).")

@@ -76,6 +76,10 @@ class StaffSubscriptionOutput(SubscriptionOutput):
 class StartInput(serializers.Serializer):
     tier = serializers.ChoiceField(choices=SubscriptionTier.choices)
     billing_cycle = serializers.ChoiceField(choices=BillingCycle.choices, default=BillingCycle.MONTHLY)
+    coupon_code = serializers.CharField(
+        max_length=50, required=False, default="", help_text="A discount coupon for the first period."
+    )
+    device_fingerprint = serializers.CharField(max_length=128, required=False, default="")
 
 
 class StartOutput(serializers.Serializer):

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from billing_project.auth import IsStaff, NoAuthentication
 from billing_project.errors import NotFound
+from billing_project.net import client_info
 from subscriptions import selectors, services
 from subscriptions.api.filters import StaffSubscriptionFilter
 from subscriptions.api.serializers import (
@@ -74,7 +75,14 @@ class SubscriptionStartView(APIView):
 
     @extend_schema(request=StartInput, responses={201: StartOutput})
     def post(self, request):
-        started = services.subscription_start(user=request.user, **_valid(StartInput, request.data))
+        data = _valid(StartInput, request.data)
+        started = services.subscription_start(
+            user=request.user,
+            tier=data["tier"],
+            billing_cycle=data["billing_cycle"],
+            coupon_code=data["coupon_code"],
+            client=client_info(request, device_fingerprint=data["device_fingerprint"]),
+        )
         return Response(StartOutput(started).data, status=status.HTTP_201_CREATED)
 
 

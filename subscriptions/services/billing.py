@@ -194,17 +194,20 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
         price = subscription.base_price_usd
         if subscription.scheduled_tier:
             price = tier_config_get(subscription.scheduled_tier).price_for(subscription.billing_cycle)
+        discount = min(subscription.renewal_discount_usd, price)
+        provider_invoice_id = None
         try:
-            provider_invoice_id = payments.charge_now(
-                customer_id=subscription.stripe_customer_id,
-                amount_usd=price,
-                description=f"{SubscriptionTier(subscription.tier).label} renewal",
-                metadata={"subscription_id": subscription.pk},
-            )
+            if price - discount > 0:
+                provider_invoice_id = payments.charge_now(
+                    customer_id=subscription.stripe_customer_id,
+                    amount_usd=price - discount,
+                    description=f"{SubscriptionTier(subscription.tier).label} renewal",
+                    metadata={"subscription_id": subscription.pk},
+                )
         except payments.PaymentRequired as refused:
             invoice_payment_failed(
                 subscription=subscription,
-                amount_due_usd=price,
+                amount_due_usd=price - discount,
                 period_start=new_start,
                 period_end_at=new_end,
                 reason=refused.detail,
@@ -212,7 +215,8 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
             return "payment_failed"
         invoice_paid_record(
             subscription=subscription,
-            amount_usd=price,
+            amount_usd=price - discount,
+            discount_usd=discount,
             period_start=new_start,
             period_end_at=new_end,
             description="Renewal",

@@ -62,13 +62,17 @@ def invoice_paid_record(
     description: str,
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
+    discount_usd: Decimal = Decimal("0.00"),
 ) -> BillingInvoice:
-    """The paid invoice of a subscription and its successful payment."""
+    """The paid invoice of a subscription and its successful payment: `amount_usd` paid after
+    `discount_usd` (a coupon) was taken off."""
     amount_usd = proration.money(amount_usd)
+    discount_usd = proration.money(discount_usd)
     invoice = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
-        subtotal_usd=amount_usd,
+        subtotal_usd=amount_usd + discount_usd,
+        discount_usd=discount_usd,
         amount_due_usd=amount_usd,
         period_start=period_start,
         period_end=period_end_at,

@@ -20,9 +20,10 @@ from audit.services import audit_record, resource_type_of, snapshot
 from billing_project import payments
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.net import ClientInfo
 from credits.models import CreditSource
 from credits.services import credit_grant
-from subscriptions import proration
+from subscriptions import discounts, proration
 from subscriptions.models import (
     LIVE_STATUSES,
     ChangeType,
@@ -124,10 +125,10 @@ def subscription_transition(
 
 
 def credit_period(subscription: Subscription, at: datetime) -> tuple[datetime, datetime]:
-    """The stretch of time one allocation of credits covers: the billing period, or for an annual
-    plan the month of it that contains `at`."""
+    """The stretch of time one allocation of credits covers: the billing period, or for a period
+    longer than a month (an annual plan, or one a coupon extended) the month of it that contains `at`."""
     start, end = subscription.current_period_start, subscription.current_period_end
-    if subscription.billing_cycle != BillingCycle.ANNUAL:
+    if add_months(start, 1) >= end:
         return start, end
     month = 0
     while add_months(start, month + 1) <= at and add_months(start, month + 1) < end:
@@ -209,9 +210,21 @@ def _had_trial(user) -> bool:
 
 
 @transaction.atomic
-def subscription_start(*, user, tier: str, billing_cycle: str = BillingCycle.MONTHLY) -> StartResult:
+def subscription_start(
+    *,
+    user,
+    tier: str,
+    billing_cycle: str = BillingCycle.MONTHLY,
+    coupon_code: str = "",
+    client: ClientInfo | None = None,
+) -> StartResult:
     """Starts `tier` for a user on the free tier: a trial when the tier has trial days and the user
-    never had one, else a checkout. A user in a trial of `tier` starts the checkout that ends it."""
+    never had one, else a checkout. A user in a trial of `tier` starts the checkout that ends it.
+
+    A coupon (a price discount) takes its amount off the checkout's first period; the coupon is held
+    for the checkout and counts as redeemed when it is paid. A refused coupon refuses the start with
+    the coupon's reason, and nothing is written.
+    """
     config = _subscribable_config(tier)
     live = live_subscription_lock(user.pk)
     converting_trial = live is not None and live.status == Status.TRIAL and live.tier == tier
@@ -222,14 +235,34 @@ def subscription_start(*, user, tier: str, billing_cycle: str = BillingCycle.MON
             extra={"subscription_id": str(live.pk)},
         )
     if config.trial_days and not converting_trial and not _had_trial(user):
+        if coupon_code:
+            raise RuleViolation(
+                "This start is a free trial, with nothing to pay: apply the coupon when the trial converts.",
+                code="coupon_not_for_trial",
+            )
         return StartResult(subscription=_trial_start(user=user, config=config, live=live), checkout=None)
 
+    price = config.price_for(billing_cycle)
+    metadata = {"tier": tier, "billing_cycle": billing_cycle}
+    discount_usd = Decimal("0.00")
+    if coupon_code:
+        discount = discounts.checkout_discount_apply(
+            user=user,
+            code=coupon_code,
+            tier=tier,
+            billing_cycle=billing_cycle,
+            amount_usd=price,
+            client=client or ClientInfo(),
+        )
+        metadata |= {"coupon_redemption_id": discount.redemption_id, "coupon_code": discount.coupon_code}
+        discount_usd = discount.discount_usd
     checkout = payments.checkout_start(
         user=user,
         kind=CHECKOUT_KIND_SUBSCRIPTION,
-        amount_usd=config.price_for(billing_cycle),
+        amount_usd=price,
+        discount_usd=discount_usd,
         description=f"{config.display_name} ({BillingCycle(billing_cycle).label})",
-        metadata={"tier": tier, "billing_cycle": billing_cycle},
+        metadata=metadata,
         success_url=settings.SUBSCRIPTION_CHECKOUT_SUCCESS_URL or None,
         cancel_url=settings.SUBSCRIPTION_CHECKOUT_CANCEL_URL or None,
         recurring_interval=RECURRING_INTERVALS[billing_cycle],
@@ -310,9 +343,15 @@ def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, 
             f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription.",
             code="subscription_exists",
         )
+    discount_usd = Decimal("0.00")
+    if metadata.get("coupon_redemption_id"):
+        discount_usd = discounts.checkout_discount_confirm(
+            redemption_id=metadata["coupon_redemption_id"], subscription=subscription
+        )
     invoice_paid_record(
         subscription=subscription,
         amount_usd=amount_usd,
+        discount_usd=discount_usd,
         period_start=subscription.current_period_start,
         period_end_at=subscription.current_period_end,
         description=f"{config.display_name}, first period",
@@ -324,6 +363,32 @@ def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, 
 
 
 # Renewal
+
+
+def subscription_extend(*, subscription: Subscription, months: int, reason: str) -> None:
+    """Free time (a coupon): the current period of a locked subscription, and a trial's end, move
+    `months` later; Stripe bills it next at the new end. The credit periods follow (`credit_period`)."""
+    previous = snapshot(subscription)
+    new_end = add_months(subscription.current_period_end, months)
+    payments.provider_subscription_extend(provider_subscription_id=subscription.stripe_subscription_id, until=new_end)
+    subscription.current_period_end = new_end
+    if subscription.status == Status.TRIAL:
+        subscription.trial_ends_at = new_end
+        entitlement_activate(user=subscription.user, tier=subscription.tier, expires_at=new_end)
+    subscription.save(update_fields=["current_period_end", "trial_ends_at", "updated_at"])
+    _audit(AuditAction.UPDATE, subscription, previous=previous, reason=reason)
+
+
+def subscription_renewal_discount_set(*, subscription: Subscription, discount_usd: Decimal, reason: str) -> None:
+    """A discount on the next renewal of a locked subscription (a coupon): taken off the offline
+    renewal charge, or put on the next Stripe invoice. Cleared when the subscription renews."""
+    previous = snapshot(subscription)
+    payments.provider_subscription_discount_once(
+        provider_subscription_id=subscription.stripe_subscription_id, discount_usd=discount_usd, name=reason
+    )
+    subscription.renewal_discount_usd = discount_usd
+    subscription.save(update_fields=["renewal_discount_usd", "updated_at"])
+    _audit(AuditAction.UPDATE, subscription, previous=previous, reason=reason)
 
 
 def subscription_renew(*, subscription: Subscription, new_start: datetime, new_end: datetime) -> None:
@@ -341,6 +406,7 @@ def subscription_renew(*, subscription: Subscription, new_start: datetime, new_e
             subscription=subscription, change_type=ChangeType.DOWNGRADE, status=ProrationStatus.PENDING
         ).update(status=ProrationStatus.APPLIED, updated_at=timezone.now())
     subscription.current_period_start, subscription.current_period_end = new_start, new_end
+    subscription.renewal_discount_usd = Decimal("0.00")  # a coupon's discount is for one renewal
     subscription.save()
     _audit(AuditAction.UPDATE, subscription, previous=previous, reason="Renewed for a new period")
     if tier_changed:

@@ -1,0 +1,53 @@
+"""Coupons at subscription start. The coupons app sits above subscriptions (SPEC 0), so it plugs its
+two functions in here from its AppConfig.ready(); subscriptions never imports it.
+
+- `apply` reserves the coupon for a checkout (a pending redemption that takes a use) and says how
+  much it takes off the first period, or raises the refusal's domain error;
+- `confirm` marks that redemption successful when the checkout is paid, linked to the subscription,
+  and returns the discount again for the invoice. It is idempotent, as webhooks are redelivered.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class CheckoutDiscount:
+    redemption_id: str
+    coupon_code: str
+    discount_usd: Decimal
+
+
+@dataclass(frozen=True)
+class _Handlers:
+    apply: Callable[..., CheckoutDiscount]
+    confirm: Callable[..., Decimal]
+
+
+_handlers: _Handlers | None = None
+
+
+class CouponsUnavailable(LookupError):
+    pass
+
+
+def discount_handlers_register(*, apply: Callable[..., CheckoutDiscount], confirm: Callable[..., Decimal]) -> None:
+    global _handlers
+    _handlers = _Handlers(apply=apply, confirm=confirm)
+
+
+def _registered() -> _Handlers:
+    if _handlers is None:
+        raise CouponsUnavailable("No coupon handlers are registered.")
+    return _handlers
+
+
+def checkout_discount_apply(*, user, code: str, tier: str, billing_cycle: str, amount_usd: Decimal, client):
+    return _registered().apply(
+        user=user, code=code, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd, client=client
+    )
+
+
+def checkout_discount_confirm(*, redemption_id: str, subscription) -> Decimal:
+    return _registered().confirm(redemption_id=redemption_id, subscription=subscription)
