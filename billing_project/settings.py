@@ -68,9 +68,9 @@ COUPON_ACCOUNTS_PER_DEVICE = env.int("COUPON_ACCOUNTS_PER_DEVICE", default=2)
 COUPON_ACCOUNTS_PER_IP_FLAG = env.int("COUPON_ACCOUNTS_PER_IP_FLAG", default=5)
 # Unknown codes tried by one user or IP in the last hour: flagged, then blocked (code guessing).
 COUPON_GUESSING = (env.int("COUPON_GUESSING_FLAG", default=3), env.int("COUPON_GUESSING_BLOCK", default=5))
-# A coupon reserved by a checkout that is never paid is released after this long (Stripe's
-# Checkout sessions live 24 hours at most).
-COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", default=24))
+# A coupon reserved by a checkout that is never paid is released after this long: Stripe's
+# Checkout sessions live 24 hours at most, and the margin covers late webhook deliveries.
+COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", default=48))
 COUPON_BULK_MAX = 10_000
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)

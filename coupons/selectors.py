@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Upper
 
 from billing_project.enums import SubscriptionTier
@@ -479,7 +479,7 @@ def coupon_performance(*, date_from: date, date_to: date, campaign_id=None, coup
         _row(str(sums.pop("coupon__campaign_links__campaign_id") or ""), sums.pop("campaign_name") or "", sums)
         for sums in snapshots.values("coupon__campaign_links__campaign_id")
         .annotate(campaign_name=Max("coupon__campaign_links__campaign__name"), **SNAPSHOT_SUMS)
-        .order_by("campaign_name")
+        .order_by(F("campaign_name").asc(nulls_last=True))
     ]
     return PerformanceReport(
         date_from=date_from,

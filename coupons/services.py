@@ -97,10 +97,15 @@ class _Refusal(Exception):
 
 
 def _lock_coupon(code: str) -> tuple[Coupon | None, CouponCampaign | None]:
-    coupon = selectors.coupons_by_code(code).select_for_update().first()
+    # FOR NO KEY UPDATE: redemptions still queue on the coupon, but rows that merely reference the
+    # coupon or campaign (a refusal being recorded: its foreign keys take FOR KEY SHARE, campaign
+    # then coupon) neither wait for nor deadlock with the redemption holding these locks.
+    coupon = selectors.coupons_by_code(code).select_for_update(no_key=True).first()
     if coupon is None:
         return None, None
-    campaign = CouponCampaign.objects.select_for_update(of=("self",)).filter(coupon_links__coupon=coupon).first()
+    campaign = (
+        CouponCampaign.objects.select_for_update(of=("self",), no_key=True).filter(coupon_links__coupon=coupon).first()
+    )
     return coupon, campaign
 
 
@@ -438,6 +443,13 @@ def _coupon_save(coupon: Coupon) -> None:
     if duplicates.exists():
         raise Conflict(f"The code {selectors.code_normalize(coupon.code)} is taken.", code=ErrorCode.CODE_TAKEN)
     try:
+        # The check constraints (percentage at most 100, dates in order): a 422, not an IntegrityError.
+        coupon.validate_constraints(exclude=["created_by", "deleted_by"])
+    except ValidationError as invalid:
+        raise RuleViolation(
+            "The coupon is not valid.", code=ErrorCode.INVALID_COUPON, extra={"errors": invalid.message_dict}
+        ) from None
+    try:
         with transaction.atomic():
             coupon.save()
     except IntegrityError:
@@ -655,10 +667,13 @@ def campaign_coupons_generate(*, campaign_id, actor, count: int, prefix: str = "
     campaign = _campaign_locked(campaign_id)
     prefix = selectors.code_normalize(prefix)
     sample = Coupon(
-        created_by=actor, code=prefix + "X" * CODE_RANDOM_LENGTH, max_uses=1, max_uses_per_user=1, **template
+        created_by=actor,
+        code=prefix + "X" * CODE_RANDOM_LENGTH,
+        **{**template, "max_uses": 1, "max_uses_per_user": 1},  # single-use, whatever the template says
     )
     try:
-        sample.full_clean(exclude=["created_by", "deleted_by"], validate_constraints=False)
+        # Check constraints too (percentage at most 100, dates in order); the sample's code is no real code.
+        sample.full_clean(exclude=["created_by", "deleted_by", "code"])
     except ValidationError as invalid:
         raise RuleViolation(
             "The coupon template is not valid.", code=ErrorCode.INVALID_COUPON, extra={"errors": invalid.message_dict}
@@ -726,3 +741,30 @@ def coupon_analytics_snapshot(*, day: date) -> int:
         seen.append(row["coupon_id"])
     CouponAnalyticsSnapshot.objects.filter(snapshot_date=day).exclude(coupon_id__in=seen).delete()
     return len(seen)
+
+
+DEMO_COUPONS = (
+    {"code": "WELCOME20", "coupon_type": "percentage_discount", "discount_type": "percentage", "discount_value": 20},
+    {"code": "BONUS5K", "coupon_type": "fixed_amount_discount", "discount_type": "credits", "discount_value": 5000},
+    {"code": "EXTRAMONTH", "coupon_type": "duration_bonus", "discount_type": "months_free", "discount_value": 1},
+    {"code": "BYOK-MIGRATE", "coupon_type": "byok_migration", "discount_type": "", "discount_value": 0},
+)
+
+
+@transaction.atomic
+def demo_coupons_seed() -> int:
+    """The development demo: a launch campaign with one coupon of each kind. Idempotent."""
+    now = timezone.now()
+    campaign, _ = CouponCampaign.objects.get_or_create(
+        name="Demo launch",
+        defaults={"starts_at": now, "ends_at": now + timedelta(days=365), "budget_usd": Decimal("1000.00")},
+    )
+    created = 0
+    for fields in DEMO_COUPONS:
+        if selectors.coupons_by_code(fields["code"]).exists():
+            continue
+        coupon = Coupon.objects.create(valid_from=now, description="Demo coupon", **fields)
+        CouponUsageLimit.objects.create(coupon=coupon)
+        CampaignCoupon.objects.create(campaign=campaign, coupon=coupon)
+        created += 1
+    return created

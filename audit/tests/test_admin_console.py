@@ -59,9 +59,9 @@ EDITABLE = {
     "coupons.Coupon",
     "coupons.CampaignCoupon",
     "coupons.CouponValidationRule",
-    "coupons.CouponFraudDetection",
 }
 TRACKED_READ_ONLY = {
+    "coupons.CouponFraudDetection",
     "credits.UserCreditBalance",
     "credits.UserCreditSource",
     "coupons.CouponRedemption",

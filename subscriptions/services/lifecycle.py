@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 CHECKOUT_KIND_SUBSCRIPTION = "subscription"
 NOT_SUBSCRIBABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
+LONGEST_MONTH = timedelta(days=31)
 RECURRING_INTERVALS = {BillingCycle.MONTHLY: "month", BillingCycle.ANNUAL: "year"}
 
 Status = SubscriptionStatus
@@ -128,7 +129,7 @@ def credit_period(subscription: Subscription, at: datetime) -> tuple[datetime, d
     """The stretch of time one allocation of credits covers: the billing period, or for a period
     longer than a month (an annual plan, or one a coupon extended) the month of it that contains `at`."""
     start, end = subscription.current_period_start, subscription.current_period_end
-    if add_months(start, 1) >= end:
+    if end - start <= LONGEST_MONTH:
         return start, end
     month = 0
     while add_months(start, month + 1) <= at and add_months(start, month + 1) < end:

@@ -21,8 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
     def handle(self, *args, date_from=None, date_to=None, dry_run=False, no_progress=False, **options):
-        start = parse_date(date_from) if date_from else timezone.localdate() - timedelta(days=1)
-        end = parse_date(date_to) if date_to else start
+        try:
+            start = parse_date(date_from) if date_from else timezone.localdate() - timedelta(days=1)
+            end = parse_date(date_to) if date_to else start
+        except ValueError:  # well-formed but impossible, such as 2024-02-30
+            start = end = None
         if start is None or end is None or start > end:
             raise CommandError("--from and --to must be YYYY-MM-DD dates with --from <= --to.")
         rows = 0
