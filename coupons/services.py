@@ -335,6 +335,8 @@ def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amou
         now=now,
     )
     _detections_record(verdict.signals, coupon=coupon, user=user, redemption=redemption, client=client, now=now)
+    # The totals row exists before the payment confirms, which then only updates it.
+    CouponUsageLimit.objects.get_or_create(coupon=coupon)
     return CheckoutDiscount(
         redemption_id=str(redemption.pk), coupon_code=coupon.code, discount_usd=preview.discount_usd
     )
@@ -605,8 +607,8 @@ def campaign_delete(*, campaign_id, actor) -> None:
 
 @transaction.atomic
 def campaign_coupon_attach(*, campaign_id, coupon_id, actor) -> CampaignCoupon:
+    coupon = _coupon_locked(coupon_id)  # coupon before campaign, the order redemption locks them in
     campaign = _campaign_locked(campaign_id)
-    coupon = _coupon_locked(coupon_id)
     if coupon.deleted_at is not None:
         raise Conflict("A deleted coupon cannot join a campaign.", code=ErrorCode.COUPON_DELETED)
     link = CampaignCoupon.objects.filter(coupon=coupon).first()
