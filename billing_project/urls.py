@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing_project import health
+from billing_project.dashboard import dashboard_view
 from billing_project.errors_views import api_not_found, server_error
 
 api_v1 = [
@@ -14,7 +15,10 @@ api_v1 = [
     path("", include("audit.api.urls")),
 ]
 
+admin.site.index_template = "admin/billing_index.html"
+
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -250,6 +250,7 @@ class PaymentTransaction(TimestampedModel):
         indexes = [
             models.Index(fields=["user", "created_at"], name="payment_user_time_idx"),
             models.Index(fields=["status", "created_at"], name="payment_status_time_idx"),
+            models.Index(fields=["status", "completed_at"], name="payment_status_completed_idx"),
         ]
 
     def __str__(self):

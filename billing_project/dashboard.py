@@ -1,0 +1,128 @@
+"""The staff dashboard of the admin console: daily figures over a chosen range, aggregated in the
+database from the daily summaries (usage rollups, coupon snapshots) and the payments, and drawn in
+the browser by uPlot from the project's static files. Like urls.py it sits on top of every app."""
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDate
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from coupons.models import CouponAnalyticsSnapshot
+from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
+from credits.services.ledger import days_between
+from subscriptions.models import LIVE_STATUSES, PaymentStatus, PaymentTransaction, Subscription
+
+CENT = Decimal("0.01")
+DEFAULT_DAYS = 30
+LONGEST_RANGE_DAYS = 366
+
+
+class RangeForm(forms.Form):
+    date_from = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and not 0 <= (end - start).days < LONGEST_RANGE_DAYS:
+            raise forms.ValidationError(f"Choose a range of 1 to {LONGEST_RANGE_DAYS} days, from before to.")
+        return cleaned
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    days: list[date]
+    credits_used: list[int]
+    revenue_usd: list[Decimal]
+    gross_margin_usd: list[Decimal]
+    coupon_redemptions: list[int]
+    active_subscriptions_by_tier: dict[str, int]
+
+    @property
+    def totals(self) -> dict:
+        return {
+            "credits_used": sum(self.credits_used),
+            "revenue_usd": sum(self.revenue_usd, Decimal("0.00")),
+            "gross_margin_usd": sum(self.gross_margin_usd, Decimal("0.00")),
+            "coupon_redemptions": sum(self.coupon_redemptions),
+            "active_subscriptions": sum(self.active_subscriptions_by_tier.values()),
+        }
+
+    def as_chart_data(self) -> dict:
+        return {
+            "days": [day.isoformat() for day in self.days],
+            "credits_used": self.credits_used,
+            "revenue_usd": [str(value) for value in self.revenue_usd],
+            "gross_margin_usd": [str(value) for value in self.gross_margin_usd],
+            "coupon_redemptions": self.coupon_redemptions,
+            "active_subscriptions_by_tier": self.active_subscriptions_by_tier,
+        }
+
+
+def _start_of(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _per_day(rows, days: list[date], zero):
+    by_day = {row["day"]: row["total"] or zero for row in rows}
+    return [by_day.get(day, zero) for day in days]
+
+
+def _cents(values: list[Decimal]) -> list[Decimal]:
+    return [Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP) for value in values]
+
+
+def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
+    """One grouped query per series over the range; days without rows are zero."""
+    days = days_between(date_from, date_to)
+    in_range = {"summary_date__gte": date_from, "summary_date__lte": date_to}
+    credits = CreditUsageDailySummary.objects.filter(**in_range).values(day=F("summary_date"))
+    margin = TokenUsageDailySummary.objects.filter(**in_range).values(day=F("summary_date"))
+    payments = (
+        PaymentTransaction.objects.filter(
+            status__in=(PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED),
+            completed_at__gte=_start_of(date_from),
+            completed_at__lt=_start_of(date_to + timedelta(days=1)),
+        )
+        .annotate(day=TruncDate("completed_at"))
+        .values("day")
+    )
+    redemptions = CouponAnalyticsSnapshot.objects.filter(
+        snapshot_date__gte=date_from, snapshot_date__lte=date_to
+    ).values(day=F("snapshot_date"))
+    tiers = (
+        Subscription.objects.filter(status__in=LIVE_STATUSES)
+        .values("tier")
+        .annotate(count=Count("pk"))
+        .order_by("tier")
+    )
+    return Dashboard(
+        days=days,
+        credits_used=_per_day(credits.annotate(total=Sum("total_deductions")), days, 0),
+        revenue_usd=_cents(
+            _per_day(payments.annotate(total=Sum("amount_usd") - Sum("refunded_amount_usd")), days, Decimal(0))
+        ),
+        gross_margin_usd=_cents(_per_day(margin.annotate(total=Sum("total_gross_margin")), days, Decimal(0))),
+        coupon_redemptions=_per_day(redemptions.annotate(total=Sum("redemptions")), days, 0),
+        active_subscriptions_by_tier={row["tier"]: row["count"] for row in tiers},
+    )
+
+
+def dashboard_view(request):
+    today = timezone.localdate()
+    form = RangeForm(request.GET or {"date_from": today - timedelta(days=DEFAULT_DAYS - 1), "date_to": today})
+    figures = dashboard_figures(**form.cleaned_data) if form.is_valid() else None
+    context = {
+        **admin.site.each_context(request),
+        "title": "Dashboard",
+        "form": form,
+        "figures": figures,
+        "chart_data": figures.as_chart_data() if figures else None,
+    }
+    return TemplateResponse(request, "admin/dashboard.html", context)

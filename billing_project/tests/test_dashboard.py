@@ -1,0 +1,110 @@
+"""The console's dashboard: daily figures over a chosen range, from the summaries and payments."""
+
+import json
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from billing_project.tests.factories import UserFactory
+from coupons.tests.factories import CouponAnalyticsSnapshotFactory
+from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
+from subscriptions.models import PaymentStatus, PaymentTransaction, SubscriptionStatus
+from subscriptions.tests.factories import SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "/admin/dashboard/"
+DAY_ONE, DAY_TWO = date(2026, 3, 1), date(2026, 3, 2)
+
+
+@pytest.fixture
+def history():
+    user = UserFactory()
+    for day, credits, margin in ((DAY_ONE, 1200, "0.40"), (DAY_TWO, 300, "0.10")):
+        CreditUsageDailySummary.objects.create(user=user, summary_date=day, total_deductions=credits)
+        TokenUsageDailySummary.objects.create(user=user, summary_date=day, total_gross_margin=Decimal(margin))
+    at_noon = timezone.make_aware(datetime(2026, 3, 2, 12))
+    PaymentTransaction.objects.create(
+        user=user, amount_usd=Decimal("19.00"), status=PaymentStatus.SUCCEEDED, completed_at=at_noon
+    )
+    PaymentTransaction.objects.create(
+        user=user,
+        amount_usd=Decimal("49.00"),
+        refunded_amount_usd=Decimal("9.00"),
+        status=PaymentStatus.PARTIALLY_REFUNDED,
+        completed_at=at_noon,
+    )
+    PaymentTransaction.objects.create(user=user, amount_usd=Decimal("99.00"), status=PaymentStatus.FAILED)
+    CouponAnalyticsSnapshotFactory(snapshot_date=DAY_ONE, redemptions=3)
+    SubscriptionFactory(tier="pro")
+    SubscriptionFactory(tier="pro")
+    SubscriptionFactory(tier="pro_max")
+    SubscriptionFactory(tier="pro", status=SubscriptionStatus.CANCELLED)
+
+
+def _chart_data(response) -> dict:
+    content = response.content.decode()
+    start = content.index('id="dashboard-data"')
+    return json.loads(content[content.index(">", start) + 1 : content.index("</script>", start)])
+
+
+def test_the_dashboard_shows_the_daily_figures_of_the_range(admin_client, history):
+    response = admin_client.get(DASHBOARD, {"date_from": "2026-02-28", "date_to": "2026-03-02"})
+
+    assert response.status_code == 200
+    data = _chart_data(response)
+    assert data["days"] == ["2026-02-28", "2026-03-01", "2026-03-02"]
+    assert data["credits_used"] == [0, 1200, 300]
+    assert data["revenue_usd"] == ["0.00", "0.00", "59.00"]
+    assert [Decimal(value) for value in data["gross_margin_usd"]] == [0, Decimal("0.40"), Decimal("0.10")]
+    assert data["coupon_redemptions"] == [0, 3, 0]
+    assert data["active_subscriptions_by_tier"] == {"pro": 2, "pro_max": 1}
+    totals = response.context["figures"].totals
+    assert (totals["credits_used"], totals["revenue_usd"], totals["active_subscriptions"]) == (
+        1500,
+        Decimal("59.00"),
+        3,
+    )
+    assert b"vendor/uplot/uPlot.iife.min.js" in response.content
+
+
+def test_the_dashboard_defaults_to_the_last_thirty_days(admin_client):
+    response = admin_client.get(DASHBOARD)
+
+    days = _chart_data(response)["days"]
+    assert len(days) == 30 and days[-1] == timezone.localdate().isoformat()
+
+
+def test_a_reversed_or_too_long_range_is_refused_with_a_form_error(admin_client):
+    reversed_range = admin_client.get(DASHBOARD, {"date_from": "2026-03-02", "date_to": "2026-03-01"})
+    too_long = admin_client.get(DASHBOARD, {"date_from": "2024-01-01", "date_to": "2026-01-01"})
+
+    for response in (reversed_range, too_long):
+        assert response.status_code == 200
+        assert response.context["figures"] is None
+        assert b"Choose a range" in response.content
+
+
+def test_the_admin_index_links_the_dashboard(admin_client):
+    response = admin_client.get("/admin/")
+
+    assert b'href="/admin/dashboard/"' in response.content
+
+
+def test_the_dashboard_is_for_staff_only(client, django_user_model):
+    customer = django_user_model.objects.create_user(username="c@example.com", email="c@example.com", password="x")
+    client.force_login(customer)
+
+    response = client.get(DASHBOARD)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_the_chart_library_is_served_from_the_projects_static_files():
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("vendor/uplot/uPlot.iife.min.js")
+    assert finders.find("billing/dashboard.js")
