@@ -26,7 +26,7 @@
                           paths: uPlot.paths.bars({ size: [0.6, 60] }) }],
         [tiers.map(function (tier) { return data.active_subscriptions_by_tier[tier]; })],
         { x: tiers.map(function (_, index) { return index; }),
-          scales: { x: { time: false } },
+          scales: { x: { time: false, range: [-0.5, Math.max(tiers.length, 1) - 0.5] } },
           axes: [{ values: function (_, ticks) { return ticks.map(function (tick) { return tiers[tick] || ""; }); } }, {}] });
   document.body.setAttribute("data-charts-rendered", "true");
 }());

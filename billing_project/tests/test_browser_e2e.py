@@ -1,0 +1,97 @@
+"""The admin console in a real browser (headless Chromium driven by Playwright): sign in, open the
+dashboard and see its charts drawn, find a user, grant them credits through the console action, and
+find the audit row. Screenshots go to test-artifacts/browser/. Skips where Chromium is missing;
+`.ci/run` installs Debian's chromium so CI always runs it."""
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from audit.models import AdminAuditLog, AuditAction
+from credits.models import CreditUsageDailySummary, UserCreditBalance
+from subscriptions.services import account_register, tier_catalog_seed
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"
+PASSWORD = "correct horse battery staple"
+# Chromium on a closed network: no background connections, no first-run or sync traffic.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium (.ci/run installs it)"),
+]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (requirements-dev.txt)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls of the test stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def test_staff_sign_in_see_the_dashboard_grant_credits_and_find_the_audit_row(
+    browser_page, live_server, django_user_model
+):
+    page = browser_page
+    tier_catalog_seed()
+    django_user_model.objects.create_superuser(
+        username="admin@example.com", email="admin@example.com", password=PASSWORD
+    )
+    customer = account_register(email="jane.customer@example.com", password=PASSWORD)
+    today = date.today()
+    CreditUsageDailySummary.objects.create(user=customer, summary_date=today, total_deductions=1234)
+    balance_before = UserCreditBalance.objects.get(user=customer).amount
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "admin@example.com")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#dashboard-link")
+    page.screenshot(path=ARTIFACTS / "1-admin-index.png", full_page=True)
+
+    page.click("#dashboard-link a >> nth=0")
+    page.wait_for_selector("body[data-charts-rendered=true]")
+    assert page.locator(".dashboard-chart canvas").count() == 4
+    assert page.locator("[data-total=credits_used]").inner_text() == "1234"
+    page.screenshot(path=ARTIFACTS / "2-dashboard.png", full_page=True)
+
+    page.goto(f"{live_server.url}/admin/auth/user/?q=jane.customer")
+    row = page.locator("#result_list tbody tr", has_text="jane.customer@example.com")
+    assert row.count() == 1
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "grant_credits")
+    page.click("button[name=index]")
+    page.fill("#id_amount", "2500")
+    page.fill("#id_reason", "Goodwill for the outage")
+    page.screenshot(path=ARTIFACTS / "3-grant-form.png", full_page=True)
+    page.click("input[name=apply]")
+    page.wait_for_selector(".messagelist .success")
+    page.screenshot(path=ARTIFACTS / "4-granted.png", full_page=True)
+    assert UserCreditBalance.objects.get(user=customer).amount == balance_before + 2500
+
+    page.goto(f"{live_server.url}/admin/audit/adminauditlog/?action__exact=grant")
+    audit_rows = page.locator("#result_list tbody tr")
+    assert audit_rows.count() == 1
+    assert "admin@example.com" in audit_rows.first.inner_text()
+    page.screenshot(path=ARTIFACTS / "5-audit-row.png", full_page=True)
+    grant = AdminAuditLog.objects.get(action=AuditAction.GRANT)
+    assert grant.new_value["amount"] == 2500 and grant.new_value["user_id"] == customer.pk
