@@ -33,3 +33,13 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    """The access log names each request's URL, and `licenses/{key}/eligibility/` carries a license
+    key: the worker masks keys there as the application's own logs do."""
+    import logging
+
+    from audit.logging import MaskLicenseKeys
+
+    logging.getLogger("gunicorn.access").addFilter(MaskLicenseKeys())
