@@ -59,6 +59,17 @@ def _request_body(request) -> object:
     return None
 
 
+def _storable(value):
+    """PostgreSQL text and jsonb cannot hold NUL characters, which a client may send in a body."""
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def _actor_of(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -113,7 +124,7 @@ def audit_record(
         method=request.method if request is not None else "",
         ip_address=_ip_field_value(client_ip(request)) if request is not None else None,
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:1000] if request is not None else "",
-        request_body=to_json(_request_body(request)) if request is not None else None,
+        request_body=_storable(to_json(_request_body(request))) if request is not None else None,
         previous_value=to_json(previous_value),
         new_value=to_json(new_value),
         status_code=status_code,

@@ -1,16 +1,18 @@
 """Tokens for people: email + password in, a short-lived access token and a rotating refresh token out."""
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTRefreshView
 
 from billing_project.auth import NoAuthentication
+from billing_project.schema import problem_responses
 
 
 class TokenObtainInput(serializers.Serializer):
@@ -41,7 +43,7 @@ class TokenObtainView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput}, auth=[])
+    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput, **problem_responses(401)}, auth=[])
     def post(self, request):
         data = TokenObtainInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -52,6 +54,7 @@ class TokenObtainView(APIView):
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 
+@extend_schema_view(post=extend_schema(responses={200: TokenRefreshSerializer, **problem_responses(401)}))
 class TokenRefreshView(SimpleJWTRefreshView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"

@@ -4,7 +4,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -147,6 +147,18 @@ def problem_exception_handler(exc, context):
             headers["WWW-Authenticate"] = exc.auth_header
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             headers["Retry-After"] = str(body["retry_after"])
+    elif isinstance(exc, DataError):
+        # A value the database cannot take or compare (out of range, an impossible time zone offset):
+        # the request's input, not the service, is at fault.
+        logger.warning("database refused a value on %s: %s", instance, exc)
+        status_code = 400
+        body = problem_body(
+            status_code=400,
+            code="invalid_value",
+            title="Bad request",
+            detail="A value in the request is out of the range the service accepts.",
+            instance=instance,
+        )
     elif isinstance(exc, DatabaseError) and _is_connection_error(exc):
         logger.error("database unavailable: %s", exc)
         status_code = 503

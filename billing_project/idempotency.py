@@ -47,13 +47,15 @@ class IdempotencyMiddleware:
         try:
             return self._run_once(request, caller=caller, key=key, request_hash=request_hash)
         except DatabaseError:
-            return problem_response(
+            unavailable = problem_response(
                 request,
                 status_code=503,
                 code="database_unavailable",
                 title="Service unavailable",
                 detail="The database is unavailable; retry shortly.",
             )
+            unavailable["Retry-After"] = "5"  # as the API's own 503 says
+            return unavailable
 
     def _run_once(self, request, *, caller: str, key: str, request_hash: str):
         with transaction.atomic():

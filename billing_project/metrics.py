@@ -1,6 +1,6 @@
 """Prometheus metrics of the service, defined once. `/metrics` exposes them (billing_project.health)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 IDEMPOTENT_HITS = Counter("idempotent_hits_total", "Requests answered from a stored idempotent result.", ["operation"])
 SERVICE_AUTH_ATTEMPTS = Counter("service_auth_attempts_total", "Service token authentication attempts.", ["result"])
@@ -19,4 +19,19 @@ TRIAL_EXPIRATIONS = Counter("trial_expirations_total", "Trials that ended unpaid
 TRIAL_REMINDERS_SENT = Counter("trial_reminder_emails_total", "Trial reminder e-mails sent.", ["days"])
 COUPON_REDEMPTIONS = Counter(
     "coupon_redemptions_total", "Coupon redemptions, by result (success or the refusal's reason code).", ["result"]
+)
+
+# HTTP, recorded by billing_project.observability.ObservabilityMiddleware. `route` is the URL pattern
+# (or "unmatched"), never the path. The histogram takes the status class (2xx..5xx) to keep its
+# ~15 series per label set few; the counter, one series each, keeps the exact code (401 vs 429 vs 409).
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, route pattern and status class.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by method, route pattern and status code.",
+    ["method", "route", "status"],
 )

@@ -24,6 +24,7 @@ from credits.models import (
 )
 
 PRICING_VERSION_KEY = "credits:pricing-book-version"
+PRICING_VERSION_SECONDS = 300
 SCOPE_LEVELS = {
     PricingScope.COMBINATION: pricing.LEVEL_COMBINATION,
     PricingScope.MODEL: pricing.LEVEL_MODEL,
@@ -71,12 +72,13 @@ def margin_rule_of(config: PricingConfig) -> pricing.MarginRule:
 
 def pricing_book() -> pricing.PricingBook:
     """Every price and approved margin, loaded once per process and reloaded when the shared
-    version in the cache changes (any change to a provider, price or margin bumps it)."""
+    version in the cache changes (any change to a provider, price or margin bumps it). The version
+    lives PRICING_VERSION_SECONDS, so a bump lost to a cache outage is made up within that time."""
     global _book_cache
     version = cache.get(PRICING_VERSION_KEY)
     if version is None:
         # First reader after a flush (or the cache is down: then every call reloads, still correct).
-        cache.add(PRICING_VERSION_KEY, uuid4().hex, timeout=None)
+        cache.add(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS)
         version = cache.get(PRICING_VERSION_KEY)
     cached = _book_cache
     if version is not None and cached is not None and cached[0] == version:
@@ -89,7 +91,7 @@ def pricing_book() -> pricing.PricingBook:
 
 def pricing_book_invalidate() -> None:
     """Makes every process reload the book, once the change that called this has committed."""
-    transaction.on_commit(lambda: cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=None))
+    transaction.on_commit(lambda: cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS))
 
 
 # Credits cannot import subscriptions (SPEC 0: apps depend one way), so the subscriptions app

@@ -85,7 +85,10 @@ def _datetime(raw: dict, name: str, errors: _Errors) -> datetime | None:
     if value is None:
         errors.add(name, REQUIRED if name not in raw else "This field may not be null.")
         return None
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but not a date, such as month 13
+        parsed = None
     if parsed is None:
         errors.add(name, "Datetime has wrong format. Use ISO 8601.")
         return None
@@ -116,7 +119,7 @@ def usage_event_parse(raw) -> tuple[UsageEvent | None, dict]:
     request_type = raw.get("request_type")
     if request_type is None:
         errors.add("request_type", REQUIRED)
-    elif request_type not in REQUEST_TYPES:
+    elif not isinstance(request_type, str) or request_type not in REQUEST_TYPES:
         errors.add("request_type", f'"{request_type}" is not a valid choice.')
     fields["request_type"] = request_type
     started, completed = fields["request_started_at"], fields["request_completed_at"]

@@ -112,13 +112,14 @@ def test_the_same_request_id_from_ten_threads_deducts_once(user):
     assert UserCreditBalance.objects.get(user=user).amount == 930
 
 
-def _reserve_then_capture(user, estimate):
+def _reserve(user, estimate):
     client = _service_client()
     reserved = client.post("/api/v1/usage/reserve/", {"user_id": user.pk, "estimated_credits": estimate}, format="json")
-    if reserved.status_code != 201:
-        return reserved.status_code, 0
-    hold_id = reserved.json()["hold_id"]
-    recorded = client.post("/api/v1/usage/record/", usage_event(user, hold_id=hold_id), format="json")
+    return reserved.status_code, reserved.json().get("hold_id")
+
+
+def _capture(user, hold_id):
+    recorded = _service_client().post("/api/v1/usage/record/", usage_event(user, hold_id=hold_id), format="json")
     return recorded.status_code, recorded.json()["credits_deducted"]
 
 
@@ -127,11 +128,15 @@ def test_twenty_threads_reserving_then_capturing_never_spend_more_than_the_balan
     pricing_catalog_seed()
     fund(user, 1000)
 
-    results = run_concurrently(lambda _: _reserve_then_capture(user, 60), list(range(20)))
+    # the reservations race each other, then the captures race each other (and the leftover balance)
+    reservations = run_concurrently(lambda _: _reserve(user, 60), list(range(20)))
+    hold_ids = [hold_id for status, hold_id in reservations if status == 201]
+    results = run_concurrently(lambda hold_id: _capture(user, hold_id), hold_ids)
 
     # then 16 holds fit (16 x 60 = 960), the rest are refused, and what is captured stays within the balance
+    assert [status for status, _ in reservations].count(402) == 4
+    assert len(hold_ids) == 16
     captured = sum(amount for _, amount in results)
-    assert [status for status, _ in results].count(402) == 4
     assert captured <= 1000
     assert UserCreditBalance.objects.get(user=user).amount == 1000 - captured
     assert CreditHold.objects.filter(status="held").count() == 0

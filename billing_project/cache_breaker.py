@@ -1,0 +1,209 @@
+"""The Redis cache behind a circuit breaker (SPEC 6): when Redis is down the API answers from the database.
+
+Every cache operation goes through the breaker of its Redis server. After CACHE_BREAKER_FAILURES
+consecutive connection errors it opens for CACHE_BREAKER_COOLDOWN_SECONDS: no call reaches Redis, reads
+answer as a miss and writes are skipped, so a request never waits on a socket timeout. After the cool-down
+one trial call goes through (half-open): its success closes the breaker, its failure opens it again.
+
+What callers see while Redis is not reached: `get` answers its default, `get_many` {}, `has_key` False,
+`set`/`add`/`delete`/`touch` report that nothing was written, `incr`/`decr` raise ValueError as for a
+missing key. So `get_or_set` answers the computed default, and DRF throttles (get, then set) fail open:
+while the breaker is open nobody is throttled.
+
+Not pybreaker: its CircuitBreaker.call holds one lock for the whole call, which would serialize every
+cache call of a threaded worker behind a single slow Redis round trip.
+"""
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django_redis.cache import RedisCache
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from billing_project.metrics import REDIS_ERRORS
+
+logger = logging.getLogger(__name__)
+
+# What "Redis did not answer" looks like: redis-py's errors (django_redis re-raises the original one when
+# IGNORE_EXCEPTIONS is off) and the socket's own (TimeoutError and ConnectionError are OSErrors).
+REDIS_FAILURES = (RedisError, ConnectionInterrupted, OSError)
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker, shared by the threads of one process (every method takes the lock,
+    but the lock is never held while Redis is called)."""
+
+    def __init__(self, *, failures: int, cooldown_seconds: float, clock=time.monotonic):
+        self.failures_to_open = failures
+        self.cooldown_seconds = cooldown_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._opened_at is None:
+                return CLOSED
+            if self._trial_running or self._cooled_down():
+                return HALF_OPEN
+            return OPEN
+
+    def admit(self) -> str | None:
+        """Whether a call may go to Redis now: "call" when closed, "trial" for the one call let through
+        after the cool-down, None while open (and while the trial runs)."""
+        with self._lock:
+            if self._opened_at is None:
+                return "call"
+            if self._trial_running or not self._cooled_down():
+                return None
+            self._trial_running = True
+            return "trial"
+
+    def record(self, admission: str, *, succeeded: bool) -> None:
+        with self._lock:
+            trial = admission == "trial"
+            if trial:
+                self._trial_running = False
+            if succeeded:
+                if self._opened_at is not None:
+                    logger.warning("cache breaker closed: Redis answers again")
+                self._failures, self._opened_at = 0, None
+                return
+            self._failures += 1
+            if trial or (self._opened_at is None and self._failures >= self.failures_to_open):
+                logger.warning(
+                    "cache breaker open for %ss after %s failure(s): the API answers from the database",
+                    self.cooldown_seconds,
+                    self._failures,
+                )
+                self._opened_at = self._clock()
+
+    def _cooled_down(self) -> bool:
+        return self._clock() - self._opened_at >= self.cooldown_seconds
+
+
+_breakers: dict[str, CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(server) -> CircuitBreaker:
+    """The process's breaker for one Redis server. Django builds a cache object per thread; they share it."""
+    key = str(server)
+    with _breakers_lock:
+        if key not in _breakers:
+            _breakers[key] = CircuitBreaker(
+                failures=settings.CACHE_BREAKER_FAILURES,
+                cooldown_seconds=settings.CACHE_BREAKER_COOLDOWN_SECONDS,
+            )
+        return _breakers[key]
+
+
+def breakers_reset() -> None:
+    """Forgets every breaker (tests): the next cache built reads the settings afresh."""
+    with _breakers_lock:
+        _breakers.clear()
+
+
+def _not_found(key):
+    raise ValueError(f"Key {key!r} not found: the cache is unavailable")
+
+
+class CircuitBreakerRedisCache(RedisCache):
+    """django_redis's RedisCache with every operation of the cache API behind the server's breaker.
+    Needs IGNORE_EXCEPTIONS off (forced here), so that the breaker sees the errors."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._ignore_exceptions = False
+        self.breaker = breaker_for(server)
+
+    def _guarded(self, operation, unreachable, *args, **kwargs):
+        """Runs operation through the breaker; `unreachable()` answers when Redis is not called or fails."""
+        admission = self.breaker.admit()
+        if admission is None:
+            return unreachable()
+        succeeded = False
+        try:
+            result = operation(*args, **kwargs)
+            succeeded = True
+            return result
+        except REDIS_FAILURES as exc:
+            REDIS_ERRORS.inc()
+            logger.warning("cache: Redis call failed: %s: %s", type(exc).__name__, exc)
+            return unreachable()
+        except Exception:
+            succeeded = True  # Redis answered; the error is the caller's (incr on a missing key, say)
+            raise
+        finally:
+            self.breaker.record(admission, succeeded=succeeded)
+
+    # Reads answer as a miss.
+    def get(self, key, default=None, version=None, client=None):
+        return self._guarded(super().get, lambda: default, key, default=default, version=version, client=client)
+
+    def get_many(self, *args, **kwargs):
+        return self._guarded(super().get_many, dict, *args, **kwargs)
+
+    def has_key(self, *args, **kwargs):
+        return self._guarded(super().has_key, lambda: False, *args, **kwargs)
+
+    def keys(self, *args, **kwargs):
+        return self._guarded(super().keys, list, *args, **kwargs)
+
+    def iter_keys(self, *args, **kwargs):
+        return self._guarded(super().iter_keys, lambda: iter(()), *args, **kwargs)
+
+    def ttl(self, *args, **kwargs):
+        return self._guarded(super().ttl, lambda: 0, *args, **kwargs)
+
+    def pttl(self, *args, **kwargs):
+        return self._guarded(super().pttl, lambda: 0, *args, **kwargs)
+
+    # Counters behave as for a missing key: Django's contract is a ValueError.
+    def incr(self, key, *args, **kwargs):
+        return self._guarded(super().incr, lambda: _not_found(key), key, *args, **kwargs)
+
+    def decr(self, key, *args, **kwargs):
+        return self._guarded(super().decr, lambda: _not_found(key), key, *args, **kwargs)
+
+    def incr_version(self, key, *args, **kwargs):
+        return self._guarded(super().incr_version, lambda: _not_found(key), key, *args, **kwargs)
+
+    # Writes and deletes are skipped and report that nothing was written.
+    def set(self, *args, **kwargs):
+        return self._guarded(super().set, lambda: False, *args, **kwargs)
+
+    def add(self, *args, **kwargs):
+        return self._guarded(super().add, lambda: False, *args, **kwargs)
+
+    def set_many(self, data, *args, **kwargs):
+        return self._guarded(super().set_many, lambda: list(data), data, *args, **kwargs)
+
+    def touch(self, *args, **kwargs):
+        return self._guarded(super().touch, lambda: False, *args, **kwargs)
+
+    def expire(self, *args, **kwargs):
+        return self._guarded(super().expire, lambda: False, *args, **kwargs)
+
+    def persist(self, *args, **kwargs):
+        return self._guarded(super().persist, lambda: False, *args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        return self._guarded(super().delete, lambda: False, *args, **kwargs)
+
+    def delete_many(self, *args, **kwargs):
+        return self._guarded(super().delete_many, lambda: 0, *args, **kwargs)
+
+    def delete_pattern(self, *args, **kwargs):
+        return self._guarded(super().delete_pattern, lambda: 0, *args, **kwargs)
+
+    def clear(self):
+        return self._guarded(super().clear, lambda: None)

@@ -1,0 +1,239 @@
+"""The Redis cache behind its circuit breaker, against a real redis-server this module starts and stops."""
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from django.core.cache import caches
+from prometheus_client import REGISTRY
+
+from billing_project import cache_breaker
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+FAILURES, COOLDOWN = 3, 0.5
+
+pytestmark = pytest.mark.skipif(not shutil.which(REDIS_SERVER), reason="needs the redis-server binary")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port, without persistence: stop() is the outage, start() the recovery."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def breaker_cache(settings, redis_server):
+    """The production cache settings pointed at the test's redis-server, with a small threshold and cool-down."""
+    settings.CACHE_BREAKER_FAILURES = FAILURES
+    settings.CACHE_BREAKER_COOLDOWN_SECONDS = COOLDOWN
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "billing_project.cache_breaker.CircuitBreakerRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{redis_server.port}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": False},
+            "KEY_PREFIX": "test",
+        }
+    }
+    cache_breaker.breakers_reset()
+    yield caches["default"]
+    cache_breaker.breakers_reset()
+
+
+def redis_errors() -> float:
+    return REGISTRY.get_sample_value("redis_errors_total") or 0.0
+
+
+def open_the_breaker(cache, redis_server):
+    redis_server.stop()
+    for _ in range(FAILURES):
+        assert cache.get("anything", "miss") == "miss"
+    assert cache.breaker.state == "open"
+
+
+def test_breaker_stays_closed_while_redis_answers(breaker_cache):
+    breaker_cache.set("greeting", "hello")
+
+    assert breaker_cache.get("greeting") == "hello"
+    assert breaker_cache.breaker.state == "closed"
+
+
+def test_breaker_opens_after_n_failures_and_counts_each_error(breaker_cache, redis_server):
+    # given
+    redis_server.stop()
+    errors_before = redis_errors()
+
+    # when: one failure short of the threshold, then the last one
+    for _ in range(FAILURES - 1):
+        assert breaker_cache.get("greeting", "miss") == "miss"
+    assert breaker_cache.breaker.state == "closed"
+    assert breaker_cache.set("greeting", "hello") is False
+
+    # then
+    assert breaker_cache.breaker.state == "open"
+    assert redis_errors() == errors_before + FAILURES
+
+
+def test_open_breaker_answers_misses_without_calling_redis(breaker_cache, redis_server):
+    open_the_breaker(breaker_cache, redis_server)
+    errors_before = redis_errors()
+    started = time.perf_counter()
+
+    # every operation the project uses answers at once, as a miss or a skipped write
+    for _ in range(50):
+        assert breaker_cache.get("k") is None
+        assert breaker_cache.get("k", "default") == "default"
+        assert breaker_cache.get_many(["k", "j"]) == {}
+        assert breaker_cache.has_key("k") is False
+        assert breaker_cache.set("k", 1) is False
+        assert breaker_cache.add("k", 1) is False
+        assert breaker_cache.get_or_set("k", lambda: "computed") == "computed"
+        breaker_cache.delete("k")
+        breaker_cache.clear()
+        with pytest.raises(ValueError):
+            breaker_cache.incr("k")
+
+    assert time.perf_counter() - started < 0.5
+    assert redis_errors() == errors_before  # no call reached Redis
+    assert breaker_cache.breaker.state == "open"
+
+
+def test_breaker_half_opens_after_the_cooldown_and_closes_on_success(breaker_cache, redis_server):
+    # given an open breaker and Redis back up
+    open_the_breaker(breaker_cache, redis_server)
+    redis_server.start()
+
+    # while the cool-down runs, Redis is not called even though it would answer
+    assert breaker_cache.set("greeting", "skipped") is False
+    assert breaker_cache.breaker.state == "open"
+
+    # when the cool-down is over, the next call is the trial
+    time.sleep(COOLDOWN)
+    assert breaker_cache.breaker.state == "half_open"
+    assert breaker_cache.get("greeting") is None  # the write above never reached Redis
+
+    # then the breaker is closed and the cache works again
+    assert breaker_cache.breaker.state == "closed"
+    breaker_cache.set("greeting", "hello")
+    assert breaker_cache.get("greeting") == "hello"
+
+
+def test_breaker_reopens_when_the_trial_fails(breaker_cache, redis_server):
+    open_the_breaker(breaker_cache, redis_server)
+    time.sleep(COOLDOWN)
+    errors_before = redis_errors()
+
+    assert breaker_cache.get("greeting", "miss") == "miss"  # the trial, against a Redis still down
+
+    assert breaker_cache.breaker.state == "open"
+    assert redis_errors() == errors_before + 1
+    assert breaker_cache.get("greeting", "miss") == "miss"  # open again: not even tried
+    assert redis_errors() == errors_before + 1
+
+
+def test_breaker_only_lets_one_trial_through(breaker_cache):
+    breaker = breaker_cache.breaker
+    for _ in range(FAILURES):
+        breaker.record("call", succeeded=False)
+    time.sleep(COOLDOWN)
+
+    assert breaker.admit() == "trial"
+    assert breaker.admit() is None  # a second caller while the trial runs gets a miss
+    breaker.record("trial", succeeded=True)
+    assert breaker.admit() == "call"
+
+
+def test_incr_on_a_missing_key_raises_and_does_not_count_as_a_redis_failure(breaker_cache):
+    errors_before = redis_errors()
+
+    for _ in range(FAILURES + 1):
+        with pytest.raises(ValueError):
+            breaker_cache.incr("no-such-key")
+
+    assert breaker_cache.breaker.state == "closed"
+    assert redis_errors() == errors_before
+
+
+@pytest.mark.django_db
+def test_me_endpoints_answer_from_the_database_while_redis_is_down(breaker_cache, redis_server, user_client):
+    # given a warm cache, then the outage
+    assert user_client.get("/api/v1/me/entitlements/").status_code == 200
+    redis_server.stop()
+
+    # when: enough requests to open the breaker, and more once it is open
+    for _ in range(FAILURES + 2):
+        credits = user_client.get("/api/v1/me/credits/")
+        entitlements = user_client.get("/api/v1/me/entitlements/")
+
+        # then
+        assert credits.status_code == 200, credits.content
+        assert credits.json()["balance"] == 0
+        assert entitlements.status_code == 200, entitlements.content
+        assert entitlements.json()["tier"] == "free"
+    assert breaker_cache.breaker.state == "open"
+
+
+@pytest.mark.django_db
+def test_readiness_shows_the_breaker_closed_when_redis_answers(breaker_cache, client, settings):
+    settings.CELERY_BROKER_URL = None
+
+    response = client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["checks"]["cache"]["ok"] is True
+    assert response.json()["checks"]["cache"]["breaker"] == "closed"
+
+
+@pytest.mark.django_db
+def test_readiness_stays_200_degraded_while_the_breaker_is_open(breaker_cache, redis_server, client, settings):
+    settings.CELERY_BROKER_URL = None
+    open_the_breaker(breaker_cache, redis_server)
+
+    response = client.get("/health/ready")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["cache"]["ok"] is False
+    assert body["checks"]["cache"]["breaker"] == "open"
+    assert "circuit breaker open" in body["checks"]["cache"]["detail"]
+    assert body["checks"]["database"]["ok"] is True

@@ -1,0 +1,107 @@
+"""Schemathesis against our own /api/schema/: every operation, called in-process through the WSGI app
+with real credentials, must never answer 5xx and must answer what the schema documents (status code,
+content type, body shape).
+
+CI runs a few derandomized examples per operation, the same ones every run; `python bench/fuzz.py`
+runs this test with many more random ones (FUZZ_MAX_EXAMPLES, FUZZ_RANDOM=1)."""
+
+import os
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import schemathesis
+from django.test import override_settings
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from billing_project.auth import service_token_issue
+from billing_project.wsgi import application
+from conftest import access_token_for
+from credits.services import pricing_catalog_seed
+from subscriptions.services import account_register, tier_catalog_seed
+
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "5"))
+# bench/fuzz.py explores other inputs (seed with --hypothesis-seed); CI stays derandomized so a failure reproduces.
+RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
+SERVICE_SCOPES = ["usage:write", "usage:read", "licenses:write", "admin"]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+PASSWORD = "correct horse battery staple"
+
+# Examples run per operation, read by bench/fuzz.py for its summary.
+EXAMPLES_RUN: Counter = Counter()
+
+# Loaded once at import, from the running app like a client would (the schema view needs no database).
+with override_settings(ALLOWED_HOSTS=["localhost"]):
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+
+
+@pytest.fixture
+def _connections_kept_open():
+    """Django's test client does this for every request: the WSGI handler would otherwise close the
+    database connection at the end of the request, and with it the test's transaction (PostgreSQL)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def credentials(db, _connections_kept_open, settings, monkeypatch):
+    """Bearer tokens per kind of caller, on a seeded catalog; throttles lifted so 429s hide nothing."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    settings.ALLOWED_HOSTS = ["localhost"]
+    unlimited = {scope: "1000000/min" for scope in ("auth", "coupon", "license", "user", "anon")}
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", unlimited)
+    for throttle in _subclasses(SimpleRateThrottle):
+        monkeypatch.setattr(throttle, "THROTTLE_RATES", unlimited, raising=False)
+    tier_catalog_seed()
+    pricing_catalog_seed()
+    user = account_register(email="fuzz-user@example.com", password=PASSWORD)
+    staff = account_register(email="fuzz-staff@example.com", password=PASSWORD)
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    service = service_token_issue(service="fuzz", scopes=SERVICE_SCOPES, lifetime=timedelta(hours=1))
+    return {"user": access_token_for(user), "staff": access_token_for(staff), "service": service}
+
+
+def _subclasses(cls):
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def _token_for(path: str, credentials: dict) -> str | None:
+    if path.startswith("/api/v1/admin/"):
+        return credentials["staff"]
+    if path.startswith("/api/v1/usage/"):
+        return credentials["service"]
+    if path.startswith("/api/v1/billing/webhooks/"):
+        return None  # Stripe signs instead: without a valid signature, a documented 400
+    return credentials["user"]
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=not RANDOM,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_operation_answers_as_documented(case, credentials):
+    token = _token_for(case.path, credentials)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    EXAMPLES_RUN[f"{case.method} {case.path}"] += 1
+    case.call_and_validate(headers=headers, checks=CHECKS)
