@@ -1,8 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.auth.models import Group
 from django.db import transaction
+from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin as JwtBlacklistedTokenAdmin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from audit.admin_base import AdminAuditMixin, ReadOnlyModelAdmin
 from audit.models import AuditAction
@@ -64,6 +68,23 @@ class UserAdmin(AdminAuditMixin, DjangoUserAdmin):
 
 admin.site.unregister(User)
 admin.site.register(User, UserAdmin)
+
+
+class GroupAdmin(AdminAuditMixin, DjangoGroupAdmin):
+    """Groups grant permissions: each change is audited like any console write."""
+
+
+class BlacklistedTokenAdmin(AdminAuditMixin, JwtBlacklistedTokenAdmin):
+    """Revoked refresh tokens: revoking (adding) or un-revoking (deleting) a session is audited.
+    Issued tokens (OutstandingToken) stay read-only, as simplejwt registers them."""
+
+
+for model, model_admin in (
+    (Group, GroupAdmin),
+    (BlacklistedToken, BlacklistedTokenAdmin),
+):
+    admin.site.unregister(model)
+    admin.site.register(model, model_admin)
 
 
 @admin.register(IdempotencyKey)
