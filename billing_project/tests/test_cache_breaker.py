@@ -3,13 +3,16 @@
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 from django.core.cache import caches
 from prometheus_client import REGISTRY
+from rest_framework.test import APIClient
 
 from billing_project import cache_breaker
+from conftest import access_token_for, bearer, run_concurrently
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 FAILURES, COOLDOWN = 3, 0.5
@@ -237,3 +240,35 @@ def test_readiness_stays_200_degraded_while_the_breaker_is_open(breaker_cache, r
     assert body["checks"]["cache"]["breaker"] == "open"
     assert "circuit breaker open" in body["checks"]["cache"]["detail"]
     assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_no_request_fails_when_redis_stops_in_the_middle_of_a_load(breaker_cache, redis_server, user):
+    """Eight clients keep reading their balance and entitlements while Redis goes away under them."""
+    token = access_token_for(user)
+    redis_stopped = threading.Event()
+
+    def client_loop(_):
+        client = APIClient()
+        client.credentials(**bearer(token))
+        statuses = []
+        for round_number in range(30):
+            statuses.append(client.get("/api/v1/me/credits/").status_code)
+            statuses.append(client.get("/api/v1/me/entitlements/").status_code)
+            if round_number == 5:
+                redis_stopped.wait(timeout=10)
+        return statuses
+
+    def stop_redis_once_loaded(_):
+        time.sleep(0.2)
+        redis_server.stop()
+        redis_stopped.set()
+        return []
+
+    results = run_concurrently(lambda job: job(None), [client_loop] * 8 + [stop_redis_once_loaded])
+
+    statuses = [status for result in results for status in result]
+    assert not [result for result in results if isinstance(result, Exception)]
+    assert len(statuses) == 8 * 60 and set(statuses) == {200}
+    assert breaker_cache.breaker.state != "closed"
