@@ -1,15 +1,16 @@
 import django_filters
 
 from audit.models import AdminAuditLog, AuditAction, PaymentEvent
+from billing_project.filters import UserIdFilter, UtcDateTimeFromToRangeFilter
 
 
 class AdminAuditLogFilter(django_filters.FilterSet):
-    actor = django_filters.NumberFilter(field_name="actor_id")
+    actor = UserIdFilter(field_name="actor_id")
     actor_email = django_filters.CharFilter(lookup_expr="iexact")
     resource_type = django_filters.CharFilter()
     resource_id = django_filters.CharFilter()
     action = django_filters.ChoiceFilter(choices=AuditAction.choices)
-    timestamp = django_filters.IsoDateTimeFromToRangeFilter(help_text="timestamp_after / timestamp_before (ISO 8601)")
+    timestamp = UtcDateTimeFromToRangeFilter(help_text="timestamp_after / timestamp_before (ISO 8601)")
 
     class Meta:
         model = AdminAuditLog
@@ -17,9 +18,9 @@ class AdminAuditLogFilter(django_filters.FilterSet):
 
 
 class PaymentEventFilter(django_filters.FilterSet):
-    user = django_filters.NumberFilter(field_name="user_id")
+    user = UserIdFilter(field_name="user_id")
     event_type = django_filters.CharFilter()
-    created_at = django_filters.IsoDateTimeFromToRangeFilter()
+    created_at = UtcDateTimeFromToRangeFilter()
 
     class Meta:
         model = PaymentEvent

@@ -15,9 +15,34 @@ def test_a_body_with_nul_characters_is_served_and_audited_without_them(user_clie
     assert row.request_body == {"note\ufffd": ["a\ufffdb"]}
 
 
-@pytest.mark.postgres
-def test_a_timestamp_filter_beyond_any_time_zone_is_a_400_problem(staff_client):
-    response = staff_client.get("/api/v1/admin/audit-logs/", {"timestamp_after": "1372-04-01T12:53:04-17:21"})
+@pytest.mark.parametrize(
+    "moment", ["1372-04-01T12:53:04-17:21", "0503-12-27T14:16:05-01:21", "2026-01-01T00:00:00+14:00"]
+)
+def test_a_timestamp_filter_with_any_offset_is_compared_in_utc(staff_client, moment):
+    audit_logs = staff_client.get("/api/v1/admin/audit-logs/", {"timestamp_after": moment})
+    payment_events = staff_client.get("/api/v1/admin/payment-events/", {"created_at_before": moment})
+
+    assert (audit_logs.status_code, payment_events.status_code) == (200, 200)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/admin/payment-events/", "/api/v1/admin/licenses/", "/api/v1/admin/subscriptions/"]
+)
+def test_a_user_filter_beyond_the_id_range_is_a_400_problem(staff_client, path):
+    response = staff_client.get(path, {"user": "2.700260004994968e+16"})
 
     assert response.status_code == 400
-    assert response.json()["code"] == "invalid_value"
+    assert "user" in response.json()["errors"]
+
+
+def test_a_value_the_database_refuses_is_a_400_problem():
+    from django.db import DataError
+    from rest_framework.test import APIRequestFactory
+
+    from billing_project.errors import problem_exception_handler
+
+    request = APIRequestFactory().get("/api/v1/anything/")
+    response = problem_exception_handler(DataError("integer out of range"), {"request": request})
+
+    assert response.status_code == 400
+    assert response.data["code"] == "invalid_value"

@@ -1,5 +1,6 @@
 import django_filters
 
+from billing_project.filters import UserIdFilter
 from coupons.models import (
     Coupon,
     CouponCampaign,
@@ -38,7 +39,7 @@ class FraudDetectionFilter(django_filters.FilterSet):
     severity = django_filters.ChoiceFilter(choices=FraudSeverity.choices)
     is_flagged = django_filters.BooleanFilter()
     resolved = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull", exclude=True)
-    user = django_filters.NumberFilter(field_name="user_id")
+    user = UserIdFilter(field_name="user_id")
     coupon = django_filters.UUIDFilter(field_name="coupon_id")
 
     class Meta:

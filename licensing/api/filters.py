@@ -1,5 +1,6 @@
 import django_filters
 
+from billing_project.filters import UserIdFilter
 from licensing.keys import key_normalize
 from licensing.models import LicenseStatus, PerpetualLicense
 
@@ -7,7 +8,7 @@ from licensing.models import LicenseStatus, PerpetualLicense
 class StaffLicenseFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=LicenseStatus.choices)
     byok_enabled = django_filters.BooleanFilter()
-    user = django_filters.NumberFilter(field_name="user_id")
+    user = UserIdFilter(field_name="user_id")
     search = django_filters.CharFilter(
         method="filter_search", help_text="Part of a license key (e.g. the last group a customer reads out)."
     )
