@@ -29,7 +29,7 @@ _handlers: _Handlers | None = None
 
 
 class CouponsUnavailable(LookupError):
-    pass
+    """A coupon was given but the coupons app registered no handlers (it is not installed)."""
 
 
 def discount_handlers_register(*, apply: Callable[..., CheckoutDiscount], confirm: Callable[..., Decimal]) -> None:

@@ -104,4 +104,6 @@ def test_api_operation_answers_as_documented(case, credentials):
     token = _token_for(case.path, credentials)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     EXAMPLES_RUN[f"{case.method} {case.path}"] += 1
-    case.call_and_validate(headers=headers, checks=CHECKS)
+    # call_and_validate raises on any failed check (documented status, content type, body schema).
+    response = case.call_and_validate(headers=headers, checks=CHECKS)
+    assert response.status_code < 500, response.text
