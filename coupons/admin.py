@@ -3,7 +3,6 @@ and redemption history must survive. Redemptions, usage totals and snapshots are
 
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from billing_project.admin_actions import form_action
@@ -72,7 +71,6 @@ def _generate(*, request, obj, count, prefix, valid_until, **template):
         actor=request.user,
         count=count,
         prefix=prefix,
-        valid_from=timezone.now(),
         valid_until=valid_until,
         **template,
     )

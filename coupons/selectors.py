@@ -28,13 +28,13 @@ from coupons.models import (
 )
 from licensing.models import LicenseStatus, PerpetualLicense
 from subscriptions.models import (
-    LIVE_STATUSES,
     PaymentStatus,
     PaymentTransaction,
     Subscription,
     SubscriptionStatus,
     TierConfig,
 )
+from subscriptions.selectors import subscription_live_for
 
 CENT = Decimal("0.01")
 TAKES_A_USE = (RedemptionStatus.SUCCESS, RedemptionStatus.PENDING)
@@ -60,10 +60,6 @@ def coupons_by_code(code: str) -> QuerySet:
 def campaign_of(coupon: Coupon) -> CouponCampaign | None:
     link = coupon.campaign_links.select_related("campaign").first()
     return link.campaign if link is not None else None
-
-
-def live_subscription_of(user) -> Subscription | None:
-    return Subscription.objects.filter(user=user, status__in=LIVE_STATUSES).order_by("-created_at").first()
 
 
 # What a coupon is asked about
@@ -326,22 +322,18 @@ def effect_reason(coupon: Coupon, *, subscription: Subscription | None, purchase
     return None
 
 
-def coupon_verdict(
+def _verdict(
     *,
-    coupon: Coupon | None,
+    coupon: Coupon,
     campaign: CouponCampaign | None,
     user,
     subscription: Subscription | None,
     purchase: Purchase,
-    preview: Preview | None,
+    preview: Preview,
     client,
     now: datetime,
-    at_checkout: bool = False,
+    at_checkout: bool,
 ) -> Verdict:
-    """The validation steps of SPEC 4 in their order; the first that fails is the reason. The
-    fraud signals are returned whenever that step is reached: those that do not block still flag."""
-    if coupon is None:
-        return Verdict(Reason.COUPON_NOT_FOUND)
     reason = (
         _coupon_reason(coupon, now)
         or _campaign_reason(campaign, preview.cost_usd, now)
@@ -365,24 +357,51 @@ class Validation:
     preview: Preview
 
 
-def coupon_validate(*, user, code: str, tier=None, billing_cycle=None, amount_usd=None, client, now) -> Validation:
-    """`coupons/validate/`: would redeeming this code now succeed, and what would it give.
-    Changes nothing, records nothing."""
-    coupon = coupons_by_code(code).first()
-    subscription = live_subscription_of(user)
-    purchase = purchase_for(subscription=subscription, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd)
-    preview = preview_for(coupon, purchase=purchase) if coupon is not None else Preview()
-    verdict = coupon_verdict(
+def coupon_assess(
+    *,
+    coupon: Coupon | None,
+    campaign: CouponCampaign | None,
+    user,
+    subscription: Subscription | None,
+    purchase: Purchase,
+    client,
+    now: datetime,
+    at_checkout: bool = False,
+) -> Validation:
+    """The validation steps of SPEC 4 in their order (the first that fails is the reason) and what
+    redeeming would give. The fraud signals are returned whenever that step is reached: those that do
+    not block still flag. Validation reads without locks; redemption calls this under its locks."""
+    if coupon is None:
+        return Validation(verdict=Verdict(Reason.COUPON_NOT_FOUND), preview=Preview())
+    preview = preview_for(coupon, purchase=purchase)
+    verdict = _verdict(
         coupon=coupon,
-        campaign=campaign_of(coupon) if coupon is not None else None,
+        campaign=campaign,
         user=user,
         subscription=subscription,
         purchase=purchase,
         preview=preview,
         client=client,
         now=now,
+        at_checkout=at_checkout,
     )
     return Validation(verdict=verdict, preview=preview)
+
+
+def coupon_validate(*, user, code: str, tier=None, billing_cycle=None, amount_usd=None, client, now) -> Validation:
+    """`coupons/validate/`: would redeeming this code now succeed, and what would it give.
+    Changes nothing, records nothing."""
+    coupon = coupons_by_code(code).first()
+    subscription = subscription_live_for(user=user)
+    return coupon_assess(
+        coupon=coupon,
+        campaign=campaign_of(coupon) if coupon is not None else None,
+        user=user,
+        subscription=subscription,
+        purchase=purchase_for(subscription=subscription, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd),
+        client=client,
+        now=now,
+    )
 
 
 # Staff lists and reports

@@ -216,17 +216,16 @@ def _redeem(*, user, code, tier, billing_cycle, amount_usd, client: ClientInfo, 
     purchase = selectors.purchase_for(
         subscription=subscription, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd
     )
-    preview = selectors.preview_for(coupon, purchase=purchase) if coupon is not None else Preview()
-    verdict = selectors.coupon_verdict(
+    assessment = selectors.coupon_assess(
         coupon=coupon,
         campaign=campaign,
         user=user,
         subscription=subscription,
         purchase=purchase,
-        preview=preview,
         client=client,
         now=now,
     )
+    verdict, preview = assessment.verdict, assessment.preview
     if not verdict.valid:
         raise _Refusal(verdict.reason, coupon=coupon, campaign=campaign, preview=preview, signals=verdict.signals)
     touches_subscription = coupon.discount_type in PRICE_DISCOUNTS or coupon.discount_type == DiscountType.MONTHS_FREE
@@ -309,19 +308,17 @@ def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amou
     use, until the checkout is paid. A refusal raises `CouponRefused` and, with the start, writes nothing."""
     now = timezone.now()
     coupon, campaign = _lock_coupon(code)
-    purchase = Purchase(tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd)
-    preview = selectors.preview_for(coupon, purchase=purchase) if coupon is not None else Preview()
-    verdict = selectors.coupon_verdict(
+    assessment = selectors.coupon_assess(
         coupon=coupon,
         campaign=campaign,
         user=user,
         subscription=None,
-        purchase=purchase,
-        preview=preview,
+        purchase=Purchase(tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd),
         client=client,
         now=now,
         at_checkout=True,
     )
+    verdict, preview = assessment.verdict, assessment.preview
     if not verdict.valid:
         raise CouponRefused(verdict.reason)
     redemption = _redemption_take(
@@ -475,7 +472,7 @@ def coupon_create(*, actor, campaign_id=None, **fields) -> Coupon:
     unknown = set(fields) - COUPON_FIELDS
     if unknown:
         raise TypeError(f"unknown coupon fields: {sorted(unknown)}")
-    coupon = Coupon(created_by=actor, **fields)
+    coupon = Coupon(created_by=actor, **{"valid_from": timezone.now(), **fields})
     _coupon_save(coupon)
     CouponUsageLimit.objects.create(coupon=coupon)
     audit_model_change(action=AuditAction.CREATE, instance=coupon, actor=actor)
@@ -671,7 +668,8 @@ def campaign_coupons_generate(*, campaign_id, actor, count: int, prefix: str = "
     sample = Coupon(
         created_by=actor,
         code=prefix + "X" * CODE_RANDOM_LENGTH,
-        **{**template, "max_uses": 1, "max_uses_per_user": 1},  # single-use, whatever the template says
+        # valid from now unless the template says; single-use whatever the template says
+        **{"valid_from": timezone.now(), **template, "max_uses": 1, "max_uses_per_user": 1},
     )
     try:
         # Check constraints too (percentage at most 100, dates in order); the sample's code is no real code.

@@ -117,9 +117,7 @@ class StaffCouponViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     @extend_schema(request=CouponInput, responses={201: CouponOutput})
     def create(self, request):
-        data = dict(_valid(CouponInput, request.data))
-        data.setdefault("valid_from", timezone.now())
-        coupon = services.coupon_create(actor=request.user, **data)
+        coupon = services.coupon_create(actor=request.user, **_valid(CouponInput, request.data))
         return Response(CouponOutput(self._reloaded(coupon)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CouponUpdateInput, responses={200: CouponOutput})
@@ -215,7 +213,6 @@ class StaffCampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     @action(detail=True, methods=["post"], url_path="generate-coupons")
     def generate_coupons(self, request, pk=None):
         data = dict(_valid(GenerateCouponsInput, request.data))
-        data.setdefault("valid_from", timezone.now())
         coupons = services.campaign_coupons_generate(
             campaign_id=pk, actor=request.user, count=data.pop("count"), prefix=data.pop("prefix"), **data
         )
