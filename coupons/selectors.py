@@ -222,9 +222,9 @@ def _rules_reason(coupon: Coupon, user, client, now: datetime) -> Reason | None:
         elif rule.rule_type == ValidationRuleType.MIN_ACCOUNT_AGE_DAYS:
             if user.date_joined > now - timedelta(days=int(value.get("days", 0))):
                 return Reason.RULE_MIN_ACCOUNT_AGE
-        elif rule.rule_type == ValidationRuleType.MAX_REDEMPTIONS_PER_IP:
+        elif rule.rule_type == ValidationRuleType.MAX_REDEMPTIONS_PER_IP and client.ip:
             from_ip = coupon.redemptions.filter(status__in=TAKES_A_USE, ip_address=client.ip).count()
-            if client.ip and from_ip >= int(value.get("max", 1)):
+            if from_ip >= int(value.get("max", 1)):
                 return Reason.RULE_MAX_REDEMPTIONS_PER_IP
     return None
 
