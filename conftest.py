@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from billing_project.auth import service_token_issue
-from billing_project.tests.fake_stripe import WEBHOOK_SECRET, FakeStripeHttp
+from payments.tests.stripe_emulator import WEBHOOK_SECRET, StripeEmulator
 
 STRIPE_TEST_KEY = "sk_test_0123456789abcdefghijklmnopqrstuv"
 
@@ -36,17 +36,26 @@ def _clear_cache():
     cache.clear()
 
 
-@pytest.fixture
-def stripe_http(settings, monkeypatch):
-    """Stripe configured (secret key and webhook secret), its outbound HTTP stubbed: the one place it is."""
-    import stripe
+@pytest.fixture(scope="session")
+def stripe_emulator():
+    """One Stripe emulator (a real HTTP server on 127.0.0.1) for the whole run; each test resets it."""
+    return StripeEmulator().serve()
 
+
+@pytest.fixture
+def stripe_http(settings, stripe_emulator):
+    """Stripe configured (secret key and webhook secret) and pointed at the emulator through
+    STRIPE_API_BASE: the SDK and our code run unchanged, only the other end of the HTTP is fake.
+    Network retries are off so that a test counts each request; timeouts are short."""
+    stripe_emulator.reset()
     settings.STRIPE_SECRET_KEY = STRIPE_TEST_KEY
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    fake = FakeStripeHttp()
-    monkeypatch.setattr(stripe, "default_http_client", fake)
-    monkeypatch.setattr(stripe, "max_network_retries", 0)
-    return fake
+    settings.STRIPE_API_BASE = stripe_emulator.url
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    settings.STRIPE_CONNECT_TIMEOUT_SECONDS = 1
+    settings.STRIPE_READ_TIMEOUT_SECONDS = 2
+    yield stripe_emulator
+    stripe_emulator.reset()
 
 
 def bearer(token: str) -> dict:

@@ -3,7 +3,7 @@
 from django.contrib import admin
 
 from audit.admin_base import ReadOnlyModelAdmin
-from audit.models import AdminAuditLog, AuditChainHead, PaymentEvent
+from audit.models import AdminAuditLog, AuditChainHead
 
 
 @admin.register(AdminAuditLog)
@@ -26,13 +26,3 @@ class AdminAuditLogAdmin(ReadOnlyModelAdmin):
 @admin.register(AuditChainHead)
 class AuditChainHeadAdmin(ReadOnlyModelAdmin):
     list_display = ("chain", "sequence", "row_hash", "updated_at")
-
-
-@admin.register(PaymentEvent)
-class PaymentEventAdmin(ReadOnlyModelAdmin):
-    list_display = ("created_at", "event_type", "user", "plan_code", "amount", "currency", "invoice_id")
-    list_filter = ("event_type",)
-    list_select_related = ("user",)
-    search_fields = ("user__email", "customer_id", "invoice_id", "subscription_id", "=id")
-    date_hierarchy = "created_at"
-    ordering = ("-created_at",)

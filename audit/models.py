@@ -151,34 +151,3 @@ class AuditChainHead(TimestampedModel):
 
     def __str__(self):
         return f"{self.chain} head #{self.sequence}"
-
-
-class PaymentEvent(AppendOnlyModel):
-    """One row per payment-relevant event (checkout, invoice, refund...). Append-only; survives the
-    deletion of its user (user set to NULL) for the financial record."""
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
-    )
-    event_type = models.CharField(max_length=64, help_text="e.g. checkout_completed, invoice_paid")
-    plan_code = models.CharField(max_length=32, blank=True)
-    customer_id = models.CharField(max_length=255, blank=True)
-    invoice_id = models.CharField(max_length=255, blank=True)
-    subscription_id = models.CharField(max_length=255, blank=True)
-    amount = models.BigIntegerField(null=True, blank=True, help_text="Integer cents, as the provider reports it.")
-    currency = models.CharField(max_length=3, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    webhook_event = models.ForeignKey(
-        "subscriptions.WebhookEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
-    )
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [
-            models.Index(fields=["user", "created_at"], name="payment_event_user_time_idx"),
-            models.Index(fields=["event_type", "created_at"], name="payment_event_type_time_idx"),
-            models.Index(fields=["created_at"], name="payment_event_time_idx"),
-        ]
-
-    def __str__(self):
-        return f"{self.event_type} {self.amount} {self.currency}"

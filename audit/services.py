@@ -8,7 +8,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
 from audit.context import current_request_audit
-from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead, PaymentEvent
+from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead
 from audit.redaction import REDACTED, mask_license_key, redact
 from billing_project.net import client_ip
 
@@ -151,31 +151,4 @@ def audit_model_change(
         new_value=None if action == AuditAction.DELETE else snapshot(instance),
         actor=actor,
         request=request,
-    )
-
-
-def payment_event_record(
-    *,
-    event_type: str,
-    user=None,
-    plan_code: str = "",
-    customer_id: str = "",
-    invoice_id: str = "",
-    subscription_id: str = "",
-    amount: int | None = None,
-    currency: str = "",
-    metadata: dict | None = None,
-    webhook_event=None,
-) -> PaymentEvent:
-    return PaymentEvent.objects.create(
-        user=user,
-        event_type=event_type,
-        plan_code=plan_code,
-        customer_id=customer_id,
-        invoice_id=invoice_id,
-        subscription_id=subscription_id,
-        amount=amount,
-        currency=currency,
-        metadata=to_json(metadata or {}),
-        webhook_event=webhook_event,
     )

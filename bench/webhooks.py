@@ -245,9 +245,9 @@ def measure(spec: dict) -> dict:
 def stored_figures() -> str:
     from django.db.models import Count
 
-    from audit.models import PaymentEvent
     from credits.models import CreditAllocation
-    from subscriptions.models import BillingInvoice, WebhookEvent
+    from payments.models import PaymentEvent, WebhookEvent
+    from subscriptions.models import BillingInvoice
 
     by_status = dict(WebhookEvent.objects.values_list("status").annotate(n=Count("id")).order_by())
     return (

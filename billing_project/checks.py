@@ -46,13 +46,29 @@ def production_problems() -> list[str]:
         problems.append("DATABASE_URL is missing (production needs PostgreSQL).")
     if not settings.ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS is missing.")
+    problems.extend(_payment_problems())
+    return problems
+
+
+def _payment_problems() -> list[str]:
+    """The offline provider marks every checkout paid: in production it runs only when named."""
+    provider = settings.PAYMENTS_PROVIDER
     stripe_key, webhook_secret = settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET
-    if stripe_key:
-        if _looks_like_placeholder(stripe_key) or not stripe_key.startswith(("sk_", "rk_")):
-            problems.append("STRIPE_SECRET_KEY is a placeholder, not a Stripe secret key.")
-        if not webhook_secret:
-            problems.append("STRIPE_WEBHOOK_SECRET is missing while STRIPE_SECRET_KEY is set.")
-    if webhook_secret and (_looks_like_placeholder(webhook_secret) or not webhook_secret.startswith("whsec_")):
+    problems = []
+    if provider not in ("", "stripe", "offline"):
+        problems.append(f"PAYMENTS_PROVIDER must be stripe or offline, not {provider!r}.")
+    if provider == "offline":
+        return problems
+    if not stripe_key:
+        problems.append(
+            "STRIPE_SECRET_KEY is missing: set it (with STRIPE_WEBHOOK_SECRET), or set PAYMENTS_PROVIDER=offline "
+            "to run without payments (every checkout is then marked paid)."
+        )
+    elif _looks_like_placeholder(stripe_key) or not stripe_key.startswith(("sk_", "rk_")):
+        problems.append("STRIPE_SECRET_KEY is a placeholder, not a Stripe secret key.")
+    if not webhook_secret:
+        problems.append("STRIPE_WEBHOOK_SECRET is missing: Stripe's events could not be verified.")
+    elif _looks_like_placeholder(webhook_secret) or not webhook_secret.startswith("whsec_"):
         problems.append("STRIPE_WEBHOOK_SECRET is a placeholder, not a Stripe webhook secret.")
     return problems
 

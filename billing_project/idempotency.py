@@ -1,9 +1,18 @@
 """`Idempotency-Key` for every POST of the API (SPEC 5).
 
-The key row is inserted at the start of the request inside the same transaction as the request's
-effects: a concurrent duplicate blocks on the unique index until the first commits, then replays
-its stored response, so the work is done once. A 5xx or 429 rolls everything back (key included)
-so the client may retry. Keys are scoped to the verified caller and the path, and kept 24 hours.
+Most endpoints: the key row is inserted at the start of the request inside the same transaction as
+the request's effects: a concurrent duplicate blocks on the unique index until the first commits,
+then replays its stored response, so the work is done once. A 5xx or 429 rolls everything back (key
+included) so the client may retry.
+
+Endpoints that call the payment provider (views with `calls_payment_provider = True`) must not run
+inside a transaction: the key row is committed first, marked in progress, the view runs with no
+transaction open (its services commit their own, around the provider calls), and the response is
+stored after. A concurrent duplicate meanwhile gets 409 `idempotency_key_in_use`; a 5xx or 429 frees
+the key, and the retry resumes the payment operation the first attempt recorded (never a second
+charge). A key left in progress by a killed worker is freed after IDEMPOTENCY_IN_PROGRESS_TIMEOUT.
+
+Keys are scoped to the verified caller and the path, and kept 24 hours.
 """
 
 import hashlib
@@ -11,6 +20,7 @@ import hashlib
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 
 from billing_project.auth import caller_identity
@@ -44,8 +54,9 @@ class IdempotencyMiddleware:
             # Unauthenticated: DRF answers 401 (or the endpoint is public and idempotent by itself).
             return self.get_response(request)
         request_hash = hashlib.sha256(request.body).hexdigest()
+        run = self._run_outside_transaction if _calls_payment_provider(request) else self._run_once
         try:
-            return self._run_once(request, caller=caller, key=key, request_hash=request_hash)
+            return run(request, caller=caller, key=key, request_hash=request_hash)
         except DatabaseError:
             unavailable = problem_response(
                 request,
@@ -87,6 +98,46 @@ class IdempotencyMiddleware:
             record.save(update_fields=["status_code", "response_body", "content_type"])
             return response
 
+    def _run_outside_transaction(self, request, *, caller: str, key: str, request_hash: str):
+        scope = {"caller": caller, "path": request.path, "key": key}
+        with transaction.atomic():
+            IdempotencyKey.objects.filter(
+                **scope, created_at__lt=timezone.now() - settings.IDEMPOTENCY_KEY_TTL
+            ).delete()
+            IdempotencyKey.objects.filter(
+                **scope,
+                status_code=PENDING_STATUS,
+                created_at__lt=timezone.now() - settings.IDEMPOTENCY_IN_PROGRESS_TIMEOUT,
+            ).delete()
+            record, created = IdempotencyKey.objects.get_or_create(
+                **scope, defaults={"request_hash": request_hash, "status_code": PENDING_STATUS, "content_type": ""}
+            )
+        if not created:
+            if record.status_code == PENDING_STATUS and record.request_hash == request_hash:
+                in_use = problem_response(
+                    request,
+                    status_code=409,
+                    code="idempotency_key_in_use",
+                    title="Conflict",
+                    detail=f"A request with this {HEADER} is still being processed; retry shortly.",
+                )
+                in_use["Retry-After"] = "1"
+                return in_use
+            return self._replay(request, record, request_hash)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            record.delete()
+            raise
+        if response.status_code >= 500 or response.status_code == 429 or response.streaming:
+            record.delete()
+            return response
+        record.status_code = response.status_code
+        record.response_body = response.content.decode()
+        record.content_type = response.get("Content-Type", "application/json")
+        record.save(update_fields=["status_code", "response_body", "content_type"])
+        return response
+
     def _replay(self, request, stored: IdempotencyKey, request_hash: str):
         if stored.request_hash != request_hash:
             return problem_response(
@@ -100,3 +151,12 @@ class IdempotencyMiddleware:
         response = HttpResponse(stored.response_body, status=stored.status_code, content_type=stored.content_type)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _calls_payment_provider(request) -> bool:
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    view_class = getattr(match.func, "cls", None)
+    return bool(getattr(view_class, "calls_payment_provider", False))

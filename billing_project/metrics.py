@@ -35,3 +35,10 @@ HTTP_REQUESTS = Counter(
     "HTTP requests answered, by method, route pattern and status code.",
     ["method", "route", "status"],
 )
+
+PAYMENT_OPERATIONS = Counter(
+    "payment_operations_total", "Payment operations settled, by kind and final state.", ["kind", "state"]
+)
+JOB_ITEM_FAILURES = Counter(
+    "job_item_failures_total", "Items of a periodic job that failed (the job went on with the others).", ["job"]
+)

@@ -30,6 +30,24 @@ SERVICE_JWT_SECRET = env.str("SERVICE_JWT_SECRET", default=DEV_SERVICE_JWT_SECRE
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
+# Which payment provider moves money: "stripe", or "offline" (checkouts and charges succeed at once;
+# development and demos). Unset, it is Stripe when STRIPE_SECRET_KEY is set and offline otherwise,
+# and production (DEBUG off) refuses to start unless one of the two is explicitly usable.
+PAYMENTS_PROVIDER = env.str("PAYMENTS_PROVIDER", default="")
+# Stripe's API address: an emulator's in tests or staging.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# Each Stripe request waits at most connect + read seconds, tried 1 + retries times (the SDK's retries
+# reuse the idempotency key): 2 x (3 + 8) s plus a short back-off, well under gunicorn's 30 s timeout.
+STRIPE_CONNECT_TIMEOUT_SECONDS = env.float("STRIPE_CONNECT_TIMEOUT_SECONDS", default=3)
+STRIPE_READ_TIMEOUT_SECONDS = env.float("STRIPE_READ_TIMEOUT_SECONDS", default=8)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=1)
+# reconcile_payments settles operations left unfinished this long (nobody is driving them any more),
+# waits this long for an asynchronous payment (bank debits take days) and for a checkout to be paid.
+PAYMENT_RECONCILE_AFTER_MINUTES = env.int("PAYMENT_RECONCILE_AFTER_MINUTES", default=15)
+PAYMENT_ASYNC_MAX_DAYS = env.int("PAYMENT_ASYNC_MAX_DAYS", default=14)
+PAYMENT_CHECKOUT_MAX_HOURS = env.int("PAYMENT_CHECKOUT_MAX_HOURS", default=25)
+# One run of an operation's provider steps at a time; a crashed run's claim lapses after this.
+PAYMENT_RUN_LEASE_SECONDS = env.int("PAYMENT_RUN_LEASE_SECONDS", default=60)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CREDIT_VALUE_USD = Decimal(env.str("CREDIT_VALUE_USD", default="0.001"))
 DEFAULT_MARGIN_MULTIPLIER = Decimal(env.str("DEFAULT_MARGIN_MULTIPLIER", default="1.5"))
@@ -74,6 +92,8 @@ COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", def
 COUPON_BULK_MAX = 10_000
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+# A key whose request never finished (a killed worker) is freed after this; longer than any request.
+IDEMPOTENCY_IN_PROGRESS_TIMEOUT = timedelta(minutes=5)
 # How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 
@@ -93,6 +113,7 @@ INSTALLED_APPS = [
     "auditlog",
     "billing_project",
     "audit",
+    "payments",
     "licensing",
     "credits",
     "subscriptions",
@@ -264,6 +285,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-trials": {"task": "subscriptions.tasks.expire_trials", "schedule": timedelta(hours=1)},
     "send-trial-reminders": {"task": "subscriptions.tasks.send_trial_reminders", "schedule": timedelta(hours=1)},
     "run-dunning": {"task": "subscriptions.tasks.run_dunning", "schedule": timedelta(hours=1)},
+    "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": timedelta(minutes=5)},
     "snapshot-coupon-analytics": {
         "task": "coupons.tasks.snapshot_coupon_analytics",
         "schedule": crontab(hour=0, minute=20),

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("credits.api.urls")),
     path("", include("coupons.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("payments.api.urls")),
 ]
 
 admin.site.index_template = "admin/billing_index.html"

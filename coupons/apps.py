@@ -11,7 +11,11 @@ class CouponsConfig(AppConfig):
         from coupons import services
         from subscriptions.discounts import discount_handlers_register
 
-        discount_handlers_register(apply=services.coupon_checkout_hold, confirm=services.coupon_checkout_confirm)
+        discount_handlers_register(
+            apply=services.coupon_checkout_hold,
+            confirm=services.coupon_checkout_confirm,
+            release=services.abandoned_checkout_release,
+        )
 
         from coupons.models import (
             CampaignCoupon,

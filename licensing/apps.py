@@ -8,13 +8,14 @@ class LicensingConfig(AppConfig):
     def ready(self):
         from auditlog.registry import auditlog
 
-        from billing_project.payments import checkout_completion_register
         from licensing import services
         from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
+        from payments.models import OperationKind
+        from payments.registry import effect_register
 
         # Paid checkouts of our kinds come back here, from the offline provider or Stripe's webhook.
-        checkout_completion_register(services.CHECKOUT_KIND_LICENSE, services.license_purchase_complete)
-        checkout_completion_register(services.CHECKOUT_KIND_UPGRADE, services.license_upgrade_complete)
+        effect_register(OperationKind.LICENSE_CHECKOUT, succeeded=services.license_purchase_complete)
+        effect_register(OperationKind.LICENSE_UPGRADE_CHECKOUT, succeeded=services.license_upgrade_complete)
 
         # Object history for the console; a license key is kept masked in it, as in lists.
         auditlog.register(

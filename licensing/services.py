@@ -21,7 +21,6 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
 from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
-from billing_project.payments import Checkout, checkout_start
 from licensing import keys, pricing, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import (
@@ -38,11 +37,13 @@ from licensing.selectors import (
     license_upgrade_offer,
     version_checked,
 )
+from payments.models import OperationKind, PaymentOperation
+from payments.registry import EffectNotApplicable
+from payments.services.checkouts import Checkout, checkout_open, checkout_run
+from payments.services.operations import operation_unfinished_for
 
 logger = logging.getLogger(__name__)
 
-CHECKOUT_KIND_LICENSE = "license"
-CHECKOUT_KIND_UPGRADE = "license_upgrade"
 DEVICE_CHANGE_WINDOW = timedelta(hours=24)
 KEY_ATTEMPTS = 3
 
@@ -97,7 +98,7 @@ def _lock_for_checkout(*, user_id, license_id) -> PerpetualLicense:
     except ValidationError:  # not a UUID
         license_ = None
     if license_ is None:
-        raise NotFound("The checkout names no license of its user.", code=ErrorCode.CHECKOUT_TARGET_NOT_FOUND)
+        raise EffectNotApplicable(f"The checkout names license {license_id}, which is not its user's.")
     return license_
 
 
@@ -107,15 +108,26 @@ class LicensePurchase:
     checkout: Checkout
 
 
-@transaction.atomic
 def license_purchase(*, user, version: str | None = None) -> LicensePurchase:
     """Buys a license at LICENSE_PRICE_USD for `version` (default LICENSE_CURRENT_VERSION).
 
-    The license is created pending, with its key, and its checkout started; completing the checkout
-    activates it: at once with the offline provider, from Stripe's webhook otherwise. A pending
-    license cannot be activated on a device.
+    The license is created pending, with its key, and its checkout recorded; then the checkout
+    session is created (no transaction open). Completing the checkout activates it: at once with
+    the offline provider, from Stripe's webhook otherwise. A pending license cannot be activated on
+    a device. A retry while the same purchase is unpaid returns that license and checkout.
     """
+    license_, operation = _license_purchase_open(user=user, version=version)
+    checkout = checkout_run(operation=operation)
+    license_.refresh_from_db()
+    return LicensePurchase(license=license_, checkout=checkout)
+
+
+@transaction.atomic
+def _license_purchase_open(*, user, version: str | None) -> tuple[PerpetualLicense, PaymentOperation]:
     purchased_version = _version_on_sale(version)
+    unfinished = operation_unfinished_for(kind=OperationKind.LICENSE_CHECKOUT, subject=user)
+    if unfinished is not None and unfinished.params["metadata"].get("version") == purchased_version:
+        return PerpetualLicense.objects.get(pk=unfinished.params["metadata"]["license_id"]), unfinished
     price = pricing.money(settings.LICENSE_PRICE_USD)
     license_ = _license_create(
         user=user,
@@ -124,37 +136,38 @@ def license_purchase(*, user, version: str | None = None) -> LicensePurchase:
         eligible_until_version=versions.eligible_until_for(purchased_version),
         status=LicenseStatus.PENDING,
     )
-    checkout = checkout_start(
+    operation = checkout_open(
+        kind=OperationKind.LICENSE_CHECKOUT,
         user=user,
-        kind=CHECKOUT_KIND_LICENSE,
+        subject=user,
         amount_usd=price,
         description=f"Perpetual license, version {versions.version_parse(purchased_version).major}.x",
-        metadata={"license_id": license_.pk},
+        metadata={"license_id": license_.pk, "version": purchased_version},
+        plan_code="perpetual",
         **_checkout_urls(),
     )
-    if not checkout.completed:
-        license_.checkout_session_id = checkout.session_id
-        license_.save(update_fields=["checkout_session_id", "updated_at"])
-    license_.refresh_from_db()
-    return LicensePurchase(license=license_, checkout=checkout)
+    return license_, operation
 
 
-@transaction.atomic
-def license_purchase_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> PerpetualLicense:
-    """The "license" checkout handler: activates the paid pending license and records what was paid.
-    Idempotent: a license that is no longer pending (a repeated webhook) is returned unchanged."""
-    license_ = _lock_for_checkout(user_id=user_id, license_id=metadata.get("license_id"))
+def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> dict:
+    """The effect of a paid license checkout: activates the pending license and records what was
+    paid. Idempotent: a license that is no longer pending (a repeated event) is returned unchanged."""
+    metadata = operation.params.get("metadata", {})
+    session_id = facts.get("session_id") or operation.stripe_checkout_session_id
+    license_ = _lock_for_checkout(user_id=operation.user_id, license_id=metadata.get("license_id"))
     if license_.status != LicenseStatus.PENDING:
         if license_.checkout_session_id != session_id:
-            logger.warning("checkout %s paid for license %s which is %s", session_id, license_.pk, license_.status)
-        return license_
+            raise EffectNotApplicable(
+                f"Checkout {session_id} paid for license {license_.pk}, which is {license_.status}."
+            )
+        return {"object_id": str(license_.pk)}
     license_.status = LicenseStatus.ACTIVE
     license_.activated_at = timezone.now()
     license_.checkout_session_id = session_id
-    license_.purchase_price_usd = pricing.money(amount_usd)
+    license_.purchase_price_usd = pricing.money(Decimal(facts.get("amount", operation.amount)) / 100)
     license_.save(update_fields=["status", "activated_at", "checkout_session_id", "purchase_price_usd", "updated_at"])
     logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
-    return license_
+    return {"object_id": str(license_.pk)}
 
 
 @transaction.atomic
@@ -369,13 +382,25 @@ def _from_version(license_: PerpetualLicense) -> str:
     return f"{covered_major}.0.0"
 
 
-@transaction.atomic
 def license_upgrade(*, user, license_key: str) -> UpgradePurchase:
     """Buys the caller's license an upgrade to the next major line, priced now (list price, less the
     early-upgrade discount within LICENSE_EARLY_UPGRADE_DAYS of purchase). The upgrade is created
-    pending; its checkout's completion raises the license's eligible_until_version."""
+    pending and its checkout recorded, then the session created; its completion raises the
+    license's eligible_until_version. A retry while the upgrade is unpaid returns the same checkout."""
+    upgrade, operation = _license_upgrade_open(user=user, license_key=license_key)
+    checkout = checkout_run(operation=operation)
+    upgrade.refresh_from_db()
+    license_ = PerpetualLicense.objects.get(pk=upgrade.license_id)
+    return UpgradePurchase(upgrade=upgrade, license=license_, checkout=checkout)
+
+
+@transaction.atomic
+def _license_upgrade_open(*, user, license_key: str) -> tuple[VersionUpgrade, PaymentOperation]:
     license_ = _lock_owned(user=user, license_key=license_key)
     _require_active(license_)
+    unfinished = operation_unfinished_for(kind=OperationKind.LICENSE_UPGRADE_CHECKOUT, subject=license_)
+    if unfinished is not None:
+        return VersionUpgrade.objects.get(pk=unfinished.params["metadata"]["upgrade_id"]), unfinished
     offer = license_upgrade_offer(license_=license_)
     if offer is None:
         raise Conflict(
@@ -390,44 +415,41 @@ def license_upgrade(*, user, license_key: str) -> UpgradePurchase:
         discount_usd=offer.quote.discount_usd,
         status=UpgradeStatus.PENDING,
     )
-    checkout = checkout_start(
+    operation = checkout_open(
+        kind=OperationKind.LICENSE_UPGRADE_CHECKOUT,
         user=user,
-        kind=CHECKOUT_KIND_UPGRADE,
+        subject=license_,
         amount_usd=offer.quote.price_usd,
         description=f"Upgrade of a perpetual license to version {versions.version_parse(offer.to_version).major}.x",
         metadata={"license_id": license_.pk, "upgrade_id": upgrade.pk},
+        plan_code="perpetual",
         **_checkout_urls(),
     )
-    if not checkout.completed:
-        upgrade.checkout_session_id = checkout.session_id
-        upgrade.save(update_fields=["checkout_session_id", "updated_at"])
-    upgrade.refresh_from_db()
-    license_.refresh_from_db()
-    return UpgradePurchase(upgrade=upgrade, license=license_, checkout=checkout)
+    return upgrade, operation
 
 
-@transaction.atomic
-def license_upgrade_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> VersionUpgrade:
-    """The "license_upgrade" checkout handler: marks the upgrade paid and raises the license's
+def license_upgrade_complete(*, operation: PaymentOperation, facts: dict) -> dict:
+    """The effect of a paid upgrade checkout: marks the upgrade paid and raises the license's
     eligible_until_version to the end of the new line (never lowers it). Idempotent: a completed
     upgrade is returned unchanged."""
+    metadata = operation.params.get("metadata", {})
     # The license row is the lock, as for every change to what a license covers.
-    license_ = _lock_for_checkout(user_id=user_id, license_id=metadata.get("license_id"))
+    license_ = _lock_for_checkout(user_id=operation.user_id, license_id=metadata.get("license_id"))
     upgrade = license_.upgrades.filter(pk=metadata.get("upgrade_id")).first()
     if upgrade is None:
-        raise NotFound("The checkout names no upgrade of this license.", code=ErrorCode.CHECKOUT_TARGET_NOT_FOUND)
+        raise EffectNotApplicable("The checkout names no upgrade of this license.")
     if upgrade.status == UpgradeStatus.COMPLETED:
-        return upgrade
+        return {"object_id": str(upgrade.pk)}
     upgrade.status = UpgradeStatus.COMPLETED
     upgrade.purchased_at = timezone.now()
-    upgrade.checkout_session_id = session_id
-    upgrade.upgrade_price_usd = pricing.money(amount_usd)
+    upgrade.checkout_session_id = facts.get("session_id") or operation.stripe_checkout_session_id
+    upgrade.upgrade_price_usd = pricing.money(Decimal(facts.get("amount", operation.amount)) / 100)
     upgrade.save(update_fields=["status", "purchased_at", "checkout_session_id", "upgrade_price_usd", "updated_at"])
     eligible_until = versions.eligible_until_for(upgrade.to_version)
     if not versions.version_covered(eligible_until_version=license_.eligible_until_version, version=eligible_until):
         license_.eligible_until_version = eligible_until
         license_.save(update_fields=["eligible_until_version", "updated_at"])
-    return upgrade
+    return {"object_id": str(upgrade.pk)}
 
 
 def _transition(*, license_id, reason: str, allowed_from: set, to: LicenseStatus) -> tuple[PerpetualLicense, dict]:

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.db import models
 
-from audit.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin
+from audit.admin_base import AuditedModelAdmin
 from billing_project.admin_actions import ReasonForm, form_action
 from subscriptions import services
 from subscriptions.models import (
@@ -14,7 +14,6 @@ from subscriptions.models import (
     SubscriptionStatus,
     TierConfig,
     UserEntitlement,
-    WebhookEvent,
 )
 
 
@@ -33,11 +32,6 @@ def _trial_reminder_resend(*, request, obj):
     return f"{obj.user}: reminder sent ({days_left} days left)"
 
 
-def _webhook_replay(*, request, obj):
-    event = services.webhook_replay(event_id=obj.event_id, actor=request.user)
-    return f"{event.event_id}: {event.status}"
-
-
 change_subscription_status = form_action(
     form_class=StatusChangeForm,
     description="Change the status of the selected subscriptions",
@@ -51,13 +45,6 @@ resend_trial_reminder = form_action(
     perform=_trial_reminder_resend,
     name="resend_trial_reminder",
     permissions=["change"],
-)
-replay_webhook_events = form_action(
-    form_class=forms.Form,
-    description="Process the selected webhook events again",
-    perform=_webhook_replay,
-    name="replay_webhook_events",
-    permissions=["replay"],
 )
 
 
@@ -197,16 +184,3 @@ class ProrationEventAdmin(AuditedModelAdmin):
     date_hierarchy = "effective_date"
     autocomplete_fields = ("user", "subscription")
     readonly_fields = ("created_at", "updated_at")
-
-
-@admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyModelAdmin):
-    list_display = ("received_at", "provider", "event_id", "event_type", "status", "attempts", "processed_at")
-    list_filter = ("provider", "status", "event_type")
-    search_fields = ("=event_id", "event_type")
-    date_hierarchy = "received_at"
-    ordering = ("-received_at",)
-    actions = [replay_webhook_events]
-
-    def has_replay_permission(self, request):
-        return request.user.has_perm("subscriptions.change_webhookevent")

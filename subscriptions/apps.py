@@ -34,7 +34,30 @@ class SubscriptionsConfig(AppConfig):
 
         tier_lookup_register(tier_and_subscription_for)
 
-        from billing_project.payments import checkout_completion_register
-        from subscriptions.services import CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete
+        from payments.models import OperationKind
+        from payments.registry import effect_register, event_handler_register
+        from subscriptions.services import billing, lifecycle, webhooks
 
-        checkout_completion_register(CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete)
+        # What the payments that subscriptions starts do once Stripe (or the offline provider) settles them.
+        effect_register(
+            OperationKind.SUBSCRIPTION_CHECKOUT,
+            succeeded=lifecycle.subscription_checkout_succeeded,
+            failed=lifecycle.subscription_checkout_failed,
+        )
+        effect_register(
+            OperationKind.UPGRADE_CHARGE,
+            succeeded=lifecycle.upgrade_charge_succeeded,
+            failed=lifecycle.upgrade_charge_failed,
+        )
+        effect_register(
+            OperationKind.RENEWAL_CHARGE,
+            succeeded=billing.renewal_charge_succeeded,
+            failed=billing.renewal_charge_failed,
+        )
+        effect_register(
+            OperationKind.DUNNING_RETRY, succeeded=billing.dunning_retry_succeeded, failed=billing.dunning_retry_failed
+        )
+        effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
+        effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
+        for event_type, handler in webhooks.HANDLERS.items():
+            event_handler_register(event_type, handler)

@@ -4,7 +4,8 @@ two functions in here from its AppConfig.ready(); subscriptions never imports it
 - `apply` reserves the coupon for a checkout (a pending redemption that takes a use) and says how
   much it takes off the first period, or raises the refusal's domain error;
 - `confirm` marks that redemption successful when the checkout is paid, linked to the subscription,
-  and returns the discount again for the invoice. It is idempotent, as webhooks are redelivered.
+  and returns the discount again for the invoice. It is idempotent, as webhooks are redelivered;
+- `release` gives the coupon back when the checkout ends unpaid.
 """
 
 from collections.abc import Callable
@@ -23,6 +24,7 @@ class CheckoutDiscount:
 class _Handlers:
     apply: Callable[..., CheckoutDiscount]
     confirm: Callable[..., Decimal]
+    release: Callable[..., bool]
 
 
 _handlers: _Handlers | None = None
@@ -32,9 +34,11 @@ class CouponsUnavailable(LookupError):
     """A coupon was given but the coupons app registered no handlers (it is not installed)."""
 
 
-def discount_handlers_register(*, apply: Callable[..., CheckoutDiscount], confirm: Callable[..., Decimal]) -> None:
+def discount_handlers_register(
+    *, apply: Callable[..., CheckoutDiscount], confirm: Callable[..., Decimal], release: Callable[..., bool]
+) -> None:
     global _handlers
-    _handlers = _Handlers(apply=apply, confirm=confirm)
+    _handlers = _Handlers(apply=apply, confirm=confirm, release=release)
 
 
 def _registered() -> _Handlers:
@@ -51,3 +55,7 @@ def checkout_discount_apply(*, user, code: str, tier: str, billing_cycle: str, a
 
 def checkout_discount_confirm(*, redemption_id: str, subscription) -> Decimal:
     return _registered().confirm(redemption_id=redemption_id, subscription=subscription)
+
+
+def checkout_discount_release(*, redemption_id: str) -> bool:
+    return _registered().release(redemption_id=redemption_id)

@@ -1,6 +1,8 @@
 """The periodic subscription jobs, shared by the Celery tasks and the manage.py commands. Each finds
-its work with one query and handles each item in its own transaction, so a retried or overlapping
-run finds nothing left to do. `progress` wraps the item list (a progress bar in commands)."""
+its work with one query and handles each item in its own transaction (and its own payment operation),
+so a retried or overlapping run finds nothing left to do and never charges twice, and one item that
+fails is counted (`failed`) while the others go on. `progress` wraps the item list (a progress bar
+in commands)."""
 
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -8,6 +10,9 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from billing_project.jobs import items_run
+from payments.services.operations import OperationInProgress
+from payments.stripe_api import ProviderUnavailable
 from subscriptions import services
 
 
@@ -20,11 +25,24 @@ def monthly_credits_allocate(*, now: datetime | None = None, progress: Callable 
     own through invoice.paid), then allocates every live subscription's current credit period once
     (annual plans get theirs month by month)."""
     now = now or timezone.now()
-    outcomes = Counter()
-    for subscription_id in progress(services.subscriptions_due_for_roll_over(now=now)):
-        outcomes[services.subscription_period_roll_over(subscription_id=subscription_id, now=now)] += 1
-    for subscription_id in progress(services.subscriptions_to_allocate(now=now)):
-        outcomes["allocated"] += services.subscription_allocate_current(subscription_id=subscription_id, now=now)
+
+    def roll_over(subscription_id) -> str:
+        try:
+            return services.subscription_period_roll_over(subscription_id=subscription_id, now=now)
+        except (ProviderUnavailable, OperationInProgress):
+            return "payment_deferred"  # the next run resumes the same renewal charge
+
+    def allocate(subscription_id) -> str | None:
+        return "allocated" if services.subscription_allocate_current(subscription_id=subscription_id, now=now) else None
+
+    outcomes = items_run(
+        job="roll_over", items=progress(services.subscriptions_due_for_roll_over(now=now)), work=roll_over
+    )
+    to_allocate = services.subscriptions_to_allocate(now=now)
+    allocated = items_run(job="allocate", items=progress(to_allocate), work=allocate)
+    if to_allocate:
+        outcomes["allocated"] = allocated.pop("allocated", 0)
+    outcomes.update(allocated)
     return outcomes
 
 

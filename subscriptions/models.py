@@ -45,6 +45,7 @@ class PaymentStatus(models.TextChoices):
 
 class DunningResult(models.TextChoices):
     SCHEDULED = "scheduled"
+    PROCESSING = "processing", "Processing (an asynchronous payment is in flight)"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -60,18 +61,6 @@ class ProrationStatus(models.TextChoices):
     APPLIED = "applied"
     FAILED = "failed"
     REVERSED = "reversed"
-
-
-class WebhookProvider(models.TextChoices):
-    STRIPE = "stripe"
-    OFFLINE = "offline"
-
-
-class WebhookStatus(models.TextChoices):
-    RECEIVED = "received"
-    PROCESSED = "processed"
-    IGNORED = "ignored"
-    FAILED = "failed"
 
 
 class TierConfig(TimestampedModel):
@@ -329,34 +318,3 @@ class ProrationEvent(TimestampedModel):
 
     def __str__(self):
         return f"{self.from_tier} -> {self.to_tier} ({self.status})"
-
-
-class WebhookEvent(TimestampedModel):
-    """A payment-provider event as received: the replay and idempotency record of record.
-    Invariant: one row per (provider, event_id); processing is idempotent on it."""
-
-    provider = models.CharField(max_length=16, choices=WebhookProvider.choices, default=WebhookProvider.STRIPE)
-    event_id = models.CharField(max_length=255)
-    event_type = models.CharField(max_length=100)
-    payload = models.JSONField()
-    event_created_at = models.DateTimeField(null=True, blank=True, help_text="When the provider created the event.")
-    received_at = models.DateTimeField(auto_now_add=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.RECEIVED)
-    result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-
-    class Meta:
-        constraints = [
-            choices_check("provider", WebhookProvider),
-            choices_check("status", WebhookStatus),
-            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_unique_per_provider"),
-        ]
-        indexes = [
-            models.Index(fields=["status", "received_at"], name="webhook_status_time_idx"),
-            models.Index(fields=["event_type", "received_at"], name="webhook_type_time_idx"),
-        ]
-
-    def __str__(self):
-        return f"{self.provider}:{self.event_id} {self.event_type}"

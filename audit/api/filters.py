@@ -1,6 +1,6 @@
 import django_filters
 
-from audit.models import AdminAuditLog, AuditAction, PaymentEvent
+from audit.models import AdminAuditLog, AuditAction
 from billing_project.filters import UserIdFilter, UtcDateTimeFromToRangeFilter
 
 
@@ -15,13 +15,3 @@ class AdminAuditLogFilter(django_filters.FilterSet):
     class Meta:
         model = AdminAuditLog
         fields = ["actor", "actor_email", "resource_type", "resource_id", "action", "timestamp"]
-
-
-class PaymentEventFilter(django_filters.FilterSet):
-    user = UserIdFilter(field_name="user_id")
-    event_type = django_filters.CharFilter()
-    created_at = UtcDateTimeFromToRangeFilter()
-
-    class Meta:
-        model = PaymentEvent
-        fields = ["user", "event_type", "created_at"]

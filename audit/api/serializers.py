@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from audit.models import AdminAuditLog, PaymentEvent
+from audit.models import AdminAuditLog
 
 
 class AdminAuditLogOutput(serializers.ModelSerializer):
@@ -26,23 +26,4 @@ class AdminAuditLogOutput(serializers.ModelSerializer):
             "timestamp",
             "prev_hash",
             "row_hash",
-        ]
-
-
-class PaymentEventOutput(serializers.ModelSerializer):
-    class Meta:
-        model = PaymentEvent
-        fields = [
-            "id",
-            "user",
-            "event_type",
-            "plan_code",
-            "customer_id",
-            "invoice_id",
-            "subscription_id",
-            "amount",
-            "currency",
-            "metadata",
-            "webhook_event",
-            "created_at",
         ]

@@ -1,9 +1,8 @@
 from rest_framework.routers import SimpleRouter
 
-from audit.api.views import AdminAuditLogViewSet, PaymentEventViewSet
+from audit.api.views import AdminAuditLogViewSet
 
 router = SimpleRouter()
 router.register("admin/audit-logs", AdminAuditLogViewSet, basename="admin-audit-log")
-router.register("admin/payment-events", PaymentEventViewSet, basename="admin-payment-event")
 
 urlpatterns = router.urls

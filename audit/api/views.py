@@ -1,8 +1,8 @@
 from rest_framework import viewsets
 
-from audit.api.filters import AdminAuditLogFilter, PaymentEventFilter
-from audit.api.serializers import AdminAuditLogOutput, PaymentEventOutput
-from audit.models import AdminAuditLog, PaymentEvent
+from audit.api.filters import AdminAuditLogFilter
+from audit.api.serializers import AdminAuditLogOutput
+from audit.models import AdminAuditLog
 from billing_project.auth import IsStaff
 
 
@@ -13,10 +13,3 @@ class AdminAuditLogViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AdminAuditLogOutput
     filterset_class = AdminAuditLogFilter
     queryset = AdminAuditLog.objects.order_by("-sequence")
-
-
-class PaymentEventViewSet(viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsStaff]
-    serializer_class = PaymentEventOutput
-    filterset_class = PaymentEventFilter
-    queryset = PaymentEvent.objects.order_by("-created_at")

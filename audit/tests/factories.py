@@ -1,9 +1,10 @@
 import factory
 from factory.django import DjangoModelFactory
 
-from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditAction, AuditChainHead, PaymentEvent
+from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditAction, AuditChainHead
 from audit.services import audit_record
 from billing_project.tests.factories import UserFactory
+from payments.models import PaymentEvent
 
 
 class AdminAuditLogFactory(DjangoModelFactory):

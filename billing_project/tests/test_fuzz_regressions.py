@@ -11,7 +11,7 @@ def test_a_body_with_nul_characters_is_served_and_audited_without_them(user_clie
     response = user_client.post("/api/v1/licenses/purchase/", {"note\u0000": ["a\u0000b"]}, format="json")
 
     assert response.status_code == 201, response.content
-    row = AdminAuditLog.objects.filter(resource_type="payments.checkout").get()
+    row = AdminAuditLog.objects.filter(resource_type="payments.paymentoperation").get()
     assert row.request_body == {"note\ufffd": ["a\ufffdb"]}
 
 

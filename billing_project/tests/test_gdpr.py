@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from audit.models import AdminAuditLog, PaymentEvent
-from audit.services import audit_record, payment_event_record
+from audit.models import AdminAuditLog
+from audit.services import audit_record
 from coupons.models import Coupon, CouponRedemption
 from credits.models import (
     CreditAllocation,
@@ -20,6 +20,8 @@ from credits.models import (
 )
 from credits.services import pricing_catalog_seed
 from licensing.models import LicenseActivation, PerpetualLicense
+from payments.models import PaymentEvent
+from payments.services.events import payment_event_record
 from subscriptions.models import Subscription, UserEntitlement
 from subscriptions.services import account_register, tier_catalog_seed
 

@@ -20,6 +20,8 @@ from coupons.tests.conftest import PASSWORD, REDEEM_URL
 from coupons.tests.factories import CampaignCouponFactory, CouponCampaignFactory, CouponFactory
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance, UserCreditSource
 from licensing.models import LicenseStatus, PerpetualLicense
+from payments.models import PaymentOperation
+from payments.services.reconcile import payments_reconcile
 from subscriptions.jobs import monthly_credits_allocate
 from subscriptions.models import (
     BillingInvoice,
@@ -73,7 +75,7 @@ def balance_of(user) -> int:
 
 
 def stripe_calls(stripe_http, since: int = 0) -> list[tuple[str, str]]:
-    return [(call["method"], call["url"].split("/v1/", 1)[1]) for call in stripe_http.requests[since:]]
+    return [(method.lower(), path) for method, path in stripe_http.calls()[since:]]
 
 
 def session_metadata(form: dict) -> dict:
@@ -241,7 +243,7 @@ def test_a_fixed_discount_larger_than_the_price_takes_the_renewal_to_zero_and_ne
 
 
 def test_with_stripe_a_renewal_discount_goes_on_the_next_stripe_invoice_as_a_once_coupon(
-    customer, customer_client, stripe_http
+    customer, customer_client, stripe_http, django_capture_on_commit_callbacks
 ):
     # given a Pro subscription that Stripe bills
     ids = StripeIds.new()
@@ -249,32 +251,48 @@ def test_with_stripe_a_renewal_discount_goes_on_the_next_stripe_invoice_as_a_onc
     coupon = CouponFactory(discount_value=Decimal("20.00"))
     sent = len(stripe_http.requests)
 
-    response = redeem(customer_client, coupon.code)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = redeem(customer_client, coupon.code)
 
-    # then Stripe gets a coupon of 3.80 off one invoice, put on the subscription
+    # then Stripe gets a coupon of 3.80 off one invoice, put on the subscription (once it committed)
     assert response.status_code == 201, response.content
     assert stripe_calls(stripe_http, sent) == [("post", "coupons"), ("post", f"subscriptions/{ids.subscription}")]
     coupon_form = stripe_http.requests[sent]["form"]
     assert (coupon_form["amount_off"], coupon_form["currency"], coupon_form["duration"]) == ("380", "usd", "once")
-    (stripe_coupon_id,) = stripe_http.coupons
-    assert stripe_http.requests[sent + 1]["form"]["discounts[0][coupon]"] == stripe_coupon_id
+    (stripe_coupon,) = stripe_http.objects_of("coupon")
+    assert stripe_http.requests[sent + 1]["form"]["discounts[0][coupon]"] == stripe_coupon["id"]
     subscription.refresh_from_db()
     assert subscription.renewal_discount_usd == Decimal("3.80")
     assert response.json()["subscription_id"] == str(subscription.pk)
 
 
-def test_when_stripe_fails_a_renewal_discount_redemption_writes_nothing(customer, customer_client, stripe_http):
-    subscription = subscribe_through_checkout(APIClient(), customer, StripeIds.new())
+def test_when_stripe_fails_the_renewal_discount_stands_and_reaches_stripe_at_the_next_reconcile(
+    customer, customer_client, stripe_http, django_capture_on_commit_callbacks
+):
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(APIClient(), customer, ids)
     coupon = CouponFactory(discount_value=Decimal("20.00"))
-    stripe_http.fail_with_status = 500
+    stripe_http.inject("POST", "coupons", "unavailable")
 
-    response = redeem(customer_client, coupon.code)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = redeem(customer_client, coupon.code)
 
-    assert_problem(response, 503, "payment_provider_unavailable")
-    assert not CouponRedemption.objects.exists()
-    assert total_uses(coupon) == 0
+    # the redemption is ours to decide and stands; Stripe's copy is an operation left to finish
+    assert response.status_code == 201, response.content
     subscription.refresh_from_db()
-    assert subscription.renewal_discount_usd == Decimal("0.00")
+    assert subscription.renewal_discount_usd == Decimal("3.80")
+    assert total_uses(coupon) == 1
+    sync = PaymentOperation.objects.get(kind="subscription_sync")
+    assert (sync.state, sync.params["action"]) == ("pending", "discount_once")
+    assert "did not answer" in sync.last_error
+
+    # reconcile (the beat job) finishes it once Stripe answers again
+    with time_machine.travel(timezone.now() + timedelta(minutes=20)):
+        assert payments_reconcile() == {"succeeded": 1}
+    sync.refresh_from_db()
+    assert sync.state == "succeeded"
+    (stripe_coupon,) = stripe_http.objects_of("coupon")
+    assert stripe_http.object(ids.subscription)["discounts"] == [stripe_coupon["id"]]
 
 
 def test_a_discount_coupon_for_a_user_on_the_free_tier_is_refused_and_the_attempt_recorded(customer, customer_client):
@@ -450,11 +468,11 @@ def test_with_stripe_a_coupon_at_start_is_held_pending_until_the_checkout_is_pai
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["subscription"], body["checkout"]["completed"]) == (None, False)
-    assert stripe_calls(stripe_http) == [("post", "coupons"), ("post", "checkout/sessions")]
-    coupon_form, session_form = (call["form"] for call in stripe_http.requests)
+    assert stripe_calls(stripe_http) == [("post", "customers"), ("post", "coupons"), ("post", "checkout/sessions")]
+    _, coupon_form, session_form = (call["form"] for call in stripe_http.requests)
     assert (coupon_form["amount_off"], coupon_form["duration"]) == ("2980", "once")
-    (stripe_coupon_id,) = stripe_http.coupons
-    assert session_form["discounts[0][coupon]"] == stripe_coupon_id
+    (stripe_coupon,) = stripe_http.objects_of("coupon")
+    assert session_form["discounts[0][coupon]"] == stripe_coupon["id"]
     assert session_form["line_items[0][price_data][unit_amount]"] == "14900"
     redemption = CouponRedemption.objects.get(coupon=coupon)
     assert (redemption.status, redemption.subscription, redemption.use_number) == (RedemptionStatus.PENDING, None, 1)

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from audit.redaction import mask_license_key
 from licensing.models import DEFAULT_MAX_ACTIVATIONS, LicenseActivation, PerpetualLicense, VersionUpgrade
+from payments.api.serializers import CheckoutOutput
 
 LICENSE_KEY_INPUT_LENGTH = 64
 
@@ -105,12 +106,6 @@ class OwnerLicenseOutput(serializers.ModelSerializer):
         if active is None:
             active = obj.activations.filter(deactivated_at__isnull=True).order_by("activated_at")
         return ActivationOutput(active, many=True).data
-
-
-class CheckoutOutput(serializers.Serializer):
-    url = serializers.URLField(allow_null=True, help_text="Where the customer pays; null when already paid.")
-    session_id = serializers.CharField()
-    completed = serializers.BooleanField()
 
 
 class PurchaseOutput(serializers.Serializer):

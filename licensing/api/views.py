@@ -47,7 +47,10 @@ def _valid(serializer_class, data) -> dict:
 
 class LicensePurchaseView(APIView):
     """Buys a license: 201 with the license active (offline provider) or pending with the Stripe
-    Checkout URL to pay at; the key is shown in full, to its owner."""
+    Checkout URL to pay at; the key is shown in full, to its owner. 503 when Stripe did not answer:
+    the same request again gets the same license and checkout."""
+
+    calls_payment_provider = True
 
     @extend_schema(request=PurchaseInput, responses={201: PurchaseOutput})
     def post(self, request):
@@ -115,6 +118,8 @@ class LicenseUpgradeView(APIView):
     """Buys the upgrade to the next major version: 201 with the upgrade completed (offline provider)
     or pending with the Stripe Checkout URL; 409 `upgrade_not_available` when nothing newer is on sale.
     The key travels in the body, as for activation, so it stays out of URLs and access logs."""
+
+    calls_payment_provider = True
 
     @extend_schema(request=UpgradeInput, responses={201: UpgradePurchaseOutput})
     def post(self, request):

@@ -9,6 +9,7 @@ from conftest import access_token_for, bearer
 from licensing.api.throttles import LicenseIpRateThrottle, LicenseKeyRateThrottle
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense, VersionUpgrade
 from licensing.tests.factories import LicenseActivationFactory, PerpetualLicenseFactory, mistyped
+from payments.models import PaymentOperation
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +39,13 @@ def test_purchase_offline_answers_201_with_the_active_license_and_its_full_key(u
     assert body["license"]["purchase_price_usd"] == "199.00"
     assert body["license"]["eligible_until_version"] == "1.999.999"
     assert body["license"]["activations"] == []
-    assert body["checkout"] == {"url": None, "session_id": license_.checkout_session_id, "completed": True}
+    operation = PaymentOperation.objects.get(user=user)
+    assert body["checkout"] == {
+        "url": None,
+        "session_id": license_.checkout_session_id,
+        "completed": True,
+        "operation_id": str(operation.pk),
+    }
 
 
 def test_purchase_through_stripe_answers_201_with_the_checkout_url_and_a_pending_license(
@@ -52,7 +59,8 @@ def test_purchase_through_stripe_answers_201_with_the_checkout_url_and_a_pending
     assert body["checkout"]["completed"] is False
     assert body["checkout"]["url"].startswith("https://checkout.stripe.com/")
     assert PerpetualLicense.objects.get(user=user).status == LicenseStatus.PENDING
-    assert stripe_http.requests[0]["form"]["client_reference_id"] == str(user.pk)
+    (session_request,) = (request for request in stripe_http.requests if request["path"] == "checkout/sessions")
+    assert session_request["form"]["client_reference_id"] == str(user.pk)
 
 
 def test_purchase_of_a_version_not_on_sale_is_a_422_problem(user_client):

@@ -5,14 +5,15 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from audit.models import AdminAuditLog, AuditAction, PaymentEvent
-from billing_project.errors import Conflict, NotFound, RuleViolation, ServiceUnavailable
-from billing_project.payments import UnknownCheckoutKind, checkout_completed
+from audit.models import AdminAuditLog, AuditAction
+from billing_project.errors import Conflict, RuleViolation, ServiceUnavailable
 from conftest import STRIPE_TEST_KEY
 from licensing import keys, services
 from licensing.codes import ErrorCode
 from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
 from licensing.tests.factories import PerpetualLicenseFactory
+from payments.models import OperationState, PaymentEvent, PaymentOperation
+from payments.tests.helpers import checkout_paid, deliver_event
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +45,8 @@ def test_offline_purchase_records_the_payment_and_its_audit_row_with_the_key_mas
     assert event.metadata["kind"] == "license"
     assert event.metadata["license_id"] == str(purchase.license.pk)
     row = AdminAuditLog.objects.get(action=AuditAction.PROCESS)
-    assert (row.resource_type, row.resource_id) == ("payments.checkout", purchase.checkout.session_id)
+    assert (row.resource_type, row.resource_id) == ("payments.paymentoperation", purchase.checkout.operation_id)
+    assert row.new_value["state"] == OperationState.SUCCEEDED
     assert purchase.license.license_key not in str(row.new_value)
 
 
@@ -73,14 +75,19 @@ def test_stripe_purchase_creates_a_pending_license_and_a_checkout_session(user, 
 
     purchase = services.license_purchase(user=user)
 
-    # the session was asked for exactly as the webhook will read it back
-    (request,) = stripe_http.requests
-    assert (request["method"], request["url"]) == ("post", "https://api.stripe.com/v1/checkout/sessions")
+    # the user's Stripe customer is created once, then the session is asked for exactly as the
+    # webhook will read it back
+    assert stripe_http.calls() == [("POST", "customers"), ("POST", "checkout/sessions")]
+    customer, request = stripe_http.requests
+    assert customer["form"] == {"email": user.email, "metadata[user_id]": str(user.pk)}
     assert request["headers"]["Authorization"] == f"Bearer {STRIPE_TEST_KEY}"
+    assert request["headers"]["Idempotency-Key"] == f"op_{purchase.checkout.operation_id}:session"
     form = request["form"]
     assert form["mode"] == "payment"
+    assert form["customer"] == stripe_http.objects_of("customer")[0]["id"]
     assert form["client_reference_id"] == str(user.pk)
     assert form["metadata[kind]"] == "license"
+    assert form["metadata[operation_id]"] == purchase.checkout.operation_id
     assert form["metadata[license_id]"] == str(purchase.license.pk)
     assert form["line_items[0][price_data][unit_amount]"] == "19900"
     assert form["line_items[0][price_data][currency]"] == "usd"
@@ -91,58 +98,68 @@ def test_stripe_purchase_creates_a_pending_license_and_a_checkout_session(user, 
     assert purchase.checkout.url == f"https://checkout.stripe.com/c/pay/{purchase.checkout.session_id}"
     license_ = PerpetualLicense.objects.get()
     assert (license_.status, license_.activated_at) == (LicenseStatus.PENDING, None)
-    assert license_.checkout_session_id == purchase.checkout.session_id
     assert not PaymentEvent.objects.exists()
+
+
+def session_paid(stripe_http, session_id: str) -> dict:
+    """The customer pays the session on Stripe's page; returns the session as its event carries it."""
+    return stripe_http.checkout_complete(session_id)
 
 
 def test_webhook_completion_activates_the_pending_license_once(user, stripe_http):
     purchase = services.license_purchase(user=user)
-    completion = {
-        "kind": "license",
-        "user_id": str(user.pk),
-        "metadata": {"kind": "license", "license_id": str(purchase.license.pk)},
-        "session_id": purchase.checkout.session_id,
-        "amount_usd": Decimal("199.00"),
-    }
+    session = session_paid(stripe_http, purchase.checkout.session_id)
+    event_id = "evt_license_paid"
 
-    first = checkout_completed(**completion)
-    activated_at = first.activated_at
-    again = checkout_completed(**completion)
+    first, replayed = deliver_event("checkout.session.completed", session, event_id=event_id)
+    license_ = PerpetualLicense.objects.get()
+    activated_at = license_.activated_at
+    again, replayed_again = deliver_event("checkout.session.completed", session, event_id="evt_license_paid_twin")
 
-    assert first.status == again.status == LicenseStatus.ACTIVE
-    assert again.activated_at == activated_at
-    assert PerpetualLicense.objects.get().status == LicenseStatus.ACTIVE
+    assert (first.status, replayed, again.status, replayed_again) == ("processed", False, "processed", False)
+    license_.refresh_from_db()
+    assert (license_.status, license_.activated_at) == (LicenseStatus.ACTIVE, activated_at)
+    assert license_.checkout_session_id == purchase.checkout.session_id
+    assert PaymentEvent.objects.filter(event_type="checkout_completed").count() == 1
+    assert stripe_http.charges == [{"session": purchase.checkout.session_id, "amount": 19900}]
 
 
-def test_completion_naming_someone_elses_license_is_refused(user, other_user, stripe_http):
+def test_a_checkout_naming_someone_elses_license_is_acknowledged_and_refunded(user, other_user, stripe_http):
     purchase = services.license_purchase(user=user)
 
-    with pytest.raises(NotFound) as refused:
-        checkout_completed(
-            kind="license",
-            user_id=other_user.pk,
-            metadata={"license_id": str(purchase.license.pk)},
-            session_id="cs_test_forged",
-            amount_usd=Decimal("199.00"),
-        )
+    forged = checkout_paid(
+        user=other_user,
+        metadata={"kind": "license", "license_id": str(purchase.license.pk)},
+        amount_cents=19900,
+        payment_intent="pi_forged",
+    )
 
-    assert refused.value.code == ErrorCode.CHECKOUT_TARGET_NOT_FOUND
+    assert forged.status == "processed"
+    operation = PaymentOperation.objects.get(stripe_checkout_session_id=forged.payload["data"]["object"]["id"])
+    assert (operation.state, operation.cleanup_due) == (OperationState.NEEDS_ATTENTION, "refund")
     assert PerpetualLicense.objects.get().status == LicenseStatus.PENDING
 
 
-def test_completion_of_an_unregistered_kind_is_refused():
-    with pytest.raises(UnknownCheckoutKind):
-        checkout_completed(kind="spaceship", user_id=1, metadata={}, session_id="cs_1", amount_usd=Decimal("1"))
-
-
-def test_a_stripe_failure_leaves_no_license_behind(user, stripe_http):
-    stripe_http.fail_with_status = 500
+def test_a_stripe_outage_keeps_the_pending_license_for_the_retry_which_gets_the_same_checkout(user, stripe_http):
+    stripe_http.inject("POST", "checkout/sessions", "unavailable")
 
     with pytest.raises(ServiceUnavailable) as refused:
         services.license_purchase(user=user)
 
     assert refused.value.code == "payment_provider_unavailable"
-    assert not PerpetualLicense.objects.exists()
+    assert refused.value.extra["retry_after"] == 30
+    license_ = PerpetualLicense.objects.get()
+    operation = PaymentOperation.objects.get()
+    assert (license_.status, operation.state) == (LicenseStatus.PENDING, OperationState.PENDING)
+    assert "did not answer" in operation.last_error
+
+    retried = services.license_purchase(user=user)
+    again = services.license_purchase(user=user)
+
+    assert retried.license == again.license == license_
+    assert retried.checkout.session_id == again.checkout.session_id
+    assert len(stripe_http.objects_of("checkout.session")) == 1
+    assert len(stripe_http.objects_of("customer")) == 1
 
 
 def test_staff_issue_creates_an_active_license_and_an_audit_row(user, staff_user):
@@ -225,22 +242,16 @@ def test_stripe_upgrade_waits_for_the_webhook_then_completes_once(owned_license,
     with time_machine.travel(timezone.now() + timedelta(days=120)):
         purchase = services.license_upgrade(user=owned_license.user, license_key=owned_license.license_key)
 
-    (request,) = stripe_http.requests
+    (_, request) = stripe_http.requests
     assert request["form"]["metadata[kind]"] == "license_upgrade"
     assert request["form"]["metadata[upgrade_id]"] == str(purchase.upgrade.pk)
     assert request["form"]["line_items[0][price_data][unit_amount]"] == "9900"
     assert purchase.upgrade.status == UpgradeStatus.PENDING
     assert purchase.license.eligible_until_version == "1.999.999"
 
-    completion = {
-        "kind": "license_upgrade",
-        "user_id": str(owned_license.user_id),
-        "metadata": {"license_id": str(owned_license.pk), "upgrade_id": str(purchase.upgrade.pk)},
-        "session_id": purchase.checkout.session_id,
-        "amount_usd": Decimal("99.00"),
-    }
-    checkout_completed(**completion)
-    checkout_completed(**completion)
+    session = stripe_http.checkout_complete(purchase.checkout.session_id)
+    deliver_event("checkout.session.completed", session)
+    deliver_event("checkout.session.completed", session)
 
     upgrade = VersionUpgrade.objects.get()
     assert (upgrade.status, upgrade.checkout_session_id) == (UpgradeStatus.COMPLETED, purchase.checkout.session_id)

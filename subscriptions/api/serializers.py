@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from billing_project.enums import BillingCycle, SubscriptionTier
-from licensing.api.serializers import CheckoutOutput
+from payments.api.serializers import CheckoutOutput, OperationStateOutput
 from subscriptions.models import BillingInvoice, ProrationEvent, Subscription, SubscriptionStatus, TierConfig
 
 
@@ -123,7 +123,20 @@ class ProrationEventOutput(serializers.ModelSerializer):
 
 class TierChangeOutput(serializers.Serializer):
     subscription = SubscriptionOutput()
-    proration = ProrationEventOutput()
+    proration = ProrationEventOutput(help_text="`pending` while the upgrade's payment is in flight (answered 202).")
+    payment = OperationStateOutput(allow_null=True, help_text="The upgrade's charge; null when nothing was charged.")
+
+
+class RefundInput(serializers.Serializer):
+    amount_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Omit to refund what is left of the payment.",
+    )
+    reason = serializers.CharField(max_length=1000)
 
 
 class CancelInput(serializers.Serializer):
@@ -161,11 +174,3 @@ class InvoiceOutput(serializers.ModelSerializer):
             "paid_at",
             "created_at",
         ]
-
-
-class WebhookOutput(serializers.Serializer):
-    event_id = serializers.CharField()
-    event_type = serializers.CharField()
-    status = serializers.CharField()
-    result = serializers.JSONField(allow_null=True)
-    replayed = serializers.BooleanField()

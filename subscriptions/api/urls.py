@@ -29,6 +29,8 @@ urlpatterns = [
     path("me/subscription/", views.MySubscriptionView.as_view(), name="my-subscription"),
     path("me/entitlements/", views.MyEntitlementsView.as_view(), name="my-entitlements"),
     path("me/invoices/", views.MyInvoiceListView.as_view(), name="my-invoices"),
-    path("billing/webhooks/stripe/", views.StripeWebhookView.as_view(), name="stripe-webhook"),
+    path(
+        "admin/payments/<uuid:payment_id>/refund/", views.StaffPaymentRefundView.as_view(), name="admin-payment-refund"
+    ),
     *router.urls,
 ]

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from billing_project.auth import IsStaff, NoAuthentication
 from billing_project.errors import NotFound
 from billing_project.net import client_info
+from payments.api.serializers import OperationStateOutput
 from subscriptions import selectors, services
 from subscriptions.api.filters import StaffSubscriptionFilter
 from subscriptions.api.serializers import (
@@ -17,6 +18,7 @@ from subscriptions.api.serializers import (
     EntitlementsOutput,
     InvoiceOutput,
     MeOutput,
+    RefundInput,
     RegisterInput,
     StaffSubscriptionOutput,
     StartInput,
@@ -27,7 +29,6 @@ from subscriptions.api.serializers import (
     TierChangeOutput,
     TierChangePreviewOutput,
     TierOutput,
-    WebhookOutput,
 )
 from subscriptions.models import BillingInvoice, Subscription
 
@@ -71,7 +72,10 @@ class SubscriptionStartView(APIView):
     """Starts a paid tier: 201 with the trial (tiers with trial days, once per user), or with the
     checkout: its URL to pay at (Stripe), or the active subscription (offline provider). A user in
     a trial of the tier starts the checkout that converts it. 409 `subscription_exists` when a paid
-    subscription is live (change its tier instead)."""
+    subscription is live (change its tier instead). 503 `payment_provider_unavailable` when Stripe
+    did not answer: the same request again gets the same checkout."""
+
+    calls_payment_provider = True
 
     @extend_schema(request=StartInput, responses={201: StartOutput})
     def post(self, request):
@@ -99,14 +103,23 @@ class TierChangePreviewView(APIView):
 
 class TierChangeView(APIView):
     """Upgrades apply now (the net charge collected, the prorated credits granted); downgrades are
-    scheduled for the period end. 402 `payment_declined` leaves everything as it was."""
+    scheduled for the period end. 202 while the upgrade's payment is in flight (an asynchronous
+    method, or a card waiting for the customer): the change applies when it succeeds. 402
+    `payment_declined` leaves everything as it was; 503 `payment_provider_unavailable` means the
+    payment's outcome is not known yet: the same request again resumes it (never charges twice);
+    409 `payment_in_progress` while the payment of another change is unfinished."""
 
-    @extend_schema(request=TierChangeInput, responses={200: TierChangeOutput})
+    calls_payment_provider = True
+
+    @extend_schema(request=TierChangeInput, responses={200: TierChangeOutput, 202: TierChangeOutput})
     def post(self, request, subscription_id):
-        event = services.tier_change(
+        change = services.tier_change(
             subscription_id=subscription_id, user=request.user, **_valid(TierChangeInput, request.data)
         )
-        return Response(TierChangeOutput({"subscription": event.subscription, "proration": event}).data)
+        event = change.event
+        body = {"subscription": event.subscription, "proration": event, "payment": change.payment}
+        waiting = change.payment is not None and event.status == "pending"
+        return Response(TierChangeOutput(body).data, status=status.HTTP_202_ACCEPTED if waiting else status.HTTP_200_OK)
 
 
 class SubscriptionCancelView(APIView):
@@ -168,26 +181,18 @@ class StaffSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return Response(StaffSubscriptionOutput(subscription).data)
 
 
-class StripeWebhookView(APIView):
-    """Stripe's events, verified by their signature on the raw body (no other authentication).
-    200 with the stored result, also for a replayed event; 400 `invalid_signature`; 500 when a
-    handler failed (the event is kept with its error, and Stripe delivers it again)."""
+class StaffPaymentRefundView(APIView):
+    """Staff: refund a payment, fully (no amount) or partly, with a reason; audited. 200 with the
+    refund's operation (`succeeded`, or `submitted` while Stripe processes it); 409
+    `payment_not_refundable`; 422 `refund_amount_invalid`; 503 when Stripe did not answer (the same
+    request again resumes the same refund, never a second one)."""
 
-    authentication_classes = [NoAuthentication]
-    permission_classes = [AllowAny]
+    permission_classes = [IsStaff]
+    calls_payment_provider = True
 
-    @extend_schema(request=None, responses={200: WebhookOutput}, auth=[])
-    def post(self, request):
-        event, replayed = services.webhook_receive(
-            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+    @extend_schema(request=RefundInput, responses={200: OperationStateOutput})
+    def post(self, request, payment_id):
+        operation = services.payment_refund(
+            payment_id=payment_id, actor=request.user, **_valid(RefundInput, request.data)
         )
-        body = {
-            "event_id": event.event_id,
-            "event_type": event.event_type,
-            "status": event.status,
-            "result": event.result,
-            "replayed": replayed,
-        }
-        if event.status == "failed":
-            raise services.WebhookProcessingFailed(event.error, extra={"event_id": event.event_id})
-        return Response(WebhookOutput(body).data)
+        return Response(OperationStateOutput(operation).data)

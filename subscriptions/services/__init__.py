@@ -5,6 +5,7 @@ from subscriptions.services.billing import (
     dunning_run,
     invoice_paid,
     invoice_payment_failed,
+    payment_refund,
     payment_refunded,
     subscription_allocate_current,
     subscription_period_roll_over,
@@ -13,13 +14,12 @@ from subscriptions.services.billing import (
 )
 from subscriptions.services.entitlements import entitlement_activate, tier_config_get
 from subscriptions.services.lifecycle import (
-    CHECKOUT_KIND_SUBSCRIPTION,
     TRANSITIONS,
     StartResult,
+    TierChange,
     TierChangeQuote,
     live_subscription_lock,
     subscription_cancel,
-    subscription_checkout_complete,
     subscription_extend,
     subscription_renewal_discount_set,
     subscription_start,
@@ -36,25 +36,22 @@ from subscriptions.services.trials import (
     trials_due_a_reminder,
     trials_ended,
 )
-from subscriptions.services.webhooks import InvalidSignature, WebhookProcessingFailed, webhook_receive, webhook_replay
 
 __all__ = [
-    "CHECKOUT_KIND_SUBSCRIPTION",
     "TRANSITIONS",
-    "InvalidSignature",
     "StartResult",
+    "TierChange",
     "TierChangeQuote",
-    "WebhookProcessingFailed",
     "account_register",
     "dunning_run",
     "entitlement_activate",
     "invoice_paid",
     "invoice_payment_failed",
     "live_subscription_lock",
+    "payment_refund",
     "payment_refunded",
     "subscription_allocate_current",
     "subscription_cancel",
-    "subscription_checkout_complete",
     "subscription_extend",
     "subscription_renewal_discount_set",
     "subscription_period_roll_over",
@@ -73,6 +70,4 @@ __all__ = [
     "trial_reminder_send",
     "trials_due_a_reminder",
     "trials_ended",
-    "webhook_receive",
-    "webhook_replay",
 ]

@@ -11,13 +11,28 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from billing_project import payments
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.enums import SubscriptionTier
-from billing_project.errors import ServiceUnavailable
+from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.jobs import items_run
+from payments import stripe_api
+from payments.models import OperationEffect, OperationKind, OperationState, PaymentOperation
+from payments.registry import EffectNotApplicable
+from payments.services.customers import customer_id_of
+from payments.services.operations import (
+    OperationInProgress,
+    operation_open,
+    operation_run,
+    operation_unfinished_for,
+    stripe_active,
+)
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
@@ -144,8 +159,9 @@ def invoice_payment_failed(
 def payment_refunded(
     *, stripe_payment_intent_id: str, refunded_usd: Decimal, charge_id: str = ""
 ) -> PaymentTransaction | None:
-    """Records a refund (full or partial) on its payment. Idempotent: the amount is the total
-    refunded so far, as Stripe reports it. None when the payment is not ours."""
+    """Records a refund (full or partial) on its payment, from Stripe's total refunded so far. The
+    recorded amount only grows: an older event reporting less changes nothing. None when the
+    payment is not ours."""
     payment = (
         PaymentTransaction.objects.select_for_update()
         .select_related("user")
@@ -154,12 +170,100 @@ def payment_refunded(
     )
     if payment is None:
         return None
-    payment.refunded_amount_usd = min(refunded_usd, payment.amount_usd)
-    fully = payment.refunded_amount_usd >= payment.amount_usd
-    payment.status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
+    _refunded_set(payment, refunded_usd)
     payment.stripe_charge_id = charge_id or payment.stripe_charge_id
     payment.save(update_fields=["refunded_amount_usd", "status", "stripe_charge_id", "updated_at"])
     return payment
+
+
+def _refunded_set(payment: PaymentTransaction, refunded_usd: Decimal) -> None:
+    payment.refunded_amount_usd = min(max(payment.refunded_amount_usd, refunded_usd), payment.amount_usd)
+    if payment.refunded_amount_usd > 0:
+        fully = payment.refunded_amount_usd >= payment.amount_usd
+        payment.status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
+
+
+# Refunds issued by staff
+
+
+REFUNDABLE = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED)
+
+
+def payment_refund(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
+    """Staff refund a payment, fully (no amount) or partly. The refund is recorded before Stripe is
+    asked and carries its idempotency key, so a retry never refunds twice; the payment shows it once
+    Stripe confirms. Raises ProviderUnavailable (503, a retry resumes it) or ProviderError (502)."""
+    operation = _refund_open(payment_id=payment_id, amount_usd=amount_usd, reason=reason, actor=actor)
+    return operation_run(operation_id=operation.pk)
+
+
+@transaction.atomic
+def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
+    if not reason.strip():
+        raise RuleViolation("A refund needs a reason.", code="reason_required")
+    payment = PaymentTransaction.objects.select_for_update().filter(pk=payment_id).first()
+    if payment is None:
+        raise NotFound("No such payment.", code="payment_not_found")
+    unfinished = operation_unfinished_for(kind=OperationKind.REFUND, subject=payment)
+    if unfinished is not None:
+        return unfinished
+    refundable = payment.amount_usd - payment.refunded_amount_usd
+    amount = refundable if amount_usd is None else amount_usd
+    if payment.status not in REFUNDABLE or refundable <= 0:
+        raise Conflict(f"A {payment.status} payment cannot be refunded.", code="payment_not_refundable")
+    if amount <= 0 or amount > refundable:
+        raise RuleViolation(
+            f"The refund must be more than 0 and at most {refundable}.",
+            code="refund_amount_invalid",
+            extra={"refundable_usd": str(refundable)},
+        )
+    if stripe_active() and not (payment.stripe_payment_intent_id or payment.stripe_charge_id):
+        raise Conflict("This payment was not made through Stripe.", code="payment_not_refundable")
+    operation = operation_open(
+        kind=OperationKind.REFUND,
+        user=payment.user,
+        subject=payment,
+        amount_usd=amount,
+        description=reason,
+        params={
+            "payment_intent": payment.stripe_payment_intent_id or "",
+            "charge": payment.stripe_charge_id,
+            "reason": reason,
+            "actor_id": actor.pk,
+            "plan_code": payment.subscription.tier if payment.subscription_id else "",
+        },
+    )
+    audit_record(
+        action=AuditAction.CREATE,
+        resource_type=resource_type_of(operation),
+        resource_id=str(operation.pk),
+        new_value={"refund_of": str(payment.pk), "amount_usd": amount, "reason": reason},
+        actor=actor,
+    )
+    return operation
+
+
+def refund_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
+    """A refund Stripe confirmed: the payment shows it (with every refund recorded so far)."""
+    payment = PaymentTransaction.objects.select_for_update().get(pk=operation.subject_id)
+    previous = snapshot(payment)
+    earlier = PaymentOperation.objects.filter(
+        kind=OperationKind.REFUND,
+        subject_type=operation.subject_type,
+        subject_id=operation.subject_id,
+        effect=OperationEffect.SUCCEEDED,
+    ).aggregate(total=Sum("amount"))["total"]
+    _refunded_set(payment, Decimal((earlier or 0) + operation.amount) / 100)
+    payment.save(update_fields=["refunded_amount_usd", "status", "updated_at"])
+    audit_record(
+        action=AuditAction.UPDATE,
+        resource_type=resource_type_of(payment),
+        resource_id=str(payment.pk),
+        previous_value=previous,
+        new_value={**snapshot(payment), "refund_operation_id": str(operation.pk), "reason": operation.description},
+        actor=get_user_model().objects.filter(pk=operation.params.get("actor_id")).first(),
+    )
+    return {"object_id": str(payment.pk), "refunded_amount_usd": str(payment.refunded_amount_usd)}
 
 
 # Period ends and allocation (manage.py allocate_monthly_credits, daily task)
@@ -173,11 +277,28 @@ def _next_period_containing(subscription: Subscription, now: datetime) -> tuple[
     return start, end
 
 
-@transaction.atomic
 def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
     """A period that ended without Stripe driving it: a cancellation takes effect, the free tier
     renews, an offline-billed paid plan is charged and renewed (or goes to dunning). Plans billed by
-    Stripe wait for their invoice webhook. Returns what was done."""
+    Stripe wait for their invoice webhook. Returns what was done.
+
+    The renewal charge is an operation keyed by the subscription and the new period, recorded before
+    Stripe is asked: a re-run of the job, or a retry of its task, resumes that charge and never makes
+    another. Raises ProviderUnavailable or ProviderError when Stripe could not take it now."""
+    opened = _roll_over_open(subscription_id=subscription_id, now=now)
+    if isinstance(opened, str):
+        return opened
+    try:
+        operation = operation_run(operation_id=opened.pk)
+    except stripe_api.PaymentDeclined:
+        return "payment_failed"
+    return {OperationState.SUCCEEDED: "renewed", OperationState.SUBMITTED: "payment_pending"}.get(
+        operation.state, "payment_failed"
+    )
+
+
+@transaction.atomic
+def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation:
     subscription = subscription_lock(subscription_id)
     if subscription.current_period_end > now:
         return "nothing"
@@ -190,40 +311,91 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
     if subscription.stripe_subscription_id:
         return "awaiting_provider"
     new_start, new_end = _next_period_containing(subscription, now)
-    if subscription.tier != SubscriptionTier.FREE:
-        price = subscription.base_price_usd
-        if subscription.scheduled_tier:
-            price = tier_config_get(subscription.scheduled_tier).price_for(subscription.billing_cycle)
-        discount = min(subscription.renewal_discount_usd, price)
-        provider_invoice_id = None
-        try:
-            if price - discount > 0:
-                provider_invoice_id = payments.charge_now(
-                    customer_id=subscription.stripe_customer_id,
-                    amount_usd=price - discount,
-                    description=f"{SubscriptionTier(subscription.tier).label} renewal",
-                    metadata={"subscription_id": subscription.pk},
-                )
-        except payments.PaymentRequired as refused:
-            invoice_payment_failed(
-                subscription=subscription,
-                amount_due_usd=price - discount,
-                period_start=new_start,
-                period_end_at=new_end,
-                reason=refused.detail,
-            )
-            return "payment_failed"
-        invoice_paid_record(
+    if subscription.tier == SubscriptionTier.FREE:
+        subscription_renew(subscription=subscription, new_start=new_start, new_end=new_end)
+        return "renewed"
+    price = subscription.base_price_usd
+    if subscription.scheduled_tier:
+        price = tier_config_get(subscription.scheduled_tier).price_for(subscription.billing_cycle)
+    discount = min(subscription.renewal_discount_usd, price)
+    amount = price - discount
+    if amount <= 0:
+        _renewal_paid_record(subscription, new_start, new_end, price=price, discount=discount, facts={})
+        return "renewed"
+    customer_id = customer_id_of(user_id=subscription.user_id) or subscription.stripe_customer_id or ""
+    if stripe_active() and not customer_id:
+        invoice_payment_failed(
             subscription=subscription,
-            amount_usd=price - discount,
-            discount_usd=discount,
+            amount_due_usd=amount,
             period_start=new_start,
             period_end_at=new_end,
-            description="Renewal",
-            stripe_invoice_id=provider_invoice_id,
+            reason="There is no card on file for this subscription.",
         )
+        return "payment_failed"
+    return operation_open(
+        kind=OperationKind.RENEWAL_CHARGE,
+        user=subscription.user,
+        subject=subscription,
+        amount_usd=amount,
+        description=f"{SubscriptionTier(subscription.tier).label} renewal",
+        natural_key=f"renewal_charge:{subscription.pk}:{new_start.isoformat()}",
+        stripe_customer_id=customer_id,
+        params={
+            "period_start": new_start.isoformat(),
+            "period_end": new_end.isoformat(),
+            "price_usd": str(price),
+            "discount_usd": str(discount),
+            "plan_code": subscription.scheduled_tier or subscription.tier,
+            "metadata": {"subscription_id": str(subscription.pk)},
+        },
+    )
+
+
+def _renewal_paid_record(subscription, new_start, new_end, *, price: Decimal, discount: Decimal, facts: dict):
+    invoice_paid_record(
+        subscription=subscription,
+        amount_usd=price - discount,
+        discount_usd=discount,
+        period_start=new_start,
+        period_end_at=new_end,
+        description="Renewal",
+        stripe_invoice_id=facts.get("invoice_id") or None,
+        stripe_payment_intent_id=facts.get("payment_intent_id") or None,
+    )
     subscription_renew(subscription=subscription, new_start=new_start, new_end=new_end)
-    return "renewed"
+
+
+def _renewal_period(operation: PaymentOperation) -> tuple[datetime, datetime]:
+    return parse_datetime(operation.params["period_start"]), parse_datetime(operation.params["period_end"])
+
+
+def renewal_charge_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
+    """A paid renewal charge: the invoice and the new period, once."""
+    subscription = subscription_lock(operation.subject_id)
+    new_start, new_end = _renewal_period(operation)
+    if subscription.current_period_start >= new_start:
+        return {"object_id": str(subscription.pk), "renewed": False}
+    if subscription.status not in (Status.ACTIVE, *RESTORABLE):
+        raise EffectNotApplicable(f"The subscription is {subscription.status}; its renewal no longer applies.")
+    price, discount = Decimal(operation.params["price_usd"]), Decimal(operation.params["discount_usd"])
+    _renewal_paid_record(subscription, new_start, new_end, price=price, discount=discount, facts=facts)
+    return {"object_id": str(subscription.pk), "renewed": True}
+
+
+def renewal_charge_failed(*, operation: PaymentOperation) -> None:
+    """A declined renewal: the open invoice, past_due and the dunning retries. The declined Stripe
+    invoice is voided; each retry charges anew."""
+    subscription = subscription_lock(operation.subject_id)
+    new_start, new_end = _renewal_period(operation)
+    if subscription.current_period_start >= new_start or subscription.status != Status.ACTIVE:
+        return
+    invoice_payment_failed(
+        subscription=subscription,
+        amount_due_usd=operation.amount_decimal,
+        period_start=new_start,
+        period_end_at=new_end,
+        reason=operation.last_error or "The renewal payment failed.",
+    )
 
 
 @transaction.atomic
@@ -263,10 +435,26 @@ def dunning_attempts_due(*, now: datetime) -> list:
     )
 
 
-@transaction.atomic
 def dunning_attempt_run(*, attempt_id, now: datetime) -> str:
-    """Retries a failed invoice through Stripe (or the offline provider). Success restores the
-    subscription; the last failed retry starts the grace period."""
+    """Retries a failed invoice through Stripe (paying its Stripe invoice again, or charging anew for
+    an invoice billed offline). Success restores the subscription; the last failed retry starts the
+    grace period. The retry is an operation keyed by the attempt: a re-run resumes it, never charges
+    twice. Raises ProviderUnavailable or ProviderError when Stripe could not take it now (the attempt
+    stays scheduled)."""
+    opened = _dunning_open(attempt_id=attempt_id, now=now)
+    if isinstance(opened, str):
+        return opened
+    try:
+        operation = operation_run(operation_id=opened.pk)
+    except stripe_api.PaymentDeclined:
+        return DunningResult.FAILED
+    if operation.state == OperationState.SUBMITTED:
+        return _dunning_attempt_processing(attempt_id=attempt_id, now=now)
+    return DunningAttempt.objects.values_list("result", flat=True).get(pk=attempt_id)
+
+
+@transaction.atomic
+def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
     # The subscription is locked first, then the attempt and its invoice: the order every payment
     # webhook takes them in, so a retry and an invoice.paid for the same invoice cannot deadlock.
     subscription_id = DunningAttempt.objects.values_list("subscription_id", flat=True).get(pk=attempt_id)
@@ -275,39 +463,84 @@ def dunning_attempt_run(*, attempt_id, now: datetime) -> str:
     if attempt.result != DunningResult.SCHEDULED:
         return attempt.result
     invoice = attempt.invoice
-    attempt.attempted_at = now
     if invoice.status == InvoiceStatus.PAID:
+        attempt.attempted_at = now
         attempt.result = DunningResult.CANCELLED
         attempt.save(update_fields=["result", "attempted_at", "updated_at"])
         return attempt.result
-    try:
-        if invoice.stripe_invoice_id:
-            payments.invoice_collect(provider_invoice_id=invoice.stripe_invoice_id)
-        else:
-            invoice.stripe_invoice_id = payments.charge_now(
-                customer_id=subscription.stripe_customer_id if subscription else None,
-                amount_usd=invoice.amount_due_usd,
-                description=f"Retry of invoice {invoice.pk}",
-                metadata={"invoice_id": invoice.pk},
-            )
-    except payments.PaymentRequired as refused:
-        attempt.result = DunningResult.FAILED
-        attempt.failure_reason = refused.detail
-        attempt.save(update_fields=["result", "failure_reason", "attempted_at", "updated_at"])
-        retries_left = invoice.dunning_attempts.filter(result=DunningResult.SCHEDULED).exists()
-        if not retries_left and subscription is not None and subscription.status == Status.PAST_DUE:
-            subscription_transition(
-                subscription=subscription, status=Status.GRACE_PERIOD, reason="Payment retries exhausted"
-            )
+    customer_id = customer_id_of(user_id=invoice.user_id) or (subscription.stripe_customer_id if subscription else "")
+    if stripe_active() and not (invoice.stripe_invoice_id or customer_id):
+        _dunning_attempt_failed(attempt, subscription, reason="There is no card on file for this subscription.")
         return attempt.result
+    return operation_open(
+        kind=OperationKind.DUNNING_RETRY,
+        user=invoice.user,
+        subject=invoice,
+        amount_usd=invoice.amount_due_usd,
+        description=f"Retry of invoice {invoice.pk}",
+        natural_key=f"dunning_retry:{attempt.pk}",
+        stripe_customer_id=customer_id or "",
+        params={
+            "attempt_id": str(attempt.pk),
+            "existing_invoice": invoice.stripe_invoice_id or "",
+            "plan_code": subscription.tier if subscription else "",
+            "metadata": {"invoice_id": str(invoice.pk), "dunning_attempt_id": str(attempt.pk)},
+        },
+    )
+
+
+@transaction.atomic
+def _dunning_attempt_processing(*, attempt_id, now: datetime) -> str:
+    """The retry's payment is in flight (an asynchronous method): its webhook settles it."""
+    attempt = DunningAttempt.objects.select_for_update().get(pk=attempt_id)
+    if attempt.result == DunningResult.SCHEDULED:
+        attempt.result = DunningResult.PROCESSING
+        attempt.attempted_at = now
+        attempt.save(update_fields=["result", "attempted_at", "updated_at"])
+    return attempt.result
+
+
+def _dunning_locked(operation: PaymentOperation) -> tuple[Subscription | None, DunningAttempt]:
+    subscription_id = BillingInvoice.objects.values_list("subscription_id", flat=True).get(pk=operation.subject_id)
+    subscription = subscription_lock(subscription_id) if subscription_id else None
+    attempt = (
+        DunningAttempt.objects.select_for_update().select_related("invoice").get(pk=operation.params["attempt_id"])
+    )
+    return subscription, attempt
+
+
+def dunning_retry_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
+    """The retry was paid: the invoice is settled and the subscription restored."""
+    subscription, attempt = _dunning_locked(operation)
+    invoice = BillingInvoice.objects.select_for_update().get(pk=attempt.invoice_id)
     attempt.result = DunningResult.SUCCEEDED
+    attempt.attempted_at = attempt.attempted_at or timezone.now()
     attempt.save(update_fields=["result", "attempted_at", "updated_at"])
-    invoice_settle(invoice=invoice)
-    if invoice.stripe_invoice_id:
+    if not invoice.stripe_invoice_id and facts.get("invoice_id"):
+        invoice.stripe_invoice_id = facts["invoice_id"]
         invoice.save(update_fields=["stripe_invoice_id", "updated_at"])
+    invoice_settle(invoice=invoice, stripe_payment_intent_id=facts.get("payment_intent_id") or None)
     if subscription is not None:
         payment_received(subscription=subscription, invoice=invoice, renews=True)
-    return attempt.result
+    return {"object_id": str(invoice.pk), "dunning_attempt_id": str(attempt.pk)}
+
+
+def dunning_retry_failed(*, operation: PaymentOperation) -> None:
+    subscription, attempt = _dunning_locked(operation)
+    if attempt.result in (DunningResult.SCHEDULED, DunningResult.PROCESSING):
+        _dunning_attempt_failed(attempt, subscription, reason=operation.last_error or "The payment was declined.")
+
+
+def _dunning_attempt_failed(attempt: DunningAttempt, subscription: Subscription | None, *, reason: str) -> None:
+    attempt.result = DunningResult.FAILED
+    attempt.failure_reason = reason[:1000]
+    attempt.attempted_at = attempt.attempted_at or timezone.now()
+    attempt.save(update_fields=["result", "failure_reason", "attempted_at", "updated_at"])
+    retries_left = attempt.invoice.dunning_attempts.filter(result=DunningResult.SCHEDULED).exists()
+    if not retries_left and subscription is not None and subscription.status == Status.PAST_DUE:
+        subscription_transition(
+            subscription=subscription, status=Status.GRACE_PERIOD, reason="Payment retries exhausted"
+        )
 
 
 def grace_periods_ended(*, now: datetime) -> list:
@@ -328,15 +561,20 @@ def grace_period_end(*, subscription_id, now: datetime) -> bool:
 
 
 def dunning_run(*, now: datetime | None = None) -> Counter:
-    """One pass of dunning: due retries, then ended grace periods. Returns counts by outcome. A retry
-    the payment provider could not take now stays scheduled for the next pass; the others go on."""
+    """One pass of dunning: due retries, then ended grace periods. Returns counts by outcome. Each
+    retry is its own unit: one the payment provider could not take now stays scheduled for the next
+    pass (`retry_deferred`), one that failed otherwise is counted and logged; the others go on."""
     now = now or timezone.now()
-    outcomes = Counter()
-    for attempt_id in dunning_attempts_due(now=now):
+
+    def retry(attempt_id) -> str:
         try:
-            outcomes[f"retry_{dunning_attempt_run(attempt_id=attempt_id, now=now)}"] += 1
-        except ServiceUnavailable:
-            outcomes["retry_deferred"] += 1
-    for subscription_id in grace_periods_ended(now=now):
-        outcomes["suspended"] += grace_period_end(subscription_id=subscription_id, now=now)
+            return f"retry_{dunning_attempt_run(attempt_id=attempt_id, now=now)}"
+        except (stripe_api.ProviderUnavailable, OperationInProgress):
+            return "retry_deferred"
+
+    def suspend(subscription_id) -> str | None:
+        return "suspended" if grace_period_end(subscription_id=subscription_id, now=now) else None
+
+    outcomes = items_run(job="dunning", items=dunning_attempts_due(now=now), work=retry)
+    outcomes.update(items_run(job="dunning", items=grace_periods_ended(now=now), work=suspend))
     return outcomes

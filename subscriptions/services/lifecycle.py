@@ -17,12 +17,23 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
-from billing_project import payments
 from billing_project.enums import BillingCycle, SubscriptionTier
-from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
 from billing_project.net import ClientInfo
 from credits.models import CreditSource
 from credits.services import credit_grant
+from payments.models import OperationKind, PaymentOperation
+from payments.registry import EffectNotApplicable
+from payments.services.checkouts import Checkout, checkout_open, checkout_run
+from payments.services.customers import customer_id_of
+from payments.services.operations import (
+    operation_after_commit,
+    operation_open,
+    operation_run,
+    operation_unfinished_for,
+    stripe_active,
+    to_minor,
+)
 from subscriptions import discounts, proration
 from subscriptions.models import (
     LIVE_STATUSES,
@@ -39,7 +50,6 @@ from subscriptions.services.invoices import invoice_paid_record
 
 logger = logging.getLogger(__name__)
 
-CHECKOUT_KIND_SUBSCRIPTION = "subscription"
 NOT_SUBSCRIBABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
 LONGEST_MONTH = timedelta(days=31)
 RECURRING_INTERVALS = {BillingCycle.MONTHLY: "month", BillingCycle.ANNUAL: "year"}
@@ -166,7 +176,7 @@ class StartResult:
     otherwise the customer pays at `checkout.url` and the webhook creates it."""
 
     subscription: Subscription | None
-    checkout: payments.Checkout | None
+    checkout: Checkout | None
 
 
 def _subscribable_config(tier: str) -> TierConfig:
@@ -210,7 +220,6 @@ def _had_trial(user) -> bool:
     return Subscription.objects.filter(user=user, trial_ends_at__isnull=False).exists()
 
 
-@transaction.atomic
 def subscription_start(
     *,
     user,
@@ -224,8 +233,22 @@ def subscription_start(
 
     A coupon (a price discount) takes its amount off the checkout's first period; the coupon is held
     for the checkout and counts as redeemed when it is paid. A refused coupon refuses the start with
-    the coupon's reason, and nothing is written.
+    the coupon's reason, and nothing is written. The checkout is recorded before Stripe is asked for
+    its session, so a retry of the same start (same tier, cycle and coupon) gets the same session.
     """
+    started = _start_open(user=user, tier=tier, billing_cycle=billing_cycle, coupon_code=coupon_code, client=client)
+    if isinstance(started, Subscription):
+        return StartResult(subscription=started, checkout=None)
+    checkout = checkout_run(operation=started)
+    subscription = (
+        Subscription.objects.filter(checkout_session_id=checkout.session_id).first() if checkout.completed else None
+    )
+    return StartResult(subscription=subscription, checkout=checkout)
+
+
+@transaction.atomic
+def _start_open(*, user, tier, billing_cycle, coupon_code, client) -> Subscription | PaymentOperation:
+    """The trial it starts, or the checkout operation to run (a retry's unfinished one)."""
     config = _subscribable_config(tier)
     live = live_subscription_lock(user.pk)
     converting_trial = live is not None and live.status == Status.TRIAL and live.tier == tier
@@ -241,8 +264,12 @@ def subscription_start(
                 "This start is a free trial, with nothing to pay: apply the coupon when the trial converts.",
                 code="coupon_not_for_trial",
             )
-        return StartResult(subscription=_trial_start(user=user, config=config, live=live), checkout=None)
+        return _trial_start(user=user, config=config, live=live)
 
+    request = {"tier": tier, "billing_cycle": billing_cycle, "coupon_code": coupon_code.upper()}
+    unfinished = operation_unfinished_for(kind=OperationKind.SUBSCRIPTION_CHECKOUT, subject=user)
+    if unfinished is not None and unfinished.params.get("request") == request:
+        return unfinished
     price = config.price_for(billing_cycle)
     metadata = {"tier": tier, "billing_cycle": billing_cycle}
     discount_usd = Decimal("0.00")
@@ -257,19 +284,23 @@ def subscription_start(
         )
         metadata |= {"coupon_redemption_id": discount.redemption_id, "coupon_code": discount.coupon_code}
         discount_usd = discount.discount_usd
-    checkout = payments.checkout_start(
+    operation = checkout_open(
+        kind=OperationKind.SUBSCRIPTION_CHECKOUT,
         user=user,
-        kind=CHECKOUT_KIND_SUBSCRIPTION,
+        subject=user,
         amount_usd=price,
         discount_usd=discount_usd,
+        coupon_name=f"Coupon {metadata.get('coupon_code', '')}",
         description=f"{config.display_name} ({BillingCycle(billing_cycle).label})",
         metadata=metadata,
+        plan_code=tier,
+        interval=RECURRING_INTERVALS[billing_cycle],
         success_url=settings.SUBSCRIPTION_CHECKOUT_SUCCESS_URL or None,
         cancel_url=settings.SUBSCRIPTION_CHECKOUT_CANCEL_URL or None,
-        recurring_interval=RECURRING_INTERVALS[billing_cycle],
     )
-    subscription = Subscription.objects.filter(checkout_session_id=checkout.session_id).first()
-    return StartResult(subscription=subscription, checkout=checkout)
+    operation.params = {**operation.params, "request": request}
+    operation.save(update_fields=["params", "updated_at"])
+    return operation
 
 
 def _trial_start(*, user, config: TierConfig, live: Subscription | None) -> Subscription:
@@ -296,29 +327,30 @@ def _trial_start(*, user, config: TierConfig, live: Subscription | None) -> Subs
 def _metadata_choice(metadata: dict, key: str, choices) -> str:
     value = metadata.get(key)
     if value not in choices.values:
-        raise RuleViolation(f"The checkout's {key} '{value}' is not valid.", code="invalid_checkout_metadata")
+        raise EffectNotApplicable(f"The checkout's {key} '{value}' is not valid.")
     return value
 
 
-@transaction.atomic
-def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, amount_usd: Decimal) -> Subscription:
-    """The "subscription" checkout handler (offline at once, or the checkout.session.completed
-    webhook): activates the paid subscription for a new period, records the invoice and payment,
-    allocates the period's credits and the tier's entitlements. Idempotent on the session id."""
+def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
+    """The effect of a paid subscription checkout (offline at once, or checkout.session.completed):
+    activates the paid subscription for a new period, records the invoice and payment, allocates the
+    period's credits and the tier's entitlements. Runs once per operation, in its settling transaction."""
+    metadata = operation.params.get("metadata", {})
+    session_id = facts.get("session_id") or operation.stripe_checkout_session_id
     done = Subscription.objects.filter(checkout_session_id=session_id).first()
     if done is not None:
-        return done
-    user = get_user_model().objects.filter(pk=user_id).first()
+        return {"object_id": str(done.pk)}
+    user = get_user_model().objects.filter(pk=operation.user_id).first()
     if user is None:
-        raise NotFound(f"The checkout names user {user_id}, who does not exist.", code="unknown_user")
+        raise EffectNotApplicable(f"The checkout's user {operation.user_id} no longer exists.")
     tier = _metadata_choice(metadata, "tier", SubscriptionTier)
     billing_cycle = _metadata_choice(metadata, "billing_cycle", BillingCycle)
     config = tier_config_get(tier)
     now = timezone.now()
     stripe_fields = {
         "checkout_session_id": session_id,
-        "stripe_customer_id": metadata.get("stripe_customer_id") or None,
-        "stripe_subscription_id": metadata.get("stripe_subscription_id") or None,
+        "stripe_customer_id": facts.get("customer_id") or operation.stripe_customer_id or None,
+        "stripe_subscription_id": facts.get("subscription_id") or None,
         "tier": tier,
         "billing_cycle": billing_cycle,
         "base_price_usd": config.price_for(billing_cycle),
@@ -340,9 +372,8 @@ def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, 
         _audit(AuditAction.CREATE, subscription, actor=user, reason="Checkout paid")
         entitlement_activate(user=user, tier=tier)
     else:
-        raise Conflict(
-            f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription.",
-            code="subscription_exists",
+        raise EffectNotApplicable(
+            f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription."
         )
     discount_usd = Decimal("0.00")
     if metadata.get("coupon_redemption_id"):
@@ -351,16 +382,50 @@ def subscription_checkout_complete(*, user_id, metadata: dict, session_id: str, 
         )
     invoice_paid_record(
         subscription=subscription,
-        amount_usd=amount_usd,
+        amount_usd=Decimal(facts.get("amount", operation.amount)) / 100,
         discount_usd=discount_usd,
         period_start=subscription.current_period_start,
         period_end_at=subscription.current_period_end,
         description=f"{config.display_name}, first period",
-        stripe_invoice_id=metadata.get("stripe_invoice_id") or None,
-        stripe_payment_intent_id=metadata.get("stripe_payment_intent_id") or None,
+        stripe_invoice_id=facts.get("invoice_id") or None,
+        stripe_payment_intent_id=facts.get("payment_intent_id") or None,
     )
     period_credits_allocate(subscription=subscription, at=now)
-    return subscription
+    return {"object_id": str(subscription.pk)}
+
+
+def subscription_checkout_failed(*, operation: PaymentOperation) -> None:
+    """A checkout never paid gives back the coupon it held."""
+    redemption_id = operation.params.get("metadata", {}).get("coupon_redemption_id")
+    if redemption_id:
+        discounts.checkout_discount_release(redemption_id=redemption_id)
+
+
+# Changes Stripe's subscription must mirror
+
+
+def stripe_subscription_sync(
+    *, subscription: Subscription, action: str, reason: str, amount_usd: Decimal = Decimal("0.00"), **params
+) -> PaymentOperation | None:
+    """Records, in the caller's transaction, a change the subscription's Stripe subscription must
+    mirror, and sends it once that transaction commits (never inside it). A provider failure leaves
+    the operation for `reconcile_payments` to retry; the local change stands."""
+    if not subscription.stripe_subscription_id or not stripe_active():
+        return None
+    operation = operation_open(
+        kind=OperationKind.SUBSCRIPTION_SYNC,
+        user=subscription.user,
+        subject=subscription,
+        amount_usd=amount_usd,
+        description=reason,
+        params={"action": action, "stripe_subscription_id": subscription.stripe_subscription_id, **params},
+    )
+    operation_after_commit(operation)
+    return operation
+
+
+def stripe_subscription_synced(*, operation: PaymentOperation, facts: dict) -> dict:
+    return {"action": operation.params.get("action"), "object_id": operation.subject_id}
 
 
 # Renewal
@@ -371,7 +436,9 @@ def subscription_extend(*, subscription: Subscription, months: int, reason: str)
     `months` later; Stripe bills it next at the new end. The credit periods follow (`credit_period`)."""
     previous = snapshot(subscription)
     new_end = add_months(subscription.current_period_end, months)
-    payments.provider_subscription_extend(provider_subscription_id=subscription.stripe_subscription_id, until=new_end)
+    stripe_subscription_sync(
+        subscription=subscription, action="bill_next_at", reason=reason, timestamp=int(new_end.timestamp())
+    )
     subscription.current_period_end = new_end
     if subscription.status == Status.TRIAL:
         subscription.trial_ends_at = new_end
@@ -384,8 +451,8 @@ def subscription_renewal_discount_set(*, subscription: Subscription, discount_us
     """A discount on the next renewal of a locked subscription (a coupon): taken off the offline
     renewal charge, or put on the next Stripe invoice. Cleared when the subscription renews."""
     previous = snapshot(subscription)
-    payments.provider_subscription_discount_once(
-        provider_subscription_id=subscription.stripe_subscription_id, discount_usd=discount_usd, name=reason
+    stripe_subscription_sync(
+        subscription=subscription, action="discount_once", reason=reason, amount_usd=discount_usd, name=reason
     )
     subscription.renewal_discount_usd = discount_usd
     subscription.save(update_fields=["renewal_discount_usd", "updated_at"])
@@ -425,6 +492,15 @@ class TierChangeQuote:
     effective_date: datetime
     new_price_usd: Decimal
     new_credits: int
+
+
+@dataclass(frozen=True)
+class TierChange:
+    """A tier change and, for an upgrade with something to pay, the payment behind it: the change is
+    applied once that payment succeeded (`event.status` applied), or waits for it (pending)."""
+
+    event: ProrationEvent
+    payment: PaymentOperation | None = None
 
 
 def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> TierChangeQuote:
@@ -476,15 +552,44 @@ def tier_change_preview(*, subscription_id, user, tier: str) -> TierChangeQuote:
     return _tier_change_quote(subscription, tier, timezone.now())
 
 
+def tier_change(*, subscription_id, user, tier: str) -> TierChange:
+    """Upgrades apply now: the net charge is collected first (its payment recorded before Stripe is
+    asked), then the tier, the prorated difference of credits and the entitlements switch, once.
+    Downgrades are scheduled for the period end. Either way the ProrationEvent records the numbers
+    and the change is audited. A retry while the payment is unfinished resumes that payment.
+
+    Raises PaymentDeclined (402, nothing applied), ProviderUnavailable (503, the payment resumes on
+    retry) or ProviderError (502)."""
+    change = _tier_change_open(subscription_id=subscription_id, user=user, tier=tier)
+    if change.payment is None:
+        return change
+    payment = operation_run(operation_id=change.payment.pk)
+    change.event.refresh_from_db()
+    return TierChange(event=change.event, payment=payment)
+
+
 @transaction.atomic
-def tier_change(*, subscription_id, user, tier: str) -> ProrationEvent:
-    """Upgrades apply now: the net charge is collected, the prorated difference of credits granted
-    and the entitlements switched. Downgrades are scheduled for the period end. Either way the
-    ProrationEvent records the numbers and the change is audited."""
+def _tier_change_open(*, subscription_id, user, tier: str) -> TierChange:
     subscription = _owned_subscription(subscription_lock(subscription_id), user)
+    unfinished = operation_unfinished_for(kind=OperationKind.UPGRADE_CHARGE, subject=subscription)
+    if unfinished is not None:
+        event = ProrationEvent.objects.get(pk=unfinished.params["proration_event_id"])
+        if event.to_tier != tier:
+            raise Conflict(
+                f"The payment of the change to {event.to_tier} is still in progress.",
+                code="payment_in_progress",
+                extra={"operation_id": str(unfinished.pk), "to_tier": event.to_tier},
+            )
+        return TierChange(event=event, payment=unfinished)
     now = timezone.now()
     quote = _tier_change_quote(subscription, tier, now)
     numbers = quote.numbers
+    charge_needed = quote.change_type == ChangeType.UPGRADE and numbers.net_charge_usd > 0
+    customer_id = customer_id_of(user_id=subscription.user_id) or subscription.stripe_customer_id or ""
+    if charge_needed and stripe_active() and not customer_id:
+        raise PaymentRequired(
+            "There is no card on file for this subscription; start a checkout first.", code="payment_method_required"
+        )
     previous = snapshot(subscription)
     # A new change replaces a downgrade still waiting for the period end: that one never applies.
     ProrationEvent.objects.filter(subscription=subscription, status=ProrationStatus.PENDING).update(
@@ -505,55 +610,79 @@ def tier_change(*, subscription_id, user, tier: str) -> ProrationEvent:
         effective_date=quote.effective_date,
         status=ProrationStatus.PENDING,
     )
-    if quote.change_type == ChangeType.UPGRADE:
-        _upgrade_apply(subscription, event, quote, now)
+    payment = None
+    if charge_needed:
+        payment = operation_open(
+            kind=OperationKind.UPGRADE_CHARGE,
+            user=subscription.user,
+            subject=subscription,
+            amount_usd=numbers.net_charge_usd,
+            description=f"Upgrade to {SubscriptionTier(tier).label}, prorated",
+            natural_key=f"upgrade_charge:{event.pk}",
+            stripe_customer_id=customer_id,
+            params={
+                "proration_event_id": str(event.pk),
+                "actor_id": user.pk,
+                "plan_code": tier,
+                "metadata": {"subscription_id": str(subscription.pk), "proration_event_id": str(event.pk)},
+            },
+        )
+    elif quote.change_type == ChangeType.UPGRADE:
+        _upgrade_apply(subscription, event)
     else:
         subscription.scheduled_tier = tier
         subscription.save(update_fields=["scheduled_tier", "updated_at"])
-    payments.provider_subscription_reprice(
-        provider_subscription_id=subscription.stripe_subscription_id,
-        amount_usd=quote.new_price_usd,
-        recurring_interval=RECURRING_INTERVALS[subscription.billing_cycle],
-        metadata={"tier": tier, "billing_cycle": subscription.billing_cycle},
-    )
+        _reprice_sync(subscription, tier=tier)
     _audit(
         AuditAction.UPDATE,
         subscription,
         previous=previous,
         actor=user,
-        reason=f"Tier change to {tier} ({quote.change_type})",
+        reason=f"Tier change to {tier} ({quote.change_type})" + (", payment pending" if payment else ""),
         proration_event_id=str(event.pk),
     )
-    return event
+    return TierChange(event=event, payment=payment)
 
 
-def _upgrade_apply(subscription: Subscription, event: ProrationEvent, quote: TierChangeQuote, now: datetime) -> None:
-    numbers = quote.numbers
-    if numbers.net_charge_usd > 0:
-        provider_invoice_id = payments.charge_now(
-            customer_id=subscription.stripe_customer_id,
-            amount_usd=numbers.net_charge_usd,
-            description=f"Upgrade to {SubscriptionTier(event.to_tier).label}, prorated",
-            metadata={"subscription_id": subscription.pk, "proration_event_id": event.pk},
-        )
+def _reprice_sync(subscription: Subscription, *, tier: str) -> None:
+    """Stripe bills the new tier's price from the next invoice on; the change in this period was
+    charged on its own, so Stripe is told not to prorate."""
+    config = tier_config_get(tier)
+    stripe_subscription_sync(
+        subscription=subscription,
+        action="reprice",
+        reason=f"Bill {tier} from the next period",
+        unit_amount=to_minor(config.price_for(subscription.billing_cycle)),
+        interval=RECURRING_INTERVALS[subscription.billing_cycle],
+        metadata={"tier": tier, "billing_cycle": subscription.billing_cycle},
+    )
+
+
+def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: dict | None = None) -> None:
+    """Switches a locked subscription to the event's tier now: the paid invoice of the net charge,
+    the tier and its price, the prorated credits, the entitlements."""
+    now = timezone.now()
+    config = tier_config_get(event.to_tier)
+    if event.net_charge_usd > 0:
         invoice_paid_record(
             subscription=subscription,
-            amount_usd=numbers.net_charge_usd,
-            period_start=now,
+            amount_usd=event.net_charge_usd,
+            period_start=min(now, subscription.current_period_end - timedelta(seconds=1)),
             period_end_at=subscription.current_period_end,
             description=f"Upgrade {event.from_tier} -> {event.to_tier}, prorated",
-            stripe_invoice_id=provider_invoice_id,
+            stripe_invoice_id=(facts or {}).get("invoice_id") or None,
+            stripe_payment_intent_id=(facts or {}).get("payment_intent_id") or None,
         )
     subscription.tier = event.to_tier
-    subscription.base_price_usd = quote.new_price_usd
-    subscription.monthly_credit_allocation = quote.new_credits
+    subscription.base_price_usd = config.price_for(subscription.billing_cycle)
+    subscription.monthly_credit_allocation = config.monthly_credit_allocation
     subscription.scheduled_tier = ""
     subscription.save()
-    if numbers.credits_adjustment > 0:
+    if event.credits_adjustment > 0:
         _, credit_end = credit_period(subscription, now)
         credit_grant(
             user=subscription.user,
-            amount=numbers.credits_adjustment,
+            amount=event.credits_adjustment,
             source=CreditSource.PRORATION,
             subscription=subscription,
             period_start=now,
@@ -564,6 +693,41 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, quote: Tie
     entitlement_activate(user=subscription.user, tier=subscription.tier)
     event.status = ProrationStatus.APPLIED
     event.save(update_fields=["status", "updated_at"])
+    _reprice_sync(subscription, tier=event.to_tier)
+
+
+def upgrade_charge_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
+    """The effect of a paid upgrade charge: the change applies now, once."""
+    subscription = subscription_lock(operation.subject_id)
+    event = ProrationEvent.objects.select_for_update().get(pk=operation.params["proration_event_id"])
+    if (
+        event.status != ProrationStatus.PENDING
+        or subscription.status != Status.ACTIVE
+        or subscription.tier != event.from_tier
+    ):
+        raise EffectNotApplicable(
+            f"The change to {event.to_tier} no longer applies (change {event.status}, "
+            f"subscription {subscription.status} on {subscription.tier})."
+        )
+    previous = snapshot(subscription)
+    _upgrade_apply(subscription, event, facts=facts)
+    _audit(
+        AuditAction.UPDATE,
+        subscription,
+        previous=previous,
+        actor=get_user_model().objects.filter(pk=operation.params.get("actor_id")).first(),
+        reason=f"Upgrade to {event.to_tier} paid",
+        proration_event_id=str(event.pk),
+        operation_id=str(operation.pk),
+    )
+    return {"object_id": str(event.pk), "subscription_id": str(subscription.pk), "tier": subscription.tier}
+
+
+def upgrade_charge_failed(*, operation: PaymentOperation) -> None:
+    """An upgrade whose charge failed never applies."""
+    ProrationEvent.objects.filter(pk=operation.params["proration_event_id"], status=ProrationStatus.PENDING).update(
+        status=ProrationStatus.FAILED, updated_at=timezone.now()
+    )
 
 
 # Cancellation and staff changes
@@ -581,9 +745,7 @@ def subscription_cancel(*, subscription_id, user, immediately: bool = False, rea
     if immediately:
         if not user.is_staff:
             raise RuleViolation("Only staff cancel a subscription at once.", code="immediate_cancel_staff_only")
-        payments.provider_subscription_cancel(
-            provider_subscription_id=subscription.stripe_subscription_id, at_period_end=False
-        )
+        stripe_subscription_sync(subscription=subscription, action="cancel_now", reason=reason or "Cancelled by staff")
         return subscription_transition(
             subscription=subscription, status=Status.CANCELLED, reason=reason or "Cancelled by staff", actor=user
         )
@@ -592,8 +754,8 @@ def subscription_cancel(*, subscription_id, user, immediately: bool = False, rea
     previous = snapshot(subscription)
     subscription.cancel_at_period_end = True
     subscription.save(update_fields=["cancel_at_period_end", "updated_at"])
-    payments.provider_subscription_cancel(
-        provider_subscription_id=subscription.stripe_subscription_id, at_period_end=True
+    stripe_subscription_sync(
+        subscription=subscription, action="cancel_at_period_end", reason=reason or "Cancel at period end"
     )
     _audit(AuditAction.UPDATE, subscription, previous=previous, actor=user, reason=reason or "Cancel at period end")
     return subscription
@@ -607,8 +769,6 @@ def subscription_status_change(*, subscription_id, status: str, reason: str, act
     subscription = subscription_lock(subscription_id)
     subscription = subscription_transition(subscription=subscription, status=status, reason=reason, actor=actor)
     if status in ENDED:
-        # An ended subscription must not go on being billed; a provider failure rolls the change back.
-        payments.provider_subscription_cancel(
-            provider_subscription_id=subscription.stripe_subscription_id, at_period_end=False
-        )
+        # An ended subscription must not go on being billed: Stripe's is cancelled once this commits.
+        stripe_subscription_sync(subscription=subscription, action="cancel_now", reason=reason)
     return subscription

@@ -1,36 +1,21 @@
-"""Stripe webhooks: verify, store, process, in that order.
+"""Subscriptions' Stripe event handlers, registered with the payments inbox (subscriptions.apps):
+renewals and failed payments of Stripe-billed subscriptions, Stripe-side subscription changes, and
+refunds. Events that settle a payment operation (a checkout, a one-off charge) are handled by
+payments before these are tried."""
 
-The `WebhookEvent` row is the record of record. It is written in the transaction that applies the
-event's effects, and its unique (provider, event_id) settles concurrent deliveries: the second insert
-waits for the first transaction and then finds its row. A processed event answers every later
-delivery with its first result. A handler that fails has its effects rolled back (savepoint) while
-the row keeps the error, and the request answers 500 so that Stripe delivers it again.
-"""
-
-import json
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
-import stripe
-from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
-
-from audit.models import AuditAction
-from audit.services import audit_record, payment_event_record, resource_type_of, to_json
-from billing_project.errors import DomainError, NotFound
-from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
-from billing_project.payments import checkout_completed
-from subscriptions.models import Subscription, SubscriptionStatus, WebhookEvent, WebhookProvider, WebhookStatus
+from payments.models import WebhookEvent
+from payments.services.inbox import event_object, event_record, timestamp_of
+from subscriptions.models import Subscription, SubscriptionStatus
 from subscriptions.services import billing
 from subscriptions.services.lifecycle import subscription_transition, transition_allowed
 
 logger = logging.getLogger(__name__)
 
 Status = SubscriptionStatus
-DONE = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
 # Stripe's subscription statuses, as ours. Stripe's "trialing" and "incomplete" have no counterpart
 # to move to: our trials are our own, and an incomplete subscription was never activated here.
 STRIPE_STATUSES = {
@@ -42,172 +27,19 @@ STRIPE_STATUSES = {
 }
 
 
-class InvalidSignature(DomainError):
-    code = "invalid_signature"
-    title = "Invalid webhook signature"
-
-
-class WebhookProcessingFailed(DomainError):
-    """Answered 500 so that Stripe delivers the event again; the row keeps the error."""
-
-    status = 500
-    code = "webhook_processing_failed"
-    title = "Webhook processing failed"
-
-
 class ProviderStateMissing(Exception):
     """The event refers to something not recorded yet (its checkout has not arrived); Stripe's
     retry will find it."""
-
-
-def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEvent, bool]:
-    """Verifies the signature on the raw body (tolerance 300 s), then stores and processes the event.
-    Returns the row and whether this delivery was a replay of a finished event."""
-    try:
-        if not settings.STRIPE_WEBHOOK_SECRET:
-            raise stripe.SignatureVerificationError("No webhook secret is configured.", signature_header)
-        stripe.WebhookSignature.verify_header(
-            payload.decode("utf-8"),
-            signature_header,
-            settings.STRIPE_WEBHOOK_SECRET,
-            tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
-        )
-        event = json.loads(payload)
-        event_id, event_type = event["id"], event["type"]
-    except (stripe.SignatureVerificationError, ValueError, KeyError, TypeError) as error:
-        WEBHOOK_INVALID_SIGNATURES.inc()
-        raise InvalidSignature(f"The Stripe-Signature header does not verify this body: {error}") from error
-    return webhook_event_accept(event_id=event_id, event_type=event_type, event=event)
-
-
-@transaction.atomic
-def webhook_event_accept(*, event_id: str, event_type: str, event: dict) -> tuple[WebhookEvent, bool]:
-    row, created = WebhookEvent.objects.get_or_create(
-        provider=WebhookProvider.STRIPE,
-        event_id=event_id,
-        defaults={"event_type": event_type, "payload": event, "event_created_at": _timestamp(event.get("created"))},
-    )
-    if not created:
-        row = WebhookEvent.objects.select_for_update().get(pk=row.pk)
-        if row.status in DONE:
-            WEBHOOK_REPLAY_BLOCKS.inc()
-            IDEMPOTENT_HITS.labels(operation="webhook").inc()
-            return row, True
-    _process(row)
-    return row, False
-
-
-@transaction.atomic
-def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
-    """Processes a stored event again (manage.py replay_webhook, console action); audited. The
-    handlers are idempotent, so replaying a processed event changes nothing."""
-    row = WebhookEvent.objects.select_for_update().filter(event_id=event_id).first()
-    if row is None:
-        raise NotFound(f"No stored webhook event {event_id}.", code="webhook_event_not_found")
-    previous = {"status": row.status, "result": row.result, "error": row.error}
-    _process(row)
-    audit_record(
-        action=AuditAction.PROCESS,
-        resource_type=resource_type_of(row),
-        resource_id=row.event_id,
-        previous_value=previous,
-        new_value={"status": row.status, "result": row.result, "error": row.error, "replay": True},
-        actor=actor,
-    )
-    return row
-
-
-def _process(row: WebhookEvent) -> None:
-    row.attempts += 1
-    handler = HANDLERS.get(row.event_type)
-    try:
-        with transaction.atomic():
-            result = handler(row) if handler else None
-    except Exception as error:  # the row keeps what went wrong; its effects rolled back with the savepoint
-        logger.exception("webhook %s (%s) failed", row.event_id, row.event_type)
-        row.status, row.error, row.result = WebhookStatus.FAILED, f"{type(error).__name__}: {error}"[:5000], None
-        row.save(update_fields=["status", "error", "result", "attempts", "updated_at"])
-        return
-    row.status = WebhookStatus.IGNORED if result is None else WebhookStatus.PROCESSED
-    row.result = to_json(result)
-    row.error = ""
-    row.processed_at = timezone.now()
-    row.save(update_fields=["status", "result", "error", "processed_at", "attempts", "updated_at"])
-
-
-def _timestamp(seconds) -> datetime | None:
-    return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
 
 
 def _usd(cents) -> Decimal:
     return (Decimal(cents or 0) / 100).quantize(Decimal("0.01"))
 
 
-def _record(row: WebhookEvent, *, event_type: str, user=None, amount=None, currency="", **ids) -> None:
-    """The PaymentEvent and the audit row every handled event writes."""
-    payment_event_record(
-        event_type=event_type,
-        user=user,
-        amount=amount,
-        currency=currency,
-        metadata={"stripe_event_id": row.event_id, "stripe_event_type": row.event_type},
-        webhook_event=row,
-        **ids,
-    )
-    audit_record(
-        action=AuditAction.PROCESS,
-        resource_type=resource_type_of(row),
-        resource_id=row.event_id,
-        new_value={"event_type": row.event_type, "payment_event": event_type, "amount": amount, **ids},
-    )
-
-
 def _subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
     if not stripe_subscription_id:
         return None
     return Subscription.objects.select_for_update().filter(stripe_subscription_id=stripe_subscription_id).first()
-
-
-def _object(row: WebhookEvent) -> dict:
-    return row.payload["data"]["object"]
-
-
-# Handlers: each returns the result to store, or None for an event that is acknowledged only.
-
-
-def _checkout_session_completed(row: WebhookEvent) -> dict | None:
-    session = _object(row)
-    metadata = session.get("metadata") or {}
-    kind = metadata.get("kind")
-    if not kind or session.get("payment_status") not in ("paid", "no_payment_required"):
-        return None  # not one of our checkouts, or paid later (checkout.session.async_payment_succeeded)
-    user_id = session.get("client_reference_id")
-    provider_ids = {
-        "stripe_customer_id": session.get("customer") or "",
-        "stripe_subscription_id": session.get("subscription") or "",
-        "stripe_invoice_id": session.get("invoice") or "",
-        "stripe_payment_intent_id": session.get("payment_intent") or "",
-    }
-    completed = checkout_completed(
-        kind=kind,
-        user_id=user_id,
-        metadata={**metadata, **provider_ids},
-        session_id=session["id"],
-        amount_usd=_usd(session.get("amount_total")),
-    )
-    user = getattr(completed, "user", None)
-    _record(
-        row,
-        event_type="checkout_completed",
-        user=user,
-        amount=session.get("amount_total"),
-        currency=session.get("currency") or "",
-        plan_code=metadata.get("tier", kind),
-        customer_id=provider_ids["stripe_customer_id"],
-        subscription_id=provider_ids["stripe_subscription_id"],
-        invoice_id=provider_ids["stripe_invoice_id"],
-    )
-    return {"action": "checkout_completed", "kind": kind, "object_id": str(completed.pk)}
 
 
 def _invoice_subscription_id(invoice: dict) -> str | None:
@@ -223,12 +55,12 @@ def _invoice_period(invoice: dict) -> tuple[datetime, datetime]:
     lines = (invoice.get("lines") or {}).get("data") or []
     period = lines[0].get("period") if lines else None
     if period:
-        return _timestamp(period["start"]), _timestamp(period["end"])
-    return _timestamp(invoice["period_start"]), _timestamp(invoice["period_end"])
+        return timestamp_of(period["start"]), timestamp_of(period["end"])
+    return timestamp_of(invoice["period_start"]), timestamp_of(invoice["period_end"])
 
 
 def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]:
-    invoice = _object(row)
+    invoice = event_object(row)
     stripe_subscription_id = _invoice_subscription_id(invoice)
     subscription = _subscription_locked(stripe_subscription_id)
     if stripe_subscription_id and subscription is None:
@@ -237,8 +69,8 @@ def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]
 
 
 def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: Subscription, amount) -> None:
-    invoice = _object(row)
-    _record(
+    invoice = event_object(row)
+    event_record(
         row,
         event_type=event_type,
         user=subscription.user,
@@ -313,7 +145,7 @@ def _mark_applied(subscription: Subscription, row: WebhookEvent) -> None:
 
 
 def _subscription_updated(row: WebhookEvent) -> dict | None:
-    stripe_subscription = _object(row)
+    stripe_subscription = event_object(row)
     subscription = _subscription_locked(stripe_subscription["id"])
     if subscription is None:
         return None
@@ -327,7 +159,7 @@ def _subscription_updated(row: WebhookEvent) -> dict | None:
     subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
     _mark_applied(subscription, row)
     subscription.save(update_fields=["cancel_at_period_end", "provider_updated_at", "updated_at"])
-    _record(
+    event_record(
         row,
         event_type="subscription_updated",
         user=subscription.user,
@@ -344,7 +176,7 @@ def _subscription_updated(row: WebhookEvent) -> dict | None:
 
 
 def _subscription_deleted(row: WebhookEvent) -> dict | None:
-    stripe_subscription = _object(row)
+    stripe_subscription = event_object(row)
     subscription = _subscription_locked(stripe_subscription["id"])
     if subscription is None:
         return None
@@ -352,7 +184,7 @@ def _subscription_deleted(row: WebhookEvent) -> dict | None:
         subscription_transition(subscription=subscription, status=Status.CANCELLED, reason="Stripe ended it")
     _mark_applied(subscription, row)
     subscription.save(update_fields=["provider_updated_at", "updated_at"])
-    _record(
+    event_record(
         row,
         event_type="subscription_deleted",
         user=subscription.user,
@@ -364,7 +196,7 @@ def _subscription_deleted(row: WebhookEvent) -> dict | None:
 
 
 def _charge_refunded(row: WebhookEvent) -> dict | None:
-    charge = _object(row)
+    charge = event_object(row)
     payment_intent = charge.get("payment_intent")
     refunded_usd = _usd(charge.get("amount_refunded"))
     payment = payment_intent and billing.payment_refunded(
@@ -372,7 +204,7 @@ def _charge_refunded(row: WebhookEvent) -> dict | None:
     )
     if not payment:
         return None
-    _record(
+    event_record(
         row,
         event_type="charge_refunded",
         user=payment.user,
@@ -384,8 +216,7 @@ def _charge_refunded(row: WebhookEvent) -> dict | None:
     return {"action": "refund_recorded", "payment_intent": payment_intent, "amount_refunded": charge["amount_refunded"]}
 
 
-HANDLERS: dict[str, Callable[[WebhookEvent], dict | None]] = {
-    "checkout.session.completed": _checkout_session_completed,
+HANDLERS = {
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing_project.tests.fake_stripe import signature_header
+from payments.tests.stripe_emulator import signature_header
 from subscriptions.models import Subscription
 from subscriptions.services import account_register, tier_catalog_seed
 

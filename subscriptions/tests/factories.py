@@ -7,6 +7,7 @@ from factory.django import DjangoModelFactory
 
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.tests.factories import UserFactory
+from payments.models import WebhookEvent, WebhookProvider, WebhookStatus
 from subscriptions.models import (
     BillingInvoice,
     ChangeType,
@@ -21,9 +22,6 @@ from subscriptions.models import (
     SubscriptionStatus,
     TierConfig,
     UserEntitlement,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookStatus,
 )
 
 PERIOD = timedelta(days=30)

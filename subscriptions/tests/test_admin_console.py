@@ -8,14 +8,15 @@ from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.enums import SubscriptionTier
-from subscriptions.models import Subscription, SubscriptionStatus, UserEntitlement, WebhookEvent, WebhookStatus
+from payments.models import WebhookEvent, WebhookStatus
+from subscriptions.models import Subscription, SubscriptionStatus, UserEntitlement
 from subscriptions.services import account_register, subscription_start, tier_catalog_seed
 from subscriptions.tests.factories import SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
 SUBSCRIPTIONS = reverse("admin:subscriptions_subscription_changelist")
-WEBHOOK_EVENTS = reverse("admin:subscriptions_webhookevent_changelist")
+WEBHOOK_EVENTS = reverse("admin:payments_webhookevent_changelist")
 
 
 @pytest.fixture(autouse=True)

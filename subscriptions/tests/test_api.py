@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from audit.models import AdminAuditLog, AuditAction
 from conftest import access_token_for, bearer
 from credits.models import CreditAllocation
+from payments.models import PaymentOperation
 from subscriptions.catalog import TIERS
 from subscriptions.models import (
     LIVE_STATUSES,
@@ -103,7 +104,12 @@ def test_start_offline_answers_201_with_the_active_subscription_and_the_complete
     assert body["subscription"]["id"] == str(subscription.pk)
     assert (body["subscription"]["status"], body["subscription"]["billing_cycle"]) == ("active", "annual")
     assert body["subscription"]["base_price_usd"] == "1490.00"
-    assert body["checkout"] == {"url": None, "session_id": subscription.checkout_session_id, "completed": True}
+    assert body["checkout"] == {
+        "url": None,
+        "session_id": subscription.checkout_session_id,
+        "completed": True,
+        "operation_id": str(PaymentOperation.objects.get(user=user).pk),
+    }
 
 
 def test_start_with_stripe_answers_201_with_the_checkout_url_and_no_subscription(
@@ -116,7 +122,8 @@ def test_start_with_stripe_answers_201_with_the_checkout_url_and_no_subscription
     assert body["subscription"] is None
     assert body["checkout"]["completed"] is False
     assert body["checkout"]["url"].startswith("https://checkout.stripe.com/")
-    assert stripe_http.requests[0]["form"]["client_reference_id"] == str(user.pk)
+    (session_request,) = (request for request in stripe_http.requests if request["path"] == "checkout/sessions")
+    assert session_request["form"]["client_reference_id"] == str(user.pk)
     assert list(Subscription.objects.filter(user=user)) == [on_free]
 
 
@@ -213,18 +220,27 @@ def test_change_tier_downgrade_answers_the_scheduled_tier(user_client, user):
     assert (body["proration"]["change_type"], body["proration"]["status"]) == ("downgrade", "pending")
 
 
-def test_change_tier_with_a_declined_card_is_a_402_and_changes_nothing(user_client, user, stripe_http):
+def test_change_tier_with_a_declined_card_is_a_402_and_changes_nothing(
+    user_client, user, stripe_http, django_capture_on_commit_callbacks
+):
     subscription = subscribed(user, "pro", days_gone=15, stripe=True)
-    stripe_http.decline_payments = True
+    stripe_http.pay_mode = "decline"
 
-    response = user_client.post(url(subscription, "change-tier"), {"tier": "pro_max"}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = user_client.post(url(subscription, "change-tier"), {"tier": "pro_max"}, format="json")
 
-    assert_problem(response, 402, "payment_declined")
+    problem = assert_problem(response, 402, "payment_declined")
+    assert problem["decline_code"] == "card_declined"
     subscription.refresh_from_db()
     assert subscription.tier == "pro"
-    assert not ProrationEvent.objects.exists()
+    assert ProrationEvent.objects.get().status == "failed"
     assert not CreditAllocation.objects.exists()
     assert UserEntitlement.objects.get(user=user).tier == "pro"
+    # the declined invoice is voided, so it can never be paid later
+    operation = PaymentOperation.objects.get(kind="upgrade_charge")
+    assert (operation.state, operation.effect) == ("failed", "failed")
+    assert stripe_http.object(operation.stripe_invoice_id)["status"] == "void"
+    assert stripe_http.charges == []
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,11 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
-from billing_project.tests.fake_stripe import event_payload, signature_header
 from conftest import run_concurrently
 from credits.models import CreditAllocation
+from payments.models import PaymentOperation
+from payments.tests.helpers import checkout_paid
+from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions import services
 from subscriptions.models import BillingInvoice, DunningAttempt, PaymentTransaction, Subscription, UserEntitlement
 from subscriptions.periods import add_months
@@ -45,22 +47,28 @@ def subscriber(email: str = "ada@example.com", *, stripe_billed: bool = False) -
     user = services.account_register(email=email, password="correct horse battery")
     if not stripe_billed:
         return services.subscription_start(user=user, tier="enterprise_pro").subscription  # no trial days
-    return services.subscription_checkout_complete(
-        user_id=user.pk,
-        metadata={
-            "tier": "pro",
-            "billing_cycle": "monthly",
-            "stripe_customer_id": f"cus_{user.pk}",
-            "stripe_subscription_id": f"sub_{user.pk}",
-            "stripe_invoice_id": f"in_first_{user.pk}",
-        },
+    checkout_paid(
+        user=user,
+        metadata={"kind": "subscription", "tier": "pro", "billing_cycle": "monthly"},
+        amount_cents=1900,
         session_id=f"cs_test_{user.pk}",
-        amount_usd=Decimal("19.00"),
+        customer=f"cus_{user.pk}",
+        subscription=f"sub_{user.pk}",
+        invoice=f"in_first_{user.pk}",
     )
+    return Subscription.objects.get(checkout_session_id=f"cs_test_{user.pk}")
 
 
-def renewal_fails(subscription: Subscription, *, stripe_invoice_id: str | None = None) -> BillingInvoice:
-    """The next period's payment fails now (as the invoice.payment_failed webhook reports it)."""
+def renewal_fails(subscription: Subscription, *, stripe_invoice_id: str | None = None, stripe=None) -> BillingInvoice:
+    """The next period's payment fails now (as the invoice.payment_failed webhook reports it); with
+    `stripe` (the emulator), Stripe holds that open invoice."""
+    if stripe is not None:
+        stripe.invoice_open(
+            stripe_invoice_id,
+            customer=subscription.stripe_customer_id,
+            amount=int(subscription.base_price_usd * 100),
+            subscription=subscription.stripe_subscription_id,
+        )
     with transaction.atomic():
         locked = subscription_lock(subscription.pk)
         start = locked.current_period_end
@@ -92,8 +100,7 @@ def results(invoice: BillingInvoice) -> list[str]:
 
 
 def pay_requests(stripe_http, invoice_id: str) -> int:
-    url = f"https://api.stripe.com/v1/invoices/{invoice_id}/pay"
-    return sum(1 for request in stripe_http.requests if (request["method"], request["url"]) == ("post", url))
+    return len(stripe_http.calls("POST", f"invoices/{invoice_id}/pay"))
 
 
 def status_of(subscription: Subscription) -> str:
@@ -121,10 +128,10 @@ def test_a_failed_payment_schedules_retries_on_days_1_3_5_and_7(clock):
 def test_a_repeated_failure_report_for_the_invoice_schedules_nothing_more(clock, stripe_http):
     subscription = subscriber(stripe_billed=True)
     clock.move_to(add_months(T0, 1))
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
 
     clock.move_to(add_months(T0, 1) + 2 * DAY)
-    again = renewal_fails(subscription, stripe_invoice_id="in_overdue")
+    again = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
 
     assert again.pk == invoice.pk
     assert [a.scheduled_at for a in invoice.dunning_attempts.order_by("attempt_number")] == [
@@ -137,8 +144,8 @@ def test_retries_not_yet_due_are_not_run(clock, stripe_http):
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
 
     clock.move_to(failed_at + DAY - timedelta(seconds=1))
     assert services.dunning_run() == {}
@@ -156,8 +163,8 @@ def test_a_stripe_decline_marks_the_attempt_failed_with_the_reason(clock, stripe
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
 
     clock.move_to(failed_at + DAY)
     services.dunning_run()
@@ -175,7 +182,7 @@ def test_a_stripe_retry_that_is_paid_restores_the_subscription_once(clock, strip
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
 
     clock.move_to(failed_at + DAY)
     assert services.dunning_run() == {"retry_succeeded": 1}
@@ -220,8 +227,8 @@ def test_a_paid_invoice_cancels_the_remaining_attempts(clock, stripe_http):
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
     clock.move_to(failed_at + DAY)
     services.dunning_run()
 
@@ -239,8 +246,8 @@ def test_exhausted_retries_start_a_seven_day_grace_period(clock, stripe_http):
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
 
     for days in RETRY_DAYS[:-1]:
         clock.move_to(failed_at + days * DAY)
@@ -264,8 +271,8 @@ def in_grace(clock, stripe_http) -> tuple[Subscription, BillingInvoice, datetime
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
     for days in RETRY_DAYS:
         clock.move_to(failed_at + days * DAY)
         services.dunning_run()
@@ -323,8 +330,8 @@ def test_running_dunning_twice_at_the_same_moment_does_nothing_more(clock, strip
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.decline_payments = True
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.pay_mode = "decline"
     for days in RETRY_DAYS:
         clock.move_to(failed_at + days * DAY)
         assert services.dunning_run() == {"retry_failed": 1}
@@ -346,17 +353,23 @@ def test_a_provider_outage_leaves_the_retry_scheduled_and_the_pass_goes_on(clock
     subscription = subscriber(stripe_billed=True)
     failed_at = add_months(T0, 1)
     clock.move_to(failed_at)
-    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
-    stripe_http.fail_with_status = 500
+    invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
+    stripe_http.inject("POST", "invoices/in_overdue/pay", "unavailable")
 
     clock.move_to(failed_at + DAY)
     assert services.dunning_run() == {"retry_deferred": 1}
 
     assert results(invoice) == ["scheduled"] * 4
     assert invoice.dunning_attempts.get(attempt_number=1).attempted_at is None
-    stripe_http.fail_with_status = None
     assert services.dunning_run() == {"retry_succeeded": 1}
     assert status_of(subscription) == "active"
+    # the second pass resumed the same retry: one operation, both pay requests under its key
+    operation = PaymentOperation.objects.get(kind="dunning_retry")
+    keys = {
+        request["headers"]["Idempotency-Key"] for request in stripe_http.requests if request["path"].endswith("/pay")
+    }
+    assert keys == {f"op_{operation.pk}:pay"}
+    assert len(stripe_http.charges) == 1
 
 
 @pytest.mark.postgres
@@ -366,7 +379,7 @@ def test_concurrent_dunning_runs_collect_each_retry_once(stripe_http):
         subscription = subscriber(stripe_billed=True)
         failed_at = add_months(T0, 1)
         clock.move_to(failed_at)
-        invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
+        invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
         clock.move_to(failed_at + DAY)
 
         outcomes = run_concurrently(lambda _: services.dunning_run(), [1, 2, 3, 4])
@@ -391,7 +404,7 @@ def test_a_retry_racing_the_invoice_paid_webhook_neither_deadlocks_nor_charges_t
         subscription = subscriber(stripe_billed=True)
         failed_at = add_months(T0, 1)
         clock.move_to(failed_at)
-        invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue")
+        invoice = renewal_fails(subscription, stripe_invoice_id="in_overdue", stripe=stripe_http)
         clock.move_to(failed_at + DAY)
 
         retry_locking, webhook_locked = threading.Event(), threading.Event()

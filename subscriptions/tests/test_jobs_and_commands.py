@@ -16,8 +16,10 @@ from rest_framework.test import APIClient
 from audit.models import AdminAuditLog
 from billing_project.celery import app
 from billing_project.tests.factories import UserFactory
-from billing_project.tests.fake_stripe import event_payload, signature_header
 from credits.models import CreditAllocation, UserCreditBalance
+from payments.models import PaymentOperation
+from payments.tests.helpers import checkout_paid
+from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions import jobs, selectors, services, tasks
 from subscriptions.models import BillingInvoice, DunningAttempt, PaymentTransaction, Subscription, TierConfig
 from subscriptions.periods import add_months
@@ -162,19 +164,21 @@ def test_a_downgrade_scheduled_for_the_period_end_is_charged_and_applied_at_rene
     assert allocations(subscription)[-1] == (end, add_months(end, 1), add_months(end, 1), 20_000)
 
 
+def paid_through_stripe_checkout(user, *, stripe_subscription_id: str = "") -> Subscription:
+    checkout_paid(
+        user=user,
+        metadata={"kind": "subscription", "tier": "pro", "billing_cycle": "monthly"},
+        amount_cents=1900,
+        session_id="cs_test_1",
+        customer="cus_1",
+        subscription=stripe_subscription_id,
+    )
+    return Subscription.objects.get(checkout_session_id="cs_test_1")
+
+
 def test_a_stripe_billed_plan_is_left_to_its_invoice_webhook(clock, stripe_http):
     user = registered()
-    subscription = services.subscription_checkout_complete(
-        user_id=user.pk,
-        metadata={
-            "tier": "pro",
-            "billing_cycle": "monthly",
-            "stripe_customer_id": "cus_1",
-            "stripe_subscription_id": "sub_1",
-        },
-        session_id="cs_test_1",
-        amount_usd=Decimal("19.00"),
-    )
+    subscription = paid_through_stripe_checkout(user, stripe_subscription_id="sub_1")
     before = allocations(subscription)
 
     clock.move_to(add_months(T0, 1) + timedelta(minutes=10))
@@ -188,41 +192,56 @@ def test_a_stripe_billed_plan_is_left_to_its_invoice_webhook(clock, stripe_http)
 
 
 @pytest.mark.parametrize("declined", [False, True])
-def test_a_plan_billed_by_one_off_stripe_charges_is_charged_on_the_saved_card(clock, stripe_http, declined):
+def test_a_plan_billed_by_one_off_stripe_charges_is_charged_on_the_saved_card(
+    clock, stripe_http, declined, django_capture_on_commit_callbacks
+):
     user = registered()
-    subscription = services.subscription_checkout_complete(
-        user_id=user.pk,
-        metadata={"tier": "pro", "billing_cycle": "monthly", "stripe_customer_id": "cus_1"},
-        session_id="cs_test_1",
-        amount_usd=Decimal("19.00"),
-    )
+    subscription = paid_through_stripe_checkout(user)
     end = add_months(T0, 1)
-    stripe_http.decline_payments = declined
+    if declined:
+        stripe_http.pay_mode = "decline"
 
     clock.move_to(end + timedelta(minutes=10))
-    output = run_job("allocate_monthly_credits")
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run_job("allocate_monthly_credits")
 
-    paths = [
-        (request["method"], request["url"].removeprefix("https://api.stripe.com/v1/"))
-        for request in stripe_http.requests
+    # an empty invoice of its own, the renewal attached to it, then paid: each under the operation's key
+    operation = PaymentOperation.objects.get(kind="renewal_charge")
+    invoice_id = operation.stripe_invoice_id
+    assert stripe_http.calls() == [
+        ("POST", "invoices"),
+        ("POST", "invoiceitems"),
+        ("POST", f"invoices/{invoice_id}/pay"),
+        *([("GET", f"invoices/{invoice_id}"), ("POST", f"invoices/{invoice_id}/void")] if declined else []),
     ]
-    assert paths == [("post", "invoiceitems"), ("post", "invoices"), ("post", "invoices/in_test_0002/pay")]
-    assert stripe_http.requests[0]["form"]["amount"] == "1900"
-    assert stripe_http.requests[0]["form"]["customer"] == "cus_1"
+    invoice_request, item_request, pay_request = stripe_http.requests[:3]
+    assert (invoice_request["form"]["customer"], invoice_request["form"]["pending_invoice_items_behavior"]) == (
+        "cus_1",
+        "exclude",
+    )
+    assert (item_request["form"]["amount"], item_request["form"]["invoice"]) == ("1900", invoice_id)
+    assert [request["headers"]["Idempotency-Key"] for request in (invoice_request, item_request, pay_request)] == [
+        f"op_{operation.pk}:invoice",
+        f"op_{operation.pk}:item",
+        f"op_{operation.pk}:pay",
+    ]
     subscription.refresh_from_db()
     if declined:
         assert output == "Done (payment_failed: 1)."
         assert subscription.status == "past_due"
         invoice = BillingInvoice.objects.get(period_start=end)
-        assert invoice.status == "open"
+        assert (invoice.status, invoice.stripe_invoice_id) == ("open", None)
         assert DunningAttempt.objects.filter(invoice=invoice, result="scheduled").count() == 4
         assert [row[0] for row in allocations(subscription)] == [T0]
+        assert stripe_http.object(invoice_id)["status"] == "void"
+        assert (operation.state, operation.effect) == ("failed", "failed")
     else:
         assert output == "Done (allocated: 0, renewed: 1)."
         assert (subscription.status, subscription.current_period_start) == ("active", end)
         invoice = BillingInvoice.objects.get(period_start=end)
-        assert (invoice.status, invoice.stripe_invoice_id) == ("paid", "in_test_0002")
+        assert (invoice.status, invoice.stripe_invoice_id) == ("paid", invoice_id)
         assert [row[0] for row in allocations(subscription)] == [T0, end]
+        assert stripe_http.charges == [{"invoice": invoice_id, "amount": 1900}]
 
 
 def test_cancel_at_period_end_takes_effect_when_the_period_ends(clock):
@@ -335,17 +354,7 @@ def test_replay_webhook_processes_an_event_that_failed_once_its_cause_is_gone(cl
     with pytest.raises(CommandError, match="evt_early failed again: ProviderStateMissing"):
         run("replay_webhook", "evt_early")
 
-    services.subscription_checkout_complete(
-        user_id=user.pk,
-        metadata={
-            "tier": "pro",
-            "billing_cycle": "monthly",
-            "stripe_customer_id": "cus_1",
-            "stripe_subscription_id": "sub_1",
-        },
-        session_id="cs_test_1",
-        amount_usd=Decimal("19.00"),
-    )
+    paid_through_stripe_checkout(user, stripe_subscription_id="sub_1")
     audit_rows = AdminAuditLog.objects.count()
     assert run("replay_webhook", "evt_early", "--dry-run") == "Would replay evt_early (invoice.paid), now failed."
     assert AdminAuditLog.objects.count() == audit_rows
@@ -354,7 +363,7 @@ def test_replay_webhook_processes_an_event_that_failed_once_its_cause_is_gone(cl
 
     assert output.startswith("evt_early (invoice.paid): processed, result {'action': 'invoice_paid'")
     assert BillingInvoice.objects.get(stripe_invoice_id="in_early").status == "paid"
-    replays = AdminAuditLog.objects.filter(resource_type="subscriptions.webhookevent", new_value__replay=True)
+    replays = AdminAuditLog.objects.filter(resource_type="payments.webhookevent", new_value__replay=True)
     assert [row.new_value["status"] for row in replays.order_by("sequence")] == ["failed", "processed"]
     assert run("replay_webhook", "evt_early").startswith("evt_early (invoice.paid): processed")
 

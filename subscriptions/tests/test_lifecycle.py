@@ -7,9 +7,11 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from audit.models import AdminAuditLog, AuditAction, PaymentEvent
+from audit.models import AdminAuditLog, AuditAction
 from billing_project.errors import DomainError
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
+from payments.models import OperationState, PaymentEvent, PaymentOperation, StripeCustomer
+from payments.tests.helpers import checkout_paid
 from subscriptions import jobs
 from subscriptions.catalog import TIERS
 from subscriptions.models import (
@@ -28,7 +30,6 @@ from subscriptions.services import (
     TRANSITIONS,
     account_register,
     subscription_cancel,
-    subscription_checkout_complete,
     subscription_start,
     subscription_status_change,
     tier_catalog_seed,
@@ -108,7 +109,7 @@ def transition_rows(subscription):
 
 
 def stripe_calls(stripe_http) -> list[tuple[str, str]]:
-    return [(call["method"], call["url"].split("/v1/", 1)[1]) for call in stripe_http.requests]
+    return [(method.lower(), path) for method, path in stripe_http.calls()]
 
 
 # The state machine
@@ -212,12 +213,20 @@ def test_cancelling_a_paid_subscription_puts_the_user_on_a_new_free_subscription
     assert Subscription.objects.filter(user=customer, tier="free", status=S.CANCELLED).count() == 1
 
 
-def test_staff_ending_a_stripe_billed_subscription_stops_stripe_billing_it(user, staff_user, stripe_http):
+def test_staff_ending_a_stripe_billed_subscription_stops_stripe_billing_it(
+    user, staff_user, stripe_http, django_capture_on_commit_callbacks
+):
     subscription = subscribed(user, stripe=True)
 
-    subscription_status_change(subscription_id=subscription.pk, status=S.CANCELLED, reason="Fraud", actor=staff_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription_status_change(
+            subscription_id=subscription.pk, status=S.CANCELLED, reason="Fraud", actor=staff_user
+        )
 
+    # Stripe is told once the change has committed, never inside its transaction
     assert stripe_calls(stripe_http) == [("delete", f"subscriptions/sub_{user.pk}")]
+    sync = PaymentOperation.objects.get(kind="subscription_sync")
+    assert (sync.state, sync.params["action"]) == ("succeeded", "cancel_now")
     subscription.refresh_from_db()
     assert subscription.status == S.CANCELLED
 
@@ -339,11 +348,11 @@ def test_with_stripe_a_start_answers_the_checkout_url_and_creates_no_subscriptio
     assert started.subscription is None
     assert started.checkout.completed is False
     assert started.checkout.url == f"https://checkout.stripe.com/c/pay/{started.checkout.session_id}"
-    assert stripe_calls(stripe_http) == [("post", "checkout/sessions")]
-    form = stripe_http.requests[0]["form"]
+    assert stripe_calls(stripe_http) == [("post", "customers"), ("post", "checkout/sessions")]
+    form = stripe_http.requests[1]["form"]
     assert form["mode"] == "subscription"
     assert form["client_reference_id"] == str(customer.pk)
-    assert form["customer_email"] == customer.email
+    assert form["customer"] == StripeCustomer.objects.get(user=customer).stripe_customer_id
     assert (form["metadata[kind]"], form["metadata[tier]"], form["metadata[billing_cycle]"]) == (
         "subscription",
         "enterprise_pro",
@@ -411,30 +420,25 @@ def test_free_and_perpetual_are_not_started_as_subscriptions(customer, tier):
 # Completing a checkout (offline at once, or the Stripe webhook)
 
 
-def stripe_checkout_metadata(tier="pro_max", billing_cycle="monthly") -> dict:
-    return {
-        "kind": "subscription",
-        "tier": tier,
-        "billing_cycle": billing_cycle,
-        "stripe_customer_id": "cus_paid",
-        "stripe_subscription_id": "sub_paid",
-        "stripe_invoice_id": "in_paid",
-    }
+def stripe_checkout_paid(user, *, session_id="cs_test_1", tier="pro_max", billing_cycle="monthly", **fields):
+    """The Stripe checkout of a subscription paid, as its checkout.session.completed delivers it."""
+    metadata = {"kind": "subscription", "tier": tier, "billing_cycle": billing_cycle, **fields}
+    return checkout_paid(
+        user=user,
+        metadata=metadata,
+        amount_cents=3900,
+        session_id=session_id,
+        customer="cus_paid",
+        subscription="sub_paid",
+        invoice="in_paid",
+    )
 
 
 def test_completing_a_checkout_is_idempotent_on_the_session_id(customer):
-    complete = {
-        "user_id": customer.pk,
-        "metadata": stripe_checkout_metadata(),
-        "session_id": "cs_test_1",
-        "amount_usd": Decimal("39.00"),
-    }
+    stripe_checkout_paid(customer)
+    stripe_checkout_paid(customer)
 
-    first = subscription_checkout_complete(**complete)
-    again = subscription_checkout_complete(**complete)
-
-    assert again.pk == first.pk
-    first.refresh_from_db()
+    first = Subscription.objects.get(checkout_session_id="cs_test_1")
     assert (first.tier, first.status, first.stripe_customer_id, first.stripe_subscription_id) == (
         "pro_max",
         S.ACTIVE,
@@ -446,32 +450,32 @@ def test_completing_a_checkout_is_idempotent_on_the_session_id(customer):
     assert PaymentTransaction.objects.count() == 1
     assert CreditAllocation.objects.filter(subscription=first).count() == 1
     assert balance_of(customer) == 2_000 + 50_000
+    assert PaymentEvent.objects.filter(event_type="checkout_completed").count() == 1
 
 
-@pytest.mark.parametrize(
-    ("metadata", "code"),
-    [
-        ({"tier": "platinum", "billing_cycle": "monthly"}, "invalid_checkout_metadata"),
-        ({"tier": "pro"}, "invalid_checkout_metadata"),
-    ],
-)
-def test_a_checkout_with_bad_metadata_is_refused_and_writes_nothing(customer, metadata, code):
-    with pytest.raises(DomainError) as refused:
-        subscription_checkout_complete(
-            user_id=customer.pk, metadata=metadata, session_id="cs_bad", amount_usd=Decimal("19.00")
-        )
+@pytest.mark.parametrize("metadata", [{"tier": "platinum"}, {"billing_cycle": "fortnightly"}])
+def test_a_paid_checkout_with_bad_metadata_changes_nothing_and_is_refunded(customer, metadata):
+    row = stripe_checkout_paid(customer, session_id="cs_bad", **metadata)
 
-    assert (refused.value.status, refused.value.code) == (422, code)
+    assert row.status == "processed"
+    operation = PaymentOperation.objects.get(stripe_checkout_session_id="cs_bad")
+    assert (operation.state, operation.effect, operation.cleanup_due) == (
+        OperationState.NEEDS_ATTENTION,
+        "",
+        "refund",
+    )
+    assert "is not valid" in operation.last_error
     assert Subscription.objects.filter(user=customer).count() == 1
 
 
-def test_a_checkout_for_an_unknown_user_is_404():
-    with pytest.raises(DomainError) as refused:
-        subscription_checkout_complete(
-            user_id=987_654, metadata=stripe_checkout_metadata(), session_id="cs_x", amount_usd=Decimal("39.00")
-        )
+def test_a_checkout_for_an_unknown_user_is_acknowledged_and_changes_nothing(customer):
+    stranger = type(customer)(pk=987_654, email="gone@example.com")
 
-    assert (refused.value.status, refused.value.code) == (404, "unknown_user")
+    row = stripe_checkout_paid(stranger)
+
+    assert (row.status, row.result) == ("ignored", None)
+    assert not PaymentOperation.objects.exists()
+    assert Subscription.objects.filter(checkout_session_id="cs_test_1").count() == 0
 
 
 # Cancelling
@@ -497,11 +501,14 @@ def test_a_customer_cancel_takes_effect_at_the_period_end_through_the_roll_over_
     assert not BillingInvoice.objects.exists()
 
 
-def test_a_customer_cancel_with_stripe_asks_stripe_to_cancel_at_the_period_end_once(user, stripe_http):
+def test_a_customer_cancel_with_stripe_asks_stripe_to_cancel_at_the_period_end_once(
+    user, stripe_http, django_capture_on_commit_callbacks
+):
     subscription = subscribed(user, "pro", stripe=True)
 
-    subscription_cancel(subscription_id=subscription.pk, user=user, reason="Too expensive")
-    subscription_cancel(subscription_id=subscription.pk, user=user)
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription_cancel(subscription_id=subscription.pk, user=user, reason="Too expensive")
+        subscription_cancel(subscription_id=subscription.pk, user=user)
 
     assert stripe_calls(stripe_http) == [("post", f"subscriptions/sub_{user.pk}")]
     assert stripe_http.requests[0]["form"] == {"cancel_at_period_end": "true"}
@@ -511,10 +518,12 @@ def test_a_customer_cancel_with_stripe_asks_stripe_to_cancel_at_the_period_end_o
     assert (row.actor, row.new_value["reason"]) == (user, "Too expensive")
 
 
-def test_staff_cancel_immediately_ends_it_now_and_cancels_it_at_stripe(user, staff_user, stripe_http):
+def test_staff_cancel_immediately_ends_it_now_and_cancels_it_at_stripe(
+    user, staff_user, stripe_http, django_capture_on_commit_callbacks
+):
     subscription = subscribed(user, "pro", stripe=True)
 
-    with time_machine.travel(NOW + 3 * DAY, tick=False):
+    with time_machine.travel(NOW + 3 * DAY, tick=False), django_capture_on_commit_callbacks(execute=True):
         subscription_cancel(subscription_id=subscription.pk, user=staff_user, immediately=True, reason="Chargeback")
 
     assert stripe_calls(stripe_http) == [("delete", f"subscriptions/sub_{user.pk}")]

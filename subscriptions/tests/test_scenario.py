@@ -14,12 +14,13 @@ from django.core.management import call_command
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
-from audit.models import AdminAuditLog, PaymentEvent
-from billing_project import payments
-from billing_project.tests.fake_stripe import event_payload, signature_header
+from audit.models import AdminAuditLog
 from conftest import access_token_for, bearer
 from credits import tasks as credit_tasks
 from credits.models import CreditAllocation, UserCreditBalance, UserCreditSource
+from payments.models import PaymentEvent, PaymentOperation, WebhookEvent
+from payments.services import operations
+from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions import services, tasks
 from subscriptions.models import (
     BillingInvoice,
@@ -27,7 +28,6 @@ from subscriptions.models import (
     PaymentTransaction,
     Subscription,
     UserEntitlement,
-    WebhookEvent,
 )
 from subscriptions.periods import add_months
 
@@ -118,8 +118,7 @@ def entitlement_tier(user) -> str:
 
 
 def stripe_pay_requests(stripe_http, invoice_id: str) -> int:
-    url = f"https://api.stripe.com/v1/invoices/{invoice_id}/pay"
-    return sum(1 for request in stripe_http.requests if (request["method"], request["url"]) == ("post", url))
+    return len(stripe_http.calls("POST", f"invoices/{invoice_id}/pay"))
 
 
 def test_trial_conversion_renewal_dunning_suspension_and_recovery_through_stripe(
@@ -195,10 +194,10 @@ def test_trial_conversion_renewal_dunning_suspension_and_recovery_through_stripe
             "url": f"https://checkout.stripe.com/c/pay/{session_id}",
             "session_id": session_id,
             "completed": False,
+            "operation_id": str(PaymentOperation.objects.get(kind="subscription_checkout").pk),
         }
-        (session_request,) = stripe_http.requests
-        form = session_request["form"]
-        assert session_request["url"] == "https://api.stripe.com/v1/checkout/sessions"
+        assert stripe_http.calls() == [("POST", "customers"), ("POST", "checkout/sessions")]
+        form = stripe_http.requests[1]["form"]
         assert (form["mode"], form["client_reference_id"]) == ("subscription", str(user.pk))
         assert (form["metadata[kind]"], form["metadata[tier]"], form["metadata[billing_cycle]"]) == (
             "subscription",
@@ -293,6 +292,7 @@ def test_trial_conversion_renewal_dunning_suspension_and_recovery_through_stripe
         third_end = add_months(second_end, 1)
         clock.move_to(failed_at)
         overdue = stripe_invoice("in_overdue", period_start=second_end, period_end=third_end, paid=False)
+        stripe_http.invoice_open("in_overdue", customer="cus_scenario", amount=1900, subscription="sub_scenario")
         failed = stripe_delivers("invoice.payment_failed", overdue, event_id="evt_overdue_failed")
         assert failed.status_code == 200
         subscription.refresh_from_db()
@@ -309,7 +309,7 @@ def test_trial_conversion_renewal_dunning_suspension_and_recovery_through_stripe
         assert entitlement_tier(user) == "pro"  # past due keeps its service while we retry
 
         # dunning: every retry asks Stripe to pay the invoice, and the card is declined each time
-        stripe_http.decline_payments = True
+        stripe_http.pay_mode = "decline"
         for number, days in ((1, 1), (2, 3), (3, 5), (4, 7)):
             clock.move_to(failed_at + days * DAY - timedelta(minutes=1))
             assert tasks.run_dunning.delay().get() == {}  # not due yet
@@ -425,13 +425,13 @@ def test_offline_billed_subscription_recovers_on_its_first_dunning_retry(monkeyp
 
         # when: the month is over and the renewal charge is declined (the offline provider never
         # declines on its own, so this once it is told to)
-        def declined(**kwargs):
-            raise payments.PaymentDeclined("The card was declined.")
+        def declined(operation):
+            return operations.Outcome(operations.FAILED, reason="The card was declined.")
 
         failed_at = end + timedelta(minutes=10)
         clock.move_to(failed_at)
         with monkeypatch.context() as patched:
-            patched.setattr(payments, "charge_now", declined)
+            patched.setattr(operations, "offline_outcome", declined)
             assert tasks.allocate_monthly_credits.delay().get() == {"payment_failed": 1}
 
         # then: past due, the renewal invoice open, four retries scheduled

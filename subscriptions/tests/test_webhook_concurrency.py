@@ -4,10 +4,10 @@ invoice.payment_succeeded for one invoice together: real threads against real Po
 import pytest
 from rest_framework.test import APIClient
 
-from audit.models import PaymentEvent
 from conftest import run_concurrently
 from credits.models import CreditAllocation, UserCreditBalance
-from subscriptions.models import BillingInvoice, PaymentTransaction, Subscription, WebhookEvent, WebhookStatus
+from payments.models import PaymentEvent, WebhookEvent, WebhookStatus
+from subscriptions.models import BillingInvoice, PaymentTransaction, Subscription
 from subscriptions.tests.conftest import (
     MONTH,
     StripeIds,

@@ -15,9 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from audit.models import AdminAuditLog, AuditAction, PaymentEvent
-from billing_project.tests.fake_stripe import event_payload, signature_header
+from audit.models import AdminAuditLog, AuditAction
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
+from payments.models import PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
+from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
@@ -29,8 +30,6 @@ from subscriptions.models import (
     SubscriptionStatus,
     TierConfig,
     UserEntitlement,
-    WebhookEvent,
-    WebhookStatus,
 )
 from subscriptions.periods import period_end
 from subscriptions.services import subscription_start
@@ -104,7 +103,14 @@ def test_signed_event_is_processed_with_its_payment_event_and_audit_row(webhook_
     assert response.status_code == 200, response.content
     subscription = Subscription.objects.get(user=user, tier="pro")
     row = WebhookEvent.objects.get()
-    result = {"action": "checkout_completed", "kind": "subscription", "object_id": str(subscription.pk)}
+    operation = PaymentOperation.objects.get(stripe_checkout_session_id=ids.session)
+    result = {
+        "action": "operation_settled",
+        "operation_id": str(operation.pk),
+        "kind": "subscription_checkout",
+        "state": "succeeded",
+        "object_id": str(subscription.pk),
+    }
     assert response.json() == {
         "event_id": event["id"],
         "event_type": "checkout.session.completed",
@@ -133,9 +139,12 @@ def test_signed_event_is_processed_with_its_payment_event_and_audit_row(webhook_
         ids.subscription,
         ids.invoice,
     )
-    assert payment_event.metadata == {"stripe_event_id": event["id"], "stripe_event_type": "checkout.session.completed"}
-    audit = AdminAuditLog.objects.get(action=AuditAction.PROCESS, resource_id=event["id"])
-    assert audit.new_value["payment_event"] == "checkout_completed"
+    metadata = payment_event.metadata
+    assert (metadata["kind"], metadata["operation_id"]) == ("subscription", str(operation.pk))
+    assert payment_event.metadata["session_id"] == ids.session
+    audit = AdminAuditLog.objects.get(action=AuditAction.PROCESS, resource_id=str(operation.pk))
+    assert (audit.new_value["state"], audit.new_value["stripe_checkout_session_id"]) == ("succeeded", ids.session)
+    assert row.raw_body == json.dumps(event)
     # a webhook never calls back into Stripe
     assert stripe_http.requests == []
 
@@ -396,7 +405,7 @@ def test_failed_event_is_processed_by_the_console_replay_action(webhook_client, 
     row = WebhookEvent.objects.get(event_id=event["id"])
 
     response = admin_client.post(
-        reverse("admin:subscriptions_webhookevent_changelist"),
+        reverse("admin:payments_webhookevent_changelist"),
         {"action": "replay_webhook_events", "_selected_action": [str(row.pk)], "apply": "1"},
         follow=True,
     )

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from billing_project.errors import NotFound
-from subscriptions.models import WebhookEvent, WebhookStatus
-from subscriptions.services import webhook_replay
+from payments.models import WebhookEvent, WebhookStatus
+from payments.services.inbox import webhook_replay
 
 
 class Command(BaseCommand):

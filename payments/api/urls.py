@@ -1,0 +1,13 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from payments.api import views
+
+router = SimpleRouter()
+router.register("admin/payment-events", views.PaymentEventViewSet, basename="admin-payment-event")
+router.register("admin/payment-operations", views.PaymentOperationViewSet, basename="admin-payment-operation")
+
+urlpatterns = [
+    path("billing/webhooks/stripe/", views.StripeWebhookView.as_view(), name="stripe-webhook"),
+    *router.urls,
+]

@@ -1,0 +1,66 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_project.auth import IsStaff, NoAuthentication
+from payments import selectors
+from payments.api.filters import PaymentEventFilter, PaymentOperationFilter
+from payments.api.serializers import PaymentEventOutput, PaymentOperationOutput, WebhookOutput
+from payments.models import PaymentEvent, PaymentOperation, WebhookStatus
+from payments.services.inbox import WebhookProcessingFailed, webhook_receive
+from payments.services.reconcile import operation_reconcile
+
+
+class StripeWebhookView(APIView):
+    """Stripe's events, verified by their signature on the raw body (no other authentication).
+    200 with the stored result, also for a replayed event; 400 `invalid_signature`; 500 when a
+    handler failed (the event is kept with its error, and Stripe delivers it again)."""
+
+    authentication_classes = [NoAuthentication]
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=None, responses={200: WebhookOutput}, auth=[])
+    def post(self, request):
+        event, replayed = webhook_receive(
+            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+        )
+        if event.status == WebhookStatus.FAILED:
+            raise WebhookProcessingFailed(event.error, extra={"event_id": event.event_id})
+        body = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "status": event.status,
+            "result": event.result,
+            "replayed": replayed,
+        }
+        return Response(WebhookOutput(body).data)
+
+
+class PaymentEventViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsStaff]
+    serializer_class = PaymentEventOutput
+    filterset_class = PaymentEventFilter
+    queryset = PaymentEvent.objects.order_by("-created_at")
+
+
+class PaymentOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staff: every money movement and provider change, with its state (filters user, kind, state,
+    created_at). `reconcile` settles one now from what Stripe says of its objects; audited."""
+
+    permission_classes = [IsStaff]
+    serializer_class = PaymentOperationOutput
+    filterset_class = PaymentOperationFilter
+    queryset = PaymentOperation.objects.none()
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    calls_payment_provider = True
+
+    def get_queryset(self):
+        return selectors.operations_for_staff()
+
+    @extend_schema(request=None, responses={200: PaymentOperationOutput})
+    @action(detail=True, methods=["post"])
+    def reconcile(self, request, pk=None):
+        return Response(PaymentOperationOutput(operation_reconcile(operation_id=pk, actor=request.user)).data)

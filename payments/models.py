@@ -1,0 +1,229 @@
+"""Money at the border with the payment provider: what moved (operations), what the provider told us
+(webhook events) and the record of every payment fact (payment events)."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from audit.models import AppendOnlyModel
+from billing_project.models import TimestampedModel, choices_check
+
+
+class WebhookProvider(models.TextChoices):
+    STRIPE = "stripe"
+    OFFLINE = "offline"
+
+
+class WebhookStatus(models.TextChoices):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class WebhookEvent(TimestampedModel):
+    """A payment-provider event as received: the replay and idempotency record of record.
+    Invariant: one row per (provider, event_id); processing is idempotent on it. `raw_body` keeps
+    the bytes whose signature was verified, so what was trusted can always be shown."""
+
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices, default=WebhookProvider.STRIPE)
+    event_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    raw_body = models.TextField(blank=True, help_text="The signed body exactly as delivered.")
+    event_created_at = models.DateTimeField(null=True, blank=True, help_text="When the provider created the event.")
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.RECEIVED)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            choices_check("provider", WebhookProvider),
+            choices_check("status", WebhookStatus),
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_unique_per_provider"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="webhook_status_time_idx"),
+            models.Index(fields=["event_type", "received_at"], name="webhook_type_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.provider}:{self.event_id} {self.event_type}"
+
+
+class PaymentEvent(AppendOnlyModel):
+    """One row per payment-relevant event (checkout, invoice, charge, refund...). Append-only;
+    survives the deletion of its user (user set to NULL) for the financial record."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
+    )
+    event_type = models.CharField(max_length=64, help_text="e.g. checkout_completed, invoice_paid")
+    plan_code = models.CharField(max_length=32, blank=True)
+    customer_id = models.CharField(max_length=255, blank=True)
+    invoice_id = models.CharField(max_length=255, blank=True)
+    subscription_id = models.CharField(max_length=255, blank=True)
+    amount = models.BigIntegerField(null=True, blank=True, help_text="Integer cents, as the provider reports it.")
+    currency = models.CharField(max_length=3, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    webhook_event = models.ForeignKey(
+        WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="payment_event_user_time_idx"),
+            models.Index(fields=["event_type", "created_at"], name="payment_event_type_time_idx"),
+            models.Index(fields=["created_at"], name="payment_event_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} {self.amount} {self.currency}"
+
+
+class StripeCustomer(TimestampedModel):
+    """The one Stripe customer of a user, created once and reused by every checkout, charge and
+    portal session."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stripe_customer")
+    stripe_customer_id = models.CharField(max_length=255, unique=True)
+
+    def __str__(self):
+        return self.stripe_customer_id
+
+
+class OperationKind(models.TextChoices):
+    """What an operation does. Its effect is registered by the app that owns the subject."""
+
+    SUBSCRIPTION_CHECKOUT = "subscription_checkout"
+    LICENSE_CHECKOUT = "license_checkout"
+    LICENSE_UPGRADE_CHECKOUT = "license_upgrade_checkout"
+    UPGRADE_CHARGE = "upgrade_charge"
+    RENEWAL_CHARGE = "renewal_charge"
+    DUNNING_RETRY = "dunning_retry"
+    REFUND = "refund"
+    SUBSCRIPTION_SYNC = "subscription_sync"
+
+
+CHECKOUT_KINDS = (
+    OperationKind.SUBSCRIPTION_CHECKOUT,
+    OperationKind.LICENSE_CHECKOUT,
+    OperationKind.LICENSE_UPGRADE_CHECKOUT,
+)
+CHARGE_KINDS = (OperationKind.UPGRADE_CHARGE, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY)
+
+
+class OperationState(models.TextChoices):
+    PENDING = "pending", "Pending (nothing asked of the provider yet, or asked without an answer)"
+    SUBMITTED = "submitted", "Submitted (the provider has it; waiting for the money or its answer)"
+    SUCCEEDED = "succeeded", "Succeeded (money moved and its effect applied)"
+    FAILED = "failed", "Failed (no money moved, or it was returned)"
+    NEEDS_ATTENTION = "needs_attention", "Needs attention (could not be settled automatically)"
+
+
+UNFINISHED_STATES = (OperationState.PENDING, OperationState.SUBMITTED)
+STUCK_STATES = (OperationState.SUBMITTED, OperationState.NEEDS_ATTENTION)
+
+
+class OperationEffect(models.TextChoices):
+    """Which of its effects an operation applied (once): `succeeded` or `failed`."""
+
+    NONE = "", "None yet"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class OperationCleanup(models.TextChoices):
+    """What is still owed at the provider after the effect was decided (retried by reconcile)."""
+
+    NONE = "", "Nothing"
+    VOID_INVOICE = "void_invoice", "Void the unpaid invoice"
+    REFUND = "refund", "Refund money that arrived for an effect that no longer applies"
+    EXPIRE_CHECKOUT = "expire_checkout", "Expire the abandoned checkout session"
+
+
+class PaymentOperation(TimestampedModel):
+    """One movement of money (or one change the provider must mirror), recorded before the provider
+    is asked anything.
+
+    Invariants: the row commits before any provider call; every provider request of the operation
+    carries the idempotency key `<id>:<step>`, so any retry (the client's, Celery's, an operator's)
+    reaches the same provider objects; at most one provider invoice is ever paid per operation (pay is
+    only called on the invoice recorded here); the domain effect is applied once, in the transaction
+    that moves the state to `succeeded`. State: pending -> submitted -> succeeded | failed |
+    needs_attention.
+    """
+
+    kind = models.CharField(max_length=32, choices=OperationKind.choices)
+    state = models.CharField(max_length=16, choices=OperationState.choices, default=OperationState.PENDING)
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_operations"
+    )
+    subject_type = models.CharField(
+        max_length=64, help_text="What the operation is about, e.g. subscriptions.subscription."
+    )
+    subject_id = models.CharField(max_length=64)
+    natural_key = models.CharField(
+        max_length=200, unique=True, help_text="Opening the same operation twice finds this row instead."
+    )
+    amount = models.BigIntegerField(default=0, help_text="In the currency's minor units (cents).")
+    currency = models.CharField(max_length=3, default="usd")
+    description = models.CharField(max_length=255, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="What the provider steps and the effect need.")
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    stripe_checkout_session_id = models.CharField(max_length=255, blank=True)
+    stripe_invoice_id = models.CharField(max_length=255, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
+    stripe_refund_id = models.CharField(max_length=255, blank=True)
+    stripe_objects = models.JSONField(default=dict, blank=True, help_text="Other provider ids, by step.")
+    effect = models.CharField(max_length=10, choices=OperationEffect.choices, blank=True)
+    cleanup_due = models.CharField(max_length=20, choices=OperationCleanup.choices, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs of the provider steps so far.")
+    run_lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="A run of the provider steps is under way until then (one at a time)."
+    )
+    last_error = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="What the effect returned.")
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("kind", OperationKind),
+            choices_check("state", OperationState),
+            choices_check("provider", WebhookProvider),
+            choices_check("effect", OperationEffect),
+            choices_check("cleanup_due", OperationCleanup),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="payment_operation_amount_not_negative"),
+            # One charge or refund at a time for the same thing: a retry without an idempotency key
+            # finds the unfinished one instead of charging again.
+            models.UniqueConstraint(
+                fields=["kind", "subject_type", "subject_id"],
+                condition=Q(state__in=UNFINISHED_STATES) & Q(kind__in=(*CHARGE_KINDS, OperationKind.REFUND)),
+                name="payment_operation_one_unfinished_charge",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "updated_at"], name="payment_op_state_idx"),
+            models.Index(fields=["subject_type", "subject_id", "state"], name="payment_op_subject_idx"),
+            models.Index(fields=["user", "created_at"], name="payment_op_user_time_idx"),
+            models.Index(fields=["stripe_invoice_id"], name="payment_op_invoice_idx"),
+            models.Index(fields=["stripe_checkout_session_id"], name="payment_op_session_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount_decimal} {self.currency} ({self.state})"
+
+    @property
+    def amount_decimal(self) -> Decimal:
+        return Decimal(self.amount) / 100
+
+    def idempotency_key(self, step: str) -> str:
+        return f"op_{self.pk}:{step}"

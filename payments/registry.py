@@ -1,0 +1,50 @@
+"""Where the apps above payments plug in (each from its AppConfig.ready()); payments imports none of them.
+
+- An operation kind's effect: what a settled operation does to the owning app's subject. `succeeded`
+  runs in the transaction that marks the operation succeeded (once); `failed` in the one that marks
+  it failed (releasing what the operation held, such as a coupon or a pending tier change).
+- Event handlers: for each Stripe event type, the handlers to try in registration order. A handler
+  takes the stored `WebhookEvent` and returns the result to store, or None when the event is not
+  about anything it owns; the first result wins, and an event nobody claims is acknowledged.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class EffectNotApplicable(Exception):
+    """The money moved but its effect no longer applies (the subject changed meanwhile): the
+    payment is returned instead."""
+
+
+@dataclass(frozen=True)
+class Effect:
+    succeeded: Callable[..., dict]
+    failed: Callable[..., None] | None = None
+
+
+_effects: dict[str, Effect] = {}
+_event_handlers: dict[str, list[Callable]] = defaultdict(list)
+
+
+def effect_register(kind: str, *, succeeded: Callable[..., dict], failed: Callable[..., None] | None = None) -> None:
+    """`succeeded(*, operation, facts) -> dict` applies the effect of a settled operation (facts: the
+    provider ids and amounts it learned); `failed(*, operation)` releases what it held."""
+    _effects[kind] = Effect(succeeded=succeeded, failed=failed)
+
+
+def effect_of(kind: str) -> Effect:
+    try:
+        return _effects[kind]
+    except KeyError:
+        raise LookupError(f"No effect is registered for payment operations of kind '{kind}'.") from None
+
+
+def event_handler_register(event_type: str, handler: Callable) -> None:
+    if handler not in _event_handlers[event_type]:
+        _event_handlers[event_type].append(handler)
+
+
+def event_handlers(event_type: str) -> list[Callable]:
+    return _event_handlers.get(event_type, [])
