@@ -290,8 +290,8 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
         return opened
     try:
         operation = operation_run(operation_id=opened.pk)
-    except stripe_api.PaymentDeclined:
-        return "payment_failed"
+    except (stripe_api.PaymentDeclined, stripe_api.ProviderError):
+        return "payment_failed"  # settled failed: the subscription went to dunning
     return {OperationState.SUCCEEDED: "renewed", OperationState.SUBMITTED: "payment_pending"}.get(
         operation.state, "payment_failed"
     )
@@ -446,8 +446,8 @@ def dunning_attempt_run(*, attempt_id, now: datetime) -> str:
         return opened
     try:
         operation = operation_run(operation_id=opened.pk)
-    except stripe_api.PaymentDeclined:
-        return DunningResult.FAILED
+    except (stripe_api.PaymentDeclined, stripe_api.ProviderError):
+        return DunningResult.FAILED  # settled failed: the attempt records why
     if operation.state == OperationState.SUBMITTED:
         return _dunning_attempt_processing(attempt_id=attempt_id, now=now)
     return DunningAttempt.objects.values_list("result", flat=True).get(pk=attempt_id)
