@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff, NoAuthentication
+from billing_project.auth import HasStaffPermission, NoAuthentication
 from billing_project.errors import NotFound
 from billing_project.net import client_info
 from subscriptions import selectors, services
@@ -150,7 +150,12 @@ class StaffSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     """Staff: list (filters status, tier, billing_cycle, user, email), retrieve, and `change-status`
     along the state machine with a reason (409 `invalid_transition` otherwise); audited."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["subscriptions.view_subscription"],
+        "retrieve": ["subscriptions.view_subscription"],
+        "change_status": ["subscriptions.change_subscription"],
+    }
     serializer_class = StaffSubscriptionOutput
     filterset_class = StaffSubscriptionFilter
     queryset = Subscription.objects.none()
