@@ -4,7 +4,9 @@ import re
 
 REDACTED = "[redacted]"
 SECRET_KEY_PATTERN = re.compile(
-    r"pass(word)?|secret|token|authorization|api[_-]?key|card|cvc|cvv|signature|csrfmiddlewaretoken|\botp", re.I
+    r"pass(word)?|secret|token|authorization|api[_-]?key|card|cvc|cvv|signature|csrfmiddlewaretoken|\botp"
+    r"|^(access|refresh)$",
+    re.I,
 )
 LICENSE_KEY_PATTERN = re.compile(r"\b(REPHLO)-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})\b", re.I)
 

@@ -94,9 +94,9 @@ def service_token_decode(raw: str) -> ServicePrincipal:
     return ServicePrincipal(name=claims["service"], scopes=frozenset(claims["scopes"]), token_id=claims["jti"])
 
 
-# How long a worker trusts what it read about a token. Revoking drops the entry when it commits, so
-# every worker sees a revocation at once; only a revocation made while Redis was unreachable can
-# take this long to reach the workers that had the token cached.
+# How long the workers trust what one of them read about a token. A revocation overwrites the entry
+# when it commits, so every worker sees it at once; only a revocation made while Redis was
+# unreachable can take this long to reach the workers.
 SERVICE_TOKEN_CACHE_SECONDS = 300
 SERVICE_TOKEN_TOUCH_SECONDS = 60
 
@@ -112,7 +112,8 @@ def service_token_is_live(*, token_id: str) -> bool:
     if live_until is None:
         record = ServiceToken.objects.filter(pk=token_id).values("revoked_at", "expires_at").first()
         live_until = 0 if record is None or record["revoked_at"] else record["expires_at"].timestamp()
-        cache.set(key, live_until, timeout=SERVICE_TOKEN_CACHE_SECONDS)
+        # add, not set: a revocation written meanwhile must not be overwritten by this older read.
+        cache.add(key, live_until, timeout=SERVICE_TOKEN_CACHE_SECONDS)
     return live_until > timezone.now().timestamp()
 
 

@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from audit.redaction import mask_secret
+
 
 class BaseModel(models.Model):
     """A UUID primary key and the creation time."""
@@ -56,7 +58,8 @@ class IdempotencyKey(BaseModel):
         indexes = [models.Index(fields=["created_at"], name="idempotency_key_created_idx")]
 
     def __str__(self):
-        return f"{self.caller} {self.path} {self.key}"
+        # Shown in the console: the key, with the caller's credentials, would replay the response.
+        return f"{self.caller} {self.path} {mask_secret(self.key)}"
 
 
 class ServiceToken(TimestampedModel):

@@ -12,7 +12,12 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
-from billing_project.auth import service_token_cache_key, service_token_encode, signing_key_id
+from billing_project.auth import (
+    SERVICE_TOKEN_CACHE_SECONDS,
+    service_token_cache_key,
+    service_token_encode,
+    signing_key_id,
+)
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.models import ServiceToken
 
@@ -57,8 +62,8 @@ def service_token_issue(
 
 @transaction.atomic
 def service_token_revoke(*, token_id, actor=None, reason: str = "") -> ServiceToken:
-    """Revokes one token. Takes effect on every worker once this commits (the cached state of the
-    token is dropped then)."""
+    """Revokes one token. Takes effect on every worker once this commits (the token's cached state
+    is overwritten then)."""
     try:
         record = ServiceToken.objects.select_for_update().filter(pk=uuid.UUID(str(token_id))).first()
     except ValueError:
@@ -74,5 +79,5 @@ def service_token_revoke(*, token_id, actor=None, reason: str = "") -> ServiceTo
     record.save(update_fields=["revoked_at", "revoked_by", "revoked_reason", "updated_at"])
     audit_model_change(action=AuditAction.REVOKE, instance=record, previous_value=previous, actor=actor)
     key = service_token_cache_key(str(record.pk))
-    transaction.on_commit(lambda: cache.delete(key))
+    transaction.on_commit(lambda: cache.set(key, 0, timeout=SERVICE_TOKEN_CACHE_SECONDS))
     return record

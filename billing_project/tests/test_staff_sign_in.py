@@ -3,10 +3,12 @@ lockout, every attempt audited and logged, a second factor (TOTP or a recovery c
 staff sessions listed and revoked, and the same work whatever account an e-mail names."""
 
 import logging
+from io import StringIO
 
 import pytest
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.sessions.models import Session
+from django.core.management import call_command
 from django.test import Client
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
@@ -254,6 +256,21 @@ def test_customers_sign_in_with_e_mail_and_password_only(settings, user, api_cli
     assert response.status_code == 200
     assert OTP_CLAIM not in AccessToken(response.json()["access"])
     assert not AdminAuditLog.objects.filter(action=AuditAction.LOGIN).exists()
+
+
+def test_the_demo_admin_signs_in_to_the_console_after_ensure_demo_admin(lockout_after_three, settings, monkeypatch):
+    settings.DEBUG = True  # as scripts/dev runs it (the test runner turns DEBUG off)
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "demo-password-for-the-console")
+    for _ in range(3):
+        _console_login(Client(), "admin@example.com", "forgotten")
+
+    call_command("ensure_demo_admin", stdout=(out := StringIO()))
+    client = Client()
+    signed_in = _console_login(client, "admin@example.com", "demo-password-for-the-console")
+
+    assert signed_in.status_code == 302
+    assert client.get("/admin/").status_code == 200
+    assert "2FA:      off" in out.getvalue()
 
 
 # Same work for every account an e-mail may name
