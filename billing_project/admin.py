@@ -1,5 +1,7 @@
 import json
 
+from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
@@ -11,6 +13,10 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.http import HttpResponse
 from django.utils import timezone
+from django_otp.plugins.otp_static.admin import StaticDeviceAdmin as OtpStaticDeviceAdmin
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as OtpTOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin as JwtBlacklistedTokenAdmin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -153,10 +159,25 @@ class OutstandingTokenAdmin(ReadOnlyModelAdmin):
         return request.user.has_perm("token_blacklist.add_blacklistedtoken")
 
 
+class TOTPDeviceAdmin(AdminAuditMixin, OtpTOTPDeviceAdmin):
+    """Authenticators: deleting one (a lost phone) makes its owner enrol again; audited."""
+
+
+class StaticDeviceAdmin(AdminAuditMixin, OtpStaticDeviceAdmin):
+    """Recovery codes (never shown once issued); audited."""
+
+
+class AccessAttemptAdmin(AdminAuditMixin, AxesAccessAttemptAdmin):
+    """Failed sign-ins; deleting an attempt lifts its lockout, audited."""
+
+
 for model, model_admin in (
     (Group, GroupAdmin),
     (BlacklistedToken, BlacklistedTokenAdmin),
     (OutstandingToken, OutstandingTokenAdmin),
+    (TOTPDevice, TOTPDeviceAdmin),
+    (StaticDevice, StaticDeviceAdmin),
+    (AccessAttempt, AccessAttemptAdmin),
 ):
     admin.site.unregister(model)
     admin.site.register(model, model_admin)

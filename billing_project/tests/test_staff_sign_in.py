@@ -301,3 +301,15 @@ def test_signing_in_hashes_once_for_unknown_inactive_and_active_accounts(setting
         work[email] = (response.status_code, response.json()["code"], CountingHasher.calls)
 
     assert work == dict.fromkeys(work, (401, "invalid_credentials", 1))
+
+
+def test_deleting_an_authenticator_in_the_console_is_audited_without_its_secret(admin_client, staff_member):
+    device = _authenticator(staff_member)
+
+    response = admin_client.post(f"/admin/otp_totp/totpdevice/{device.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+    row = AdminAuditLog.objects.get(resource_type="otp_totp.totpdevice", action=AuditAction.DELETE)
+    assert row.previous_value["key"] == "[redacted]"
+    assert device.key not in str(row.previous_value)
