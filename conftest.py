@@ -7,7 +7,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from billing_project.auth import service_token_issue
+from billing_project.service_tokens import service_token_issue
 from payments.tests.stripe_emulator import WEBHOOK_SECRET, StripeEmulator
 
 STRIPE_TEST_KEY = "sk_test_0123456789abcdefghijklmnopqrstuv"
@@ -85,11 +85,38 @@ def other_user(django_user_model):
     )
 
 
+def role_grant(user, role: str):
+    """Puts a staff user in one of the role groups (billing_project.roles). A test that flushed the
+    database (transaction=True) took the groups the migration made with it: they are made again."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from billing_project.roles import roles_sync
+
+    if not Group.objects.filter(name=role).exists():
+        roles_sync(apps=apps)
+    user.groups.add(Group.objects.get(name=role))
+    return type(user)._default_manager.get(pk=user.pk)  # a fresh instance: permissions are cached per instance
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(
+    """A staff member in the `admin` role: every permission, not a superuser."""
+    user = django_user_model.objects.create_user(
         username="staff@example.com", email="staff@example.com", password="correct horse battery", is_staff=True
     )
+    return role_grant(user, "admin")
+
+
+@pytest.fixture
+def support_client(django_user_model):
+    """A staff member in the `support` role (reads; license keys masked)."""
+    user = django_user_model.objects.create_user(
+        username="support@example.com", email="support@example.com", password="correct horse battery", is_staff=True
+    )
+    client = APIClient()
+    client.credentials(**bearer(access_token_for(role_grant(user, "support"))))
+    return client
 
 
 @pytest.fixture
@@ -109,7 +136,7 @@ def staff_client(staff_user):
 @pytest.fixture
 def service_token():
     def issue(*scopes: str, lifetime: timedelta = timedelta(hours=1)) -> str:
-        return service_token_issue(service="gateway", scopes=list(scopes), lifetime=lifetime)
+        return service_token_issue(service="gateway", scopes=list(scopes), lifetime=lifetime).token
 
     return issue
 

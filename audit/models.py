@@ -62,6 +62,9 @@ class AuditAction(models.TextChoices):
     TRANSITION = "transition"
     PROCESS = "process"
     REPAIR = "repair"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOCKOUT = "lockout"
 
 
 class AdminAuditLog(AppendOnlyModel):

@@ -4,7 +4,9 @@ import re
 
 REDACTED = "[redacted]"
 SECRET_KEY_PATTERN = re.compile(
-    r"pass(word)?|secret|token|authorization|api[_-]?key|card|cvc|cvv|signature|csrfmiddlewaretoken", re.I
+    r"pass(word)?|secret|token|authorization|api[_-]?key|card|cvc|cvv|signature|csrfmiddlewaretoken|\botp"
+    r"|^(access|refresh)$",
+    re.I,
 )
 LICENSE_KEY_PATTERN = re.compile(r"\b(REPHLO)-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})\b", re.I)
 
@@ -12,6 +14,22 @@ LICENSE_KEY_PATTERN = re.compile(r"\b(REPHLO)-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0
 def mask_license_key(value: str) -> str:
     """Keeps only the last group, so support can still match a key a customer reads out."""
     return LICENSE_KEY_PATTERN.sub(lambda m: f"{m.group(1)}-****-****-****-{m.group(5)}", value)
+
+
+def mask_license_keys_in(value):
+    """`value` (JSON-like) with every license key in its strings masked; nothing else changed."""
+    if isinstance(value, dict):
+        return {key: mask_license_keys_in(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_license_keys_in(item) for item in value]
+    if isinstance(value, str):
+        return mask_license_key(value)
+    return value
+
+
+def mask_secret(value: str, *, shown: int = 4) -> str:
+    """The first characters of a secret (enough to tell two apart), the rest hidden."""
+    return f"{value[:shown]}…" if len(value) > shown else "…"
 
 
 def redact(value):

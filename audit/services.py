@@ -24,7 +24,8 @@ def to_json(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-SECRET_FIELDS = frozenset({"password"})
+# Credentials a row may hold: a password hash, an authenticator's secret, an idempotency key.
+SECRET_FIELDS = frozenset({"password", "key"})
 
 
 def _recordable(field, instance):

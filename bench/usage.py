@@ -55,7 +55,7 @@ def prepare(users: int) -> dict:
     from django.core.management import call_command
     from rest_framework_simplejwt.tokens import RefreshToken
 
-    from billing_project.auth import service_token_issue
+    from billing_project.service_tokens import service_token_issue
     from credits.services import credit_grant
     from subscriptions.services import account_register
 
@@ -69,7 +69,7 @@ def prepare(users: int) -> dict:
         credit_grant(user=user_model.objects.get(pk=user.pk), amount=500_000_000, source="bonus", reason="bench")
         ids.append(user.pk)
         tokens.append(str(RefreshToken.for_user(user).access_token))
-    service = service_token_issue(service="bench", scopes=["usage:write"], lifetime=timedelta(hours=2))
+    service = service_token_issue(service="bench", scopes=["usage:write"], lifetime=timedelta(hours=2)).token
     return {"user_ids": ids, "user_tokens": tokens, "service_token": service}
 
 

@@ -1,8 +1,7 @@
 """Tokens for people: email + password in, a short-lived access token and a rotating refresh token out."""
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -11,13 +10,21 @@ from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTRefreshView
 
-from billing_project.auth import NoAuthentication
+from billing_project.auth import OTP_CLAIM, NoAuthentication
 from billing_project.schema import problem_responses
+from billing_project.signin import user_sign_in
 
 
 class TokenObtainInput(serializers.Serializer):
     email = serializers.EmailField()
     password = serializers.CharField(trim_whitespace=False, write_only=True)
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=32,
+        write_only=True,
+        help_text="Staff: the code of your authenticator app, or one of your recovery codes.",
+    )
 
 
 TokenPairOutput = inline_serializer(
@@ -25,32 +32,26 @@ TokenPairOutput = inline_serializer(
 )
 
 
-def user_authenticate(*, email: str, password: str):
-    """The active user with this e-mail (case-insensitive) and password, or None."""
-    user_model = get_user_model()
-    user = user_model._default_manager.filter(email__iexact=email).order_by("date_joined").first()
-    if user is None:
-        user_model().set_password(password)  # same work as a real check: no timing oracle for e-mails
-        return None
-    if not user.is_active or not user.check_password(password):
-        return None
-    return user
-
-
 class TokenObtainView(APIView):
+    """Staff accounts also send `otp` when they need a second factor (STAFF_2FA_REQUIRED, or an
+    enrolled authenticator). Failures count per account and per IP; too many lock both out (429)."""
+
     authentication_classes = [NoAuthentication]
     permission_classes = [AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput, **problem_responses(401)}, auth=[])
+    @extend_schema(
+        request=TokenObtainInput, responses={200: TokenPairOutput, **problem_responses(401, 403, 429)}, auth=[]
+    )
     def post(self, request):
         data = TokenObtainInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = user_authenticate(**data.validated_data)
-        if user is None:
-            raise exceptions.AuthenticationFailed("Invalid e-mail or password.", code="invalid_credentials")
-        refresh = RefreshToken.for_user(user)
+        # django-axes keeps its counts and lockout flag on the Django request, not on DRF's wrapper.
+        sign_in = user_sign_in(request=request._request, **data.validated_data)
+        refresh = RefreshToken.for_user(sign_in.user)
+        if sign_in.second_factor:
+            refresh[OTP_CLAIM] = True
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 

@@ -1,4 +1,12 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
+
+
+class ConsoleAdminConfig(admin_apps.AdminConfig):
+    """Django's admin with the console's own site as the default `admin.site`."""
+
+    default = False
+    default_site = "billing_project.admin_site.ConsoleSite"
 
 
 class BillingProjectConfig(AppConfig):
@@ -9,10 +17,12 @@ class BillingProjectConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_delete, post_save
 
-        from billing_project import auth, checks, observability, schema  # noqa: F401  (register checks, schema)
+        from billing_project import auth, checks, observability, schema, signin  # noqa: F401  (checks, schema)
 
         # Saving or deleting a user ends what ActiveUserTokenAuthentication has cached about them.
         post_save.connect(auth.user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="active-user-saved")
         post_delete.connect(auth.user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="active-user-deleted")
         # The request id travels with the tasks a request sends (web side) and is restored around them (worker).
         observability.connect_celery_signals()
+        # Every console and API sign-in, failed or not, is audited and logged.
+        signin.connect_signals()

@@ -1,12 +1,13 @@
 """Who is calling: users and staff (simplejwt access tokens signed with JWT_SECRET) and services
-(tokens signed with SERVICE_JWT_SECRET carrying a service name, scopes and an expiry).
+(tokens signed with SERVICE_JWT_SECRET carrying an id, a service name, scopes and an expiry).
 
-No credentials -> 401; a valid caller of the wrong kind, or a user who is not staff -> 403.
+No credentials -> 401; a valid caller of the wrong kind, or staff without the permission the
+route needs -> 403. A service token is accepted only while its record (billing_project.service_tokens)
+is live, checked on every call through the cache.
 """
 
-import uuid
+import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
 
 import jwt
 from django.conf import settings
@@ -20,10 +21,13 @@ from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.tokens import AccessToken
 
 from billing_project.metrics import SERVICE_AUTH_ATTEMPTS
+from billing_project.models import ServiceToken
 
 SERVICE_TOKEN_TYPE = "service"
 SERVICE_TOKEN_ALGORITHM = "HS256"
 AUTH_HEADER = 'Bearer realm="api"'
+# A user token obtained with a second factor carries this claim (auth/token/ with `otp`).
+OTP_CLAIM = "otp"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class ServicePrincipal:
 
     name: str
     scopes: frozenset[str]
+    token_id: str = ""
 
     is_authenticated = True
     is_active = True
@@ -43,30 +48,79 @@ class ServicePrincipal:
         return f"service:{self.name}"
 
 
-def service_token_issue(*, service: str, scopes: list[str], lifetime: timedelta) -> str:
-    now = timezone.now()
+def signing_key_id(secret: str) -> str:
+    """The `kid` of a service signing key: a digest that names the key without revealing it."""
+    return hashlib.sha256(f"service-jwt-key:{secret}".encode()).hexdigest()[:16]
+
+
+def service_signing_keys() -> dict[str, str]:
+    """kid -> secret of every key that verifies service tokens: the current one signs, the previous
+    one (during a rotation) still verifies."""
+    keys = {signing_key_id(settings.SERVICE_JWT_SECRET): settings.SERVICE_JWT_SECRET}
+    if settings.SERVICE_JWT_PREVIOUS_SECRET:
+        keys[signing_key_id(settings.SERVICE_JWT_PREVIOUS_SECRET)] = settings.SERVICE_JWT_PREVIOUS_SECRET
+    return keys
+
+
+def service_token_encode(*, token_id: str, service: str, scopes: list[str], issued_at, expires_at) -> str:
+    """Signs a service token with the current key, named in the `kid` header."""
     payload = {
         "token_type": SERVICE_TOKEN_TYPE,
         "sub": f"service:{service}",
         "service": service,
         "scopes": sorted(set(scopes)),
-        "iat": int(now.timestamp()),
-        "exp": int((now + lifetime).timestamp()),
-        "jti": uuid.uuid4().hex,
+        "iat": int(issued_at.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": token_id,
     }
-    return jwt.encode(payload, settings.SERVICE_JWT_SECRET, algorithm=SERVICE_TOKEN_ALGORITHM)
+    secret = settings.SERVICE_JWT_SECRET
+    return jwt.encode(payload, secret, algorithm=SERVICE_TOKEN_ALGORITHM, headers={"kid": signing_key_id(secret)})
 
 
 def service_token_decode(raw: str) -> ServicePrincipal:
+    """Checks the signature (with the key its `kid` names) and the claims; not whether the token
+    was revoked. A token without a `kid` or an id predates token records and is refused."""
+    secret = service_signing_keys().get(jwt.get_unverified_header(raw).get("kid"))
+    if secret is None:
+        raise jwt.InvalidTokenError("unknown signing key")
     claims = jwt.decode(
         raw,
-        settings.SERVICE_JWT_SECRET,
+        secret,
         algorithms=[SERVICE_TOKEN_ALGORITHM],
-        options={"require": ["exp", "service", "scopes", "token_type"]},
+        options={"require": ["exp", "jti", "service", "scopes", "token_type"]},
     )
     if claims["token_type"] != SERVICE_TOKEN_TYPE:
         raise jwt.InvalidTokenError("not a service token")
-    return ServicePrincipal(name=claims["service"], scopes=frozenset(claims["scopes"]))
+    return ServicePrincipal(name=claims["service"], scopes=frozenset(claims["scopes"]), token_id=claims["jti"])
+
+
+# How long the workers trust what one of them read about a token. A revocation overwrites the entry
+# when it commits, so every worker sees it at once; only a revocation made while Redis was
+# unreachable can take this long to reach the workers.
+SERVICE_TOKEN_CACHE_SECONDS = 300
+SERVICE_TOKEN_TOUCH_SECONDS = 60
+
+
+def service_token_cache_key(token_id: str) -> str:
+    return f"auth:service-token:{token_id}"
+
+
+def service_token_is_live(*, token_id: str) -> bool:
+    """True while the token's record exists, is not revoked and has not expired."""
+    key = service_token_cache_key(token_id)
+    live_until = cache.get(key)
+    if live_until is None:
+        record = ServiceToken.objects.filter(pk=token_id).values("revoked_at", "expires_at").first()
+        live_until = 0 if record is None or record["revoked_at"] else record["expires_at"].timestamp()
+        # add, not set: a revocation written meanwhile must not be overwritten by this older read.
+        cache.add(key, live_until, timeout=SERVICE_TOKEN_CACHE_SECONDS)
+    return live_until > timezone.now().timestamp()
+
+
+def service_token_used(*, token_id: str) -> None:
+    """Records the token's last use, at most once a minute: not a write on every call."""
+    if cache.add(f"{service_token_cache_key(token_id)}:used", 1, timeout=SERVICE_TOKEN_TOUCH_SECONDS):
+        ServiceToken.objects.filter(pk=token_id).update(last_used_at=timezone.now())
 
 
 def bearer_token(request) -> str | None:
@@ -100,6 +154,12 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
         except jwt.PyJWTError as error:
             SERVICE_AUTH_ATTEMPTS.labels(result="invalid").inc()
             raise exceptions.AuthenticationFailed("The service token is invalid.", code="token_invalid") from error
+        if not service_token_is_live(token_id=principal.token_id):
+            SERVICE_AUTH_ATTEMPTS.labels(result="revoked").inc()
+            raise exceptions.AuthenticationFailed(
+                "The service token was revoked or is unknown; ask for a new one.", code="token_revoked"
+            )
+        service_token_used(token_id=principal.token_id)
         SERVICE_AUTH_ATTEMPTS.labels(result="success").inc()
         return principal, raw
 
@@ -182,9 +242,42 @@ class IsUser(permissions.BasePermission):
         return is_user(request.user)
 
 
-class IsStaff(permissions.BasePermission):
+def staff_permissions_required(request, view) -> tuple[str, ...] | None:
+    """What the view's `staff_permissions` table asks for this request: the entry of the viewset
+    action (or, for a plain view, of the HTTP method); an entry may itself be a table by method."""
+    table = getattr(view, "staff_permissions", None) or {}
+    method = "get" if request.method == "HEAD" else request.method.lower()
+    required = table.get(getattr(view, "action", None) or method)
+    if isinstance(required, dict):
+        required = required.get(method)
+    return tuple(required) if required is not None else None
+
+
+def _routed(request, view) -> bool:
+    if hasattr(view, "action_map"):
+        return view.action is not None
+    return request.method == "HEAD" or hasattr(view, request.method.lower())
+
+
+class HasStaffPermission(permissions.BasePermission):
+    """Staff routes: an active staff member holding every permission the view's `staff_permissions`
+    names for this action. `is_staff` alone grants nothing, and an action the table does not name
+    is refused. Where staff need a second factor, only a token obtained with one is accepted."""
+
     def has_permission(self, request, view):
-        return is_user(request.user) and request.user.is_active and request.user.is_staff
+        user = request.user
+        if not (is_user(user) and user.is_active and user.is_staff):
+            return False
+        if settings.STAFF_2FA_REQUIRED and not (request.auth is not None and request.auth.get(OTP_CLAIM)):
+            self.message = "Staff tokens need a second factor: sign in again with your authenticator code."
+            return False
+        if not _routed(request, view):
+            return True  # a method the view does not serve: DRF answers 405
+        required = staff_permissions_required(request, view)
+        if required is None or not user.has_perms(required):
+            self.message = f"This needs the permission(s): {', '.join(required or ('(none defined)',))}."
+            return False
+        return True
 
 
 def service_scope(scope: str) -> type[permissions.BasePermission]:

@@ -42,6 +42,13 @@ def production_problems() -> list[str]:
         problems.append("JWT_SECRET must be set, and differ from SECRET_KEY.")
     if settings.SERVICE_JWT_SECRET in (settings.JWT_SECRET, settings.SECRET_KEY):
         problems.append("SERVICE_JWT_SECRET must differ from SECRET_KEY and JWT_SECRET.")
+    previous = settings.SERVICE_JWT_PREVIOUS_SECRET
+    if previous and (len(previous) < MIN_SECRET_LENGTH or _looks_like_placeholder(previous)):
+        problems.append(
+            f"SERVICE_JWT_PREVIOUS_SECRET must be at least {MIN_SECRET_LENGTH} characters and no placeholder."
+        )
+    if previous and previous in (settings.SERVICE_JWT_SECRET, settings.JWT_SECRET, settings.SECRET_KEY):
+        problems.append("SERVICE_JWT_PREVIOUS_SECRET must differ from SERVICE_JWT_SECRET, JWT_SECRET and SECRET_KEY.")
     if not settings.DATABASE_URL:
         problems.append("DATABASE_URL is missing (production needs PostgreSQL).")
     if not settings.ALLOWED_HOSTS:

@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDate
 from django.template.response import TemplateResponse
@@ -21,6 +22,14 @@ from subscriptions.models import LIVE_STATUSES, PaymentStatus, PaymentTransactio
 CENT = Decimal("0.01")
 DEFAULT_DAYS = 30
 LONGEST_RANGE_DAYS = 366
+# The dashboard reads these tables: it needs the view permission of each.
+DASHBOARD_PERMISSIONS = (
+    "credits.view_creditusagedailysummary",
+    "credits.view_tokenusagedailysummary",
+    "subscriptions.view_paymenttransaction",
+    "subscriptions.view_subscription",
+    "coupons.view_couponanalyticssnapshot",
+)
 
 
 class RangeForm(forms.Form):
@@ -115,6 +124,8 @@ def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
 
 
 def dashboard_view(request):
+    if not request.user.has_perms(DASHBOARD_PERMISSIONS):
+        raise PermissionDenied
     today = timezone.localdate()
     form = RangeForm(request.GET or {"date_from": today - timedelta(days=DEFAULT_DAYS - 1), "date_to": today})
     figures = dashboard_figures(**form.cleaned_data) if form.is_valid() else None

@@ -32,6 +32,15 @@ class DomainError(Exception):
         super().__init__(self.detail)
 
 
+class Unauthenticated(DomainError):
+    """401: the credentials are missing or wrong. The answer says how to authenticate."""
+
+    status = status.HTTP_401_UNAUTHORIZED
+    code = "not_authenticated"
+    title = "Authentication required"
+    www_authenticate = 'Bearer realm="api"'
+
+
 class NotFound(DomainError):
     status = status.HTTP_404_NOT_FOUND
     code = "not_found"
@@ -141,6 +150,8 @@ def problem_exception_handler(exc, context):
         )
         if "retry_after" in exc.extra:
             headers["Retry-After"] = str(exc.extra["retry_after"])
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = exc.www_authenticate
     elif isinstance(exc, exceptions.APIException):
         status_code, body = _drf_problem(exc, instance)
         if getattr(exc, "auth_header", None):

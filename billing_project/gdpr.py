@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils.module_loading import autodiscover_modules
 
 from audit.models import AuditAction
+from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
 from billing_project.errors import Conflict, NotFound
 
@@ -36,8 +37,13 @@ def user_get(*, user_id: int):
     return user
 
 
+# Held by staff allowed to read license keys whole; anyone else gets them masked in an export.
+FULL_LICENSE_KEY_PERMISSION = "licensing.view_full_license_key"
+
+
 def user_export(*, user, actor) -> dict:
-    """Everything the service holds about a user; the export itself is audited."""
+    """Everything the service holds about a user, for the staff member `actor`; the export is an
+    audited read, and license keys are masked unless `actor` may see them whole."""
     autodiscover_modules("exports")
     data = {
         "user": {
@@ -50,8 +56,16 @@ def user_export(*, user, actor) -> dict:
         },
         **{name: section(user) for name, section in sorted(_export_sections.items())},
     }
-    audit_record(action=AuditAction.EXPORT, resource_type="auth.user", resource_id=str(user.pk), actor=actor)
-    return to_json(data)
+    full_keys = actor.has_perm(FULL_LICENSE_KEY_PERMISSION)
+    audit_record(
+        action=AuditAction.EXPORT,
+        resource_type="auth.user",
+        resource_id=str(user.pk),
+        new_value={"sections": ["user", *sorted(_export_sections)], "full_license_keys": full_keys},
+        actor=actor,
+    )
+    data = to_json(data)
+    return data if full_keys else mask_license_keys_in(data)
 
 
 @transaction.atomic

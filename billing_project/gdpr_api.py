@@ -4,14 +4,15 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff
+from billing_project.auth import HasStaffPermission
 from billing_project.gdpr import user_erase, user_export, user_get
 
 
 class AdminUserView(APIView):
     """GET: the user's data export. DELETE: erase the user (GDPR)."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"get": ["auth.view_user", "auth.export_user"], "delete": ["auth.delete_user"]}
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, user_id: int):

@@ -1,8 +1,11 @@
-"""Base classes every table uses, and the idempotency-key store of the API."""
+"""Base classes every table uses, the idempotency-key store of the API, service tokens and staff sessions."""
 
 import uuid
 
+from django.conf import settings
 from django.db import models
+
+from audit.redaction import mask_secret
 
 
 class BaseModel(models.Model):
@@ -55,4 +58,56 @@ class IdempotencyKey(BaseModel):
         indexes = [models.Index(fields=["created_at"], name="idempotency_key_created_idx")]
 
     def __str__(self):
-        return f"{self.caller} {self.path} {self.key}"
+        # Shown in the console: the key, with the caller's credentials, would replay the response.
+        return f"{self.caller} {self.path} {mask_secret(self.key)}"
+
+
+class ServiceToken(TimestampedModel):
+    """One issued service token. The token itself is never stored: only its id (the JWT's `jti`),
+    so a token can be listed, traced to its last use and revoked on its own.
+
+    Invariant: a service call is accepted only while its token's row exists, is not revoked and
+    has not expired.
+    """
+
+    service = models.CharField(max_length=100, help_text="The calling service's name, e.g. llm-gateway.")
+    scopes = models.JSONField(default=list, help_text="What the token may do, e.g. usage:write.")
+    key_id = models.CharField(max_length=32, help_text="Id (`kid`) of the signing key the token was issued with.")
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_reason = models.CharField(max_length=1000, blank=True)
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["service", "expires_at"], name="service_token_service_idx")]
+
+    def __str__(self):
+        return f"{self.service} {str(self.id)[:8]}"
+
+
+class StaffSession(TimestampedModel):
+    """A console sign-in, so a staff member's sessions can be listed and revoked one by one.
+
+    The session key is kept to end the session and is never shown: it is a credential.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_sessions")
+    session_key = models.CharField(max_length=40, unique=True, editable=False)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=1000, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Signed out, or revoked.")
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"], name="staff_session_user_idx")]
+
+    def __str__(self):
+        return f"{self.user} since {self.created_at:%Y-%m-%d %H:%M}"

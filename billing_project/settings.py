@@ -27,6 +27,11 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 JWT_SECRET = env.str("JWT_SECRET", default="") or SECRET_KEY
 SERVICE_JWT_SECRET = env.str("SERVICE_JWT_SECRET", default=DEV_SERVICE_JWT_SECRET)
+# During a rotation the key being retired still verifies the tokens it signed (until they are reissued).
+SERVICE_JWT_PREVIOUS_SECRET = env.str("SERVICE_JWT_PREVIOUS_SECRET", default="")
+# Service tokens: the lifetime `issue_service_token` gives by default, and the longest it accepts.
+SERVICE_TOKEN_LIFETIME_DAYS = env.int("SERVICE_TOKEN_LIFETIME_DAYS", default=30)
+SERVICE_TOKEN_MAX_LIFETIME_DAYS = env.int("SERVICE_TOKEN_MAX_LIFETIME_DAYS", default=90)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
@@ -98,7 +103,8 @@ IDEMPOTENCY_IN_PROGRESS_TIMEOUT = timedelta(minutes=5)
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The console's site (second factor, lockout page, sessions) in place of django.contrib.admin's.
+    "billing_project.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -110,9 +116,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "corsheaders",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    # Before auditlog: audit's `auditlogflush` replaces auditlog's, which would wipe the object history.
+    "audit",
     "auditlog",
     "billing_project",
-    "audit",
     "payments",
     "licensing",
     "credits",
@@ -130,12 +141,44 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditlogContextMiddleware",
     "audit.middleware.AuditContextMiddleware",
     "billing_project.idempotency.IdempotencyMiddleware",
+    # Last: turns a sign-in lockout into the console's lockout page (the API answers its own 429).
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses every attempt on a locked-out account or address before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "billing_project.signin.EmailBackend",
+]
+
+# Staff sign-in (console and auth/token/): failures are counted per account and per client IP;
+# LOGIN_FAILURE_LIMIT failures on either lock it out for LOGIN_LOCKOUT_MINUTES.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success does not clear the counts: signing in to one's own account must not reset an address's
+# failures on others. Counts fall away LOGIN_LOCKOUT_MINUTES after the last failure.
+AXES_RESET_ON_SUCCESS = False
+# Successful sign-ins are audited and logged by billing_project.signin; axes keeps only failures.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_USERNAME_CALLABLE = "billing_project.signin.attempted_username"
+AXES_CLIENT_IP_CALLABLE = "billing_project.net.client_ip"
+AXES_LOCKOUT_CALLABLE = "billing_project.signin.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp", "otp_token"]
+AXES_VERBOSE = False
+# Staff need a second factor (TOTP, or a recovery code) for the console and for staff tokens.
+STAFF_2FA_REQUIRED = env.bool("STAFF_2FA_REQUIRED", default=not DEBUG)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Billing console")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+STAFF_RECOVERY_CODES = 10
 
 ROOT_URLCONF = "billing_project.urls"
 WSGI_APPLICATION = "billing_project.wsgi.application"
@@ -333,5 +376,5 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -51,7 +51,7 @@ def deactivate_coupons(modeladmin, request, queryset):
     _per_coupon(services.coupon_deactivate, "Deactivated")(modeladmin, request, queryset)
 
 
-@admin.action(description="Delete the selected coupons (soft: their redemptions stay)", permissions=["change"])
+@admin.action(description="Delete the selected coupons (soft: their redemptions stay)", permissions=["soft_delete"])
 def soft_delete_coupons(modeladmin, request, queryset):
     _per_coupon(services.coupon_delete, "Deleted")(modeladmin, request, queryset)
 
@@ -146,6 +146,10 @@ class CouponAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     @admin.display(boolean=True, description="deleted", ordering="deleted_at")
     def is_deleted(self, obj):
         return obj.deleted_at is not None
+
+    def has_soft_delete_permission(self, request):
+        # Hard deletes are off (history must survive); the soft one is what "delete" means here.
+        return request.user.has_perm("coupons.delete_coupon")
 
     def get_readonly_fields(self, request, obj=None):
         # Active or not, deleted or not: only through the audited actions, once the coupon exists.

@@ -41,8 +41,19 @@ def _grant(*, request, obj, amount, reason, source, expires_at):
 
 
 grant_credits = form_action(
-    form_class=GrantCreditsForm, description="Grant credits", perform=_grant, name="grant_credits"
+    form_class=GrantCreditsForm,
+    description="Grant credits",
+    perform=_grant,
+    name="grant_credits",
+    permissions=["grant"],
 )
+
+
+class GrantCreditsPermission:
+    """For a ModelAdmin offering `grant_credits`: the action needs its own permission."""
+
+    def has_grant_permission(self, request):
+        return request.user.has_perm("credits.grant_credits")
 
 
 def _reverse(*, request, obj, reason):
@@ -51,7 +62,11 @@ def _reverse(*, request, obj, reason):
 
 
 reverse_deductions = form_action(
-    form_class=ReasonForm, description="Reverse the selected deductions", perform=_reverse, name="reverse_deductions"
+    form_class=ReasonForm,
+    description="Reverse the selected deductions",
+    perform=_reverse,
+    name="reverse_deductions",
+    permissions=["reverse"],
 )
 
 
@@ -61,7 +76,11 @@ def _reject(*, request, obj, reason):
 
 
 reject_pricing_changes = form_action(
-    form_class=ReasonForm, description="Reject the selected pricing changes", perform=_reject, name="reject_changes"
+    form_class=ReasonForm,
+    description="Reject the selected pricing changes",
+    perform=_reject,
+    name="reject_changes",
+    permissions=["approve"],
 )
 
 
@@ -75,6 +94,7 @@ approve_pricing_changes = form_action(
     description="Approve the selected pricing changes",
     perform=_approve,
     name="approve_pricing_changes",
+    permissions=["approve"],
 )
 
 
@@ -130,6 +150,9 @@ class PricingConfigAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     readonly_fields = ("approval_status", "approved_by", "approved_at", "created_by", "created_at", "updated_at")
     actions = [approve_pricing_changes, reject_pricing_changes]
 
+    def has_approve_permission(self, request):
+        return request.user.has_perm("credits.approve_pricingconfig")
+
 
 @admin.register(MarginAuditLog)
 class MarginAuditLogAdmin(ReadOnlyModelAdmin):
@@ -152,7 +175,7 @@ class CreditAllocationAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(UserCreditBalance)
-class UserCreditBalanceAdmin(ReadOnlyHistoryAdmin):
+class UserCreditBalanceAdmin(GrantCreditsPermission, ReadOnlyHistoryAdmin):
     list_display = ("user", "amount", "last_deduction_at", "last_deduction_amount", "updated_at")
     list_select_related = ("user",)
     search_fields = ("user__email",)
@@ -188,6 +211,9 @@ class CreditDeductionLedgerAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     actions = [reverse_deductions]
+
+    def has_reverse_permission(self, request):
+        return request.user.has_perm("credits.reverse_deduction")
 
 
 @admin.register(CreditConsumption)

@@ -2,7 +2,9 @@ from django import forms
 from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin
+from audit.models import AuditAction
 from audit.redaction import mask_license_key
+from audit.services import audit_record
 from billing_project.admin_actions import ReasonForm, form_action
 from licensing import services
 from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
@@ -58,8 +60,9 @@ class LicenseIssueForm(forms.ModelForm):
 
 @admin.register(PerpetualLicense)
 class PerpetualLicenseAdmin(AuditedModelAdmin):
-    """Lists show a masked key (a list is easily shared or screenshotted); the change page shows it whole.
-    Adding issues a license through the service; status changes only through the audited actions."""
+    """Keys are masked everywhere here; the change page shows a key whole only to staff with
+    `licensing.view_full_license_key`, and each such view is an audited read. Adding issues a
+    license through the service; status changes only through the audited actions."""
 
     list_display = (
         "masked_license_key",
@@ -94,14 +97,32 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return LicenseIssueForm.Meta.fields
-        return super().get_fields(request, obj)
+        fields = super().get_fields(request, obj)
+        if self._reveals_keys(request):
+            return fields
+        return ["masked_license_key" if field == "license_key" else field for field in fields]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
         # An issued key is in the customer's hands: changing it would lock them out. The status
         # changes only through the actions, which take a reason and apply their effects.
-        return ("license_key", "status", "status_reason", "checkout_session_id", *self.readonly_fields)
+        key = "license_key" if self._reveals_keys(request) else "masked_license_key"
+        return (key, "status", "status_reason", "checkout_session_id", *self.readonly_fields)
+
+    def _reveals_keys(self, request) -> bool:
+        return request.user.has_perm("licensing.view_full_license_key")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and response.status_code == 200 and self._reveals_keys(request):
+            audit_record(
+                action=AuditAction.READ,
+                resource_type="licensing.perpetuallicense",
+                resource_id=str(object_id),
+                new_value={"full_license_key": True},
+            )
+        return response
 
     def save_model(self, request, obj, form, change):
         if change:

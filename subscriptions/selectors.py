@@ -82,5 +82,9 @@ def invoices_for(*, user):
     return BillingInvoice.objects.filter(user=user).order_by("-period_end", "-created_at")
 
 
+def subscription_is_owned_by(*, subscription_id, user) -> bool:
+    return Subscription.objects.filter(pk=subscription_id, user=user).exists()
+
+
 def subscriptions_for_staff():
     return Subscription.objects.select_related("user").order_by("-created_at")

@@ -6,13 +6,15 @@ through services.
 """
 
 import uuid
+from datetime import timedelta
 from types import ModuleType
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from billing_project.models import IdempotencyKey
+from billing_project.models import IdempotencyKey, ServiceToken, StaffSession
 
 
 def model_factories(module: ModuleType) -> list[type[DjangoModelFactory]]:
@@ -47,3 +49,23 @@ class IdempotencyKeyFactory(DjangoModelFactory):
     status_code = 201
     response_body = "{}"
     content_type = "application/json"
+
+
+class ServiceTokenFactory(DjangoModelFactory):
+    class Meta:
+        model = ServiceToken
+
+    service = "gateway"
+    scopes = factory.LazyFunction(lambda: ["usage:write"])
+    key_id = "0123456789abcdef"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=30))
+
+
+class StaffSessionFactory(DjangoModelFactory):
+    class Meta:
+        model = StaffSession
+
+    user = factory.SubFactory(UserFactory, is_staff=True)
+    session_key = factory.Sequence(lambda n: f"session{n:033d}")
+    ip_address = "192.0.2.10"
+    user_agent = "Mozilla/5.0"

@@ -1,7 +1,8 @@
 """The admin console in a real browser (headless Chromium driven by Playwright): sign in, open the
 dashboard and see its charts drawn, find a user, grant them credits through the console action, and
-find the audit row. Screenshots go to test-artifacts/browser/. Skips where Chromium is missing;
-`.ci/run` installs Debian's chromium so CI always runs it."""
+find the audit row; enrol an authenticator, keep the recovery codes and sign in with one.
+Screenshots go to test-artifacts/browser/. Skips where Chromium is missing; `.ci/run` installs
+Debian's chromium so CI always runs it."""
 
 import shutil
 from datetime import date
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AdminAuditLog, AuditAction
 from credits.models import CreditUsageDailySummary, UserCreditBalance
@@ -95,3 +99,45 @@ def test_staff_sign_in_see_the_dashboard_grant_credits_and_find_the_audit_row(
     page.screenshot(path=ARTIFACTS / "5-audit-row.png", full_page=True)
     grant = AdminAuditLog.objects.get(action=AuditAction.GRANT)
     assert grant.new_value["amount"] == 2500 and grant.new_value["user_id"] == customer.pk
+
+
+def test_staff_enrol_an_authenticator_in_the_browser_and_then_sign_in_with_it(
+    browser_page, live_server, django_user_model, settings
+):
+    page = browser_page
+    settings.STAFF_2FA_REQUIRED = True
+    staff = django_user_model.objects.create_superuser(
+        username="ops@example.com", email="ops@example.com", password=PASSWORD
+    )
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#qr-code svg")
+    page.screenshot(path=ARTIFACTS / "6-enrol-authenticator.png", full_page=True)
+    device = TOTPDevice.objects.get(user=staff, confirmed=False)
+    page.fill("#id_otp_token", _totp(device))
+    page.click("#second-factor-form input[type=submit]")
+    page.wait_for_selector("#recovery-codes")
+    assert page.locator("#recovery-codes li").count() == settings.STAFF_RECOVERY_CODES
+    page.screenshot(path=ARTIFACTS / "7-recovery-codes.png", full_page=True)
+    page.goto(f"{live_server.url}/admin/")
+    page.wait_for_selector("#dashboard-link")
+
+    page.context.clear_cookies()  # a new browser session
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", PASSWORD)
+    page.fill("#id_otp_token", _recovery_code(staff))
+    page.click("input[type=submit]")
+    page.wait_for_selector("#dashboard-link")
+    assert AdminAuditLog.objects.filter(action=AuditAction.LOGIN, new_value__second_factor=True).count() == 1
+
+
+def _totp(device) -> str:
+    return f"{TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift).token():06d}"
+
+
+def _recovery_code(user) -> str:
+    return StaticToken.objects.filter(device__user=user).values_list("token", flat=True).first()

@@ -6,6 +6,7 @@ from django.core.management import call_command
 from billing_project.auth import service_token_decode
 
 
+@pytest.mark.django_db
 def test_issue_service_token_prints_a_valid_token_on_its_last_line():
     out = StringIO()
 
@@ -17,6 +18,7 @@ def test_issue_service_token_prints_a_valid_token_on_its_last_line():
     assert principal.scopes == frozenset({"usage:write"})
 
 
+@pytest.mark.django_db
 def test_issue_service_token_refuses_a_non_positive_lifetime():
     from django.core.management.base import CommandError
 

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from billing_project.auth import service_token_issue
+from billing_project.service_tokens import service_token_issue
 from billing_project.wsgi import application
 from conftest import access_token_for
 from credits.services import pricing_catalog_seed
@@ -71,7 +71,7 @@ def credentials(db, _connections_kept_open, settings, monkeypatch):
     staff = account_register(email="fuzz-staff@example.com", password=PASSWORD)
     staff.is_staff = True
     staff.save(update_fields=["is_staff"])
-    service = service_token_issue(service="fuzz", scopes=SERVICE_SCOPES, lifetime=timedelta(hours=1))
+    service = service_token_issue(service="fuzz", scopes=SERVICE_SCOPES, lifetime=timedelta(hours=1)).token
     return {"user": access_token_for(user), "staff": access_token_for(staff), "service": service}
 
 

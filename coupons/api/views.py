@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff
+from billing_project.auth import HasStaffPermission
 from billing_project.net import client_info
 from coupons import selectors, services
 from coupons.api.filters import FraudDetectionFilter, StaffCampaignFilter, StaffCouponFilter
@@ -106,7 +106,18 @@ class StaffCouponViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     """Staff: coupons (filters coupon_type, discount_type, is_active, deleted, campaign, code).
     DELETE is a soft delete (204): the coupon stops validating and its history stays."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["coupons.view_coupon"],
+        "retrieve": ["coupons.view_coupon"],
+        "create": ["coupons.add_coupon"],
+        "update": ["coupons.change_coupon"],
+        "partial_update": ["coupons.change_coupon"],
+        "destroy": ["coupons.delete_coupon"],
+        "activate": ["coupons.change_coupon"],
+        "deactivate": ["coupons.change_coupon"],
+        "redemptions": ["coupons.view_coupon", "coupons.view_couponredemption"],
+    }
     serializer_class = CouponOutput
     filterset_class = StaffCouponFilter
     queryset = selectors.coupons_for_staff()
@@ -162,7 +173,21 @@ class StaffCampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     """Staff: campaigns, their coupons (attach, detach, generate single-use codes). A campaign with
     redemptions cannot be deleted (409): deactivate it instead."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["coupons.view_couponcampaign"],
+        "retrieve": ["coupons.view_couponcampaign"],
+        "create": ["coupons.add_couponcampaign"],
+        "update": ["coupons.change_couponcampaign"],
+        "partial_update": ["coupons.change_couponcampaign"],
+        "destroy": ["coupons.delete_couponcampaign"],
+        "coupons": {
+            "get": ["coupons.view_couponcampaign", "coupons.view_coupon"],
+            "post": ["coupons.add_campaigncoupon"],
+        },
+        "coupon_detach": ["coupons.delete_campaigncoupon"],
+        "generate_coupons": ["coupons.add_coupon", "coupons.add_campaigncoupon"],
+    }
     serializer_class = CampaignOutput
     filterset_class = StaffCampaignFilter
     queryset = selectors.campaigns_for_staff()
@@ -224,7 +249,12 @@ class FraudDetectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     """Staff: fraud detections (filters detection_type, severity, is_flagged, resolved, user,
     coupon) and `resolve`."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["coupons.view_couponfrauddetection"],
+        "retrieve": ["coupons.view_couponfrauddetection"],
+        "resolve": ["coupons.change_couponfrauddetection"],
+    }
     serializer_class = FraudDetectionOutput
     filterset_class = FraudDetectionFilter
     queryset = selectors.fraud_detections_for_staff()
@@ -242,7 +272,8 @@ class CouponPerformanceView(APIView):
     """Staff: redemptions, discount given, revenue after discount and conversions to paid, by coupon
     and by campaign, over a date range of daily snapshots."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"get": ["coupons.view_couponanalyticssnapshot"]}
 
     @extend_schema(parameters=[PerformanceQuery], responses={200: PerformanceOutput})
     def get(self, request):

@@ -10,7 +10,12 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import ActiveUserTokenAuthentication, IsStaff, ServiceTokenAuthentication, service_scope
+from billing_project.auth import (
+    ActiveUserTokenAuthentication,
+    HasStaffPermission,
+    ServiceTokenAuthentication,
+    service_scope,
+)
 from billing_project.errors import DomainError, NotFound
 from credits import selectors, services
 from credits.api import serializers as s
@@ -171,7 +176,8 @@ class MeUsageDailyView(APIView):
 
 
 class StaffCreditGrantView(APIView):
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"post": ["credits.grant_credits"]}
 
     @extend_schema(request=s.StaffGrantInput, responses={201: s.StaffGrantOutput})
     def post(self, request):
@@ -187,7 +193,8 @@ class StaffCreditGrantView(APIView):
 
 
 class StaffDeductionReverseView(APIView):
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"post": ["credits.reverse_deduction"]}
 
     @extend_schema(request=s.ReverseInput, responses=s.ReverseOutput)
     def post(self, request, deduction_id):
@@ -210,7 +217,14 @@ class ProviderViewSet(
     mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["credits.view_provider"],
+        "retrieve": ["credits.view_provider"],
+        "create": ["credits.add_provider"],
+        "update": ["credits.change_provider"],
+        "partial_update": ["credits.change_provider"],
+    }
     queryset = Provider.objects.order_by("name")
     serializer_class = s.ProviderOutput
     filterset_fields = ["api_type", "is_enabled"]
@@ -236,7 +250,12 @@ class ModelPriceViewSet(
     """Vendor prices with their history. A new price for a model ends the one in force; rows are
     never edited, so the price a past request paid stays visible."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["credits.view_modelproviderpricing"],
+        "retrieve": ["credits.view_modelproviderpricing"],
+        "create": ["credits.add_modelproviderpricing"],
+    }
     queryset = ModelProviderPricing.objects.select_related("provider").order_by(
         "provider__name", "model_name", "-effective_from"
     )
@@ -259,7 +278,15 @@ class PricingConfigViewSet(
 ):
     """Margin changes: proposed by one staff member, approved or rejected by another."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["credits.view_pricingconfig"],
+        "retrieve": ["credits.view_pricingconfig"],
+        "create": ["credits.add_pricingconfig"],
+        "approve": ["credits.approve_pricingconfig"],
+        "reject": ["credits.approve_pricingconfig"],
+        "simulate": ["credits.view_pricingconfig", "credits.view_tokenusageledger"],
+    }
     queryset = PricingConfig.objects.select_related("provider").order_by("-created_at")
     serializer_class = s.PricingConfigOutput
     filterset_fields = ["scope_type", "approval_status", "subscription_tier", "is_active"]

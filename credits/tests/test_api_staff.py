@@ -20,10 +20,13 @@ CONFIGS = "/api/v1/admin/pricing-configs/"
 def second_staff_client(django_user_model):
     from rest_framework.test import APIClient
 
-    from conftest import access_token_for, bearer
+    from conftest import access_token_for, bearer, role_grant
 
-    approver = django_user_model.objects.create_user(
-        username="approver@example.com", email="approver@example.com", password="x", is_staff=True
+    approver = role_grant(
+        django_user_model.objects.create_user(
+            username="approver@example.com", email="approver@example.com", password="x", is_staff=True
+        ),
+        "finance",
     )
     client = APIClient()
     client.credentials(**bearer(access_token_for(approver)))
@@ -149,7 +152,11 @@ def test_margin_change_needs_another_staff_members_approval(
     assert charged["credits_deducted"] == 105  # 0.035 x 3.0
     changes = list(MarginAuditLog.objects.filter(pricing_config_id=config_id).values_list("change_type", flat=True))
     assert sorted(changes) == ["approved", "created"]
-    committed = AdminAuditLog.objects.filter(status_code__lt=400).order_by("sequence")
+    committed = (
+        AdminAuditLog.objects.filter(status_code__lt=400)
+        .exclude(resource_type="billing_project.servicetoken")  # the service_client's own token
+        .order_by("sequence")
+    )
     assert list(committed.values_list("action", flat=True)) == ["create", "approve"]
     assert AdminAuditLog.objects.get(status_code=403).resource_id == ""  # the refused self-approval, logged
 

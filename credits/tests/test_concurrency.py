@@ -60,12 +60,12 @@ def test_ten_parallel_allocations_of_one_period_allocate_once(user):
 def _service_client():
     from rest_framework.test import APIClient
 
-    from billing_project.auth import service_token_issue
+    from billing_project.service_tokens import service_token_issue
     from conftest import bearer
 
     client = APIClient()
     client.credentials(
-        **bearer(service_token_issue(service="gateway", scopes=["usage:write"], lifetime=timedelta(hours=1)))
+        **bearer(service_token_issue(service="gateway", scopes=["usage:write"], lifetime=timedelta(hours=1)).token)
     )
     return client
 

@@ -153,8 +153,16 @@ class UpgradePurchaseOutput(serializers.Serializer):
     checkout = CheckoutOutput()
 
 
+FULL_KEY_PERMISSION = "licensing.view_full_license_key"
+
+
+def reveals_full_keys(request) -> bool:
+    return request is not None and request.user.has_perm(FULL_KEY_PERMISSION)
+
+
 class StaffLicenseOutput(serializers.ModelSerializer):
-    """A license as staff see it through the API: the key masked (only its owner sees it whole)."""
+    """A license as staff see it through the API: the key masked, unless the caller holds
+    `licensing.view_full_license_key` (the view audits such reads)."""
 
     license_key = serializers.SerializerMethodField()
     user_email = serializers.EmailField(source="user.email", read_only=True)
@@ -184,6 +192,8 @@ class StaffLicenseOutput(serializers.ModelSerializer):
         ]
 
     def get_license_key(self, obj) -> str:
+        if reveals_full_keys(self.context.get("request")):
+            return obj.license_key
         return mask_license_key(obj.license_key)
 
     def get_activations_used(self, obj) -> int:

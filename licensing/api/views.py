@@ -10,7 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff
+from audit.models import AuditAction
+from audit.services import audit_record
+from billing_project.auth import HasStaffPermission
 from billing_project.errors import NotFound
 from billing_project.schema import problem_responses
 from licensing import selectors, services
@@ -32,6 +34,7 @@ from licensing.api.serializers import (
     UpgradePurchaseOutput,
     ValidateInput,
     ValidateOutput,
+    reveals_full_keys,
 )
 from licensing.api.throttles import LicenseIpRateThrottle, LicenseKeyRateThrottle
 from licensing.models import PerpetualLicense
@@ -143,9 +146,38 @@ class StaffLicenseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     """Staff: list (filters status, byok_enabled, user, search), issue, suspend, reactivate, revoke.
     Each write is audited in its own transaction; an illegal transition is a 409 problem."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["licensing.view_perpetuallicense"],
+        "retrieve": ["licensing.view_perpetuallicense"],
+        "create": ["licensing.add_perpetuallicense"],
+        "suspend": ["licensing.change_perpetuallicense"],
+        "reactivate": ["licensing.change_perpetuallicense"],
+        "revoke": ["licensing.change_perpetuallicense"],
+    }
     serializer_class = StaffLicenseOutput
     filterset_class = StaffLicenseFilter
+
+    def list(self, request, *args, **kwargs):
+        response = super().list(request, *args, **kwargs)
+        self._audit_full_keys(request, [row["id"] for row in response.data["results"]])
+        return response
+
+    def retrieve(self, request, *args, **kwargs):
+        response = super().retrieve(request, *args, **kwargs)
+        self._audit_full_keys(request, [response.data["id"]])
+        return response
+
+    def _audit_full_keys(self, request, license_ids: list) -> None:
+        """Full license keys are secrets: every answer that shows them is an audited read."""
+        if license_ids and reveals_full_keys(request):
+            audit_record(
+                action=AuditAction.READ,
+                resource_type="licensing.perpetuallicense",
+                resource_id=str(license_ids[0]) if len(license_ids) == 1 else "",
+                new_value={"full_license_keys": [str(license_id) for license_id in license_ids]},
+            )
+
     queryset = selectors.license_list_for_staff()
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 

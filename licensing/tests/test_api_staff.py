@@ -2,7 +2,7 @@ import pytest
 
 from audit.models import AdminAuditLog, AuditAction
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense
-from licensing.tests.factories import LicenseActivationFactory, PerpetualLicenseFactory
+from licensing.tests.factories import LicenseActivationFactory, PerpetualLicenseFactory, license_key
 
 pytestmark = pytest.mark.django_db
 
@@ -13,8 +13,10 @@ def masked(key: str) -> str:
     return f"REPHLO-****-****-****-{key[-4:]}"
 
 
-def test_staff_list_is_paginated_masked_and_filterable(staff_client, user, other_user):
-    mine = PerpetualLicenseFactory(user=user)
+def test_staff_list_is_paginated_masked_and_filterable(support_client, user, other_user):
+    staff_client = support_client
+    # A key of its own: the factory's first key (all 2s) would match any search.
+    mine = PerpetualLicenseFactory(user=user, license_key=license_key(123_456))
     LicenseActivationFactory(license=mine)
     PerpetualLicenseFactory(user=user, status=LicenseStatus.SUSPENDED)
     PerpetualLicenseFactory(user=other_user, byok_enabled=False)
@@ -137,3 +139,28 @@ def test_plain_users_cannot_use_the_staff_routes(user_client, owned_license):
     assert response.status_code == 403
     owned_license.refresh_from_db()
     assert owned_license.status == LicenseStatus.ACTIVE
+
+
+def test_staff_allowed_full_keys_see_them_and_each_such_read_is_audited(staff_client, staff_user, user):
+    license_ = PerpetualLicenseFactory(user=user)
+
+    listed = staff_client.get("/api/v1/admin/licenses/").json()
+    one = staff_client.get(f"/api/v1/admin/licenses/{license_.pk}/").json()
+
+    assert listed["results"][0]["license_key"] == license_.license_key
+    assert one["license_key"] == license_.license_key
+    reads = AdminAuditLog.objects.filter(action=AuditAction.READ, resource_type="licensing.perpetuallicense")
+    assert reads.count() == 2
+    assert {row.actor for row in reads} == {staff_user}
+    assert [(row.resource_id, row.new_value) for row in reads] == [
+        (str(license_.pk), {"full_license_keys": [str(license_.pk)]})
+    ] * 2
+
+
+def test_staff_without_the_full_key_permission_read_masked_keys_and_leave_no_read_row(support_client, user):
+    license_ = PerpetualLicenseFactory(user=user)
+
+    one = support_client.get(f"/api/v1/admin/licenses/{license_.pk}/").json()
+
+    assert one["license_key"] == masked(license_.license_key)
+    assert not AdminAuditLog.objects.filter(action=AuditAction.READ).exists()

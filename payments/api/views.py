@@ -5,7 +5,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff, NoAuthentication
+from billing_project.auth import HasStaffPermission, NoAuthentication
 from payments import selectors
 from payments.api.filters import PaymentEventFilter, PaymentOperationFilter
 from payments.api.serializers import PaymentEventOutput, PaymentOperationOutput, WebhookOutput
@@ -40,7 +40,8 @@ class StripeWebhookView(APIView):
 
 
 class PaymentEventViewSet(viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"list": ["payments.view_paymentevent"], "retrieve": ["payments.view_paymentevent"]}
     serializer_class = PaymentEventOutput
     filterset_class = PaymentEventFilter
     queryset = PaymentEvent.objects.order_by("-created_at")
@@ -50,7 +51,12 @@ class PaymentOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     """Staff: every money movement and provider change, with its state (filters user, kind, state,
     created_at). `reconcile` settles one now from what Stripe says of its objects; audited."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["payments.view_paymentoperation"],
+        "retrieve": ["payments.view_paymentoperation"],
+        "reconcile": ["payments.change_paymentoperation"],
+    }
     serializer_class = PaymentOperationOutput
     filterset_class = PaymentOperationFilter
     queryset = PaymentOperation.objects.none()

@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('payments', '0001_initial'),
-        ('audit', '0003_payment_event_moved_to_payments'),
+        ('audit', '0004_payment_event_moved_to_payments'),
         ('subscriptions', '0005_webhook_event_moved_to_payments'),
         ('contenttypes', '0002_remove_content_type_name'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

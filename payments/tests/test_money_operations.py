@@ -16,7 +16,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from conftest import access_token_for, bearer, run_concurrently
+from billing_project.service_tokens import service_token_issue
+from conftest import access_token_for, bearer, role_grant, run_concurrently
 from coupons.models import CouponRedemption, RedemptionStatus
 from coupons.tests.factories import CouponFactory
 from credits.services import pricing_catalog_seed
@@ -165,10 +166,7 @@ def test_a_hanging_stripe_is_a_503_within_the_timeout_and_other_requests_go_on(s
     stripe.inject("POST", "invoices", "hang", seconds=3)
     pricing_catalog_seed()
     service = APIClient()
-    from billing_project.auth import service_token_issue
-
-    token = service_token_issue(service="gateway", scopes=["usage:write"], lifetime=timedelta(hours=1))
-    service.credentials(**bearer(token))
+    service.credentials(**bearer(service_token_issue(service="gateway", scopes=["usage:write"]).token))
     answers = {}
 
     def upgrade():
@@ -426,8 +424,11 @@ def test_an_offline_invoice_retried_by_dunning_is_charged_once_across_overlappin
 
 
 def staff_client(django_user_model):
-    staff = django_user_model.objects.create_user(
-        username="finance@example.com", email="finance@example.com", password="x", is_staff=True
+    staff = role_grant(
+        django_user_model.objects.create_user(
+            username="finance@example.com", email="finance@example.com", password="x", is_staff=True
+        ),
+        "finance",
     )
     client = APIClient()
     client.credentials(**bearer(access_token_for(staff)))

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from billing_project.auth import IsStaff, NoAuthentication
-from billing_project.errors import NotFound
+from billing_project.auth import HasStaffPermission, NoAuthentication
+from billing_project.errors import NotFound, RuleViolation
 from billing_project.net import client_info
 from payments.api.serializers import OperationStateOutput
 from subscriptions import selectors, services
@@ -37,6 +37,21 @@ def _valid(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+STAFF_CHANGE_PERMISSION = "subscriptions.change_subscription"
+
+
+def _staff_powers_allowed(request, subscription_id, *, immediately: bool = False) -> None:
+    """The services let staff act on anyone's subscription and cancel at once; `is_staff` alone
+    grants neither: without the permission to change subscriptions, staff are customers here."""
+    user = request.user
+    if not user.is_staff or user.has_perm(STAFF_CHANGE_PERMISSION):
+        return
+    if not selectors.subscription_is_owned_by(subscription_id=subscription_id, user=user):
+        raise NotFound("No such subscription.", code="subscription_not_found")
+    if immediately:
+        raise RuleViolation("Only staff cancel a subscription at once.", code="immediate_cancel_staff_only")
 
 
 class RegisterView(APIView):
@@ -95,6 +110,7 @@ class TierChangePreviewView(APIView):
 
     @extend_schema(request=TierChangeInput, responses={200: TierChangePreviewOutput})
     def post(self, request, subscription_id):
+        _staff_powers_allowed(request, subscription_id)
         quote = services.tier_change_preview(
             subscription_id=subscription_id, user=request.user, **_valid(TierChangeInput, request.data)
         )
@@ -113,6 +129,7 @@ class TierChangeView(APIView):
 
     @extend_schema(request=TierChangeInput, responses={200: TierChangeOutput, 202: TierChangeOutput})
     def post(self, request, subscription_id):
+        _staff_powers_allowed(request, subscription_id)
         change = services.tier_change(
             subscription_id=subscription_id, user=request.user, **_valid(TierChangeInput, request.data)
         )
@@ -127,9 +144,9 @@ class SubscriptionCancelView(APIView):
 
     @extend_schema(request=CancelInput, responses={200: SubscriptionOutput})
     def post(self, request, subscription_id):
-        subscription = services.subscription_cancel(
-            subscription_id=subscription_id, user=request.user, **_valid(CancelInput, request.data)
-        )
+        data = _valid(CancelInput, request.data)
+        _staff_powers_allowed(request, subscription_id, immediately=data["immediately"])
+        subscription = services.subscription_cancel(subscription_id=subscription_id, user=request.user, **data)
         return Response(SubscriptionOutput(subscription).data)
 
 
@@ -163,7 +180,12 @@ class StaffSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     """Staff: list (filters status, tier, billing_cycle, user, email), retrieve, and `change-status`
     along the state machine with a reason (409 `invalid_transition` otherwise); audited."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["subscriptions.view_subscription"],
+        "retrieve": ["subscriptions.view_subscription"],
+        "change_status": ["subscriptions.change_subscription"],
+    }
     serializer_class = StaffSubscriptionOutput
     filterset_class = StaffSubscriptionFilter
     queryset = Subscription.objects.none()
@@ -187,7 +209,8 @@ class StaffPaymentRefundView(APIView):
     `payment_not_refundable`; 422 `refund_amount_invalid`; 503 when Stripe did not answer (the same
     request again resumes the same refund, never a second one)."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"post": ["subscriptions.refund_payment"]}
     calls_payment_provider = True
 
     @extend_schema(request=RefundInput, responses={200: OperationStateOutput})

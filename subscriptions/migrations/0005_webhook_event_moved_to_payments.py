@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
     dependencies = [
         ("subscriptions", "0004_payment_completed_index"),
-        ("audit", "0003_payment_event_moved_to_payments"),
+        ("audit", "0004_payment_event_moved_to_payments"),
         ("payments", "0001_initial"),
     ]
 

@@ -291,6 +291,24 @@ def test_cancel_immediately_is_for_staff_only(user_client, staff_client, user):
     assert live.tier == "free"
 
 
+# Regression (issue 20): `is_staff` alone was a billing admin; here it let staff without any
+# permission change or end anyone's subscription through the customer routes.
+def test_staff_without_the_change_permission_are_customers_on_the_subscription_routes(user, django_user_model):
+    subscription = subscribed(user, "pro")
+    bare = django_user_model.objects.create_user(username="bare@example.com", email="bare@example.com", is_staff=True)
+    client = APIClient()
+    client.credentials(**bearer(access_token_for(bare)))
+
+    preview = client.post(url(subscription, "change-tier/preview"), {"tier": "pro_max"}, format="json")
+    change = client.post(url(subscription, "change-tier"), {"tier": "pro_max"}, format="json")
+    cancel = client.post(url(subscription, "cancel"), {"immediately": True}, format="json")
+
+    for response in (preview, change, cancel):
+        assert_problem(response, 404, "subscription_not_found")
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.status, subscription.cancel_at_period_end) == ("pro", "active", False)
+
+
 def test_cancel_of_the_free_tier_is_a_422(user_client, on_free):
     response = user_client.post(url(on_free, "cancel"), {}, format="json")
 

@@ -1,8 +1,12 @@
-"""The admin login of a local demo: `scripts/dev` runs this after seeding, so the console is one click away."""
+"""The admin login of a local demo: `scripts/dev` runs this after seeding, so the console is one click away.
+
+With DEBUG on, staff need no second factor unless STAFF_2FA_REQUIRED turns it on; then the console
+asks the demo admin to enrol an authenticator at the first sign-in."""
 
 import os
 import secrets
 
+from axes.utils import reset as sign_in_failures_reset
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -34,5 +38,10 @@ class Command(BaseCommand):
             admin.is_active = admin.is_staff = admin.is_superuser = True
             admin.set_password(password)
             admin.save()
+            # A new password starts with a clean slate: a development machine's lockouts are lifted.
+            sign_in_failures_reset()
+        second_factor = "asked for at the first sign-in" if settings.STAFF_2FA_REQUIRED else "off (STAFF_2FA_REQUIRED)"
         self.stdout.write(self.style.SUCCESS("Demo admin created." if created else "Demo admin password reset."))
-        self.stdout.write(f"  URL:      {url}\n  E-mail:   {DEMO_ADMIN_EMAIL}\n  Password: {password}")
+        self.stdout.write(
+            f"  URL:      {url}\n  E-mail:   {DEMO_ADMIN_EMAIL}\n  Password: {password}\n  2FA:      {second_factor}"
+        )

@@ -1,0 +1,157 @@
+"""The console's admin site: Django's, with a second factor for staff and their enrolment page.
+
+Sign-in takes the password and, for staff who have enrolled an authenticator, its code (or a
+recovery code). Where STAFF_2FA_REQUIRED says so, a staff member without an authenticator is
+signed in only as far as the enrolment page; every other page waits until the session is verified.
+"""
+
+from base64 import b32encode
+
+import qrcode
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django_otp import login as otp_login
+from django_otp import match_token, user_has_device
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from qrcode.image.svg import SvgPathFillImage
+
+from billing_project.signin import (
+    authenticator_confirm,
+    authenticator_pending,
+    recovery_codes_replace,
+    sign_in_failed,
+    staff_second_factor_required,
+)
+
+
+class ConsoleLoginForm(AdminAuthenticationForm):
+    otp_token = forms.CharField(
+        required=False,
+        label="Authenticator code",
+        help_text="Staff with an authenticator: its 6-digit code, or one of your recovery codes.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def confirm_login_allowed(self, user):
+        try:
+            super().confirm_login_allowed(user)
+        except ValidationError:
+            sign_in_failed(request=self.request, username=user.get_username(), reason="not_staff")
+            raise
+
+    def clean(self):
+        cleaned = super().clean()
+        user = self.user_cache
+        if user is not None and user_has_device(user):
+            token = (cleaned.get("otp_token") or "").strip()
+            device = match_token(user, token) if token else None
+            if device is None:
+                sign_in_failed(request=self.request, username=user.get_username(), reason="otp_invalid")
+                raise ValidationError(
+                    "Enter the current code of your authenticator app, or an unused recovery code.",
+                    code="otp_invalid",
+                )
+            # django-otp marks the session verified when the sign-in completes.
+            user.otp_device = device
+        return cleaned
+
+
+def second_factor_missing(request) -> bool:
+    user = request.user
+    return bool(user.is_authenticated and staff_second_factor_required(user) and not user.is_verified())
+
+
+class SecondFactorForm(forms.Form):
+    otp_token = forms.CharField(
+        label="Code", max_length=32, widget=forms.TextInput(attrs={"autocomplete": "one-time-code"})
+    )
+
+
+class ConsoleSite(admin.AdminSite):
+    login_form = ConsoleLoginForm
+    login_template = "admin/console_login.html"
+
+    def has_permission(self, request):
+        return super().has_permission(request) and not second_factor_missing(request)
+
+    def login(self, request, extra_context=None):
+        user = request.user
+        if request.method == "GET" and user.is_active and user.is_staff and second_factor_missing(request):
+            return redirect("admin:second-factor")
+        return super().login(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("second-factor/", self._signed_in_staff(self.second_factor_view), name="second-factor"),
+            *super().get_urls(),
+        ]
+
+    def _signed_in_staff(self, view):
+        """Signed in as active staff, verified or not: the enrolment page comes before the rest."""
+
+        def inner(request, *args, **kwargs):
+            if not (request.user.is_active and request.user.is_staff):
+                return redirect_to_login(request.get_full_path(), reverse("admin:login", current_app=self.name))
+            return view(request, *args, **kwargs)
+
+        return never_cache(csrf_protect(inner))
+
+    def second_factor_view(self, request):
+        """Enrol an authenticator (a QR code, then one code from it), verify this session with one,
+        or replace the recovery codes. New recovery codes are shown once."""
+        user = request.user
+        authenticator = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+        form = SecondFactorForm(request.POST or None)
+        recovery_codes = None
+        if request.method == "POST" and request.POST.get("action") == "recovery_codes":
+            if not user.is_verified():
+                return redirect("admin:second-factor")
+            recovery_codes = recovery_codes_replace(user=user)
+        elif request.method == "POST" and form.is_valid():
+            token = form.cleaned_data["otp_token"].strip()
+            if authenticator is None:
+                pending = authenticator_pending(user=user)
+                if pending.verify_token(token):
+                    authenticator_confirm(device=pending)
+                    recovery_codes = recovery_codes_replace(user=user)
+                    otp_login(request, pending)
+                    authenticator = pending
+                else:
+                    form.add_error("otp_token", "That code is not the current one of the authenticator.")
+            else:
+                device = match_token(user, token)
+                if device is not None:
+                    otp_login(request, device)
+                    return redirect("admin:index")
+                sign_in_failed(request=request, username=user.get_username(), reason="otp_invalid")
+                form.add_error("otp_token", "That code is wrong or was already used.")
+        pending = authenticator_pending(user=user) if authenticator is None else None
+        context = {
+            **self.each_context(request),
+            "title": "Two-factor sign-in",
+            "form": form,
+            "enrolled": authenticator is not None,
+            "verified": user.is_verified(),
+            "required": staff_second_factor_required(user),
+            "recovery_codes": recovery_codes,
+            "recovery_codes_left": StaticToken.objects.filter(device__user=user).count(),
+            # The SVG is generated here from the device's own URL: no user input reaches it.
+            "qr_code": mark_safe(_qr_svg(pending.config_url)) if pending else None,
+            "secret": b32encode(pending.bin_key).decode() if pending else None,
+        }
+        return TemplateResponse(request, "admin/second_factor.html", context)
+
+
+def _qr_svg(data: str) -> str:
+    """An inline SVG (plain <svg>, white background) that any browser draws."""
+    return qrcode.make(data, image_factory=SvgPathFillImage).to_string(encoding="unicode")
