@@ -53,6 +53,8 @@ def server_environment(database_url: str, webhook_secret: str) -> dict:
         "JWT_SECRET": secrets.token_urlsafe(48),
         "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
         "STRIPE_WEBHOOK_SECRET": webhook_secret,
+        # Stripe's key is required in production; events are only received here, nothing is sent.
+        "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(16),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "PORT": str(PORT),
@@ -67,13 +69,13 @@ def prepare(count: int) -> dict:
     import django
 
     django.setup()
-    from decimal import Decimal
-
     from django.contrib.auth import get_user_model
     from django.core.cache import cache
     from django.core.management import call_command
 
-    from subscriptions.services import subscription_checkout_complete, subscription_start_free
+    from payments.services.inbox import webhook_event_accept
+    from subscriptions.models import Subscription
+    from subscriptions.services import subscription_start_free
 
     call_command("migrate", verbosity=0)
     call_command("seed_catalog", verbosity=0)
@@ -84,19 +86,24 @@ def prepare(count: int) -> dict:
         user = get_user_model().objects.create_user(username=email, email=email, password=None)
         subscription_start_free(user=user)
         tag = f"{index:06d}{uuid.uuid4().hex[:10]}"
-        subscription = subscription_checkout_complete(
-            user_id=user.pk,
-            metadata={
-                "kind": "subscription",
-                "tier": "pro",
-                "billing_cycle": "monthly",
-                "stripe_customer_id": f"cus_{tag}",
-                "stripe_subscription_id": f"sub_{tag}",
-                "stripe_invoice_id": f"in_{tag}",
-            },
-            session_id=f"cs_bench_{tag}",
-            amount_usd=Decimal("19.00"),
-        )
+        session = {
+            "id": f"cs_bench_{tag}",
+            "object": "checkout.session",
+            "mode": "subscription",
+            "client_reference_id": str(user.pk),
+            "customer": f"cus_{tag}",
+            "subscription": f"sub_{tag}",
+            "invoice": f"in_{tag}",
+            "payment_intent": None,
+            "metadata": {"kind": "subscription", "tier": "pro", "billing_cycle": "monthly"},
+            "amount_total": 1900,
+            "currency": "usd",
+            "payment_status": "paid",
+            "status": "complete",
+        }
+        event = {"id": f"evt_bench_{tag}", "type": "checkout.session.completed", "data": {"object": session}}
+        webhook_event_accept(event_id=event["id"], event_type=event["type"], event=event)
+        subscription = Subscription.objects.get(checkout_session_id=session["id"])
         subscriptions.append(
             {
                 "customer": subscription.stripe_customer_id,

@@ -32,12 +32,35 @@ def _trial_reminder_resend(*, request, obj):
     return f"{obj.user}: reminder sent ({days_left} days left)"
 
 
+class RefundForm(ReasonForm):
+    amount_usd = forms.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        min_value=0.01,
+        required=False,
+        help_text="Leave empty to refund what is left of each selected payment.",
+    )
+    field_order = ["amount_usd", "reason"]
+
+
+def _payment_refund(*, request, obj, amount_usd, reason):
+    operation = services.payment_refund(payment_id=obj.pk, amount_usd=amount_usd, reason=reason, actor=request.user)
+    return f"{obj}: refund {operation.state}"
+
+
 change_subscription_status = form_action(
     form_class=StatusChangeForm,
     description="Change the status of the selected subscriptions",
     perform=_status_change,
     name="change_subscription_status",
     permissions=["change"],
+)
+refund_payments = form_action(
+    form_class=RefundForm,
+    description="Refund the selected payments",
+    perform=_payment_refund,
+    name="refund_payments",
+    permissions=["refund"],
 )
 resend_trial_reminder = form_action(
     form_class=forms.Form,
@@ -142,6 +165,10 @@ class PaymentTransactionAdmin(AuditedModelAdmin):
     date_hierarchy = "created_at"
     autocomplete_fields = ("user", "invoice", "subscription")
     readonly_fields = ("created_at", "updated_at")
+    actions = [refund_payments]
+
+    def has_refund_permission(self, request):
+        return request.user.has_perm("subscriptions.refund_payment")
 
 
 @admin.register(DunningAttempt)

@@ -180,6 +180,7 @@ CONSOLE_ACTIONS = {
     ("subscriptions.billinginvoice", "delete_selected"): A,
     ("subscriptions.dunningattempt", "delete_selected"): A,
     ("subscriptions.paymenttransaction", "delete_selected"): A,
+    ("subscriptions.paymenttransaction", "refund_payments"): F,
     ("subscriptions.prorationevent", "delete_selected"): A,
     ("subscriptions.subscription", "change_subscription_status"): F,
     ("subscriptions.subscription", "resend_trial_reminder"): F,

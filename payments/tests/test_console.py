@@ -1,0 +1,81 @@
+"""Payments in the console: refunds and settling operations are actions that call the services."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from audit.models import AdminAuditLog, AuditAction
+from payments.models import OperationKind, PaymentEvent, PaymentOperation
+from subscriptions.models import PaymentTransaction
+from subscriptions.services import account_register, subscription_start, tier_catalog_seed
+
+pytestmark = pytest.mark.django_db
+
+PAYMENTS = reverse("admin:subscriptions_paymenttransaction_changelist")
+OPERATIONS = reverse("admin:payments_paymentoperation_changelist")
+
+
+def run_action(admin_client, changelist: str, action: str, objects, **fields):
+    return admin_client.post(
+        changelist,
+        {"action": action, "_selected_action": [str(obj.pk) for obj in objects], "apply": "1", **fields},
+        follow=True,
+    )
+
+
+@pytest.fixture
+def paid():
+    """A payment of 1,490.00 for Enterprise Pro (annual), through the offline provider."""
+    tier_catalog_seed()
+    user = account_register(email="payer@example.com", password="correct horse battery staple")
+    subscription_start(user=user, tier="enterprise_pro", billing_cycle="annual")
+    return PaymentTransaction.objects.get(user=user)
+
+
+def test_the_refund_action_refunds_part_of_a_payment_once_and_audits_it(admin_client, admin_user, paid):
+    response = run_action(
+        admin_client, PAYMENTS, "refund_payments", [paid], amount_usd="490.00", reason="Goodwill after an outage"
+    )
+
+    assert response.status_code == 200
+    paid.refresh_from_db()
+    assert (paid.refunded_amount_usd, paid.status) == (Decimal("490.00"), "partially_refunded")
+    operation = PaymentOperation.objects.get(kind=OperationKind.REFUND)
+    assert (operation.state, operation.amount, operation.description) == (
+        "succeeded",
+        49_000,
+        "Goodwill after an outage",
+    )
+    assert PaymentEvent.objects.filter(event_type="refund_issued").count() == 1
+    requested = AdminAuditLog.objects.get(action=AuditAction.CREATE, resource_id=str(operation.pk))
+    assert (requested.actor, requested.new_value["refund_of"]) == (admin_user, str(paid.pk))
+    assert AdminAuditLog.objects.filter(action=AuditAction.UPDATE, resource_id=str(paid.pk), actor=admin_user).exists()
+
+
+def test_a_refund_beyond_what_is_left_is_refused_and_changes_nothing(admin_client, paid):
+    response = run_action(admin_client, PAYMENTS, "refund_payments", [paid], amount_usd="1490.01", reason="Too much")
+
+    assert "Refused" in " ".join(str(message) for message in response.context["messages"])
+    paid.refresh_from_db()
+    assert paid.refunded_amount_usd == Decimal("0.00")
+    assert not PaymentOperation.objects.filter(kind=OperationKind.REFUND).exists()
+
+
+def test_a_refund_without_a_reason_is_not_run(admin_client, paid):
+    response = admin_client.post(
+        PAYMENTS, {"action": "refund_payments", "_selected_action": [str(paid.pk)], "apply": "1", "reason": ""}
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    assert not PaymentOperation.objects.filter(kind=OperationKind.REFUND).exists()
+
+
+def test_operations_are_read_only_in_the_console(admin_client, paid):
+    operation = PaymentOperation.objects.get()
+
+    page = admin_client.get(reverse("admin:payments_paymentoperation_change", args=[operation.pk]))
+
+    assert page.status_code == 200
+    assert b'name="state"' not in page.content
+    assert admin_client.get(reverse("admin:payments_paymentoperation_add")).status_code == 403
