@@ -34,7 +34,7 @@ def trigger_rename(apps, schema_editor):
 def trigger_rename_back(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(
-            "ALTER TRIGGER payments_paymentevent_append_only ON audit_paymentevent "
+            "ALTER TRIGGER payments_paymentevent_append_only ON payments_paymentevent "
             "RENAME TO audit_paymentevent_append_only"
         )
 

@@ -49,7 +49,7 @@ from payments.models import (
     WebhookProvider,
 )
 from payments.registry import EffectNotApplicable, effect_of
-from payments.services.customers import customer_ensure
+from payments.services.customers import customer_ensure, customer_record
 from payments.services.events import payment_event_record
 
 logger = logging.getLogger(__name__)
@@ -577,6 +577,9 @@ def _succeed(operation: PaymentOperation, facts: dict) -> None:
         _refund_owed(operation, str(not_applicable))
         operation.save()
         return
+    if operation.kind in CHECKOUT_KINDS and operation.user_id:
+        # A checkout Stripe made a customer for (one started before customers were kept) gives the user theirs.
+        customer_record(user=operation.user, stripe_customer_id=facts.get("customer_id", ""))
     operation.effect = OperationEffect.SUCCEEDED
     operation.state = OperationState.SUCCEEDED
     operation.result = to_json(result)

@@ -50,6 +50,7 @@ def upgrade_applied_once(subscription: Subscription, stripe) -> None:
     ]
     assert [invoice["id"] for invoice in owned] == [operation.stripe_invoice_id], "one invoice of its own"
     assert len(owned[0]["lines"]["data"]) == 1, "one item on it"
+    assert all(item["invoice"] for item in stripe.objects_of("invoiceitem")), "no item left for the next invoice"
     paid = BillingInvoice.objects.get(stripe_invoice_id=operation.stripe_invoice_id)
     assert (paid.status, paid.amount_paid_usd) == ("paid", event.net_charge_usd)
     assert CreditAllocation.objects.filter(subscription=subscription, source=CreditSource.PRORATION).count() == 1
