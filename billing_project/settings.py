@@ -102,6 +102,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: the request id and the latency cover everything below, redirects and 404s included.
     "billing_project.observability.ObservabilityMiddleware",
+    # Before anything reads the body: a body too large is a 413 problem, not RequestDataTooBig.
+    "billing_project.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -113,6 +115,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditlogContextMiddleware",
     "audit.middleware.AuditContextMiddleware",
+    # Outside the idempotency key: a retried request takes its key afresh, a conflict is never stored.
+    "billing_project.middleware.TransactionRetryMiddleware",
     "billing_project.idempotency.IdempotencyMiddleware",
 ]
 
@@ -143,6 +147,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A request that meets a deadlock or serialization failure runs again this many times, after a
+# random pause of up to DB_CONFLICT_BACKOFF_SECONDS * 2**(attempt - 1) (billing_project.middleware).
+DB_CONFLICT_RETRIES = env.int("DB_CONFLICT_RETRIES", default=3)
+DB_CONFLICT_BACKOFF_SECONDS = 0.05
 
 # Redis behind a circuit breaker (billing_project/cache_breaker.py): after this many consecutive errors
 # no call reaches Redis for the cool-down, reads are misses and the API answers from the database.
@@ -193,7 +201,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["billing_project.auth.IsUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["billing_project.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing_project.pagination.PagePagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

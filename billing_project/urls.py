@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing_project import health
 from billing_project.dashboard import dashboard_view
-from billing_project.errors_views import api_not_found, server_error
+from billing_project.errors_views import api_not_found, bad_request, server_error
 
 api_v1 = [
     path("", include("billing_project.accounts_urls")),
@@ -28,5 +28,6 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
 ]
 
+handler400 = bad_request
 handler404 = api_not_found
 handler500 = server_error
