@@ -5,7 +5,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_view, inline_seri
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -13,6 +12,7 @@ from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTRefreshV
 
 from billing_project.auth import NoAuthentication
 from billing_project.schema import problem_responses
+from billing_project.throttles import ScopedRateThrottle
 
 
 class TokenObtainInput(serializers.Serializer):

@@ -46,6 +46,8 @@ def production_problems() -> list[str]:
         problems.append("DATABASE_URL is missing (production needs PostgreSQL).")
     if not settings.ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS is missing.")
+    if settings.NUM_PROXIES and not settings.TRUSTED_PROXIES:
+        problems.append("NUM_PROXIES is set but TRUSTED_PROXIES is empty: name the proxies' addresses or networks.")
     stripe_key, webhook_secret = settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET
     if stripe_key:
         if _looks_like_placeholder(stripe_key) or not stripe_key.startswith(("sk_", "rk_")):

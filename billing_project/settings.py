@@ -5,6 +5,7 @@ Celery tasks executed eagerly in-process, Stripe off (the offline payment provid
 Production (DEBUG off) refuses to start with unsafe values: see billing_project/checks.py.
 """
 
+import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -74,8 +75,10 @@ COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", def
 COUPON_BULK_MAX = 10_000
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
-# How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
+# How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep,
+# and only on connections from TRUSTED_PROXIES (addresses or networks, e.g. "10.0.0.0/8,127.0.0.1").
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+TRUSTED_PROXIES = [str(ipaddress.ip_network(entry, strict=False)) for entry in env.list("TRUSTED_PROXIES", default=[])]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

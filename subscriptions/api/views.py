@@ -3,12 +3,12 @@ from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from billing_project.auth import IsStaff, NoAuthentication
 from billing_project.errors import NotFound
 from billing_project.net import client_info
+from billing_project.throttles import ScopedRateThrottle
 from subscriptions import selectors, services
 from subscriptions.api.filters import StaffSubscriptionFilter
 from subscriptions.api.serializers import (
