@@ -17,7 +17,6 @@ from coupons.models import (
     CouponType,
     CouponUsageLimit,
     DiscountType,
-    RedemptionStatus,
     ValidationRuleType,
 )
 from coupons.tests.conftest import REDEEM_URL, VALIDATE_URL
@@ -91,14 +90,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
     PaymentTransaction.objects.create(
         user=customer, subscription=subscription, amount_usd=Decimal("19.00"), status=PaymentStatus.SUCCEEDED
     )
-    for guess in range(5):
-        CouponRedemption.objects.create(
-            coupon_code=f"GUESS{guess}",
-            user=customer,
-            redemption_date=now,
-            status=RedemptionStatus.FAILED,
-            failure_reason="coupon_not_found",
-        )
+    redeeming_fast = [CouponRedemptionFactory(user=customer).pk for _ in range(5)]  # other coupons, this hour
     subscription.renewal_discount_usd = Decimal("1.00")
     subscription.save()
 
@@ -141,7 +133,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
             lambda: update(rules[ValidationRuleType.MAX_REDEMPTIONS_PER_IP], is_active=False),
             {},
         ),
-        ("fraud_blocked", lambda: CouponRedemption.objects.filter(coupon_code__startswith="GUESS").delete(), {}),
+        ("fraud_blocked", lambda: CouponRedemption.objects.filter(pk__in=redeeming_fast).delete(), {}),
         ("discount_already_pending", lambda: update(subscription, renewal_discount_usd=Decimal("0.00")), {}),
     ]
     seen = []
