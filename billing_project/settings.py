@@ -159,6 +159,8 @@ DB_CONFLICT_BACKOFF_SECONDS = 0.05
 # no call reaches Redis for the cool-down, reads are misses and the API answers from the database.
 CACHE_BREAKER_FAILURES = env.int("CACHE_BREAKER_FAILURES", default=5)
 CACHE_BREAKER_COOLDOWN_SECONDS = env.float("CACHE_BREAKER_COOLDOWN_SECONDS", default=30)
+# Every key in Redis starts with this, so services (or test runs) sharing a database keep apart.
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="billing")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -170,7 +172,7 @@ if REDIS_URL:
                 # Errors reach the breaker, which answers a miss instead: the database is the source of truth.
                 "IGNORE_EXCEPTIONS": False,
             },
-            "KEY_PREFIX": "billing",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
         }
     }
 else:
