@@ -13,7 +13,7 @@ from audit.models import AuditAction
 from audit.redaction import REDACTED
 from audit.services import audit_record, resource_type_of
 from billing_project.gdpr import user_erase
-from billing_project.models import IdempotencyKey
+from billing_project.models import IdempotencyKey, RevokedTokenFamily, VerifiedEmail
 from credits.admin import grant_credits
 
 User = get_user_model()
@@ -94,3 +94,19 @@ class IdempotencyKeyAdmin(ReadOnlyModelAdmin):
     search_fields = ("caller", "path", "=key")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
+
+
+@admin.register(VerifiedEmail)
+class VerifiedEmailAdmin(ReadOnlyModelAdmin):
+    list_display = ("email", "user", "verified_at")
+    list_select_related = ("user",)
+    search_fields = ("email", "user__email")
+    date_hierarchy = "verified_at"
+
+
+@admin.register(RevokedTokenFamily)
+class RevokedTokenFamilyAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "user", "reason")
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=family")
+    date_hierarchy = "created_at"

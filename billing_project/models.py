@@ -1,7 +1,9 @@
-"""Base classes every table uses, and the idempotency-key store of the API."""
+"""Base classes every table uses, the idempotency-key store of the API, and the account records of
+people: verified e-mail addresses and revoked refresh-token families."""
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -56,3 +58,35 @@ class IdempotencyKey(BaseModel):
 
     def __str__(self):
         return f"{self.caller} {self.path} {self.key}"
+
+
+class VerifiedEmail(BaseModel):
+    """The e-mail address a user proved they receive mail at, by the signed link sent to it.
+
+    Invariant: one row per user. The user's address counts as verified while it equals `email`
+    (case-insensitively): changing the address needs a new proof.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="verified_email")
+    email = models.EmailField(help_text="The address the link was sent to.")
+    verified_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.email} verified {self.verified_at:%Y-%m-%d}"
+
+
+class RevokedTokenFamily(BaseModel):
+    """A refresh-token family (the tokens rotated from one sign-in) that may refresh no more.
+
+    Append-only. Written when a token that was already rotated is presented again: either its
+    holder or whoever stole it is not the legitimate client, so the whole family ends.
+    """
+
+    family = models.CharField(max_length=64, unique=True, help_text="The jti of the family's first refresh token.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    reason = models.CharField(max_length=200)
+
+    def __str__(self):
+        return f"family {self.family} revoked"

@@ -73,6 +73,13 @@ COUPON_GUESSING = (env.int("COUPON_GUESSING_FLAG", default=3), env.int("COUPON_G
 # Checkout sessions live 24 hours at most, and the margin covers late webhook deliveries.
 COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", default=48))
 COUPON_BULK_MAX = 10_000
+# E-mail verification (billing_project.email_verification): how long a link works, and where it
+# points ({token} stands for the token; empty: this API's own GET auth/verify-email/).
+EMAIL_VERIFICATION_MAX_AGE = timedelta(hours=env.int("EMAIL_VERIFICATION_HOURS", default=72))
+EMAIL_VERIFICATION_URL = env.str("EMAIL_VERIFICATION_URL", default="")
+# Whether a sign-up's free-tier credits and any free trial wait until its e-mail address is verified.
+# On by default in production, where they are what a throwaway address would farm; off in development.
+FREE_OFFERS_REQUIRE_VERIFIED_EMAIL = env.bool("FREE_OFFERS_REQUIRE_VERIFIED_EMAIL", default=not DEBUG)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep,

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Count, F, Max, QuerySet, Sum
 from django.db.models.functions import Upper
 
+from billing_project.email_verification import email_is_verified
 from billing_project.enums import SubscriptionTier
 from coupons.codes import Reason
 from coupons.models import (
@@ -217,6 +218,9 @@ def _rules_reason(coupon: Coupon, user, client, now: datetime) -> Reason | None:
             if CouponRedemption.objects.filter(user=user, status__in=TAKES_A_USE).exists():
                 return Reason.RULE_FIRST_TIME_USER
         elif rule.rule_type == ValidationRuleType.EMAIL_DOMAIN:
+            # Anyone can sign up with any address: only a proven one says which domain they belong to.
+            if not email_is_verified(user=user):
+                return Reason.EMAIL_NOT_VERIFIED
             domains = {str(domain).lower().lstrip("@") for domain in value.get("domains", [])}
             if (user.email or "").rpartition("@")[2].lower() not in domains:
                 return Reason.RULE_EMAIL_DOMAIN

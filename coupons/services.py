@@ -70,6 +70,7 @@ REASON_TEXT = {
     Reason.MINIMUM_PURCHASE_NOT_MET: "The purchase is below this coupon's minimum.",
     Reason.NEW_CUSTOMERS_ONLY: "This coupon is for new customers only.",
     Reason.RULE_FIRST_TIME_USER: "This coupon is for customers who never redeemed one.",
+    Reason.EMAIL_NOT_VERIFIED: "This coupon is for verified e-mail addresses: verify yours first.",
     Reason.RULE_EMAIL_DOMAIN: "This coupon is not for this account's e-mail domain.",
     Reason.RULE_MIN_ACCOUNT_AGE: "This account is too new for this coupon.",
     Reason.RULE_MAX_REDEMPTIONS_PER_IP: "This coupon was redeemed too many times from this network.",

@@ -38,3 +38,8 @@ class SubscriptionsConfig(AppConfig):
         from subscriptions.services import CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete
 
         checkout_completion_register(CHECKOUT_KIND_SUBSCRIPTION, subscription_checkout_complete)
+
+        from billing_project.email_verification import email_verified
+        from subscriptions.services.accounts import account_email_verified
+
+        email_verified.connect(account_email_verified, dispatch_uid="free-tier-on-verified-email")

@@ -10,9 +10,10 @@ from types import ModuleType
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from billing_project.models import IdempotencyKey
+from billing_project.models import IdempotencyKey, RevokedTokenFamily, VerifiedEmail
 
 
 def model_factories(module: ModuleType) -> list[type[DjangoModelFactory]]:
@@ -47,3 +48,21 @@ class IdempotencyKeyFactory(DjangoModelFactory):
     status_code = 201
     response_body = "{}"
     content_type = "application/json"
+
+
+class VerifiedEmailFactory(DjangoModelFactory):
+    class Meta:
+        model = VerifiedEmail
+
+    user = factory.SubFactory(UserFactory)
+    email = factory.SelfAttribute("user.email")
+    verified_at = factory.LazyFunction(timezone.now)
+
+
+class RevokedTokenFamilyFactory(DjangoModelFactory):
+    class Meta:
+        model = RevokedTokenFamily
+
+    family = factory.LazyFunction(lambda: uuid.uuid4().hex)
+    user = factory.SubFactory(UserFactory)
+    reason = "A rotated refresh token was presented again."

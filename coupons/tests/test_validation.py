@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AdminAuditLog
+from billing_project.email_verification import email_verification_token, email_verify
 from coupons.api.throttles import CouponIpRateThrottle, CouponUserRateThrottle
 from coupons.models import (
     CouponAnalyticsSnapshot,
@@ -126,6 +127,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
         ("minimum_purchase_not_met", lambda: update(coupon, min_purchase_usd=Decimal("10.00")), {}),
         ("new_customers_only", lambda: update(coupon, new_customers_only=False), {}),
         ("rule_first_time_user", lambda: update(rules[ValidationRuleType.FIRST_TIME_USER], is_active=False), {}),
+        ("email_not_verified", lambda: email_verify(token=email_verification_token(user=customer)), {}),
         ("rule_email_domain", lambda: update(rules[ValidationRuleType.EMAIL_DOMAIN], is_active=False), {}),
         ("rule_min_account_age", lambda: update(rules[ValidationRuleType.MIN_ACCOUNT_AGE_DAYS], is_active=False), {}),
         (

@@ -6,9 +6,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_project.auth import IsStaff, NoAuthentication
+from billing_project.email_verification import email_is_verified
 from billing_project.errors import NotFound
 from billing_project.net import client_info
 from billing_project.throttles import ScopedRateThrottle
+from billing_project.verification_views import verification_link_template
 from subscriptions import selectors, services
 from subscriptions.api.filters import StaffSubscriptionFilter
 from subscriptions.api.serializers import (
@@ -46,7 +48,9 @@ class RegisterView(APIView):
 
     @extend_schema(request=RegisterInput, responses={201: AccountOutput}, auth=[])
     def post(self, request):
-        user = services.account_register(**_valid(RegisterInput, request.data))
+        user = services.account_register(
+            **_valid(RegisterInput, request.data), verification_link=verification_link_template(request)
+        )
         return Response(AccountOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -54,7 +58,13 @@ class MeView(APIView):
     @extend_schema(responses=MeOutput)
     def get(self, request):
         user = request.user
-        return Response(MeOutput({"id": user.pk, "email": user.email, "tier": selectors.user_tier(user=user)}).data)
+        me = {
+            "id": user.pk,
+            "email": user.email,
+            "tier": selectors.user_tier(user=user),
+            "email_verified": email_is_verified(user=user),
+        }
+        return Response(MeOutput(me).data)
 
 
 @extend_schema(auth=[])
