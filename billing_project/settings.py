@@ -112,11 +112,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: the request id and the latency cover everything below, redirects and 404s included.
     "billing_project.observability.ObservabilityMiddleware",
-    # Before anything reads the body: a body too large is a 413 problem, not RequestDataTooBig.
-    "billing_project.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # Before anything reads the body (and inside CORS, so browsers can read the answer): a body too
+    # large is a 413 problem, not RequestDataTooBig.
+    "billing_project.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

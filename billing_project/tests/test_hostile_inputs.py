@@ -47,6 +47,17 @@ def test_a_body_over_the_limit_is_a_413_problem_when_an_idempotency_key_is_sent(
     assert not IdempotencyKey.objects.exists()
 
 
+def test_a_browser_can_read_the_413_of_an_allowed_origin(api_client, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+
+    response = post_raw(
+        api_client, "/api/v1/auth/register/", too_large(settings), HTTP_ORIGIN="https://app.example.com"
+    )
+
+    assert response.status_code == 413
+    assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
 def test_a_body_within_the_limit_is_read(user_client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
 
