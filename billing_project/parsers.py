@@ -6,24 +6,27 @@ characters in text and jsonb; and a deeply nested document exhausts the parser's
 a 400 problem naming the field, before any view sees the data.
 """
 
+import re
+
 from rest_framework import exceptions, parsers
 
 # Deeper than any body the API documents (a vendor usage object inside a batch event is about six).
 MAX_DEPTH = 32
-SURROGATES = range(0xD800, 0xE000)
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _printable(text: str) -> str:
-    """A name safe to put in a response: surrogates and NUL replaced by U+FFFD."""
-    return "".join("\ufffd" if ord(character) in SURROGATES or character == "\x00" else character for character in text)
+    """A name safe to put in a response: NUL and surrogates replaced by U+FFFD."""
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
+    found = UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
         return "NUL characters are not accepted."
-    if any(ord(character) in SURROGATES for character in text):
-        return "Text must be valid Unicode: unpaired surrogates (\\ud800-\\udfff) are not accepted."
-    return None
+    return "Text must be valid Unicode: unpaired surrogates (\\ud800-\\udfff) are not accepted."
 
 
 def _field_name(path: tuple) -> str:
