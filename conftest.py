@@ -1,6 +1,10 @@
 """Fixtures shared by every app's tests: API clients signed in as a user, staff or a service."""
 
+import copy
+import os
+import uuid
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -27,13 +31,36 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture(autouse=True)
-def _clear_cache():
+def forget_test_cache() -> None:
+    """Deletes this run's cache entries and nothing else: the keys under the run's own prefix on
+    Redis (a database that may be shared with a live server), or the process's own local memory."""
     from django.core.cache import cache
 
-    cache.clear()
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache_namespace():
+    """Every cache key of this run, and of the processes it starts, lives under a prefix of its own."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    prefix = f"{settings.CACHE_KEY_PREFIX}-test-{uuid.uuid4().hex[:12]}"
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = prefix
+    with override_settings(CACHES=caches), mock.patch.dict(os.environ, {"CACHE_KEY_PREFIX": prefix}):
+        yield
+        forget_test_cache()
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    forget_test_cache()
     yield
-    cache.clear()
+    forget_test_cache()
 
 
 @pytest.fixture(scope="session")

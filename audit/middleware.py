@@ -100,8 +100,8 @@ def _signed_in_user(request):
 
 class AuditlogContextMiddleware(AuditlogMiddleware):
     """django-auditlog's middleware with two corrections: the actor is resolved when a history entry
-    is written (a JWT caller is known only once DRF has authenticated it), and the IP is taken as
-    NUM_PROXIES allows instead of trusting any X-Forwarded-For."""
+    is written (a JWT caller is known only once DRF has authenticated it), and the IP is
+    billing_project.net.client_ip's instead of any X-Forwarded-For."""
 
     @staticmethod
     def _get_remote_addr(request):

@@ -1,6 +1,7 @@
 """What an audit row may keep of a request body: secrets are replaced, license keys masked."""
 
 import re
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 SECRET_KEY_PATTERN = re.compile(
@@ -8,12 +9,25 @@ SECRET_KEY_PATTERN = re.compile(
     r"|^(access|refresh)$",
     re.I,
 )
-LICENSE_KEY_PATTERN = re.compile(r"\b(REPHLO)-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})-([A-Z0-9]{4})\b", re.I)
+# A key as written, or percent-encoded in a URL, any of its characters as %XX (a raw request line
+# in gunicorn's access log is not decoded): `REPHLO%2DABCD-...`, `%52EPHLO-...`.
+_CHARACTER = r"(?:[A-Z0-9]|%[0-9A-F]{2})"
+_HYPHEN = r"(?:-|%2D)"
+_PREFIX = "".join(f"(?:{letter}|%{ord(letter):02X})" for letter in "REPHLO")
+_START = r"(?:(?<=%[0-9A-F]{2})|(?<![A-Z0-9]))"  # not inside a word; an escape such as %20 may precede
+LICENSE_KEY_PATTERN = re.compile(
+    _START
+    + rf"(?P<prefix>{_PREFIX}){_HYPHEN}(?:{_CHARACTER}{{4}}{_HYPHEN}){{3}}(?P<last>{_CHARACTER}{{4}})"
+    + r"(?![A-Z0-9])",
+    re.I,
+)
 
 
 def mask_license_key(value: str) -> str:
     """Keeps only the last group, so support can still match a key a customer reads out."""
-    return LICENSE_KEY_PATTERN.sub(lambda m: f"{m.group(1)}-****-****-****-{m.group(5)}", value)
+    return LICENSE_KEY_PATTERN.sub(
+        lambda m: f"{unquote(m.group('prefix'))}-****-****-****-{unquote(m.group('last'))}", value
+    )
 
 
 def mask_license_keys_in(value):

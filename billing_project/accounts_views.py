@@ -1,18 +1,17 @@
 """Tokens for people: email + password in, a short-lived access token and a rotating refresh token out."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTRefreshView
 
 from billing_project.auth import OTP_CLAIM, NoAuthentication
 from billing_project.schema import problem_responses
 from billing_project.signin import user_sign_in
+from billing_project.throttles import ScopedRateThrottle
+from billing_project.token_rotation import refresh_token_rotate
 
 
 class TokenObtainInput(serializers.Serializer):
@@ -55,7 +54,23 @@ class TokenObtainView(APIView):
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 
-@extend_schema_view(post=extend_schema(responses={200: TokenRefreshSerializer, **problem_responses(401)}))
-class TokenRefreshView(SimpleJWTRefreshView):
+class TokenRefreshInput(serializers.Serializer):
+    refresh = serializers.CharField(trim_whitespace=False)
+
+
+class TokenRefreshView(APIView):
+    """Exchanges a refresh token, once, for an access token and the next refresh token. A token
+    used a second time is refused and ends its sign-in (every token rotated from it): 401
+    `token_reused`, then `token_revoked` (billing_project.token_rotation)."""
+
+    authentication_classes = [NoAuthentication]
+    permission_classes = [AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
+
+    @extend_schema(request=TokenRefreshInput, responses={200: TokenPairOutput, **problem_responses(401)}, auth=[])
+    def post(self, request):
+        data = TokenRefreshInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        pair = refresh_token_rotate(raw=data.validated_data["refresh"])
+        return Response({"access": pair.access, "refresh": pair.refresh})

@@ -26,7 +26,7 @@ from audit.redaction import REDACTED, mask_secret, redact
 from audit.services import audit_record, resource_type_of
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.gdpr import user_erase, user_export
-from billing_project.models import IdempotencyKey, ServiceToken, StaffSession
+from billing_project.models import IdempotencyKey, RevokedTokenFamily, ServiceToken, StaffSession, VerifiedEmail
 from billing_project.service_tokens import service_token_revoke
 from billing_project.signin import refresh_token_revoke, staff_session_revoke
 from credits.admin import GrantCreditsPermission, grant_credits
@@ -280,3 +280,19 @@ class StaffSessionAdmin(ReadOnlyModelAdmin):
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("billing_project.change_staffsession")
+
+
+@admin.register(VerifiedEmail)
+class VerifiedEmailAdmin(ReadOnlyModelAdmin):
+    list_display = ("email", "user", "verified_at")
+    list_select_related = ("user",)
+    search_fields = ("email", "user__email")
+    date_hierarchy = "verified_at"
+
+
+@admin.register(RevokedTokenFamily)
+class RevokedTokenFamilyAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "user", "reason")
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=family")
+    date_hierarchy = "created_at"

@@ -53,6 +53,8 @@ def production_problems() -> list[str]:
         problems.append("DATABASE_URL is missing (production needs PostgreSQL).")
     if not settings.ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS is missing.")
+    if settings.NUM_PROXIES and not settings.TRUSTED_PROXIES:
+        problems.append("NUM_PROXIES is set but TRUSTED_PROXIES is empty: name the proxies' addresses or networks.")
     problems.extend(_payment_problems())
     return problems
 

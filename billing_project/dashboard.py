@@ -9,11 +9,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDate
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from billing_project.fields import DATE_MAX, DATE_MIN
 from coupons.models import CouponAnalyticsSnapshot
 from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
 from credits.services.ledger import days_between
@@ -33,8 +35,15 @@ DASHBOARD_PERMISSIONS = (
 
 
 class RangeForm(forms.Form):
-    date_from = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    # Bounded like the API's dates: a day past 9999-12-31 does not exist to end a range on.
+    date_from = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}),
+        validators=[MinValueValidator(DATE_MIN), MaxValueValidator(DATE_MAX)],
+    )
+    date_to = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}),
+        validators=[MinValueValidator(DATE_MIN), MaxValueValidator(DATE_MAX)],
+    )
 
     def clean(self):
         cleaned = super().clean()

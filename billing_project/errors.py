@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
+# PostgreSQL's "try the transaction again" errors: nothing is wrong with the request or the service,
+# it met a concurrent one. Marked on the response so TransactionRetryMiddleware can run it again.
+RETRYABLE_SQLSTATES = {"40P01": "deadlock", "40001": "serialization_failure"}
+RETRYABLE_CONFLICT = "retryable_conflict"
+
 
 class DomainError(Exception):
     """A business rule said no. `code` is stable: clients and tests match on it."""
@@ -134,6 +139,7 @@ def problem_exception_handler(exc, context):
     request = context.get("request")
     instance = request.path if request is not None else ""
     headers = {}
+    conflict = None
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -170,6 +176,18 @@ def problem_exception_handler(exc, context):
             detail="A value in the request is out of the range the service accepts.",
             instance=instance,
         )
+    elif isinstance(exc, DatabaseError) and (conflict := retryable_conflict_of(exc)):
+        logger.warning("transaction conflict (%s) on %s: %s", conflict, instance, exc)
+        status_code = 409
+        body = problem_body(
+            status_code=409,
+            code="transaction_conflict",
+            title="Conflict",
+            detail="The request collided with concurrent ones (a deadlock or a serialization failure) "
+            "and was not applied, even after retries; send it again.",
+            instance=instance,
+        )
+        headers["Retry-After"] = "1"
     elif isinstance(exc, DatabaseError) and _is_connection_error(exc):
         logger.error("database unavailable: %s", exc)
         status_code = 503
@@ -193,7 +211,16 @@ def problem_exception_handler(exc, context):
             instance=instance,
         )
     set_rollback()
-    return Response(body, status=status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+    response = Response(body, status=status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+    if conflict:
+        setattr(response, RETRYABLE_CONFLICT, conflict)
+    return response
+
+
+def retryable_conflict_of(exc: DatabaseError) -> str | None:
+    """ "deadlock" or "serialization_failure" when PostgreSQL asks for the transaction to be retried."""
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    return RETRYABLE_SQLSTATES.get(sqlstate)
 
 
 def _is_connection_error(exc: DatabaseError) -> bool:

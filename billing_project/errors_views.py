@@ -1,8 +1,17 @@
-"""Django-level 404/500 handlers: problem+json under /api/, Django's pages elsewhere."""
+"""Django-level 400/404/500 handlers: problem+json under /api/, Django's pages elsewhere."""
 
 from django.views import defaults
 
 from billing_project.errors import problem_response
+
+
+def bad_request(request, exception):
+    """A request Django refused before any view (SuspiciousOperation: a disallowed host, too many fields)."""
+    if request.path.startswith("/api/"):
+        return problem_response(
+            request, status_code=400, code="bad_request", title="Bad request", detail="The request was refused."
+        )
+    return defaults.bad_request(request, exception)
 
 
 def api_not_found(request, exception):

@@ -3,7 +3,8 @@
 Each app contributes the part of the export it owns through `export_section`, in its `exports`
 module, so this module needs no app imports. Erasure relies on the foreign keys' delete rules:
 personal data cascades away, financial history (coupon redemptions, payment events) keeps its rows
-with the user set to NULL, audit rows are never deleted.
+with the user set to NULL, audit rows are never deleted. The responses stored for the user's
+idempotency keys (which may carry a license key) go with the user, however the user is deleted.
 """
 
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
 from billing_project.errors import Conflict, NotFound
+from billing_project.models import IdempotencyKey
 
 _export_sections: dict[str, Callable] = {}
 
@@ -83,3 +85,9 @@ def user_erase(*, user, actor) -> None:
         actor=actor,
     )
     user.delete()
+
+
+def user_deleted(sender, instance, **kwargs):
+    """post_delete of the user model: their stored idempotent responses are personal data, and
+    would otherwise still be replayed to their (not yet expired) access token."""
+    IdempotencyKey.objects.filter(caller=f"user:{instance.pk}").delete()

@@ -24,7 +24,7 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 
 from billing_project.auth import caller_identity
-from billing_project.errors import problem_response
+from billing_project.errors import RETRYABLE_CONFLICT, problem_response
 from billing_project.metrics import IDEMPOTENT_HITS
 from billing_project.models import IdempotencyKey
 
@@ -89,7 +89,13 @@ class IdempotencyMiddleware:
                 return self._replay(request, stored, request_hash)
 
             response = self.get_response(request)
-            if response.status_code >= 500 or response.status_code == 429 or response.streaming:
+            # A transaction conflict is retried by TransactionRetryMiddleware: never the stored answer.
+            if (
+                response.status_code >= 500
+                or response.status_code == 429
+                or response.streaming
+                or getattr(response, RETRYABLE_CONFLICT, None)
+            ):
                 transaction.set_rollback(True)
                 return response
             record.status_code = response.status_code

@@ -20,6 +20,12 @@ TRIAL_REMINDERS_SENT = Counter("trial_reminder_emails_total", "Trial reminder e-
 COUPON_REDEMPTIONS = Counter(
     "coupon_redemptions_total", "Coupon redemptions, by result (success or the refusal's reason code).", ["result"]
 )
+DB_TRANSACTION_CONFLICTS = Counter(
+    "db_transaction_conflicts_total",
+    "Requests that met a deadlock or serialization failure, by kind and by what followed "
+    "(retried, or gave_up: answered 409 transaction_conflict).",
+    ["kind", "outcome"],
+)
 
 # HTTP, recorded by billing_project.observability.ObservabilityMiddleware. `route` is the URL pattern
 # (or "unmatched"), never the path. The histogram takes the status class (2xx..5xx) to keep its

@@ -1,4 +1,5 @@
-"""Base classes every table uses, the idempotency-key store of the API, service tokens and staff sessions."""
+"""Base classes every table uses, the idempotency-key store of the API, service tokens and staff
+sessions, and the account records of people: verified e-mail addresses and revoked refresh-token families."""
 
 import uuid
 
@@ -111,3 +112,35 @@ class StaffSession(TimestampedModel):
 
     def __str__(self):
         return f"{self.user} since {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class VerifiedEmail(BaseModel):
+    """The e-mail address a user proved they receive mail at, by the signed link sent to it.
+
+    Invariant: one row per user. The user's address counts as verified while it equals `email`
+    (case-insensitively): changing the address needs a new proof.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="verified_email")
+    email = models.EmailField(help_text="The address the link was sent to.")
+    verified_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.email} verified {self.verified_at:%Y-%m-%d}"
+
+
+class RevokedTokenFamily(BaseModel):
+    """A refresh-token family (the tokens rotated from one sign-in) that may refresh no more.
+
+    Append-only. Written when a token that was already rotated is presented again: either its
+    holder or whoever stole it is not the legitimate client, so the whole family ends.
+    """
+
+    family = models.CharField(max_length=64, unique=True, help_text="The jti of the family's first refresh token.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    reason = models.CharField(max_length=200)
+
+    def __str__(self):
+        return f"family {self.family} revoked"

@@ -35,6 +35,7 @@ SPECIAL_PERMISSIONS = {
 # suspends a license. No money moves, no prices, no personal-data exports.
 SUPPORT = {
     "auth.user": (VIEW,),
+    "billing_project.verifiedemail": (VIEW,),
     "auditlog.logentry": (VIEW,),
     "subscriptions.tierconfig": (VIEW,),
     "subscriptions.subscription": (VIEW,),
@@ -88,6 +89,7 @@ FINANCE = {
     "coupons.couponvalidationrule": EDIT,
     "coupons.couponfrauddetection": (VIEW, CHANGE),
     "coupons.couponanalyticssnapshot": (VIEW,),
+    "coupons.couponcodeguess": (VIEW,),
     "credits.provider": (VIEW, ADD, CHANGE),
     "credits.modelproviderpricing": (VIEW, ADD, CHANGE),
     "credits.pricingconfig": (VIEW, ADD, CHANGE, "approve_pricingconfig"),
@@ -115,14 +117,31 @@ def permission_name(model: str, action: str) -> str:
     return f"{app_label}.{codename}"
 
 
-def permissions_of(table: dict) -> set[str]:
-    return {permission_name(model, action) for model, actions in table.items() for action in actions}
+def permissions_of(table: dict, *, apps=None) -> set[str]:
+    """The table's permissions; with a migration's `apps`, those of models that exist at that point
+    only (a later migration that calls `roles_sync` again adds the rest)."""
+    return {
+        permission_name(model, action)
+        for model, actions in table.items()
+        if apps is None or _model_exists(apps, model)
+        for action in actions
+    }
+
+
+def _model_exists(apps, model: str) -> bool:
+    try:
+        apps.get_model(model)
+    except LookupError:
+        return False
+    return True
 
 
 def _special_permissions_ensure(apps) -> None:
     content_type_model = apps.get_model("contenttypes", "ContentType")
     permission_model = apps.get_model("auth", "Permission")
     for model, permissions in SPECIAL_PERMISSIONS.items():
+        if not _model_exists(apps, model):
+            continue
         app_label, model_name = model.split(".")
         content_type, _ = content_type_model.objects.get_or_create(app_label=app_label, model=model_name)
         for codename, name in permissions.items():
@@ -176,5 +195,5 @@ def roles_sync(*, apps) -> None:
         if table == ALL_PERMISSIONS:
             rows = list(permission_model.objects.all())
         else:
-            rows = _permission_rows(apps, permissions_of(table))
+            rows = _permission_rows(apps, permissions_of(table, apps=apps))
         group.permissions.add(*rows)

@@ -92,3 +92,99 @@ class ProblemAutoSchema(AutoSchema):
 def problem_responses(*codes: int) -> dict:
     """`extend_schema(responses=...)` entries for errors peculiar to one view, e.g. `**problem_responses(402)`."""
     return {(code, PROBLEM_CONTENT_TYPE): ProblemSerializer for code in codes}
+
+
+def _by_id(*operations: str, parameter: str = "id", value: str = "$response.body#/id") -> dict:
+    """Links to `operations`, their path `parameter` taken from the response."""
+    return {
+        operation: {"operationId": operation, "parameters": {f"path.{parameter}": value}} for operation in operations
+    }
+
+
+def _with_body(*operations: str, **fields: str) -> dict:
+    """Links to `operations`, the body `fields` taken from the response."""
+    return {operation: {"operationId": operation, "requestBody": fields} for operation in operations}
+
+
+# What a client can do next with what an operation answered: OpenAPI links, for readers of the
+# contract and for the fuzzer's stateful runs (billing_project/tests/test_fuzz.py), which follow them
+# to call operations on objects that exist. (source operation, status) -> {target operation: link}.
+OPERATION_LINKS = {
+    ("v1_auth_token_create", "200"): _with_body("v1_auth_token_refresh_create", refresh="$response.body#/refresh"),
+    ("v1_auth_token_refresh_create", "200"): _with_body(
+        "v1_auth_token_refresh_create", refresh="$response.body#/refresh"
+    ),
+    ("v1_auth_register_create", "201"): _by_id(
+        "v1_admin_users_retrieve", "v1_admin_users_destroy", parameter="user_id"
+    ),
+    ("v1_subscriptions_create", "201"): _by_id(
+        "v1_subscriptions_change_tier_preview_create",
+        "v1_subscriptions_change_tier_create",
+        "v1_subscriptions_cancel_create",
+        parameter="subscription_id",
+        value="$response.body#/subscription/id",
+    ),
+    ("v1_licenses_purchase_create", "201"): {
+        **_with_body(
+            "v1_licenses_activate_create",
+            "v1_licenses_validate_create",
+            "v1_licenses_deactivate_create",
+            "v1_licenses_upgrade_create",
+            license_key="$response.body#/license/license_key",
+        ),
+        **_by_id(
+            "v1_licenses_eligibility_retrieve",
+            parameter="license_key",
+            value="$response.body#/license/license_key",
+        ),
+    },
+    ("v1_usage_reserve_create", "201"): _with_body(
+        "v1_usage_release_create", "v1_usage_record_create", hold_id="$response.body#/hold_id"
+    ),
+    ("v1_admin_coupons_create", "201"): {
+        **_by_id(
+            "v1_admin_coupons_retrieve",
+            "v1_admin_coupons_partial_update",
+            "v1_admin_coupons_destroy",
+            "v1_admin_coupons_activate_create",
+            "v1_admin_coupons_deactivate_create",
+            "v1_admin_coupons_redemptions_list",
+        ),
+        **_with_body("v1_coupons_validate_create", "v1_coupons_redeem_create", code="$response.body#/code"),
+    },
+    ("v1_admin_campaigns_create", "201"): _by_id(
+        "v1_admin_campaigns_retrieve",
+        "v1_admin_campaigns_partial_update",
+        "v1_admin_campaigns_destroy",
+        "v1_admin_campaigns_coupons_list",
+        "v1_admin_campaigns_coupons_create",
+        "v1_admin_campaigns_generate_coupons_create",
+    ),
+    ("v1_admin_licenses_create", "201"): _by_id(
+        "v1_admin_licenses_retrieve",
+        "v1_admin_licenses_suspend_create",
+        "v1_admin_licenses_reactivate_create",
+        "v1_admin_licenses_revoke_create",
+    ),
+    ("v1_admin_providers_create", "201"): _by_id("v1_admin_providers_retrieve", "v1_admin_providers_partial_update"),
+    ("v1_admin_model_pricing_create", "201"): _by_id("v1_admin_model_pricing_retrieve"),
+    ("v1_admin_pricing_configs_create", "201"): _by_id(
+        "v1_admin_pricing_configs_retrieve",
+        "v1_admin_pricing_configs_approve_create",
+        "v1_admin_pricing_configs_reject_create",
+        "v1_admin_pricing_configs_simulate_create",
+    ),
+}
+
+
+def add_operation_links(result, generator, request, public):
+    """drf-spectacular postprocessing hook: OPERATION_LINKS into the responses they start from."""
+    operations = {
+        operation["operationId"]: operation for path in result["paths"].values() for operation in path.values()
+    }
+    for (source, status), links in OPERATION_LINKS.items():
+        operations[source]["responses"][status]["links"] = {
+            "".join(word.capitalize() for word in target.removeprefix("v1_").split("_")): link
+            for target, link in links.items()
+        }
+    return result

@@ -5,6 +5,7 @@ Celery tasks executed eagerly in-process, Stripe off (the offline payment provid
 Production (DEBUG off) refuses to start with unsafe values: see billing_project/checks.py.
 """
 
+import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -95,12 +96,21 @@ COUPON_GUESSING = (env.int("COUPON_GUESSING_FLAG", default=3), env.int("COUPON_G
 # Checkout sessions live 24 hours at most, and the margin covers late webhook deliveries.
 COUPON_CHECKOUT_HOLD = timedelta(hours=env.int("COUPON_CHECKOUT_HOLD_HOURS", default=48))
 COUPON_BULK_MAX = 10_000
+# E-mail verification (billing_project.email_verification): how long a link works, and where it
+# points ({token} stands for the token; empty: this API's own GET auth/verify-email/).
+EMAIL_VERIFICATION_MAX_AGE = timedelta(hours=env.int("EMAIL_VERIFICATION_HOURS", default=72))
+EMAIL_VERIFICATION_URL = env.str("EMAIL_VERIFICATION_URL", default="")
+# Whether a sign-up's free-tier credits and any free trial wait until its e-mail address is verified.
+# On by default in production, where they are what a throwaway address would farm; off in development.
+FREE_OFFERS_REQUIRE_VERIFIED_EMAIL = env.bool("FREE_OFFERS_REQUIRE_VERIFIED_EMAIL", default=not DEBUG)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # A key whose request never finished (a killed worker) is freed after this; longer than any request.
 IDEMPOTENCY_IN_PROGRESS_TIMEOUT = timedelta(minutes=5)
-# How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep.
+# How many reverse proxies sit in front of the service; X-Forwarded-For is trusted only that deep,
+# and only on connections from TRUSTED_PROXIES (addresses or networks, e.g. "10.0.0.0/8,127.0.0.1").
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+TRUSTED_PROXIES = [str(ipaddress.ip_network(entry, strict=False)) for entry in env.list("TRUSTED_PROXIES", default=[])]
 
 INSTALLED_APPS = [
     # The console's site (second factor, lockout page, sessions) in place of django.contrib.admin's.
@@ -137,6 +147,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # Before anything reads the body (and inside CORS, so browsers can read the answer): a body too
+    # large is a 413 problem, not RequestDataTooBig.
+    "billing_project.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -146,6 +159,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditlogContextMiddleware",
     "audit.middleware.AuditContextMiddleware",
+    # Outside the idempotency key: a retried request takes its key afresh, a conflict is never stored.
+    "billing_project.middleware.TransactionRetryMiddleware",
     "billing_project.idempotency.IdempotencyMiddleware",
     # Last: turns a sign-in lockout into the console's lockout page (the API answers its own 429).
     "axes.middleware.AxesMiddleware",
@@ -207,11 +222,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A request that meets a deadlock or serialization failure runs again this many times, after a
+# random pause of up to DB_CONFLICT_BACKOFF_SECONDS * 2**(attempt - 1) (billing_project.middleware).
+DB_CONFLICT_RETRIES = env.int("DB_CONFLICT_RETRIES", default=3)
+DB_CONFLICT_BACKOFF_SECONDS = 0.05
 
 # Redis behind a circuit breaker (billing_project/cache_breaker.py): after this many consecutive errors
 # no call reaches Redis for the cool-down, reads are misses and the API answers from the database.
 CACHE_BREAKER_FAILURES = env.int("CACHE_BREAKER_FAILURES", default=5)
 CACHE_BREAKER_COOLDOWN_SECONDS = env.float("CACHE_BREAKER_COOLDOWN_SECONDS", default=30)
+# Every key in Redis starts with this, so services (or test runs) sharing a database keep apart.
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="billing")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -223,7 +244,7 @@ if REDIS_URL:
                 # Errors reach the breaker, which answers a miss instead: the database is the source of truth.
                 "IGNORE_EXCEPTIONS": False,
             },
-            "KEY_PREFIX": "billing",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
         }
     }
 else:
@@ -257,7 +278,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["billing_project.auth.IsUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["billing_project.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing_project.pagination.PagePagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -293,6 +314,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "billing_project.schema.add_operation_links",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

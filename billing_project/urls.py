@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from billing_project import health
 from billing_project.dashboard import dashboard_view
-from billing_project.errors_views import api_not_found, server_error
+from billing_project.errors_views import api_not_found, bad_request, server_error
+from billing_project.schema_views import CachedSchemaView
 
 api_v1 = [
     path("", include("billing_project.accounts_urls")),
@@ -22,12 +23,13 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", CachedSchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("health", health.liveness, name="health"),
     path("health/ready", health.readiness, name="health-ready"),
     path("metrics", health.metrics, name="metrics"),
 ]
 
+handler400 = bad_request
 handler404 = api_not_found
 handler500 = server_error

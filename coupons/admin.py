@@ -13,6 +13,7 @@ from coupons.models import (
     Coupon,
     CouponAnalyticsSnapshot,
     CouponCampaign,
+    CouponCodeGuess,
     CouponFraudDetection,
     CouponRedemption,
     CouponType,
@@ -233,6 +234,15 @@ class CouponValidationRuleAdmin(AuditedModelAdmin):
     search_fields = ("coupon__code",)
     autocomplete_fields = ("coupon",)
     readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(CouponCodeGuess)
+class CouponCodeGuessAdmin(ReadOnlyModelAdmin):
+    list_display = ("tried_at", "code", "channel", "user", "ip_address")
+    list_filter = ("channel",)
+    list_select_related = ("user",)
+    search_fields = ("code", "user__email", "ip_address")
+    date_hierarchy = "tried_at"
 
 
 @admin.register(CouponAnalyticsSnapshot)

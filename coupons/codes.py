@@ -23,6 +23,7 @@ class Reason(StrEnum):
     MINIMUM_PURCHASE_NOT_MET = "minimum_purchase_not_met"
     NEW_CUSTOMERS_ONLY = "new_customers_only"
     RULE_FIRST_TIME_USER = "rule_first_time_user"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
     RULE_EMAIL_DOMAIN = "rule_email_domain"
     RULE_MIN_ACCOUNT_AGE = "rule_min_account_age"
     RULE_MAX_REDEMPTIONS_PER_IP = "rule_max_redemptions_per_ip"

@@ -48,6 +48,11 @@ class FraudSeverity(models.TextChoices):
     CRITICAL = "critical"
 
 
+class GuessChannel(models.TextChoices):
+    VALIDATE = "validate"
+    REDEEM = "redeem"
+
+
 class ValidationRuleType(models.TextChoices):
     FIRST_TIME_USER = "first_time_user"
     EMAIL_DOMAIN = "email_domain"
@@ -331,6 +336,33 @@ class CouponFraudDetection(TimestampedModel):
 
     def __str__(self):
         return f"{self.detection_type} ({self.severity})"
+
+
+class CouponCodeGuess(BaseModel):
+    """A code that matched no coupon, tried through `coupons/validate/` or `coupons/redeem/`.
+
+    Append-only. The guessing rule counts these per user and per IP over the last hour; they are
+    kept after the user is deleted (SET NULL), like failed redemptions.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    code = models.CharField(max_length=50, help_text="The code tried, normalized.")
+    channel = models.CharField(max_length=10, choices=GuessChannel.choices)
+    tried_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [choices_check("channel", GuessChannel)]
+        indexes = [
+            models.Index(fields=["user", "tried_at"], name="code_guess_user_time_idx"),
+            models.Index(fields=["ip_address", "tried_at"], name="code_guess_ip_time_idx"),
+        ]
+        verbose_name_plural = "coupon code guesses"
+
+    def __str__(self):
+        return f"{self.code} ({self.channel})"
 
 
 class CouponValidationRule(TimestampedModel):

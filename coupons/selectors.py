@@ -7,9 +7,10 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, QuerySet, Sum
 from django.db.models.functions import Upper
 
+from billing_project.email_verification import email_is_verified
 from billing_project.enums import SubscriptionTier
 from coupons.codes import Reason
 from coupons.models import (
@@ -17,6 +18,7 @@ from coupons.models import (
     Coupon,
     CouponAnalyticsSnapshot,
     CouponCampaign,
+    CouponCodeGuess,
     CouponFraudDetection,
     CouponRedemption,
     CouponType,
@@ -216,6 +218,9 @@ def _rules_reason(coupon: Coupon, user, client, now: datetime) -> Reason | None:
             if CouponRedemption.objects.filter(user=user, status__in=TAKES_A_USE).exists():
                 return Reason.RULE_FIRST_TIME_USER
         elif rule.rule_type == ValidationRuleType.EMAIL_DOMAIN:
+            # Anyone can sign up with any address: only a proven one says which domain they belong to.
+            if not email_is_verified(user=user):
+                return Reason.EMAIL_NOT_VERIFIED
             domains = {str(domain).lower().lstrip("@") for domain in value.get("domains", [])}
             if (user.email or "").rpartition("@")[2].lower() not in domains:
                 return Reason.RULE_EMAIL_DOMAIN
@@ -240,8 +245,8 @@ def _level(count: int, levels: tuple[int, int]) -> FraudSeverity | None:
 
 def fraud_signals(*, coupon: Coupon, user, client, now: datetime) -> list[FraudSignal]:
     """The patterns SPEC 4 names, from the redemptions already recorded: velocity per user, device
-    and IP; several accounts redeeming this coupon from one device, or anything from one IP; and
-    unknown codes tried again and again (guessing)."""
+    and IP; several accounts redeeming this coupon from one device, or anything from one IP. Unknown
+    codes tried again and again (guessing) are checked before any lookup: `code_guessing`."""
     signals = []
     succeeded = CouponRedemption.objects.filter(status=RedemptionStatus.SUCCESS)
     recent = succeeded.filter(redemption_date__gte=now - VELOCITY_WINDOW)
@@ -288,17 +293,29 @@ def fraud_signals(*, coupon: Coupon, user, client, now: datetime) -> list[FraudS
             signals.append(
                 FraudSignal(FraudDetectionType.MULTIPLE_ACCOUNTS_IP, FraudSeverity.MEDIUM, {"other_accounts": others})
             )
-    same_caller = Q(user=user) | Q(ip_address=client.ip) if client.ip else Q(user=user)
-    guesses = CouponRedemption.objects.filter(
-        same_caller,
-        status=RedemptionStatus.FAILED,
-        failure_reason=Reason.COUPON_NOT_FOUND,
-        redemption_date__gte=now - VELOCITY_WINDOW,
-    ).count()
-    severity = _level(guesses, settings.COUPON_GUESSING)
-    if severity is not None:
-        signals.append(FraudSignal(FraudDetectionType.CODE_GUESSING, severity, {"unknown_codes_last_hour": guesses}))
     return signals
+
+
+@dataclass(frozen=True)
+class Guessing:
+    """Unknown codes tried in the last hour by one user, and from their address by anyone."""
+
+    by_user: int
+    from_ip: int
+
+    @property
+    def blocked(self) -> bool:
+        """The guesser is blocked, not the address: another account there that tried no unknown
+        code is served, while accounts guessing together from one address are all blocked."""
+        block = settings.COUPON_GUESSING[1]
+        return self.by_user >= block or (self.by_user > 0 and self.from_ip >= block)
+
+
+def code_guessing(*, user, client, now: datetime) -> Guessing:
+    recent = CouponCodeGuess.objects.filter(tried_at__gte=now - VELOCITY_WINDOW)
+    by_user = recent.filter(user=user).count()
+    from_ip = recent.filter(ip_address=client.ip).count() if client.ip and by_user else 0
+    return Guessing(by_user=by_user, from_ip=from_ip)
 
 
 def effect_reason(coupon: Coupon, *, subscription: Subscription | None, purchase: Purchase, at_checkout: bool):

@@ -34,13 +34,17 @@ from coupons.models import (
     Coupon,
     CouponAnalyticsSnapshot,
     CouponCampaign,
+    CouponCodeGuess,
     CouponFraudDetection,
     CouponRedemption,
     CouponUsageLimit,
     DiscountType,
+    FraudDetectionType,
+    FraudSeverity,
+    GuessChannel,
     RedemptionStatus,
 )
-from coupons.selectors import TAKES_A_USE, FraudSignal, Preview, Purchase
+from coupons.selectors import TAKES_A_USE, FraudSignal, Preview, Purchase, Validation, Verdict
 from credits.models import CreditSource
 from credits.services import credit_grant
 from licensing.services import license_grant_by_coupon
@@ -66,6 +70,7 @@ REASON_TEXT = {
     Reason.MINIMUM_PURCHASE_NOT_MET: "The purchase is below this coupon's minimum.",
     Reason.NEW_CUSTOMERS_ONLY: "This coupon is for new customers only.",
     Reason.RULE_FIRST_TIME_USER: "This coupon is for customers who never redeemed one.",
+    Reason.EMAIL_NOT_VERIFIED: "This coupon is for verified e-mail addresses: verify yours first.",
     Reason.RULE_EMAIL_DOMAIN: "This coupon is not for this account's e-mail domain.",
     Reason.RULE_MIN_ACCOUNT_AGE: "This account is too new for this coupon.",
     Reason.RULE_MAX_REDEMPTIONS_PER_IP: "This coupon was redeemed too many times from this network.",
@@ -246,6 +251,60 @@ def _redeem(*, user, code, tier, billing_cycle, amount_usd, client: ClientInfo, 
     return redemption
 
 
+# Code guessing: unknown codes tried through validate and redeem are counted per user and per IP
+
+
+def _guess_record(*, user, code: str, client: ClientInfo, channel: GuessChannel, now: datetime) -> None:
+    """Records an unknown code, and a fraud detection when the caller's guesses reach the flag
+    level (medium) or the block level (high), by their own count or their address's."""
+    CouponCodeGuess.objects.create(
+        user=user, ip_address=client.ip, code=selectors.code_normalize(code)[:50], channel=channel, tried_at=now
+    )
+    logger.info(
+        "unknown coupon code tried through %s by user %s from %s", channel, user.pk, client.ip or "an unknown address"
+    )
+    guessing = selectors.code_guessing(user=user, client=client, now=now)
+    flag, block = settings.COUPON_GUESSING
+    levels = {flag: FraudSeverity.MEDIUM, block: FraudSeverity.HIGH}
+    severity = levels.get(guessing.by_user) or (FraudSeverity.HIGH if guessing.from_ip == block else None)
+    if severity is not None:
+        details = {"unknown_codes_last_hour": guessing.by_user, "unknown_codes_from_ip_last_hour": guessing.from_ip}
+        signal = FraudSignal(FraudDetectionType.CODE_GUESSING, severity, details)
+        _detections_record([signal], coupon=None, user=user, redemption=None, client=client, now=now)
+
+
+def _guessing_blocked(*, user, client: ClientInfo, now: datetime) -> bool:
+    """Checked before any lookup, so that a blocked guesser gets one answer whatever the code:
+    otherwise `fraud_blocked` for a real code against `coupon_not_found` would still tell them apart."""
+    if not selectors.code_guessing(user=user, client=client, now=now).blocked:
+        return False
+    logger.warning("coupon code guessing blocked for user %s from %s", user.pk, client.ip or "an unknown address")
+    return True
+
+
+@transaction.atomic
+def coupon_validate(
+    *,
+    user,
+    code: str,
+    tier: str | None = None,
+    billing_cycle: str | None = None,
+    amount_usd: Decimal | None = None,
+    client: ClientInfo,
+) -> Validation:
+    """`coupons/validate/`: the verdict and preview of `selectors.coupon_validate`. It changes nothing
+    of the coupon or the caller; an unknown code is recorded as a guess, as at redemption."""
+    now = timezone.now()
+    if _guessing_blocked(user=user, client=client, now=now):
+        return Validation(verdict=Verdict(Reason.FRAUD_BLOCKED), preview=Preview())
+    validation = selectors.coupon_validate(
+        user=user, code=code, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd, client=client, now=now
+    )
+    if validation.verdict.reason == Reason.COUPON_NOT_FOUND:
+        _guess_record(user=user, code=code, client=client, channel=GuessChannel.VALIDATE, now=now)
+    return validation
+
+
 def coupon_redeem(
     *,
     user,
@@ -264,6 +323,8 @@ def coupon_redeem(
     """
     now = timezone.now()
     try:
+        if _guessing_blocked(user=user, client=client, now=now):
+            raise _Refusal(Reason.FRAUD_BLOCKED)
         with transaction.atomic():
             return _redeem(
                 user=user,
@@ -295,6 +356,8 @@ def _refusal_record(refusal: _Refusal, *, user, code: str, client: ClientInfo, n
         device_fingerprint=client.device_fingerprint,
     )
     _detections_record(refusal.signals, coupon=refusal.coupon, user=user, redemption=redemption, client=client, now=now)
+    if refusal.reason == Reason.COUPON_NOT_FOUND:
+        _guess_record(user=user, code=code, client=client, channel=GuessChannel.REDEEM, now=now)
     _count(refusal.reason)
     return redemption
 
@@ -307,6 +370,8 @@ def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amou
     holds the user's subscription lock). The coupon is held by a pending redemption, which takes a
     use, until the checkout is paid. A refusal raises `CouponRefused` and, with the start, writes nothing."""
     now = timezone.now()
+    if _guessing_blocked(user=user, client=client, now=now):
+        raise CouponRefused(Reason.FRAUD_BLOCKED)
     coupon, campaign = _lock_coupon(code)
     assessment = selectors.coupon_assess(
         coupon=coupon,

@@ -14,7 +14,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -238,16 +237,38 @@ def _device(activation: LicenseActivation) -> dict:
     }
 
 
-def _device_change_allow(*, license_: PerpetualLicense, now) -> None:
+@dataclass(frozen=True)
+class _DeviceHistory:
+    """A license's devices replayed in time order: the most ever active at once (the seats used so
+    far), and when it changed devices: every deactivation, and every activation into a seat another
+    device had freed. The first activation into each seat is setting the license up, not a change."""
+
+    seats_used: int
+    changes: list
+
+
+def _device_history(license_: PerpetualLicense) -> _DeviceHistory:
+    events = []
+    for activated_at, deactivated_at in license_.activations.values_list("activated_at", "deactivated_at"):
+        events.append((activated_at, 1))
+        if deactivated_at is not None:
+            events.append((deactivated_at, -1))
+    active = seats_used = 0
+    changes = []
+    for moment, step in sorted(events):  # at one instant a deactivation sorts first: a swap refills a seat
+        active += step
+        if step > 0 and active > seats_used:
+            seats_used = active
+        else:
+            changes.append(moment)
+    return _DeviceHistory(seats_used=seats_used, changes=changes)
+
+
+def _device_change_allow(*, history: _DeviceHistory, now) -> None:
     """Refuses (429) a device change when the license already made LICENSE_DEVICE_CHANGES_PER_DAY
-    of them (new activations plus deactivations) in the last 24 hours. Runs under the license lock,
-    so concurrent changes see each other."""
+    of them in the last 24 hours. Runs under the license lock, so concurrent changes see each other."""
     limit = max(1, settings.LICENSE_DEVICE_CHANGES_PER_DAY)
-    since = now - DEVICE_CHANGE_WINDOW
-    rows = license_.activations.filter(Q(activated_at__gt=since) | Q(deactivated_at__gt=since)).values_list(
-        "activated_at", "deactivated_at"
-    )
-    changes = sorted(moment for row in rows for moment in row if moment is not None and moment > since)
+    changes = [moment for moment in history.changes if moment > now - DEVICE_CHANGE_WINDOW]
     if len(changes) < limit:
         return
     # One more change fits once the oldest (len - limit + 1) changes have left the window.
@@ -276,8 +297,9 @@ def activation_create(
     """Activates a device on the caller's active license.
 
     Idempotent per device: an already active device is answered with its activation and costs no
-    seat and no device change. Refused with 409 when every seat is taken (the active devices are
-    listed) and with 429 past the daily device-change limit.
+    seat and no device change; nor does a first activation into a seat never used before. Refused
+    with 409 when every seat is taken (the active devices are listed) and with 429 past the daily
+    device-change limit.
     """
     if app_version:
         version_checked(app_version, field="app_version")
@@ -306,7 +328,9 @@ def activation_create(
                 "active_devices": [_device(activation) for activation in active],
             },
         )
-    _device_change_allow(license_=license_, now=now)
+    history = _device_history(license_)
+    if len(active) < history.seats_used:  # a seat another device freed: a device change
+        _device_change_allow(history=history, now=now)
     activation = LicenseActivation.objects.create(
         license=license_,
         device_fingerprint=device_fingerprint,
@@ -330,7 +354,7 @@ def activation_deactivate(*, user, license_key: str, device_fingerprint: str) ->
     if activation is None:
         raise NotFound("This device is not active on this license.", code=ErrorCode.ACTIVATION_NOT_FOUND)
     now = timezone.now()
-    _device_change_allow(license_=license_, now=now)
+    _device_change_allow(history=_device_history(license_), now=now)
     activation.deactivated_at = now
     activation.save(update_fields=["deactivated_at", "updated_at"])
     used = license_.activations.filter(deactivated_at__isnull=True).count()

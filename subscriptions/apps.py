@@ -61,3 +61,8 @@ class SubscriptionsConfig(AppConfig):
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
         for event_type, handler in webhooks.HANDLERS.items():
             event_handler_register(event_type, handler)
+
+        from billing_project.email_verification import email_verified
+        from subscriptions.services.accounts import account_email_verified
+
+        email_verified.connect(account_email_verified, dispatch_uid="free-tier-on-verified-email")

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from billing_project.models import IdempotencyKey, ServiceToken, StaffSession
+from billing_project.models import IdempotencyKey, RevokedTokenFamily, ServiceToken, StaffSession, VerifiedEmail
 
 
 def model_factories(module: ModuleType) -> list[type[DjangoModelFactory]]:
@@ -69,3 +69,21 @@ class StaffSessionFactory(DjangoModelFactory):
     session_key = factory.Sequence(lambda n: f"session{n:033d}")
     ip_address = "192.0.2.10"
     user_agent = "Mozilla/5.0"
+
+
+class VerifiedEmailFactory(DjangoModelFactory):
+    class Meta:
+        model = VerifiedEmail
+
+    user = factory.SubFactory(UserFactory)
+    email = factory.SelfAttribute("user.email")
+    verified_at = factory.LazyFunction(timezone.now)
+
+
+class RevokedTokenFamilyFactory(DjangoModelFactory):
+    class Meta:
+        model = RevokedTokenFamily
+
+    family = factory.LazyFunction(lambda: uuid.uuid4().hex)
+    user = factory.SubFactory(UserFactory)
+    reason = "A rotated refresh token was presented again."

@@ -27,6 +27,7 @@ PUBLIC_ROUTES = {
     "api/v1/auth/register/",
     "api/v1/auth/token/",
     "api/v1/auth/token/refresh/",
+    "api/v1/auth/verify-email/",
     "api/v1/billing/webhooks/stripe/",
 }
 ALL_SCOPES = ["usage:write", "usage:read", "licenses:write", "admin"]

@@ -48,3 +48,44 @@ def test_openapi_schema_is_valid_without_warnings():
     call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)  # raises on a warning
 
     assert out.getvalue().startswith("openapi: 3")
+
+
+def _project_serializers():
+    from importlib import import_module
+
+    from rest_framework import serializers
+
+    for app in PROJECT_APPS:
+        try:
+            import_module(f"{app}.api.serializers")
+        except ModuleNotFoundError:
+            continue
+    pending, found = [serializers.Serializer], []
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            pending.append(subclass)
+            if subclass.__module__.split(".")[0] in PROJECT_APPS:
+                found.append(subclass)
+    return found
+
+
+READ_SERIALIZERS = [serializer for serializer in _project_serializers() if not serializer.__name__.endswith("Output")]
+
+
+@pytest.mark.parametrize("serializer", READ_SERIALIZERS, ids=lambda serializer: serializer.__qualname__)
+def test_every_date_an_api_reads_is_bounded(serializer):
+    """A date near year 1 or 9999 overflows the arithmetic done on it: the API reads dates (every
+    serializer but the `...Output` ones, which only write) through billing_project.fields, which
+    answer 400 naming the field instead."""
+    from rest_framework import serializers
+
+    from billing_project import fields
+
+    unbounded = [
+        name
+        for name, field in serializer().fields.items()
+        if not field.read_only
+        and isinstance(field, serializers.DateField | serializers.DateTimeField)
+        and not isinstance(field, fields.DateField | fields.DateTimeField)
+    ]
+    assert not unbounded, f"{serializer.__qualname__}: {unbounded}"

@@ -48,6 +48,7 @@ CALLERS_OWN_ROUTES = {
     ("post", "api/v1/licenses/purchase/"),
     ("post", "api/v1/coupons/validate/"),
     ("post", "api/v1/coupons/redeem/"),
+    ("post", "api/v1/auth/verify-email/resend/"),
 }
 
 

@@ -87,6 +87,15 @@ def test_a_reversed_or_too_long_range_is_refused_with_a_form_error(admin_client)
         assert b"Choose a range" in response.content
 
 
+@pytest.mark.parametrize(("date_from", "date_to"), [("9999-12-30", "9999-12-31"), ("0001-01-01", "0001-01-02")])
+def test_a_range_at_the_end_of_the_calendar_is_refused_with_a_form_error(admin_client, date_from, date_to):
+    response = admin_client.get(DASHBOARD, {"date_from": date_from, "date_to": date_to})
+
+    assert response.status_code == 200
+    assert response.context["figures"] is None
+    assert response.context["form"].errors
+
+
 def test_the_admin_index_links_the_dashboard(admin_client):
     response = admin_client.get("/admin/")
 

@@ -1,9 +1,11 @@
 """Schemathesis against our own /api/schema/: every operation, called in-process through the WSGI app
 with real credentials, must never answer 5xx and must answer what the schema documents (status code,
-content type, body shape).
+content type, body shape). Inputs are generated both valid (positive) and invalid (negative: wrong
+types, missing fields, out-of-range values), and in workflows that follow the schema's links: a
+created coupon is then validated, redeemed, patched and deleted, a reserved hold released, and so on.
 
-CI runs a few derandomized examples per operation, the same ones every run; `python bench/fuzz.py`
-runs this test with many more random ones (FUZZ_MAX_EXAMPLES, FUZZ_RANDOM=1)."""
+CI runs a few derandomized examples per operation and a few short workflows, the same ones every run;
+`python bench/fuzz.py` runs this test with many more random ones (FUZZ_MAX_EXAMPLES, FUZZ_RANDOM=1)."""
 
 import os
 from collections import Counter
@@ -13,6 +15,7 @@ import pytest
 import schemathesis
 from django.test import override_settings
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -27,6 +30,9 @@ from credits.services import pricing_catalog_seed
 from subscriptions.services import account_register, tier_catalog_seed
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "5"))
+# Workflows (sequences of linked calls) and their length: bounded, so CI stays within a minute or so.
+WORKFLOWS = int(os.environ.get("FUZZ_WORKFLOWS", "15"))
+WORKFLOW_STEPS = 6
 # bench/fuzz.py explores other inputs (seed with --hypothesis-seed); CI stays derandomized so a failure reproduces.
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
 SERVICE_SCOPES = ["usage:write", "usage:read", "licenses:write", "admin"]
@@ -39,6 +45,7 @@ EXAMPLES_RUN: Counter = Counter()
 # Loaded once at import, from the running app like a client would (the schema view needs no database).
 with override_settings(ALLOWED_HOSTS=["localhost"]):
     schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 
 @pytest.fixture
@@ -107,3 +114,32 @@ def test_api_operation_answers_as_documented(case, credentials):
     # call_and_validate raises on any failed check (documented status, content type, body schema).
     response = case.call_and_validate(headers=headers, checks=CHECKS)
     assert response.status_code < 500, response.text
+
+
+class LinkedWorkflow(schema.as_state_machine()):
+    """Sequences of calls that follow the schema's links, each call made as its kind of caller."""
+
+    credentials: dict = {}
+
+    def get_call_kwargs(self, case):
+        token = _token_for(case.path, self.credentials)
+        return {"headers": {"Authorization": f"Bearer {token}"}} if token else {}
+
+    def validate_response(self, response, case, additional_checks=None, **kwargs):
+        EXAMPLES_RUN[f"workflow: {case.method} {case.path}"] += 1
+        case.validate_response(response, checks=CHECKS, headers=kwargs.get("headers"))
+        assert response.status_code < 500, response.text
+
+
+def test_api_workflows_along_the_links_answer_as_documented(credentials):
+    LinkedWorkflow.credentials = credentials
+    LinkedWorkflow.run(
+        settings=settings(
+            max_examples=WORKFLOWS,
+            stateful_step_count=WORKFLOW_STEPS,
+            deadline=None,
+            derandomize=not RANDOM,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )

@@ -5,9 +5,12 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
 from audit.services import audit_record
+from billing_project.models import IdempotencyKey
+from conftest import access_token_for, bearer
 from coupons.models import Coupon, CouponRedemption
 from credits.models import (
     CreditAllocation,
@@ -135,3 +138,32 @@ def test_a_superuser_cannot_be_erased_through_the_api(staff_client, django_user_
     assert response.status_code == 409
     assert response.json()["code"] == "cannot_erase_superuser"
     assert django_user_model.objects.filter(pk=root.pk).exists()
+
+
+def test_erasing_a_user_removes_their_stored_idempotent_responses(staff_client, customer):
+    # given: a purchase answered with the new license key, stored for its Idempotency-Key
+    client = APIClient()
+    client.credentials(**bearer(access_token_for(customer)))
+    purchase = client.post("/api/v1/licenses/purchase/", {}, format="json", HTTP_IDEMPOTENCY_KEY="buy-1")
+    assert purchase.status_code == 201, purchase.content
+    assert "REPHLO-" in purchase.content.decode()
+
+    # when: the user is erased while their access token has minutes left
+    assert staff_client.delete(f"/api/v1/admin/users/{customer.pk}/").status_code == 204
+
+    # then: nothing is kept, and the token replays nothing
+    assert not IdempotencyKey.objects.filter(caller=f"user:{customer.pk}").exists()
+    replay = client.post("/api/v1/licenses/purchase/", {}, format="json", HTTP_IDEMPOTENCY_KEY="buy-1")
+    assert replay.status_code == 401
+    assert "REPHLO-" not in replay.content.decode()
+
+
+def test_deleting_a_user_any_other_way_removes_their_idempotency_records_too(user, other_user):
+    for owner in (user, other_user):
+        IdempotencyKey.objects.create(
+            caller=f"user:{owner.pk}", path="/api/v1/x/", key="k", request_hash="0" * 64, status_code=201
+        )
+
+    user.delete()
+
+    assert list(IdempotencyKey.objects.values_list("caller", flat=True)) == [f"user:{other_user.pk}"]

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from billing_project.enums import BillingCycle, SubscriptionTier
+from billing_project.fields import DateField, DateTimeField
 from coupons.models import (
     CampaignCoupon,
     Coupon,
@@ -110,8 +111,8 @@ class CouponTemplateFields(serializers.Serializer):
     )
     min_purchase_usd = money_field(min_value=0, required=False, allow_null=True)
     new_customers_only = serializers.BooleanField(required=False, default=False)
-    valid_from = serializers.DateTimeField(required=False, help_text="Now by default.")
-    valid_until = serializers.DateTimeField(required=False, allow_null=True)
+    valid_from = DateTimeField(required=False, help_text="Now by default.")
+    valid_until = DateTimeField(required=False, allow_null=True)
     max_uses_per_user = serializers.IntegerField(min_value=1, required=False, default=1)
 
 
@@ -185,8 +186,8 @@ class CampaignOutput(serializers.ModelSerializer):
 class CampaignInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
-    starts_at = serializers.DateTimeField()
-    ends_at = serializers.DateTimeField()
+    starts_at = DateTimeField()
+    ends_at = DateTimeField()
     budget_usd = money_field(min_value=0, required=False, allow_null=True, help_text="Empty: no budget cap.")
     is_active = serializers.BooleanField(required=False, default=True)
 
@@ -251,8 +252,8 @@ class ResolveInput(serializers.Serializer):
 
 
 class PerformanceQuery(serializers.Serializer):
-    date_from = serializers.DateField()
-    date_to = serializers.DateField()
+    date_from = DateField()
+    date_to = DateField()
     campaign_id = serializers.UUIDField(required=False)
     coupon_id = serializers.UUIDField(required=False)
 

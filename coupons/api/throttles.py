@@ -2,16 +2,15 @@
 bucket per user and one per client IP, so neither many accounts on one network nor one account on
 many networks can walk through codes quickly."""
 
-from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
-
 from billing_project.net import client_ip
+from billing_project.throttles import AtomicRateThrottle, UserRateThrottle
 
 
 class CouponUserRateThrottle(UserRateThrottle):
     scope = "coupon"
 
 
-class CouponIpRateThrottle(SimpleRateThrottle):
+class CouponIpRateThrottle(AtomicRateThrottle):
     scope = "coupon"
 
     def get_cache_key(self, request, view):

@@ -2,7 +2,6 @@
 campaigns and fraud detections and read the performance report. Every staff write is audited in its
 own transaction by the service it calls."""
 
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -47,21 +46,21 @@ def _valid(serializer_class, data) -> dict:
 
 class CouponValidateView(APIView):
     """Would this code redeem now, and what would it give? 200 `{valid, reason_code, discount_preview}`
-    (the reason codes are the redeem's problem codes). Changes nothing."""
+    (the reason codes are the redeem's problem codes). Changes nothing; an unknown code counts
+    towards the caller's code guessing, as at redemption."""
 
     throttle_classes = [CouponUserRateThrottle, CouponIpRateThrottle]
 
     @extend_schema(request=CouponQuestionInput, responses={200: CouponValidateOutput})
     def post(self, request):
         data = _valid(CouponQuestionInput, request.data)
-        validation = selectors.coupon_validate(
+        validation = services.coupon_validate(
             user=request.user,
             code=data["code"],
             tier=data.get("tier"),
             billing_cycle=data.get("billing_cycle"),
             amount_usd=data.get("amount_usd"),
             client=client_info(request, device_fingerprint=data["device_fingerprint"]),
-            now=timezone.now(),
         )
         preview = validation.preview
         return Response(

@@ -11,6 +11,7 @@ from coupons.models import (
     Coupon,
     CouponAnalyticsSnapshot,
     CouponCampaign,
+    CouponCodeGuess,
     CouponFraudDetection,
     CouponRedemption,
     CouponType,
@@ -19,6 +20,7 @@ from coupons.models import (
     DiscountType,
     FraudDetectionType,
     FraudSeverity,
+    GuessChannel,
     RedemptionStatus,
     ValidationRuleType,
 )
@@ -118,3 +120,14 @@ class CouponAnalyticsSnapshotFactory(DjangoModelFactory):
     discount_total_usd = Decimal("11.40")
     revenue_usd = Decimal("45.60")
     conversions = 2
+
+
+class CouponCodeGuessFactory(DjangoModelFactory):
+    class Meta:
+        model = CouponCodeGuess
+
+    user = factory.SubFactory(UserFactory)
+    ip_address = "203.0.113.10"
+    code = factory.Sequence(lambda n: f"GUESS{n}")
+    channel = GuessChannel.VALIDATE
+    tried_at = factory.LazyFunction(timezone.now)

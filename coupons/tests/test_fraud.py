@@ -8,9 +8,18 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from prometheus_client import REGISTRY
+from rest_framework.test import APIClient
 
+from conftest import access_token_for, bearer
 from coupons.api.throttles import CouponIpRateThrottle, CouponUserRateThrottle
-from coupons.models import CouponFraudDetection, CouponRedemption, CouponType, DiscountType, RedemptionStatus
+from coupons.models import (
+    CouponCodeGuess,
+    CouponFraudDetection,
+    CouponRedemption,
+    CouponType,
+    DiscountType,
+    RedemptionStatus,
+)
 from coupons.tests.conftest import REDEEM_URL, VALIDATE_URL
 from coupons.tests.factories import CouponFactory, CouponRedemptionFactory
 from credits.models import UserCreditBalance
@@ -158,6 +167,73 @@ def test_guessing_codes_flags_then_blocks_the_guesser(customer, customer_client,
     assert response.json()["code"] == "fraud_blocked"
     assert ("code_guessing", "high") in _detections(customer)
     assert CouponRedemption.objects.filter(user=customer, failure_reason="coupon_not_found").count() == 5
+
+
+def _validate_reason(client, code="BONUS1K") -> str | None:
+    return client.post(VALIDATE_URL, {"code": code}, format="json").json()["reason_code"]
+
+
+def _guesses(client, count: int, *, via=VALIDATE_URL, start: int = 0) -> None:
+    for guess in range(start, start + count):
+        client.post(via, {"code": f"GUESS{guess}"}, format="json")
+
+
+def test_unknown_codes_tried_through_validate_are_recorded_and_logged(customer, customer_client, caplog):
+    with caplog.at_level("INFO", logger="coupons.services"):
+        _guesses(customer_client, 2)
+        _guesses(customer_client, 1, via=REDEEM_URL, start=2)
+
+    guesses = CouponCodeGuess.objects.filter(user=customer).order_by("tried_at")
+    assert [(guess.code, guess.channel, guess.ip_address) for guess in guesses] == [
+        ("GUESS0", "validate", CLIENT_IP),
+        ("GUESS1", "validate", CLIENT_IP),
+        ("GUESS2", "redeem", CLIENT_IP),
+    ]
+    assert sum("unknown coupon code tried" in record.getMessage() for record in caplog.records) == 3
+    assert _detections(customer) == [("code_guessing", "medium")]
+
+
+def test_guessing_through_validate_blocks_the_guesser_at_validate_and_redeem(customer, customer_client, credits_coupon):
+    _guesses(customer_client, 5)
+
+    assert _validate_reason(customer_client) == "fraud_blocked"
+    assert _redeem(customer_client).json()["code"] == "fraud_blocked"
+    assert ("code_guessing", "high") in _detections(customer)
+    assert not CouponRedemption.objects.filter(user=customer, status=RedemptionStatus.SUCCESS).exists()
+
+
+def test_a_blocked_guesser_gets_one_answer_whatever_the_code(customer, customer_client, credits_coupon):
+    _guesses(customer_client, 5)
+
+    answers = {code: _validate_reason(customer_client, code) for code in ("BONUS1K", "NO-SUCH-CODE")}
+
+    assert answers == {"BONUS1K": "fraud_blocked", "NO-SUCH-CODE": "fraud_blocked"}
+
+
+def test_guessing_from_an_address_does_not_block_its_other_users(customer_client, user_client, user, credits_coupon):
+    # given a guesser blocked on the address both accounts share
+    _guesses(customer_client, 6)
+    assert _validate_reason(customer_client) == "fraud_blocked"
+
+    # when another account there, which guessed nothing, uses a real code
+    response = _redeem(user_client)
+
+    # then it is served
+    assert response.status_code == 201, response.content
+    assert not CouponFraudDetection.objects.filter(user=user).exists()
+
+
+def test_accounts_guessing_together_from_one_address_are_all_blocked(
+    customer_client, user_client, other_user, credits_coupon
+):
+    accomplice = APIClient()
+    accomplice.credentials(**bearer(access_token_for(other_user)))
+    _guesses(customer_client, 3)
+    _guesses(accomplice, 2, start=3)
+
+    assert _validate_reason(customer_client) == "fraud_blocked"
+    assert _validate_reason(accomplice) == "fraud_blocked"
+    assert _validate_reason(user_client) is None
 
 
 def test_validate_reports_a_block_without_recording_anything(customer, customer_client, credits_coupon):

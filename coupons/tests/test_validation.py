@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AdminAuditLog
+from billing_project.email_verification import email_verification_token, email_verify
 from coupons.api.throttles import CouponIpRateThrottle, CouponUserRateThrottle
 from coupons.models import (
     CouponAnalyticsSnapshot,
@@ -17,7 +18,6 @@ from coupons.models import (
     CouponType,
     CouponUsageLimit,
     DiscountType,
-    RedemptionStatus,
     ValidationRuleType,
 )
 from coupons.tests.conftest import REDEEM_URL, VALIDATE_URL
@@ -91,14 +91,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
     PaymentTransaction.objects.create(
         user=customer, subscription=subscription, amount_usd=Decimal("19.00"), status=PaymentStatus.SUCCEEDED
     )
-    for guess in range(5):
-        CouponRedemption.objects.create(
-            coupon_code=f"GUESS{guess}",
-            user=customer,
-            redemption_date=now,
-            status=RedemptionStatus.FAILED,
-            failure_reason="coupon_not_found",
-        )
+    redeeming_fast = [CouponRedemptionFactory(user=customer).pk for _ in range(5)]  # other coupons, this hour
     subscription.renewal_discount_usd = Decimal("1.00")
     subscription.save()
 
@@ -134,6 +127,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
         ("minimum_purchase_not_met", lambda: update(coupon, min_purchase_usd=Decimal("10.00")), {}),
         ("new_customers_only", lambda: update(coupon, new_customers_only=False), {}),
         ("rule_first_time_user", lambda: update(rules[ValidationRuleType.FIRST_TIME_USER], is_active=False), {}),
+        ("email_not_verified", lambda: email_verify(token=email_verification_token(user=customer)), {}),
         ("rule_email_domain", lambda: update(rules[ValidationRuleType.EMAIL_DOMAIN], is_active=False), {}),
         ("rule_min_account_age", lambda: update(rules[ValidationRuleType.MIN_ACCOUNT_AGE_DAYS], is_active=False), {}),
         (
@@ -141,7 +135,7 @@ def test_each_validation_step_answers_its_reason_in_the_spec_order(customer, cus
             lambda: update(rules[ValidationRuleType.MAX_REDEMPTIONS_PER_IP], is_active=False),
             {},
         ),
-        ("fraud_blocked", lambda: CouponRedemption.objects.filter(coupon_code__startswith="GUESS").delete(), {}),
+        ("fraud_blocked", lambda: CouponRedemption.objects.filter(pk__in=redeeming_fast).delete(), {}),
         ("discount_already_pending", lambda: update(subscription, renewal_discount_usd=Decimal("0.00")), {}),
     ]
     seen = []

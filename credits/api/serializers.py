@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from billing_project.fields import DateField, DateTimeField
 from credits.models import (
     CreditSource,
     GrantSource,
@@ -28,8 +29,8 @@ class UsageEventInput(serializers.Serializer):
     cached_input_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Tokens read from the cache.")
     cache_write_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Tokens written to the cache.")
     request_type = serializers.ChoiceField(choices=RequestType.choices)
-    request_started_at = serializers.DateTimeField()
-    request_completed_at = serializers.DateTimeField()
+    request_started_at = DateTimeField()
+    request_completed_at = DateTimeField()
     hold_id = serializers.UUIDField(required=False, allow_null=True, help_text="Captures this reservation.")
     streaming_segments = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     region = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
@@ -149,15 +150,15 @@ class UsageOutput(serializers.ModelSerializer):
 
 
 class UsageListQuery(serializers.Serializer):
-    date_from = serializers.DateField(required=False)
-    date_to = serializers.DateField(required=False)
+    date_from = DateField(required=False)
+    date_to = DateField(required=False)
     model = serializers.CharField(required=False, max_length=255)
     provider = serializers.CharField(required=False, max_length=100)
 
 
 class UsageDailyQuery(serializers.Serializer):
-    date_from = serializers.DateField(required=False)
-    date_to = serializers.DateField(required=False)
+    date_from = DateField(required=False)
+    date_to = DateField(required=False)
 
     def validate(self, attrs):
         if "date_from" in attrs and "date_to" in attrs and attrs["date_from"] > attrs["date_to"]:
@@ -177,7 +178,7 @@ class StaffGrantInput(serializers.Serializer):
     user_id = serializers.IntegerField(min_value=1)
     amount = serializers.IntegerField(min_value=1, max_value=1_000_000_000)
     reason = serializers.CharField(max_length=1000)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = DateTimeField(required=False, allow_null=True)
     source = serializers.ChoiceField(
         choices=[(value, value) for value in GRANTABLE_BY_STAFF], default=CreditSource.ADMIN_GRANT
     )
@@ -190,7 +191,7 @@ class StaffGrantOutput(serializers.Serializer):
 
 class ReverseInput(serializers.Serializer):
     reason = serializers.CharField(max_length=1000)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = DateTimeField(required=False, allow_null=True)
 
 
 class ReverseOutput(serializers.Serializer):
@@ -255,7 +256,7 @@ class ModelPriceInput(serializers.Serializer):
     output_price_per_1k = serializers.DecimalField(**PRICE)
     cache_input_price_per_1k = serializers.DecimalField(**PRICE, required=False, allow_null=True)
     cache_hit_price_per_1k = serializers.DecimalField(**PRICE, required=False, allow_null=True)
-    effective_from = serializers.DateTimeField(required=False, help_text="Default: now.")
+    effective_from = DateTimeField(required=False, help_text="Default: now.")
     description = serializers.CharField(required=False, default="", allow_blank=True)
 
 
@@ -297,8 +298,8 @@ class PricingConfigInput(serializers.Serializer):
     )
     model_name = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
     margin_multiplier = serializers.DecimalField(max_digits=6, decimal_places=4, min_value=0)
-    effective_from = serializers.DateTimeField(required=False, allow_null=True)
-    effective_until = serializers.DateTimeField(required=False, allow_null=True)
+    effective_from = DateTimeField(required=False, allow_null=True)
+    effective_until = DateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=50)
     reason_details = serializers.CharField(required=False, default="", allow_blank=True)
 

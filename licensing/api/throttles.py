@@ -4,13 +4,12 @@ walk through many keys. The key is hashed: the cache never holds it in full."""
 
 import hashlib
 
-from rest_framework.throttling import SimpleRateThrottle
-
 from billing_project.net import client_ip
+from billing_project.throttles import AtomicRateThrottle
 from licensing.keys import key_normalize
 
 
-class LicenseKeyRateThrottle(SimpleRateThrottle):
+class LicenseKeyRateThrottle(AtomicRateThrottle):
     scope = "license"
 
     def get_cache_key(self, request, view):
@@ -21,7 +20,7 @@ class LicenseKeyRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": f"key:{digest}"}
 
 
-class LicenseIpRateThrottle(SimpleRateThrottle):
+class LicenseIpRateThrottle(AtomicRateThrottle):
     scope = "license"
 
     def get_cache_key(self, request, view):

@@ -139,16 +139,31 @@ def test_activating_a_suspended_license_is_a_409_naming_its_status(user_client, 
 
 
 def test_device_change_limit_is_a_429_problem_with_retry_after(user_client, owned_license, settings):
-    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 2
+    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 1
     user_client.post("/api/v1/licenses/activate/", activate_body(owned_license, "one"), format="json")
     user_client.post("/api/v1/licenses/activate/", activate_body(owned_license, "two"), format="json")
+    user_client.post("/api/v1/licenses/deactivate/", activate_body(owned_license, "one"), format="json")
 
-    response = user_client.post("/api/v1/licenses/deactivate/", activate_body(owned_license, "one"), format="json")
+    response = user_client.post("/api/v1/licenses/deactivate/", activate_body(owned_license, "two"), format="json")
 
     body = assert_problem(response, 429, "device_change_limit")
     assert 86300 < body["retry_after"] <= 86400
     assert response["Retry-After"] == str(body["retry_after"])
-    assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 2
+    assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 1
+
+
+def test_after_three_activations_and_a_swap_a_second_replacement_is_activated(user_client, owned_license):
+    def call(action: str, device: str) -> int:
+        body = activate_body(owned_license, device)
+        return user_client.post(f"/api/v1/licenses/{action}/", body, format="json").status_code
+
+    setup = [call("activate", device) for device in ("one", "two", "three")]
+    swap = [call("deactivate", "one"), call("activate", "four"), call("deactivate", "two")]
+
+    replacement = call("activate", "five")
+
+    assert (setup, swap, replacement) == ([201, 201, 201], [200, 201, 200], 201)
+    assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 3
 
 
 def test_deactivate_frees_the_seat(user_client, owned_license):

@@ -153,43 +153,84 @@ def test_a_device_deactivated_before_can_be_activated_again_as_a_new_row(owned_l
 
 
 def test_the_deactivate_activate_loop_is_stopped_by_the_daily_limit_and_allowed_24_hours_later(owned_license, settings):
-    # given: the default limit of 6 device changes a day, spent one per minute
+    # given: the default limit of 6 device changes a day, spent one per minute after setting up the laptop
     settings.LICENSE_DEVICE_CHANGES_PER_DAY = 6
     with time_machine.travel(START, tick=False) as clock:
+        activate(owned_license, "laptop")
         for _ in range(3):
-            activate(owned_license, "laptop")
             clock.shift(timedelta(minutes=1))
             deactivate(owned_license, "laptop")
             clock.shift(timedelta(minutes=1))
+            activate(owned_license, "laptop")
 
         # when: the seventh change
         with pytest.raises(TooManyRequests) as refused:
-            activate(owned_license, "laptop")
+            deactivate(owned_license, "laptop")
 
-        # then: refused until the first change (START) leaves the 24-hour window
+        # then: refused until the first change (START + 1 minute) leaves the 24-hour window
         assert refused.value.code == ErrorCode.DEVICE_CHANGE_LIMIT
-        assert refused.value.extra["retry_after"] == int(timedelta(hours=24, minutes=-6).total_seconds())
-        assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 0
-
-        clock.move_to(START + timedelta(hours=23, minutes=59))
-        with pytest.raises(TooManyRequests):
-            activate(owned_license, "laptop")
+        assert refused.value.extra["retry_after"] == int(timedelta(hours=24, minutes=-5).total_seconds())
+        assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 1
 
         clock.move_to(START + timedelta(hours=24))
-        assert activate(owned_license, "laptop").created is True
+        with pytest.raises(TooManyRequests):
+            deactivate(owned_license, "laptop")
+
+        clock.move_to(START + timedelta(hours=24, minutes=1))
+        assert deactivate(owned_license, "laptop").activations_used == 0
 
 
 def test_deactivations_count_as_device_changes(owned_license, settings):
-    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 2
+    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 1
     with time_machine.travel(START, tick=False):
         activate(owned_license, "laptop")
         activate(owned_license, "desktop")
+        deactivate(owned_license, "laptop")
 
         with pytest.raises(TooManyRequests) as refused:
-            deactivate(owned_license, "laptop")
+            deactivate(owned_license, "desktop")
 
     assert refused.value.extra["retry_after"] == 24 * 3600
-    assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 2
+    assert LicenseActivation.objects.filter(deactivated_at__isnull=True).count() == 1
+
+
+def test_first_activations_into_unused_seats_are_not_device_changes(owned_license, settings):
+    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 1
+    with time_machine.travel(START, tick=False):
+        results = [activate(owned_license, name) for name in ("laptop", "desktop", "tablet")]
+
+        assert [result.activations_used for result in results] == [1, 2, 3]
+
+
+def test_an_activation_into_a_seat_another_device_freed_is_a_device_change(owned_license, settings):
+    settings.LICENSE_DEVICE_CHANGES_PER_DAY = 2
+    with time_machine.travel(START, tick=False):
+        activate(owned_license, "laptop")
+        deactivate(owned_license, "laptop")
+        activate(owned_license, "new-laptop")
+
+        with pytest.raises(TooManyRequests):
+            deactivate(owned_license, "new-laptop")
+        assert activate(owned_license, "desktop").created is True  # a second seat, never used before
+
+
+def test_a_customer_who_swapped_one_device_can_replace_another(owned_license):
+    # given: three seats set up, then one device swapped, and another retired (2 of 3 seats in use)
+    with time_machine.travel(START, tick=False) as clock:
+        for name in ("laptop", "desktop", "tablet"):
+            activate(owned_license, name)
+        clock.shift(timedelta(hours=1))
+        deactivate(owned_license, "laptop")
+        activate(owned_license, "new-laptop")
+        clock.shift(timedelta(hours=1))
+        deactivate(owned_license, "desktop")
+
+        # when: the replacement of the retired device is activated the same day
+        replacement = activate(owned_license, "new-desktop")
+
+    # then: the default limit (6 changes a day) still has room: 4 changes so far
+    assert replacement.created is True
+    assert replacement.activations_used == 3
 
 
 def test_replacing_a_laptop_is_never_blocked(owned_license):

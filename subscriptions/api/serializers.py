@@ -17,6 +17,7 @@ class AccountOutput(serializers.Serializer):
 
 class MeOutput(AccountOutput):
     tier = serializers.CharField()
+    email_verified = serializers.BooleanField()
 
 
 class TierOutput(serializers.ModelSerializer):

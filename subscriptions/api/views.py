@@ -3,12 +3,14 @@ from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from billing_project.auth import HasStaffPermission, NoAuthentication
+from billing_project.email_verification import email_is_verified
 from billing_project.errors import NotFound, RuleViolation
 from billing_project.net import client_info
+from billing_project.throttles import ScopedRateThrottle
+from billing_project.verification_views import verification_link_template
 from payments.api.serializers import OperationStateOutput
 from subscriptions import selectors, services
 from subscriptions.api.filters import StaffSubscriptionFilter
@@ -62,7 +64,9 @@ class RegisterView(APIView):
 
     @extend_schema(request=RegisterInput, responses={201: AccountOutput}, auth=[])
     def post(self, request):
-        user = services.account_register(**_valid(RegisterInput, request.data))
+        user = services.account_register(
+            **_valid(RegisterInput, request.data), verification_link=verification_link_template(request)
+        )
         return Response(AccountOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -70,7 +74,13 @@ class MeView(APIView):
     @extend_schema(responses=MeOutput)
     def get(self, request):
         user = request.user
-        return Response(MeOutput({"id": user.pk, "email": user.email, "tier": selectors.user_tier(user=user)}).data)
+        me = {
+            "id": user.pk,
+            "email": user.email,
+            "tier": selectors.user_tier(user=user),
+            "email_verified": email_is_verified(user=user),
+        }
+        return Response(MeOutput(me).data)
 
 
 @extend_schema(auth=[])

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
+from billing_project.email_verification import email_is_verified
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
 from billing_project.net import ClientInfo
@@ -259,6 +260,8 @@ def _start_open(*, user, tier, billing_cycle, coupon_code, client) -> Subscripti
             extra={"subscription_id": str(live.pk)},
         )
     if config.trial_days and not converting_trial and not _had_trial(user):
+        if settings.FREE_OFFERS_REQUIRE_VERIFIED_EMAIL and not email_is_verified(user=user):
+            raise RuleViolation("Verify your e-mail address to start a free trial.", code="email_not_verified")
         if coupon_code:
             raise RuleViolation(
                 "This start is a free trial, with nothing to pay: apply the coupon when the trial converts.",

@@ -16,6 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from conftest import forget_test_cache
 from subscriptions import jobs
 from subscriptions.catalog import TIERS
 from subscriptions.models import Subscription, SubscriptionStatus, UserEntitlement
@@ -146,7 +147,7 @@ def test_every_change_sets_the_entitlements_and_drops_the_cached_copy_when_it_co
 ):
     given, when, before, after = CHANGES[change]
     given(user, staff_user)
-    cache.clear()
+    forget_test_cache()
     assert entitlements_for(user=user)["tier"] == before  # now cached
     assert cache.get(entitlements_cache_key(user.pk))["tier"] == before
 
@@ -336,7 +337,7 @@ def test_a_read_that_loaded_the_row_before_a_change_committed_cannot_serve_the_o
     user, django_capture_on_commit_callbacks
 ):
     subscribed(user, "pro")
-    cache.clear()
+    forget_test_cache()
     key_seen_by_the_slow_reader = entitlements_cache_key(user.pk)
     stale_row = {"tier": "pro", "entitlements": ENTITLEMENTS["pro"], "activated_at": None, "expires_at": None}
 

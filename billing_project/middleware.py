@@ -1,0 +1,78 @@
+"""Request-level guards of the API: bodies too large to read, and transactions that met a concurrent one."""
+
+import logging
+import random
+import time
+
+from django.conf import settings
+from django.db import connection
+
+from billing_project.errors import RETRYABLE_CONFLICT, problem_response
+from billing_project.metrics import DB_TRANSACTION_CONFLICTS
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+class RequestBodyLimitMiddleware:
+    """A body longer than DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 problem, decided on its declared
+    length before anything (the idempotency key's hash, DRF's parser) reads it. Django would raise
+    RequestDataTooBig at the first read instead, wherever that happens."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request.path.startswith(API_PREFIX) and limit is not None and _content_length(request) > limit:
+            return problem_response(
+                request,
+                status_code=413,
+                code="request_too_large",
+                title="Content too large",
+                detail=f"The request body may be at most {limit} bytes.",
+                max_bytes=limit,
+            )
+        return self.get_response(request)
+
+
+class TransactionRetryMiddleware:
+    """Runs an API request again when it met a deadlock or a serialization failure (PostgreSQL
+    40P01/40001), up to DB_CONFLICT_RETRIES times with a random, growing pause; then the client
+    gets the 409 `transaction_conflict` problem. Each attempt is counted in
+    `db_transaction_conflicts_total{kind, outcome}`.
+
+    A conflict rolls back the failed transaction, so running the request again is what the client
+    would do with the 409, done sooner. It only happens with no transaction open around the
+    request: inside one, the locks it already holds would meet the same conflict again.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        request.body  # noqa: B018  (read once and kept: every attempt parses the same bytes)
+        attempt = 0
+        while True:
+            response = self.get_response(request)
+            kind = getattr(response, RETRYABLE_CONFLICT, None)
+            if kind is None:
+                return response
+            if attempt >= settings.DB_CONFLICT_RETRIES or connection.in_atomic_block:
+                DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="gave_up").inc()
+                logger.warning("%s on %s %s: gave up after %s retries", kind, request.method, request.path, attempt)
+                return response
+            attempt += 1
+            DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="retried").inc()
+            # Full jitter: concurrent victims of one conflict do not collide again in step.
+            time.sleep(random.uniform(0, settings.DB_CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1)))

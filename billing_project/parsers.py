@@ -1,0 +1,70 @@
+"""The API's JSON parser: DRF's, refusing at the door what no field of ours can hold.
+
+JSON can carry text that Python parses but nothing downstream accepts: a lone surrogate (`"\\ud800"`)
+cannot be encoded as UTF-8, so echoing it in a response or storing it fails; PostgreSQL refuses NUL
+characters in text and jsonb; and a deeply nested document exhausts the parser's recursion. Each is
+a 400 problem naming the field, before any view sees the data.
+"""
+
+import re
+
+from rest_framework import exceptions, parsers
+
+# Deeper than any body the API documents (a vendor usage object inside a batch event is about six).
+MAX_DEPTH = 32
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """A name safe to put in a response: NUL and surrogates replaced by U+FFFD."""
+    return UNSTORABLE.sub("\ufffd", text)
+
+
+def _text_problem(text: str) -> str | None:
+    found = UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "NUL characters are not accepted."
+    return "Text must be valid Unicode: unpaired surrogates (\\ud800-\\udfff) are not accepted."
+
+
+def _field_name(path: tuple) -> str:
+    """`events[2].usage.model` for the path ("events", 2, "usage", "model")."""
+    name = ""
+    for step in path:
+        name += f"[{step}]" if isinstance(step, int) else (f".{step}" if name else step)
+    return name or "non_field_errors"
+
+
+def _check(data) -> None:
+    """Walks the parsed document without recursion and raises for the first value it cannot take."""
+    stack = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise _invalid(path[:1], f"Nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(value, str):
+            if problem := _text_problem(value):
+                raise _invalid(path, problem)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if problem := _text_problem(key):
+                    raise _invalid((*path, _printable(key)), f"This key is not accepted. {problem}")
+                stack.append((item, (*path, _printable(key))))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, index)) for index, item in enumerate(value))
+
+
+def _invalid(path: tuple, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({_field_name(path): [message]})
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
+        _check(data)
+        return data
