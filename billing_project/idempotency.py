@@ -2,15 +2,16 @@
 
 Most endpoints: the key row is inserted at the start of the request inside the same transaction as
 the request's effects: a concurrent duplicate blocks on the unique index until the first commits,
-then replays its stored response, so the work is done once. A 5xx or 429 rolls everything back (key
-included) so the client may retry.
+then replays its stored response, so the work is done once. An answer that tells the client to come
+back (a 5xx, a 429, anything with `Retry-After`) rolls everything back, key included, so the client
+may retry.
 
 Endpoints that call the payment provider (views with `calls_payment_provider = True`) must not run
 inside a transaction: the key row is committed first, marked in progress, the view runs with no
 transaction open (its services commit their own, around the provider calls), and the response is
-stored after. A concurrent duplicate meanwhile gets 409 `idempotency_key_in_use`; a 5xx or 429 frees
-the key, and the retry resumes the payment operation the first attempt recorded (never a second
-charge). A key left in progress by a killed worker is freed after IDEMPOTENCY_IN_PROGRESS_TIMEOUT.
+stored after. A concurrent duplicate meanwhile gets 409 `idempotency_key_in_use`; an answer that tells
+the client to come back frees the key, and the retry resumes the payment operation the first attempt
+recorded (never a second charge). A key left in progress by a killed worker is freed after IDEMPOTENCY_IN_PROGRESS_TIMEOUT.
 
 Keys are scoped to the verified caller and the path, and kept 24 hours.
 """
@@ -89,13 +90,7 @@ class IdempotencyMiddleware:
                 return self._replay(request, stored, request_hash)
 
             response = self.get_response(request)
-            # A transaction conflict is retried by TransactionRetryMiddleware: never the stored answer.
-            if (
-                response.status_code >= 500
-                or response.status_code == 429
-                or response.streaming
-                or getattr(response, RETRYABLE_CONFLICT, None)
-            ):
+            if not _final(response):
                 transaction.set_rollback(True)
                 return response
             record.status_code = response.status_code
@@ -135,7 +130,7 @@ class IdempotencyMiddleware:
         except BaseException:
             record.delete()
             raise
-        if response.status_code >= 500 or response.status_code == 429 or response.streaming:
+        if not _final(response):
             record.delete()
             return response
         record.status_code = response.status_code
@@ -157,6 +152,19 @@ class IdempotencyMiddleware:
         response = HttpResponse(stored.response_body, status=stored.status_code, content_type=stored.content_type)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _final(response) -> bool:
+    """Whether a response is the answer to keep for its key. One that tells the client to come back
+    (a 5xx, a 429, anything with Retry-After such as a payment in progress, a transaction conflict
+    that TransactionRetryMiddleware retries) is not: the key is freed for the retry."""
+    return not (
+        response.status_code >= 500
+        or response.status_code == 429
+        or response.streaming
+        or response.has_header("Retry-After")
+        or getattr(response, RETRYABLE_CONFLICT, None)
+    )
 
 
 def _calls_payment_provider(request) -> bool:
