@@ -190,9 +190,8 @@ class StripeEmulator:
                     self._subscription(self._id("sub"), session["customer"], session["amount_total"])
                 )
                 session["subscription"] = subscription["id"]
-                invoice = self._invoice(
-                    customer=session["customer"], currency=session["currency"], metadata=dict(session["metadata"])
-                )
+                # A subscription's invoices keep their own metadata empty; the subscription's is in `parent`.
+                invoice = self._invoice(customer=session["customer"], currency=session["currency"], metadata={})
                 invoice["billing_reason"] = "subscription_create"
                 invoice["parent"] = {
                     "type": "subscription_details",
