@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from uuid import uuid4
 
 from django.conf import settings
@@ -13,6 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing_project.enums import SubscriptionTier
+from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.models import (
     ApprovalStatus,
@@ -200,9 +201,6 @@ def usage_daily_for_user(*, user, date_from, date_to):
     )
 
 
-CENT = Decimal("0.01")
-
-
 def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
     """What a pending margin would have changed over the last `days` of (non-BYOK) usage: every
     request re-priced with the margin that would win with and without it, at today's rules."""
@@ -234,11 +232,11 @@ def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
         "days": days,
         "requests": requests,
         "affected_requests": affected,
-        "vendor_cost_usd": vendor_total.quantize(CENT, rounding=ROUND_HALF_UP),
-        "current_revenue_usd": current.quantize(CENT, rounding=ROUND_HALF_UP),
-        "projected_revenue_usd": projected.quantize(CENT, rounding=ROUND_HALF_UP),
-        "expected_revenue_impact_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
-        "current_margin_usd": (current - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
-        "projected_margin_usd": (projected - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
-        "expected_margin_change_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
+        "vendor_cost_usd": usd_round(vendor_total),
+        "current_revenue_usd": usd_round(current),
+        "projected_revenue_usd": usd_round(projected),
+        "expected_revenue_impact_usd": usd_round(projected - current),
+        "current_margin_usd": usd_round(current - vendor_total),
+        "projected_margin_usd": usd_round(projected - vendor_total),
+        "expected_margin_change_usd": usd_round(projected - current),
     }

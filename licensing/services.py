@@ -21,8 +21,9 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
 from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
+from billing_project.money import usd_round
 from billing_project.payments import Checkout, checkout_start
-from licensing import keys, pricing, versions
+from licensing import keys, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import (
     DEFAULT_MAX_ACTIVATIONS,
@@ -116,7 +117,7 @@ def license_purchase(*, user, version: str | None = None) -> LicensePurchase:
     license cannot be activated on a device.
     """
     purchased_version = _version_on_sale(version)
-    price = pricing.money(settings.LICENSE_PRICE_USD)
+    price = usd_round(settings.LICENSE_PRICE_USD)
     license_ = _license_create(
         user=user,
         purchase_price_usd=price,
@@ -151,7 +152,7 @@ def license_purchase_complete(*, user_id, metadata: dict, session_id: str, amoun
     license_.status = LicenseStatus.ACTIVE
     license_.activated_at = timezone.now()
     license_.checkout_session_id = session_id
-    license_.purchase_price_usd = pricing.money(amount_usd)
+    license_.purchase_price_usd = usd_round(amount_usd)
     license_.save(update_fields=["status", "activated_at", "checkout_session_id", "purchase_price_usd", "updated_at"])
     logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
     return license_
@@ -174,7 +175,7 @@ def license_issue(
     purchased_version = str(version_checked(purchased_version, field="purchased_version"))
     license_ = _license_create(
         user=user,
-        purchase_price_usd=pricing.money(purchase_price_usd),
+        purchase_price_usd=usd_round(purchase_price_usd),
         purchased_version=purchased_version,
         eligible_until_version=versions.eligible_until_for(purchased_version),
         max_activations=max_activations,
@@ -421,7 +422,7 @@ def license_upgrade_complete(*, user_id, metadata: dict, session_id: str, amount
     upgrade.status = UpgradeStatus.COMPLETED
     upgrade.purchased_at = timezone.now()
     upgrade.checkout_session_id = session_id
-    upgrade.upgrade_price_usd = pricing.money(amount_usd)
+    upgrade.upgrade_price_usd = usd_round(amount_usd)
     upgrade.save(update_fields=["status", "purchased_at", "checkout_session_id", "upgrade_price_usd", "updated_at"])
     eligible_until = versions.eligible_until_for(upgrade.to_version)
     if not versions.version_covered(eligible_until_version=license_.eligible_until_version, version=eligible_until):

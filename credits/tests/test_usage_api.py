@@ -194,6 +194,43 @@ def test_record_prices_at_the_entitlement_tier_without_a_live_subscription(servi
     assert (usage.user_tier_at_request, usage.subscription_id) == (SubscriptionTier.PRO, None)
 
 
+def test_a_perpetual_license_holder_without_byok_is_priced_at_the_perpetual_margin(service_client, user):
+    # given a user on the free plan who bought a perpetual license and turned BYOK off
+    SubscriptionFactory(user=user, tier=SubscriptionTier.FREE)
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status="active")
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    # then the perpetual margin (1.5): 0.035 x 1.5 = 0.0525 USD = 53 credits, not the free tier's 70
+    assert response.status_code == 201, response.json()
+    assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (53, "1.5000")
+    assert TokenUsageLedger.objects.get().user_tier_at_request == SubscriptionTier.PERPETUAL
+
+
+@pytest.mark.parametrize(
+    ("license_status", "tier"), [("active", SubscriptionTier.PRO_MAX), ("revoked", SubscriptionTier.PRO_MAX)]
+)
+def test_a_paid_subscription_outranks_a_perpetual_license(service_client, user, license_status, tier):
+    SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX)
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status=license_status)
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (49, "1.4000")
+    assert TokenUsageLedger.objects.get().user_tier_at_request == tier
+
+
+def test_a_license_that_is_not_active_leaves_a_free_user_on_the_free_margin(service_client, user):
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status="suspended")
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert response.json()["credits_deducted"] == 70
+
+
 def test_byok_license_of_another_user_or_not_active_is_not_byok(service_client, user, other_user):
     fund(user, 1000)
     PerpetualLicenseFactory(user=other_user, byok_enabled=True, status="active")
