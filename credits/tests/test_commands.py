@@ -74,7 +74,7 @@ def test_import_litellm_file_converts_per_token_prices_to_per_thousand(tmp_path)
 
     output = run("import_model_pricing", str(path), "--no-progress")
 
-    assert "litellm file: 3 new prices, 0 unchanged, 1 new providers, 2 models skipped" in output
+    assert "litellm file: 4 new prices, 0 unchanged, 2 new providers, 2 entries skipped" in output
     gpt = current_price("openai", "gpt-4o")
     assert (gpt.input_price_per_1k, gpt.output_price_per_1k) == (Decimal("0.0025"), Decimal("0.01"))
     sonnet = current_price("anthropic", "claude-3-5-sonnet")
@@ -83,8 +83,9 @@ def test_import_litellm_file_converts_per_token_prices_to_per_thousand(tmp_path)
     assert Provider.objects.filter(name="mistral", api_type="mistral").exists()
     assert ModelProviderPricing.objects.filter(model_name="gpt-4o").count() == 2  # the seed price, now ended
 
+    assert Provider.objects.filter(name="bedrock", vendor_family="aws", api_type="other").exists()
     again = run("import_model_pricing", str(path), "--no-progress")
-    assert "0 new prices, 3 unchanged" in again
+    assert "0 new prices, 4 unchanged" in again
 
 
 def test_import_project_file(tmp_path):
@@ -112,7 +113,7 @@ def test_import_dry_run_changes_nothing(tmp_path):
 
     output = run("import_model_pricing", str(path), "--dry-run", "--no-progress")
 
-    assert output.startswith("Would import litellm file: 3 new prices")
+    assert output.startswith("Would import litellm file: 4 new prices")
     assert ModelProviderPricing.objects.count() == 4
 
 

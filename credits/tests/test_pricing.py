@@ -1,5 +1,6 @@
 """The price of a request: SPEC 2's seed checks, price history, margin precedence, rounding."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -13,6 +14,7 @@ from credits.models import ApprovalStatus, PricingScope, Provider
 from credits.selectors import pricing_book
 from credits.services import model_price_create
 from credits.tests.factories import PricingConfigFactory, ProviderFactory
+from credits.usage_objects import TokenBreakdown
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREDIT = Decimal("0.001")
@@ -40,7 +42,7 @@ SONNET = pricing.VendorPrice(
 
 @pytest.mark.parametrize(("margin", "credits"), [("1.5", 53), ("2.0", 70)])
 def test_seed_example_costs_53_credits_at_1_5_and_70_at_2_0(margin, credits):
-    tokens = pricing.TokenCounts(input_tokens=1000, output_tokens=2000)
+    tokens = TokenBreakdown(input=1000, output=2000)
 
     quote = pricing.quote(price=GPT_4O, tokens=tokens, margin=Decimal(margin), credit_value_usd=CREDIT)
 
@@ -50,9 +52,7 @@ def test_seed_example_costs_53_credits_at_1_5_and_70_at_2_0(margin, credits):
 
 
 def test_cache_tokens_are_priced_at_the_cache_prices():
-    tokens = pricing.TokenCounts(
-        input_tokens=1000, output_tokens=1000, cache_write_tokens=2000, cache_read_tokens=10000
-    )
+    tokens = TokenBreakdown(input=1000, output=1000, cache_write_5m=2000, cache_read=10000)
 
     quote = pricing.quote(price=SONNET, tokens=tokens, margin=Decimal("1"), credit_value_usd=CREDIT)
 
@@ -62,15 +62,15 @@ def test_cache_tokens_are_priced_at_the_cache_prices():
 
 
 def test_cache_tokens_of_a_model_without_cache_prices_cost_the_input_price():
-    tokens = pricing.TokenCounts(input_tokens=0, output_tokens=0, cache_read_tokens=1000)
+    tokens = TokenBreakdown(cache_read=1000)
 
     assert pricing.vendor_cost(GPT_4O, tokens) == Decimal("0.005")
 
 
 def test_the_price_in_force_at_the_request_start_applies():
     noon = T0 + timedelta(hours=12)
-    old = GPT_4O.__class__(**{**GPT_4O.__dict__, "effective_until": noon})
-    new = GPT_4O.__class__(**{**GPT_4O.__dict__, "id": 3, "input_per_1k": Decimal("0.0025"), "effective_from": noon})
+    old = replace(GPT_4O, effective_until=noon)
+    new = replace(GPT_4O, id=3, input_per_1k=Decimal("0.0025"), effective_from=noon)
     book = pricing.PricingBook(prices={("openai", "gpt-4o"): [old, new]}, providers={"openai": 1})
 
     morning = book.price_at(provider="openai", model_name="gpt-4o", moment=noon - timedelta(seconds=1))
@@ -156,7 +156,7 @@ def test_credits_never_under_charge_nor_exceed_the_exact_value_by_a_credit(
         cache_read_per_1k=cache_price,
         effective_from=T0,
     )
-    tokens = pricing.TokenCounts(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached)
+    tokens = TokenBreakdown(input=input_tokens, output=output_tokens, cache_read=cached)
 
     quote = pricing.quote(price=price, tokens=tokens, margin=margin, credit_value_usd=CREDIT)
 

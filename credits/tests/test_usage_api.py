@@ -18,6 +18,7 @@ from credits.models import (
 from credits.selectors import pricing_book
 from credits.services import usage_record
 from credits.tests.conftest import fund, usage_event
+from credits.usage_objects import FLAT_FIELDS, breakdown_from_flat
 from licensing.tests.factories import PerpetualLicenseFactory
 from subscriptions.models import SubscriptionStatus
 from subscriptions.tests.factories import SubscriptionFactory, UserEntitlementFactory
@@ -377,6 +378,10 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
         {"model": "", "provider": None},
         {"hold_id": "not-a-uuid", "streaming_segments": -1},
         {"region": "r" * 51},
+        {"region": "eu\x00west", "model": "gpt\x00"},
+        {"service_tier": "turbo"},
+        {"service_tier": "flex", "reasoning_tokens": 5, "cached_input_tokens": 3},
+        {"usage_format": "anthropic_v9"},
     ],
 )
 def test_fast_event_parser_follows_the_documented_schema(user, changes):
@@ -391,16 +396,17 @@ def test_fast_event_parser_follows_the_documented_schema(user, changes):
     assert set(errors) == set(documented.errors)
     assert (event is None) == bool(documented.errors)
     if event is not None:
-        assert all(getattr(event, name) == value for name, value in documented.validated_data.items())
+        data = documented.validated_data
+        flat = {name: data.pop(name, 0) for name in FLAT_FIELDS}
+        assert event.tokens == breakdown_from_flat(flat)
+        assert all(getattr(event, name) == value for name, value in data.items())
 
 
 def test_fast_event_parser_knows_every_documented_field():
-    from dataclasses import fields
-
+    from credits.api.events import FIELDS
     from credits.api.serializers import UsageEventInput
-    from credits.services import UsageEvent
 
-    assert set(UsageEventInput().fields) == {field.name for field in fields(UsageEvent)}
+    assert set(UsageEventInput().fields) == FIELDS
 
 
 def test_recording_counts_attempts_by_outcome_and_credits_deducted(service_client, user):
