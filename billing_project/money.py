@@ -67,20 +67,3 @@ def credits_ceil(value: Exact | str) -> int:
 def credits_for_usd(amount_usd: Exact | str, *, credit_value_usd: Exact | str) -> int:
     """Credits charged for a USD value: ceil(amount / value of one credit), exactly."""
     return credits_ceil(exact(amount_usd) / exact(credit_value_usd))
-
-
-def decimal_of(value: Fraction) -> Decimal:
-    """A Fraction as a Decimal when it has a finite decimal expansion (denominator 2^a 5^b), else
-    rounded half-up to 30 places."""
-    denominator = value.denominator
-    for prime in (2, 5):
-        while denominator % prime == 0:
-            denominator //= prime
-    if denominator == 1:
-        digits = 0
-        scaled = value
-        while scaled.denominator != 1:
-            scaled *= 10
-            digits += 1
-        return Decimal(f"{scaled.numerator}E-{digits}")
-    return quantize_half_up(value, Decimal("1e-30"))
