@@ -120,6 +120,7 @@ def _choice(raw: dict, name: str, errors: _Errors, *, choices: frozenset, defaul
         errors.add(name, "This field may not be null.")
     elif not isinstance(value, str) or value not in choices:
         errors.add(name, f'"{value}" is not a valid choice.')
+        return None
     return value
 
 
@@ -161,7 +162,7 @@ def _tokens(raw: dict, errors: _Errors) -> tuple[str, TokenBreakdown | None, dic
         except usage_objects.UsageObjectError as error:
             errors.add(error.field, error.message)
             return usage_format, None, fee_units
-    if usage_format not in USAGE_FORMATS:
+    if usage_format is None:
         return usage_format, None, fee_units
     for name in usage_objects.FLAT_FIELDS:
         if raw.get(name) is not None:

@@ -25,7 +25,7 @@ from credits.models import (
     VendorName,
 )
 from credits.selectors import pricing_book
-from credits.usage_objects import COMPONENTS
+from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
 PRICE_FIELDS = (
     "input_price_per_1k",
@@ -97,6 +97,9 @@ def price_book_normalized(*, context_tiers=None, service_tiers=None, request_fee
     request_fees = request_fees or {}
     if not isinstance(request_fees, dict):
         raise _invalid("request_fees", "expected {fee: USD per unit}")
+    for name in request_fees:
+        if not 0 < len(name) <= FEE_NAME_LENGTH or "\x00" in name:
+            raise _invalid("request_fees", f"a fee name has 1 to {FEE_NAME_LENGTH} characters")
     services = {}
     for tier, spec in sorted(service_tiers.items()):
         if not isinstance(spec, dict):

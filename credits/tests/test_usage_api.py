@@ -382,6 +382,7 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
         {"service_tier": "turbo"},
         {"service_tier": "flex", "reasoning_tokens": 5, "cached_input_tokens": 3},
         {"usage_format": "anthropic_v9"},
+        {"usage_format": {}, "service_tier": ["flex"]},
     ],
 )
 def test_fast_event_parser_follows_the_documented_schema(user, changes):
