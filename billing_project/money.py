@@ -7,7 +7,7 @@ Nothing here divides before it multiplies, so no intermediate rounding can move 
 or a credit.
 """
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
 
 CENT = Decimal("0.01")
@@ -30,8 +30,14 @@ def round_half_up(value: Fraction) -> int:
     return magnitude if value >= 0 else -magnitude
 
 
+# Wide enough that Decimal arithmetic on money here is exact (no rounding until a result is quantized).
+EXACT = Context(prec=80)
+
+
 def usd_round(amount: Exact | str) -> Decimal:
     """USD rounded half-up to cents: 0.715 -> 0.72, -0.715 -> -0.72."""
+    if isinstance(amount, Decimal):
+        return amount.quantize(CENT, rounding=ROUND_HALF_UP, context=EXACT)
     return cents_to_usd(usd_to_cents(amount))
 
 
@@ -49,6 +55,8 @@ def quantize_half_up(amount: Exact | str, places: Decimal) -> Decimal:
     """A Decimal rounded half-up to `places` (e.g. Decimal("1e-10") for a stored cost), from the exact value."""
     if places.as_tuple().digits != (1,):
         raise ValueError("places must be a power of ten")
+    if isinstance(amount, Decimal):  # the fast path of the usage hot path; the same result
+        return amount.quantize(places, rounding=ROUND_HALF_UP, context=EXACT)
     return Decimal(f"{round_half_up(exact(amount) / exact(places))}E{places.adjusted()}")
 
 
@@ -66,4 +74,12 @@ def credits_ceil(value: Exact | str) -> int:
 
 def credits_for_usd(amount_usd: Exact | str, *, credit_value_usd: Exact | str) -> int:
     """Credits charged for a USD value: ceil(amount / value of one credit), exactly."""
+    if isinstance(amount_usd, Decimal) and isinstance(credit_value_usd, Decimal):
+        # The hot path: a quotient rounded to 80 digits, then checked with exact products.
+        credits = int(EXACT.divide(amount_usd, credit_value_usd).to_integral_value(rounding=ROUND_CEILING))
+        while EXACT.multiply(credits, credit_value_usd) < amount_usd:
+            credits += 1
+        while EXACT.multiply(credits - 1, credit_value_usd) >= amount_usd:
+            credits -= 1
+        return credits
     return credits_ceil(exact(amount_usd) / exact(credit_value_usd))

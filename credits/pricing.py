@@ -20,15 +20,12 @@ price. A service tier the model has no prices for is charged at the standard pri
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal
 
-from billing_project.money import credits_for_usd
+from billing_project.money import EXACT, credits_for_usd
 from credits.usage_objects import COMPONENTS, TokenBreakdown
 
 ZERO = Decimal("0")
-PER_THOUSAND = Decimal("1000")
-# Wide enough that sums of token counts times prices are exact (no rounding until storage).
-EXACT = Context(prec=80)
 
 SERVICE_STANDARD = "standard"
 SERVICE_TIERS = (SERVICE_STANDARD, "batch", "flex", "priority")
@@ -115,6 +112,11 @@ class VendorPrice:
 
     def rates(self, *, service_tier: str, input_tokens: int) -> dict[str, Decimal]:
         """USD per 1,000 tokens of every component for a request of this service tier and input size."""
+        return self._scaled_rates(service_tier, input_tokens)[0]
+
+    def _scaled_rates(self, service_tier: str, input_tokens: int) -> tuple[dict[str, Decimal], int, tuple]:
+        """The rates, and the same rates as whole multiples of 10^-scale (exact integer arithmetic on
+        the hot path), computed once per process for each tier combination."""
         service = self.service_tiers.get(service_tier) if service_tier != SERVICE_STANDARD else None
         crossed = _crossed(self.context_tiers, input_tokens)
         service_crossed = _crossed(service.context_tiers, input_tokens) if service else None
@@ -123,16 +125,18 @@ class VendorPrice:
             crossed.above_tokens if crossed else None,
             service_crossed.above_tokens if service_crossed else None,
         )
-        rates = self._rates.get(key)
-        if rates is None:
+        scaled = self._rates.get(key)
+        if scaled is None:
             rates = _resolve(
                 base=self.base_prices,
                 context=crossed.prices if crossed else {},
                 service=service.prices if service else {},
                 both=service_crossed.prices if service_crossed else {},
             )
-            self._rates[key] = rates
-        return rates
+            scale = max(0, *(-rate.as_tuple().exponent for rate in rates.values()))
+            units = tuple(int(rates[component].scaleb(scale, context=EXACT)) for component in COMPONENTS)
+            scaled = self._rates[key] = (rates, scale, units)
+        return scaled
 
 
 def _crossed(tiers: tuple[ContextTier, ...], input_tokens: int) -> ContextTier | None:
@@ -234,14 +238,13 @@ def vendor_cost(
     fee_units: dict[str, int] | None = None,
 ) -> Decimal:
     """USD the vendor charges, exactly: every component at its rate, plus the per-request fees."""
-    rates = price.rates(service_tier=service_tier, input_tokens=tokens.input_total)
-    with localcontext(EXACT):
-        per_thousand = sum((getattr(tokens, component) * rates[component] for component in COMPONENTS), ZERO)
-        cost = per_thousand / PER_THOUSAND
-        for fee, units in (fee_units or {}).items():
-            if fee not in price.fees:
-                raise UnpricedFee(fee)
-            cost += units * price.fees[fee]
+    _, scale, units = price._scaled_rates(service_tier, tokens.input_total)
+    total = sum(count * unit for count, unit in zip(tokens.counts(), units, strict=True))
+    cost = Decimal(f"{total}E-{scale + 3}")  # exact: whole multiples of 10^-scale per 1,000 tokens
+    for fee, count in (fee_units or {}).items():
+        if fee not in price.fees:
+            raise UnpricedFee(fee)
+        cost = EXACT.add(cost, EXACT.multiply(count, price.fees[fee]))
     return cost
 
 
@@ -255,9 +258,8 @@ def quote(
     fee_units: dict[str, int] | None = None,
 ) -> Quote:
     cost = vendor_cost(price, tokens, service_tier=service_tier, fee_units=fee_units)
-    with localcontext(EXACT):
-        value = cost * margin
-        gross_margin = value - cost
+    value = EXACT.multiply(cost, margin)
+    gross_margin = EXACT.subtract(value, cost)
     return Quote(
         vendor_cost=cost,
         margin_multiplier=margin,

@@ -57,6 +57,7 @@ FLAT_OUTPUT_PARTS = (
     ("image_output_tokens", "image_output"),
 )
 FLAT_FIELDS = ("input_tokens", "output_tokens") + tuple(name for name, _ in FLAT_INPUT_PARTS + FLAT_OUTPUT_PARTS)
+TOTALS_ONLY = {"input_tokens", "output_tokens"}
 
 # No single count may exceed this; sums are bounded by their parts.
 MAX_TOKENS = 2_000_000_000
@@ -86,6 +87,20 @@ class TokenBreakdown:
     @property
     def output_total(self) -> int:
         return self.output + self.reasoning + self.audio_output + self.image_output
+
+    def counts(self) -> tuple[int, ...]:
+        """The counts in the order of COMPONENTS."""
+        return (
+            self.input,
+            self.cache_read,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.audio_input,
+            self.output,
+            self.reasoning,
+            self.audio_output,
+            self.image_output,
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}
@@ -132,6 +147,8 @@ def _parts_within(total: int, parts: dict[str, int], *, total_field: str, where:
 
 def breakdown_from_flat(values: dict[str, int]) -> TokenBreakdown:
     """From the flat fields (already integers): the parts are taken out of the totals."""
+    if values.keys() == TOTALS_ONLY:  # most events
+        return TokenBreakdown(input=values["input_tokens"], output=values["output_tokens"])
     input_parts = {name: values.get(name, 0) for name, _ in FLAT_INPUT_PARTS}
     output_parts = {name: values.get(name, 0) for name, _ in FLAT_OUTPUT_PARTS}
     _parts_within(values["input_tokens"], input_parts, total_field="input_tokens", where=_first_nonzero(input_parts))

@@ -151,9 +151,11 @@ def _tokens(raw: dict, errors: _Errors) -> tuple[str, TokenBreakdown | None, dic
         if raw.get("usage") is not None:
             errors.add("usage_format", "Name the format of the usage object (openai_chat, anthropic...).")
             return usage_format, None, fee_units
+        # Parts not sent are zero; leaving them out keeps the common event on the fast path.
         values = {
             name: _integer(raw, name, errors, **TOKENS, default=REQUIRED if name in TOTALS else 0)
             for name in usage_objects.FLAT_FIELDS
+            if name in TOTALS or name in raw
         }
         if any(value is None or name in errors for name, value in values.items()):
             return usage_format, None, fee_units

@@ -521,7 +521,11 @@ def test_recorded_vendor_cost_equals_the_vendors_bill(
     response = service_client.post(RECORD, event, format="json")
 
     assert response.status_code == 201, response.json()
-    vendor_cost = Fraction(TokenUsageLedger.objects.get().vendor_cost)
+    row = TokenUsageLedger.objects.get()
+    assert row.fee_units == (
+        {"web_search": usage["server_tool_use"]["web_search_requests"]} if "server_tool_use" in usage else {}
+    )
+    vendor_cost = Fraction(row.vendor_cost)
     assert abs(vendor_cost - usd(expected)) <= TOLERANCE
     # Credits are charged from the exact cost: ceil(cost x 2.0 (free tier) / 0.001).
     exact_credits = usd(expected) * FREE_MARGIN / CREDIT_USD
