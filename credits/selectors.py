@@ -48,39 +48,63 @@ def _context_tiers(tiers: list) -> tuple[pricing.ContextTier, ...]:
     )
 
 
-def vendor_price_of(row: ModelProviderPricing) -> pricing.VendorPrice:
+BOOK_COLUMNS = (
+    "id",
+    "provider__name",
+    "model_name",
+    "region",
+    "input_price_per_1k",
+    "output_price_per_1k",
+    "cache_input_price_per_1k",
+    "cache_hit_price_per_1k",
+    "cache_write_1h_price_per_1k",
+    "reasoning_price_per_1k",
+    "audio_input_price_per_1k",
+    "audio_output_price_per_1k",
+    "image_output_price_per_1k",
+    "context_tiers",
+    "service_tiers",
+    "request_fees",
+    "effective_from",
+    "effective_until",
+)
+
+
+def _vendor_price_of(row: dict) -> pricing.VendorPrice:
     """The pricing arithmetic's view of a stored price (its JSON prices are decimal strings)."""
     return pricing.VendorPrice(
-        id=row.pk,
-        provider=row.provider.name,
-        model_name=row.model_name,
-        region=row.region,
-        input_per_1k=row.input_price_per_1k,
-        output_per_1k=row.output_price_per_1k,
-        cache_write_per_1k=row.cache_input_price_per_1k,
-        cache_read_per_1k=row.cache_hit_price_per_1k,
-        cache_write_1h_per_1k=row.cache_write_1h_price_per_1k,
-        reasoning_per_1k=row.reasoning_price_per_1k,
-        audio_input_per_1k=row.audio_input_price_per_1k,
-        audio_output_per_1k=row.audio_output_price_per_1k,
-        image_output_per_1k=row.image_output_price_per_1k,
-        context_tiers=_context_tiers(row.context_tiers),
+        id=row["id"],
+        provider=row["provider__name"],
+        model_name=row["model_name"],
+        region=row["region"],
+        input_per_1k=row["input_price_per_1k"],
+        output_per_1k=row["output_price_per_1k"],
+        cache_write_per_1k=row["cache_input_price_per_1k"],
+        cache_read_per_1k=row["cache_hit_price_per_1k"],
+        cache_write_1h_per_1k=row["cache_write_1h_price_per_1k"],
+        reasoning_per_1k=row["reasoning_price_per_1k"],
+        audio_input_per_1k=row["audio_input_price_per_1k"],
+        audio_output_per_1k=row["audio_output_price_per_1k"],
+        image_output_per_1k=row["image_output_price_per_1k"],
+        context_tiers=_context_tiers(row["context_tiers"]),
         service_tiers={
             tier: pricing.ServicePrices(
                 prices=_decimals(spec.get("prices", {})), context_tiers=_context_tiers(spec.get("context_tiers", []))
             )
-            for tier, spec in row.service_tiers.items()
+            for tier, spec in row["service_tiers"].items()
         },
-        fees=_decimals(row.request_fees),
-        effective_from=row.effective_from,
-        effective_until=row.effective_until,
+        fees=_decimals(row["request_fees"]),
+        effective_from=row["effective_from"],
+        effective_until=row["effective_until"],
     )
 
 
 def _pricing_book_load() -> pricing.PricingBook:
     book = pricing.PricingBook(providers=dict(Provider.objects.filter(is_enabled=True).values_list("name", "pk")))
-    for row in ModelProviderPricing.objects.filter(is_active=True).select_related("provider"):
-        book.prices.setdefault((row.provider.name, row.model_name), []).append(vendor_price_of(row))
+    # Plain rows, not model instances: the book holds every price of every model (thousands after an
+    # import of LiteLLM's map) and is rebuilt in each process after any change.
+    for row in ModelProviderPricing.objects.filter(is_active=True).values(*BOOK_COLUMNS):
+        book.prices.setdefault((row["provider__name"], row["model_name"]), []).append(_vendor_price_of(row))
     approved = PricingConfig.objects.filter(is_active=True, approval_status=ApprovalStatus.APPROVED)
     book.margins = [margin_rule_of(config) for config in approved.select_related("provider")]
     return book
