@@ -154,7 +154,7 @@ def test_import_reports_every_entry_with_its_result(tmp_path):
     result = report_of(report)
     excerpt = json.loads(EXCERPT.read_text())
     assert set(result["by_source"]) == set(excerpt)
-    assert result["counts"] == {"imported": 18, "skipped": 2}
+    assert result["counts"] == {"imported": 19, "skipped": 2}
     assert (
         result["by_source"]["aiml/dall-e-3"]["reason"] == "no per-token input price (priced by: output_cost_per_image)"
     )
@@ -171,8 +171,8 @@ def test_import_twice_changes_nothing_the_second_time(tmp_path):
 
     output = run("import_model_pricing", str(EXCERPT), "--no-progress", "--report", str(second))
 
-    assert "0 new prices, 18 unchanged" in output
-    assert report_of(second)["counts"] == {"unchanged": 18, "skipped": 2}
+    assert "0 new prices, 19 unchanged" in output
+    assert report_of(second)["counts"] == {"unchanged": 19, "skipped": 2}
     assert ModelProviderPricing.objects.count() == prices
 
 

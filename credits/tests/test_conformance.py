@@ -1,6 +1,6 @@
-"""The vendor cost recorded through usage/record equals the vendor's bill, for 47 (model, usage
-object) cases across providers, context tiers, caching, audio, reasoning, service tiers, regions and
-fees.
+"""The vendor cost recorded through usage/record equals the vendor's bill, for 48 (model, usage
+object) cases across providers, context tiers, caching, audio, image output, reasoning, service
+tiers, regions and fees.
 
 The prices are an excerpt of LiteLLM's model_prices_and_context_window.json (data/, verbatim),
 imported with `manage.py import_model_pricing`. Each expected cost is written out below from the
@@ -48,7 +48,7 @@ def anthropic(input_tokens, output_tokens, *, read=0, written=None, split=None, 
     return usage
 
 
-def gemini(prompt, candidates, *, cached=0, thoughts=0, audio=0):
+def gemini(prompt, candidates, *, cached=0, thoughts=0, audio=0, image=0):
     usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates, "totalTokenCount": prompt + candidates}
     if cached:
         usage["cachedContentTokenCount"] = cached
@@ -58,6 +58,11 @@ def gemini(prompt, candidates, *, cached=0, thoughts=0, audio=0):
         usage["promptTokensDetails"] = [
             {"modality": "TEXT", "tokenCount": prompt - audio},
             {"modality": "AUDIO", "tokenCount": audio},
+        ]
+    if image:
+        usage["candidatesTokensDetails"] = [
+            {"modality": "TEXT", "tokenCount": candidates - image},
+            {"modality": "IMAGE", "tokenCount": image},
         ]
     return usage
 
@@ -372,6 +377,15 @@ CASES = [
         gemini(1000, 200, thoughts=300, audio=400),
         {"service_tier": "flex"},
         "600*1.5e-7 + 400*5e-7 + 200*1.25e-6 + 300*2.5e-6",
+    ),
+    (
+        "gemini image output",
+        "gemini",
+        "gemini-2.5-flash-image",
+        "gemini",
+        gemini(100, 1390, image=1290),
+        {},
+        "100*3e-7 + 100*2.5e-6 + 1290*3e-5",
     ),
     (
         "vertex gemini 250k",
