@@ -4,7 +4,7 @@ the browser by uPlot from the project's static files. Like urls.py it sits on to
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
@@ -16,12 +16,12 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing_project.fields import DATE_MAX, DATE_MIN
+from billing_project.money import usd_round
 from coupons.models import CouponAnalyticsSnapshot
 from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
 from credits.services.ledger import days_between
 from subscriptions.models import LIVE_STATUSES, PaymentStatus, PaymentTransaction, Subscription
 
-CENT = Decimal("0.01")
 DEFAULT_DAYS = 30
 LONGEST_RANGE_DAYS = 366
 # The dashboard reads these tables: it needs the view permission of each.
@@ -93,7 +93,7 @@ def _per_day(rows, days: list[date], zero):
 
 
 def _cents(values: list[Decimal]) -> list[Decimal]:
-    return [Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP) for value in values]
+    return [usd_round(value) for value in values]
 
 
 def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:

@@ -11,7 +11,8 @@ inside a transaction: the key row is committed first, marked in progress, the vi
 transaction open (its services commit their own, around the provider calls), and the response is
 stored after. A concurrent duplicate meanwhile gets 409 `idempotency_key_in_use`; an answer that tells
 the client to come back frees the key, and the retry resumes the payment operation the first attempt
-recorded (never a second charge). A key left in progress by a killed worker is freed after IDEMPOTENCY_IN_PROGRESS_TIMEOUT.
+recorded (never a second charge). A key left in progress by a killed worker is freed after
+IDEMPOTENCY_IN_PROGRESS_TIMEOUT.
 
 Keys are scoped to the verified caller and the path, and kept 24 hours.
 """

@@ -4,6 +4,10 @@ JSON can carry text that Python parses but nothing downstream accepts: a lone su
 cannot be encoded as UTF-8, so echoing it in a response or storing it fails; PostgreSQL refuses NUL
 characters in text and jsonb; and a deeply nested document exhausts the parser's recursion. Each is
 a 400 problem naming the field, before any view sees the data.
+
+A view that judges the items of a list one by one (`usage/record-batch/`: each event gets its own
+result) names that list in `items_judged_by_view`: the text inside its items is left to the view,
+which refuses such an item alone; nesting is still limited everywhere.
 """
 
 import re
@@ -20,7 +24,8 @@ def _printable(text: str) -> str:
     return UNSTORABLE.sub("\ufffd", text)
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be taken (NUL, an unpaired surrogate), or None."""
     found = UNSTORABLE.search(text)
     if found is None:
         return None
@@ -37,19 +42,20 @@ def _field_name(path: tuple) -> str:
     return name or "non_field_errors"
 
 
-def _check(data) -> None:
+def _check(data, *, items_judged_by_view: str | None = None) -> None:
     """Walks the parsed document without recursion and raises for the first value it cannot take."""
     stack = [(data, ())]
     while stack:
         value, path = stack.pop()
+        judged = not (items_judged_by_view and len(path) >= 2 and path[0] == items_judged_by_view)
         if len(path) > MAX_DEPTH:
             raise _invalid(path[:1], f"Nested deeper than {MAX_DEPTH} levels.")
         if isinstance(value, str):
-            if problem := _text_problem(value):
+            if judged and (problem := text_problem(value)):
                 raise _invalid(path, problem)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if problem := _text_problem(key):
+                if judged and (problem := text_problem(key)):
                     raise _invalid((*path, _printable(key)), f"This key is not accepted. {problem}")
                 stack.append((item, (*path, _printable(key))))
         elif isinstance(value, list):
@@ -66,5 +72,6 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
-        _check(data)
+        view = (parser_context or {}).get("view")
+        _check(data, items_judged_by_view=getattr(view, "items_judged_by_view", None))
         return data

@@ -4,7 +4,7 @@ fraud signals around a redemption, and the staff lists and reports. Nothing here
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, F, Max, QuerySet, Sum
@@ -12,6 +12,7 @@ from django.db.models.functions import Upper
 
 from billing_project.email_verification import email_is_verified
 from billing_project.enums import SubscriptionTier
+from billing_project.money import usd_round
 from coupons.codes import Reason
 from coupons.models import (
     PRICE_DISCOUNTS,
@@ -38,16 +39,11 @@ from subscriptions.models import (
 )
 from subscriptions.selectors import subscription_live_for
 
-CENT = Decimal("0.01")
 TAKES_A_USE = (RedemptionStatus.SUCCESS, RedemptionStatus.PENDING)
 BLOCKING = (FraudSeverity.HIGH, FraudSeverity.CRITICAL)
 VELOCITY_WINDOW = timedelta(hours=1)
 DEVICE_ACCOUNTS_WINDOW = timedelta(days=30)
 IP_ACCOUNTS_WINDOW = timedelta(hours=24)
-
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def code_normalize(code: str) -> str:
@@ -116,17 +112,17 @@ def preview_for(coupon: Coupon, *, purchase: Purchase) -> Preview:
     amount is never below zero); credits are valued at CREDIT_VALUE_USD, free months at the tier's
     monthly price and a license at its list price, which is what they cost a campaign's budget."""
     if coupon.coupon_type == CouponType.BYOK_MIGRATION:
-        price = money(settings.LICENSE_PRICE_USD)
+        price = usd_round(settings.LICENSE_PRICE_USD)
         return Preview(original_amount_usd=price, discount_usd=price, license=True, cost_usd=price)
     value = coupon.discount_value
     if coupon.discount_type == DiscountType.CREDITS:
         credits = int(value)
-        return Preview(credits=credits, cost_usd=money(credits * settings.CREDIT_VALUE_USD))
+        return Preview(credits=credits, cost_usd=usd_round(credits * settings.CREDIT_VALUE_USD))
     if coupon.discount_type == DiscountType.MONTHS_FREE:
         months = int(value)
-        return Preview(months_free=months, cost_usd=money(months * _monthly_price(purchase.tier)))
-    amount = money(purchase.amount_usd or Decimal("0.00"))
-    discount = money(amount * value / 100) if coupon.discount_type == DiscountType.PERCENTAGE else money(value)
+        return Preview(months_free=months, cost_usd=usd_round(months * _monthly_price(purchase.tier)))
+    amount = usd_round(purchase.amount_usd or Decimal("0.00"))
+    discount = usd_round(amount * value / 100) if coupon.discount_type == DiscountType.PERCENTAGE else usd_round(value)
     discount = min(discount, amount)
     return Preview(
         original_amount_usd=amount, discount_usd=discount, final_amount_usd=amount - discount, cost_usd=discount

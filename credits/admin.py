@@ -100,8 +100,8 @@ approve_pricing_changes = form_action(
 
 @admin.register(Provider)
 class ProviderAdmin(AuditedModelAdmin):
-    list_display = ("name", "display_name", "api_type", "is_enabled")
-    list_filter = ("api_type", "is_enabled")
+    list_display = ("name", "display_name", "api_type", "vendor_family", "is_enabled")
+    list_filter = ("api_type", "vendor_family", "is_enabled")
     search_fields = ("name", "display_name")
     readonly_fields = ("created_at", "updated_at")
 
@@ -111,6 +111,7 @@ class ModelProviderPricingAdmin(AuditedModelAdmin):
     list_display = (
         "provider",
         "model_name",
+        "region",
         "input_price_per_1k",
         "output_price_per_1k",
         "effective_from",

@@ -44,6 +44,7 @@ PASSED_AS_IS = (
     models.DateTimeField,
     models.DecimalField,
     models.ForeignKey,
+    models.JSONField,  # nested as JSON in the row; the database adapter's wrapper would be written as text
 )
 
 

@@ -13,7 +13,7 @@ from audit.models import AppendOnlyModel
 from billing_project.enums import SubscriptionTier
 from billing_project.models import TimestampedModel, choices_check
 
-PRICE = {"max_digits": 16, "decimal_places": 10}
+PRICE = {"max_digits": 24, "decimal_places": 16}
 COST = {"max_digits": 20, "decimal_places": 10}
 MULTIPLIER = {"max_digits": 6, "decimal_places": 4}
 
@@ -27,6 +27,7 @@ class VendorName(models.TextChoices):
     COHERE = "cohere"
     AZURE = "azure"
     OLLAMA = "ollama"
+    OTHER = "other"
 
 
 class MarginStrategy(models.TextChoices):
@@ -86,6 +87,25 @@ class RequestType(models.TextChoices):
     FUNCTION_CALL = "function_call"
 
 
+class ServiceTier(models.TextChoices):
+    """The vendor's processing tier for a request; each may have its own prices."""
+
+    STANDARD = "standard"
+    BATCH = "batch"
+    FLEX = "flex"
+    PRIORITY = "priority"
+
+
+class UsageFormat(models.TextChoices):
+    """How the gateway reported a request's tokens (credits.usage_objects)."""
+
+    FLAT = "flat"
+    OPENAI_CHAT = "openai_chat"
+    OPENAI_RESPONSES = "openai_responses"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+
 class UsageStatus(models.TextChoices):
     SUCCESS = "success"
     PARTIAL = "partial"
@@ -118,6 +138,11 @@ class Provider(TimestampedModel):
     name = models.CharField(max_length=100, unique=True, help_text="Stable identifier, e.g. 'openai'.")
     display_name = models.CharField(max_length=100, blank=True)
     api_type = models.CharField(max_length=16, choices=VendorName.choices)
+    vendor_family = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="The company behind the provider, for reports: 'azure' for both azure and azure_ai.",
+    )
     is_enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -129,11 +154,19 @@ class Provider(TimestampedModel):
 
 
 class ModelProviderPricing(TimestampedModel):
-    """A vendor's price for one model over a period. Invariant: for a (provider, model) the periods
-    [effective_from, effective_until) do not overlap; prices are USD per 1,000 tokens."""
+    """A vendor's price for one model over a period. Invariant: for a (provider, model, region) the
+    periods [effective_from, effective_until) do not overlap; prices are USD per 1,000 tokens of each
+    canonical component (credits.usage_objects), a missing one taking its parent's (credits.pricing).
+    A model whose prices are all zero is explicitly free."""
 
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="model_prices")
     model_name = models.CharField(max_length=255)
+    region = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="Empty: any region. Else this price applies to requests reported with this region "
+        "(e.g. Azure's 'eu' data zone), before the any-region price.",
+    )
     vendor_model_id = models.CharField(max_length=255, blank=True)
     input_price_per_1k = models.DecimalField(**PRICE, help_text="USD per 1,000 input tokens.")
     output_price_per_1k = models.DecimalField(**PRICE, help_text="USD per 1,000 output tokens.")
@@ -142,6 +175,35 @@ class ModelProviderPricing(TimestampedModel):
     )
     cache_hit_price_per_1k = models.DecimalField(
         **PRICE, null=True, blank=True, help_text="USD per 1,000 tokens read from the prompt cache."
+    )
+    cache_write_1h_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 tokens written to the cache with a 1-hour TTL."
+    )
+    reasoning_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 reasoning tokens (empty: the output price)."
+    )
+    audio_input_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 audio input tokens (empty: the input price)."
+    )
+    audio_output_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 audio output tokens (empty: the output price)."
+    )
+    image_output_price_per_1k = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1,000 generated image tokens (empty: the output price)."
+    )
+    context_tiers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Above a request input size, the whole request takes these prices: [{"above_tokens": 200000, '
+        '"prices": {"input": "0.0025", "output": "0.015"}}] (USD per 1,000 tokens by component).',
+    )
+    service_tiers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Prices of the batch, flex and priority tiers: {"batch": {"prices": {...}, "context_tiers": [...]}}.',
+    )
+    request_fees = models.JSONField(
+        default=dict, blank=True, help_text='USD per unit of per-request fees: {"web_search": "0.01"}.'
     )
     effective_from = models.DateTimeField()
     effective_until = models.DateTimeField(null=True, blank=True)
@@ -158,7 +220,7 @@ class ModelProviderPricing(TimestampedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["provider", "model_name", "effective_from"], name="model_price_unique_per_start"
+                fields=["provider", "model_name", "region", "effective_from"], name="model_price_unique_per_start"
             ),
             models.CheckConstraint(
                 condition=Q(input_price_per_1k__gte=0) & Q(output_price_per_1k__gte=0),
@@ -175,7 +237,8 @@ class ModelProviderPricing(TimestampedModel):
         ]
 
     def __str__(self):
-        return f"{self.provider_id}/{self.model_name} from {self.effective_from:%Y-%m-%d}"
+        region = f" ({self.region})" if self.region else ""
+        return f"{self.provider_id}/{self.model_name}{region} from {self.effective_from:%Y-%m-%d}"
 
 
 class PricingConfig(TimestampedModel):
@@ -485,11 +548,28 @@ class TokenUsageLedger(AppendOnlyModel):
     pricing = models.ForeignKey(
         ModelProviderPricing, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
     )
-    input_tokens = models.PositiveIntegerField()
-    output_tokens = models.PositiveIntegerField()
-    cached_input_tokens = models.PositiveIntegerField(default=0, help_text="Tokens read from the prompt cache.")
-    cache_write_tokens = models.PositiveIntegerField(default=0, help_text="Tokens written to the prompt cache.")
-    total_tokens = models.PositiveIntegerField()
+    # Token counts as the flat fields define them (credits.usage_objects): input_tokens and
+    # output_tokens are totals, the others parts of them. Rows with an empty usage_format were
+    # recorded before that meaning: their input_tokens exclude the cache tokens.
+    input_tokens = models.PositiveBigIntegerField(help_text="Every input token, cached or not.")
+    output_tokens = models.PositiveBigIntegerField(help_text="Every output token, reasoning included.")
+    cached_input_tokens = models.PositiveBigIntegerField(default=0, help_text="Input tokens read from the cache.")
+    cache_write_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Input tokens written to the prompt cache (5-minute TTL)."
+    )
+    cache_write_1h_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Input tokens written to the prompt cache with a 1-hour TTL."
+    )
+    audio_input_tokens = models.PositiveBigIntegerField(default=0, help_text="Audio input tokens (uncached).")
+    reasoning_tokens = models.PositiveBigIntegerField(default=0, help_text="Reasoning output tokens.")
+    audio_output_tokens = models.PositiveBigIntegerField(default=0, help_text="Audio output tokens.")
+    image_output_tokens = models.PositiveBigIntegerField(default=0, help_text="Generated image tokens.")
+    total_tokens = models.PositiveBigIntegerField()
+    usage_format = models.CharField(
+        max_length=20, choices=UsageFormat.choices, blank=True, help_text="How the gateway reported the tokens."
+    )
+    service_tier = models.CharField(max_length=16, choices=ServiceTier.choices, default=ServiceTier.STANDARD)
+    fee_units = models.JSONField(default=dict, blank=True, help_text='Units of per-request fees: {"web_search": 2}.')
     vendor_cost = models.DecimalField(**COST, help_text="USD the vendor charges.")
     margin_multiplier = models.DecimalField(**MULTIPLIER)
     credit_value_usd = models.DecimalField(**COST, help_text="USD value charged: vendor cost x margin.")
@@ -497,10 +577,10 @@ class TokenUsageLedger(AppendOnlyModel):
     balance_after = models.IntegerField(null=True, blank=True, help_text="The user's balance once recorded.")
     gross_margin_usd = models.DecimalField(**COST)
     request_type = models.CharField(max_length=16, choices=RequestType.choices)
-    streaming_segments = models.PositiveIntegerField(null=True, blank=True)
+    streaming_segments = models.PositiveBigIntegerField(null=True, blank=True)
     request_started_at = models.DateTimeField()
     request_completed_at = models.DateTimeField()
-    processing_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    processing_time_ms = models.PositiveBigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.SUCCESS)
     error_message = models.TextField(blank=True)
     is_streaming_complete = models.BooleanField(default=True)
@@ -516,6 +596,8 @@ class TokenUsageLedger(AppendOnlyModel):
         constraints = [
             choices_check("request_type", RequestType),
             choices_check("status", UsageStatus),
+            choices_check("service_tier", ServiceTier),
+            choices_check("usage_format", UsageFormat, allow_blank=True),
         ]
         indexes = [
             models.Index(fields=["user", "created_at"], name="usage_user_time_idx"),
@@ -540,7 +622,7 @@ class TokenUsageDailySummary(TimestampedModel):
     total_vendor_cost = models.DecimalField(**COST, default=0)
     total_credits_deducted = models.BigIntegerField(default=0)
     total_gross_margin = models.DecimalField(**COST, default=0)
-    avg_request_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    avg_request_latency_ms = models.PositiveBigIntegerField(null=True, blank=True)
     success_rate = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
 
     class Meta:

@@ -2,14 +2,68 @@
 
 Pure: no database access. `credits.selectors.pricing_book()` builds the `PricingBook` these
 functions read from the database (and caches it); tests build one by hand.
+
+A vendor price has a per-token price for each canonical component of `credits.usage_objects`
+(USD per 1,000 tokens), and may have:
+- context-length tiers: when a request's input (every input token, cached or not) is above a tier's
+  threshold, the whole request takes that tier's prices (the highest threshold crossed wins);
+- service-tier prices (`batch`, `flex`, `priority`; `standard` is the base), each with its own
+  context tiers;
+- per-request fees, USD per unit (e.g. per web-search query).
+
+A component without a price of its own takes its parent's: cache reads and writes, audio input ->
+input; 1-hour cache writes -> 5-minute cache writes; reasoning, audio and image output -> output. For
+a service tier and a context tier, the price named for both wins; else, when the service tier and the
+context tier each name one, the higher (never under-charge); else whichever is named; else the base
+price. A service tier the model has no prices for is charged at the standard prices.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
+
+from billing_project.money import EXACT, credits_for_usd
+from credits.usage_objects import COMPONENTS, TokenBreakdown
 
 ZERO = Decimal("0")
-PER_THOUSAND = Decimal("1000")
+
+SERVICE_STANDARD = "standard"
+SERVICE_TIERS = (SERVICE_STANDARD, "batch", "flex", "priority")
+
+# Where a component without a price of its own takes its price from.
+PARENT = {
+    "cache_read": "input",
+    "cache_write_5m": "input",
+    "cache_write_1h": "cache_write_5m",
+    "audio_input": "input",
+    "reasoning": "output",
+    "audio_output": "output",
+    "image_output": "output",
+}
+
+
+class UnpricedFee(LookupError):
+    """A request counts units of a fee the model has no price for."""
+
+    def __init__(self, fee: str):
+        super().__init__(fee)
+        self.fee = fee
+
+
+@dataclass(frozen=True)
+class ContextTier:
+    """Prices (USD per 1,000 tokens, by component) for requests whose input is above `above_tokens`."""
+
+    above_tokens: int
+    prices: dict[str, Decimal]
+
+
+@dataclass(frozen=True)
+class ServicePrices:
+    """A service tier's own prices and context tiers."""
+
+    prices: dict[str, Decimal] = field(default_factory=dict)
+    context_tiers: tuple[ContextTier, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -25,9 +79,87 @@ class VendorPrice:
     cache_read_per_1k: Decimal | None
     effective_from: datetime
     effective_until: datetime | None = None
+    cache_write_1h_per_1k: Decimal | None = None
+    reasoning_per_1k: Decimal | None = None
+    audio_input_per_1k: Decimal | None = None
+    audio_output_per_1k: Decimal | None = None
+    image_output_per_1k: Decimal | None = None
+    region: str = ""
+    context_tiers: tuple[ContextTier, ...] = ()
+    service_tiers: dict[str, ServicePrices] = field(default_factory=dict)
+    fees: dict[str, Decimal] = field(default_factory=dict)
+    # Resolved rates by (service tier, context tier threshold): computed once per process.
+    _rates: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def in_force_at(self, moment: datetime) -> bool:
         return self.effective_from <= moment and (self.effective_until is None or moment < self.effective_until)
+
+    @property
+    def base_prices(self) -> dict[str, Decimal]:
+        """The components with a base price of their own."""
+        named = {
+            "input": self.input_per_1k,
+            "output": self.output_per_1k,
+            "cache_write_5m": self.cache_write_per_1k,
+            "cache_read": self.cache_read_per_1k,
+            "cache_write_1h": self.cache_write_1h_per_1k,
+            "reasoning": self.reasoning_per_1k,
+            "audio_input": self.audio_input_per_1k,
+            "audio_output": self.audio_output_per_1k,
+            "image_output": self.image_output_per_1k,
+        }
+        return {component: value for component, value in named.items() if value is not None}
+
+    def rates(self, *, service_tier: str, input_tokens: int) -> dict[str, Decimal]:
+        """USD per 1,000 tokens of every component for a request of this service tier and input size."""
+        return self._scaled_rates(service_tier, input_tokens)[0]
+
+    def _scaled_rates(self, service_tier: str, input_tokens: int) -> tuple[dict[str, Decimal], int, tuple]:
+        """The rates, and the same rates as whole multiples of 10^-scale (exact integer arithmetic on
+        the hot path), computed once per process for each tier combination."""
+        service = self.service_tiers.get(service_tier) if service_tier != SERVICE_STANDARD else None
+        crossed = _crossed(self.context_tiers, input_tokens)
+        service_crossed = _crossed(service.context_tiers, input_tokens) if service else None
+        key = (
+            service_tier if service else SERVICE_STANDARD,
+            crossed.above_tokens if crossed else None,
+            service_crossed.above_tokens if service_crossed else None,
+        )
+        scaled = self._rates.get(key)
+        if scaled is None:
+            rates = _resolve(
+                base=self.base_prices,
+                context=crossed.prices if crossed else {},
+                service=service.prices if service else {},
+                both=service_crossed.prices if service_crossed else {},
+            )
+            scale = max(0, *(-rate.as_tuple().exponent for rate in rates.values()))
+            units = tuple(int(rates[component].scaleb(scale, context=EXACT)) for component in COMPONENTS)
+            scaled = self._rates[key] = (rates, scale, units)
+        return scaled
+
+
+def _crossed(tiers: tuple[ContextTier, ...], input_tokens: int) -> ContextTier | None:
+    """The tier with the highest threshold below the request's input, if any."""
+    crossed = [tier for tier in tiers if input_tokens > tier.above_tokens]
+    return max(crossed, key=lambda tier: tier.above_tokens, default=None)
+
+
+def _resolve(*, base: dict, context: dict, service: dict, both: dict) -> dict[str, Decimal]:
+    explicit: dict[str, Decimal] = {}
+    for component in COMPONENTS:
+        if component in both:
+            explicit[component] = both[component]
+        elif component in context and component in service:
+            explicit[component] = max(context[component], service[component])
+        elif component in context or component in service:
+            explicit[component] = context.get(component, service.get(component))
+        elif component in base:
+            explicit[component] = base[component]
+    resolved: dict[str, Decimal] = {}
+    for component in COMPONENTS:  # parents come before their children in COMPONENTS' order
+        resolved[component] = explicit.get(component, resolved.get(PARENT.get(component, ""), ZERO))
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -58,14 +190,6 @@ LEVEL_COMBINATION, LEVEL_MODEL, LEVEL_PROVIDER, LEVEL_TIER = 4, 3, 2, 1
 
 
 @dataclass(frozen=True)
-class TokenCounts:
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-
-
-@dataclass(frozen=True)
 class Quote:
     """The price of one request. Credits are rounded up: the user is never under-charged."""
 
@@ -85,10 +209,15 @@ class PricingBook:
     margins: list[MarginRule] = field(default_factory=list)
     providers: dict[str, object] = field(default_factory=dict)  # enabled provider name -> id
 
-    def price_at(self, *, provider: str, model_name: str, moment: datetime) -> VendorPrice | None:
-        """The price in force when the request started (the latest start among overlapping rows)."""
-        in_force = [price for price in self.prices.get((provider, model_name), ()) if price.in_force_at(moment)]
-        return max(in_force, key=lambda price: price.effective_from, default=None)
+    def price_at(self, *, provider: str, model_name: str, moment: datetime, region: str = "") -> VendorPrice | None:
+        """The price in force when the request started: the request's region's own price if the model
+        has one, else the price for any region; among overlapping rows, the latest start."""
+        in_force = [
+            price
+            for price in self.prices.get((provider, model_name), ())
+            if price.region in ("", region) and price.in_force_at(moment)
+        ]
+        return max(in_force, key=lambda price: (price.region != "", price.effective_from), default=None)
 
     def margin_at(self, *, tier: str, provider: str, model_name: str, moment: datetime, default: Decimal) -> Decimal:
         """The most specific applicable multiplier; within one level the latest to take effect wins."""
@@ -101,32 +230,42 @@ class PricingBook:
         return best.multiplier if best is not None else default
 
 
-def vendor_cost(price: VendorPrice, tokens: TokenCounts) -> Decimal:
-    """USD the vendor charges; cache prices default to the input price when the vendor has none."""
-    cache_write = price.cache_write_per_1k if price.cache_write_per_1k is not None else price.input_per_1k
-    cache_read = price.cache_read_per_1k if price.cache_read_per_1k is not None else price.input_per_1k
-    return (
-        tokens.input_tokens * price.input_per_1k
-        + tokens.output_tokens * price.output_per_1k
-        + tokens.cache_write_tokens * cache_write
-        + tokens.cache_read_tokens * cache_read
-    ) / PER_THOUSAND
+def vendor_cost(
+    price: VendorPrice,
+    tokens: TokenBreakdown,
+    *,
+    service_tier: str = SERVICE_STANDARD,
+    fee_units: dict[str, int] | None = None,
+) -> Decimal:
+    """USD the vendor charges, exactly: every component at its rate, plus the per-request fees."""
+    _, scale, units = price._scaled_rates(service_tier, tokens.input_total)
+    total = sum(count * unit for count, unit in zip(tokens.counts(), units, strict=True))
+    cost = Decimal(f"{total}E-{scale + 3}")  # exact: whole multiples of 10^-scale per 1,000 tokens
+    for fee, count in (fee_units or {}).items():
+        if fee not in price.fees:
+            raise UnpricedFee(fee)
+        cost = EXACT.add(cost, EXACT.multiply(count, price.fees[fee]))
+    return cost
 
 
-def credits_for(value_usd: Decimal, *, credit_value_usd: Decimal) -> int:
-    """Whole credits covering `value_usd`, rounded up."""
-    return int((value_usd / credit_value_usd).to_integral_value(rounding=ROUND_CEILING))
-
-
-def quote(*, price: VendorPrice, tokens: TokenCounts, margin: Decimal, credit_value_usd: Decimal) -> Quote:
-    cost = vendor_cost(price, tokens)
-    value = cost * margin
+def quote(
+    *,
+    price: VendorPrice,
+    tokens: TokenBreakdown,
+    margin: Decimal,
+    credit_value_usd: Decimal,
+    service_tier: str = SERVICE_STANDARD,
+    fee_units: dict[str, int] | None = None,
+) -> Quote:
+    cost = vendor_cost(price, tokens, service_tier=service_tier, fee_units=fee_units)
+    value = EXACT.multiply(cost, margin)
+    gross_margin = EXACT.subtract(value, cost)
     return Quote(
         vendor_cost=cost,
         margin_multiplier=margin,
         credit_value_usd=value,
-        credits=credits_for(value, credit_value_usd=credit_value_usd),
-        gross_margin_usd=value - cost,
+        credits=credits_for_usd(value, credit_value_usd=credit_value_usd),
+        gross_margin_usd=gross_margin,
         price=price,
     )
 

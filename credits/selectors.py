@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from uuid import uuid4
 
 from django.conf import settings
@@ -13,6 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing_project.enums import SubscriptionTier
+from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.models import (
     ApprovalStatus,
@@ -22,6 +23,7 @@ from credits.models import (
     Provider,
     TokenUsageLedger,
 )
+from credits.usage_objects import TokenBreakdown
 
 PRICING_VERSION_KEY = "credits:pricing-book-version"
 PRICING_VERSION_SECONDS = 300
@@ -36,22 +38,73 @@ SCOPE_LEVELS = {
 _book_cache: tuple[str, pricing.PricingBook] | None = None
 
 
+def _decimals(prices: dict) -> dict[str, Decimal]:
+    return {name: Decimal(value) for name, value in prices.items()}
+
+
+def _context_tiers(tiers: list) -> tuple[pricing.ContextTier, ...]:
+    return tuple(
+        pricing.ContextTier(above_tokens=int(tier["above_tokens"]), prices=_decimals(tier["prices"])) for tier in tiers
+    )
+
+
+BOOK_COLUMNS = (
+    "id",
+    "provider__name",
+    "model_name",
+    "region",
+    "input_price_per_1k",
+    "output_price_per_1k",
+    "cache_input_price_per_1k",
+    "cache_hit_price_per_1k",
+    "cache_write_1h_price_per_1k",
+    "reasoning_price_per_1k",
+    "audio_input_price_per_1k",
+    "audio_output_price_per_1k",
+    "image_output_price_per_1k",
+    "context_tiers",
+    "service_tiers",
+    "request_fees",
+    "effective_from",
+    "effective_until",
+)
+
+
+def _vendor_price_of(row: dict) -> pricing.VendorPrice:
+    """The pricing arithmetic's view of a stored price (its JSON prices are decimal strings)."""
+    return pricing.VendorPrice(
+        id=row["id"],
+        provider=row["provider__name"],
+        model_name=row["model_name"],
+        region=row["region"],
+        input_per_1k=row["input_price_per_1k"],
+        output_per_1k=row["output_price_per_1k"],
+        cache_write_per_1k=row["cache_input_price_per_1k"],
+        cache_read_per_1k=row["cache_hit_price_per_1k"],
+        cache_write_1h_per_1k=row["cache_write_1h_price_per_1k"],
+        reasoning_per_1k=row["reasoning_price_per_1k"],
+        audio_input_per_1k=row["audio_input_price_per_1k"],
+        audio_output_per_1k=row["audio_output_price_per_1k"],
+        image_output_per_1k=row["image_output_price_per_1k"],
+        context_tiers=_context_tiers(row["context_tiers"]),
+        service_tiers={
+            tier: pricing.ServicePrices(
+                prices=_decimals(spec.get("prices", {})), context_tiers=_context_tiers(spec.get("context_tiers", []))
+            )
+            for tier, spec in row["service_tiers"].items()
+        },
+        fees=_decimals(row["request_fees"]),
+        effective_from=row["effective_from"],
+        effective_until=row["effective_until"],
+    )
+
+
 def _pricing_book_load() -> pricing.PricingBook:
     book = pricing.PricingBook(providers=dict(Provider.objects.filter(is_enabled=True).values_list("name", "pk")))
-    for row in ModelProviderPricing.objects.filter(is_active=True).select_related("provider"):
-        book.prices.setdefault((row.provider.name, row.model_name), []).append(
-            pricing.VendorPrice(
-                id=row.pk,
-                provider=row.provider.name,
-                model_name=row.model_name,
-                input_per_1k=row.input_price_per_1k,
-                output_per_1k=row.output_price_per_1k,
-                cache_write_per_1k=row.cache_input_price_per_1k,
-                cache_read_per_1k=row.cache_hit_price_per_1k,
-                effective_from=row.effective_from,
-                effective_until=row.effective_until,
-            )
-        )
+    # Plain rows, not model instances: the book holds every price of every model (thousands after an
+    # import of LiteLLM's map) and is rebuilt in each process after any change.
+    for row in ModelProviderPricing.objects.filter(is_active=True).values(*BOOK_COLUMNS):
+        book.prices.setdefault((row["provider__name"], row["model_name"]), []).append(_vendor_price_of(row))
     approved = PricingConfig.objects.filter(is_active=True, approval_status=ApprovalStatus.APPROVED)
     book.margins = [margin_rule_of(config) for config in approved.select_related("provider")]
     return book
@@ -149,15 +202,17 @@ def _balance_cache_keys(user_id) -> tuple[str, str]:
 
 
 def balance_get(*, user) -> dict:
-    """A user's balance and the unexpired grants that make it up, in spending order."""
+    """A user's spendable balance and the unexpired grants that make it up, in spending order."""
     entry_key, generation_key = _balance_cache_keys(user.pk)
     cached = cache.get_many([entry_key, generation_key])
     generation, entry = cached.get(generation_key), cached.get(entry_key)
     if entry is not None and entry[0] == generation:
         return entry[1]
     now = timezone.now()
-    balance, grants = ledger_sql.balance_and_live_grants(user.pk, now)
-    body = {"balance": balance, "grants": grants}
+    stored, grants = ledger_sql.balance_and_live_grants(user.pk, now)
+    # A grant past its expiry is not spendable even before the expiry job writes its ledger row, so
+    # it is not shown either; the smaller figure is also the safe one if the ledger were damaged.
+    body = {"balance": min(stored, sum(grant["remaining"] for grant in grants)), "grants": grants}
     expiries = [(grant["expires_at"] - now).total_seconds() for grant in grants if grant["expires_at"]]
     cache.set(entry_key, (generation, body), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
     return body
@@ -167,6 +222,25 @@ def balance_invalidate(*, user_id) -> None:
     """Makes readers drop the user's cached balance, once the change that called this has committed."""
     generation_key = _balance_cache_keys(user_id)[1]
     transaction.on_commit(lambda: cache.set(generation_key, uuid4().hex, timeout=BALANCE_GENERATION_SECONDS))
+
+
+def usage_breakdown(usage: TokenUsageLedger) -> TokenBreakdown:
+    """The canonical breakdown of a recorded request. Rows recorded before the flat fields had their
+    one meaning (empty usage_format) counted the cache tokens beside input_tokens, not in it."""
+    input_parts = usage.cache_write_1h_tokens + usage.audio_input_tokens
+    if usage.usage_format:
+        input_parts += usage.cached_input_tokens + usage.cache_write_tokens
+    return TokenBreakdown(
+        input=usage.input_tokens - input_parts,
+        cache_read=usage.cached_input_tokens,
+        cache_write_5m=usage.cache_write_tokens,
+        cache_write_1h=usage.cache_write_1h_tokens,
+        audio_input=usage.audio_input_tokens,
+        output=usage.output_tokens - usage.reasoning_tokens - usage.audio_output_tokens - usage.image_output_tokens,
+        reasoning=usage.reasoning_tokens,
+        audio_output=usage.audio_output_tokens,
+        image_output=usage.image_output_tokens,
+    )
 
 
 def usage_list_for_user(*, user, date_from=None, date_to=None, model=None, provider=None):
@@ -200,9 +274,6 @@ def usage_daily_for_user(*, user, date_from, date_to):
     )
 
 
-CENT = Decimal("0.01")
-
-
 def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
     """What a pending margin would have changed over the last `days` of (non-BYOK) usage: every
     request re-priced with the margin that would win with and without it, at today's rules."""
@@ -234,11 +305,11 @@ def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
         "days": days,
         "requests": requests,
         "affected_requests": affected,
-        "vendor_cost_usd": vendor_total.quantize(CENT, rounding=ROUND_HALF_UP),
-        "current_revenue_usd": current.quantize(CENT, rounding=ROUND_HALF_UP),
-        "projected_revenue_usd": projected.quantize(CENT, rounding=ROUND_HALF_UP),
-        "expected_revenue_impact_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
-        "current_margin_usd": (current - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
-        "projected_margin_usd": (projected - vendor_total).quantize(CENT, rounding=ROUND_HALF_UP),
-        "expected_margin_change_usd": (projected - current).quantize(CENT, rounding=ROUND_HALF_UP),
+        "vendor_cost_usd": usd_round(vendor_total),
+        "current_revenue_usd": usd_round(current),
+        "projected_revenue_usd": usd_round(projected),
+        "expected_revenue_impact_usd": usd_round(projected - current),
+        "current_margin_usd": usd_round(current - vendor_total),
+        "projected_margin_usd": usd_round(projected - vendor_total),
+        "expected_margin_change_usd": usd_round(projected - current),
     }

@@ -2,14 +2,11 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-CENT = Decimal("0.01")
+from billing_project.money import usd_round
+
 HUNDRED = Decimal(100)
-
-
-def money(amount) -> Decimal:
-    return Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ def upgrade_quote(
 ) -> UpgradeQuote:
     """The price of an upgrade: the list price, less `discount_percent` when bought within
     `early_days` of the license's purchase (the last day included)."""
-    list_price = money(list_price_usd)
+    list_price = usd_round(list_price_usd)
     early = now <= purchased_at + timedelta(days=early_days)
-    discount = money(list_price * Decimal(discount_percent) / HUNDRED) if early else money(0)
+    discount = usd_round(list_price * Decimal(discount_percent) / HUNDRED) if early else usd_round(0)
     return UpgradeQuote(list_price_usd=list_price, discount_usd=discount, price_usd=list_price - discount, early=early)

@@ -20,7 +20,8 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
 from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
-from licensing import keys, pricing, versions
+from billing_project.money import cents_to_usd, usd_round
+from licensing import keys, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import (
     DEFAULT_MAX_ACTIVATIONS,
@@ -127,7 +128,7 @@ def _license_purchase_open(*, user, version: str | None) -> tuple[PerpetualLicen
     unfinished = operation_unfinished_for(kind=OperationKind.LICENSE_CHECKOUT, subject=user)
     if unfinished is not None and unfinished.params["metadata"].get("version") == purchased_version:
         return PerpetualLicense.objects.get(pk=unfinished.params["metadata"]["license_id"]), unfinished
-    price = pricing.money(settings.LICENSE_PRICE_USD)
+    price = usd_round(settings.LICENSE_PRICE_USD)
     license_ = _license_create(
         user=user,
         purchase_price_usd=price,
@@ -163,7 +164,7 @@ def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> di
     license_.status = LicenseStatus.ACTIVE
     license_.activated_at = timezone.now()
     license_.checkout_session_id = session_id
-    license_.purchase_price_usd = pricing.money(Decimal(facts.get("amount", operation.amount)) / 100)
+    license_.purchase_price_usd = cents_to_usd(facts.get("amount", operation.amount))
     license_.save(update_fields=["status", "activated_at", "checkout_session_id", "purchase_price_usd", "updated_at"])
     logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
     return {"object_id": str(license_.pk)}
@@ -186,7 +187,7 @@ def license_issue(
     purchased_version = str(version_checked(purchased_version, field="purchased_version"))
     license_ = _license_create(
         user=user,
-        purchase_price_usd=pricing.money(purchase_price_usd),
+        purchase_price_usd=usd_round(purchase_price_usd),
         purchased_version=purchased_version,
         eligible_until_version=versions.eligible_until_for(purchased_version),
         max_activations=max_activations,
@@ -467,7 +468,7 @@ def license_upgrade_complete(*, operation: PaymentOperation, facts: dict) -> dic
     upgrade.status = UpgradeStatus.COMPLETED
     upgrade.purchased_at = timezone.now()
     upgrade.checkout_session_id = facts.get("session_id") or operation.stripe_checkout_session_id
-    upgrade.upgrade_price_usd = pricing.money(Decimal(facts.get("amount", operation.amount)) / 100)
+    upgrade.upgrade_price_usd = cents_to_usd(facts.get("amount", operation.amount))
     upgrade.save(update_fields=["status", "purchased_at", "checkout_session_id", "upgrade_price_usd", "updated_at"])
     eligible_until = versions.eligible_until_for(upgrade.to_version)
     if not versions.version_covered(eligible_until_version=license_.eligible_until_version, version=eligible_until):

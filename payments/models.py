@@ -9,6 +9,7 @@ from django.db.models import Q
 
 from audit.models import AppendOnlyModel
 from billing_project.models import TimestampedModel, choices_check
+from billing_project.money import cents_to_usd
 
 
 class WebhookProvider(models.TextChoices):
@@ -223,7 +224,7 @@ class PaymentOperation(TimestampedModel):
 
     @property
     def amount_decimal(self) -> Decimal:
-        return Decimal(self.amount) / 100
+        return cents_to_usd(self.amount)
 
     def idempotency_key(self, step: str) -> str:
         return f"op_{self.pk}:{step}"

@@ -1,15 +1,19 @@
 """Proration arithmetic (pure): what a mid-period tier change costs and grants.
 
-The fraction of the period left is exact (seconds left / seconds in the period); money is rounded
-half-up to cents, credits down to whole credits (SPEC section 2).
+The fraction of the period left is exact: integer microseconds left over integer microseconds in the
+period, kept as a `Fraction`. Every amount multiplies by it before anything is rounded, once, at the
+end: money half-up to cents, credits down to whole credits (SPEC section 2; billing_project.money).
 """
 
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 
-CENT = Decimal("0.01")
-SECONDS_PER_DAY = 86_400
+from billing_project.money import ZERO_USD, credits_floor, exact, round_half_up, usd_round
+
+MICROSECOND = timedelta(microseconds=1)
+MICROSECONDS_PER_DAY = 86_400 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -22,15 +26,15 @@ class Proration:
     credits_adjustment: int
 
 
-def fraction_left(*, period_start: datetime, period_end: datetime, at: datetime) -> Decimal:
-    """Share of [period_start, period_end) still ahead at `at`, between 0 and 1."""
-    total = Decimal((period_end - period_start).total_seconds())
-    left = Decimal((period_end - max(at, period_start)).total_seconds())
-    return min(max(left / total, Decimal(0)), Decimal(1))
+def _microseconds(span: timedelta) -> int:
+    return span // MICROSECOND
 
 
-def money(amount: Decimal) -> Decimal:
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+def fraction_left(*, period_start: datetime, period_end: datetime, at: datetime) -> Fraction:
+    """Share of [period_start, period_end) still ahead at `at`, between 0 and 1, exactly."""
+    total = _microseconds(period_end - period_start)
+    left = _microseconds(period_end - max(at, period_start))
+    return min(max(Fraction(left, total), Fraction(0)), Fraction(1))
 
 
 def upgrade(
@@ -42,38 +46,38 @@ def upgrade(
     period_start: datetime,
     period_end: datetime,
     at: datetime,
-    credit_fraction_left: Decimal | None = None,
+    credit_fraction_left: Fraction | Decimal | None = None,
 ) -> Proration:
     """Upgrade now: the unused value of the old price is credited against the prorated new price.
     Credits: the difference of the allocations, prorated over what is left of the credit period
     (the billing period unless an annual plan passes its monthly slice's fraction)."""
     fraction = fraction_left(period_start=period_start, period_end=period_end, at=at)
-    unused = money(old_price_usd * fraction)
-    new_cost = money(new_price_usd * fraction)
-    credit_fraction = fraction if credit_fraction_left is None else credit_fraction_left
-    credits = int(((new_credits - old_credits) * credit_fraction).to_integral_value(rounding=ROUND_DOWN))
+    unused = usd_round(exact(old_price_usd) * fraction)
+    new_cost = usd_round(exact(new_price_usd) * fraction)
+    credit_fraction = fraction if credit_fraction_left is None else exact(credit_fraction_left)
+    credits = credits_floor((new_credits - old_credits) * credit_fraction)
     return Proration(
-        days_remaining=_whole_days((period_end - max(at, period_start)).total_seconds()),
-        days_in_cycle=_whole_days((period_end - period_start).total_seconds()),
+        days_remaining=_whole_days(period_end - max(at, period_start)),
+        days_in_cycle=_whole_days(period_end - period_start),
         unused_credit_value_usd=unused,
         new_tier_prorated_cost_usd=new_cost,
-        net_charge_usd=max(new_cost - unused, Decimal("0.00")),
+        net_charge_usd=max(new_cost - unused, ZERO_USD),
         credits_adjustment=max(credits, 0),
     )
 
 
 def downgrade(*, period_start: datetime, period_end: datetime, at: datetime) -> Proration:
     """Downgrades wait for the period end: nothing is charged or refunded, no credits move now."""
-    zero = Decimal("0.00")
     return Proration(
-        days_remaining=_whole_days((period_end - max(at, period_start)).total_seconds()),
-        days_in_cycle=_whole_days((period_end - period_start).total_seconds()),
-        unused_credit_value_usd=zero,
-        new_tier_prorated_cost_usd=zero,
-        net_charge_usd=zero,
+        days_remaining=_whole_days(period_end - max(at, period_start)),
+        days_in_cycle=_whole_days(period_end - period_start),
+        unused_credit_value_usd=ZERO_USD,
+        new_tier_prorated_cost_usd=ZERO_USD,
+        net_charge_usd=ZERO_USD,
         credits_adjustment=0,
     )
 
 
-def _whole_days(seconds: float) -> int:
-    return int((Decimal(seconds) / SECONDS_PER_DAY).to_integral_value(rounding=ROUND_HALF_UP))
+def _whole_days(span: timedelta) -> int:
+    """Days rounded half-up, for display (days_remaining, days_in_cycle)."""
+    return max(round_half_up(Fraction(_microseconds(span), MICROSECONDS_PER_DAY)), 0)

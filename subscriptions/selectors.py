@@ -1,6 +1,7 @@
 from django.core.cache import cache
 
 from billing_project.enums import SubscriptionTier
+from licensing.models import LicenseStatus, PerpetualLicense
 from subscriptions.models import LIVE_STATUSES, BillingInvoice, Subscription, TierConfig, UserEntitlement
 
 # A safety net only: every change deletes the entry on commit.
@@ -25,16 +26,36 @@ def user_tier(*, user) -> str:
 
 
 def tier_and_subscription_for(user_id: int) -> tuple[str, list]:
-    """The statement the credits engine runs, with its other reads under the balance lock, for a user's
-    tier and live subscription: one row, (the live subscription's tier, else the entitlement's, else
-    NULL for free; the live subscription's id or NULL). A user has at most one live subscription and
-    one entitlement (constraints), so the join yields one row."""
+    """The statement the credits engine runs, with its other reads under the balance lock, for the
+    tier a user's usage is priced at and their live subscription: one row, (tier or NULL for free;
+    the live subscription's id or NULL).
+
+    Which tier wins: a paid tier (the live subscription's, else the entitlement's) first; then
+    `perpetual` for a holder of an active license without BYOK (BYOK usage costs nothing anyway);
+    then the free tier. A paid plan is what the user pays for now, so it sets the margin even when
+    they also hold a license. A user has at most one live subscription and one entitlement
+    (constraints), so the join yields one row."""
     statuses = ", ".join(["%s"] * len(LIVE_STATUSES))
+    entitlement = f"(SELECT e.tier FROM {UserEntitlement._meta.db_table} e WHERE e.user_id = %s)"
+    licensed = (
+        f"EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} l "
+        "WHERE l.user_id = %s AND l.status = %s AND NOT l.byok_enabled)"
+    )
     return (
-        f"SELECT COALESCE(s.tier, (SELECT e.tier FROM {UserEntitlement._meta.db_table} e WHERE e.user_id = %s)), "
+        f"SELECT COALESCE(NULLIF(COALESCE(s.tier, {entitlement}), %s), "
+        f"CASE WHEN {licensed} THEN %s END, COALESCE(s.tier, {entitlement})), "
         f"s.id FROM (SELECT 1) AS one LEFT JOIN {Subscription._meta.db_table} s "
         f"ON s.user_id = %s AND s.status IN ({statuses})",
-        [user_id, user_id, *LIVE_STATUSES],
+        [
+            user_id,
+            SubscriptionTier.FREE,
+            user_id,
+            LicenseStatus.ACTIVE,
+            SubscriptionTier.PERPETUAL,
+            user_id,
+            user_id,
+            *LIVE_STATUSES,
+        ],
     )
 
 

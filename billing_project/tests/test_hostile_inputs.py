@@ -96,7 +96,6 @@ def test_nesting_deeper_than_the_limit_is_a_400_problem_naming_the_field(user_cl
         ("user", "/api/v1/licenses/activate/", b'{"license_key": %s, "device_fingerprint": "d"}', "license_key"),
         ("user", "/api/v1/licenses/validate/", b'{"license_key": "K", "device_fingerprint": %s}', "device_fingerprint"),
         ("service", "/api/v1/usage/check/", b'{"user_id": 1, "estimated_credits": 1, "model": %s}', "model"),
-        ("service", "/api/v1/usage/record-batch/", b'{"events": [{}, {"provider": %s}]}', "events[1].provider"),
         ("staff", "/api/v1/admin/coupons/", b'{"code": %s}', "code"),
         ("staff", "/api/v1/admin/campaigns/", b'{"name": %s}', "name"),
         ("staff", "/api/v1/admin/credits/grant/", b'{"user_id": 1, "amount": 5, "reason": %s}', "reason"),
@@ -123,6 +122,20 @@ def test_unstorable_text_is_a_400_problem_naming_the_field(
 
     problem = assert_problem(response, 400, "validation_error")
     assert list(problem["errors"]) == [field]
+
+
+@pytest.mark.parametrize("text", [SURROGATE, b'"a\\u0000b"'], ids=["lone_surrogate", "nul"])
+def test_unstorable_text_in_one_batch_event_is_that_events_own_400_naming_the_field(service_client, text):
+    # A batch judges its events one by one (usage/record-batch): the bad one is refused alone.
+    response = service_client.generic(
+        "POST", "/api/v1/usage/record-batch/", b'{"events": [{}, {"provider": %s}]}' % text, content_type=JSON
+    )
+
+    assert response.status_code == 200, response.content
+    first, second = response.json()["results"]
+    assert (second["status"], second["code"]) == (400, "validation_error")
+    assert "provider" in second["errors"]
+    assert first["status"] == 400  # the empty event is refused on its own too
 
 
 def test_a_lone_surrogate_in_a_key_is_a_400_problem_that_does_not_echo_it(user_client):

@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_project.fields import DateField, DateTimeField
+from credits import selectors
 from credits.models import (
     CreditSource,
     GrantSource,
@@ -9,7 +11,9 @@ from credits.models import (
     PricingScope,
     Provider,
     RequestType,
+    ServiceTier,
     TokenUsageLedger,
+    UsageFormat,
 )
 from credits.services.grants import GRANTABLE_BY_STAFF
 
@@ -18,22 +22,79 @@ TOKENS = {"min_value": 0, "max_value": 2_000_000_000}
 
 class UsageEventInput(serializers.Serializer):
     """The documented shape of a usage event; requests are parsed by credits.api.events, which
-    applies these rules faster (a test keeps the two in step)."""
+    applies these rules faster (a test keeps the two in step).
+
+    Tokens come either as the flat fields (`usage_format` `flat`, the default) or as the provider's
+    usage object verbatim in `usage`, with `usage_format` naming its shape. Flat fields: `input_tokens`
+    counts every input token, cached or not, and `cached_input_tokens`, `cache_write_tokens`,
+    `cache_write_1h_tokens` and `audio_input_tokens` are parts of it (their sum may not exceed it);
+    `output_tokens` counts every output token and `reasoning_tokens`, `audio_output_tokens` and
+    `image_output_tokens` are parts of it. Cached tokens are priced once, at the cache price."""
 
     request_id = serializers.UUIDField()
     user_id = serializers.IntegerField(min_value=1)
     provider = serializers.CharField(max_length=100)
     model = serializers.CharField(max_length=255)
-    input_tokens = serializers.IntegerField(**TOKENS)
-    output_tokens = serializers.IntegerField(**TOKENS)
-    cached_input_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Tokens read from the cache.")
-    cache_write_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Tokens written to the cache.")
+    usage_format = serializers.ChoiceField(
+        choices=UsageFormat.choices,
+        default=UsageFormat.FLAT,
+        help_text="flat (the token fields below), or the shape of `usage`: openai_chat (Chat Completions), "
+        "openai_responses (Responses API), anthropic (Messages), gemini (usageMetadata).",
+    )
+    usage = serializers.DictField(
+        required=False,
+        help_text="The provider's usage object, verbatim (with a usage_format other than flat; then no flat "
+        "token fields). Its fields are checked as the vendor documents them; an error names the nested field "
+        "with dots, e.g. usage.prompt_tokens_details.cached_tokens.",
+    )
+    input_tokens = serializers.IntegerField(
+        **TOKENS,
+        required=False,
+        help_text="Every input token of the request, cached or not (required in the flat format).",
+    )
+    output_tokens = serializers.IntegerField(
+        **TOKENS,
+        required=False,
+        help_text="Every output token, reasoning, audio and image included (required in the flat format).",
+    )
+    cached_input_tokens = serializers.IntegerField(
+        **TOKENS, default=0, help_text="Part of input_tokens: read from the prompt cache."
+    )
+    cache_write_tokens = serializers.IntegerField(
+        **TOKENS, default=0, help_text="Part of input_tokens: written to the prompt cache (5-minute TTL)."
+    )
+    cache_write_1h_tokens = serializers.IntegerField(
+        **TOKENS, default=0, help_text="Part of input_tokens: written to the prompt cache with a 1-hour TTL."
+    )
+    audio_input_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Part of input_tokens: audio.")
+    reasoning_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Part of output_tokens: reasoning.")
+    audio_output_tokens = serializers.IntegerField(**TOKENS, default=0, help_text="Part of output_tokens: audio.")
+    image_output_tokens = serializers.IntegerField(
+        **TOKENS, default=0, help_text="Part of output_tokens: generated image tokens."
+    )
+    service_tier = serializers.ChoiceField(
+        choices=ServiceTier.choices,
+        default=ServiceTier.STANDARD,
+        help_text="The vendor's processing tier; a model without prices for it is charged its standard prices.",
+    )
+    fee_units = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=1_000_000),
+        required=False,
+        help_text='Units of per-request fees, e.g. {"web_search": 2}; an Anthropic usage object\'s '
+        "server_tool_use.web_search_requests adds to web_search. A fee the model has no price for is a 422.",
+    )
     request_type = serializers.ChoiceField(choices=RequestType.choices)
     request_started_at = DateTimeField()
-    request_completed_at = DateTimeField()
+    request_completed_at = DateTimeField(help_text="At most 31 days after request_started_at.")
     hold_id = serializers.UUIDField(required=False, allow_null=True, help_text="Captures this reservation.")
     streaming_segments = serializers.IntegerField(min_value=0, required=False, allow_null=True)
-    region = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    region = serializers.CharField(
+        max_length=50,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Where the vendor served the request (e.g. 'eu'); a model's price for that region applies first.",
+    )
 
 
 class UsageRecordOutput(serializers.Serializer):
@@ -117,8 +178,23 @@ class PaidByOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField(source="source.expires_at", allow_null=True)
 
 
+class TokenBreakdownOutput(serializers.Serializer):
+    """The canonical breakdown: disjoint counts, each priced once (credits.usage_objects)."""
+
+    input = serializers.IntegerField(help_text="Input read fresh: not cached, not written to the cache, not audio.")
+    cache_read = serializers.IntegerField()
+    cache_write_5m = serializers.IntegerField()
+    cache_write_1h = serializers.IntegerField()
+    audio_input = serializers.IntegerField()
+    output = serializers.IntegerField(help_text="Text output: not reasoning, audio or image.")
+    reasoning = serializers.IntegerField()
+    audio_output = serializers.IntegerField()
+    image_output = serializers.IntegerField()
+
+
 class UsageOutput(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.name")
+    breakdown = serializers.SerializerMethodField()
     paid_by = serializers.SerializerMethodField(help_text="The grants that paid for this request.")
 
     class Meta:
@@ -134,6 +210,15 @@ class UsageOutput(serializers.ModelSerializer):
             "output_tokens",
             "cached_input_tokens",
             "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "audio_input_tokens",
+            "reasoning_tokens",
+            "audio_output_tokens",
+            "image_output_tokens",
+            "breakdown",
+            "usage_format",
+            "service_tier",
+            "fee_units",
             "credits_deducted",
             "balance_after",
             "status",
@@ -142,6 +227,10 @@ class UsageOutput(serializers.ModelSerializer):
             "request_completed_at",
             "paid_by",
         ]
+
+    @extend_schema_field(TokenBreakdownOutput)
+    def get_breakdown(self, usage) -> dict:
+        return selectors.usage_breakdown(usage).as_dict()
 
     def get_paid_by(self, usage) -> list[dict]:
         if usage.deduction is None:
@@ -204,19 +293,19 @@ class ReverseOutput(serializers.Serializer):
 class ProviderOutput(serializers.ModelSerializer):
     class Meta:
         model = Provider
-        fields = ["id", "name", "display_name", "api_type", "is_enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "display_name", "api_type", "vendor_family", "is_enabled", "created_at", "updated_at"]
 
 
 class ProviderInput(serializers.ModelSerializer):
     class Meta:
         model = Provider
-        fields = ["name", "display_name", "api_type", "is_enabled"]
+        fields = ["name", "display_name", "api_type", "vendor_family", "is_enabled"]
 
 
 class ProviderChangeInput(serializers.ModelSerializer):
     class Meta:
         model = Provider
-        fields = ["display_name", "api_type", "is_enabled"]
+        fields = ["display_name", "api_type", "vendor_family", "is_enabled"]
 
 
 class ModelPriceOutput(serializers.ModelSerializer):
@@ -233,6 +322,15 @@ class ModelPriceOutput(serializers.ModelSerializer):
             "output_price_per_1k",
             "cache_input_price_per_1k",
             "cache_hit_price_per_1k",
+            "cache_write_1h_price_per_1k",
+            "reasoning_price_per_1k",
+            "audio_input_price_per_1k",
+            "audio_output_price_per_1k",
+            "image_output_price_per_1k",
+            "context_tiers",
+            "service_tiers",
+            "request_fees",
+            "region",
             "effective_from",
             "effective_until",
             "previous_price_input",
@@ -245,7 +343,8 @@ class ModelPriceOutput(serializers.ModelSerializer):
         ]
 
 
-PRICE = {"max_digits": 16, "decimal_places": 10, "min_value": 0}
+PRICE = {"max_digits": 24, "decimal_places": 16, "min_value": 0}
+OPTIONAL_PRICE = {**PRICE, "required": False, "allow_null": True}
 
 
 class ModelPriceInput(serializers.Serializer):
@@ -254,8 +353,23 @@ class ModelPriceInput(serializers.Serializer):
     vendor_model_id = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
     input_price_per_1k = serializers.DecimalField(**PRICE)
     output_price_per_1k = serializers.DecimalField(**PRICE)
-    cache_input_price_per_1k = serializers.DecimalField(**PRICE, required=False, allow_null=True)
-    cache_hit_price_per_1k = serializers.DecimalField(**PRICE, required=False, allow_null=True)
+    cache_input_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE, help_text="Cache writes (5-minute TTL).")
+    cache_hit_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE, help_text="Cache reads.")
+    cache_write_1h_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE)
+    reasoning_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE)
+    audio_input_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE)
+    audio_output_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE)
+    image_output_price_per_1k = serializers.DecimalField(**OPTIONAL_PRICE)
+    context_tiers = serializers.JSONField(
+        required=False,
+        help_text='[{"above_tokens": 200000, "prices": {"input": "0.0025"}}]: above that many input tokens the '
+        "whole request takes these prices (USD per 1,000 tokens by component).",
+    )
+    service_tiers = serializers.JSONField(
+        required=False, help_text='{"batch": {"prices": {...}, "context_tiers": [...]}}; also flex, priority.'
+    )
+    request_fees = serializers.JSONField(required=False, help_text='USD per unit: {"web_search": "0.01"}.')
+    region = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
     effective_from = DateTimeField(required=False, help_text="Default: now.")
     description = serializers.CharField(required=False, default="", allow_blank=True)
 

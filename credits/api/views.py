@@ -60,6 +60,7 @@ class UsageRecordBatchView(APIView):
     the individual outcomes: read each result's `status`."""
 
     permission_classes = [UsageWrite]
+    items_judged_by_view = "events"
 
     @extend_schema(request=s.UsageBatchInput, responses=s.UsageBatchOutput)
     def post(self, request):

@@ -3,7 +3,7 @@ makes every process reload its pricing book (see credits.apps)."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -11,6 +11,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
 from billing_project.errors import Conflict, Forbidden, NotFound, RuleViolation
+from billing_project.money import exact, quantize_half_up, usd_round
 from credits import catalog
 from credits.models import (
     ApprovalStatus,
@@ -20,16 +21,114 @@ from credits.models import (
     PricingConfig,
     PricingScope,
     Provider,
+    ServiceTier,
+    VendorName,
 )
 from credits.selectors import pricing_book
+from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
-PRICE_FIELDS = ("input_price_per_1k", "output_price_per_1k", "cache_input_price_per_1k", "cache_hit_price_per_1k")
+PRICE_FIELDS = (
+    "input_price_per_1k",
+    "output_price_per_1k",
+    "cache_input_price_per_1k",
+    "cache_hit_price_per_1k",
+    "cache_write_1h_price_per_1k",
+    "reasoning_price_per_1k",
+    "audio_input_price_per_1k",
+    "audio_output_price_per_1k",
+    "image_output_price_per_1k",
+)
+PRICE_BOOK_FIELDS = ("context_tiers", "service_tiers", "request_fees")
+# Prices are stored with 16 decimals per 1,000 tokens (1e-19 USD per token); compared at that precision.
+STORED_PRICE = Decimal("1e-16")
+PRICED_SERVICE_TIERS = tuple(tier for tier in ServiceTier.values if tier != ServiceTier.STANDARD)
+
+
+def price_stored(value: Decimal | None) -> Decimal | None:
+    """A price as the database keeps it (half-up to STORED_PRICE)."""
+    return None if value is None else quantize_half_up(value, STORED_PRICE)
+
+
+def _price_text(value, *, where: str) -> str:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as error:
+        raise _invalid(where, f"'{value}' is not a number") from error
+    if not number.is_finite() or number < 0:
+        raise _invalid(where, "a price is a number of at least 0")
+    return format(price_stored(number).normalize(), "f")
+
+
+def _invalid(where: str, why: str) -> RuleViolation:
+    return RuleViolation(f"{where}: {why}.", code="invalid_price", extra={"field": where})
+
+
+def _component_prices(prices, *, where: str) -> dict[str, str]:
+    if not isinstance(prices, dict):
+        raise _invalid(where, "expected {component: price}")
+    unknown = set(prices) - set(COMPONENTS)
+    if unknown:
+        raise _invalid(where, f"unknown components {sorted(unknown)}; known: {list(COMPONENTS)}")
+    return {name: _price_text(value, where=f"{where}.{name}") for name, value in sorted(prices.items())}
+
+
+def _context_tiers_normalized(tiers, *, where: str) -> list[dict]:
+    if not isinstance(tiers, list):
+        raise _invalid(where, "expected a list of {above_tokens, prices}")
+    normalized = []
+    for index, tier in enumerate(tiers):
+        above = tier.get("above_tokens") if isinstance(tier, dict) else None
+        if isinstance(above, bool) or not isinstance(above, int) or above <= 0:
+            raise _invalid(f"{where}.{index}.above_tokens", "a positive whole number of tokens")
+        normalized.append(
+            {"above_tokens": above, "prices": _component_prices(tier.get("prices"), where=f"{where}.{index}.prices")}
+        )
+    thresholds = [tier["above_tokens"] for tier in normalized]
+    if len(set(thresholds)) != len(thresholds):
+        raise _invalid(where, "two tiers have the same threshold")
+    return sorted(normalized, key=lambda tier: tier["above_tokens"])
+
+
+def price_book_normalized(*, context_tiers=None, service_tiers=None, request_fees=None) -> dict:
+    """The JSON dimensions of a price, checked and written the one way they are stored and compared."""
+    service_tiers = service_tiers or {}
+    if not isinstance(service_tiers, dict) or set(service_tiers) - set(PRICED_SERVICE_TIERS):
+        raise _invalid("service_tiers", f"expected an object keyed by {list(PRICED_SERVICE_TIERS)}")
+    request_fees = request_fees or {}
+    if not isinstance(request_fees, dict):
+        raise _invalid("request_fees", "expected {fee: USD per unit}")
+    for name in request_fees:
+        if not 0 < len(name) <= FEE_NAME_LENGTH or "\x00" in name:
+            raise _invalid("request_fees", f"a fee name has 1 to {FEE_NAME_LENGTH} characters")
+    services = {}
+    for tier, spec in sorted(service_tiers.items()):
+        if not isinstance(spec, dict):
+            raise _invalid(f"service_tiers.{tier}", "expected {prices, context_tiers}")
+        services[tier] = {
+            "prices": _component_prices(spec.get("prices", {}), where=f"service_tiers.{tier}.prices"),
+            "context_tiers": _context_tiers_normalized(
+                spec.get("context_tiers", []), where=f"service_tiers.{tier}.context_tiers"
+            ),
+        }
+    return {
+        "context_tiers": _context_tiers_normalized(context_tiers or [], where="context_tiers"),
+        "service_tiers": services,
+        "request_fees": {
+            name: _price_text(value, where=f"request_fees.{name}") for name, value in sorted(request_fees.items())
+        },
+    }
 
 
 @transaction.atomic
-def provider_create(*, actor, name: str, api_type: str, display_name: str = "", is_enabled: bool = True) -> Provider:
+def provider_create(
+    *, actor, name: str, api_type: str, display_name: str = "", is_enabled: bool = True, vendor_family: str = ""
+) -> Provider:
     provider = Provider.objects.create(
-        name=name, api_type=api_type, display_name=display_name or name, is_enabled=is_enabled
+        name=name,
+        api_type=api_type,
+        display_name=display_name or name,
+        is_enabled=is_enabled,
+        vendor_family=vendor_family or name,
     )
     audit_model_change(action=AuditAction.CREATE, instance=provider, actor=actor)
     return provider
@@ -49,10 +148,15 @@ def provider_update(*, provider_id, actor, **changes) -> Provider:
     return provider
 
 
+PERCENT_LIMIT = Decimal("1e7")  # what price_change_percent_* can hold
+
+
 def _percent_change(old: Decimal | None, new: Decimal) -> Decimal | None:
+    """The change in percent, or None when there is no old price or the change is too large to show."""
     if not old:
         return None
-    return ((new - old) / old * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    percent = usd_round(exact(new - old) / exact(old) * 100)
+    return percent if abs(percent) < PERCENT_LIMIT else None
 
 
 @dataclass(frozen=True)
@@ -70,36 +174,61 @@ def model_price_create(
     output_price_per_1k: Decimal,
     cache_input_price_per_1k: Decimal | None = None,
     cache_hit_price_per_1k: Decimal | None = None,
+    cache_write_1h_price_per_1k: Decimal | None = None,
+    reasoning_price_per_1k: Decimal | None = None,
+    audio_input_price_per_1k: Decimal | None = None,
+    audio_output_price_per_1k: Decimal | None = None,
+    image_output_price_per_1k: Decimal | None = None,
+    context_tiers: list | None = None,
+    service_tiers: dict | None = None,
+    request_fees: dict | None = None,
+    region: str = "",
     effective_from: datetime | None = None,
     vendor_model_id: str = "",
     description: str = "",
     actor=None,
 ) -> PriceChange:
-    """Appends a price to a model's history: the price in force until now ends where this one
-    starts. A price equal to the one in force changes nothing (imports are idempotent)."""
+    """Appends a price to a model's history (per region): the price in force until now ends where
+    this one starts. A price equal, at stored precision, to the one in force changes nothing (imports
+    are idempotent)."""
     now = timezone.now()
     effective_from = effective_from or now
-    # Price changes of one model are serialized by locking its history.
-    history = list(
-        ModelProviderPricing.objects.select_for_update()
-        .filter(provider=provider, model_name=model_name, is_active=True)
-        .order_by("effective_from")
-    )
-    latest = history[-1] if history else None
-    new_prices = {
+    given = {
         "input_price_per_1k": input_price_per_1k,
         "output_price_per_1k": output_price_per_1k,
         "cache_input_price_per_1k": cache_input_price_per_1k,
         "cache_hit_price_per_1k": cache_hit_price_per_1k,
+        "cache_write_1h_price_per_1k": cache_write_1h_price_per_1k,
+        "reasoning_price_per_1k": reasoning_price_per_1k,
+        "audio_input_price_per_1k": audio_input_price_per_1k,
+        "audio_output_price_per_1k": audio_output_price_per_1k,
+        "image_output_price_per_1k": image_output_price_per_1k,
     }
+    for name, value in given.items():
+        if value is not None and value < 0:
+            raise _invalid(name, "a price is a number of at least 0")
+    new_prices = {name: price_stored(value) for name, value in given.items()}
+    new_book = price_book_normalized(
+        context_tiers=context_tiers, service_tiers=service_tiers, request_fees=request_fees
+    )
+    # Price changes of one model are serialized by locking its history.
+    history = list(
+        ModelProviderPricing.objects.select_for_update()
+        .filter(provider=provider, model_name=model_name, region=region, is_active=True)
+        .order_by("effective_from")
+    )
+    latest = history[-1] if history else None
     if latest is not None:
-        if all(getattr(latest, name) == value for name, value in new_prices.items()):
+        if all(getattr(latest, name) == value for name, value in new_prices.items()) and all(
+            getattr(latest, name) == value for name, value in new_book.items()
+        ):
             return PriceChange(price=latest, created=False)
         if latest.effective_from >= effective_from:
             raise Conflict(
-                "A price must start after the latest price of the model.",
+                f"A price of {provider.name}/{model_name} must start after its latest price "
+                f"({latest.effective_from.isoformat()}).",
                 code="price_history_conflict",
-                extra={"latest_effective_from": latest.effective_from.isoformat()},
+                extra={"latest_effective_from": latest.effective_from.isoformat(), "model_name": model_name},
             )
         if latest.effective_until is None or latest.effective_until > effective_from:
             previous = snapshot(latest)
@@ -111,18 +240,28 @@ def model_price_create(
             price = ModelProviderPricing.objects.create(
                 provider=provider,
                 model_name=model_name,
+                region=region,
                 vendor_model_id=vendor_model_id,
                 effective_from=effective_from,
                 description=description,
                 previous_price_input=latest.input_price_per_1k if latest else None,
                 previous_price_output=latest.output_price_per_1k if latest else None,
-                price_change_percent_input=_percent_change(latest and latest.input_price_per_1k, input_price_per_1k),
-                price_change_percent_output=_percent_change(latest and latest.output_price_per_1k, output_price_per_1k),
+                price_change_percent_input=_percent_change(
+                    latest and latest.input_price_per_1k, new_prices["input_price_per_1k"]
+                ),
+                price_change_percent_output=_percent_change(
+                    latest and latest.output_price_per_1k, new_prices["output_price_per_1k"]
+                ),
                 detected_at=now if latest else None,
                 **new_prices,
+                **new_book,
             )
     except IntegrityError as error:
-        raise Conflict("A price for this model already starts at that time.", code="price_exists") from error
+        raise Conflict(
+            f"A price of {provider.name}/{model_name} already starts at that time.",
+            code="price_exists",
+            extra={"model_name": model_name},
+        ) from error
     MarginAuditLog.objects.create(
         change_type=MarginChange.CREATED,
         changed_by=actor,
@@ -131,8 +270,9 @@ def model_price_create(
             "model_price_id": str(price.pk),
             "provider": provider.name,
             "model_name": model_name,
+            "region": region,
             "previous": {name: str(getattr(latest, name)) for name in PRICE_FIELDS} if latest else None,
-            "new": {name: str(value) for name, value in new_prices.items()},
+            "new": {name: str(value) for name, value in new_prices.items()} | new_book,
         },
     )
     audit_model_change(action=AuditAction.CREATE, instance=price, actor=actor)
@@ -341,24 +481,34 @@ class ImportSummary:
     providers_created: int = 0
 
 
-def model_price_import_row(*, row, actor=None, effective_from: datetime | None = None, summary: ImportSummary):
-    """Imports one row of a price file (credits.price_files); a provider we do not know yet is added."""
+def _import_provider(row, *, actor, summary: ImportSummary) -> Provider:
     provider = Provider.objects.filter(name=row.provider).first()
+    family = row.vendor_family or row.provider
     if provider is None:
-        provider = provider_create(actor=actor, name=row.provider, api_type=row.provider)
+        api_type = row.provider if row.provider in VendorName.values else VendorName.OTHER
+        provider = provider_create(actor=actor, name=row.provider, api_type=api_type, vendor_family=family)
         summary.providers_created += 1
+    elif not provider.vendor_family and row.vendor_family:
+        provider = provider_update(provider_id=provider.pk, actor=actor, vendor_family=family)
+    return provider
+
+
+def model_price_import_row(
+    *, row, actor=None, effective_from: datetime | None = None, summary: ImportSummary
+) -> PriceChange:
+    """Imports one row of a price file (credits.price_files); a provider we do not know yet is added."""
+    provider = _import_provider(row, actor=actor, summary=summary)
     change = model_price_create(
         provider=provider,
         model_name=row.model_name,
-        input_price_per_1k=row.input_price_per_1k,
-        output_price_per_1k=row.output_price_per_1k,
-        cache_input_price_per_1k=row.cache_input_price_per_1k,
-        cache_hit_price_per_1k=row.cache_hit_price_per_1k,
+        region=row.region,
         effective_from=row.effective_from or effective_from,
         description="Imported price list",
         actor=actor,
+        **row.prices,
     )
     if change.created:
         summary.created += 1
     else:
         summary.unchanged += 1
+    return change

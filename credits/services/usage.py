@@ -6,49 +6,54 @@ single-event endpoint is simply a batch of one. Every refusal leaves nothing wri
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequired, RuleViolation
 from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
+from billing_project.money import quantize_half_up
 from credits import ledger_sql, pricing
 from credits.models import (
     CreditHold,
     DeductionReason,
     HoldStatus,
     RequestType,
+    ServiceTier,
     TokenUsageLedger,
+    UsageFormat,
     UsageStatus,
 )
 from credits.selectors import pricing_book, tier_of, tier_statement
 from credits.services.accounts import LockedAccount, balance_lock
+from credits.usage_objects import TokenBreakdown
 from licensing.selectors import byok_active_statement
 
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
+MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
 class UsageEvent:
-    """One LLM request as the gateway reports it."""
+    """One LLM request as the gateway reports it, its tokens already in the canonical breakdown."""
 
     request_id: UUID
     user_id: int
     provider: str
     model: str
-    input_tokens: int
-    output_tokens: int
+    tokens: TokenBreakdown
     request_type: str
     request_started_at: datetime
     request_completed_at: datetime
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
+    usage_format: str = UsageFormat.FLAT
+    service_tier: str = ServiceTier.STANDARD
+    fee_units: dict[str, int] = field(default_factory=dict)
     hold_id: UUID | None = None
     streaming_segments: int | None = None
     region: str = ""
@@ -86,7 +91,7 @@ def insufficient_credits(*, needed: int, balance: int, available: int) -> Paymen
 
 
 def _money(value: Decimal, places: Decimal) -> Decimal:
-    return value.quantize(places, rounding=ROUND_HALF_UP)
+    return quantize_half_up(value, places)
 
 
 class _UserSession:
@@ -164,6 +169,7 @@ class _UserSession:
                 margin_multiplier=quote.margin_multiplier,
                 gross_margin=_money(quote.gross_margin_usd, COST_PLACES),
             )
+        tokens = event.tokens
         usage = TokenUsageLedger(
             request_id=event.request_id,
             user_id=self.user_id,
@@ -171,14 +177,19 @@ class _UserSession:
             provider_id=self.book.providers[event.provider],
             model_name=event.model,
             pricing_id=quote.price.id if quote.price else None,
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            cached_input_tokens=event.cached_input_tokens,
-            cache_write_tokens=event.cache_write_tokens,
-            total_tokens=event.input_tokens
-            + event.output_tokens
-            + event.cached_input_tokens
-            + event.cache_write_tokens,
+            input_tokens=tokens.input_total,
+            output_tokens=tokens.output_total,
+            cached_input_tokens=tokens.cache_read,
+            cache_write_tokens=tokens.cache_write_5m,
+            cache_write_1h_tokens=tokens.cache_write_1h,
+            audio_input_tokens=tokens.audio_input,
+            reasoning_tokens=tokens.reasoning,
+            audio_output_tokens=tokens.audio_output,
+            image_output_tokens=tokens.image_output,
+            total_tokens=tokens.input_total + tokens.output_total,
+            usage_format=event.usage_format,
+            service_tier=event.service_tier,
+            fee_units=event.fee_units,
             vendor_cost=_money(quote.vendor_cost, COST_PLACES),
             margin_multiplier=_money(quote.margin_multiplier, MULTIPLIER_PLACES),
             credit_value_usd=_money(quote.credit_value_usd, COST_PLACES),
@@ -189,7 +200,7 @@ class _UserSession:
             streaming_segments=event.streaming_segments,
             request_started_at=event.request_started_at,
             request_completed_at=event.request_completed_at,
-            processing_time_ms=int((event.request_completed_at - event.request_started_at).total_seconds() * 1000),
+            processing_time_ms=(event.request_completed_at - event.request_started_at) // MILLISECOND,
             status=UsageStatus.PARTIAL if charged < quote.credits else UsageStatus.SUCCESS,
             is_byok=self.byok,
             user_tier_at_request=self.tier,
@@ -204,7 +215,9 @@ class _UserSession:
     def _quote(self, event: UsageEvent) -> pricing.Quote:
         if event.provider not in self.book.providers:
             raise RuleViolation(f"Unknown provider '{event.provider}'.", code="unknown_provider")
-        price = self.book.price_at(provider=event.provider, model_name=event.model, moment=event.request_started_at)
+        price = self.book.price_at(
+            provider=event.provider, model_name=event.model, moment=event.request_started_at, region=event.region
+        )
         if price is None:
             raise RuleViolation(
                 f"No price for model '{event.model}' of '{event.provider}' at {event.request_started_at.isoformat()}.",
@@ -219,13 +232,21 @@ class _UserSession:
             moment=event.request_started_at,
             default=settings.DEFAULT_MARGIN_MULTIPLIER,
         )
-        tokens = pricing.TokenCounts(
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            cache_write_tokens=event.cache_write_tokens,
-            cache_read_tokens=event.cached_input_tokens,
-        )
-        return pricing.quote(price=price, tokens=tokens, margin=margin, credit_value_usd=settings.CREDIT_VALUE_USD)
+        try:
+            return pricing.quote(
+                price=price,
+                tokens=event.tokens,
+                margin=margin,
+                credit_value_usd=settings.CREDIT_VALUE_USD,
+                service_tier=event.service_tier,
+                fee_units=event.fee_units,
+            )
+        except pricing.UnpricedFee as unpriced:
+            raise RuleViolation(
+                f"No price for the fee '{unpriced.fee}' of model '{event.model}' of '{event.provider}'.",
+                code="unpriced_fee",
+                extra={"fee": unpriced.fee},
+            ) from unpriced
 
     def _hold_of(self, event: UsageEvent) -> CreditHold | None:
         if event.hold_id is None:
@@ -245,6 +266,10 @@ class _UserSession:
         hold.request_id = request_id
         hold.updated_at = self.now
         self.changed_holds.append(hold)
+
+    @property
+    def records_anything(self) -> bool:
+        return bool(self.account is not None and (self.new_usage or self.changed_holds))
 
     def flush(self) -> None:
         """All the writes of this user's events, in one statement on PostgreSQL."""
@@ -275,12 +300,23 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
                         outcomes.append(session.record(event))
                     except DomainError as refusal:
                         outcomes.append(refusal)
-                session.flush()
+                if session.records_anything:
+                    session.flush()
+                else:
+                    # Refusals and repeats write nothing at all (SPEC: a 402 writes nothing): not the
+                    # expiry rows of overdue grants, nor a balance row created by this first use.
+                    transaction.set_rollback(True)
             return outcomes
         except IntegrityError:
             # A request_id recorded at the same moment under another user's lock: the retry sees it.
             if attempt == 2:
                 raise
+        except DataError:
+            # The parser bounds every value, so this is a value the database still cannot hold: the
+            # events it came with are recorded alone, and only the one that fails is refused.
+            if len(events) == 1:
+                return [RuleViolation("The database cannot store this event.", code="unrecordable_event")]
+            return [outcome for event in events for outcome in _record_user(user_id, [event])]
     raise AssertionError("unreachable")
 
 

@@ -123,6 +123,70 @@ def test_new_model_price_ends_the_one_in_force_and_applies_by_request_start(
     assert MarginAuditLog.objects.filter(scope__model_name="gpt-4o").count() == 1
 
 
+def test_staff_price_with_tiers_and_fees_prices_a_long_batch_request(
+    staff_client, service_client, user, django_capture_on_commit_callbacks
+):
+    fund(user, 1_000_000)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            "/api/v1/admin/model-pricing/",
+            {
+                "provider": "openai",
+                "model_name": "gpt-long",
+                "input_price_per_1k": "0.002",
+                "output_price_per_1k": "0.008",
+                "context_tiers": [{"above_tokens": 100000, "prices": {"input": "0.004", "output": "0.016"}}],
+                "service_tiers": {"batch": {"prices": {"input": "0.001", "output": "0.004"}}},
+                "request_fees": {"web_search": "0.01"},
+                "effective_from": (timezone.now() - timedelta(hours=1)).isoformat(),
+            },
+            format="json",
+        )
+    event = usage_event(
+        user,
+        model="gpt-long",
+        input_tokens=150_000,
+        output_tokens=1000,
+        service_tier="batch",
+        fee_units={"web_search": 2},
+    )
+
+    recorded = service_client.post("/api/v1/usage/record/", event, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["context_tiers"][0]["prices"] == {"input": "0.004", "output": "0.016"}
+    # above 100k, batch: the higher of the tier and batch prices: 150 x 0.004 + 1 x 0.016 + 2 x 0.01
+    assert recorded.json()["vendor_cost"] == "0.6360000000"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("context_tiers", [{"above_tokens": 0, "prices": {"input": "1"}}]),
+        ("context_tiers", [{"above_tokens": 10, "prices": {"speed": "1"}}]),
+        ("service_tiers", {"turbo": {"prices": {}}}),
+        ("request_fees", {"web_search": "-1"}),
+    ],
+)
+def test_a_malformed_price_book_field_is_a_422_naming_it(staff_client, field, value):
+    response = staff_client.post(
+        "/api/v1/admin/model-pricing/",
+        {
+            "provider": "openai",
+            "model_name": "gpt-x",
+            "input_price_per_1k": "0.002",
+            "output_price_per_1k": "0.008",
+            field: value,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 422, response.json()
+    assert response.json()["code"] == "invalid_price"
+    assert response.json()["field"].startswith(field)
+    assert not ModelProviderPricing.objects.filter(model_name="gpt-x").exists()
+
+
 def test_margin_change_needs_another_staff_members_approval(
     staff_client, staff_user, second_staff_client, service_client, user, django_capture_on_commit_callbacks
 ):

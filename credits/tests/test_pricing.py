@@ -1,11 +1,13 @@
 """The price of a request: SPEC 2's seed checks, price history, margin precedence, rounding."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from credits import pricing
@@ -13,6 +15,7 @@ from credits.models import ApprovalStatus, PricingScope, Provider
 from credits.selectors import pricing_book
 from credits.services import model_price_create
 from credits.tests.factories import PricingConfigFactory, ProviderFactory
+from credits.usage_objects import COMPONENTS, TokenBreakdown
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CREDIT = Decimal("0.001")
@@ -40,7 +43,7 @@ SONNET = pricing.VendorPrice(
 
 @pytest.mark.parametrize(("margin", "credits"), [("1.5", 53), ("2.0", 70)])
 def test_seed_example_costs_53_credits_at_1_5_and_70_at_2_0(margin, credits):
-    tokens = pricing.TokenCounts(input_tokens=1000, output_tokens=2000)
+    tokens = TokenBreakdown(input=1000, output=2000)
 
     quote = pricing.quote(price=GPT_4O, tokens=tokens, margin=Decimal(margin), credit_value_usd=CREDIT)
 
@@ -50,9 +53,7 @@ def test_seed_example_costs_53_credits_at_1_5_and_70_at_2_0(margin, credits):
 
 
 def test_cache_tokens_are_priced_at_the_cache_prices():
-    tokens = pricing.TokenCounts(
-        input_tokens=1000, output_tokens=1000, cache_write_tokens=2000, cache_read_tokens=10000
-    )
+    tokens = TokenBreakdown(input=1000, output=1000, cache_write_5m=2000, cache_read=10000)
 
     quote = pricing.quote(price=SONNET, tokens=tokens, margin=Decimal("1"), credit_value_usd=CREDIT)
 
@@ -62,15 +63,15 @@ def test_cache_tokens_are_priced_at_the_cache_prices():
 
 
 def test_cache_tokens_of_a_model_without_cache_prices_cost_the_input_price():
-    tokens = pricing.TokenCounts(input_tokens=0, output_tokens=0, cache_read_tokens=1000)
+    tokens = TokenBreakdown(cache_read=1000)
 
     assert pricing.vendor_cost(GPT_4O, tokens) == Decimal("0.005")
 
 
 def test_the_price_in_force_at_the_request_start_applies():
     noon = T0 + timedelta(hours=12)
-    old = GPT_4O.__class__(**{**GPT_4O.__dict__, "effective_until": noon})
-    new = GPT_4O.__class__(**{**GPT_4O.__dict__, "id": 3, "input_per_1k": Decimal("0.0025"), "effective_from": noon})
+    old = replace(GPT_4O, effective_until=noon)
+    new = replace(GPT_4O, id=3, input_per_1k=Decimal("0.0025"), effective_from=noon)
     book = pricing.PricingBook(prices={("openai", "gpt-4o"): [old, new]}, providers={"openai": 1})
 
     morning = book.price_at(provider="openai", model_name="gpt-4o", moment=noon - timedelta(seconds=1))
@@ -156,7 +157,7 @@ def test_credits_never_under_charge_nor_exceed_the_exact_value_by_a_credit(
         cache_read_per_1k=cache_price,
         effective_from=T0,
     )
-    tokens = pricing.TokenCounts(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached)
+    tokens = TokenBreakdown(input=input_tokens, output=output_tokens, cache_read=cached)
 
     quote = pricing.quote(price=price, tokens=tokens, margin=margin, credit_value_usd=CREDIT)
 
@@ -209,3 +210,112 @@ def test_pricing_book_counts_only_approved_active_margins():
     assert [margin.id for margin in margins] == [approved.pk]
     assert margins[0].level == pricing.LEVEL_TIER
     assert approved.scope_type == PricingScope.TIER
+
+
+# The price book's dimensions, against an exact reference
+
+COMPONENT_PRICES = st.fixed_dictionaries(
+    {component: st.decimals(min_value=0, max_value=Decimal("0.2"), places=9) for component in COMPONENTS}
+)
+COUNTS = st.integers(min_value=0, max_value=2_000_000_000)
+
+
+def _price_of(base: dict, tier: dict, threshold: int, batch: dict, fee: Decimal) -> pricing.VendorPrice:
+    return pricing.VendorPrice(
+        id=1,
+        provider="p",
+        model_name="m",
+        input_per_1k=base["input"],
+        output_per_1k=base["output"],
+        cache_write_per_1k=base["cache_write_5m"],
+        cache_read_per_1k=base["cache_read"],
+        cache_write_1h_per_1k=base["cache_write_1h"],
+        reasoning_per_1k=base["reasoning"],
+        audio_input_per_1k=base["audio_input"],
+        audio_output_per_1k=base["audio_output"],
+        image_output_per_1k=base["image_output"],
+        context_tiers=(pricing.ContextTier(above_tokens=threshold, prices=tier),),
+        service_tiers={"batch": pricing.ServicePrices(prices=batch)},
+        fees={"web_search": fee},
+        effective_from=T0,
+    )
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    base=COMPONENT_PRICES,
+    tier=COMPONENT_PRICES,
+    batch=COMPONENT_PRICES,
+    threshold=st.integers(min_value=1, max_value=3_000_000_000),
+    counts=st.fixed_dictionaries({component: COUNTS for component in COMPONENTS}),
+    service_tier=st.sampled_from(["standard", "batch", "flex"]),
+    searches=st.integers(min_value=0, max_value=100),
+    fee=st.decimals(min_value=0, max_value=1, places=4),
+    margin=MARGINS,
+)
+def test_cost_and_credits_equal_the_exact_fraction_reference(
+    base, tier, batch, threshold, counts, service_tier, searches, fee, margin
+):
+    price = _price_of(base, tier, threshold, batch, fee)
+    tokens = TokenBreakdown(**counts)
+
+    quote = pricing.quote(
+        price=price,
+        tokens=tokens,
+        margin=margin,
+        credit_value_usd=CREDIT,
+        service_tier=service_tier,
+        fee_units={"web_search": searches} if searches else {},
+    )
+
+    # The reference: above the threshold every component takes the tier's price; a batch request
+    # takes the batch price, or when both apply the higher of the two; flex has no prices: standard.
+    above = tokens.input_total > threshold
+    expected = Fraction(searches) * Fraction(fee)
+    for component in COMPONENTS:
+        rate = Fraction(base[component])
+        if above and service_tier == "batch":
+            rate = max(Fraction(tier[component]), Fraction(batch[component]))
+        elif above:
+            rate = Fraction(tier[component])
+        elif service_tier == "batch":
+            rate = Fraction(batch[component])
+        expected += Fraction(counts[component]) * rate / 1000
+    assert Fraction(quote.vendor_cost) == expected
+    exact_credits = expected * Fraction(margin) / Fraction(CREDIT)
+    assert quote.credits == -(-exact_credits.numerator // exact_credits.denominator)
+    assert Fraction(quote.gross_margin_usd) == expected * Fraction(margin) - expected
+
+
+def test_a_component_without_a_price_takes_its_parents():
+    price = replace(GPT_4O, reasoning_per_1k=None, cache_write_1h_per_1k=None, cache_write_per_1k=Decimal("0.00625"))
+
+    rates = price.rates(service_tier="standard", input_tokens=10)
+
+    assert rates["reasoning"] == rates["audio_output"] == rates["image_output"] == Decimal("0.015")
+    assert rates["cache_read"] == rates["audio_input"] == Decimal("0.005")
+    assert rates["cache_write_1h"] == rates["cache_write_5m"] == Decimal("0.00625")
+
+
+def test_the_whole_request_takes_the_tier_price_above_the_threshold():
+    tiered = replace(
+        GPT_4O,
+        context_tiers=(
+            pricing.ContextTier(above_tokens=1000, prices={"input": Decimal("0.01"), "output": Decimal("0.03")}),
+        ),
+    )
+
+    at = pricing.vendor_cost(tiered, TokenBreakdown(input=1000, output=1000))
+    over = pricing.vendor_cost(tiered, TokenBreakdown(input=600, cache_read=401, output=1000))
+
+    assert at == Decimal("0.020")  # 1000 x 0.005 + 1000 x 0.015
+    assert over == Decimal("0.04001")  # (600 + 401 cache reads at the tier input) x 0.01 + 1000 x 0.03, per 1k
+
+
+def test_a_regional_price_applies_to_requests_in_its_region_only():
+    eu = replace(GPT_4O, id=2, region="eu", input_per_1k=Decimal("0.0055"))
+    book = pricing.PricingBook(prices={("openai", "gpt-4o"): [GPT_4O, eu]}, providers={"openai": 1})
+
+    assert book.price_at(provider="openai", model_name="gpt-4o", moment=T0, region="eu").id == 2
+    assert book.price_at(provider="openai", model_name="gpt-4o", moment=T0, region="us").id == 1
+    assert book.price_at(provider="openai", model_name="gpt-4o", moment=T0).id == 1

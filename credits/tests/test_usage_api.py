@@ -18,6 +18,7 @@ from credits.models import (
 from credits.selectors import pricing_book
 from credits.services import usage_record
 from credits.tests.conftest import fund, usage_event
+from credits.usage_objects import FLAT_FIELDS, breakdown_from_flat
 from licensing.tests.factories import PerpetualLicenseFactory
 from subscriptions.models import SubscriptionStatus
 from subscriptions.tests.factories import SubscriptionFactory, UserEntitlementFactory
@@ -194,6 +195,43 @@ def test_record_prices_at_the_entitlement_tier_without_a_live_subscription(servi
     assert (usage.user_tier_at_request, usage.subscription_id) == (SubscriptionTier.PRO, None)
 
 
+def test_a_perpetual_license_holder_without_byok_is_priced_at_the_perpetual_margin(service_client, user):
+    # given a user on the free plan who bought a perpetual license and turned BYOK off
+    SubscriptionFactory(user=user, tier=SubscriptionTier.FREE)
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status="active")
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    # then the perpetual margin (1.5): 0.035 x 1.5 = 0.0525 USD = 53 credits, not the free tier's 70
+    assert response.status_code == 201, response.json()
+    assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (53, "1.5000")
+    assert TokenUsageLedger.objects.get().user_tier_at_request == SubscriptionTier.PERPETUAL
+
+
+@pytest.mark.parametrize(
+    ("license_status", "tier"), [("active", SubscriptionTier.PRO_MAX), ("revoked", SubscriptionTier.PRO_MAX)]
+)
+def test_a_paid_subscription_outranks_a_perpetual_license(service_client, user, license_status, tier):
+    SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX)
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status=license_status)
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (49, "1.4000")
+    assert TokenUsageLedger.objects.get().user_tier_at_request == tier
+
+
+def test_a_license_that_is_not_active_leaves_a_free_user_on_the_free_margin(service_client, user):
+    PerpetualLicenseFactory(user=user, byok_enabled=False, status="suspended")
+    fund(user, 1000)
+
+    response = service_client.post(RECORD, usage_event(user), format="json")
+
+    assert response.json()["credits_deducted"] == 70
+
+
 def test_byok_license_of_another_user_or_not_active_is_not_byok(service_client, user, other_user):
     fund(user, 1000)
     PerpetualLicenseFactory(user=other_user, byok_enabled=True, status="active")
@@ -340,6 +378,11 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
         {"model": "", "provider": None},
         {"hold_id": "not-a-uuid", "streaming_segments": -1},
         {"region": "r" * 51},
+        {"region": "eu\x00west", "model": "gpt\x00"},
+        {"service_tier": "turbo"},
+        {"service_tier": "flex", "reasoning_tokens": 5, "cached_input_tokens": 3},
+        {"usage_format": "anthropic_v9"},
+        {"usage_format": {}, "service_tier": ["flex"]},
     ],
 )
 def test_fast_event_parser_follows_the_documented_schema(user, changes):
@@ -354,16 +397,17 @@ def test_fast_event_parser_follows_the_documented_schema(user, changes):
     assert set(errors) == set(documented.errors)
     assert (event is None) == bool(documented.errors)
     if event is not None:
-        assert all(getattr(event, name) == value for name, value in documented.validated_data.items())
+        data = documented.validated_data
+        flat = {name: data.pop(name, 0) for name in FLAT_FIELDS}
+        assert event.tokens == breakdown_from_flat(flat)
+        assert all(getattr(event, name) == value for name, value in data.items())
 
 
 def test_fast_event_parser_knows_every_documented_field():
-    from dataclasses import fields
-
+    from credits.api.events import FIELDS
     from credits.api.serializers import UsageEventInput
-    from credits.services import UsageEvent
 
-    assert set(UsageEventInput().fields) == {field.name for field in fields(UsageEvent)}
+    assert set(UsageEventInput().fields) == FIELDS
 
 
 def test_recording_counts_attempts_by_outcome_and_credits_deducted(service_client, user):

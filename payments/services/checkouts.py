@@ -5,9 +5,10 @@ no transaction open, creates the session (or, offline, completes at once)."""
 from dataclasses import dataclass
 from decimal import Decimal
 
+from billing_project.money import cents_to_usd, usd_to_cents
 from payments.models import OperationState, PaymentOperation
 from payments.services.customers import customer_id_of
-from payments.services.operations import operation_open, operation_run, to_minor
+from payments.services.operations import operation_open, operation_run
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,13 @@ def checkout_open(
     """Records a checkout of `amount_usd` less `discount_usd` once (a coupon: the first period only
     when recurring). `metadata` (string values) travels with the session and comes back with its
     events; with `interval` ("month" or "year") Stripe bills it as a subscription carrying it too."""
-    list_amount = to_minor(amount_usd)
-    discount = min(to_minor(discount_usd), list_amount)
+    list_amount = usd_to_cents(amount_usd)
+    discount = min(usd_to_cents(discount_usd), list_amount)
     return operation_open(
         kind=kind,
         user=user,
         subject=subject,
-        amount_usd=Decimal(list_amount - discount) / 100,
+        amount_usd=cents_to_usd(list_amount - discount),
         description=description,
         stripe_customer_id=customer_id_of(user_id=user.pk) or "",
         params={

@@ -5,6 +5,7 @@ operation; any other invoice goes on to the handlers of the apps above."""
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
+from billing_project.money import cents_to_usd
 from payments.models import UNFINISHED_STATES, OperationKind, PaymentOperation, WebhookEvent
 from payments.services.inbox import event_object
 from payments.services.operations import (
@@ -47,7 +48,7 @@ def _checkout_operation(session: dict) -> PaymentOperation | None:
                 kind=LEGACY_CHECKOUT_KINDS[metadata["kind"]],
                 user=user,
                 subject=user,
-                amount_usd=(session.get("amount_total") or 0) / 100,
+                amount_usd=cents_to_usd(session.get("amount_total") or 0),
                 params={"metadata": metadata, "plan_code": metadata.get("tier", metadata["kind"])},
                 natural_key=f"checkout:{session['id']}",
             )

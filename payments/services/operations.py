@@ -24,7 +24,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 import stripe
 from django.conf import settings
@@ -36,6 +35,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import Conflict
 from billing_project.metrics import PAYMENT_OPERATIONS
+from billing_project.money import usd_to_cents
 from payments import stripe_api
 from payments.models import (
     CHARGE_KINDS,
@@ -55,7 +55,6 @@ from payments.services.events import payment_event_record
 logger = logging.getLogger(__name__)
 
 PAID, WAITING, FAILED = "paid", "waiting", "failed"
-CENT = Decimal("0.01")
 # Stripe keeps an idempotency key 24 hours; an older operation is settled by asking Stripe what its
 # objects became, never by repeating its creation steps.
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
@@ -100,11 +99,6 @@ def stripe_active() -> bool:
     return active_provider() == WebhookProvider.STRIPE
 
 
-def to_minor(amount_usd) -> int:
-    """USD to integer cents, rounded half-up (Stripe's amounts)."""
-    return int(Decimal(amount_usd).quantize(CENT, rounding=ROUND_HALF_UP) * 100)
-
-
 # Opening
 
 
@@ -129,7 +123,7 @@ def operation_open(
             "user": user,
             "subject_type": resource_type_of(subject),
             "subject_id": str(subject.pk),
-            "amount": to_minor(amount_usd),
+            "amount": usd_to_cents(amount_usd),
             "description": description[:255],
             "params": to_json(params or {}),
             "stripe_customer_id": stripe_customer_id,

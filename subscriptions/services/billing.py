@@ -22,6 +22,7 @@ from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.enums import SubscriptionTier
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.jobs import items_run
+from billing_project.money import cents_to_usd
 from payments import stripe_api
 from payments.models import OperationEffect, OperationKind, OperationState, PaymentOperation
 from payments.registry import EffectNotApplicable
@@ -253,7 +254,7 @@ def refund_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
         subject_id=operation.subject_id,
         effect=OperationEffect.SUCCEEDED,
     ).aggregate(total=Sum("amount"))["total"]
-    _refunded_set(payment, Decimal((earlier or 0) + operation.amount) / 100)
+    _refunded_set(payment, cents_to_usd((earlier or 0) + operation.amount))
     payment.save(update_fields=["refunded_amount_usd", "status", "updated_at"])
     audit_record(
         action=AuditAction.UPDATE,

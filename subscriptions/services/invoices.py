@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from subscriptions import proration
+from billing_project.money import usd_round
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
 
 
@@ -66,8 +66,8 @@ def invoice_paid_record(
 ) -> BillingInvoice:
     """The paid invoice of a subscription and its successful payment: `amount_usd` paid after
     `discount_usd` (a coupon) was taken off."""
-    amount_usd = proration.money(amount_usd)
-    discount_usd = proration.money(discount_usd)
+    amount_usd = usd_round(amount_usd)
+    discount_usd = usd_round(discount_usd)
     invoice = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
@@ -94,7 +94,7 @@ def invoice_failed_record(
 ) -> BillingInvoice:
     """The open invoice of a failed payment and the failed payment. An invoice paid meanwhile (the
     events crossed) stays paid."""
-    amount_due_usd = proration.money(amount_due_usd)
+    amount_due_usd = usd_round(amount_due_usd)
     invoice = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,

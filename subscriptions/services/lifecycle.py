@@ -20,6 +20,7 @@ from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.email_verification import email_is_verified
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
+from billing_project.money import cents_to_usd, usd_to_cents
 from billing_project.net import ClientInfo
 from credits.models import CreditSource
 from credits.services import credit_grant
@@ -33,7 +34,6 @@ from payments.services.operations import (
     operation_run,
     operation_unfinished_for,
     stripe_active,
-    to_minor,
 )
 from subscriptions import discounts, proration
 from subscriptions.models import (
@@ -385,7 +385,7 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
         )
     invoice_paid_record(
         subscription=subscription,
-        amount_usd=Decimal(facts.get("amount", operation.amount)) / 100,
+        amount_usd=cents_to_usd(facts.get("amount", operation.amount)),
         discount_usd=discount_usd,
         period_start=subscription.current_period_start,
         period_end_at=subscription.current_period_end,
@@ -655,7 +655,7 @@ def _reprice_sync(subscription: Subscription, *, tier: str) -> None:
         subscription=subscription,
         action="reprice",
         reason=f"Bill {tier} from the next period",
-        unit_amount=to_minor(config.price_for(subscription.billing_cycle)),
+        unit_amount=usd_to_cents(config.price_for(subscription.billing_cycle)),
         interval=RECURRING_INTERVALS[subscription.billing_cycle],
         metadata={"tier": tier, "billing_cycle": subscription.billing_cycle},
     )

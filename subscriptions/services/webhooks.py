@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 from decimal import Decimal
 
+from billing_project.money import cents_to_usd
 from payments.models import WebhookEvent
 from payments.services.inbox import event_object, event_record, timestamp_of
 from subscriptions.models import Subscription, SubscriptionStatus
@@ -33,7 +34,7 @@ class ProviderStateMissing(Exception):
 
 
 def _usd(cents) -> Decimal:
-    return (Decimal(cents or 0) / 100).quantize(Decimal("0.01"))
+    return cents_to_usd(cents or 0)
 
 
 def _subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:

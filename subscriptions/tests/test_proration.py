@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 import time_machine
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from audit.models import AdminAuditLog
 from billing_project.errors import DomainError
+from billing_project.money import usd_round
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from subscriptions import jobs, proration
 from subscriptions.catalog import TIERS
@@ -143,7 +145,85 @@ def test_the_fraction_left_is_clamped_to_the_period():
 
     assert proration.fraction_left(period_start=START, period_end=end, at=START - DAY) == 1
     assert proration.fraction_left(period_start=START, period_end=end, at=end + DAY) == 0
-    assert proration.fraction_left(period_start=START, period_end=end, at=START + 10 * DAY) == Decimal(20) / Decimal(30)
+    assert proration.fraction_left(period_start=START, period_end=end, at=START + 10 * DAY) == Fraction(2, 3)
+
+
+THIRTY_DAYS = 30 * 86_400
+THIRTEEN_HOURS_TWELVE = 13 * 3600 + 12 * 60
+
+
+def test_pro_to_pro_max_with_13h12m_left_of_30_days_grants_exactly_550_credits():
+    # 30,000 x 47,520 / 2,592,000 = 550 exactly; dividing first gave 549.99... and 549
+    numbers = upgrade(
+        "19",
+        "39",
+        old_credits=20_000,
+        new_credits=50_000,
+        seconds_total=THIRTY_DAYS,
+        seconds_left=THIRTEEN_HOURS_TWELVE,
+    )
+
+    assert numbers.credits_adjustment == 550
+
+
+def test_pro_max_to_enterprise_pro_with_13h12m_left_rounds_the_exact_half_cent_up():
+    # 39 x 11/600 = 0.715 exactly -> 0.72; 149 x 11/600 = 2.7316... -> 2.73
+    numbers = upgrade("39", "149", seconds_total=THIRTY_DAYS, seconds_left=THIRTEEN_HOURS_TWELVE)
+
+    assert numbers.unused_credit_value_usd == Decimal("0.72")
+    assert numbers.new_tier_prorated_cost_usd == Decimal("2.73")
+    assert numbers.net_charge_usd == Decimal("2.01")
+
+
+def test_all_300_exact_half_cents_at_39_usd_round_up():
+    # 39 x left / 30 days is an exact odd number of half cents for the 300 odd multiples of 13 half
+    # cents below 39 USD; dividing first rounded 16 of them down.
+    total = THIRTY_DAYS * 1_000_000
+    for half_cents in range(13, 7_800, 26):
+        left = Fraction(half_cents, 200) / 39 * total
+        assert left.denominator == 1
+        numbers = proration.upgrade(
+            old_price_usd=Decimal("39"),
+            new_price_usd=Decimal("39"),
+            old_credits=0,
+            new_credits=0,
+            period_start=START,
+            period_end=START + timedelta(microseconds=total),
+            at=START + timedelta(microseconds=total - int(left)),
+        )
+        assert numbers.unused_credit_value_usd == Decimal(half_cents + 1) / 200
+
+
+def _reference(price: Decimal, credits_delta: int, total_us: int, left_us: int) -> tuple[Decimal, int]:
+    """Exact rationals, rounded once: half-up to cents, credits down."""
+    value = Fraction(price) * Fraction(left_us, total_us) * 100
+    cents = (2 * value.numerator + value.denominator) // (2 * value.denominator)
+    return Decimal(cents) / 100, (credits_delta * left_us) // total_us
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(
+    price=st.decimals(min_value=0, max_value=100_000, places=2, allow_nan=False, allow_infinity=False),
+    credits_delta=st.integers(min_value=0, max_value=10_000_000),
+    total_us=st.integers(min_value=1, max_value=400 * 86_400 * 1_000_000),
+    data=st.data(),
+)
+def test_proration_equals_the_exact_fraction_reference_at_every_price_and_period(price, credits_delta, total_us, data):
+    left_us = data.draw(st.integers(min_value=0, max_value=total_us))
+
+    numbers = proration.upgrade(
+        old_price_usd=price,
+        new_price_usd=price,
+        old_credits=0,
+        new_credits=credits_delta,
+        period_start=START,
+        period_end=START + timedelta(microseconds=total_us),
+        at=START + timedelta(microseconds=total_us - left_us),
+    )
+
+    expected_usd, expected_credits = _reference(price, credits_delta, total_us, left_us)
+    assert numbers.unused_credit_value_usd == numbers.new_tier_prorated_cost_usd == expected_usd
+    assert numbers.credits_adjustment == expected_credits
 
 
 def test_a_downgrade_quote_charges_and_grants_nothing():
@@ -396,9 +476,10 @@ def test_an_annual_upgrade_prorates_money_over_the_year_and_credits_over_the_mon
     with time_machine.travel(at, tick=False):
         event = tier_change(subscription_id=subscription.pk, user=user, tier="pro_max").event
 
-    fraction = Decimal((365 * DAY - (at - START)).total_seconds()) / Decimal((365 * DAY).total_seconds())
-    assert event.unused_credit_value_usd == proration.money(Decimal("190") * fraction)
-    assert event.new_tier_prorated_cost_usd == proration.money(Decimal("390") * fraction)
+    microsecond = timedelta(microseconds=1)
+    fraction = Fraction((365 * DAY - (at - START)) // microsecond, 365 * DAY // microsecond)
+    assert event.unused_credit_value_usd == usd_round(190 * fraction)
+    assert event.new_tier_prorated_cost_usd == usd_round(390 * fraction)
     assert event.credits_adjustment == 15_000  # 30,000 x 15.5 / 31
     subscription.refresh_from_db()
     assert (subscription.tier, subscription.base_price_usd) == ("pro_max", Decimal("390.00"))

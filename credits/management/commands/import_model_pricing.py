@@ -1,9 +1,12 @@
+import json
 import sys
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.utils.dateparse import parse_datetime
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from billing_project.errors import DomainError
@@ -11,40 +14,97 @@ from credits.price_files import PriceFileError, price_file_parse
 from credits.services import ImportSummary, model_price_import_row
 
 
+def _moment(text: str) -> datetime | None:
+    """An ISO date-time or date; a naive one is UTC."""
+    moment = parse_datetime(text)
+    if moment is None and (day := parse_date(text)) is not None:
+        moment = datetime.combine(day, time.min)
+    if moment is not None and timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
 class Command(BaseCommand):
     help = (
         "Imports vendor prices from FILE: the project's JSON list, or LiteLLM's "
-        "model_prices_and_context_window.json (per-token prices become per-1,000). A changed price "
-        "ends the one in force; an unchanged one is left alone, so running it twice is harmless."
+        "model_prices_and_context_window.json (per-token prices become per-1,000; see credits.price_files for "
+        "how names, regions, context tiers, service tiers and fees are read). A changed price ends the one in "
+        "force; a price equal at stored precision is left alone, so running it twice changes nothing. "
+        "Any refusal names the model and the whole file is left unapplied."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
-        parser.add_argument("--effective-from", help="ISO date-time the new prices start (default: now).")
+        parser.add_argument("--effective-from", help="ISO date-time or date the new prices start (default: now).")
         parser.add_argument("--dry-run", action="store_true", help="Report what would change, change nothing.")
+        parser.add_argument("--report", type=Path, help="Write every entry's result to this JSON file.")
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
-    def handle(self, *args, file: Path, effective_from=None, dry_run=False, no_progress=False, **options):
+    def handle(self, *args, file: Path, effective_from=None, dry_run=False, report=None, no_progress=False, **options):
         try:
             parsed = price_file_parse(file.read_text())
         except (OSError, PriceFileError) as error:
             raise CommandError(f"Cannot read {file}: {error}") from error
-        starts = parse_datetime(effective_from) if effective_from else None
+        starts = _moment(effective_from) if effective_from else None
         if effective_from and starts is None:
-            raise CommandError(f"--effective-from '{effective_from}' is not an ISO date-time.")
+            raise CommandError(f"--effective-from '{effective_from}' is not an ISO date-time or date.")
         summary = ImportSummary()
-        try:
-            # One transaction: a file is applied whole or not at all.
-            with transaction.atomic():
-                for row in tqdm(parsed.rows, unit="prices", disable=no_progress or None, file=sys.stderr):
-                    model_price_import_row(row=row, effective_from=starts, summary=summary)
-                if dry_run:
-                    transaction.set_rollback(True)
-        except DomainError as error:
-            raise CommandError(f"{error.code}: {error.detail}") from error
+        entries, refusals = [], []
+        # One transaction: a file is applied whole or not at all; each row in a savepoint, so every
+        # refusal is found and named before the whole is rolled back.
+        with transaction.atomic():
+            for row in tqdm(parsed.rows, unit="prices", disable=no_progress or None, file=sys.stderr):
+                try:
+                    with transaction.atomic():
+                        change = model_price_import_row(row=row, effective_from=starts, summary=summary)
+                except DomainError as refusal:
+                    refusals.append(f"{row.source} ({row.provider}/{row.model_name}): {refusal.code}: {refusal.detail}")
+                    entries.append(_entry(row, "refused", reason=f"{refusal.code}: {refusal.detail}"))
+                    continue
+                entries.append(_entry(row, "imported" if change.created else "unchanged"))
+            if dry_run or refusals:
+                transaction.set_rollback(True)
+        entries += [{"source": skip.source, "result": "skipped", "reason": skip.reason} for skip in parsed.skipped]
+        if report is not None:
+            _write_report(report, parsed=parsed, entries=entries, summary=summary, dry_run=dry_run, starts=starts)
+        if refusals:
+            raise CommandError(f"Nothing imported: {len(refusals)} refused.\n" + "\n".join(refusals))
         verb = "Would import" if dry_run else "Imported"
         self.stdout.write(
             f"{verb} {parsed.format} file: {summary.created} new prices, {summary.unchanged} unchanged, "
-            f"{summary.providers_created} new providers, {len(parsed.skipped)} models skipped "
-            "(no price or a provider we do not sell)."
+            f"{summary.providers_created} new providers, {len(parsed.skipped)} entries skipped"
+            + (f" (reasons in {report})." if report else " (--report FILE lists each with its reason).")
         )
+
+
+def _entry(row, result: str, *, reason: str = "") -> dict:
+    entry = {
+        "source": row.source,
+        "result": result,
+        "provider": row.provider,
+        "model_name": row.model_name,
+        "region": row.region,
+    }
+    if reason:
+        entry["reason"] = reason
+    if row.notes:
+        entry["not_billed"] = list(row.notes)
+    return entry
+
+
+def _write_report(path: Path, *, parsed, entries, summary, dry_run, starts) -> None:
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry["result"]] = counts.get(entry["result"], 0) + 1
+    document = {
+        "format": parsed.format,
+        "dry_run": dry_run,
+        "effective_from": starts.isoformat() if starts else None,
+        "counts": counts,
+        "providers_created": summary.providers_created,
+        "entries": entries,
+    }
+    try:
+        path.write_text(json.dumps(document, indent=1) + "\n")
+    except OSError as error:
+        raise CommandError(f"Cannot write the report {path}: {error}") from error
