@@ -61,7 +61,21 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
     except (stripe.SignatureVerificationError, ValueError, KeyError, TypeError) as error:
         WEBHOOK_INVALID_SIGNATURES.inc()
         raise InvalidSignature(f"The Stripe-Signature header does not verify this body: {error}") from error
+    # A finished event never changes back: a redelivery is answered from a plain read, no transaction.
+    finished = (
+        WebhookEvent.objects.defer("payload", "raw_body")
+        .filter(provider=WebhookProvider.STRIPE, event_id=event_id, status__in=DONE)
+        .first()
+    )
+    if finished is not None:
+        _replay_counted()
+        return finished, True
     return webhook_event_accept(event_id=event_id, event_type=event_type, event=event, raw_body=body)
+
+
+def _replay_counted() -> None:
+    WEBHOOK_REPLAY_BLOCKS.inc()
+    IDEMPOTENT_HITS.labels(operation="webhook").inc()
 
 
 @transaction.atomic
@@ -81,8 +95,7 @@ def webhook_event_accept(
     if not created:
         row = WebhookEvent.objects.select_for_update().get(pk=row.pk)
         if row.status in DONE:
-            WEBHOOK_REPLAY_BLOCKS.inc()
-            IDEMPOTENT_HITS.labels(operation="webhook").inc()
+            _replay_counted()
             return row, True
     _process(row)
     return row, False
