@@ -153,6 +153,20 @@ class Provider(TimestampedModel):
         return self.name
 
 
+# The per-token prices of a model, one column per canonical token component (USD per 1,000 tokens).
+PER_1K_PRICE_FIELDS = (
+    "input_price_per_1k",
+    "output_price_per_1k",
+    "cache_input_price_per_1k",
+    "cache_hit_price_per_1k",
+    "cache_write_1h_price_per_1k",
+    "reasoning_price_per_1k",
+    "audio_input_price_per_1k",
+    "audio_output_price_per_1k",
+    "image_output_price_per_1k",
+)
+
+
 class ModelProviderPricing(TimestampedModel):
     """A vendor's price for one model over a period. Invariant: for a (provider, model, region) the
     periods [effective_from, effective_until) do not overlap; prices are USD per 1,000 tokens of each

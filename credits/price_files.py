@@ -47,18 +47,9 @@ from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
 
+from credits.models import PER_1K_PRICE_FIELDS
+
 PER_THOUSAND = Decimal(1000)
-PROJECT_PRICE_COLUMNS = (
-    "input_price_per_1k",
-    "output_price_per_1k",
-    "cache_input_price_per_1k",
-    "cache_hit_price_per_1k",
-    "cache_write_1h_price_per_1k",
-    "reasoning_price_per_1k",
-    "audio_input_price_per_1k",
-    "audio_output_price_per_1k",
-    "image_output_price_per_1k",
-)
 
 # LiteLLM per-token keys -> (our column, our component).
 LITELLM_COMPONENTS = {
@@ -143,7 +134,7 @@ class PriceRow:
     @property
     def prices(self) -> dict:
         """The keyword arguments of credits.services.model_price_create for this row's prices."""
-        columns = {name: getattr(self, name) for name in PROJECT_PRICE_COLUMNS}
+        columns = {name: getattr(self, name) for name in PER_1K_PRICE_FIELDS}
         return columns | {
             "context_tiers": self.context_tiers,
             "service_tiers": self.service_tiers,
@@ -192,7 +183,7 @@ def _project_rows(entries: list) -> ParsedFile:
             parsed_from = parse_datetime(effective_from) if effective_from else None
             if effective_from and parsed_from is None:
                 raise PriceFileError(f"{where}: effective_from '{effective_from}' is not a date-time")
-            prices = {name: _decimal(entry.get(name), where=f"{where} {name}") for name in PROJECT_PRICE_COLUMNS}
+            prices = {name: _decimal(entry.get(name), where=f"{where} {name}") for name in PER_1K_PRICE_FIELDS}
             for required in ("input_price_per_1k", "output_price_per_1k"):
                 if prices[required] is None:
                     raise KeyError(required)

@@ -16,6 +16,7 @@ from billing_project.enums import SubscriptionTier
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.models import (
+    PER_1K_PRICE_FIELDS,
     ApprovalStatus,
     ModelProviderPricing,
     PricingConfig,
@@ -53,15 +54,7 @@ BOOK_COLUMNS = (
     "provider__name",
     "model_name",
     "region",
-    "input_price_per_1k",
-    "output_price_per_1k",
-    "cache_input_price_per_1k",
-    "cache_hit_price_per_1k",
-    "cache_write_1h_price_per_1k",
-    "reasoning_price_per_1k",
-    "audio_input_price_per_1k",
-    "audio_output_price_per_1k",
-    "image_output_price_per_1k",
+    *PER_1K_PRICE_FIELDS,
     "context_tiers",
     "service_tiers",
     "request_fees",

@@ -4,6 +4,7 @@ from rest_framework import serializers
 from billing_project.fields import DateField, DateTimeField
 from credits import selectors
 from credits.models import (
+    PER_1K_PRICE_FIELDS,
     CreditSource,
     GrantSource,
     ModelProviderPricing,
@@ -318,15 +319,7 @@ class ModelPriceOutput(serializers.ModelSerializer):
             "provider",
             "model_name",
             "vendor_model_id",
-            "input_price_per_1k",
-            "output_price_per_1k",
-            "cache_input_price_per_1k",
-            "cache_hit_price_per_1k",
-            "cache_write_1h_price_per_1k",
-            "reasoning_price_per_1k",
-            "audio_input_price_per_1k",
-            "audio_output_price_per_1k",
-            "image_output_price_per_1k",
+            *PER_1K_PRICE_FIELDS,
             "context_tiers",
             "service_tiers",
             "request_fees",

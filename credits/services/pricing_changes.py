@@ -14,6 +14,7 @@ from billing_project.errors import Conflict, Forbidden, NotFound, RuleViolation
 from billing_project.money import exact, quantize_half_up, usd_round
 from credits import catalog
 from credits.models import (
+    PER_1K_PRICE_FIELDS,
     ApprovalStatus,
     MarginAuditLog,
     MarginChange,
@@ -27,17 +28,6 @@ from credits.models import (
 from credits.selectors import pricing_book
 from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
-PRICE_FIELDS = (
-    "input_price_per_1k",
-    "output_price_per_1k",
-    "cache_input_price_per_1k",
-    "cache_hit_price_per_1k",
-    "cache_write_1h_price_per_1k",
-    "reasoning_price_per_1k",
-    "audio_input_price_per_1k",
-    "audio_output_price_per_1k",
-    "image_output_price_per_1k",
-)
 PRICE_BOOK_FIELDS = ("context_tiers", "service_tiers", "request_fees")
 # Prices are stored with 16 decimals per 1,000 tokens (1e-19 USD per token); compared at that precision.
 STORED_PRICE = Decimal("1e-16")
@@ -271,7 +261,7 @@ def model_price_create(
             "provider": provider.name,
             "model_name": model_name,
             "region": region,
-            "previous": {name: str(getattr(latest, name)) for name in PRICE_FIELDS} if latest else None,
+            "previous": {name: str(getattr(latest, name)) for name in PER_1K_PRICE_FIELDS} if latest else None,
             "new": {name: str(value) for name, value in new_prices.items()} | new_book,
         },
     )

@@ -287,20 +287,8 @@ def _checkout_steps(operation: PaymentOperation) -> Outcome:
         if params.get(name):
             session_params[name] = params[name]
     if params.get("discount"):
-        if "coupon" not in operation.stripe_objects:
-            coupon = _call(
-                client.v1.coupons.create,
-                operation=operation,
-                step="coupon",
-                params={
-                    "amount_off": params["discount"],
-                    "currency": operation.currency,
-                    "duration": "once",
-                    "name": params.get("coupon_name", "Discount")[:40],
-                },
-            )
-            _record(operation, objects={"coupon": coupon["id"]})
-        session_params["discounts"] = [{"coupon": operation.stripe_objects["coupon"]}]
+        coupon_id = _coupon_once(operation, amount=params["discount"], name=params.get("coupon_name", "Discount"))
+        session_params["discounts"] = [{"coupon": coupon_id}]
     session = _call(client.v1.checkout.sessions.create, operation=operation, step="session", params=session_params)
     _record(operation, stripe_checkout_session_id=session["id"], objects={"checkout_url": session["url"]})
     _submitted(operation)
@@ -471,25 +459,13 @@ def _sync_steps(operation: PaymentOperation) -> Outcome:
             },
         )
     elif action == "discount_once":
-        if "coupon" not in operation.stripe_objects:
-            coupon = _call(
-                client.v1.coupons.create,
-                operation=operation,
-                step="coupon",
-                params={
-                    "amount_off": operation.amount,
-                    "currency": operation.currency,
-                    "duration": "once",
-                    "name": params.get("name", "Discount")[:40],
-                },
-            )
-            _record(operation, objects={"coupon": coupon["id"]})
+        coupon_id = _coupon_once(operation, amount=operation.amount, name=params.get("name", "Discount"))
         _call(
             client.v1.subscriptions.update,
             subscription_id,
             operation=operation,
             step="update",
-            params={"discounts": [{"coupon": operation.stripe_objects["coupon"]}]},
+            params={"discounts": [{"coupon": coupon_id}]},
         )
     elif action == "bill_next_at":
         _call(
@@ -503,6 +479,20 @@ def _sync_steps(operation: PaymentOperation) -> Outcome:
         raise stripe_api.ProviderError(f"Unknown subscription change '{action}'.")
     _submitted(operation)
     return Outcome(PAID)
+
+
+def _coupon_once(operation: PaymentOperation, *, amount: int, name: str) -> str:
+    """A Stripe coupon of `amount` off one invoice: our coupon rules stay ours, Stripe only applies
+    the amount. Created once per operation."""
+    if "coupon" not in operation.stripe_objects:
+        coupon = _call(
+            stripe_api.client().v1.coupons.create,
+            operation=operation,
+            step="coupon",
+            params={"amount_off": amount, "currency": operation.currency, "duration": "once", "name": name[:40]},
+        )
+        _record(operation, objects={"coupon": coupon["id"]})
+    return operation.stripe_objects["coupon"]
 
 
 def _id_of(value) -> str:
