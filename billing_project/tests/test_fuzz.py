@@ -131,8 +131,13 @@ class LinkedWorkflow(schema.as_state_machine()):
         assert response.status_code < 500, response.text
 
 
+def _workflow_calls() -> int:
+    return sum(count for name, count in EXAMPLES_RUN.items() if name.startswith("workflow: "))
+
+
 def test_api_workflows_along_the_links_answer_as_documented(credentials):
     LinkedWorkflow.credentials = credentials
+    calls_before = _workflow_calls()
     LinkedWorkflow.run(
         settings=settings(
             max_examples=WORKFLOWS,
@@ -143,3 +148,6 @@ def test_api_workflows_along_the_links_answer_as_documented(credentials):
             suppress_health_check=list(HealthCheck),
         )
     )
+
+    # each call was checked in validate_response; the workflows did make calls
+    assert _workflow_calls() - calls_before >= WORKFLOWS
