@@ -38,6 +38,8 @@ def server_environment(database_url: str) -> dict:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "JWT_SECRET": secrets.token_urlsafe(48),
         "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
+        # No money moves here: the offline provider, named, as production requires.
+        "PAYMENTS_PROVIDER": "offline",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "PORT": str(PORT),
