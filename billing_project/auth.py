@@ -105,22 +105,21 @@ def service_token_cache_key(token_id: str) -> str:
     return f"auth:service-token:{token_id}"
 
 
-def service_token_is_live(*, token_id: str) -> bool:
-    """True while the token's record exists, is not revoked and has not expired."""
-    key = service_token_cache_key(token_id)
-    live_until = cache.get(key)
+def service_token_check(*, token_id: str) -> bool:
+    """True while the token's record exists, is not revoked and has not expired; also records its
+    last use, at most once a minute (not a write on every call). One cache round trip per call."""
+    key, used_key = service_token_cache_key(token_id), f"{service_token_cache_key(token_id)}:used"
+    cached = cache.get_many([key, used_key])
+    live_until = cached.get(key)
     if live_until is None:
         record = ServiceToken.objects.filter(pk=token_id).values("revoked_at", "expires_at").first()
         live_until = 0 if record is None or record["revoked_at"] else record["expires_at"].timestamp()
         # add, not set: a revocation written meanwhile must not be overwritten by this older read.
         cache.add(key, live_until, timeout=SERVICE_TOKEN_CACHE_SECONDS)
-    return live_until > timezone.now().timestamp()
-
-
-def service_token_used(*, token_id: str) -> None:
-    """Records the token's last use, at most once a minute: not a write on every call."""
-    if cache.add(f"{service_token_cache_key(token_id)}:used", 1, timeout=SERVICE_TOKEN_TOUCH_SECONDS):
+    live = live_until > timezone.now().timestamp()
+    if live and used_key not in cached and cache.add(used_key, 1, timeout=SERVICE_TOKEN_TOUCH_SECONDS):
         ServiceToken.objects.filter(pk=token_id).update(last_used_at=timezone.now())
+    return live
 
 
 def bearer_token(request) -> str | None:
@@ -154,12 +153,11 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
         except jwt.PyJWTError as error:
             SERVICE_AUTH_ATTEMPTS.labels(result="invalid").inc()
             raise exceptions.AuthenticationFailed("The service token is invalid.", code="token_invalid") from error
-        if not service_token_is_live(token_id=principal.token_id):
+        if not service_token_check(token_id=principal.token_id):
             SERVICE_AUTH_ATTEMPTS.labels(result="revoked").inc()
             raise exceptions.AuthenticationFailed(
                 "The service token was revoked or is unknown; ask for a new one.", code="token_revoked"
             )
-        service_token_used(token_id=principal.token_id)
         SERVICE_AUTH_ATTEMPTS.labels(result="success").inc()
         return principal, raw
 
