@@ -143,15 +143,16 @@ def operation_unfinished_for(*, kind: str, subject) -> PaymentOperation | None:
 
 
 def operation_after_commit(operation: PaymentOperation) -> None:
-    """Runs the operation once the caller's transaction commits (a change Stripe must mirror). A
-    provider failure is kept on the row and retried by `reconcile_payments`; the caller's answer
-    does not depend on it."""
+    """Runs the operation once the caller's transaction commits (a change Stripe must mirror). Any
+    failure is kept on the row and retried by `reconcile_payments`; the caller's answer does not
+    depend on it."""
 
     def run():
         try:
             operation_run(operation_id=operation.pk)
-        except (stripe_api.ProviderUnavailable, stripe_api.ProviderError, stripe_api.PaymentDeclined) as error:
+        except Exception as error:  # the change has committed: whatever failed is retried, never a 500 now
             logger.warning("payment operation %s (%s) left for reconcile: %s", operation.pk, operation.kind, error)
+            _error_note(operation.pk, error)
 
     transaction.on_commit(run)
 
@@ -648,10 +649,12 @@ def _audit(operation: PaymentOperation) -> None:
 
 
 def _cleanup_quietly(operation_id) -> None:
+    """The cleanup, once the settling transaction has committed; what fails is left for reconcile."""
     try:
         _cleanup(operation_id)
-    except (stripe_api.ProviderUnavailable, stripe_api.ProviderError) as error:
+    except Exception as error:  # committed already: never a 500 for what reconcile finishes
         logger.warning("payment operation %s: cleanup left for reconcile: %s", operation_id, error)
+        _error_note(operation_id, error)
 
 
 def _cleanup(operation_id) -> PaymentOperation:
