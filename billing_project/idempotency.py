@@ -94,10 +94,7 @@ class IdempotencyMiddleware:
             if not _final(response):
                 transaction.set_rollback(True)
                 return response
-            record.status_code = response.status_code
-            record.response_body = response.content.decode()
-            record.content_type = response.get("Content-Type", "application/json")
-            record.save(update_fields=["status_code", "response_body", "content_type"])
+            _keep(record, response)
             return response
 
     def _run_outside_transaction(self, request, *, caller: str, key: str, request_hash: str):
@@ -134,10 +131,7 @@ class IdempotencyMiddleware:
         if not _final(response):
             record.delete()
             return response
-        record.status_code = response.status_code
-        record.response_body = response.content.decode()
-        record.content_type = response.get("Content-Type", "application/json")
-        record.save(update_fields=["status_code", "response_body", "content_type"])
+        _keep(record, response)
         return response
 
     def _replay(self, request, stored: IdempotencyKey, request_hash: str):
@@ -153,6 +147,14 @@ class IdempotencyMiddleware:
         response = HttpResponse(stored.response_body, status=stored.status_code, content_type=stored.content_type)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _keep(record: IdempotencyKey, response) -> None:
+    """Stores the final answer on its key; every later request with the key gets it replayed."""
+    record.status_code = response.status_code
+    record.response_body = response.content.decode()
+    record.content_type = response.get("Content-Type", "application/json")
+    record.save(update_fields=["status_code", "response_body", "content_type"])
 
 
 def _final(response) -> bool:

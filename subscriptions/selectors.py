@@ -2,6 +2,7 @@ from django.core.cache import cache
 
 from billing_project.enums import SubscriptionTier
 from licensing.models import LicenseStatus, PerpetualLicense
+from payments.services.customers import customer_id_of
 from subscriptions.models import LIVE_STATUSES, BillingInvoice, Subscription, TierConfig, UserEntitlement
 
 # A safety net only: every change deletes the entry on commit.
@@ -14,6 +15,12 @@ def tier_list_active():
 
 def subscription_live_for(*, user) -> Subscription | None:
     return Subscription.objects.filter(user=user, status__in=LIVE_STATUSES).first()
+
+
+def customer_to_charge(*, user_id, subscription: Subscription | None) -> str:
+    """The Stripe customer a charge goes to: the user's one customer, else the one their
+    subscription recorded ("" when there is none, so nothing can be charged)."""
+    return customer_id_of(user_id=user_id) or (subscription.stripe_customer_id if subscription else "") or ""
 
 
 def user_tier(*, user) -> str:
@@ -101,10 +108,6 @@ def entitlements_for(*, user) -> dict:
 
 def invoices_for(*, user):
     return BillingInvoice.objects.filter(user=user).order_by("-period_end", "-created_at")
-
-
-def subscription_is_owned_by(*, subscription_id, user) -> bool:
-    return Subscription.objects.filter(pk=subscription_id, user=user).exists()
 
 
 def subscriptions_for_staff():

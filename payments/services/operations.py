@@ -9,7 +9,7 @@ purchase, refund) and every change Stripe must mirror follows one recipe:
    the idempotency key `<operation id>:<step>`, so a retry of the whole operation (the client's,
    Celery's, an operator's) reaches the same Stripe objects instead of new ones, and each object id is
    recorded on the row as soon as it is known.
-3. `_settle` applies the effect in one transaction, once, when the money is known to have moved
+3. `operation_settle` applies the effect in one transaction, once, when the money is known to have moved
    (`succeeded`) or known not to (`failed`, releasing what the operation held). A payment the provider
    has not decided yet (an asynchronous method, a card waiting for the customer) leaves the operation
    `submitted`: the webhook settles it through the same function.
@@ -171,18 +171,18 @@ def operation_run(*, operation_id) -> PaymentOperation:
     _lease_take(operation)
     try:
         if operation.provider == WebhookProvider.OFFLINE:
-            return _settle(operation.pk, offline_outcome(operation))
+            return operation_settle(operation_id=operation.pk, outcome=offline_outcome(operation))
         if timezone.now() - operation.created_at > IDEMPOTENCY_WINDOW:
             return operation_settle_from_provider(operation_id=operation.pk)
         try:
             outcome = STEPS[operation.kind](operation)
         except (stripe_api.PaymentDeclined, stripe_api.ProviderError) as refused:
-            _settle(operation.pk, Outcome(FAILED, reason=refused.detail))
+            operation_settle(operation_id=operation.pk, outcome=Outcome(FAILED, reason=refused.detail))
             raise
         except stripe_api.ProviderUnavailable as unavailable:
             _error_note(operation.pk, unavailable)
             raise
-        _settle(operation.pk, outcome)
+        operation_settle(operation_id=operation.pk, outcome=outcome)
     finally:
         PaymentOperation.objects.filter(pk=operation.pk).update(run_lease_until=None)
     return PaymentOperation.objects.get(pk=operation.pk)
@@ -451,7 +451,7 @@ def _sync_steps(operation: PaymentOperation) -> Outcome:
                             "currency": operation.currency,
                             "unit_amount": params["unit_amount"],
                             "recurring": {"interval": params["interval"]},
-                            "product": _id_of(item["price"]["product"]),
+                            "product": _id_or_blank(item["price"]["product"]),
                         },
                     }
                 ],
@@ -496,10 +496,6 @@ def _coupon_once(operation: PaymentOperation, *, amount: int, name: str) -> str:
     return operation.stripe_objects["coupon"]
 
 
-def _id_of(value) -> str:
-    return value if isinstance(value, str) else value["id"]
-
-
 STEPS = {
     **dict.fromkeys(CHECKOUT_KINDS, _checkout_steps),
     **dict.fromkeys(CHARGE_KINDS, _charge_steps),
@@ -511,14 +507,10 @@ STEPS = {
 # Settling
 
 
+@transaction.atomic
 def operation_settle(*, operation_id, outcome: Outcome) -> PaymentOperation:
     """Settles an operation from what the provider said (its answer, a webhook, reconcile), in the
     caller's transaction if there is one. Idempotent: a settled operation stays as it is."""
-    return _settle(operation_id, outcome)
-
-
-@transaction.atomic
-def _settle(operation_id, outcome: Outcome) -> PaymentOperation:
     # The operation row is the lock: the caller's answer, the webhook and reconcile may settle at once.
     operation = PaymentOperation.objects.select_for_update().get(pk=operation_id)
     _facts_absorb(operation, outcome.facts)
@@ -755,9 +747,9 @@ def operation_settle_from_provider(*, operation_id) -> PaymentOperation:
     if operation.state not in UNFINISHED_STATES:
         return operation
     if operation.provider == WebhookProvider.OFFLINE:
-        return _settle(operation.pk, offline_outcome(operation))
+        return operation_settle(operation_id=operation.pk, outcome=offline_outcome(operation))
     outcome = _provider_state(operation)
-    settled = _settle(operation.pk, outcome)
+    settled = operation_settle(operation_id=operation.pk, outcome=outcome)
     if settled.cleanup_due:
         return _cleanup(settled.pk)
     return settled

@@ -26,7 +26,6 @@ from billing_project.money import cents_to_usd
 from payments import stripe_api
 from payments.models import OperationEffect, OperationKind, OperationState, PaymentOperation
 from payments.registry import EffectNotApplicable
-from payments.services.customers import customer_id_of
 from payments.services.operations import (
     OperationInProgress,
     operation_open,
@@ -45,6 +44,7 @@ from subscriptions.models import (
     SubscriptionStatus,
 )
 from subscriptions.periods import period_end
+from subscriptions.selectors import customer_to_charge
 from subscriptions.services.entitlements import tier_config_get
 from subscriptions.services.invoices import invoice_failed_record, invoice_paid_record, invoice_settle
 from subscriptions.services.lifecycle import (
@@ -323,7 +323,7 @@ def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation
     if amount <= 0:
         _renewal_paid_record(subscription, new_start, new_end, price=price, discount=discount, facts={})
         return "renewed"
-    customer_id = customer_id_of(user_id=subscription.user_id) or subscription.stripe_customer_id or ""
+    customer_id = customer_to_charge(user_id=subscription.user_id, subscription=subscription)
     if stripe_active() and not customer_id:
         invoice_payment_failed(
             subscription=subscription,
@@ -469,7 +469,7 @@ def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
         attempt.result = DunningResult.CANCELLED
         attempt.save(update_fields=["result", "attempted_at", "updated_at"])
         return attempt.result
-    customer_id = customer_id_of(user_id=invoice.user_id) or (subscription.stripe_customer_id if subscription else "")
+    customer_id = customer_to_charge(user_id=invoice.user_id, subscription=subscription)
     if stripe_active() and not (invoice.stripe_invoice_id or customer_id):
         _dunning_attempt_failed(attempt, subscription, reason="There is no card on file for this subscription.")
         return attempt.result
@@ -480,7 +480,7 @@ def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
         amount_usd=invoice.amount_due_usd,
         description=f"Retry of invoice {invoice.pk}",
         natural_key=f"dunning_retry:{attempt.pk}",
-        stripe_customer_id=customer_id or "",
+        stripe_customer_id=customer_id,
         params={
             "attempt_id": str(attempt.pk),
             "existing_invoice": invoice.stripe_invoice_id or "",

@@ -27,7 +27,6 @@ from credits.services import credit_grant
 from payments.models import OperationKind, PaymentOperation
 from payments.registry import EffectNotApplicable
 from payments.services.checkouts import Checkout, checkout_open, checkout_run
-from payments.services.customers import customer_id_of
 from payments.services.operations import (
     operation_after_commit,
     operation_open,
@@ -46,6 +45,7 @@ from subscriptions.models import (
     TierConfig,
 )
 from subscriptions.periods import add_months, period_end
+from subscriptions.selectors import customer_to_charge
 from subscriptions.services.entitlements import entitlement_activate, tier_config_get
 from subscriptions.services.invoices import invoice_paid_record
 
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 NOT_SUBSCRIBABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
 LONGEST_MONTH = timedelta(days=31)
 RECURRING_INTERVALS = {BillingCycle.MONTHLY: "month", BillingCycle.ANNUAL: "year"}
+STAFF_CHANGE_PERMISSION = "subscriptions.change_subscription"
 
 Status = SubscriptionStatus
 TRANSITIONS = {
@@ -542,8 +543,14 @@ def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> T
     )
 
 
+def _acts_as_staff(user) -> bool:
+    """Staff act on anyone's subscription, and cancel at once, only with the permission to change
+    subscriptions: without it (`is_staff` alone, a role without it) they are customers here."""
+    return user.is_staff and user.has_perm(STAFF_CHANGE_PERMISSION)
+
+
 def _owned_subscription(subscription: Subscription, user) -> Subscription:
-    if subscription.user_id != user.pk and not user.is_staff:
+    if subscription.user_id != user.pk and not _acts_as_staff(user):
         raise NotFound("No such subscription.", code="subscription_not_found")
     return subscription
 
@@ -588,7 +595,7 @@ def _tier_change_open(*, subscription_id, user, tier: str) -> TierChange:
     quote = _tier_change_quote(subscription, tier, now)
     numbers = quote.numbers
     charge_needed = quote.change_type == ChangeType.UPGRADE and numbers.net_charge_usd > 0
-    customer_id = customer_id_of(user_id=subscription.user_id) or subscription.stripe_customer_id or ""
+    customer_id = customer_to_charge(user_id=subscription.user_id, subscription=subscription)
     if charge_needed and stripe_active() and not customer_id:
         raise PaymentRequired(
             "There is no card on file for this subscription; start a checkout first.", code="payment_method_required"
@@ -746,7 +753,7 @@ def subscription_cancel(*, subscription_id, user, immediately: bool = False, rea
     if subscription.tier == SubscriptionTier.FREE:
         raise RuleViolation("The free tier cannot be cancelled.", code="free_tier_not_cancellable")
     if immediately:
-        if not user.is_staff:
+        if not _acts_as_staff(user):
             raise RuleViolation("Only staff cancel a subscription at once.", code="immediate_cancel_staff_only")
         stripe_subscription_sync(subscription=subscription, action="cancel_now", reason=reason or "Cancelled by staff")
         return subscription_transition(
