@@ -6,7 +6,9 @@ from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from billing_project.admin_actions import ReasonForm, form_action
+from billing_project.errors import DomainError
 from credits.models import (
+    PER_1K_PRICE_FIELDS,
     CreditAllocation,
     CreditConsumption,
     CreditDeductionLedger,
@@ -21,8 +23,10 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
+from credits.selectors import model_price_history
 from credits.services import credit_grant_by_staff, deduction_reverse, pricing_config_approve, pricing_config_reject
 from credits.services.grants import GRANTABLE_BY_STAFF
+from credits.services.pricing_changes import model_price_create, price_book_normalized, price_start_check
 
 
 class GrantCreditsForm(forms.Form):
@@ -106,8 +110,56 @@ class ProviderAdmin(AuditedModelAdmin):
     readonly_fields = ("created_at", "updated_at")
 
 
+# What staff give for a new price; the rest (the previous price, the change, when it ends) follows from the history.
+NEW_PRICE_FIELDS = (
+    "provider",
+    "model_name",
+    "region",
+    "vendor_model_id",
+    *PER_1K_PRICE_FIELDS,
+    "context_tiers",
+    "service_tiers",
+    "request_fees",
+    "effective_from",
+    "description",
+)
+# A price in the history is never edited (the price a past request paid stays visible): it can be retired.
+EDITABLE_ON_A_PRICE = ("is_active", "description")
+
+
+class ModelPriceForm(forms.ModelForm):
+    """A new price, checked as the API checks one: a malformed dimension never reaches the price
+    book, and a model's history only grows forward."""
+
+    class Meta:
+        model = ModelProviderPricing
+        fields = (*NEW_PRICE_FIELDS, "is_active")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance._state.adding or self.errors:
+            return cleaned
+        try:
+            price_book_normalized(
+                context_tiers=cleaned.get("context_tiers"),
+                service_tiers=cleaned.get("service_tiers"),
+                request_fees=cleaned.get("request_fees"),
+            )
+            history = model_price_history(
+                provider=cleaned["provider"], model_name=cleaned["model_name"], region=cleaned.get("region", "")
+            )
+            price_start_check(latest=history.last(), effective_from=cleaned["effective_from"])
+        except DomainError as refused:
+            raise forms.ValidationError(refused.detail) from refused
+        return cleaned
+
+
 @admin.register(ModelProviderPricing)
 class ModelProviderPricingAdmin(AuditedModelAdmin):
+    """New prices go through the pricing service, as from the API and the import: the price in
+    force ends where the new one starts, and the change is written to the margin log."""
+
+    form = ModelPriceForm
     list_display = (
         "provider",
         "model_name",
@@ -124,6 +176,28 @@ class ModelProviderPricingAdmin(AuditedModelAdmin):
     date_hierarchy = "effective_from"
     autocomplete_fields = ("provider",)
     readonly_fields = ("created_at", "updated_at")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return NEW_PRICE_FIELDS
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        return [field.name for field in ModelProviderPricing._meta.fields if field.name not in EDITABLE_ON_A_PRICE]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = model_price_create(
+            actor=request.user, **{name: form.cleaned_data[name] for name in NEW_PRICE_FIELDS}
+        ).price
+        # The admin goes on with `obj` (its message, log entry and redirect): make it the stored row.
+        for field in ModelProviderPricing._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        obj._state.adding = False
 
 
 @admin.register(PricingConfig)

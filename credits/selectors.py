@@ -116,6 +116,13 @@ def margin_rule_of(config: PricingConfig) -> pricing.MarginRule:
     )
 
 
+def model_price_history(*, provider, model_name: str, region: str = ""):
+    """The prices in force, or once in force, of one model in one region, oldest first."""
+    return ModelProviderPricing.objects.filter(
+        provider=provider, model_name=model_name, region=region, is_active=True
+    ).order_by("effective_from")
+
+
 def pricing_book() -> pricing.PricingBook:
     """Every price and approved margin, loaded once per process and reloaded when the shared
     version in the cache changes (any change to a provider, price or margin bumps it). The version

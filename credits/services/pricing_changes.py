@@ -25,7 +25,7 @@ from credits.models import (
     ServiceTier,
     VendorName,
 )
-from credits.selectors import pricing_book
+from credits.selectors import model_price_history, pricing_book
 from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
 PRICE_BOOK_FIELDS = ("context_tiers", "service_tiers", "request_fees")
@@ -155,6 +155,17 @@ class PriceChange:
     created: bool
 
 
+def price_start_check(*, latest: ModelProviderPricing | None, effective_from: datetime) -> None:
+    """A model's history only grows forward: a new price starts after its latest one."""
+    if latest is not None and latest.effective_from >= effective_from:
+        raise Conflict(
+            f"A price of {latest.provider.name}/{latest.model_name} must start after its latest price "
+            f"({latest.effective_from.isoformat()}).",
+            code="price_history_conflict",
+            extra={"latest_effective_from": latest.effective_from.isoformat(), "model_name": latest.model_name},
+        )
+
+
 @transaction.atomic
 def model_price_create(
     *,
@@ -202,24 +213,14 @@ def model_price_create(
         context_tiers=context_tiers, service_tiers=service_tiers, request_fees=request_fees
     )
     # Price changes of one model are serialized by locking its history.
-    history = list(
-        ModelProviderPricing.objects.select_for_update()
-        .filter(provider=provider, model_name=model_name, region=region, is_active=True)
-        .order_by("effective_from")
-    )
+    history = list(model_price_history(provider=provider, model_name=model_name, region=region).select_for_update())
     latest = history[-1] if history else None
     if latest is not None:
         if all(getattr(latest, name) == value for name, value in new_prices.items()) and all(
             getattr(latest, name) == value for name, value in new_book.items()
         ):
             return PriceChange(price=latest, created=False)
-        if latest.effective_from >= effective_from:
-            raise Conflict(
-                f"A price of {provider.name}/{model_name} must start after its latest price "
-                f"({latest.effective_from.isoformat()}).",
-                code="price_history_conflict",
-                extra={"latest_effective_from": latest.effective_from.isoformat(), "model_name": model_name},
-            )
+        price_start_check(latest=latest, effective_from=effective_from)
         if latest.effective_until is None or latest.effective_until > effective_from:
             previous = snapshot(latest)
             latest.effective_until = effective_from

@@ -1,12 +1,23 @@
-"""Console actions: grant credits, reverse a deduction, approve/reject a pricing change."""
+"""Console actions: grant credits, reverse a deduction, approve/reject a pricing change; vendor prices."""
+
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.utils import timezone
 
 from audit.models import AdminAuditLog
-from credits.models import CreditDeductionLedger, PricingConfig, UserCreditBalance
+from credits.models import (
+    CreditDeductionLedger,
+    MarginAuditLog,
+    ModelProviderPricing,
+    PricingConfig,
+    UserCreditBalance,
+)
+from credits.selectors import pricing_book
 from credits.tests.conftest import fund, usage_event
-from credits.tests.factories import PricingConfigFactory
+from credits.tests.factories import ModelProviderPricingFactory, PricingConfigFactory, ProviderFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
 
@@ -88,3 +99,86 @@ def test_reject_action_records_the_reason(console, staff_user):
     config.refresh_from_db()
     assert config.approval_status == "rejected"
     assert config.audit_entries.get(change_type="rejected").reason == "not now"
+
+
+def _price_form(provider, *, starts, **fields) -> dict:
+    return {
+        "provider": provider.pk,
+        "model_name": "house-model",
+        "region": "",
+        "vendor_model_id": "",
+        "input_price_per_1k": "0.002",
+        "output_price_per_1k": "0.008",
+        "context_tiers": "[]",
+        "service_tiers": "{}",
+        "request_fees": "{}",
+        "effective_from_0": starts.strftime("%Y-%m-%d"),
+        "effective_from_1": starts.strftime("%H:%M:%S"),
+        "description": "vendor list price",
+        **fields,
+    }
+
+
+def test_a_price_added_in_the_console_ends_the_one_in_force_and_is_logged(console):
+    provider = ProviderFactory()
+    old = ModelProviderPricingFactory(provider=provider, model_name="house-model")
+    starts = timezone.now().replace(microsecond=0) + timedelta(minutes=5)
+
+    response = console.post("/admin/credits/modelproviderpricing/add/", _price_form(provider, starts=starts))
+
+    assert response.status_code == 302
+    new = ModelProviderPricing.objects.exclude(pk=old.pk).get(provider=provider)
+    assert (new.input_price_per_1k, new.effective_from, new.previous_price_input) == (
+        Decimal("0.002"),
+        starts,
+        old.input_price_per_1k,
+    )
+    old.refresh_from_db()
+    assert old.effective_until == starts
+    assert MarginAuditLog.objects.filter(scope__model_price_id=str(new.pk)).count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"service_tiers": '{"batch": {"prices": {"input": "ten"}}}'},
+        {"context_tiers": '[{"above_tokens": "many"}]'},
+        {"request_fees": '{"web_search": -1}'},
+    ],
+    ids=["service tier price", "context tier", "request fee"],
+)
+def test_a_malformed_price_is_refused_by_the_console_and_the_price_book_still_loads(console, fields):
+    provider = ProviderFactory()
+    starts = timezone.now() + timedelta(minutes=5)
+
+    response = console.post("/admin/credits/modelproviderpricing/add/", _price_form(provider, starts=starts, **fields))
+
+    assert response.status_code == 200
+    assert b"errorlist" in response.content
+    assert not ModelProviderPricing.objects.filter(provider=provider).exists()
+    assert pricing_book() is not None
+
+
+def test_a_price_starting_before_the_latest_is_refused_by_the_console(console):
+    provider = ProviderFactory()
+    ModelProviderPricingFactory(provider=provider, model_name="house-model")
+
+    response = console.post(
+        "/admin/credits/modelproviderpricing/add/",
+        _price_form(provider, starts=timezone.now() - timedelta(days=3)),
+    )
+
+    assert response.status_code == 200
+    assert b"must start after its latest price" in response.content
+    assert ModelProviderPricing.objects.filter(provider=provider).count() == 1
+
+
+def test_a_price_in_the_history_is_never_edited_in_the_console_only_retired(console):
+    price = ModelProviderPricingFactory(provider=ProviderFactory())
+    url = f"/admin/credits/modelproviderpricing/{price.pk}/change/"
+
+    response = console.post(url, {"input_price_per_1k": "0.000001", "description": "retired", "is_active": ""})
+
+    assert response.status_code == 302
+    price.refresh_from_db()
+    assert (price.input_price_per_1k, price.is_active, price.description) == (Decimal("0.005"), False, "retired")
