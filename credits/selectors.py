@@ -1,6 +1,6 @@
 """Reads of credits: the pricing book, balances, grants, holds and usage."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -8,7 +8,7 @@ from uuid import uuid4
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Case, Count, F, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from credits.models import (
     Provider,
     TokenUsageLedger,
 )
-from credits.usage_objects import TokenBreakdown
+from credits.usage_objects import FLAT_FIELDS, TokenBreakdown, breakdown_from_flat
 
 PRICING_VERSION_KEY = "credits:pricing-book-version"
 PRICING_VERSION_SECONDS = 300
@@ -178,12 +178,19 @@ def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
     )
 
 
+def spendable(balance: int, remaining: Iterable[int]) -> int:
+    """Credits that may be spent (holds aside): what the unexpired grants have left. The stored
+    balance agrees unless the ledger is damaged; then the smaller figure is the safe one and
+    `verify_ledger` reports the damage."""
+    return min(balance, sum(remaining))
+
+
 def credits_available(*, user_id: int) -> dict:
     """What a user may spend now: unexpired grants minus live holds (read without locking), by the
     same statements the recording path uses under its lock."""
     now = timezone.now()
-    _, grants = ledger_sql.balance_and_live_grants(user_id, now)
-    balance = sum(grant["remaining"] for grant in grants)
+    stored, grants = ledger_sql.balance_and_live_grants(user_id, now)
+    balance = spendable(stored, (grant["remaining"] for grant in grants))
     held = ledger_sql.holds_live_amount(user_id, now)
     return {"balance": balance, "held": held, "available": max(balance - held, 0)}
 
@@ -211,8 +218,8 @@ def balance_get(*, user) -> dict:
     now = timezone.now()
     stored, grants = ledger_sql.balance_and_live_grants(user.pk, now)
     # A grant past its expiry is not spendable even before the expiry job writes its ledger row, so
-    # it is not shown either; the smaller figure is also the safe one if the ledger were damaged.
-    body = {"balance": min(stored, sum(grant["remaining"] for grant in grants)), "grants": grants}
+    # it is not shown either.
+    body = {"balance": spendable(stored, (grant["remaining"] for grant in grants)), "grants": grants}
     expiries = [(grant["expires_at"] - now).total_seconds() for grant in grants if grant["expires_at"]]
     cache.set(entry_key, (generation, body), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
     return body
@@ -224,23 +231,19 @@ def balance_invalidate(*, user_id) -> None:
     transaction.on_commit(lambda: cache.set(generation_key, uuid4().hex, timeout=BALANCE_GENERATION_SECONDS))
 
 
+# Every input token, in the flat fields' one meaning: rows recorded before it (empty usage_format)
+# stored the cache tokens beside input_tokens, not in it. Totals of input tokens sum this.
+INPUT_TOKENS_TOTAL = F("input_tokens") + Case(
+    When(usage_format="", then=F("cached_input_tokens") + F("cache_write_tokens")), default=Value(0)
+)
+
+
 def usage_breakdown(usage: TokenUsageLedger) -> TokenBreakdown:
-    """The canonical breakdown of a recorded request. Rows recorded before the flat fields had their
-    one meaning (empty usage_format) counted the cache tokens beside input_tokens, not in it."""
-    input_parts = usage.cache_write_1h_tokens + usage.audio_input_tokens
-    if usage.usage_format:
-        input_parts += usage.cached_input_tokens + usage.cache_write_tokens
-    return TokenBreakdown(
-        input=usage.input_tokens - input_parts,
-        cache_read=usage.cached_input_tokens,
-        cache_write_5m=usage.cache_write_tokens,
-        cache_write_1h=usage.cache_write_1h_tokens,
-        audio_input=usage.audio_input_tokens,
-        output=usage.output_tokens - usage.reasoning_tokens - usage.audio_output_tokens - usage.image_output_tokens,
-        reasoning=usage.reasoning_tokens,
-        audio_output=usage.audio_output_tokens,
-        image_output=usage.image_output_tokens,
-    )
+    """The canonical breakdown of a recorded request (see INPUT_TOKENS_TOTAL for older rows)."""
+    values = {name: getattr(usage, name) for name in FLAT_FIELDS}
+    if not usage.usage_format:
+        values["input_tokens"] += usage.cached_input_tokens + usage.cache_write_tokens
+    return breakdown_from_flat(values)
 
 
 def usage_list_for_user(*, user, date_from=None, date_to=None, model=None, provider=None):
@@ -266,7 +269,7 @@ def usage_daily_for_user(*, user, date_from, date_to):
         .values("day")
         .annotate(
             requests=Count("id"),
-            input_tokens=Sum("input_tokens"),
+            input_tokens=Sum(INPUT_TOKENS_TOTAL),
             output_tokens=Sum("output_tokens"),
             credits=Sum("credits_deducted"),
         )

@@ -19,7 +19,7 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
-from credits.selectors import balance_invalidate
+from credits.selectors import balance_invalidate, spendable
 
 
 def balance_lock(*, user_id) -> UserCreditBalance | None:
@@ -87,9 +87,7 @@ class LockedAccount:
 
     @property
     def spendable(self) -> int:
-        """Credits that may be spent (holds aside). The balance and its grants agree unless the ledger
-        is damaged; then the smaller figure is safe and `verify_ledger` reports the damage."""
-        return min(self.balance.amount, sum(grant.remaining for grant in self.grants))
+        return spendable(self.balance.amount, (grant.remaining for grant in self.grants))
 
     def _expire_overdue(self) -> None:
         overdue = [grant for grant in self.grants if grant.expires_at is not None and grant.expires_at <= self.now]

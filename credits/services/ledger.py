@@ -26,7 +26,7 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
-from credits.selectors import day_bounds
+from credits.selectors import INPUT_TOKENS_TOTAL, day_bounds
 from credits.services.accounts import balance_lock
 
 
@@ -156,7 +156,7 @@ def usage_rollup_day(*, day: date) -> int:
         .annotate(
             requests=Count("id"),
             successes=Count("id", filter=Q(status=UsageStatus.SUCCESS)),
-            input_tokens=Sum("input_tokens"),
+            input_tokens=Sum(INPUT_TOKENS_TOTAL),
             output_tokens=Sum("output_tokens"),
             vendor_cost=Sum("vendor_cost"),
             credits=Sum("credits_deducted"),

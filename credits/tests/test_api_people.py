@@ -1,13 +1,17 @@
 """me/credits, me/usage (with lineage) and me/usage/daily: what a customer sees."""
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 import time_machine
+from django.core.management import call_command
 from django.utils import timezone
 
 from credits import ledger_sql
+from credits.models import TokenUsageDailySummary
 from credits.tests.conftest import fund, usage_event
+from credits.tests.factories import TokenUsageLedgerFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
 
@@ -185,3 +189,32 @@ def test_me_credits_refuses_a_deleted_user(user_client, user, django_capture_on_
 
 def test_me_credits_refuses_a_service_token(service_client):
     assert service_client.get(ME_CREDITS).status_code == 403
+
+
+def test_a_row_recorded_before_the_flat_fields_had_one_meaning_counts_its_cache_tokens_once(
+    service_client, user_client, user
+):
+    # given: a row of the old meaning (cache tokens beside input_tokens) and one of today's (inside it)
+    TokenUsageLedgerFactory(
+        user=user, usage_format="", input_tokens=700, cached_input_tokens=200, cache_write_tokens=100
+    )
+    fund(user, 1000)
+    service_client.post(
+        RECORD, usage_event(user, input_tokens=1000, cached_input_tokens=200, cache_write_tokens=100), format="json"
+    )
+    today = timezone.now().date()
+
+    # when
+    listed = user_client.get("/api/v1/me/usage/").json()["results"]
+    (day,) = user_client.get("/api/v1/me/usage/daily/").json()
+    call_command(
+        "rollup_usage", "--from", today.isoformat(), "--to", today.isoformat(), "--no-progress", stdout=StringIO()
+    )
+
+    # then: both read as 700 uncached, 200 cache read, 100 cache write
+    assert [
+        (row["breakdown"]["input"], row["breakdown"]["cache_read"], row["breakdown"]["cache_write_5m"])
+        for row in listed
+    ] == [(700, 200, 100)] * 2
+    assert day["input_tokens"] == 2000
+    assert TokenUsageDailySummary.objects.get(user=user).total_input_tokens == 2000
