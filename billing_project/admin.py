@@ -77,6 +77,12 @@ class UserAdmin(GrantCreditsPermission, AdminAuditMixin, DjangoUserAdmin):
     list_display = ("email", "username", "is_staff", "is_superuser", "is_active", "date_joined", "last_login")
     search_fields = ("email", "username", "first_name", "last_name")
 
+    def has_change_permission(self, request, obj=None):
+        # Changing a superuser (their password among it) is changing who holds every power.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
     def has_delete_permission(self, request, obj=None):
         if obj is not None and (obj.is_superuser or obj.pk == request.user.pk):
             return False
@@ -159,11 +165,23 @@ class OutstandingTokenAdmin(ReadOnlyModelAdmin):
         return request.user.has_perm("token_blacklist.add_blacklistedtoken")
 
 
-class TOTPDeviceAdmin(AdminAuditMixin, OtpTOTPDeviceAdmin):
-    """Authenticators: deleting one (a lost phone) makes its owner enrol again; audited."""
+class OwnerEnrolledDeviceAdmin:
+    """A second factor is enrolled by its owner only, on the two-factor page: one added or edited
+    here would be known to whoever typed it. Staff may delete one (a lost phone), and its owner
+    enrols again."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
-class StaticDeviceAdmin(AdminAuditMixin, OtpStaticDeviceAdmin):
+class TOTPDeviceAdmin(OwnerEnrolledDeviceAdmin, AdminAuditMixin, OtpTOTPDeviceAdmin):
+    """Authenticators; audited."""
+
+
+class StaticDeviceAdmin(OwnerEnrolledDeviceAdmin, AdminAuditMixin, OtpStaticDeviceAdmin):
     """Recovery codes (never shown once issued); audited."""
 
 

@@ -25,12 +25,12 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from qrcode.image.svg import SvgPathFillImage
 
+from billing_project.auth import staff_second_factor_required, staff_second_factor_satisfied
 from billing_project.signin import (
     authenticator_confirm,
     authenticator_pending,
     recovery_codes_replace,
     sign_in_failed,
-    staff_second_factor_required,
 )
 
 
@@ -68,7 +68,7 @@ class ConsoleLoginForm(AdminAuthenticationForm):
 
 def second_factor_missing(request) -> bool:
     user = request.user
-    return bool(user.is_authenticated and staff_second_factor_required(user) and not user.is_verified())
+    return bool(user.is_authenticated and not staff_second_factor_satisfied(user))
 
 
 class SecondFactorForm(forms.Form):

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django_otp import user_has_device
 from rest_framework import authentication, exceptions, permissions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import TokenError
@@ -177,6 +178,17 @@ class NoAuthentication(authentication.BaseAuthentication):
 
 
 class UserTokenAuthentication(JWTAuthentication):
+    """A person's access token. Its user tells, as django-otp tells of a console session's, whether
+    the sign-in used a second factor (`is_verified()`): the token's `otp` claim."""
+
+    def authenticate(self, request):
+        authenticated = super().authenticate(request)
+        if authenticated is not None:
+            user, token = authenticated
+            verified = bool(token.get(OTP_CLAIM))
+            user.is_verified = lambda: verified
+        return authenticated
+
     def authenticate_header(self, request):
         return AUTH_HEADER
 
@@ -240,6 +252,32 @@ class IsUser(permissions.BasePermission):
         return is_user(request.user)
 
 
+def staff_second_factor_required(user) -> bool:
+    """Staff sign in with a second factor where STAFF_2FA_REQUIRED asks it, and always once they
+    have enrolled one."""
+    return bool(user.is_staff and (settings.STAFF_2FA_REQUIRED or user_has_device(user)))
+
+
+def staff_second_factor_satisfied(user) -> bool:
+    """Whether this sign-in (console session or API token) used the second factor its user needs.
+    A user object that does not say (a command's, a task's) counts as not verified."""
+    is_verified = getattr(user, "is_verified", None)
+    return bool(is_verified and is_verified()) or not staff_second_factor_required(user)
+
+
+def acts_as_staff(user, *, permissions: tuple[str, ...]) -> bool:
+    """Staff powers inside a service (acting on another customer's objects): an active staff member
+    holding `permissions`, signed in with the second factor staff need; the same rule as the staff
+    routes. Otherwise the caller is a customer there."""
+    return bool(
+        is_user(user)
+        and user.is_active
+        and user.is_staff
+        and staff_second_factor_satisfied(user)
+        and user.has_perms(permissions)
+    )
+
+
 def staff_permissions_required(request, view) -> tuple[str, ...] | None:
     """What the view's `staff_permissions` table asks for this request: the entry of the viewset
     action (or, for a plain view, of the HTTP method); an entry may itself be a table by method."""
@@ -266,7 +304,7 @@ class HasStaffPermission(permissions.BasePermission):
         user = request.user
         if not (is_user(user) and user.is_active and user.is_staff):
             return False
-        if settings.STAFF_2FA_REQUIRED and not (request.auth is not None and request.auth.get(OTP_CLAIM)):
+        if not staff_second_factor_satisfied(user):
             self.message = "Staff tokens need a second factor: sign in again with your authenticator code."
             return False
         if not _routed(request, view):

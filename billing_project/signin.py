@@ -27,6 +27,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from audit.models import AuditAction
 from audit.services import audit_record
+from billing_project.auth import staff_second_factor_required
 from billing_project.errors import Forbidden, TooManyRequests, Unauthenticated
 from billing_project.models import StaffSession
 from billing_project.net import client_ip
@@ -77,10 +78,6 @@ def lockout_response(request, original_response=None, credentials=None):
         return original_response
     context = {"title": "Sign-in locked", "minutes": settings.LOGIN_LOCKOUT_MINUTES}
     return render(request, "admin/lockout.html", context, status=429)
-
-
-def staff_second_factor_required(user) -> bool:
-    return bool(user.is_staff and (settings.STAFF_2FA_REQUIRED or user_has_device(user)))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -211,6 +212,17 @@ def test_a_staff_token_without_a_second_factor_is_refused_when_staff_need_one(se
     assert refused.status_code == 403
     assert "second factor" in refused.json()["detail"]
     assert admitted.status_code == 200
+
+
+def test_a_staff_member_with_an_authenticator_needs_it_on_the_api_as_in_the_console(settings, staff_user, api_client):
+    settings.STAFF_2FA_REQUIRED = False
+    TOTPDevice.objects.create(user=staff_user, name="phone", confirmed=True)
+    plain = RefreshToken.for_user(staff_user)
+
+    refused = api_client.get("/api/v1/admin/audit-logs/", **bearer(str(plain.access_token)))
+
+    assert refused.status_code == 403
+    assert "second factor" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(("pattern", "path", "method", "callback"), PRIVATE_ROUTES)

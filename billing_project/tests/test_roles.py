@@ -274,3 +274,39 @@ def test_only_a_superuser_makes_a_superuser(console_clients):
     form = console_clients[ADMIN].get(f"/admin/auth/user/{target.pk}/change/").context["adminform"].form
 
     assert "is_superuser" not in form.fields
+
+
+# Regression: hiding `is_superuser` was the only guard, so an admin could reset a superuser's
+# password, or give them a second factor the admin knew, and sign in as them.
+def test_an_admin_cannot_change_a_superuser_or_set_their_password(console_clients):
+    superuser = get_user_model().objects.create_superuser(
+        username="root", email="root@example.com", password="the original one"
+    )
+
+    change = console_clients[ADMIN].post(f"/admin/auth/user/{superuser.pk}/change/", {"email": "admin@example.com"})
+    password = console_clients[ADMIN].post(
+        f"/admin/auth/user/{superuser.pk}/password/",
+        {"password1": "known to the admin 42", "password2": "known to the admin 42", "usable_password": "true"},
+    )
+    by_superuser = console_clients["superuser"].get(f"/admin/auth/user/{superuser.pk}/password/")
+
+    assert (change.status_code, password.status_code, by_superuser.status_code) == (403, 403, 200)
+    superuser.refresh_from_db()
+    assert superuser.check_password("the original one")
+    assert superuser.email == "root@example.com"
+
+
+@pytest.mark.parametrize("device_model", ["otp_totp.totpdevice", "otp_static.staticdevice"])
+def test_a_second_factor_is_never_added_or_edited_in_the_console_only_deleted(console_clients, device_model):
+    target = get_user_model().objects.create_user(username="target", email="target@example.com", is_staff=True)
+    app_label, model_name = device_model.split(".")
+    model = apps.get_model(app_label, model_name)
+    device = model.objects.create(user=target, name="phone", confirmed=True)
+    superuser = console_clients["superuser"]
+
+    add = superuser.post(f"/admin/{app_label}/{model_name}/add/", {"user": target.pk, "name": "mine"})
+    edit = superuser.post(f"/admin/{app_label}/{model_name}/{device.pk}/change/", {"user": target.pk, "name": "x"})
+    delete = superuser.post(f"/admin/{app_label}/{model_name}/{device.pk}/delete/", {"post": "yes"})
+
+    assert (add.status_code, edit.status_code, delete.status_code) == (403, 403, 302)
+    assert not model.objects.exists()

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
+from billing_project.auth import acts_as_staff
 from billing_project.email_verification import email_is_verified
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
@@ -545,8 +546,8 @@ def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> T
 
 def _acts_as_staff(user) -> bool:
     """Staff act on anyone's subscription, and cancel at once, only with the permission to change
-    subscriptions: without it (`is_staff` alone, a role without it) they are customers here."""
-    return user.is_staff and user.has_perm(STAFF_CHANGE_PERMISSION)
+    subscriptions (and the second factor staff need): otherwise they are customers here."""
+    return acts_as_staff(user, permissions=(STAFF_CHANGE_PERMISSION,))
 
 
 def _owned_subscription(subscription: Subscription, user) -> Subscription:

@@ -8,8 +8,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from audit.models import AdminAuditLog, AuditAction
+from billing_project.auth import OTP_CLAIM
 from conftest import access_token_for, bearer
 from credits.models import CreditAllocation
 from payments.models import PaymentOperation
@@ -307,6 +309,27 @@ def test_staff_without_the_change_permission_are_customers_on_the_subscription_r
         assert_problem(response, 404, "subscription_not_found")
     subscription.refresh_from_db()
     assert (subscription.tier, subscription.status, subscription.cancel_at_period_end) == ("pro", "active", False)
+
+
+# Regression: the staff routes asked staff for the second factor, the customer routes (where staff
+# act on anyone's subscription) did not: a token without it could end another user's subscription.
+def test_staff_without_the_second_factor_they_need_are_customers_on_the_subscription_routes(settings, user, staff_user):
+    settings.STAFF_2FA_REQUIRED = True
+    subscription = subscribed(user, "pro")
+    plain = RefreshToken.for_user(staff_user)
+    verified = RefreshToken.for_user(staff_user)
+    verified[OTP_CLAIM] = True
+    body = {"immediately": True, "reason": "Fraud"}
+
+    refused = APIClient().post(url(subscription, "cancel"), body, format="json", **bearer(str(plain.access_token)))
+    subscription.refresh_from_db()
+    status_after_refusal = subscription.status
+    done = APIClient().post(url(subscription, "cancel"), body, format="json", **bearer(str(verified.access_token)))
+
+    assert_problem(refused, 404, "subscription_not_found")
+    assert status_after_refusal == "active"
+    assert done.status_code == 200, done.content
+    assert done.json()["status"] == "cancelled"
 
 
 def test_cancel_of_the_free_tier_is_a_422(user_client, on_free):
