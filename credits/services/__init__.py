@@ -14,7 +14,7 @@ from credits.services.grants import (
 from credits.services.pricing_changes import (
     ImportSummary,
     model_price_create,
-    model_price_import_row,
+    model_prices_import,
     pricing_catalog_seed,
     pricing_config_approve,
     pricing_config_create,
@@ -47,7 +47,7 @@ __all__ = [
     "hold_reserve",
     "holds_expire",
     "model_price_create",
-    "model_price_import_row",
+    "model_prices_import",
     "pricing_catalog_seed",
     "pricing_config_approve",
     "pricing_config_create",

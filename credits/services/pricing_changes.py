@@ -1,7 +1,7 @@
 """Changes to vendor prices and margins: each one audited and written to MarginAuditLog, and each
 makes every process reload its pricing book (see credits.apps)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
-from billing_project.errors import Conflict, Forbidden, NotFound, RuleViolation
-from billing_project.money import exact, quantize_half_up, usd_round
+from billing_project.errors import Conflict, DomainError, Forbidden, NotFound, RuleViolation
+from billing_project.money import exact, quantize_half_up
 from credits import catalog
 from credits.models import (
     PER_1K_PRICE_FIELDS,
@@ -145,7 +145,7 @@ def _percent_change(old: Decimal | None, new: Decimal) -> Decimal | None:
     """The change in percent, or None when there is no old price or the change is too large to show."""
     if not old:
         return None
-    percent = usd_round(exact(new - old) / exact(old) * 100)
+    percent = quantize_half_up(exact(new - old) / exact(old) * 100, Decimal("0.01"))
     return percent if abs(percent) < PERCENT_LIMIT else None
 
 
@@ -465,11 +465,25 @@ def pricing_catalog_seed() -> dict[str, int]:
     return created
 
 
+@dataclass(frozen=True)
+class ImportedRow:
+    """What became of one row of a price file: `imported`, `unchanged` or `refused` (with why)."""
+
+    row: object
+    result: str
+    reason: str = ""
+
+
 @dataclass
 class ImportSummary:
     created: int = 0
     unchanged: int = 0
     providers_created: int = 0
+    rows: list[ImportedRow] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[ImportedRow]:
+        return [imported for imported in self.rows if imported.result == "refused"]
 
 
 def _import_provider(row, *, actor, summary: ImportSummary) -> Provider:
@@ -484,10 +498,28 @@ def _import_provider(row, *, actor, summary: ImportSummary) -> Provider:
     return provider
 
 
-def model_price_import_row(
-    *, row, actor=None, effective_from: datetime | None = None, summary: ImportSummary
-) -> PriceChange:
-    """Imports one row of a price file (credits.price_files); a provider we do not know yet is added."""
+@transaction.atomic
+def model_prices_import(
+    *, rows, effective_from: datetime | None = None, dry_run: bool = False, actor=None, progress=lambda rows: rows
+) -> ImportSummary:
+    """Imports the rows of a price file (credits.price_files) whole or not at all: each row in a
+    savepoint, so every refusal is found and named, and any refusal (or a dry run) rolls the whole
+    file back. A provider we do not know yet is added."""
+    summary = ImportSummary()
+    for row in progress(rows):
+        try:
+            with transaction.atomic():
+                change = _price_import_row(row=row, actor=actor, effective_from=effective_from, summary=summary)
+        except DomainError as refusal:
+            summary.rows.append(ImportedRow(row, "refused", reason=f"{refusal.code}: {refusal.detail}"))
+            continue
+        summary.rows.append(ImportedRow(row, "imported" if change.created else "unchanged"))
+    if dry_run or summary.refused:
+        transaction.set_rollback(True)
+    return summary
+
+
+def _price_import_row(*, row, actor, effective_from: datetime | None, summary: ImportSummary) -> PriceChange:
     provider = _import_provider(row, actor=actor, summary=summary)
     change = model_price_create(
         provider=provider,

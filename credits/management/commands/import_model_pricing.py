@@ -4,14 +4,12 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
-from billing_project.errors import DomainError
 from credits.price_files import PriceFileError, price_file_parse
-from credits.services import ImportSummary, model_price_import_row
+from credits.services import model_prices_import
 
 
 def _moment(text: str) -> datetime | None:
@@ -48,22 +46,17 @@ class Command(BaseCommand):
         starts = _moment(effective_from) if effective_from else None
         if effective_from and starts is None:
             raise CommandError(f"--effective-from '{effective_from}' is not an ISO date-time or date.")
-        summary = ImportSummary()
-        entries, refusals = [], []
-        # One transaction: a file is applied whole or not at all; each row in a savepoint, so every
-        # refusal is found and named before the whole is rolled back.
-        with transaction.atomic():
-            for row in tqdm(parsed.rows, unit="prices", disable=no_progress or None, file=sys.stderr):
-                try:
-                    with transaction.atomic():
-                        change = model_price_import_row(row=row, effective_from=starts, summary=summary)
-                except DomainError as refusal:
-                    refusals.append(f"{row.source} ({row.provider}/{row.model_name}): {refusal.code}: {refusal.detail}")
-                    entries.append(_entry(row, "refused", reason=f"{refusal.code}: {refusal.detail}"))
-                    continue
-                entries.append(_entry(row, "imported" if change.created else "unchanged"))
-            if dry_run or refusals:
-                transaction.set_rollback(True)
+        summary = model_prices_import(
+            rows=parsed.rows,
+            effective_from=starts,
+            dry_run=dry_run,
+            progress=lambda rows: tqdm(rows, unit="prices", disable=no_progress or None, file=sys.stderr),
+        )
+        entries = [_entry(imported.row, imported.result, reason=imported.reason) for imported in summary.rows]
+        refusals = [
+            f"{imported.row.source} ({imported.row.provider}/{imported.row.model_name}): {imported.reason}"
+            for imported in summary.refused
+        ]
         entries += [{"source": skip.source, "result": "skipped", "reason": skip.reason} for skip in parsed.skipped]
         if report is not None:
             _write_report(report, parsed=parsed, entries=entries, summary=summary, dry_run=dry_run, starts=starts)
