@@ -24,6 +24,8 @@ output token; `reasoning_tokens`, `audio_output_tokens` and `image_output_tokens
 
 from dataclasses import dataclass, fields
 
+from billing_project.parsers import text_problem
+
 COMPONENTS = (
     "input",
     "cache_read",
@@ -337,8 +339,10 @@ def fee_units_parse(raw) -> dict[str, int]:
         raise UsageObjectError("fee_units", 'Expected an object of counts, e.g. {"web_search": 2}.')
     units = {}
     for name, count in raw.items():
-        if not name or len(name) > FEE_NAME_LENGTH or "\x00" in name:
+        if not name or len(name) > FEE_NAME_LENGTH:
             raise UsageObjectError("fee_units", f"A fee name has 1 to {FEE_NAME_LENGTH} characters.")
+        if problem := text_problem(name):
+            raise UsageObjectError("fee_units", f"A fee name is not accepted. {problem}")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FEE_UNITS:
             raise UsageObjectError(f"fee_units.{name}", f"Expected a whole number from 0 to {MAX_FEE_UNITS}.")
         if count:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from billing_project.parsers import text_problem
+from billing_project.parsers import text_problems
 from credits import usage_objects
 from credits.models import RequestType, ServiceTier, UsageFormat
 from credits.services import UsageEvent
@@ -100,10 +100,6 @@ def _text(raw: dict, name: str, errors: _Errors, *, max_length: int, required: b
     if not isinstance(value, str):
         errors.add(name, "Not a valid string.")
         return ""
-    if problem := text_problem(value):
-        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here, for this event alone.
-        errors.add(name, problem)
-        return ""
     value = value.strip()
     if required and not value:
         errors.add(name, "This field may not be blank.")
@@ -188,6 +184,10 @@ def usage_event_parse(raw) -> tuple[UsageEvent | None, dict]:
     object are named with dots (`usage.prompt_tokens_details.cached_tokens`)."""
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Invalid data. Expected a dictionary."]}
+    if problems := text_problems(raw):
+        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here, for this event alone,
+        # before a field that echoes what it was sent (a choice, a fee name) puts it in the answer.
+        return None, problems
     errors = _Errors()
     usage_format, breakdown, fee_units = _tokens(raw, errors)
     fields = {

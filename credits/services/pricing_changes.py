@@ -12,6 +12,7 @@ from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
 from billing_project.errors import Conflict, Forbidden, NotFound, RuleViolation
 from billing_project.money import exact, quantize_half_up, usd_round
+from billing_project.parsers import text_problem
 from credits import catalog
 from credits.models import (
     PER_1K_PRICE_FIELDS,
@@ -88,8 +89,10 @@ def price_book_normalized(*, context_tiers=None, service_tiers=None, request_fee
     if not isinstance(request_fees, dict):
         raise _invalid("request_fees", "expected {fee: USD per unit}")
     for name in request_fees:
-        if not 0 < len(name) <= FEE_NAME_LENGTH or "\x00" in name:
+        if not 0 < len(name) <= FEE_NAME_LENGTH:
             raise _invalid("request_fees", f"a fee name has 1 to {FEE_NAME_LENGTH} characters")
+        if text_problem(name):
+            raise _invalid("request_fees", "a fee name may hold neither NUL characters nor unpaired surrogates")
     services = {}
     for tier, spec in sorted(service_tiers.items()):
         if not isinstance(spec, dict):
