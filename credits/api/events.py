@@ -7,11 +7,12 @@ reports errors per field the same way.
 """
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from billing_project.fields import DATE_MAX, DATE_MIN, OUT_OF_RANGE
 from billing_project.parsers import text_problems
 from credits import usage_objects
 from credits.models import RequestType, ServiceTier, UsageFormat
@@ -133,7 +134,15 @@ def _datetime(raw: dict, name: str, errors: _Errors) -> datetime | None:
     if parsed is None:
         errors.add(name, "Datetime has wrong format. Use ISO 8601.")
         return None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    parsed = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    try:
+        in_range = DATE_MIN <= parsed.astimezone(UTC).date() <= DATE_MAX
+    except OverflowError:  # an offset that takes it past year 1 or 9999 in UTC
+        in_range = False
+    if not in_range:
+        errors.add(name, OUT_OF_RANGE)
+        return None
+    return parsed
 
 
 def _tokens(raw: dict, errors: _Errors) -> tuple[str, TokenBreakdown | None, dict]:
