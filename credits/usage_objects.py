@@ -59,7 +59,7 @@ FLAT_OUTPUT_PARTS = (
     ("image_output_tokens", "image_output"),
 )
 FLAT_FIELDS = ("input_tokens", "output_tokens") + tuple(name for name, _ in FLAT_INPUT_PARTS + FLAT_OUTPUT_PARTS)
-TOTALS_ONLY = {"input_tokens", "output_tokens"}
+TOTALS = {"input_tokens", "output_tokens"}
 
 # No single count may exceed this; sums are bounded by their parts.
 MAX_TOKENS = 2_000_000_000
@@ -149,7 +149,7 @@ def _parts_within(total: int, parts: dict[str, int], *, total_field: str, where:
 
 def breakdown_from_flat(values: dict[str, int]) -> TokenBreakdown:
     """From the flat fields (already integers): the parts are taken out of the totals."""
-    if values.keys() == TOTALS_ONLY:  # most events
+    if values.keys() == TOTALS:  # most events
         return TokenBreakdown(input=values["input_tokens"], output=values["output_tokens"])
     input_parts = {name: values.get(name, 0) for name, _ in FLAT_INPUT_PARTS}
     output_parts = {name: values.get(name, 0) for name, _ in FLAT_OUTPUT_PARTS}

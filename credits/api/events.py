@@ -17,14 +17,13 @@ from billing_project.parsers import text_problems
 from credits import usage_objects
 from credits.models import RequestType, ServiceTier, UsageFormat
 from credits.services import UsageEvent
-from credits.usage_objects import MAX_TOKENS, TokenBreakdown
+from credits.usage_objects import MAX_TOKENS, TOTALS, TokenBreakdown
 
 REQUIRED = "This field is required."
 REQUEST_TYPES = frozenset(RequestType.values)
 SERVICE_TIERS = frozenset(ServiceTier.values)
 USAGE_FORMATS = frozenset(UsageFormat.values)
 TOKENS = {"minimum": 0, "maximum": MAX_TOKENS}
-TOTALS = ("input_tokens", "output_tokens")
 # Long enough for any batch job; processing_time_ms is 64-bit, so this bounds meaning, not storage.
 MAX_DURATION = timedelta(days=31)
 # The fields of an event the API documents (credits.api.serializers.UsageEventInput).
