@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 
 from billing_project.parsers import text_problem
+from credits.models import UsageFormat
 
 COMPONENTS = (
     "input",
@@ -38,16 +39,8 @@ COMPONENTS = (
     "audio_output",
     "image_output",
 )
-INPUT_SIDE = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "audio_input")
 
-FORMAT_FLAT = "flat"
-FORMAT_OPENAI_CHAT = "openai_chat"
-FORMAT_OPENAI_RESPONSES = "openai_responses"
-FORMAT_ANTHROPIC = "anthropic"
-FORMAT_GEMINI = "gemini"
-FORMATS = (FORMAT_FLAT, FORMAT_OPENAI_CHAT, FORMAT_OPENAI_RESPONSES, FORMAT_ANTHROPIC, FORMAT_GEMINI)
-
-# The flat fields: (field, what it is part of, the component it fills).
+# The flat fields that are parts of input_tokens, then of output_tokens: (field, the component it fills).
 FLAT_INPUT_PARTS = (
     ("cached_input_tokens", "cache_read"),
     ("cache_write_tokens", "cache_write_5m"),
@@ -287,10 +280,10 @@ def _gemini(usage: dict) -> tuple[TokenBreakdown, dict]:
 
 
 READERS = {
-    FORMAT_OPENAI_CHAT: partial(_openai, input_key="prompt_tokens", output_key="completion_tokens"),
-    FORMAT_OPENAI_RESPONSES: partial(_openai, input_key="input_tokens", output_key="output_tokens"),
-    FORMAT_ANTHROPIC: _anthropic,
-    FORMAT_GEMINI: _gemini,
+    UsageFormat.OPENAI_CHAT: partial(_openai, input_key="prompt_tokens", output_key="completion_tokens"),
+    UsageFormat.OPENAI_RESPONSES: partial(_openai, input_key="input_tokens", output_key="output_tokens"),
+    UsageFormat.ANTHROPIC: _anthropic,
+    UsageFormat.GEMINI: _gemini,
 }
 
 

@@ -29,7 +29,6 @@ from credits.models import (
 from credits.selectors import pricing_book
 from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
-PRICE_BOOK_FIELDS = ("context_tiers", "service_tiers", "request_fees")
 # Prices are stored with 16 decimals per 1,000 tokens (1e-19 USD per token); compared at that precision.
 STORED_PRICE = Decimal("1e-16")
 PRICED_SERVICE_TIERS = tuple(tier for tier in ServiceTier.values if tier != ServiceTier.STANDARD)
