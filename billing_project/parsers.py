@@ -7,7 +7,7 @@ a 400 problem naming the field, before any view sees the data.
 
 A view that judges the items of a list one by one (`usage/record-batch/`: each event gets its own
 result) names that list in `items_judged_by_view`: the text inside its items is left to the view,
-which refuses such an item alone; nesting is still limited everywhere.
+which refuses such an item alone with `text_problems`; nesting is still limited everywhere.
 """
 
 import re
@@ -38,28 +38,38 @@ def _field_name(path: tuple) -> str:
     """`events[2].usage.model` for the path ("events", 2, "usage", "model")."""
     name = ""
     for step in path:
-        name += f"[{step}]" if isinstance(step, int) else (f".{step}" if name else step)
+        name += f"[{step}]" if isinstance(step, int) else (f".{_printable(step)}" if name else _printable(step))
     return name or "non_field_errors"
 
 
-def _check(data, *, items_judged_by_view: str | None = None) -> None:
-    """Walks the parsed document without recursion and raises for the first value it cannot take."""
+def _problems(data, *, items_judged_by_view: str | None = None):
+    """Walks the parsed document without recursion and yields (path, message) for each value it cannot take."""
     stack = [(data, ())]
     while stack:
         value, path = stack.pop()
         judged = not (items_judged_by_view and len(path) >= 2 and path[0] == items_judged_by_view)
         if len(path) > MAX_DEPTH:
-            raise _invalid(path[:1], f"Nested deeper than {MAX_DEPTH} levels.")
+            yield path[:1], f"Nested deeper than {MAX_DEPTH} levels."
+            continue
         if isinstance(value, str):
             if judged and (problem := text_problem(value)):
-                raise _invalid(path, problem)
+                yield path, problem
         elif isinstance(value, dict):
             for key, item in value.items():
                 if judged and (problem := text_problem(key)):
-                    raise _invalid((*path, _printable(key)), f"This key is not accepted. {problem}")
-                stack.append((item, (*path, _printable(key))))
+                    yield (*path, key), f"This key is not accepted. {problem}"
+                stack.append((item, (*path, key)))
         elif isinstance(value, list):
             stack.extend((item, (*path, index)) for index, item in enumerate(value))
+
+
+def text_problems(data) -> dict[str, list[str]]:
+    """What the parser would refuse in `data`, by field name: for a view that judges the items of a
+    list itself (`items_judged_by_view`) and refuses such an item alone."""
+    problems: dict[str, list[str]] = {}
+    for path, message in _problems(data):
+        problems.setdefault(_field_name(path), []).append(message)
+    return problems
 
 
 def _invalid(path: tuple, message: str) -> exceptions.ValidationError:
@@ -73,5 +83,7 @@ class JSONParser(parsers.JSONParser):
         except RecursionError:
             raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
         view = (parser_context or {}).get("view")
-        _check(data, items_judged_by_view=getattr(view, "items_judged_by_view", None))
+        problem = next(_problems(data, items_judged_by_view=getattr(view, "items_judged_by_view", None)), None)
+        if problem is not None:
+            raise _invalid(*problem)
         return data

@@ -96,8 +96,6 @@ VENDOR_FAMILIES = {
     "meta_llama": "meta",
     "ollama": "ollama",
 }
-# Provider.api_type is one of credits.models.VendorName.
-API_TYPES = {"openai", "anthropic", "google", "meta", "mistral", "cohere", "azure", "ollama"}
 AZURE_ZONES = {"eu", "us", "global", "us-gov", "apac", "global-standard", "standard"}
 AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")
 NO_OUTPUT_MODES = {"embedding", "rerank", "moderation"}

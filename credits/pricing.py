@@ -23,12 +23,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from billing_project.money import EXACT, credits_for_usd
+from credits.models import ServiceTier
 from credits.usage_objects import COMPONENTS, TokenBreakdown
 
 ZERO = Decimal("0")
-
-SERVICE_STANDARD = "standard"
-SERVICE_TIERS = (SERVICE_STANDARD, "batch", "flex", "priority")
 
 # Where a component without a price of its own takes its price from.
 PARENT = {
@@ -117,11 +115,11 @@ class VendorPrice:
     def _scaled_rates(self, service_tier: str, input_tokens: int) -> tuple[dict[str, Decimal], int, tuple]:
         """The rates, and the same rates as whole multiples of 10^-scale (exact integer arithmetic on
         the hot path), computed once per process for each tier combination."""
-        service = self.service_tiers.get(service_tier) if service_tier != SERVICE_STANDARD else None
+        service = self.service_tiers.get(service_tier) if service_tier != ServiceTier.STANDARD else None
         crossed = _crossed(self.context_tiers, input_tokens)
         service_crossed = _crossed(service.context_tiers, input_tokens) if service else None
         key = (
-            service_tier if service else SERVICE_STANDARD,
+            service_tier if service else ServiceTier.STANDARD,
             crossed.above_tokens if crossed else None,
             service_crossed.above_tokens if service_crossed else None,
         )
@@ -234,7 +232,7 @@ def vendor_cost(
     price: VendorPrice,
     tokens: TokenBreakdown,
     *,
-    service_tier: str = SERVICE_STANDARD,
+    service_tier: str = ServiceTier.STANDARD,
     fee_units: dict[str, int] | None = None,
 ) -> Decimal:
     """USD the vendor charges, exactly: every component at its rate, plus the per-request fees."""
@@ -254,7 +252,7 @@ def quote(
     tokens: TokenBreakdown,
     margin: Decimal,
     credit_value_usd: Decimal,
-    service_tier: str = SERVICE_STANDARD,
+    service_tier: str = ServiceTier.STANDARD,
     fee_units: dict[str, int] | None = None,
 ) -> Quote:
     cost = vendor_cost(price, tokens, service_tier=service_tier, fee_units=fee_units)

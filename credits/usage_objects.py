@@ -23,6 +23,10 @@ output token; `reasoning_tokens`, `audio_output_tokens` and `image_output_tokens
 """
 
 from dataclasses import dataclass, fields
+from functools import partial
+
+from billing_project.parsers import text_problem
+from credits.models import UsageFormat
 
 COMPONENTS = (
     "input",
@@ -35,16 +39,8 @@ COMPONENTS = (
     "audio_output",
     "image_output",
 )
-INPUT_SIDE = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "audio_input")
 
-FORMAT_FLAT = "flat"
-FORMAT_OPENAI_CHAT = "openai_chat"
-FORMAT_OPENAI_RESPONSES = "openai_responses"
-FORMAT_ANTHROPIC = "anthropic"
-FORMAT_GEMINI = "gemini"
-FORMATS = (FORMAT_FLAT, FORMAT_OPENAI_CHAT, FORMAT_OPENAI_RESPONSES, FORMAT_ANTHROPIC, FORMAT_GEMINI)
-
-# The flat fields: (field, what it is part of, the component it fills).
+# The flat fields that are parts of input_tokens, then of output_tokens: (field, the component it fills).
 FLAT_INPUT_PARTS = (
     ("cached_input_tokens", "cache_read"),
     ("cache_write_tokens", "cache_write_5m"),
@@ -57,7 +53,7 @@ FLAT_OUTPUT_PARTS = (
     ("image_output_tokens", "image_output"),
 )
 FLAT_FIELDS = ("input_tokens", "output_tokens") + tuple(name for name, _ in FLAT_INPUT_PARTS + FLAT_OUTPUT_PARTS)
-TOTALS_ONLY = {"input_tokens", "output_tokens"}
+TOTALS = {"input_tokens", "output_tokens"}
 
 # No single count may exceed this; sums are bounded by their parts.
 MAX_TOKENS = 2_000_000_000
@@ -147,7 +143,7 @@ def _parts_within(total: int, parts: dict[str, int], *, total_field: str, where:
 
 def breakdown_from_flat(values: dict[str, int]) -> TokenBreakdown:
     """From the flat fields (already integers): the parts are taken out of the totals."""
-    if values.keys() == TOTALS_ONLY:  # most events
+    if values.keys() == TOTALS:  # most events
         return TokenBreakdown(input=values["input_tokens"], output=values["output_tokens"])
     input_parts = {name: values.get(name, 0) for name, _ in FLAT_INPUT_PARTS}
     output_parts = {name: values.get(name, 0) for name, _ in FLAT_OUTPUT_PARTS}
@@ -167,58 +163,27 @@ def _first_nonzero(parts: dict[str, int]) -> str:
     return next((name for name, value in parts.items() if value), next(iter(parts)))
 
 
-def _openai_chat(usage: dict) -> tuple[TokenBreakdown, dict]:
-    prompt = _count(usage, "prompt_tokens", "usage.prompt_tokens", required=True)
-    completion = _count(usage, "completion_tokens", "usage.completion_tokens", required=True)
-    prompt_details = _object(usage, "prompt_tokens_details", "usage.prompt_tokens_details")
-    completion_details = _object(usage, "completion_tokens_details", "usage.completion_tokens_details")
-    cached = _count(prompt_details, "cached_tokens", "usage.prompt_tokens_details.cached_tokens")
-    audio_in = _count(prompt_details, "audio_tokens", "usage.prompt_tokens_details.audio_tokens")
-    reasoning = _count(completion_details, "reasoning_tokens", "usage.completion_tokens_details.reasoning_tokens")
-    audio_out = _count(completion_details, "audio_tokens", "usage.completion_tokens_details.audio_tokens")
-    _parts_within(
-        prompt,
-        {"cached_tokens": cached, "audio_tokens": audio_in},
-        total_field="prompt_tokens",
-        where="usage.prompt_tokens_details",
-    )
-    _parts_within(
-        completion,
-        {"reasoning_tokens": reasoning, "audio_tokens": audio_out},
-        total_field="completion_tokens",
-        where="usage.completion_tokens_details",
-    )
-    breakdown = TokenBreakdown(
-        input=prompt - cached - audio_in,
-        cache_read=cached,
-        audio_input=audio_in,
-        output=completion - reasoning - audio_out,
-        reasoning=reasoning,
-        audio_output=audio_out,
-    )
-    return breakdown, {}
-
-
-def _openai_responses(usage: dict) -> tuple[TokenBreakdown, dict]:
-    given = _count(usage, "input_tokens", "usage.input_tokens", required=True)
-    produced = _count(usage, "output_tokens", "usage.output_tokens", required=True)
-    input_details = _object(usage, "input_tokens_details", "usage.input_tokens_details")
-    output_details = _object(usage, "output_tokens_details", "usage.output_tokens_details")
-    cached = _count(input_details, "cached_tokens", "usage.input_tokens_details.cached_tokens")
-    audio_in = _count(input_details, "audio_tokens", "usage.input_tokens_details.audio_tokens")
-    reasoning = _count(output_details, "reasoning_tokens", "usage.output_tokens_details.reasoning_tokens")
-    audio_out = _count(output_details, "audio_tokens", "usage.output_tokens_details.audio_tokens")
+def _openai(usage: dict, *, input_key: str, output_key: str) -> tuple[TokenBreakdown, dict]:
+    # Chat Completions and the Responses API report the same counts under different names.
+    given = _count(usage, input_key, f"usage.{input_key}", required=True)
+    produced = _count(usage, output_key, f"usage.{output_key}", required=True)
+    input_details = _object(usage, f"{input_key}_details", f"usage.{input_key}_details")
+    output_details = _object(usage, f"{output_key}_details", f"usage.{output_key}_details")
+    cached = _count(input_details, "cached_tokens", f"usage.{input_key}_details.cached_tokens")
+    audio_in = _count(input_details, "audio_tokens", f"usage.{input_key}_details.audio_tokens")
+    reasoning = _count(output_details, "reasoning_tokens", f"usage.{output_key}_details.reasoning_tokens")
+    audio_out = _count(output_details, "audio_tokens", f"usage.{output_key}_details.audio_tokens")
     _parts_within(
         given,
         {"cached_tokens": cached, "audio_tokens": audio_in},
-        total_field="input_tokens",
-        where="usage.input_tokens_details",
+        total_field=input_key,
+        where=f"usage.{input_key}_details",
     )
     _parts_within(
         produced,
         {"reasoning_tokens": reasoning, "audio_tokens": audio_out},
-        total_field="output_tokens",
-        where="usage.output_tokens_details",
+        total_field=output_key,
+        where=f"usage.{output_key}_details",
     )
     breakdown = TokenBreakdown(
         input=given - cached - audio_in,
@@ -315,10 +280,10 @@ def _gemini(usage: dict) -> tuple[TokenBreakdown, dict]:
 
 
 READERS = {
-    FORMAT_OPENAI_CHAT: _openai_chat,
-    FORMAT_OPENAI_RESPONSES: _openai_responses,
-    FORMAT_ANTHROPIC: _anthropic,
-    FORMAT_GEMINI: _gemini,
+    UsageFormat.OPENAI_CHAT: partial(_openai, input_key="prompt_tokens", output_key="completion_tokens"),
+    UsageFormat.OPENAI_RESPONSES: partial(_openai, input_key="input_tokens", output_key="output_tokens"),
+    UsageFormat.ANTHROPIC: _anthropic,
+    UsageFormat.GEMINI: _gemini,
 }
 
 
@@ -337,8 +302,10 @@ def fee_units_parse(raw) -> dict[str, int]:
         raise UsageObjectError("fee_units", 'Expected an object of counts, e.g. {"web_search": 2}.')
     units = {}
     for name, count in raw.items():
-        if not name or len(name) > FEE_NAME_LENGTH or "\x00" in name:
+        if not name or len(name) > FEE_NAME_LENGTH:
             raise UsageObjectError("fee_units", f"A fee name has 1 to {FEE_NAME_LENGTH} characters.")
+        if problem := text_problem(name):
+            raise UsageObjectError("fee_units", f"A fee name is not accepted. {problem}")
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FEE_UNITS:
             raise UsageObjectError(f"fee_units.{name}", f"Expected a whole number from 0 to {MAX_FEE_UNITS}.")
         if count:

@@ -7,23 +7,23 @@ reports errors per field the same way.
 """
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from billing_project.parsers import text_problem
+from billing_project.fields import DATE_MAX, DATE_MIN, OUT_OF_RANGE
+from billing_project.parsers import text_problems
 from credits import usage_objects
 from credits.models import RequestType, ServiceTier, UsageFormat
 from credits.services import UsageEvent
-from credits.usage_objects import MAX_TOKENS, TokenBreakdown
+from credits.usage_objects import MAX_TOKENS, TOTALS, TokenBreakdown
 
 REQUIRED = "This field is required."
 REQUEST_TYPES = frozenset(RequestType.values)
 SERVICE_TIERS = frozenset(ServiceTier.values)
 USAGE_FORMATS = frozenset(UsageFormat.values)
 TOKENS = {"minimum": 0, "maximum": MAX_TOKENS}
-TOTALS = ("input_tokens", "output_tokens")
 # Long enough for any batch job; processing_time_ms is 64-bit, so this bounds meaning, not storage.
 MAX_DURATION = timedelta(days=31)
 # The fields of an event the API documents (credits.api.serializers.UsageEventInput).
@@ -100,10 +100,6 @@ def _text(raw: dict, name: str, errors: _Errors, *, max_length: int, required: b
     if not isinstance(value, str):
         errors.add(name, "Not a valid string.")
         return ""
-    if problem := text_problem(value):
-        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here, for this event alone.
-        errors.add(name, problem)
-        return ""
     value = value.strip()
     if required and not value:
         errors.add(name, "This field may not be blank.")
@@ -137,7 +133,15 @@ def _datetime(raw: dict, name: str, errors: _Errors) -> datetime | None:
     if parsed is None:
         errors.add(name, "Datetime has wrong format. Use ISO 8601.")
         return None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    parsed = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    try:
+        in_range = DATE_MIN <= parsed.astimezone(UTC).date() <= DATE_MAX
+    except OverflowError:  # an offset that takes it past year 1 or 9999 in UTC
+        in_range = False
+    if not in_range:
+        errors.add(name, OUT_OF_RANGE)
+        return None
+    return parsed
 
 
 def _tokens(raw: dict, errors: _Errors) -> tuple[str, TokenBreakdown | None, dict]:
@@ -188,6 +192,10 @@ def usage_event_parse(raw) -> tuple[UsageEvent | None, dict]:
     object are named with dots (`usage.prompt_tokens_details.cached_tokens`)."""
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Invalid data. Expected a dictionary."]}
+    if problems := text_problems(raw):
+        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here, for this event alone,
+        # before a field that echoes what it was sent (a choice, a fee name) puts it in the answer.
+        return None, problems
     errors = _Errors()
     usage_format, breakdown, fee_units = _tokens(raw, errors)
     fields = {

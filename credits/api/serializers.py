@@ -17,8 +17,9 @@ from credits.models import (
     UsageFormat,
 )
 from credits.services.grants import GRANTABLE_BY_STAFF
+from credits.usage_objects import MAX_FEE_UNITS, MAX_TOKENS
 
-TOKENS = {"min_value": 0, "max_value": 2_000_000_000}
+TOKENS = {"min_value": 0, "max_value": MAX_TOKENS}
 
 
 class UsageEventInput(serializers.Serializer):
@@ -79,7 +80,7 @@ class UsageEventInput(serializers.Serializer):
         help_text="The vendor's processing tier; a model without prices for it is charged its standard prices.",
     )
     fee_units = serializers.DictField(
-        child=serializers.IntegerField(min_value=0, max_value=1_000_000),
+        child=serializers.IntegerField(min_value=0, max_value=MAX_FEE_UNITS),
         required=False,
         help_text='Units of per-request fees, e.g. {"web_search": 2}; an Anthropic usage object\'s '
         "server_tool_use.web_search_requests adds to web_search. A fee the model has no price for is a 422.",

@@ -17,6 +17,7 @@ from billing_project.auth import (
     service_scope,
 )
 from billing_project.errors import DomainError, NotFound
+from billing_project.parsers import text_problem
 from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
@@ -43,7 +44,9 @@ class UsageRecordView(APIView):
 def _batch_entry(index: int, raw) -> tuple[dict, object]:
     """(result skeleton, event or None) for one raw event of a batch."""
     event, errors = usage_event_parse(raw)
-    request_id = raw.get("request_id") if isinstance(raw, dict) and isinstance(raw.get("request_id"), str) else None
+    request_id = raw.get("request_id") if isinstance(raw, dict) else None
+    if not isinstance(request_id, str) or text_problem(request_id):  # echoed as sent: only text a response can hold
+        request_id = None
     if errors:
         return {
             "index": index,

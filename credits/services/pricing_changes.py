@@ -12,6 +12,7 @@ from audit.models import AuditAction
 from audit.services import audit_model_change, snapshot
 from billing_project.errors import Conflict, DomainError, Forbidden, NotFound, RuleViolation
 from billing_project.money import exact, quantize_half_up
+from billing_project.parsers import text_problem
 from credits import catalog
 from credits.models import (
     PER_1K_PRICE_FIELDS,
@@ -28,7 +29,6 @@ from credits.models import (
 from credits.selectors import model_price_history, pricing_book
 from credits.usage_objects import COMPONENTS, FEE_NAME_LENGTH
 
-PRICE_BOOK_FIELDS = ("context_tiers", "service_tiers", "request_fees")
 # Prices are stored with 16 decimals per 1,000 tokens (1e-19 USD per token); compared at that precision.
 STORED_PRICE = Decimal("1e-16")
 PRICED_SERVICE_TIERS = tuple(tier for tier in ServiceTier.values if tier != ServiceTier.STANDARD)
@@ -88,8 +88,10 @@ def price_book_normalized(*, context_tiers=None, service_tiers=None, request_fee
     if not isinstance(request_fees, dict):
         raise _invalid("request_fees", "expected {fee: USD per unit}")
     for name in request_fees:
-        if not 0 < len(name) <= FEE_NAME_LENGTH or "\x00" in name:
+        if not 0 < len(name) <= FEE_NAME_LENGTH:
             raise _invalid("request_fees", f"a fee name has 1 to {FEE_NAME_LENGTH} characters")
+        if text_problem(name):
+            raise _invalid("request_fees", "a fee name may hold neither NUL characters nor unpaired surrogates")
     services = {}
     for tier, spec in sorted(service_tiers.items()):
         if not isinstance(spec, dict):

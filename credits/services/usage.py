@@ -90,10 +90,6 @@ def insufficient_credits(*, needed: int, balance: int, available: int) -> Paymen
     )
 
 
-def _money(value: Decimal, places: Decimal) -> Decimal:
-    return quantize_half_up(value, places)
-
-
 class _UserSession:
     """Records one user's events under their balance lock; collects rows, writes them at the end."""
 
@@ -165,9 +161,9 @@ class _UserSession:
                 else DeductionReason.INFERENCE,
                 request_id=event.request_id,
                 subscription_id=self.subscription_id,
-                token_vendor_cost=_money(quote.vendor_cost, COST_PLACES),
+                token_vendor_cost=quantize_half_up(quote.vendor_cost, COST_PLACES),
                 margin_multiplier=quote.margin_multiplier,
-                gross_margin=_money(quote.gross_margin_usd, COST_PLACES),
+                gross_margin=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
             )
         tokens = event.tokens
         usage = TokenUsageLedger(
@@ -190,12 +186,12 @@ class _UserSession:
             usage_format=event.usage_format,
             service_tier=event.service_tier,
             fee_units=event.fee_units,
-            vendor_cost=_money(quote.vendor_cost, COST_PLACES),
-            margin_multiplier=_money(quote.margin_multiplier, MULTIPLIER_PLACES),
-            credit_value_usd=_money(quote.credit_value_usd, COST_PLACES),
+            vendor_cost=quantize_half_up(quote.vendor_cost, COST_PLACES),
+            margin_multiplier=quantize_half_up(quote.margin_multiplier, MULTIPLIER_PLACES),
+            credit_value_usd=quantize_half_up(quote.credit_value_usd, COST_PLACES),
             credits_deducted=charged,
             balance_after=self.account.balance.amount,
-            gross_margin_usd=_money(quote.gross_margin_usd, COST_PLACES),
+            gross_margin_usd=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
             request_type=event.request_type,
             streaming_segments=event.streaming_segments,
             request_started_at=event.request_started_at,

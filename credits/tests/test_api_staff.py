@@ -7,7 +7,9 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AdminAuditLog
+from billing_project.errors import RuleViolation
 from credits.models import CreditAllocation, MarginAuditLog, ModelProviderPricing, PricingConfig, UserCreditBalance
+from credits.services.pricing_changes import price_book_normalized
 from credits.tests.conftest import fund, usage_event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
@@ -185,6 +187,15 @@ def test_a_malformed_price_book_field_is_a_422_naming_it(staff_client, field, va
     assert response.json()["code"] == "invalid_price"
     assert response.json()["field"].startswith(field)
     assert not ModelProviderPricing.objects.filter(model_name="gpt-x").exists()
+
+
+@pytest.mark.parametrize("name", ["web\x00search", "\ud800"], ids=["nul", "lone_surrogate"])
+def test_a_fee_name_no_column_or_response_can_hold_is_refused_by_the_price_book(name):
+    # a price book also comes from price files and the console, which the API's parser never sees
+    with pytest.raises(RuleViolation) as refused:
+        price_book_normalized(request_fees={name: "0.01"})
+
+    assert (refused.value.code, refused.value.extra) == ("invalid_price", {"field": "request_fees"})
 
 
 def test_margin_change_needs_another_staff_members_approval(

@@ -18,7 +18,7 @@ from credits.models import (
 from credits.selectors import pricing_book
 from credits.services import usage_record
 from credits.tests.conftest import fund, usage_event
-from credits.usage_objects import FLAT_FIELDS, breakdown_from_flat
+from credits.usage_objects import FLAT_FIELDS, UsageObjectError, breakdown_from_flat, fee_units_parse
 from licensing.tests.factories import PerpetualLicenseFactory
 from subscriptions.models import SubscriptionStatus
 from subscriptions.tests.factories import SubscriptionFactory, UserEntitlementFactory
@@ -375,6 +375,9 @@ def test_unknown_request_id_shape_in_batch_is_reported_without_id(service_client
         {"cached_input_tokens": None},
         {"request_type": "poem"},
         {"request_started_at": "yesterday"},
+        {"request_started_at": "9500-01-01T00:00:00Z"},
+        {"request_started_at": "0500-01-01T00:00:00Z"},
+        {"request_started_at": "0001-01-01T00:00:00+01:00"},
         {"model": "", "provider": None},
         {"hold_id": "not-a-uuid", "streaming_segments": -1},
         {"region": "r" * 51},
@@ -401,6 +404,15 @@ def test_fast_event_parser_follows_the_documented_schema(user, changes):
         flat = {name: data.pop(name, 0) for name in FLAT_FIELDS}
         assert event.tokens == breakdown_from_flat(flat)
         assert all(getattr(event, name) == value for name, value in data.items())
+
+
+@pytest.mark.parametrize("name", ["web\x00search", "\ud800"], ids=["nul", "lone_surrogate"])
+def test_a_fee_name_no_column_or_response_can_hold_is_refused_without_echoing_it(name):
+    with pytest.raises(UsageObjectError) as refused:
+        fee_units_parse({name: 1})
+
+    assert refused.value.field == "fee_units"
+    assert name not in refused.value.message
 
 
 def test_fast_event_parser_knows_every_documented_field():

@@ -2,6 +2,7 @@
 anything is written, one event's failure kept to that event, a 402 that writes nothing, and a shown
 balance without expired grants."""
 
+import json
 from datetime import timedelta
 from uuid import UUID
 
@@ -9,6 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from billing_project.parsers import text_problems
 from credits.models import (
     CreditDeductionLedger,
     TokenUsageLedger,
@@ -102,6 +104,43 @@ def test_a_bad_event_in_a_batch_is_its_own_result_and_the_others_are_recorded(se
     assert set(TokenUsageLedger.objects.values_list("request_id", flat=True)) == {
         UUID(events[0]["request_id"]),
         UUID(events[3]["request_id"]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"service_tier": "\ud800"}, "service_tier"),
+        ({"request_type": "chat\x00"}, "request_type"),
+        ({"fee_units": {"\ud800": 1}}, "fee_units.\ufffd"),
+        ({"request_id": "\ud800"}, "request_id"),
+    ],
+    ids=["surrogate_service_tier", "nul_request_type", "surrogate_fee_name", "surrogate_request_id"],
+)
+def test_unstorable_text_in_a_field_that_echoes_its_value_is_that_batch_events_own_400(
+    service_client, user, other_user, changes, field
+):
+    # given a batch whose middle event carries text no response can encode or no column can hold
+    fund(user, 1000)
+    fund(other_user, 1000)
+    events = [usage_event(other_user), usage_event(user, **changes), usage_event(user)]
+
+    response = service_client.generic("POST", BATCH, json.dumps({"events": events}), content_type="application/json")
+
+    # then that event alone is refused naming the field, the others are recorded, and the answer echoes
+    # none of the text
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert [(result["status"], result.get("code")) for result in results] == [
+        (201, None),
+        (400, "validation_error"),
+        (201, None),
+    ]
+    assert list(results[1]["errors"]) == [field]
+    assert not text_problems(response.json())
+    assert set(TokenUsageLedger.objects.values_list("request_id", flat=True)) == {
+        UUID(events[0]["request_id"]),
+        UUID(events[2]["request_id"]),
     }
 
 
