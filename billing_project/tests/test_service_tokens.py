@@ -158,10 +158,14 @@ def test_the_command_gives_the_lifetime_of_the_settings_and_refuses_a_longer_one
 
 def test_production_refuses_a_short_or_reused_previous_service_key(settings):
     settings.DEBUG = False
+    # a clean current key, so the reused one is refused for the reuse and not as a placeholder
+    settings.SERVICE_JWT_SECRET = NEW_SECRET
     settings.SERVICE_JWT_PREVIOUS_SECRET = "short"
     short = production_problems()
-    settings.SERVICE_JWT_PREVIOUS_SECRET = settings.SERVICE_JWT_SECRET
+    settings.SERVICE_JWT_PREVIOUS_SECRET = NEW_SECRET
     reused = production_problems()
 
-    assert any("SERVICE_JWT_PREVIOUS_SECRET" in problem for problem in short)
-    assert any("SERVICE_JWT_PREVIOUS_SECRET" in problem for problem in reused)
+    assert "SERVICE_JWT_PREVIOUS_SECRET must be at least 32 characters long." in short
+    assert [problem for problem in reused if "SERVICE_JWT_PREVIOUS_SECRET" in problem] == [
+        "SERVICE_JWT_PREVIOUS_SECRET must differ from SERVICE_JWT_SECRET, JWT_SECRET and SECRET_KEY."
+    ]
