@@ -18,6 +18,7 @@ from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
 from billing_project.errors import Conflict, NotFound
 from billing_project.models import IdempotencyKey
+from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
 
 _export_sections: dict[str, Callable] = {}
 
@@ -37,10 +38,6 @@ def user_get(*, user_id: int):
     if user is None:
         raise NotFound("No user with this id.", code="user_not_found")
     return user
-
-
-# Held by staff allowed to read license keys whole; anyone else gets them masked in an export.
-FULL_LICENSE_KEY_PERMISSION = "licensing.view_full_license_key"
 
 
 def user_export(*, user, actor) -> dict:

@@ -20,13 +20,17 @@ EDIT = (VIEW, ADD, CHANGE, DELETE)
 WEBHOOK_EVENT_MODEL = "payments.webhookevent"
 PAYMENT_EVENT_MODEL = "payments.paymentevent"
 
+VIEW_FULL_LICENSE_KEY = "view_full_license_key"
+# Held by staff allowed to read license keys whole; anyone else sees them masked.
+FULL_LICENSE_KEY_PERMISSION = f"licensing.{VIEW_FULL_LICENSE_KEY}"
+
 # Special actions, each its own permission: model -> {codename: name}.
 SPECIAL_PERMISSIONS = {
     "auth.user": {"export_user": "Can export a user's personal data (GDPR)"},
     "credits.creditallocation": {"grant_credits": "Can grant credits"},
     "credits.creditdeductionledger": {"reverse_deduction": "Can reverse a deduction"},
     "credits.pricingconfig": {"approve_pricingconfig": "Can approve or reject a pricing change"},
-    "licensing.perpetuallicense": {"view_full_license_key": "Can see license keys in full"},
+    "licensing.perpetuallicense": {VIEW_FULL_LICENSE_KEY: "Can see license keys in full"},
     "billing_project.servicetoken": {"revoke_servicetoken": "Can revoke a service token"},
     "subscriptions.paymenttransaction": {"refund_payment": "Can refund a payment"},
 }
