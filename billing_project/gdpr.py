@@ -16,6 +16,7 @@ from django.utils.module_loading import autodiscover_modules
 from audit.models import AuditAction
 from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
+from billing_project.auth import user_caller
 from billing_project.errors import Conflict, NotFound
 from billing_project.models import IdempotencyKey
 from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
@@ -87,4 +88,4 @@ def user_erase(*, user, actor) -> None:
 def user_deleted(sender, instance, **kwargs):
     """post_delete of the user model: their stored idempotent responses are personal data, and
     would otherwise still be replayed to their (not yet expired) access token."""
-    IdempotencyKey.objects.filter(caller=f"user:{instance.pk}").delete()
+    IdempotencyKey.objects.filter(caller=user_caller(instance.pk)).delete()
