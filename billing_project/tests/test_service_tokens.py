@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.auth import SERVICE_TOKEN_ALGORITHM, service_token_cache_key, signing_key_id
 from billing_project.checks import production_problems
+from billing_project.errors import RuleViolation
 from billing_project.models import ServiceToken
 from billing_project.service_tokens import service_token_issue, service_token_revoke
 from conftest import bearer
@@ -154,6 +155,16 @@ def test_the_command_gives_the_lifetime_of_the_settings_and_refuses_a_longer_one
     assert str(record.pk) in out.getvalue()
     with pytest.raises(CommandError, match="1 to 30 days"):
         call_command("issue_service_token", "--service", "g", "--scope", "a", "--days", "31", stdout=StringIO())
+
+
+def test_the_service_refuses_a_lifetime_beyond_the_maximum(settings):
+    settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS = 30
+
+    with pytest.raises(RuleViolation) as refused:
+        _issue(lifetime=timedelta(days=30, seconds=1))
+
+    assert refused.value.code == "service_token_lifetime_invalid"
+    assert not ServiceToken.objects.exists()
 
 
 def test_production_refuses_a_short_or_reused_previous_service_key(settings):
