@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 VIEW, ADD, CHANGE, DELETE = "view", "add", "change", "delete"
 MODEL_ACTIONS = (VIEW, ADD, CHANGE, DELETE)
-EDIT = (VIEW, ADD, CHANGE, DELETE)
 
 WEBHOOK_EVENT_MODEL = "payments.webhookevent"
 PAYMENT_EVENT_MODEL = "payments.paymentevent"
@@ -87,10 +86,10 @@ FINANCE = {
     "payments.paymentoperation": (VIEW, CHANGE),
     "payments.stripecustomer": (VIEW,),
     "licensing.perpetuallicense": (VIEW, ADD, CHANGE),
-    "coupons.coupon": EDIT,
-    "coupons.couponcampaign": EDIT,
-    "coupons.campaigncoupon": EDIT,
-    "coupons.couponvalidationrule": EDIT,
+    "coupons.coupon": MODEL_ACTIONS,
+    "coupons.couponcampaign": MODEL_ACTIONS,
+    "coupons.campaigncoupon": MODEL_ACTIONS,
+    "coupons.couponvalidationrule": MODEL_ACTIONS,
     "coupons.couponfrauddetection": (VIEW, CHANGE),
     "coupons.couponanalyticssnapshot": (VIEW,),
     "coupons.couponcodeguess": (VIEW,),
