@@ -32,13 +32,7 @@ def mask_license_key(value: str) -> str:
 
 def mask_license_keys_in(value):
     """`value` (JSON-like) with every license key in its strings masked; nothing else changed."""
-    if isinstance(value, dict):
-        return {key: mask_license_keys_in(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_license_keys_in(item) for item in value]
-    if isinstance(value, str):
-        return mask_license_key(value)
-    return value
+    return _masked(value, hide_secrets=False)
 
 
 def mask_secret(value: str, *, shown: int = 4) -> str:
@@ -47,10 +41,20 @@ def mask_secret(value: str, *, shown: int = 4) -> str:
 
 
 def redact(value):
+    """`value` (JSON-like) with the values of secret-named keys replaced and license keys masked."""
+    return _masked(value, hide_secrets=True)
+
+
+def _masked(value, *, hide_secrets: bool):
     if isinstance(value, dict):
-        return {key: REDACTED if SECRET_KEY_PATTERN.search(str(key)) else redact(item) for key, item in value.items()}
+        return {
+            key: REDACTED
+            if hide_secrets and SECRET_KEY_PATTERN.search(str(key))
+            else _masked(item, hide_secrets=hide_secrets)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
+        return [_masked(item, hide_secrets=hide_secrets) for item in value]
     if isinstance(value, str):
         return mask_license_key(value)
     return value

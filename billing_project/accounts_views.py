@@ -5,13 +5,12 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.tokens import RefreshToken
 
-from billing_project.auth import OTP_CLAIM, NoAuthentication
+from billing_project.auth import NoAuthentication
 from billing_project.schema import problem_responses
 from billing_project.signin import user_sign_in
 from billing_project.throttles import ScopedRateThrottle
-from billing_project.token_rotation import refresh_token_rotate
+from billing_project.token_rotation import refresh_token_rotate, token_pair_issue
 
 
 class TokenObtainInput(serializers.Serializer):
@@ -48,10 +47,8 @@ class TokenObtainView(APIView):
         data.is_valid(raise_exception=True)
         # django-axes keeps its counts and lockout flag on the Django request, not on DRF's wrapper.
         sign_in = user_sign_in(request=request._request, **data.validated_data)
-        refresh = RefreshToken.for_user(sign_in.user)
-        if sign_in.second_factor:
-            refresh[OTP_CLAIM] = True
-        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+        pair = token_pair_issue(user=sign_in.user, second_factor_verified=sign_in.second_factor)
+        return Response({"access": pair.access, "refresh": pair.refresh})
 
 
 class TokenRefreshInput(serializers.Serializer):

@@ -222,6 +222,11 @@ def user_changed(sender, instance, **kwargs):
     transaction.on_commit(lambda: cache.delete(key))
 
 
+def user_caller(user_id) -> str:
+    """The caller name of a user, as idempotency keys are scoped by it."""
+    return f"user:{user_id}"
+
+
 def caller_identity(request) -> str | None:
     """A stable, verified name for the caller of a raw Django request ("user:<id>" or
     "service:<name>"), or None when the credentials are missing or invalid. Used to scope
@@ -238,7 +243,7 @@ def caller_identity(request) -> str | None:
         token = AccessToken(raw)
     except TokenError:
         return None
-    return f"user:{token[settings.SIMPLE_JWT['USER_ID_CLAIM']]}"
+    return user_caller(token[settings.SIMPLE_JWT["USER_ID_CLAIM"]])
 
 
 def is_user(principal) -> bool:

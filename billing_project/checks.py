@@ -32,7 +32,12 @@ def production_problems() -> list[str]:
     if settings.DEBUG:
         return []
     problems = []
-    for name in ("SECRET_KEY", "JWT_SECRET", "SERVICE_JWT_SECRET"):
+    previous = settings.SERVICE_JWT_PREVIOUS_SECRET
+    secret_names = ["SECRET_KEY", "JWT_SECRET", "SERVICE_JWT_SECRET"]
+    if previous:
+        # optional, but while set it still verifies tokens: the same bar applies
+        secret_names.append("SERVICE_JWT_PREVIOUS_SECRET")
+    for name in secret_names:
         value = getattr(settings, name)
         if len(value) < MIN_SECRET_LENGTH:
             problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters long.")
@@ -42,11 +47,6 @@ def production_problems() -> list[str]:
         problems.append("JWT_SECRET must be set, and differ from SECRET_KEY.")
     if settings.SERVICE_JWT_SECRET in (settings.JWT_SECRET, settings.SECRET_KEY):
         problems.append("SERVICE_JWT_SECRET must differ from SECRET_KEY and JWT_SECRET.")
-    previous = settings.SERVICE_JWT_PREVIOUS_SECRET
-    if previous and (len(previous) < MIN_SECRET_LENGTH or _looks_like_placeholder(previous)):
-        problems.append(
-            f"SERVICE_JWT_PREVIOUS_SECRET must be at least {MIN_SECRET_LENGTH} characters and no placeholder."
-        )
     if previous and previous in (settings.SERVICE_JWT_SECRET, settings.JWT_SECRET, settings.SECRET_KEY):
         problems.append("SERVICE_JWT_PREVIOUS_SECRET must differ from SERVICE_JWT_SECRET, JWT_SECRET and SECRET_KEY.")
     if not settings.DATABASE_URL:

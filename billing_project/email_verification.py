@@ -53,15 +53,16 @@ def email_is_verified(*, user) -> bool:
     return VerifiedEmail.objects.filter(user_id=user.pk, email=_address(user.email)).exists()
 
 
-def email_verification_send(*, user, link_template: str) -> None:
-    """Sends the link (`link_template` with `{token}` in it) once the current transaction commits.
-    Nothing is sent for an address already verified."""
+def email_verification_send(*, user, link_template: str) -> bool:
+    """Sends the link (`link_template` with `{token}` in it) once the current transaction commits,
+    and says whether it did. Nothing is sent for an address already verified."""
     from billing_project.tasks import send_email_verification
 
     if email_is_verified(user=user):
-        return
+        return False
     # robust: an e-mail that cannot be queued is logged, and never undoes the committed sign-up.
     transaction.on_commit(lambda: send_email_verification.delay(user.pk, link_template), robust=True)
+    return True
 
 
 @transaction.atomic

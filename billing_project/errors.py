@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from audit.context import note_unexpected_error
+from billing_project.auth import AUTH_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Unauthenticated(DomainError):
     status = status.HTTP_401_UNAUTHORIZED
     code = "not_authenticated"
     title = "Authentication required"
-    www_authenticate = 'Bearer realm="api"'
+    www_authenticate = AUTH_HEADER
 
 
 class NotFound(DomainError):

@@ -16,8 +16,10 @@ from django.utils.module_loading import autodiscover_modules
 from audit.models import AuditAction
 from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
+from billing_project.auth import user_caller
 from billing_project.errors import Conflict, NotFound
 from billing_project.models import IdempotencyKey
+from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
 
 _export_sections: dict[str, Callable] = {}
 
@@ -37,10 +39,6 @@ def user_get(*, user_id: int):
     if user is None:
         raise NotFound("No user with this id.", code="user_not_found")
     return user
-
-
-# Held by staff allowed to read license keys whole; anyone else gets them masked in an export.
-FULL_LICENSE_KEY_PERMISSION = "licensing.view_full_license_key"
 
 
 def user_export(*, user, actor) -> dict:
@@ -90,4 +88,4 @@ def user_erase(*, user, actor) -> None:
 def user_deleted(sender, instance, **kwargs):
     """post_delete of the user model: their stored idempotent responses are personal data, and
     would otherwise still be replayed to their (not yet expired) access token."""
-    IdempotencyKey.objects.filter(caller=f"user:{instance.pk}").delete()
+    IdempotencyKey.objects.filter(caller=user_caller(instance.pk)).delete()

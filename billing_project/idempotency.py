@@ -26,7 +26,7 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 
 from billing_project.auth import caller_identity
-from billing_project.errors import RETRYABLE_CONFLICT, problem_response
+from billing_project.errors import problem_response
 from billing_project.metrics import IDEMPOTENT_HITS
 from billing_project.models import IdempotencyKey
 
@@ -166,7 +166,6 @@ def _final(response) -> bool:
         or response.status_code == 429
         or response.streaming
         or response.has_header("Retry-After")
-        or getattr(response, RETRYABLE_CONFLICT, None)
     )
 
 

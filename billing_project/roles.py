@@ -15,10 +15,13 @@ from collections.abc import Iterable
 
 VIEW, ADD, CHANGE, DELETE = "view", "add", "change", "delete"
 MODEL_ACTIONS = (VIEW, ADD, CHANGE, DELETE)
-EDIT = (VIEW, ADD, CHANGE, DELETE)
 
 WEBHOOK_EVENT_MODEL = "payments.webhookevent"
 PAYMENT_EVENT_MODEL = "payments.paymentevent"
+
+VIEW_FULL_LICENSE_KEY = "view_full_license_key"
+# Held by staff allowed to read license keys whole; anyone else sees them masked.
+FULL_LICENSE_KEY_PERMISSION = f"licensing.{VIEW_FULL_LICENSE_KEY}"
 
 # Special actions, each its own permission: model -> {codename: name}.
 SPECIAL_PERMISSIONS = {
@@ -26,7 +29,7 @@ SPECIAL_PERMISSIONS = {
     "credits.creditallocation": {"grant_credits": "Can grant credits"},
     "credits.creditdeductionledger": {"reverse_deduction": "Can reverse a deduction"},
     "credits.pricingconfig": {"approve_pricingconfig": "Can approve or reject a pricing change"},
-    "licensing.perpetuallicense": {"view_full_license_key": "Can see license keys in full"},
+    "licensing.perpetuallicense": {VIEW_FULL_LICENSE_KEY: "Can see license keys in full"},
     "billing_project.servicetoken": {"revoke_servicetoken": "Can revoke a service token"},
     "subscriptions.paymenttransaction": {"refund_payment": "Can refund a payment"},
 }
@@ -83,10 +86,10 @@ FINANCE = {
     "payments.paymentoperation": (VIEW, CHANGE),
     "payments.stripecustomer": (VIEW,),
     "licensing.perpetuallicense": (VIEW, ADD, CHANGE),
-    "coupons.coupon": EDIT,
-    "coupons.couponcampaign": EDIT,
-    "coupons.campaigncoupon": EDIT,
-    "coupons.couponvalidationrule": EDIT,
+    "coupons.coupon": MODEL_ACTIONS,
+    "coupons.couponcampaign": MODEL_ACTIONS,
+    "coupons.campaigncoupon": MODEL_ACTIONS,
+    "coupons.couponvalidationrule": MODEL_ACTIONS,
     "coupons.couponfrauddetection": (VIEW, CHANGE),
     "coupons.couponanalyticssnapshot": (VIEW,),
     "coupons.couponcodeguess": (VIEW,),

@@ -28,14 +28,18 @@ class IssuedServiceToken:
     record: ServiceToken
 
 
+def _lifetime_refused() -> RuleViolation:
+    return RuleViolation(
+        f"A service token lives 1 to {settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS} days.",
+        code="service_token_lifetime_invalid",
+    )
+
+
 def service_token_lifetime(*, days: int | None) -> timedelta:
-    """`days`, or SERVICE_TOKEN_LIFETIME_DAYS; never longer than SERVICE_TOKEN_MAX_LIFETIME_DAYS."""
+    """`days` (a person's choice, so at least one), or SERVICE_TOKEN_LIFETIME_DAYS."""
     days = settings.SERVICE_TOKEN_LIFETIME_DAYS if days is None else days
-    if not 0 < days <= settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS:
-        raise RuleViolation(
-            f"A service token lives 1 to {settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS} days.",
-            code="service_token_lifetime_invalid",
-        )
+    if days < 1:
+        raise _lifetime_refused()
     return timedelta(days=days)
 
 
@@ -43,14 +47,18 @@ def service_token_lifetime(*, days: int | None) -> timedelta:
 def service_token_issue(
     *, service: str, scopes: list[str], lifetime: timedelta | None = None, actor=None
 ) -> IssuedServiceToken:
-    """Records and signs a new token; `lifetime` defaults to SERVICE_TOKEN_LIFETIME_DAYS."""
+    """Records and signs a new token; `lifetime` defaults to SERVICE_TOKEN_LIFETIME_DAYS and is never
+    longer than SERVICE_TOKEN_MAX_LIFETIME_DAYS, whoever asks."""
+    lifetime = service_token_lifetime(days=None) if lifetime is None else lifetime
+    if lifetime > timedelta(days=settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS):
+        raise _lifetime_refused()
     now = timezone.now()
     record = ServiceToken.objects.create(
         id=uuid.uuid4(),
         service=service,
         scopes=sorted(set(scopes)),
         key_id=signing_key_id(settings.SERVICE_JWT_SECRET),
-        expires_at=now + (lifetime or service_token_lifetime(days=None)),
+        expires_at=now + lifetime,
         issued_by=actor,
     )
     audit_model_change(action=AuditAction.CREATE, instance=record, actor=actor)

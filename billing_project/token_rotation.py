@@ -20,6 +20,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from billing_project.auth import OTP_CLAIM
 from billing_project.models import RevokedTokenFamily
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,15 @@ def _presented(raw: str) -> _PresentedRefreshToken:
         return _PresentedRefreshToken(raw)
     except TokenError as error:
         raise _refused(str(error), "token_not_valid") from None
+
+
+def token_pair_issue(*, user, second_factor_verified: bool) -> TokenPair:
+    """The first pair of a sign-in, which starts its family. A sign-in proven with a second factor
+    says so in both tokens (and in every pair rotated from them): staff permissions require it."""
+    refresh = RefreshToken.for_user(user)
+    if second_factor_verified:
+        refresh[OTP_CLAIM] = True
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 
 def refresh_token_rotate(*, raw: str) -> TokenPair:

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_project.auth import NoAuthentication
-from billing_project.email_verification import email_is_verified, email_verification_send, email_verify
+from billing_project.email_verification import email_verification_send, email_verify
 from billing_project.throttles import ScopedRateThrottle
 
 VerificationOutput = inline_serializer(
@@ -64,7 +64,7 @@ class VerifyEmailResendView(APIView):
     @extend_schema(request=None, responses={200: VerificationOutput, 202: VerificationOutput})
     def post(self, request):
         user = request.user
-        if email_is_verified(user=user):
-            return Response({"email": user.email, "verified": True})
-        email_verification_send(user=user, link_template=verification_link_template(request))
-        return Response({"email": user.email, "verified": False}, status=status.HTTP_202_ACCEPTED)
+        sent = email_verification_send(user=user, link_template=verification_link_template(request))
+        return Response(
+            {"email": user.email, "verified": not sent}, status=status.HTTP_202_ACCEPTED if sent else status.HTTP_200_OK
+        )

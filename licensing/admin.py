@@ -6,6 +6,7 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_record
 from billing_project.admin_actions import ReasonForm, form_action
+from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
 from licensing import services
 from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
 
@@ -111,7 +112,7 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
         return (key, "status", "status_reason", "checkout_session_id", *self.readonly_fields)
 
     def _reveals_keys(self, request) -> bool:
-        return request.user.has_perm("licensing.view_full_license_key")
+        return request.user.has_perm(FULL_LICENSE_KEY_PERMISSION)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)

@@ -162,24 +162,26 @@ def _may(identity: str, least_role: str) -> bool:
     return ROLE_ORDER.index(identity) >= ROLE_ORDER.index(least_role)
 
 
+def staff_member(identity: str):
+    """A staff member who is `identity`: in one of the roles, in none ("no permission"), or the superuser."""
+    name = identity.replace(" ", "-")
+    user = get_user_model().objects.create_user(
+        username=f"{name}@example.com",
+        email=f"{name}@example.com",
+        password="correct horse battery",
+        is_staff=True,
+        is_superuser=identity == "superuser",
+    )
+    return role_grant(user, identity) if identity in ROLE_ORDER else user
+
+
 @pytest.fixture
 def staff_clients():
     """One API client per identity, each a staff member (the superuser too)."""
-    user_model = get_user_model()
     clients = {}
     for identity in IDENTITIES:
-        name = identity.replace(" ", "-")
-        user = user_model.objects.create_user(
-            username=f"{name}@example.com",
-            email=f"{name}@example.com",
-            password="correct horse battery",
-            is_staff=True,
-            is_superuser=identity == "superuser",
-        )
-        if identity in ROLE_ORDER:
-            user = role_grant(user, identity)
         client = APIClient()
-        client.credentials(**bearer(access_token_for(user)))
+        client.credentials(**bearer(access_token_for(staff_member(identity))))
         clients[identity] = client
     return clients
 

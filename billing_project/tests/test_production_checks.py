@@ -62,6 +62,18 @@ def test_check_deploy_shows_the_same_list(production):
     assert "STRIPE_WEBHOOK_SECRET is a placeholder" in str(failure.value)
 
 
+def test_the_development_secret_key_is_refused(production):
+    production.SECRET_KEY = production.DEV_SECRET_KEY
+
+    assert production_problems() == ["SECRET_KEY is a development default or placeholder."]
+
+
+def test_a_long_secret_with_a_placeholder_marker_is_refused(production):
+    production.JWT_SECRET = "changeme-" + "k" * 40
+
+    assert production_problems() == ["JWT_SECRET is a development default or placeholder."]
+
+
 def test_production_refuses_to_run_the_offline_provider_it_was_not_told_to_run(production):
     # given: a deployment that forgot Stripe's keys, though it set the webhook secret
     production.STRIPE_SECRET_KEY = ""

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from billing_project.roles import ALL_PERMISSIONS, FINANCE, ROLES, SUPPORT, permissions_of, roles_sync
-from billing_project.tests.test_authorization_walk import ADMIN, IDENTITIES, ROLE_ORDER, _may
-from conftest import access_token_for, bearer, role_grant
+from billing_project.tests.test_authorization_walk import ADMIN, IDENTITIES, _may, staff_member
+from conftest import access_token_for, bearer
 from credits.models import CreditDeductionLedger, UserCreditBalance
 from credits.tests.factories import CreditDeductionLedgerFactory
 from subscriptions.services import account_register, tier_catalog_seed
@@ -202,20 +202,11 @@ def _changelist(model_label: str) -> str:
 
 
 @pytest.fixture
-def console_clients(django_user_model):
+def console_clients():
     clients = {}
     for identity in IDENTITIES:
-        name = identity.replace(" ", "-")
-        user = django_user_model.objects.create_user(
-            username=f"console-{name}",
-            email=f"console-{name}@example.com",
-            is_staff=True,
-            is_superuser=identity == "superuser",
-        )
-        if identity in ROLE_ORDER:
-            user = role_grant(user, identity)
         client = Client()
-        client.force_login(user)
+        client.force_login(staff_member(identity))
         clients[identity] = client
     return clients
 

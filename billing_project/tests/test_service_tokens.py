@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.auth import SERVICE_TOKEN_ALGORITHM, service_token_cache_key, signing_key_id
 from billing_project.checks import production_problems
+from billing_project.errors import RuleViolation
 from billing_project.models import ServiceToken
 from billing_project.service_tokens import service_token_issue, service_token_revoke
 from conftest import bearer
@@ -156,12 +157,26 @@ def test_the_command_gives_the_lifetime_of_the_settings_and_refuses_a_longer_one
         call_command("issue_service_token", "--service", "g", "--scope", "a", "--days", "31", stdout=StringIO())
 
 
+def test_the_service_refuses_a_lifetime_beyond_the_maximum(settings):
+    settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS = 30
+
+    with pytest.raises(RuleViolation) as refused:
+        _issue(lifetime=timedelta(days=30, seconds=1))
+
+    assert refused.value.code == "service_token_lifetime_invalid"
+    assert not ServiceToken.objects.exists()
+
+
 def test_production_refuses_a_short_or_reused_previous_service_key(settings):
     settings.DEBUG = False
+    # a clean current key, so the reused one is refused for the reuse and not as a placeholder
+    settings.SERVICE_JWT_SECRET = NEW_SECRET
     settings.SERVICE_JWT_PREVIOUS_SECRET = "short"
     short = production_problems()
-    settings.SERVICE_JWT_PREVIOUS_SECRET = settings.SERVICE_JWT_SECRET
+    settings.SERVICE_JWT_PREVIOUS_SECRET = NEW_SECRET
     reused = production_problems()
 
-    assert any("SERVICE_JWT_PREVIOUS_SECRET" in problem for problem in short)
-    assert any("SERVICE_JWT_PREVIOUS_SECRET" in problem for problem in reused)
+    assert "SERVICE_JWT_PREVIOUS_SECRET must be at least 32 characters long." in short
+    assert [problem for problem in reused if "SERVICE_JWT_PREVIOUS_SECRET" in problem] == [
+        "SERVICE_JWT_PREVIOUS_SECRET must differ from SERVICE_JWT_SECRET, JWT_SECRET and SECRET_KEY."
+    ]

@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.redaction import mask_license_key
+from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
 from licensing.models import DEFAULT_MAX_ACTIVATIONS, LicenseActivation, PerpetualLicense, VersionUpgrade
 from payments.api.serializers import CheckoutOutput
 
@@ -153,11 +154,8 @@ class UpgradePurchaseOutput(serializers.Serializer):
     checkout = CheckoutOutput()
 
 
-FULL_KEY_PERMISSION = "licensing.view_full_license_key"
-
-
 def reveals_full_keys(request) -> bool:
-    return request is not None and request.user.has_perm(FULL_KEY_PERMISSION)
+    return request is not None and request.user.has_perm(FULL_LICENSE_KEY_PERMISSION)
 
 
 class StaffLicenseOutput(serializers.ModelSerializer):
