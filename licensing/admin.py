@@ -2,9 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin
-from audit.models import AuditAction
 from audit.redaction import mask_license_key
-from audit.services import audit_record
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
 from licensing import services
@@ -117,12 +115,7 @@ class PerpetualLicenseAdmin(AuditedModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)
         if request.method == "GET" and response.status_code == 200 and self._reveals_keys(request):
-            audit_record(
-                action=AuditAction.READ,
-                resource_type="licensing.perpetuallicense",
-                resource_id=str(object_id),
-                new_value={"full_license_key": True},
-            )
+            services.full_keys_shown(license_ids=[object_id])
         return response
 
     def save_model(self, request, obj, form, change):

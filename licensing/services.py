@@ -170,6 +170,18 @@ def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> di
     return {"object_id": str(license_.pk)}
 
 
+def full_keys_shown(*, license_ids: list) -> None:
+    """Full license keys are secrets: every answer that shows them to staff (the staff API, the
+    console) is an audited read, naming the licenses shown."""
+    if license_ids:
+        audit_record(
+            action=AuditAction.READ,
+            resource_type="licensing.perpetuallicense",
+            resource_id=str(license_ids[0]) if len(license_ids) == 1 else "",
+            new_value={"full_license_keys": [str(license_id) for license_id in license_ids]},
+        )
+
+
 @transaction.atomic
 def license_issue(
     *,

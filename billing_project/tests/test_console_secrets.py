@@ -112,6 +112,7 @@ def test_the_license_page_shows_the_whole_key_to_its_permission_and_audits_the_r
         "licensing.perpetuallicense",
         str(license_.pk),
     )
+    assert row.new_value == {"full_license_keys": [str(license_.pk)]}
 
 
 # Regression (issue 20): the GDPR export showed full license keys that the staff API masks.

@@ -10,8 +10,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.models import AuditAction
-from audit.services import audit_record
 from billing_project.auth import HasStaffPermission
 from billing_project.errors import NotFound
 from billing_project.schema import problem_responses
@@ -169,14 +167,8 @@ class StaffLicenseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return response
 
     def _audit_full_keys(self, request, license_ids: list) -> None:
-        """Full license keys are secrets: every answer that shows them is an audited read."""
-        if license_ids and reveals_full_keys(request):
-            audit_record(
-                action=AuditAction.READ,
-                resource_type="licensing.perpetuallicense",
-                resource_id=str(license_ids[0]) if len(license_ids) == 1 else "",
-                new_value={"full_license_keys": [str(license_id) for license_id in license_ids]},
-            )
+        if reveals_full_keys(request):
+            services.full_keys_shown(license_ids=license_ids)
 
     queryset = selectors.license_list_for_staff()
     lookup_value_regex = "[0-9a-fA-F-]{36}"
