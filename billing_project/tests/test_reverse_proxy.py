@@ -141,16 +141,14 @@ class Trickle:
         self.sock.close()
 
 
-def health_answer_seconds(port: int, timeout: float) -> float:
-    """How long GET /health takes; raises TimeoutError past `timeout`."""
-    started = time.monotonic()
+def health_answered(port: int, timeout: float) -> None:
+    """GET /health answers 200; raises TimeoutError when no answer comes within `timeout`."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request("GET", "/health")
         assert connection.getresponse().status == 200
     finally:
         connection.close()
-    return time.monotonic() - started
 
 
 def test_a_trickling_client_holds_the_only_sync_worker_when_it_talks_to_gunicorn(gunicorn_port):
@@ -159,7 +157,7 @@ def test_a_trickling_client_holds_the_only_sync_worker_when_it_talks_to_gunicorn
         time.sleep(TRICKLE_SECONDS + 0.5)  # the worker has the request and waits for its body
 
         with pytest.raises(TimeoutError):
-            health_answer_seconds(gunicorn_port, timeout=3)
+            health_answered(gunicorn_port, timeout=3)
     finally:
         trickle.close()
 
@@ -169,7 +167,7 @@ def test_through_the_example_proxy_a_trickling_client_holds_no_worker(nginx_port
     try:
         time.sleep(TRICKLE_SECONDS + 0.5)
 
-        assert health_answer_seconds(nginx_port, timeout=3) < 1
+        health_answered(nginx_port, timeout=3)  # the worker is free: no TimeoutError
     finally:
         trickle.close()
 

@@ -152,6 +152,13 @@ class StripeEmulator:
             if (method is None or m == method.upper()) and (path is None or re.fullmatch(path, p))
         ]
 
+    def wait_for_request(self, method: str, path: str, *, seconds: float = 10.0) -> None:
+        """Returns once a request matching `method` and the path regex `path` has arrived."""
+        deadline = time.monotonic() + seconds
+        while not self.calls(method, path):
+            assert time.monotonic() < deadline, f"no {method} {path} within {seconds} s"
+            time.sleep(0.01)
+
     def object(self, object_id: str) -> dict:
         return self.state.objects[object_id]
 

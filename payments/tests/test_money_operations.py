@@ -12,6 +12,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -170,25 +171,26 @@ def test_a_hanging_stripe_is_a_503_within_the_timeout_and_other_requests_go_on(s
     answers = {}
 
     def upgrade():
-        started = time.monotonic()
-        answers["upgrade"] = change_tier(subscription)
-        answers["upgrade_seconds"] = time.monotonic() - started
+        try:
+            answers["upgrade"] = change_tier(subscription)
+        finally:
+            connections.close_all()
 
     hanging = threading.Thread(target=upgrade)
     hanging.start()
-    time.sleep(0.2)
-    # meanwhile: the public catalog and the same user's usage answer at once (no lock is held)
-    started = time.monotonic()
+    stripe.wait_for_request("POST", "invoices")
+    # meanwhile: the public catalog and the same user's usage answer (no lock is held) while the
+    # upgrade still waits on Stripe
     tiers = Client().get("/api/v1/tiers/")
     usage = service.post("/api/v1/usage/record/", usage_event(subscription.user), format="json")
-    others_seconds = time.monotonic() - started
+    upgrade_still_waiting = hanging.is_alive()
     hanging.join()
 
+    # Stripe hangs 3 s: only the 1 s read timeout makes the answer a 503
     assert answers["upgrade"].status_code == 503
     assert answers["upgrade"]["Retry-After"] == "30"
-    assert answers["upgrade_seconds"] < 2.5
     assert (tiers.status_code, usage.status_code) == (200, 201)
-    assert others_seconds < 0.9
+    assert upgrade_still_waiting
 
 
 @pytest.mark.parametrize(
