@@ -83,3 +83,31 @@ def credits_for_usd(amount_usd: Exact | str, *, credit_value_usd: Exact | str) -
             credits -= 1
         return credits
     return credits_ceil(exact(amount_usd) / exact(credit_value_usd))
+
+
+# Currencies whose minor unit is not a hundredth, as Stripe lists them (amounts on Stripe's objects are
+# integers in the minor unit): zero-decimal ones count whole units, three-decimal ones thousandths.
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+)
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """Decimal places of the currency's minor unit: jpy 0, usd 2, kwd 3."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    if code in THREE_DECIMAL_CURRENCIES:
+        return 3
+    return 2
+
+
+def minor_to_major(amount: int, currency: str) -> Decimal:
+    """A Decimal amount in the currency's major unit from an integer of minor units (JPY 2900 -> 2900)."""
+    return Decimal(f"{amount}E-{minor_unit_exponent(currency)}") if minor_unit_exponent(currency) else Decimal(amount)
+
+
+def major_to_minor(amount: Exact | str, currency: str) -> int:
+    """Integer minor units of an amount in the major unit, rounded half-up (EUR 19.005 -> 1901)."""
+    return round_half_up(exact(amount) * 10 ** minor_unit_exponent(currency))
