@@ -26,6 +26,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from qrcode.image.svg import SvgPathFillImage
 
 from billing_project.auth import staff_second_factor_required, staff_second_factor_satisfied
+from billing_project.codes import ErrorCode
 from billing_project.signin import (
     authenticator_confirm,
     authenticator_pending,
@@ -59,7 +60,7 @@ class ConsoleLoginForm(AdminAuthenticationForm):
                 sign_in_failed(request=self.request, username=user.get_username(), reason="otp_invalid")
                 raise ValidationError(
                     "Enter the current code of your authenticator app, or an unused recovery code.",
-                    code="otp_invalid",
+                    code=ErrorCode.OTP_INVALID,
                 )
             # django-otp marks the session verified when the sign-in completes.
             user.otp_device = device

@@ -21,6 +21,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.tokens import AccessToken
 
+from billing_project.codes import ErrorCode
 from billing_project.metrics import SERVICE_AUTH_ATTEMPTS
 from billing_project.models import ServiceToken
 
@@ -150,14 +151,18 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
             principal = service_token_decode(raw)
         except jwt.ExpiredSignatureError as error:
             SERVICE_AUTH_ATTEMPTS.labels(result="expired").inc()
-            raise exceptions.AuthenticationFailed("The service token has expired.", code="token_expired") from error
+            raise exceptions.AuthenticationFailed(
+                "The service token has expired.", code=ErrorCode.TOKEN_EXPIRED
+            ) from error
         except jwt.PyJWTError as error:
             SERVICE_AUTH_ATTEMPTS.labels(result="invalid").inc()
-            raise exceptions.AuthenticationFailed("The service token is invalid.", code="token_invalid") from error
+            raise exceptions.AuthenticationFailed(
+                "The service token is invalid.", code=ErrorCode.TOKEN_INVALID
+            ) from error
         if not service_token_check(token_id=principal.token_id):
             SERVICE_AUTH_ATTEMPTS.labels(result="revoked").inc()
             raise exceptions.AuthenticationFailed(
-                "The service token was revoked or is unknown; ask for a new one.", code="token_revoked"
+                "The service token was revoked or is unknown; ask for a new one.", code=ErrorCode.TOKEN_REVOKED
             )
         SERVICE_AUTH_ATTEMPTS.labels(result="success").inc()
         return principal, raw

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from billing_project.codes import ErrorCode
 from billing_project.errors import DomainError
 from billing_project.models import VerifiedEmail
 
@@ -29,12 +30,12 @@ email_verified = Signal()
 
 
 class VerificationTokenInvalid(DomainError):
-    code = "verification_token_invalid"
+    code = ErrorCode.VERIFICATION_TOKEN_INVALID
     title = "Bad request"
 
 
 class VerificationTokenExpired(DomainError):
-    code = "verification_token_expired"
+    code = ErrorCode.VERIFICATION_TOKEN_EXPIRED
     title = "Bad request"
 
 

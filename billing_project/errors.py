@@ -12,6 +12,7 @@ from rest_framework.views import set_rollback
 
 from audit.context import note_unexpected_error
 from billing_project.auth import AUTH_HEADER
+from billing_project.codes import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class DomainError(Exception):
     """A business rule said no. `code` is stable: clients and tests match on it."""
 
     status = status.HTTP_400_BAD_REQUEST
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
     title = "Bad request"
 
     def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict | None = None):
@@ -42,50 +43,50 @@ class Unauthenticated(DomainError):
     """401: the credentials are missing or wrong. The answer says how to authenticate."""
 
     status = status.HTTP_401_UNAUTHORIZED
-    code = "not_authenticated"
+    code = ErrorCode.NOT_AUTHENTICATED
     title = "Authentication required"
     www_authenticate = AUTH_HEADER
 
 
 class NotFound(DomainError):
     status = status.HTTP_404_NOT_FOUND
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     title = "Not found"
 
 
 class Conflict(DomainError):
     status = status.HTTP_409_CONFLICT
-    code = "conflict"
+    code = ErrorCode.CONFLICT
     title = "Conflict"
 
 
 class PaymentRequired(DomainError):
     status = status.HTTP_402_PAYMENT_REQUIRED
-    code = "payment_required"
+    code = ErrorCode.PAYMENT_REQUIRED
     title = "Payment required"
 
 
 class RuleViolation(DomainError):
     status = status.HTTP_422_UNPROCESSABLE_ENTITY
-    code = "rule_violation"
+    code = ErrorCode.RULE_VIOLATION
     title = "Unprocessable request"
 
 
 class Forbidden(DomainError):
     status = status.HTTP_403_FORBIDDEN
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     title = "Forbidden"
 
 
 class TooManyRequests(DomainError):
     status = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "too_many_requests"
+    code = ErrorCode.TOO_MANY_REQUESTS
     title = "Too many requests"
 
 
 class ServiceUnavailable(DomainError):
     status = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "service_unavailable"
+    code = ErrorCode.SERVICE_UNAVAILABLE
     title = "Service unavailable"
 
 
@@ -105,7 +106,7 @@ def _drf_problem(exc: exceptions.APIException, instance: str) -> tuple[int, dict
     code = exc.default_code
     extra = {}
     if isinstance(exc, exceptions.ValidationError):
-        code = "validation_error"
+        code = ErrorCode.VALIDATION_ERROR
         detail = "The request has invalid fields."
         errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         extra["errors"] = errors
@@ -172,7 +173,7 @@ def problem_exception_handler(exc, context):
         status_code = 400
         body = problem_body(
             status_code=400,
-            code="invalid_value",
+            code=ErrorCode.INVALID_VALUE,
             title="Bad request",
             detail="A value in the request is out of the range the service accepts.",
             instance=instance,
@@ -182,7 +183,7 @@ def problem_exception_handler(exc, context):
         status_code = 409
         body = problem_body(
             status_code=409,
-            code="transaction_conflict",
+            code=ErrorCode.TRANSACTION_CONFLICT,
             title="Conflict",
             detail="The request collided with concurrent ones (a deadlock or a serialization failure) "
             "and was not applied, even after retries; send it again.",
@@ -194,7 +195,7 @@ def problem_exception_handler(exc, context):
         status_code = 503
         body = problem_body(
             status_code=503,
-            code="database_unavailable",
+            code=ErrorCode.DATABASE_UNAVAILABLE,
             title="Service unavailable",
             detail="The database is unavailable; retry shortly.",
             instance=instance,
@@ -206,7 +207,7 @@ def problem_exception_handler(exc, context):
         status_code = 500
         body = problem_body(
             status_code=500,
-            code="internal_error",
+            code=ErrorCode.INTERNAL_ERROR,
             title="Internal server error",
             detail="An unexpected error occurred.",
             instance=instance,

@@ -2,6 +2,7 @@
 
 from django.views import defaults
 
+from billing_project.codes import ErrorCode
 from billing_project.errors import problem_response
 
 
@@ -9,7 +10,7 @@ def bad_request(request, exception):
     """A request Django refused before any view (SuspiciousOperation: a disallowed host, too many fields)."""
     if request.path.startswith("/api/"):
         return problem_response(
-            request, status_code=400, code="bad_request", title="Bad request", detail="The request was refused."
+            request, status_code=400, code=ErrorCode.BAD_REQUEST, title="Bad request", detail="The request was refused."
         )
     return defaults.bad_request(request, exception)
 
@@ -17,7 +18,7 @@ def bad_request(request, exception):
 def api_not_found(request, exception):
     if request.path.startswith("/api/"):
         return problem_response(
-            request, status_code=404, code="not_found", title="Not found", detail="No such resource."
+            request, status_code=404, code=ErrorCode.NOT_FOUND, title="Not found", detail="No such resource."
         )
     return defaults.page_not_found(request, exception)
 
@@ -27,7 +28,7 @@ def server_error(request):
         return problem_response(
             request,
             status_code=500,
-            code="internal_error",
+            code=ErrorCode.INTERNAL_ERROR,
             title="Internal server error",
             detail="An unexpected error occurred.",
         )

@@ -17,6 +17,7 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_keys_in
 from audit.services import audit_record, to_json
 from billing_project.auth import user_caller
+from billing_project.codes import ErrorCode
 from billing_project.errors import Conflict, NotFound
 from billing_project.models import IdempotencyKey
 from billing_project.roles import FULL_LICENSE_KEY_PERMISSION
@@ -37,7 +38,7 @@ def export_section(name: str):
 def user_get(*, user_id: int):
     user = get_user_model()._default_manager.filter(pk=user_id).first()
     if user is None:
-        raise NotFound("No user with this id.", code="user_not_found")
+        raise NotFound("No user with this id.", code=ErrorCode.USER_NOT_FOUND)
     return user
 
 
@@ -71,9 +72,9 @@ def user_export(*, user, actor) -> dict:
 @transaction.atomic
 def user_erase(*, user, actor) -> None:
     if user.pk == actor.pk:
-        raise Conflict("Staff cannot erase their own account.", code="cannot_erase_self")
+        raise Conflict("Staff cannot erase their own account.", code=ErrorCode.CANNOT_ERASE_SELF)
     if user.is_superuser:
-        raise Conflict("A superuser cannot be erased through the API.", code="cannot_erase_superuser")
+        raise Conflict("A superuser cannot be erased through the API.", code=ErrorCode.CANNOT_ERASE_SUPERUSER)
     # The audit row keeps no personal data of the erased user: only the id and account facts.
     audit_record(
         action=AuditAction.DELETE,

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from billing_project.celery import app as celery_app
+from billing_project.codes import ErrorCode
 from billing_project.errors import problem_response
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def metrics(request):
         response = problem_response(
             request,
             status_code=401,
-            code="not_authenticated",
+            code=ErrorCode.NOT_AUTHENTICATED,
             title="Authentication required",
             detail="/metrics needs the header Authorization: Bearer <METRICS_TOKEN>.",
         )

@@ -26,6 +26,7 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 
 from billing_project.auth import caller_identity
+from billing_project.codes import ErrorCode
 from billing_project.errors import problem_response
 from billing_project.metrics import IDEMPOTENT_HITS
 from billing_project.models import IdempotencyKey
@@ -47,7 +48,7 @@ class IdempotencyMiddleware:
             return problem_response(
                 request,
                 status_code=400,
-                code="idempotency_key_invalid",
+                code=ErrorCode.IDEMPOTENCY_KEY_INVALID,
                 title="Bad request",
                 detail=f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.",
             )
@@ -63,7 +64,7 @@ class IdempotencyMiddleware:
             unavailable = problem_response(
                 request,
                 status_code=503,
-                code="database_unavailable",
+                code=ErrorCode.DATABASE_UNAVAILABLE,
                 title="Service unavailable",
                 detail="The database is unavailable; retry shortly.",
             )
@@ -116,7 +117,7 @@ class IdempotencyMiddleware:
                 in_use = problem_response(
                     request,
                     status_code=409,
-                    code="idempotency_key_in_use",
+                    code=ErrorCode.IDEMPOTENCY_KEY_IN_USE,
                     title="Conflict",
                     detail=f"A request with this {HEADER} is still being processed; retry shortly.",
                 )
@@ -139,7 +140,7 @@ class IdempotencyMiddleware:
             return problem_response(
                 request,
                 status_code=422,
-                code="idempotency_key_reused",
+                code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 title="Unprocessable request",
                 detail=f"This {HEADER} was already used with a different request body.",
             )

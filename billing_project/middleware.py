@@ -7,6 +7,7 @@ import time
 from django.conf import settings
 from django.db import connection
 
+from billing_project.codes import ErrorCode
 from billing_project.errors import RETRYABLE_CONFLICT, problem_response
 from billing_project.metrics import DB_TRANSACTION_CONFLICTS
 
@@ -36,7 +37,7 @@ class RequestBodyLimitMiddleware:
             return problem_response(
                 request,
                 status_code=413,
-                code="request_too_large",
+                code=ErrorCode.REQUEST_TOO_LARGE,
                 title="Content too large",
                 detail=f"The request body may be at most {limit} bytes.",
                 max_bytes=limit,

@@ -18,6 +18,7 @@ from billing_project.auth import (
     service_token_encode,
     signing_key_id,
 )
+from billing_project.codes import ErrorCode
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.models import ServiceToken
 
@@ -31,7 +32,7 @@ class IssuedServiceToken:
 def _lifetime_refused() -> RuleViolation:
     return RuleViolation(
         f"A service token lives 1 to {settings.SERVICE_TOKEN_MAX_LIFETIME_DAYS} days.",
-        code="service_token_lifetime_invalid",
+        code=ErrorCode.SERVICE_TOKEN_LIFETIME_INVALID,
     )
 
 
@@ -77,9 +78,9 @@ def service_token_revoke(*, token_id, actor=None, reason: str = "") -> ServiceTo
     except ValueError:
         record = None
     if record is None:
-        raise NotFound("No service token with this id.", code="service_token_not_found")
+        raise NotFound("No service token with this id.", code=ErrorCode.SERVICE_TOKEN_NOT_FOUND)
     if record.revoked_at is not None:
-        raise Conflict("The service token is already revoked.", code="service_token_already_revoked")
+        raise Conflict("The service token is already revoked.", code=ErrorCode.SERVICE_TOKEN_ALREADY_REVOKED)
     previous = snapshot(record)
     record.revoked_at = timezone.now()
     record.revoked_by = actor if actor is not None and actor.pk else None

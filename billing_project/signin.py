@@ -28,6 +28,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from audit.models import AuditAction
 from audit.services import audit_record
 from billing_project.auth import staff_second_factor_required
+from billing_project.codes import ErrorCode
 from billing_project.errors import Forbidden, TooManyRequests, Unauthenticated
 from billing_project.models import StaffSession
 from billing_project.net import client_ip
@@ -92,22 +93,22 @@ def user_sign_in(*, request, email: str, password: str, otp: str = "") -> SignIn
     user = authenticate(request, username=email, password=password)
     if user is None:
         _refuse_if_locked_out(request)
-        raise Unauthenticated("Invalid e-mail or password.", code="invalid_credentials")
+        raise Unauthenticated("Invalid e-mail or password.", code=ErrorCode.INVALID_CREDENTIALS)
     second_factor = False
     if staff_second_factor_required(user):
         if not user_has_device(user):
             raise Forbidden(
                 "Staff accounts need a second factor: enrol an authenticator in the console first.",
-                code="otp_setup_required",
+                code=ErrorCode.OTP_SETUP_REQUIRED,
             )
         if not otp:
             raise Unauthenticated(
-                "Send the code of your authenticator app (or a recovery code) as `otp`.", code="otp_required"
+                "Send the code of your authenticator app (or a recovery code) as `otp`.", code=ErrorCode.OTP_REQUIRED
             )
         if match_token(user, otp) is None:
             sign_in_failed(request=request, username=email, reason="otp_invalid")
             _refuse_if_locked_out(request)
-            raise Unauthenticated("The authenticator code is wrong or was already used.", code="otp_invalid")
+            raise Unauthenticated("The authenticator code is wrong or was already used.", code=ErrorCode.OTP_INVALID)
         second_factor = True
     sign_in_succeeded(request=request, user=user, second_factor=second_factor)
     return SignIn(user=user, second_factor=second_factor)
@@ -118,7 +119,7 @@ def _refuse_if_locked_out(request) -> None:
         minutes = settings.LOGIN_LOCKOUT_MINUTES
         raise TooManyRequests(
             f"Too many failed sign-ins for this account or address: try again in {minutes} minutes.",
-            code="login_locked_out",
+            code=ErrorCode.LOGIN_LOCKED_OUT,
             extra={"retry_after": minutes * 60},
         )
 

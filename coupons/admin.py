@@ -7,7 +7,6 @@ from django.contrib import admin, messages
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from billing_project.admin_actions import form_action
 from billing_project.errors import DomainError
-from coupons import services
 from coupons.models import (
     CampaignCoupon,
     Coupon,
@@ -21,6 +20,8 @@ from coupons.models import (
     CouponValidationRule,
     DiscountType,
 )
+from coupons.services.campaigns import campaign_coupons_generate, coupon_activate, coupon_deactivate, coupon_delete
+from coupons.services.review import fraud_detection_resolve
 
 
 def _per_coupon(service, verb: str):
@@ -44,17 +45,17 @@ def _per_coupon(service, verb: str):
 
 @admin.action(description="Activate the selected coupons", permissions=["change"])
 def activate_coupons(modeladmin, request, queryset):
-    _per_coupon(services.coupon_activate, "Activated")(modeladmin, request, queryset)
+    _per_coupon(coupon_activate, "Activated")(modeladmin, request, queryset)
 
 
 @admin.action(description="Deactivate the selected coupons", permissions=["change"])
 def deactivate_coupons(modeladmin, request, queryset):
-    _per_coupon(services.coupon_deactivate, "Deactivated")(modeladmin, request, queryset)
+    _per_coupon(coupon_deactivate, "Deactivated")(modeladmin, request, queryset)
 
 
 @admin.action(description="Delete the selected coupons (soft: their redemptions stay)", permissions=["soft_delete"])
 def soft_delete_coupons(modeladmin, request, queryset):
-    _per_coupon(services.coupon_delete, "Deleted")(modeladmin, request, queryset)
+    _per_coupon(coupon_delete, "Deleted")(modeladmin, request, queryset)
 
 
 class GenerateCodesForm(forms.Form):
@@ -67,7 +68,7 @@ class GenerateCodesForm(forms.Form):
 
 
 def _generate(*, request, obj, count, prefix, valid_until, **template):
-    coupons = services.campaign_coupons_generate(
+    coupons = campaign_coupons_generate(
         campaign_id=obj.pk,
         actor=request.user,
         count=count,
@@ -92,7 +93,7 @@ class ResolutionForm(forms.Form):
 
 
 def _resolve(*, request, obj, resolution):
-    services.fraud_detection_resolve(detection_id=obj.pk, actor=request.user, resolution=resolution)
+    fraud_detection_resolve(detection_id=obj.pk, actor=request.user, resolution=resolution)
     return f"resolved {obj}"
 
 

@@ -8,13 +8,17 @@ class CouponsConfig(AppConfig):
     def ready(self):
         from auditlog.registry import auditlog
 
-        from coupons import services
+        from coupons.services.checkout import (
+            abandoned_checkout_release,
+            coupon_checkout_confirm,
+            coupon_checkout_hold,
+        )
         from subscriptions.discounts import discount_handlers_register
 
         discount_handlers_register(
-            apply=services.coupon_checkout_hold,
-            confirm=services.coupon_checkout_confirm,
-            release=services.abandoned_checkout_release,
+            apply=coupon_checkout_hold,
+            confirm=coupon_checkout_confirm,
+            release=abandoned_checkout_release,
         )
 
         from coupons.models import (

@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     TRANSITION_NOT_ALLOWED = "license_transition_not_allowed"
     REASON_REQUIRED = "reason_required"
     CHECKOUT_TARGET_NOT_FOUND = "checkout_target_not_found"
+    USER_NOT_FOUND = "user_not_found"
 
 
 class InvalidReason(StrEnum):

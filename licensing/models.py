@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from billing_project.models import TimestampedModel, choices_check
+from licensing.codes import ErrorCode
 from licensing.keys import key_is_valid
 
 DEFAULT_MAX_ACTIVATIONS = 3
@@ -26,7 +27,7 @@ class UpgradeStatus(models.TextChoices):
 
 def validate_license_key(value: str) -> None:
     if not key_is_valid(value):
-        raise ValidationError("Not a license key: wrong shape or check character.", code="bad_checksum")
+        raise ValidationError("Not a license key: wrong shape or check character.", code=ErrorCode.BAD_CHECKSUM)
 
 
 class PerpetualLicense(TimestampedModel):

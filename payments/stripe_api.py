@@ -23,6 +23,7 @@ from django.conf import settings
 from rest_framework import status
 
 from billing_project.errors import DomainError, PaymentRequired, ServiceUnavailable
+from payments.codes import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -32,25 +33,25 @@ ACTION_REQUIRED_CODES = frozenset({"invoice_payment_intent_requires_action", "au
 
 
 class PaymentDeclined(PaymentRequired):
-    code = "payment_declined"
+    code = ErrorCode.PAYMENT_DECLINED
     title = "Payment declined"
 
 
 class PaymentActionRequired(PaymentRequired):
     """The card needs the customer's confirmation; the payment waits for it."""
 
-    code = "payment_action_required"
+    code = ErrorCode.PAYMENT_ACTION_REQUIRED
     title = "Payment needs the customer's action"
 
 
 class ProviderUnavailable(ServiceUnavailable):
-    code = "payment_provider_unavailable"
+    code = ErrorCode.PROVIDER_UNAVAILABLE
     title = "Payment provider unavailable"
 
 
 class ProviderError(DomainError):
     status = status.HTTP_502_BAD_GATEWAY
-    code = "payment_provider_error"
+    code = ErrorCode.PROVIDER_ERROR
     title = "Payment provider error"
 
 

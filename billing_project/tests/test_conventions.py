@@ -1,7 +1,10 @@
 """Rules every table and the API follow (SPEC 3 and 5), checked over the whole project so that a
 model or route added later cannot quietly break them."""
 
+import ast
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -89,3 +92,44 @@ def test_every_date_an_api_reads_is_bounded(serializer):
         and not isinstance(field, fields.DateField | fields.DateTimeField)
     ]
     assert not unbounded, f"{serializer.__qualname__}: {unbounded}"
+
+
+CODE_APPS = ("billing_project", "audit", "payments", "licensing", "credits", "subscriptions", "coupons")
+# A form field's error code is Django's vocabulary, not a problem code: it never reaches a client as `code`.
+NOT_PROBLEM_CODES = {("billing_project/filters.py", "invalid")}
+PROBLEM_CODE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _code_given(node):
+    """The value a keyword argument `code=`, an assignment `code = ` or a `"code":` entry gives, if any."""
+    if isinstance(node, ast.keyword):
+        return node.value if node.arg == "code" else None
+    if isinstance(node, ast.Assign):
+        return node.value if any(getattr(target, "id", None) == "code" for target in node.targets) else None
+    if isinstance(node, ast.Dict):
+        entries = zip(node.keys, node.values, strict=True)
+        return next((value for key, value in entries if isinstance(key, ast.Constant) and key.value == "code"), None)
+    return None
+
+
+def _literal_codes(path):
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        value = _code_given(node)
+        # Problem codes are snake_case; a coupon's code ("WELCOME20") or an OpenAPI link expression is not one.
+        if isinstance(value, ast.Constant) and isinstance(value.value, str) and PROBLEM_CODE.fullmatch(value.value):
+            yield node.lineno, value.value
+
+
+def test_every_problem_code_is_a_member_of_its_apps_error_codes():
+    """Codes are stable API: each app names them once, in the `ErrorCode` enum of its `codes` module,
+    so a code cannot drift by a typo in one `raise`."""
+    root = Path(__file__).resolve().parents[2]
+    literals = [
+        f"{path.relative_to(root)}:{line} {value}"
+        for app in CODE_APPS
+        for path in sorted((root / app).rglob("*.py"))
+        if not {"tests", "migrations"} & set(path.relative_to(root).parts)
+        for line, value in _literal_codes(path)
+        if (str(path.relative_to(root)), value) not in NOT_PROBLEM_CODES
+    ]
+    assert not literals

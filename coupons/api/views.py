@@ -11,7 +11,6 @@ from rest_framework.views import APIView
 
 from billing_project.auth import HasStaffPermission
 from billing_project.net import client_info
-from coupons import selectors, services
 from coupons.api.filters import FraudDetectionFilter, StaffCampaignFilter, StaffCouponFilter
 from coupons.api.serializers import (
     CampaignCouponInput,
@@ -34,6 +33,29 @@ from coupons.api.serializers import (
     ResolveInput,
 )
 from coupons.api.throttles import CouponIpRateThrottle, CouponUserRateThrottle
+from coupons.selectors.reports import (
+    campaigns_for_staff,
+    coupon_performance,
+    coupons_for_staff,
+    coupons_of_campaign,
+    fraud_detections_for_staff,
+    redemptions_of_coupon,
+)
+from coupons.services.campaigns import (
+    campaign_coupon_attach,
+    campaign_coupon_detach,
+    campaign_coupons_generate,
+    campaign_create,
+    campaign_delete,
+    campaign_update,
+    coupon_activate,
+    coupon_create,
+    coupon_deactivate,
+    coupon_delete,
+    coupon_update,
+)
+from coupons.services.redemption import coupon_redeem, coupon_validate
+from coupons.services.review import fraud_detection_resolve
 
 UUID_PATTERN = "[0-9a-fA-F-]{36}"
 
@@ -54,7 +76,7 @@ class CouponValidateView(APIView):
     @extend_schema(request=CouponQuestionInput, responses={200: CouponValidateOutput})
     def post(self, request):
         data = _valid(CouponQuestionInput, request.data)
-        validation = services.coupon_validate(
+        validation = coupon_validate(
             user=request.user,
             code=data["code"],
             tier=data.get("tier"),
@@ -90,7 +112,7 @@ class CouponRedeemView(APIView):
     @extend_schema(request=CouponQuestionInput, responses={201: RedeemOutput})
     def post(self, request):
         data = _valid(CouponQuestionInput, request.data)
-        redemption = services.coupon_redeem(
+        redemption = coupon_redeem(
             user=request.user,
             code=data["code"],
             tier=data.get("tier"),
@@ -119,21 +141,21 @@ class StaffCouponViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     }
     serializer_class = CouponOutput
     filterset_class = StaffCouponFilter
-    queryset = selectors.coupons_for_staff()
+    queryset = coupons_for_staff()
     lookup_value_regex = UUID_PATTERN
 
     def _reloaded(self, coupon):
-        return selectors.coupons_for_staff().get(pk=coupon.pk)
+        return coupons_for_staff().get(pk=coupon.pk)
 
     @extend_schema(request=CouponInput, responses={201: CouponOutput})
     def create(self, request):
-        coupon = services.coupon_create(actor=request.user, **_valid(CouponInput, request.data))
+        coupon = coupon_create(actor=request.user, **_valid(CouponInput, request.data))
         return Response(CouponOutput(self._reloaded(coupon)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CouponUpdateInput, responses={200: CouponOutput})
     def partial_update(self, request, pk=None):
         changes = _valid(CouponUpdateInput, request.data)
-        coupon = services.coupon_update(coupon_id=pk, actor=request.user, **changes)
+        coupon = coupon_update(coupon_id=pk, actor=request.user, **changes)
         return Response(CouponOutput(self._reloaded(coupon)).data)
 
     @extend_schema(request=CouponUpdateInput, responses={200: CouponOutput})
@@ -142,26 +164,26 @@ class StaffCouponViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        services.coupon_delete(coupon_id=pk, actor=request.user)
+        coupon_delete(coupon_id=pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={200: CouponOutput})
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None):
-        coupon = services.coupon_activate(coupon_id=pk, actor=request.user)
+        coupon = coupon_activate(coupon_id=pk, actor=request.user)
         return Response(CouponOutput(self._reloaded(coupon)).data)
 
     @extend_schema(request=None, responses={200: CouponOutput})
     @action(detail=True, methods=["post"])
     def deactivate(self, request, pk=None):
-        coupon = services.coupon_deactivate(coupon_id=pk, actor=request.user)
+        coupon = coupon_deactivate(coupon_id=pk, actor=request.user)
         return Response(CouponOutput(self._reloaded(coupon)).data)
 
     @extend_schema(responses={200: RedemptionOutput(many=True)})
     @action(detail=True, methods=["get"], serializer_class=RedemptionOutput, filterset_class=None)
     def redemptions(self, request, pk=None):
         self.get_object()
-        page = self.paginate_queryset(selectors.redemptions_of_coupon(coupon_id=pk))
+        page = self.paginate_queryset(redemptions_of_coupon(coupon_id=pk))
         return self.get_paginated_response(RedemptionOutput(page, many=True).data)
 
 
@@ -189,21 +211,21 @@ class StaffCampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     }
     serializer_class = CampaignOutput
     filterset_class = StaffCampaignFilter
-    queryset = selectors.campaigns_for_staff()
+    queryset = campaigns_for_staff()
     lookup_value_regex = UUID_PATTERN
 
     def _reloaded(self, campaign):
-        return selectors.campaigns_for_staff().get(pk=campaign.pk)
+        return campaigns_for_staff().get(pk=campaign.pk)
 
     @extend_schema(request=CampaignInput, responses={201: CampaignOutput})
     def create(self, request):
-        campaign = services.campaign_create(actor=request.user, **_valid(CampaignInput, request.data))
+        campaign = campaign_create(actor=request.user, **_valid(CampaignInput, request.data))
         return Response(CampaignOutput(self._reloaded(campaign)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CampaignUpdateInput, responses={200: CampaignOutput})
     def partial_update(self, request, pk=None):
         changes = _valid(CampaignUpdateInput, request.data)
-        campaign = services.campaign_update(campaign_id=pk, actor=request.user, **changes)
+        campaign = campaign_update(campaign_id=pk, actor=request.user, **changes)
         return Response(CampaignOutput(self._reloaded(campaign)).data)
 
     @extend_schema(request=CampaignUpdateInput, responses={200: CampaignOutput})
@@ -212,7 +234,7 @@ class StaffCampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        services.campaign_delete(campaign_id=pk, actor=request.user)
+        campaign_delete(campaign_id=pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(methods=["GET"], responses={200: CouponOutput(many=True)})
@@ -221,23 +243,23 @@ class StaffCampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     def coupons(self, request, pk=None):
         if request.method == "POST":
             data = _valid(CampaignCouponInput, request.data)
-            link = services.campaign_coupon_attach(campaign_id=pk, coupon_id=data["coupon_id"], actor=request.user)
+            link = campaign_coupon_attach(campaign_id=pk, coupon_id=data["coupon_id"], actor=request.user)
             return Response(CampaignCouponOutput(link).data, status=status.HTTP_201_CREATED)
         self.get_object()
-        page = self.paginate_queryset(selectors.coupons_of_campaign(campaign_id=pk))
+        page = self.paginate_queryset(coupons_of_campaign(campaign_id=pk))
         return self.get_paginated_response(CouponOutput(page, many=True).data)
 
     @extend_schema(parameters=[COUPON_ID_PARAMETER], request=None, responses={204: None})
     @action(detail=True, methods=["delete"], url_path=f"coupons/(?P<coupon_id>{UUID_PATTERN})")
     def coupon_detach(self, request, pk=None, coupon_id=None):
-        services.campaign_coupon_detach(campaign_id=pk, coupon_id=coupon_id, actor=request.user)
+        campaign_coupon_detach(campaign_id=pk, coupon_id=coupon_id, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=GenerateCouponsInput, responses={201: GenerateCouponsOutput})
     @action(detail=True, methods=["post"], url_path="generate-coupons")
     def generate_coupons(self, request, pk=None):
         data = dict(_valid(GenerateCouponsInput, request.data))
-        coupons = services.campaign_coupons_generate(
+        coupons = campaign_coupons_generate(
             campaign_id=pk, actor=request.user, count=data.pop("count"), prefix=data.pop("prefix"), **data
         )
         body = {"campaign_id": pk, "count": len(coupons), "codes": [coupon.code for coupon in coupons]}
@@ -256,14 +278,14 @@ class FraudDetectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     }
     serializer_class = FraudDetectionOutput
     filterset_class = FraudDetectionFilter
-    queryset = selectors.fraud_detections_for_staff()
+    queryset = fraud_detections_for_staff()
     lookup_value_regex = UUID_PATTERN
 
     @extend_schema(request=ResolveInput, responses={200: FraudDetectionOutput})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         data = _valid(ResolveInput, request.data)
-        detection = services.fraud_detection_resolve(detection_id=pk, actor=request.user, **data)
+        detection = fraud_detection_resolve(detection_id=pk, actor=request.user, **data)
         return Response(FraudDetectionOutput(detection).data)
 
 
@@ -277,5 +299,5 @@ class CouponPerformanceView(APIView):
     @extend_schema(parameters=[PerformanceQuery], responses={200: PerformanceOutput})
     def get(self, request):
         query = _valid(PerformanceQuery, request.query_params)
-        report = selectors.coupon_performance(**query)
+        report = coupon_performance(**query)
         return Response(PerformanceOutput(report).data)

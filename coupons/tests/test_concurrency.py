@@ -7,9 +7,9 @@ import pytest
 
 from billing_project.net import ClientInfo
 from conftest import run_concurrently
-from coupons import services
 from coupons.codes import Reason
 from coupons.models import CouponRedemption, CouponType, CouponUsageLimit, DiscountType, RedemptionStatus
+from coupons.services.redemption import CouponRefused, coupon_redeem
 from coupons.tests.factories import CampaignCouponFactory, CouponCampaignFactory, CouponFactory
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from subscriptions.services import account_register, tier_catalog_seed
@@ -36,7 +36,7 @@ def client_of(n: int) -> ClientInfo:
 
 
 def redeem(user, code: str, n: int):
-    return services.coupon_redeem(user=user, code=code, client=client_of(n))
+    return coupon_redeem(user=user, code=code, client=client_of(n))
 
 
 def outcomes(results: list) -> tuple[list[CouponRedemption], list[str]]:
@@ -44,11 +44,11 @@ def outcomes(results: list) -> tuple[list[CouponRedemption], list[str]]:
     unexpected = [
         result
         for result in results
-        if not isinstance(result, CouponRedemption | services.CouponRefused)  # e.g. a deadlock or IntegrityError
+        if not isinstance(result, CouponRedemption | CouponRefused)  # e.g. a deadlock or IntegrityError
     ]
     assert unexpected == [], unexpected
     successes = [result for result in results if isinstance(result, CouponRedemption)]
-    refusals = [result.code for result in results if isinstance(result, services.CouponRefused)]
+    refusals = [result.code for result in results if isinstance(result, CouponRefused)]
     return successes, refusals
 
 

@@ -12,9 +12,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from conftest import access_token_for, bearer
-from coupons import services
 from coupons.codes import Reason
 from coupons.models import CouponRedemption, CouponType, CouponUsageLimit, DiscountType, RedemptionStatus
+from coupons.services.campaigns import coupon_delete
 from coupons.tasks import release_abandoned_checkouts
 from coupons.tests.conftest import PASSWORD, REDEEM_URL
 from coupons.tests.factories import CampaignCouponFactory, CouponCampaignFactory, CouponFactory
@@ -609,7 +609,7 @@ def test_a_deleted_coupon_is_refused_and_its_earlier_redemptions_stay(customer, 
     first = redeem(customer_client, coupon.code)
     assert first.status_code == 201, first.content
 
-    services.coupon_delete(coupon_id=coupon.pk, actor=staff_user)
+    coupon_delete(coupon_id=coupon.pk, actor=staff_user)
 
     other = account_register(email="late@example.com", password=PASSWORD)
     response = redeem(client_of(other), coupon.code)

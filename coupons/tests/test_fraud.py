@@ -179,7 +179,7 @@ def _guesses(client, count: int, *, via=VALIDATE_URL, start: int = 0) -> None:
 
 
 def test_unknown_codes_tried_through_validate_are_recorded_and_logged(customer, customer_client, caplog):
-    with caplog.at_level("INFO", logger="coupons.services"):
+    with caplog.at_level("INFO", logger="coupons.services.redemption"):
         _guesses(customer_client, 2)
         _guesses(customer_client, 1, via=REDEEM_URL, start=2)
 

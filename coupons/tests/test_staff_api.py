@@ -20,7 +20,7 @@ from coupons.models import (
     FraudSeverity,
     RedemptionStatus,
 )
-from coupons.services import coupon_analytics_snapshot
+from coupons.services.analytics import coupon_analytics_snapshot
 from coupons.tests.factories import (
     CampaignCouponFactory,
     CouponCampaignFactory,

@@ -10,6 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing_project import codes
 from billing_project.auth import (
     ActiveUserTokenAuthentication,
     HasStaffPermission,
@@ -21,6 +22,7 @@ from billing_project.parsers import text_problem
 from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
+from credits.codes import ErrorCode
 from credits.models import ModelProviderPricing, PricingConfig, Provider
 
 UsageWrite = service_scope("usage:write")
@@ -52,7 +54,7 @@ def _batch_entry(index: int, raw) -> tuple[dict, object]:
             "index": index,
             "request_id": request_id,
             "status": 400,
-            "code": "validation_error",
+            "code": codes.ErrorCode.VALIDATION_ERROR,  # the problem code of invalid fields, per event
             "errors": errors,
         }, None
     return {"index": index, "request_id": request_id}, event
@@ -92,7 +94,7 @@ class UsageCheckView(APIView):
         data.is_valid(raise_exception=True)
         user_id = data.validated_data["user_id"]
         if not get_user_model().objects.filter(pk=user_id).exists():
-            raise NotFound(f"No user with id {user_id}.", code="unknown_user")
+            raise NotFound(f"No user with id {user_id}.", code=ErrorCode.UNKNOWN_USER)
         figures = selectors.credits_available(user_id=user_id)
         allowed = data.validated_data["estimated_credits"] <= figures["available"]
         return Response({"allowed": allowed, "balance": figures["balance"], "available": figures["available"]})
@@ -190,7 +192,7 @@ class StaffCreditGrantView(APIView):
         fields = dict(data.validated_data)
         user = get_user_model().objects.filter(pk=fields.pop("user_id")).first()
         if user is None:
-            raise NotFound("No such user.", code="unknown_user")
+            raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
         result = services.credit_grant_by_staff(user=user, actor=request.user, **fields)
         body = {"allocation_id": result.allocation.pk, "balance_after": result.balance_after}
         return Response(s.StaffGrantOutput(body).data, status=status.HTTP_201_CREATED)

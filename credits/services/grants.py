@@ -10,6 +10,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.errors import Conflict, NotFound, RuleViolation
+from credits.codes import ErrorCode
 from credits.models import (
     CreditAllocation,
     CreditDeductionLedger,
@@ -31,7 +32,7 @@ class GrantResult:
 def _locked_balance(user_id):
     balance = balance_lock(user_id=user_id)
     if balance is None:
-        raise NotFound("No such user.", code="unknown_user")
+        raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
     return balance
 
 
@@ -53,7 +54,7 @@ def credit_grant(
     Idempotent per (subscription, period_start, source): a period is never allocated twice.
     """
     if amount <= 0:
-        raise RuleViolation("A grant must be a positive number of credits.", code="invalid_amount")
+        raise RuleViolation("A grant must be a positive number of credits.", code=ErrorCode.INVALID_AMOUNT)
     balance = _locked_balance(user.pk)
     if subscription is not None:
         # Checked under the balance lock; the unique constraint backs it up.
@@ -108,11 +109,11 @@ def credit_grant_by_staff(
 ) -> GrantResult:
     """A grant made by staff (console, API or `manage.py grant_credits`), audited with it."""
     if not reason.strip():
-        raise RuleViolation("A grant needs a reason.", code="reason_required")
+        raise RuleViolation("A grant needs a reason.", code=ErrorCode.REASON_REQUIRED)
     if source not in GRANTABLE_BY_STAFF:
-        raise RuleViolation(f"Staff cannot grant credits from '{source}'.", code="invalid_source")
+        raise RuleViolation(f"Staff cannot grant credits from '{source}'.", code=ErrorCode.INVALID_SOURCE)
     if expires_at is not None and expires_at <= timezone.now():
-        raise RuleViolation("The expiry must be in the future.", code="expiry_in_past")
+        raise RuleViolation("The expiry must be in the future.", code=ErrorCode.EXPIRY_IN_PAST)
     result = credit_grant(
         user=user, amount=amount, source=source, expires_at=expires_at, reason=reason, granted_by=actor
     )
@@ -146,16 +147,16 @@ def deduction_reverse(*, deduction_id, reason: str, actor=None, expires_at: date
     """Gives back the credits of a deduction: a new `reversal` ledger row (the original is never
     edited) and a new grant with the credits, audited. A deduction is reversed at most once."""
     if not reason.strip():
-        raise RuleViolation("A reversal needs a reason.", code="reason_required")
+        raise RuleViolation("A reversal needs a reason.", code=ErrorCode.REASON_REQUIRED)
     deduction = CreditDeductionLedger.objects.filter(pk=deduction_id).first()
     if deduction is None:
-        raise NotFound("No such deduction.", code="unknown_deduction")
+        raise NotFound("No such deduction.", code=ErrorCode.UNKNOWN_DEDUCTION)
     balance = _locked_balance(deduction.user_id)
     # Re-read under the lock: a concurrent reversal of the same row has committed or not.
     if deduction.reason == DeductionReason.REVERSAL:
-        raise Conflict("A reversal cannot itself be reversed.", code="not_reversible")
+        raise Conflict("A reversal cannot itself be reversed.", code=ErrorCode.NOT_REVERSIBLE)
     if CreditDeductionLedger.objects.filter(reverses=deduction).exists():
-        raise Conflict("This deduction has already been reversed.", code="already_reversed")
+        raise Conflict("This deduction has already been reversed.", code=ErrorCode.ALREADY_REVERSED)
     now = timezone.now()
     before = balance.amount
     reversal = CreditDeductionLedger.objects.create(

@@ -14,6 +14,7 @@ from billing_project.errors import Conflict, DomainError, Forbidden, NotFound, R
 from billing_project.money import exact, quantize_half_up
 from billing_project.parsers import text_problem
 from credits import catalog
+from credits.codes import ErrorCode
 from credits.models import (
     PER_1K_PRICE_FIELDS,
     ApprovalStatus,
@@ -50,7 +51,7 @@ def _price_text(value, *, where: str) -> str:
 
 
 def _invalid(where: str, why: str) -> RuleViolation:
-    return RuleViolation(f"{where}: {why}.", code="invalid_price", extra={"field": where})
+    return RuleViolation(f"{where}: {why}.", code=ErrorCode.INVALID_PRICE, extra={"field": where})
 
 
 def _component_prices(prices, *, where: str) -> dict[str, str]:
@@ -131,7 +132,7 @@ def provider_update(*, provider_id, actor, **changes) -> Provider:
     """Changes a provider's display name, type or whether it may be used; its name is its identity."""
     provider = Provider.objects.select_for_update().filter(pk=provider_id).first()
     if provider is None:
-        raise NotFound("No such provider.", code="unknown_provider")
+        raise NotFound("No such provider.", code=ErrorCode.UNKNOWN_PROVIDER)
     previous = snapshot(provider)
     for name, value in changes.items():
         setattr(provider, name, value)
@@ -163,7 +164,7 @@ def price_start_check(*, latest: ModelProviderPricing | None, effective_from: da
         raise Conflict(
             f"A price of {latest.provider.name}/{latest.model_name} must start after its latest price "
             f"({latest.effective_from.isoformat()}).",
-            code="price_history_conflict",
+            code=ErrorCode.PRICE_HISTORY_CONFLICT,
             extra={"latest_effective_from": latest.effective_from.isoformat(), "model_name": latest.model_name},
         )
 
@@ -252,7 +253,7 @@ def model_price_create(
     except IntegrityError as error:
         raise Conflict(
             f"A price of {provider.name}/{model_name} already starts at that time.",
-            code="price_exists",
+            code=ErrorCode.PRICE_EXISTS,
             extra={"model_name": model_name},
         ) from error
     MarginAuditLog.objects.create(
@@ -297,7 +298,7 @@ def _check_scope(scope_type: str, given: dict) -> None:
     if missing or extra:
         raise RuleViolation(
             f"A '{scope_type}' margin needs {sorted(SCOPE_REQUIREMENTS[scope_type])} and nothing else.",
-            code="invalid_scope",
+            code=ErrorCode.INVALID_SCOPE,
             extra={"missing": sorted(missing), "unexpected": sorted(extra)},
         )
 
@@ -319,10 +320,10 @@ def pricing_config_create(
     """Proposes a margin for a scope. It counts only once someone other than its creator approves it."""
     _check_scope(scope_type, {"subscription_tier": subscription_tier, "provider": provider, "model_name": model_name})
     if margin_multiplier <= 0:
-        raise RuleViolation("A margin multiplier must be positive.", code="invalid_multiplier")
+        raise RuleViolation("A margin multiplier must be positive.", code=ErrorCode.INVALID_MULTIPLIER)
     effective_from = effective_from or timezone.now()
     if effective_until is not None and effective_until <= effective_from:
-        raise RuleViolation("The end must come after the start.", code="invalid_period")
+        raise RuleViolation("The end must come after the start.", code=ErrorCode.INVALID_PERIOD)
     previous = pricing_book().margin_at(
         tier=subscription_tier,
         provider=provider.name if provider else "",
@@ -363,9 +364,9 @@ def _pending_config_locked(config_id) -> PricingConfig:
         PricingConfig.objects.select_for_update(of=("self",)).select_related("provider").filter(pk=config_id).first()
     )
     if config is None:
-        raise RuleViolation("No such pricing change.", code="unknown_pricing_config")
+        raise RuleViolation("No such pricing change.", code=ErrorCode.UNKNOWN_PRICING_CONFIG)
     if config.approval_status != ApprovalStatus.PENDING:
-        raise Conflict(f"This change is already {config.approval_status}.", code="not_pending")
+        raise Conflict(f"This change is already {config.approval_status}.", code=ErrorCode.NOT_PENDING)
     return config
 
 
@@ -374,7 +375,7 @@ def pricing_config_approve(*, config_id, actor) -> PricingConfig:
     """Puts a proposed margin in force. Its creator may not approve it (four eyes)."""
     config = _pending_config_locked(config_id)
     if config.created_by_id is not None and config.created_by_id == actor.pk:
-        raise Forbidden("You cannot approve a pricing change you made.", code="self_approval")
+        raise Forbidden("You cannot approve a pricing change you made.", code=ErrorCode.SELF_APPROVAL)
     previous = snapshot(config)
     config.approval_status = ApprovalStatus.APPROVED
     config.approved_by = actor

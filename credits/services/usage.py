@@ -19,6 +19,7 @@ from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequi
 from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
 from billing_project.money import quantize_half_up
 from credits import ledger_sql, pricing
+from credits.codes import ErrorCode
 from credits.models import (
     CreditHold,
     DeductionReason,
@@ -85,7 +86,7 @@ class UsageResult:
 def insufficient_credits(*, needed: int, balance: int, available: int) -> PaymentRequired:
     return PaymentRequired(
         f"This needs {needed} credits; {available} are available.",
-        code="insufficient_credits",
+        code=ErrorCode.INSUFFICIENT_CREDITS,
         extra={"required": needed, "balance": balance, "available": available},
     )
 
@@ -132,11 +133,11 @@ class _UserSession:
 
     def record(self, event: UsageEvent) -> UsageResult:
         if self.account is None:
-            raise RuleViolation(f"No user with id {event.user_id}.", code="unknown_user")
+            raise RuleViolation(f"No user with id {event.user_id}.", code=ErrorCode.UNKNOWN_USER)
         done = self.recorded.get(event.request_id)
         if done is not None:
             if done.user_id != self.user_id:
-                raise Conflict("This request_id was recorded for another user.", code="request_id_conflict")
+                raise Conflict("This request_id was recorded for another user.", code=ErrorCode.REQUEST_ID_CONFLICT)
             return UsageResult(status_code=200, usage=done)
         quote = self._quote(event)
         hold = self._hold_of(event)
@@ -210,14 +211,14 @@ class _UserSession:
 
     def _quote(self, event: UsageEvent) -> pricing.Quote:
         if event.provider not in self.book.providers:
-            raise RuleViolation(f"Unknown provider '{event.provider}'.", code="unknown_provider")
+            raise RuleViolation(f"Unknown provider '{event.provider}'.", code=ErrorCode.UNKNOWN_PROVIDER)
         price = self.book.price_at(
             provider=event.provider, model_name=event.model, moment=event.request_started_at, region=event.region
         )
         if price is None:
             raise RuleViolation(
                 f"No price for model '{event.model}' of '{event.provider}' at {event.request_started_at.isoformat()}.",
-                code="unknown_model",
+                code=ErrorCode.UNKNOWN_MODEL,
             )
         if self.byok:
             return pricing.byok_quote(price)
@@ -240,7 +241,7 @@ class _UserSession:
         except pricing.UnpricedFee as unpriced:
             raise RuleViolation(
                 f"No price for the fee '{unpriced.fee}' of model '{event.model}' of '{event.provider}'.",
-                code="unpriced_fee",
+                code=ErrorCode.UNPRICED_FEE,
                 extra={"fee": unpriced.fee},
             ) from unpriced
 
@@ -249,9 +250,9 @@ class _UserSession:
             return None
         hold = self.holds.get(event.hold_id)
         if hold is None or hold.user_id != self.user_id:
-            raise RuleViolation("No such hold for this user.", code="unknown_hold")
+            raise RuleViolation("No such hold for this user.", code=ErrorCode.UNKNOWN_HOLD)
         if hold.status == HoldStatus.CAPTURED:
-            raise Conflict("This hold has already been captured.", code="hold_already_captured")
+            raise Conflict("This hold has already been captured.", code=ErrorCode.HOLD_ALREADY_CAPTURED)
         return hold
 
     def _capture(self, hold: CreditHold, *, charged: int, request_id: UUID) -> None:
@@ -311,7 +312,7 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
             # The parser bounds every value, so this is a value the database still cannot hold: the
             # events it came with are recorded alone, and only the one that fails is refused.
             if len(events) == 1:
-                return [RuleViolation("The database cannot store this event.", code="unrecordable_event")]
+                return [RuleViolation("The database cannot store this event.", code=ErrorCode.UNRECORDABLE_EVENT)]
             return [outcome for event in events for outcome in _record_user(user_id, [event])]
     raise AssertionError("unreachable")
 
@@ -368,11 +369,11 @@ class HoldResult:
 def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None = None) -> HoldResult:
     """Reserves credits before a streaming call; 402 when they cannot be held. Idempotent on hold_id."""
     if estimated_credits <= 0:
-        raise RuleViolation("A hold must be a positive number of credits.", code="invalid_amount")
+        raise RuleViolation("A hold must be a positive number of credits.", code=ErrorCode.INVALID_AMOUNT)
     now = timezone.now()
     account = LockedAccount.open(user_id=user_id, now=now)
     if account is None:
-        raise RuleViolation(f"No user with id {user_id}.", code="unknown_user")
+        raise RuleViolation(f"No user with id {user_id}.", code=ErrorCode.UNKNOWN_USER)
     account.flush()
     balance = account.balance
     held = ledger_sql.holds_live_amount(user_id, now)
@@ -381,7 +382,7 @@ def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None =
         existing = CreditHold.objects.filter(hold_id=hold_id).first()
         if existing is not None:
             if existing.user_id != user_id or existing.amount != estimated_credits:
-                raise Conflict("This hold_id is already used for another reservation.", code="hold_id_conflict")
+                raise Conflict("This hold_id is already used for another reservation.", code=ErrorCode.HOLD_ID_CONFLICT)
             return HoldResult(hold=existing, available=available, created=False)
     if estimated_credits > available:
         raise insufficient_credits(needed=estimated_credits, balance=balance.amount, available=available)
@@ -399,11 +400,11 @@ def hold_release(*, hold_id: UUID) -> CreditHold:
     """Frees a hold that will not be captured. Releasing twice is harmless; a captured hold is a 409."""
     hold = CreditHold.objects.filter(hold_id=hold_id).first()
     if hold is None:
-        raise NotFound("No such hold.", code="unknown_hold")
+        raise NotFound("No such hold.", code=ErrorCode.UNKNOWN_HOLD)
     balance_lock(user_id=hold.user_id)  # holds change under their owner's balance lock
     hold.refresh_from_db()
     if hold.status == HoldStatus.CAPTURED:
-        raise Conflict("This hold has already been captured.", code="hold_already_captured")
+        raise Conflict("This hold has already been captured.", code=ErrorCode.HOLD_ALREADY_CAPTURED)
     if hold.status == HoldStatus.HELD:
         hold.status = HoldStatus.EXPIRED if hold.expires_at <= timezone.now() else HoldStatus.RELEASED
         hold.save(update_fields=["status", "updated_at"])

@@ -35,6 +35,7 @@ from licensing.api.serializers import (
     reveals_full_keys,
 )
 from licensing.api.throttles import LicenseIpRateThrottle, LicenseKeyRateThrottle
+from licensing.codes import ErrorCode
 from licensing.models import PerpetualLicense
 
 LICENSE_KEY_PARAMETER = OpenApiParameter("license_key", OpenApiTypes.STR, OpenApiParameter.PATH)
@@ -178,7 +179,7 @@ class StaffLicenseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         data = _valid(IssueInput, request.data)
         user = get_user_model()._default_manager.filter(pk=data.pop("user_id")).first()
         if user is None:
-            raise NotFound("No user with this id.", code="user_not_found")
+            raise NotFound("No user with this id.", code=ErrorCode.USER_NOT_FOUND)
         license_ = services.license_issue(user=user, actor=request.user, **data)
         return Response(StaffLicenseOutput(license_).data, status=status.HTTP_201_CREATED)
 

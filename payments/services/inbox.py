@@ -24,6 +24,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import DomainError, NotFound
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
+from payments.codes import ErrorCode
 from payments.models import WebhookEvent, WebhookProvider, WebhookStatus
 from payments.registry import event_handlers
 from payments.services.events import payment_event_record
@@ -34,7 +35,7 @@ DONE = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
 
 
 class InvalidSignature(DomainError):
-    code = "invalid_signature"
+    code = ErrorCode.INVALID_SIGNATURE
     title = "Invalid webhook signature"
 
 
@@ -42,7 +43,7 @@ class WebhookProcessingFailed(DomainError):
     """Answered 500 so that Stripe delivers the event again; the row keeps the error."""
 
     status = 500
-    code = "webhook_processing_failed"
+    code = ErrorCode.WEBHOOK_PROCESSING_FAILED
     title = "Webhook processing failed"
 
 
@@ -107,7 +108,7 @@ def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
     handlers are idempotent, so replaying a processed event changes nothing."""
     row = WebhookEvent.objects.select_for_update().filter(event_id=event_id).first()
     if row is None:
-        raise NotFound(f"No stored webhook event {event_id}.", code="webhook_event_not_found")
+        raise NotFound(f"No stored webhook event {event_id}.", code=ErrorCode.WEBHOOK_EVENT_NOT_FOUND)
     previous = {"status": row.status, "result": row.result, "error": row.error}
     _process(row)
     audit_record(

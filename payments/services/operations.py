@@ -37,6 +37,7 @@ from billing_project.errors import Conflict
 from billing_project.metrics import PAYMENT_OPERATIONS
 from billing_project.money import usd_to_cents
 from payments import stripe_api
+from payments.codes import ErrorCode
 from payments.models import (
     CHARGE_KINDS,
     CHECKOUT_KINDS,
@@ -74,7 +75,7 @@ PAYMENT_EVENT_TYPES = {
 
 
 class OperationInProgress(Conflict):
-    code = "payment_in_progress"
+    code = ErrorCode.PAYMENT_IN_PROGRESS
     title = "Payment in progress"
 
 

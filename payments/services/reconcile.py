@@ -7,6 +7,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.errors import NotFound
 from billing_project.jobs import items_run
+from payments.codes import ErrorCode
 from payments.models import PaymentOperation
 from payments.services.operations import operation_settle_from_provider, operations_to_reconcile
 
@@ -15,7 +16,7 @@ def operation_reconcile(*, operation_id, actor=None) -> PaymentOperation:
     """Settles one operation now (staff); the request and its result are audited."""
     before = PaymentOperation.objects.filter(pk=operation_id).first()
     if before is None:
-        raise NotFound("No such payment operation.", code="payment_operation_not_found")
+        raise NotFound("No such payment operation.", code=ErrorCode.PAYMENT_OPERATION_NOT_FOUND)
     operation = operation_settle_from_provider(operation_id=operation_id)
     audit_record(
         action=AuditAction.PROCESS,

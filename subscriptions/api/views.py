@@ -32,6 +32,7 @@ from subscriptions.api.serializers import (
     TierChangePreviewOutput,
     TierOutput,
 )
+from subscriptions.codes import ErrorCode
 from subscriptions.models import BillingInvoice, ProrationStatus, Subscription
 
 
@@ -148,7 +149,7 @@ class MySubscriptionView(APIView):
     def get(self, request):
         subscription = selectors.subscription_live_for(user=request.user)
         if subscription is None:
-            raise NotFound("There is no live subscription.", code="no_subscription")
+            raise NotFound("There is no live subscription.", code=ErrorCode.NO_SUBSCRIPTION)
         return Response(SubscriptionOutput(subscription).data)
 
 

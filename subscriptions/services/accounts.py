@@ -9,13 +9,14 @@ from django.db import IntegrityError, transaction
 from billing_project.email_verification import email_verification_send
 from billing_project.enums import SubscriptionTier
 from subscriptions import catalog
+from subscriptions.codes import ErrorCode
 from subscriptions.models import Subscription, TierConfig
 from subscriptions.services.entitlements import entitlement_activate
 from subscriptions.services.lifecycle import subscription_start_free
 
 
 def _email_taken_error() -> ValidationError:
-    return ValidationError({"email": ["An account with this e-mail already exists."]}, code="email_taken")
+    return ValidationError({"email": ["An account with this e-mail already exists."]}, code=ErrorCode.EMAIL_TAKEN)
 
 
 @transaction.atomic

@@ -33,6 +33,7 @@ from payments.services.operations import (
     operation_unfinished_for,
     stripe_active,
 )
+from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
@@ -201,25 +202,25 @@ def payment_refund(*, payment_id, amount_usd: Decimal | None, reason: str, actor
 @transaction.atomic
 def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
     if not reason.strip():
-        raise RuleViolation("A refund needs a reason.", code="reason_required")
+        raise RuleViolation("A refund needs a reason.", code=ErrorCode.REASON_REQUIRED)
     payment = PaymentTransaction.objects.select_for_update().filter(pk=payment_id).first()
     if payment is None:
-        raise NotFound("No such payment.", code="payment_not_found")
+        raise NotFound("No such payment.", code=ErrorCode.PAYMENT_NOT_FOUND)
     unfinished = operation_unfinished_for(kind=OperationKind.REFUND, subject=payment)
     if unfinished is not None:
         return unfinished
     refundable = payment.amount_usd - payment.refunded_amount_usd
     amount = refundable if amount_usd is None else amount_usd
     if payment.status not in REFUNDABLE or refundable <= 0:
-        raise Conflict(f"A {payment.status} payment cannot be refunded.", code="payment_not_refundable")
+        raise Conflict(f"A {payment.status} payment cannot be refunded.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
     if amount <= 0 or amount > refundable:
         raise RuleViolation(
             f"The refund must be more than 0 and at most {refundable}.",
-            code="refund_amount_invalid",
+            code=ErrorCode.REFUND_AMOUNT_INVALID,
             extra={"refundable_usd": str(refundable)},
         )
     if stripe_active() and not (payment.stripe_payment_intent_id or payment.stripe_charge_id):
-        raise Conflict("This payment was not made through Stripe.", code="payment_not_refundable")
+        raise Conflict("This payment was not made through Stripe.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
     operation = operation_open(
         kind=OperationKind.REFUND,
         user=payment.user,

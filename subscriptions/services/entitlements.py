@@ -4,6 +4,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_project.errors import RuleViolation
+from subscriptions.codes import ErrorCode
 from subscriptions.models import TierConfig, UserEntitlement
 from subscriptions.selectors import entitlements_cache_invalidate
 
@@ -11,7 +12,7 @@ from subscriptions.selectors import entitlements_cache_invalidate
 def tier_config_get(tier: str) -> TierConfig:
     config = TierConfig.objects.filter(tier=tier, is_active=True).first()
     if config is None:
-        raise RuleViolation(f"The tier '{tier}' is not in the catalog.", code="tier_not_available")
+        raise RuleViolation(f"The tier '{tier}' is not in the catalog.", code=ErrorCode.TIER_NOT_AVAILABLE)
     return config
 
 

@@ -36,6 +36,7 @@ from payments.services.operations import (
     stripe_active,
 )
 from subscriptions import discounts, proration
+from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     LIVE_STATUSES,
     ChangeType,
@@ -77,7 +78,7 @@ def transition_allowed(current: str, target: str) -> bool:
 def subscription_lock(subscription_id) -> Subscription:
     subscription = Subscription.objects.select_for_update().filter(pk=subscription_id).first()
     if subscription is None:
-        raise NotFound("No such subscription.", code="subscription_not_found")
+        raise NotFound("No such subscription.", code=ErrorCode.SUBSCRIPTION_NOT_FOUND)
     return subscription
 
 
@@ -112,7 +113,7 @@ def subscription_transition(
     if not transition_allowed(subscription.status, status):
         raise Conflict(
             f"A {subscription.status} subscription cannot become {status}.",
-            code="invalid_transition",
+            code=ErrorCode.INVALID_TRANSITION,
             extra={"from_status": subscription.status, "to_status": status},
         )
     previous = previous or snapshot(subscription)
@@ -186,7 +187,7 @@ def _subscribable_config(tier: str) -> TierConfig:
     if tier in NOT_SUBSCRIBABLE:
         raise RuleViolation(
             f"The {tier} tier is not sold as a subscription.",
-            code="tier_not_subscribable",
+            code=ErrorCode.TIER_NOT_SUBSCRIBABLE,
             extra={"errors": {"tier": ["Choose a paid subscription tier."]}},
         )
     return tier_config_get(tier)
@@ -258,16 +259,16 @@ def _start_open(*, user, tier, billing_cycle, coupon_code, client) -> Subscripti
     if live is not None and live.tier != SubscriptionTier.FREE and not converting_trial:
         raise Conflict(
             "There is already a subscription; change its tier instead.",
-            code="subscription_exists",
+            code=ErrorCode.SUBSCRIPTION_EXISTS,
             extra={"subscription_id": str(live.pk)},
         )
     if config.trial_days and not converting_trial and not _had_trial(user):
         if settings.FREE_OFFERS_REQUIRE_VERIFIED_EMAIL and not email_is_verified(user=user):
-            raise RuleViolation("Verify your e-mail address to start a free trial.", code="email_not_verified")
+            raise RuleViolation("Verify your e-mail address to start a free trial.", code=ErrorCode.EMAIL_NOT_VERIFIED)
         if coupon_code:
             raise RuleViolation(
                 "This start is a free trial, with nothing to pay: apply the coupon when the trial converts.",
-                code="coupon_not_for_trial",
+                code=ErrorCode.COUPON_NOT_FOR_TRIAL,
             )
         return _trial_start(user=user, config=config, live=live)
 
@@ -512,15 +513,15 @@ def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> T
     if subscription.status != Status.ACTIVE:
         raise Conflict(
             f"Only an active subscription can change tier; this one is {subscription.status}.",
-            code="subscription_not_active",
+            code=ErrorCode.SUBSCRIPTION_NOT_ACTIVE,
         )
     if subscription.tier == SubscriptionTier.FREE:
         raise RuleViolation(
             "A free subscription moves to a paid tier through POST subscriptions/ (trial or checkout).",
-            code="start_a_subscription",
+            code=ErrorCode.START_A_SUBSCRIPTION,
         )
     if tier == subscription.tier:
-        raise RuleViolation("The subscription is already on this tier.", code="same_tier")
+        raise RuleViolation("The subscription is already on this tier.", code=ErrorCode.SAME_TIER)
     config = _subscribable_config(tier)
     new_price = config.price_for(subscription.billing_cycle)
     if new_price > subscription.base_price_usd:
@@ -552,7 +553,7 @@ def _acts_as_staff(user) -> bool:
 
 def _owned_subscription(subscription: Subscription, user) -> Subscription:
     if subscription.user_id != user.pk and not _acts_as_staff(user):
-        raise NotFound("No such subscription.", code="subscription_not_found")
+        raise NotFound("No such subscription.", code=ErrorCode.SUBSCRIPTION_NOT_FOUND)
     return subscription
 
 
@@ -588,7 +589,7 @@ def _tier_change_open(*, subscription_id, user, tier: str) -> TierChange:
         if event.to_tier != tier:
             raise Conflict(
                 f"The payment of the change to {event.to_tier} is still in progress.",
-                code="payment_in_progress",
+                code=ErrorCode.PAYMENT_IN_PROGRESS,
                 extra={"operation_id": str(unfinished.pk), "to_tier": event.to_tier},
             )
         return TierChange(event=event, payment=unfinished)
@@ -599,7 +600,8 @@ def _tier_change_open(*, subscription_id, user, tier: str) -> TierChange:
     customer_id = customer_to_charge(user_id=subscription.user_id, subscription=subscription)
     if charge_needed and stripe_active() and not customer_id:
         raise PaymentRequired(
-            "There is no card on file for this subscription; start a checkout first.", code="payment_method_required"
+            "There is no card on file for this subscription; start a checkout first.",
+            code=ErrorCode.PAYMENT_METHOD_REQUIRED,
         )
     previous = snapshot(subscription)
     # A new change replaces a downgrade still waiting for the period end: that one never applies.
@@ -750,12 +752,12 @@ def subscription_cancel(*, subscription_id, user, immediately: bool = False, rea
     user back on the free tier at once."""
     subscription = _owned_subscription(subscription_lock(subscription_id), user)
     if subscription.status not in LIVE_STATUSES:
-        raise Conflict(f"The subscription is already {subscription.status}.", code="subscription_not_live")
+        raise Conflict(f"The subscription is already {subscription.status}.", code=ErrorCode.SUBSCRIPTION_NOT_LIVE)
     if subscription.tier == SubscriptionTier.FREE:
-        raise RuleViolation("The free tier cannot be cancelled.", code="free_tier_not_cancellable")
+        raise RuleViolation("The free tier cannot be cancelled.", code=ErrorCode.FREE_TIER_NOT_CANCELLABLE)
     if immediately:
         if not _acts_as_staff(user):
-            raise RuleViolation("Only staff cancel a subscription at once.", code="immediate_cancel_staff_only")
+            raise RuleViolation("Only staff cancel a subscription at once.", code=ErrorCode.IMMEDIATE_CANCEL_STAFF_ONLY)
         stripe_subscription_sync(subscription=subscription, action="cancel_now", reason=reason or "Cancelled by staff")
         return subscription_transition(
             subscription=subscription, status=Status.CANCELLED, reason=reason or "Cancelled by staff", actor=user
@@ -776,7 +778,7 @@ def subscription_cancel(*, subscription_id, user, immediately: bool = False, rea
 def subscription_status_change(*, subscription_id, status: str, reason: str, actor) -> Subscription:
     """Staff move a subscription along the state machine, with a reason (console and API)."""
     if not reason.strip():
-        raise RuleViolation("A status change needs a reason.", code="reason_required")
+        raise RuleViolation("A status change needs a reason.", code=ErrorCode.REASON_REQUIRED)
     subscription = subscription_lock(subscription_id)
     subscription = subscription_transition(subscription=subscription, status=status, reason=reason, actor=actor)
     if status in ENDED:

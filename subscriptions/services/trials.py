@@ -13,6 +13,7 @@ from audit.services import audit_record, resource_type_of
 from billing_project.enums import SubscriptionTier
 from billing_project.errors import Conflict
 from billing_project.metrics import TRIAL_EXPIRATIONS, TRIAL_REMINDERS_SENT
+from subscriptions.codes import ErrorCode
 from subscriptions.models import Subscription, SubscriptionStatus
 from subscriptions.services.lifecycle import subscription_lock, subscription_transition
 
@@ -88,7 +89,7 @@ def trial_reminder_resend(*, subscription_id, actor) -> int:
     """Staff send the trial reminder again (console action); audited. Returns the days left."""
     subscription = subscription_lock(subscription_id)
     if subscription.status != Status.TRIAL:
-        raise Conflict("Only a subscription in its trial gets trial reminders.", code="not_in_trial")
+        raise Conflict("Only a subscription in its trial gets trial reminders.", code=ErrorCode.NOT_IN_TRIAL)
     seconds_left = (subscription.trial_ends_at - timezone.now()).total_seconds()
     days_left = max(round(seconds_left / 86_400), 0)
     trial_reminder_email_send(subscription=subscription, days_left=days_left)

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from coupons.services import DEMO_COUPONS, demo_coupons_seed
+from coupons.services.campaigns import DEMO_COUPONS, demo_coupons_seed
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 from tqdm import tqdm
 
-from coupons.services import coupon_analytics_snapshot
+from coupons.services.analytics import coupon_analytics_snapshot
 from credits.services.ledger import days_between
 
 

@@ -1,13 +1,11 @@
-"""Reads of the coupons app: finding a coupon, the validation steps of SPEC 4 in their order, the
-fraud signals around a redemption, and the staff lists and reports. Nothing here writes: redemption
-(`coupons.services`) runs these same checks again under the coupon's row lock."""
+"""Finding a coupon, what redeeming it would give, and the validation steps of SPEC 4 in their order."""
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, F, Max, QuerySet, Sum
+from django.db.models import QuerySet
 from django.db.models.functions import Upper
 
 from billing_project.email_verification import email_is_verified
@@ -17,33 +15,19 @@ from coupons.codes import Reason
 from coupons.models import (
     PRICE_DISCOUNTS,
     Coupon,
-    CouponAnalyticsSnapshot,
     CouponCampaign,
-    CouponCodeGuess,
-    CouponFraudDetection,
     CouponRedemption,
     CouponType,
     DiscountType,
-    FraudDetectionType,
-    FraudSeverity,
     RedemptionStatus,
     ValidationRuleType,
 )
+from coupons.selectors.fraud import FraudSignal, fraud_signals
 from licensing.models import LicenseStatus, PerpetualLicense
-from subscriptions.models import (
-    PaymentStatus,
-    PaymentTransaction,
-    Subscription,
-    SubscriptionStatus,
-    TierConfig,
-)
+from subscriptions.models import PaymentStatus, PaymentTransaction, Subscription, SubscriptionStatus, TierConfig
 from subscriptions.selectors import subscription_live_for
 
 TAKES_A_USE = (RedemptionStatus.SUCCESS, RedemptionStatus.PENDING)
-BLOCKING = (FraudSeverity.HIGH, FraudSeverity.CRITICAL)
-VELOCITY_WINDOW = timedelta(hours=1)
-DEVICE_ACCOUNTS_WINDOW = timedelta(days=30)
-IP_ACCOUNTS_WINDOW = timedelta(hours=24)
 
 
 def code_normalize(code: str) -> str:
@@ -133,17 +117,6 @@ def preview_for(coupon: Coupon, *, purchase: Purchase) -> Preview:
 
 
 @dataclass(frozen=True)
-class FraudSignal:
-    detection_type: FraudDetectionType
-    severity: FraudSeverity
-    details: dict
-
-    @property
-    def blocks(self) -> bool:
-        return self.severity in BLOCKING
-
-
-@dataclass(frozen=True)
 class Verdict:
     reason: Reason | None = None
     signals: list[FraudSignal] = field(default_factory=list)
@@ -228,90 +201,6 @@ def _rules_reason(coupon: Coupon, user, client, now: datetime) -> Reason | None:
             if from_ip >= int(value.get("max", 1)):
                 return Reason.RULE_MAX_REDEMPTIONS_PER_IP
     return None
-
-
-def _level(count: int, levels: tuple[int, int]) -> FraudSeverity | None:
-    flag, block = levels
-    if count >= block:
-        return FraudSeverity.HIGH
-    if count >= flag:
-        return FraudSeverity.MEDIUM
-    return None
-
-
-def fraud_signals(*, coupon: Coupon, user, client, now: datetime) -> list[FraudSignal]:
-    """The patterns SPEC 4 names, from the redemptions already recorded: velocity per user, device
-    and IP; several accounts redeeming this coupon from one device, or anything from one IP. Unknown
-    codes tried again and again (guessing) are checked before any lookup: `code_guessing`."""
-    signals = []
-    succeeded = CouponRedemption.objects.filter(status=RedemptionStatus.SUCCESS)
-    recent = succeeded.filter(redemption_date__gte=now - VELOCITY_WINDOW)
-
-    def velocity(detection_type, count, levels, **details):
-        severity = _level(count, levels)
-        if severity is not None:
-            signals.append(FraudSignal(detection_type, severity, {"redemptions_last_hour": count, **details}))
-
-    velocity(FraudDetectionType.VELOCITY_USER, recent.filter(user=user).count(), settings.COUPON_VELOCITY_USER)
-    if client.device_fingerprint:
-        device = client.device_fingerprint
-        velocity(
-            FraudDetectionType.VELOCITY_DEVICE,
-            recent.filter(device_fingerprint=device).count(),
-            settings.COUPON_VELOCITY_DEVICE,
-        )
-        others = (
-            succeeded.filter(
-                coupon=coupon, device_fingerprint=device, redemption_date__gte=now - DEVICE_ACCOUNTS_WINDOW
-            )
-            .exclude(user=user)
-            .values("user")
-            .distinct()
-            .count()
-        )
-        if others:
-            severity = FraudSeverity.HIGH if others >= settings.COUPON_ACCOUNTS_PER_DEVICE else FraudSeverity.MEDIUM
-            signals.append(
-                FraudSignal(FraudDetectionType.MULTIPLE_ACCOUNTS_DEVICE, severity, {"other_accounts": others})
-            )
-    if client.ip:
-        velocity(
-            FraudDetectionType.VELOCITY_IP, recent.filter(ip_address=client.ip).count(), settings.COUPON_VELOCITY_IP
-        )
-        others = (
-            succeeded.filter(ip_address=client.ip, redemption_date__gte=now - IP_ACCOUNTS_WINDOW)
-            .exclude(user=user)
-            .values("user")
-            .distinct()
-            .count()
-        )
-        if others >= settings.COUPON_ACCOUNTS_PER_IP_FLAG:
-            signals.append(
-                FraudSignal(FraudDetectionType.MULTIPLE_ACCOUNTS_IP, FraudSeverity.MEDIUM, {"other_accounts": others})
-            )
-    return signals
-
-
-@dataclass(frozen=True)
-class Guessing:
-    """Unknown codes tried in the last hour by one user, and from their address by anyone."""
-
-    by_user: int
-    from_ip: int
-
-    @property
-    def blocked(self) -> bool:
-        """The guesser is blocked, not the address: another account there that tried no unknown
-        code is served, while accounts guessing together from one address are all blocked."""
-        block = settings.COUPON_GUESSING[1]
-        return self.by_user >= block or (self.by_user > 0 and self.from_ip >= block)
-
-
-def code_guessing(*, user, client, now: datetime) -> Guessing:
-    recent = CouponCodeGuess.objects.filter(tried_at__gte=now - VELOCITY_WINDOW)
-    by_user = recent.filter(user=user).count()
-    from_ip = recent.filter(ip_address=client.ip).count() if client.ip and by_user else 0
-    return Guessing(by_user=by_user, from_ip=from_ip)
 
 
 def effect_reason(coupon: Coupon, *, subscription: Subscription | None, purchase: Purchase, at_checkout: bool):
@@ -414,109 +303,4 @@ def coupon_validate(*, user, code: str, tier=None, billing_cycle=None, amount_us
         purchase=purchase_for(subscription=subscription, tier=tier, billing_cycle=billing_cycle, amount_usd=amount_usd),
         client=client,
         now=now,
-    )
-
-
-# Staff lists and reports
-
-
-def coupons_for_staff() -> QuerySet:
-    return (
-        Coupon.objects.select_related("created_by", "deleted_by", "usage")
-        .prefetch_related("campaign_links")
-        .order_by("-created_at")
-    )
-
-
-def redemptions_of_coupon(*, coupon_id) -> QuerySet:
-    return CouponRedemption.objects.filter(coupon_id=coupon_id).select_related("user").order_by("-redemption_date")
-
-
-def campaigns_for_staff() -> QuerySet:
-    return CouponCampaign.objects.annotate(coupon_count=Count("coupon_links")).order_by("-starts_at")
-
-
-def coupons_of_campaign(*, campaign_id) -> QuerySet:
-    return coupons_for_staff().filter(campaign_links__campaign_id=campaign_id)
-
-
-def fraud_detections_for_staff() -> QuerySet:
-    return CouponFraudDetection.objects.select_related("coupon", "user", "resolved_by").order_by("-detected_at")
-
-
-@dataclass(frozen=True)
-class PerformanceRow:
-    key: str
-    name: str
-    redemptions: int
-    failed_redemptions: int
-    unique_users: int
-    discount_total_usd: Decimal
-    revenue_usd: Decimal
-    conversions: int
-
-    @property
-    def conversion_rate(self) -> Decimal:
-        if not self.unique_users:
-            return Decimal("0.0000")
-        return (Decimal(self.conversions) / self.unique_users).quantize(Decimal("0.0001"))
-
-
-@dataclass(frozen=True)
-class PerformanceReport:
-    date_from: date
-    date_to: date
-    totals: PerformanceRow
-    by_coupon: list[PerformanceRow]
-    by_campaign: list[PerformanceRow]
-
-
-SNAPSHOT_SUMS = {
-    "redemptions": Sum("redemptions"),
-    "failed_redemptions": Sum("failed_redemptions"),
-    "unique_users": Sum("unique_users"),
-    "discount_total_usd": Sum("discount_total_usd"),
-    "revenue_usd": Sum("revenue_usd"),
-    "conversions": Sum("conversions"),
-}
-
-
-def _row(key: str, name: str, sums: dict) -> PerformanceRow:
-    return PerformanceRow(
-        key=key,
-        name=name,
-        redemptions=sums["redemptions"] or 0,
-        failed_redemptions=sums["failed_redemptions"] or 0,
-        unique_users=sums["unique_users"] or 0,
-        discount_total_usd=sums["discount_total_usd"] or Decimal("0.00"),
-        revenue_usd=sums["revenue_usd"] or Decimal("0.00"),
-        conversions=sums["conversions"] or 0,
-    )
-
-
-def coupon_performance(*, date_from: date, date_to: date, campaign_id=None, coupon_id=None) -> PerformanceReport:
-    """Redemptions, discount given, revenue after discount and conversions to paid, by coupon and
-    by campaign, summed from the daily snapshots (`snapshot_coupon_analytics`) of the range.
-    Unique users are summed per day: a user redeeming on two days counts twice."""
-    snapshots = CouponAnalyticsSnapshot.objects.filter(snapshot_date__gte=date_from, snapshot_date__lte=date_to)
-    if coupon_id is not None:
-        snapshots = snapshots.filter(coupon_id=coupon_id)
-    if campaign_id is not None:
-        snapshots = snapshots.filter(coupon__campaign_links__campaign_id=campaign_id)
-    by_coupon = [
-        _row(str(sums.pop("coupon_id")), sums.pop("coupon__code"), sums)
-        for sums in snapshots.values("coupon_id", "coupon__code").annotate(**SNAPSHOT_SUMS).order_by("coupon__code")
-    ]
-    by_campaign = [
-        _row(str(sums.pop("coupon__campaign_links__campaign_id") or ""), sums.pop("campaign_name") or "", sums)
-        for sums in snapshots.values("coupon__campaign_links__campaign_id")
-        .annotate(campaign_name=Max("coupon__campaign_links__campaign__name"), **SNAPSHOT_SUMS)
-        .order_by(F("campaign_name").asc(nulls_last=True))
-    ]
-    return PerformanceReport(
-        date_from=date_from,
-        date_to=date_to,
-        totals=_row("", "all", snapshots.aggregate(**SNAPSHOT_SUMS)),
-        by_coupon=by_coupon,
-        by_campaign=by_campaign,
     )
