@@ -13,7 +13,7 @@ from django.db import models
 
 from billing_project.models import IdempotencyKey
 
-PROJECT_APPS = ("billing_project", "audit", "licensing", "credits", "subscriptions", "coupons")
+PROJECT_APPS = ("billing_project", "audit", "payments", "licensing", "credits", "subscriptions", "coupons")
 PROJECT_MODELS = [model for app in PROJECT_APPS for model in apps.get_app_config(app).get_models()]
 
 
