@@ -1,6 +1,8 @@
 """Every management command that takes a date or a user: an impossible date or an unknown user ends
 in a CommandError, one line on stderr and exit status 1, with nothing written."""
 
+from unittest import mock
+
 import pytest
 from django.core.management import ManagementUtility
 
@@ -13,9 +15,11 @@ pytestmark = pytest.mark.django_db
 
 def run_from_command_line(*args: str) -> int:
     """As `manage.py ARGS` does: the exit status, 0 when the command returns. The deploy checks are
-    skipped: the test settings are not production's."""
+    skipped (the test settings are not production's), and so is the closing of the database
+    connections at the end, which would close the test's own transaction."""
     try:
-        ManagementUtility(["manage.py", *args, "--skip-checks"]).execute()
+        with mock.patch("django.core.management.base.connections.close_all"):
+            ManagementUtility(["manage.py", *args, "--skip-checks"]).execute()
     except SystemExit as exit:
         return exit.code
     return 0
