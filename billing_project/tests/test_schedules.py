@@ -16,6 +16,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from audit.models import AdminAuditLog
+from billing_project.models import IdempotencyKey
 from billing_project.schedules import CodeDefaultsDatabaseScheduler, FileScheduler
 from billing_project.tests.test_authorization_walk import staff_member
 
@@ -98,6 +99,7 @@ def test_the_job_list_shows_each_jobs_last_run_and_latest_result():
     response = client.get("/admin/django_celery_beat/periodictask/", {"q": "expire-credits"})
 
     assert response.status_code == 200
+    assert response.context["wrong_scheduler"] is False  # the console knows beat reads this list
     (job,) = response.context["cl"].result_list
     assert (job.name, job.total_run_count, job.latest_status, job.latest_done) == ("expire-credits", 3, "SUCCESS", now)
 
@@ -117,3 +119,38 @@ def test_editing_a_job_in_the_console_is_audited():
     assert not PeriodicTask.objects.get(pk=job.pk).enabled
     row = AdminAuditLog.objects.get(resource_type="django_celery_beat.periodictask")
     assert (row.action, row.previous_value["enabled"], row.new_value["enabled"]) == ("update", True, False)
+
+
+def test_a_task_result_is_shown_and_never_changed_in_the_console():
+    result = TaskResult.objects.create(task_id="task-1", task_name="credits.tasks.expire_credits", status="SUCCESS")
+    client = Client()
+    client.force_login(staff_member("admin"))
+    page = f"/admin/django_celery_results/taskresult/{result.pk}/"
+
+    shown = client.get(f"{page}change/")
+    changed = client.post(f"{page}change/", {"status": "FAILURE"})
+    deleted = client.post(f"{page}delete/", {"post": "yes"})
+
+    assert shown.status_code == 200
+    assert (changed.status_code, deleted.status_code) == (403, 403)
+    assert TaskResult.objects.get(pk=result.pk).status == "SUCCESS"
+
+
+def test_running_a_job_now_from_the_console_runs_it_and_is_audited(user):
+    seed()
+    job = PeriodicTask.objects.get(name="purge-idempotency-keys")
+    old = IdempotencyKey.objects.create(
+        caller=f"user:{user.pk}", path="/api/v1/x/", key="old", request_hash="0" * 64, status_code=200
+    )
+    IdempotencyKey.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    client = Client()
+    client.force_login(staff_member("admin"))
+
+    response = client.post(
+        "/admin/django_celery_beat/periodictask/", {"action": "run_tasks", "_selected_action": [job.pk]}
+    )
+
+    assert response.status_code == 302
+    assert not IdempotencyKey.objects.exists()  # without a broker the task ran in the request
+    row = AdminAuditLog.objects.get(resource_type="django_celery_beat.periodictask")
+    assert (row.action, row.resource_id, row.new_value["name"]) == ("process", str(job.pk), "purge-idempotency-keys")
