@@ -57,6 +57,8 @@ def test_seeding_again_adds_nothing_and_keeps_the_console_edits():
     assert PeriodicTask.objects.count() == len(settings.CELERY_BEAT_SCHEDULE)
 
 
+# Beat's scheduler closes connections it finds inside a transaction: the test commits as beat does.
+@pytest.mark.django_db(transaction=True)
 def test_beat_starting_adds_missing_jobs_and_leaves_edited_ones_alone():
     seed()
     PeriodicTask.objects.filter(name="reconcile-payments").update(enabled=False)
