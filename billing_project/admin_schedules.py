@@ -60,7 +60,11 @@ class PeriodicTaskAdmin(AdminAuditMixin, beat_admin.PeriodicTaskAdmin):
         super().run_tasks(request, queryset)
 
 
-class ScheduleAdmin(AdminAuditMixin, admin.ModelAdmin):
+class IntervalScheduleAdmin(AdminAuditMixin, beat_admin.IntervalScheduleAdmin):
+    pass
+
+
+class SolarScheduleAdmin(AdminAuditMixin, beat_admin.SolarScheduleAdmin):
     pass
 
 
@@ -82,8 +86,8 @@ class TaskResultAdmin(ReadOnlyModelAdmin, results_admin.TaskResultAdmin):
 
 for model, model_admin in (
     (PeriodicTask, PeriodicTaskAdmin),
-    (IntervalSchedule, ScheduleAdmin),
-    (SolarSchedule, ScheduleAdmin),
+    (IntervalSchedule, IntervalScheduleAdmin),
+    (SolarSchedule, SolarScheduleAdmin),
     (CrontabSchedule, CrontabScheduleAdmin),
     (ClockedSchedule, ClockedScheduleAdmin),
     (TaskResult, TaskResultAdmin),
