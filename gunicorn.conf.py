@@ -1,12 +1,15 @@
 """gunicorn settings for production: `gunicorn -c gunicorn.conf.py billing_project.wsgi:application`.
 
-One sync worker per core with persistent database connections (DB_CONN_MAX_AGE). With
-PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics there and /metrics sums them.
+One sync worker per core with persistent database connections (DB_CONN_MAX_AGE). Every worker
+writes its metrics to one folder (prometheus_client's multiprocess mode) and /metrics sums them,
+whichever worker answers: PROMETHEUS_MULTIPROC_DIR when set, else a folder of this server's own
+under RUNTIME_DIR (or the system's temporary folder), removed when the server stops.
 """
 
 import multiprocessing
 import os
 import shutil
+import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -20,19 +23,36 @@ accesslog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
+# The metrics folder this server made for itself (none when PROMETHEUS_MULTIPROC_DIR was given).
+created_folders: list[str] = []
+
+
 def on_starting(server):
-    """Metrics files of a previous run would be summed into this one's: start from an empty folder."""
+    """Runs in the master before any worker exists, so every worker inherits the folder. Metrics files
+    of a previous run would be summed into this one's: the folder starts empty."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
+    else:
+        runtime = os.environ.get("RUNTIME_DIR") or tempfile.gettempdir()
+        os.makedirs(runtime, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="metrics-", dir=runtime)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        created_folders.append(folder)
+    server.log.info("metrics of all workers in %s", folder)
+
+
+def on_exit(server):
+    for folder in created_folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    """A dead worker's counters still count; its gauges for the live processes are dropped."""
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server, worker):

@@ -3,11 +3,12 @@
 from django.contrib import admin
 
 from audit.admin_base import ReadOnlyModelAdmin
+from audit.admin_export import CsvExportMixin
 from audit.models import AdminAuditLog, AuditChainHead
 
 
 @admin.register(AdminAuditLog)
-class AdminAuditLogAdmin(ReadOnlyModelAdmin):
+class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "sequence",
         "timestamp",

@@ -314,3 +314,7 @@ class RevokedTokenFamilyAdmin(ReadOnlyModelAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email", "=family")
     date_hierarchy = "created_at"
+
+
+# The periodic jobs and their results, registered in place of the stock pages.
+import billing_project.admin_schedules  # noqa: E402, F401

@@ -6,6 +6,7 @@ Production (DEBUG off) refuses to start with unsafe values: see billing_project/
 """
 
 import ipaddress
+import tempfile
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -130,6 +131,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    "django_celery_beat",
+    "django_celery_results",
+    "import_export",
     # Before auditlog: audit's `auditlogflush` replaces auditlog's, which would wipe the object history.
     "audit",
     "auditlog",
@@ -334,8 +338,23 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_IGNORE_RESULT = True
+# Each task's outcome is kept (django-celery-results) for the console: when a job last ran, how it ended.
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", default=7))
 CELERY_TIMEZONE = TIME_ZONE
+# Schedules live in the database, editable in the console (django-celery-beat). The jobs below are
+# the code's default: missing ones are added at `seed_schedules` and at beat's start, while the
+# ones staff edited keep their edits (billing_project.schedules). The file scheduler,
+# `billing_project.schedules:FileScheduler`, reads them from here only and keeps its state file under
+# RUNTIME_DIR, never in the checkout.
+CELERY_BEAT_SCHEDULER = env.str(
+    "CELERY_BEAT_SCHEDULER", default="billing_project.schedules:CodeDefaultsDatabaseScheduler"
+)
+RUNTIME_DIR = Path(env.str("RUNTIME_DIR", default=str(Path(tempfile.gettempdir()) / "billing")))
+CELERY_BEAT_SCHEDULE_FILENAME = str(RUNTIME_DIR / "celerybeat-schedule")
+# Each job's last run is written when it is sent, so the console shows it at once.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {
         "task": "billing_project.tasks.purge_idempotency_keys",
@@ -361,6 +380,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
     },
 }
+
+# The console's CSV exports (audit.admin_export) need the model's view permission.
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 
 CORS_ALLOW_CREDENTIALS = False
 

@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import form_action
 from billing_project.errors import DomainError
 from coupons.models import (
@@ -173,7 +174,7 @@ class CampaignCouponAdmin(AuditedModelAdmin):
 
 
 @admin.register(CouponRedemption)
-class CouponRedemptionAdmin(ReadOnlyHistoryAdmin):
+class CouponRedemptionAdmin(CsvExportMixin, ReadOnlyHistoryAdmin):
     list_display = (
         "redemption_date",
         "coupon_code",

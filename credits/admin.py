@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin
 
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.errors import DomainError
 from credits.models import (
@@ -240,7 +241,7 @@ class MarginAuditLogAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(CreditAllocation)
-class CreditAllocationAdmin(ReadOnlyModelAdmin):
+class CreditAllocationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("created_at", "user", "amount", "source", "period_start", "period_end", "expires_at", "granted_by")
     list_filter = ("source",)
     list_select_related = ("user", "granted_by")
@@ -259,7 +260,7 @@ class UserCreditBalanceAdmin(GrantCreditsPermission, ReadOnlyHistoryAdmin):
 
 
 @admin.register(UserCreditSource)
-class UserCreditSourceAdmin(ReadOnlyHistoryAdmin):
+class UserCreditSourceAdmin(CsvExportMixin, ReadOnlyHistoryAdmin):
     list_display = ("created_at", "user", "source", "original_amount", "remaining", "expires_at", "expired_at")
     list_filter = ("source", ("expires_at", admin.EmptyFieldListFilter))
     list_select_related = ("user",)
@@ -269,7 +270,7 @@ class UserCreditSourceAdmin(ReadOnlyHistoryAdmin):
 
 
 @admin.register(CreditDeductionLedger)
-class CreditDeductionLedgerAdmin(ReadOnlyModelAdmin):
+class CreditDeductionLedgerAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "created_at",
         "user",
@@ -292,7 +293,7 @@ class CreditDeductionLedgerAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(CreditConsumption)
-class CreditConsumptionAdmin(ReadOnlyModelAdmin):
+class CreditConsumptionAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("created_at", "deduction", "source", "amount")
     list_select_related = ("deduction", "source")
     search_fields = ("deduction__user__email", "=deduction__id", "=deduction__request_id", "=source__id")
@@ -311,7 +312,7 @@ class CreditHoldAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(TokenUsageLedger)
-class TokenUsageLedgerAdmin(ReadOnlyModelAdmin):
+class TokenUsageLedgerAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "created_at",
         "user",

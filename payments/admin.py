@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin
 
 from audit.admin_base import ReadOnlyModelAdmin
+from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import form_action
 from payments.models import STUCK_STATES, PaymentEvent, PaymentOperation, StripeCustomer, WebhookEvent
 from payments.services.inbox import webhook_replay
@@ -51,7 +52,7 @@ class StuckFilter(admin.SimpleListFilter):
 
 
 @admin.register(PaymentOperation)
-class PaymentOperationAdmin(ReadOnlyModelAdmin):
+class PaymentOperationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
         "created_at",
         "kind",

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.db import models
 
 from audit.admin_base import AuditedModelAdmin
+from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
 from subscriptions import services
 from subscriptions.models import (
@@ -125,7 +126,7 @@ class SubscriptionAdmin(AuditedModelAdmin):
 
 
 @admin.register(BillingInvoice)
-class BillingInvoiceAdmin(AuditedModelAdmin):
+class BillingInvoiceAdmin(CsvExportMixin, AuditedModelAdmin):
     list_display = (
         "user",
         "status",
@@ -147,7 +148,7 @@ class BillingInvoiceAdmin(AuditedModelAdmin):
 
 
 @admin.register(PaymentTransaction)
-class PaymentTransactionAdmin(AuditedModelAdmin):
+class PaymentTransactionAdmin(CsvExportMixin, AuditedModelAdmin):
     list_display = (
         "created_at",
         "user",

@@ -37,7 +37,7 @@ def test_grant_credits_dry_run_changes_nothing(user):
 
 
 def test_grant_credits_to_an_unknown_user_fails():
-    with pytest.raises(CommandError, match="No user"):
+    with pytest.raises(CommandError, match="no user"):
         run("grant_credits", "--user", "nobody@example.com", "--amount", "5", "--reason", "x")
 
 

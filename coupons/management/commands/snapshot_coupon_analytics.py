@@ -4,9 +4,9 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_date
 from tqdm import tqdm
 
+from billing_project.command_arguments import day_parse
 from coupons.services.analytics import coupon_analytics_snapshot
 from credits.services.ledger import days_between
 
@@ -21,13 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
     def handle(self, *args, date_from=None, date_to=None, dry_run=False, no_progress=False, **options):
-        try:
-            start = parse_date(date_from) if date_from else timezone.localdate() - timedelta(days=1)
-            end = parse_date(date_to) if date_to else start
-        except ValueError:  # well-formed but impossible, such as 2024-02-30
-            start = end = None
-        if start is None or end is None or start > end:
-            raise CommandError("--from and --to must be YYYY-MM-DD dates with --from <= --to.")
+        start = day_parse(date_from, option="--from") if date_from else timezone.localdate() - timedelta(days=1)
+        end = day_parse(date_to, option="--to") if date_to else start
+        if start > end:
+            raise CommandError(f"--from {start} is after --to {end}.")
         rows = 0
         with transaction.atomic():
             for day in tqdm(days_between(start, end), unit="days", disable=no_progress or None, file=sys.stderr):

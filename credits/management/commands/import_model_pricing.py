@@ -1,25 +1,13 @@
 import json
 import sys
-from datetime import UTC, datetime, time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
+from billing_project.command_arguments import moment_parse
 from credits.price_files import PriceFileError, price_file_parse
 from credits.services import model_prices_import
-
-
-def _moment(text: str) -> datetime | None:
-    """An ISO date-time or date; a naive one is UTC."""
-    moment = parse_datetime(text)
-    if moment is None and (day := parse_date(text)) is not None:
-        moment = datetime.combine(day, time.min)
-    if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
-    return moment
 
 
 class Command(BaseCommand):
@@ -43,9 +31,7 @@ class Command(BaseCommand):
             parsed = price_file_parse(file.read_text())
         except (OSError, PriceFileError) as error:
             raise CommandError(f"Cannot read {file}: {error}") from error
-        starts = _moment(effective_from) if effective_from else None
-        if effective_from and starts is None:
-            raise CommandError(f"--effective-from '{effective_from}' is not an ISO date-time or date.")
+        starts = moment_parse(effective_from, option="--effective-from") if effective_from else None
         summary = model_prices_import(
             rows=parsed.rows,
             effective_from=starts,

@@ -3,6 +3,7 @@ import sys
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from billing_project.command_arguments import user_get
 from credits.services.ledger import ledger_figures, ledger_repair, ledger_user_ids
 
 CHUNK = 500
@@ -16,12 +17,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--user", type=int, help="Check one user id.")
+        parser.add_argument("--user", help="Check one user, by id or e-mail.")
         parser.add_argument("--fix", action="store_true", help="Repair what is found from the ledger.")
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
     def handle(self, *args, user=None, fix=False, no_progress=False, **options):
-        user_ids = ledger_user_ids(user_id=user)
+        user_ids = ledger_user_ids(user_id=user_get(user).pk if user is not None else None)
         broken = []
         with tqdm(total=len(user_ids), unit="users", disable=no_progress or None, file=sys.stderr) as progress:
             for start in range(0, len(user_ids), CHUNK):
