@@ -768,8 +768,9 @@ class StripeEmulator:
             subscription.update(status="canceled", canceled_at=now, ended_at=now)
             return subscription
 
-    def subscription_renew(self, subscription_id: str) -> dict:
-        """Stripe starts the subscription's next period and its renewal invoice is paid. Returns the invoice."""
+    def subscription_renew(self, subscription_id: str, *, paid: bool = True) -> dict:
+        """Stripe starts the subscription's next period and bills it: the renewal invoice is paid, or
+        (`paid=False`) its first attempt failed and it stays open. Returns the invoice."""
         with self._lock:
             subscription = self.state.objects[subscription_id]
             item = subscription["items"]["data"][0]
@@ -785,7 +786,11 @@ class StripeEmulator:
             self._line_add(invoice, item["price"]["unit_amount"], "Renewal")
             invoice["lines"]["data"][0]["period"] = {"start": start, "end": end}
             invoice.update(period_start=start - 30 * 86_400, period_end=start)
-            self._invoice_paid(invoice)
+            if paid:
+                self._invoice_paid(invoice)
+            else:
+                self._finalize(invoice)
+                invoice.update(attempt_count=1, attempted=True)
             return invoice
 
     def charge_add(self, payment_intent: str, *, amount: int, customer: str = "", currency: str = "usd") -> dict:
