@@ -317,8 +317,8 @@ def _dispute_differences(disputes: list[dict]) -> list[Difference]:
 def differences_apply(*, state: StripeState, differences: list[Difference]) -> tuple[list[WebhookEvent], list[str]]:
     """Stripe's state of each differing object, through the inbox as a synthetic event (one per
     object, each in its own transaction); invoices first, so that a renewal paid at Stripe moves the
-    period before the subscription's own state is applied. An invoice whose only difference is its
-    documents has them copied directly: that changes no state a handler would decide on."""
+    period before the subscription's own state is applied. An invoice's number and links, which no
+    handler decides on, are copied directly where its event did not bring them."""
     by_object = defaultdict(list)
     for difference in differences:
         by_object[difference.object_type, difference.object_id].append(difference)
@@ -328,7 +328,7 @@ def differences_apply(*, state: StripeState, differences: list[Difference]) -> t
         fields = {difference.field for difference in by_object.get(("invoice", invoice["id"]), [])}
         if fields - {"documents"} and invoice["status"] in INVOICE_EVENTS:
             events.append(_accept(INVOICE_EVENTS[invoice["status"]], invoice, now=now))
-        elif fields and _documents_copy(invoice):
+        if "documents" in fields and _documents_copy(invoice):
             documents.append(invoice["id"])
     for subscription in state.subscriptions:
         found = by_object.get(("subscription", subscription["id"]))

@@ -28,3 +28,12 @@ def test_an_invalid_since_is_a_clean_command_error(since):
 
     assert error.value.returncode == 1
     assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_reconcile_stripe_refuses_to_run_on_the_offline_provider(settings):
+    settings.STRIPE_SECRET_KEY = ""
+    settings.PAYMENTS_PROVIDER = ""
+
+    with pytest.raises(CommandError, match="offline provider"):
+        call_command("reconcile_stripe", stdout=StringIO())
