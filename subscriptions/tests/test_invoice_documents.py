@@ -5,11 +5,13 @@ import json
 import uuid
 
 import pytest
+from django.urls import reverse
 
 from payments.tests.conftest import client_for, stripe_subscriber
 from payments.tests.stripe_emulator import event_payload
 from subscriptions.models import BillingInvoice
 from subscriptions.tests.conftest import deliver
+from subscriptions.tests.factories import BillingInvoiceFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tier_catalog")]
 
@@ -73,3 +75,19 @@ def test_an_invoice_event_without_its_documents_never_blanks_them(stripe_http, w
         renewal["hosted_invoice_url"],
         renewal["invoice_pdf"],
     )
+
+
+def test_the_console_lists_invoices_with_their_number_and_links(admin_client):
+    BillingInvoiceFactory(
+        number="EMU-0042",
+        hosted_invoice_url="https://invoice.stripe.com/i/in_console",
+        invoice_pdf="https://pay.stripe.com/invoice/in_console/pdf",
+    )
+
+    page = admin_client.get(reverse("admin:subscriptions_billinginvoice_changelist"))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "EMU-0042" in html
+    assert '<a href="https://invoice.stripe.com/i/in_console" target="_blank" rel="noopener">page</a>' in html
+    assert '<a href="https://pay.stripe.com/invoice/in_console/pdf" target="_blank" rel="noopener">PDF</a>' in html
