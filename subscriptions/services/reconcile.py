@@ -21,6 +21,7 @@ apply, for staff to look at.
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -100,7 +101,6 @@ class StripeState:
 
 @dataclass(frozen=True)
 class Reconciliation:
-    since: datetime
     compared: dict[str, int]
     found: list[Difference]
     applied: list[WebhookEvent]
@@ -119,7 +119,6 @@ def stripe_reconcile(*, since: datetime, fix: bool = False) -> Reconciliation:
         applied, documents = differences_apply(state=state, differences=found)
     remaining = differences_find(state=state) if applied or documents else found
     return Reconciliation(
-        since=since,
         compared=state.counts(),
         found=found,
         applied=applied,
@@ -175,33 +174,34 @@ def _money(minor: int, currency: str) -> str:
     return f"{minor_to_major(minor, currency)} {currency.upper()}"
 
 
-def _subscription_differences(theirs_all: list[dict]) -> list[Difference]:
+def _subscription_differences(theirs_all: list[dict]) -> Iterator[Difference]:
     ours_by_id = Subscription.objects.in_bulk(
         [theirs["id"] for theirs in theirs_all], field_name="stripe_subscription_id"
     )
-    differences = []
     for theirs in theirs_all:
-        ours, status = ours_by_id.get(theirs["id"]), theirs["status"]
+        yield from _subscription_compared(ours_by_id.get(theirs["id"]), theirs)
 
-        def differ(field: str, here: str, at_stripe: str, subscription_id=theirs["id"]) -> None:
-            differences.append(Difference("subscription", subscription_id, field, here, at_stripe))
 
-        if ours is None:
-            if status in LIVE_AT_STRIPE:  # billed at Stripe, unknown here: its checkout never arrived
-                differ("status", NOT_RECORDED, f"{status} (customer {theirs.get('customer') or '-'})")
-            continue
-        if status in AGREEING_STATUSES and ours.status not in AGREEING_STATUSES[status]:
-            differ("status", ours.status, status)
-        if status in ENDED_AT_STRIPE:
-            continue
-        item = theirs["items"]["data"][0]
-        period_here = (_seconds(ours.current_period_start), _seconds(ours.current_period_end))
-        period_there = (item["current_period_start"], item["current_period_end"])
-        if not _same_period(period_here, period_there):
-            differ("period", " to ".join(map(_when, period_here)), " to ".join(map(_when, period_there)))
-        if ours.cancel_at_period_end != bool(theirs.get("cancel_at_period_end")):
-            differ("cancel_at_period_end", str(ours.cancel_at_period_end), str(bool(theirs["cancel_at_period_end"])))
-    return differences
+def _subscription_compared(ours: Subscription | None, theirs: dict) -> Iterator[Difference]:
+    def differ(field: str, here: str, at_stripe: str) -> Difference:
+        return Difference("subscription", theirs["id"], field, here, at_stripe)
+
+    status = theirs["status"]
+    if ours is None:
+        if status in LIVE_AT_STRIPE:  # billed at Stripe, unknown here: its checkout never arrived
+            yield differ("status", NOT_RECORDED, f"{status} (customer {theirs.get('customer') or '-'})")
+        return
+    if status in AGREEING_STATUSES and ours.status not in AGREEING_STATUSES[status]:
+        yield differ("status", ours.status, status)
+    if status in ENDED_AT_STRIPE:
+        return
+    item = theirs["items"]["data"][0]
+    period_here = (_seconds(ours.current_period_start), _seconds(ours.current_period_end))
+    period_there = (item["current_period_start"], item["current_period_end"])
+    if not _same_period(period_here, period_there):
+        yield differ("period", " to ".join(map(_when, period_here)), " to ".join(map(_when, period_there)))
+    if ours.cancel_at_period_end != bool(theirs.get("cancel_at_period_end")):
+        yield differ("cancel_at_period_end", str(ours.cancel_at_period_end), str(bool(theirs["cancel_at_period_end"])))
 
 
 def _same_period(here: tuple[int, int], there: tuple[int, int]) -> bool:
@@ -223,7 +223,7 @@ def _recorded_here(invoice: dict) -> bool:
     return invoice["status"] == "paid" or (invoice["status"] == "open" and invoice.get("attempt_count", 0) > 0)
 
 
-def _invoice_differences(theirs_all: list[dict]) -> list[Difference]:
+def _invoice_differences(theirs_all: list[dict]) -> Iterator[Difference]:
     ours_by_id = BillingInvoice.objects.in_bulk([theirs["id"] for theirs in theirs_all], field_name="stripe_invoice_id")
     subscription_ids = {_invoice_subscription_id(theirs) for theirs in theirs_all} - {None}
     our_subscriptions = set(
@@ -231,34 +231,36 @@ def _invoice_differences(theirs_all: list[dict]) -> list[Difference]:
             "stripe_subscription_id", flat=True
         )
     )
-    differences = []
     for theirs in theirs_all:
-        ours, status, currency = ours_by_id.get(theirs["id"]), theirs["status"], theirs["currency"]
+        ours = ours_by_id.get(theirs["id"])
+        if ours is not None:
+            yield from _invoice_compared(ours, theirs)
+        elif _invoice_subscription_id(theirs) in our_subscriptions and _recorded_here(theirs):
+            at_stripe = f"{theirs['status']} {_money(theirs['amount_due'], theirs['currency'])}"
+            yield Difference("invoice", theirs["id"], "status", NOT_RECORDED, at_stripe)
 
-        def differ(field: str, here: str, at_stripe: str, invoice_id=theirs["id"]) -> None:
-            differences.append(Difference("invoice", invoice_id, field, here, at_stripe))
 
-        if ours is None:
-            if _invoice_subscription_id(theirs) in our_subscriptions and _recorded_here(theirs):
-                differ("status", NOT_RECORDED, f"{status} {_money(theirs['amount_due'], currency)}")
-            continue
-        if status != "draft" and ours.status != status:
-            differ("status", ours.status, status)
-        amounts = [("amount_due", ours.amount_due_usd)]
-        if ours.status == status:  # a status that differs already says the paid amount does
-            amounts.append(("amount_paid", ours.amount_paid_usd))
-        for field, amount in amounts:
-            here = major_to_minor(amount, ours.currency)
-            if (here, ours.currency.lower()) != (theirs[field], currency.lower()):
-                differ(field, _money(here, ours.currency), _money(theirs[field], currency))
-        documents = invoice_document_differences(invoice=ours, stripe_invoice=theirs)
-        if documents:
-            differ(
-                "documents",
-                ", ".join(f"{name} {here or '-'}" for name, (here, _) in documents.items()),
-                ", ".join(f"{name} {there}" for name, (_, there) in documents.items()),
-            )
-    return differences
+def _invoice_compared(ours: BillingInvoice, theirs: dict) -> Iterator[Difference]:
+    def differ(field: str, here: str, at_stripe: str) -> Difference:
+        return Difference("invoice", theirs["id"], field, here, at_stripe)
+
+    status, currency = theirs["status"], theirs["currency"]
+    if status != "draft" and ours.status != status:
+        yield differ("status", ours.status, status)
+    amounts = [("amount_due", ours.amount_due_usd)]
+    if ours.status == status:  # a status that differs already says the paid amount does
+        amounts.append(("amount_paid", ours.amount_paid_usd))
+    for field, amount in amounts:
+        here = major_to_minor(amount, ours.currency)
+        if (here, ours.currency.lower()) != (theirs[field], currency.lower()):
+            yield differ(field, _money(here, ours.currency), _money(theirs[field], currency))
+    documents = invoice_document_differences(invoice=ours, stripe_invoice=theirs)
+    if documents:
+        yield differ(
+            "documents",
+            ", ".join(f"{name} {here or '-'}" for name, (here, _) in documents.items()),
+            ", ".join(f"{name} {there}" for name, (_, there) in documents.items()),
+        )
 
 
 def _refund_differences(charges: list[dict]) -> list[Difference]:
