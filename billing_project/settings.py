@@ -53,6 +53,9 @@ STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=1)
 PAYMENT_RECONCILE_AFTER_MINUTES = env.int("PAYMENT_RECONCILE_AFTER_MINUTES", default=15)
 PAYMENT_ASYNC_MAX_DAYS = env.int("PAYMENT_ASYNC_MAX_DAYS", default=14)
 PAYMENT_CHECKOUT_MAX_HOURS = env.int("PAYMENT_CHECKOUT_MAX_HOURS", default=25)
+# reconcile_stripe (and its daily job) compares the objects of this many days back by default: a
+# month's renewals with their retries.
+STRIPE_RECONCILE_DAYS = env.int("STRIPE_RECONCILE_DAYS", default=35)
 # One run of an operation's provider steps at a time; a crashed run's claim lapses after this.
 PAYMENT_RUN_LEASE_SECONDS = env.int("PAYMENT_RUN_LEASE_SECONDS", default=60)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
@@ -72,6 +75,8 @@ LICENSE_CHECKOUT_CANCEL_URL = env.str("LICENSE_CHECKOUT_CANCEL_URL", default="")
 # ... and after starting a subscription.
 SUBSCRIPTION_CHECKOUT_SUCCESS_URL = env.str("SUBSCRIPTION_CHECKOUT_SUCCESS_URL", default="")
 SUBSCRIPTION_CHECKOUT_CANCEL_URL = env.str("SUBSCRIPTION_CHECKOUT_CANCEL_URL", default="")
+# Where Stripe's customer portal sends the customer back (unset: the portal configuration's default).
+BILLING_PORTAL_RETURN_URL = env.str("BILLING_PORTAL_RETURN_URL", default="")
 # Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.
 DUNNING_RETRY_DAYS = (1, 3, 5, 7)
 DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
@@ -371,6 +376,7 @@ CELERY_BEAT_SCHEDULE = {
     "send-trial-reminders": {"task": "subscriptions.tasks.send_trial_reminders", "schedule": timedelta(hours=1)},
     "run-dunning": {"task": "subscriptions.tasks.run_dunning", "schedule": timedelta(hours=1)},
     "reconcile-payments": {"task": "payments.tasks.reconcile_payments", "schedule": timedelta(minutes=5)},
+    "reconcile-stripe": {"task": "subscriptions.tasks.reconcile_stripe", "schedule": crontab(hour=2, minute=40)},
     "snapshot-coupon-analytics": {
         "task": "coupons.tasks.snapshot_coupon_analytics",
         "schedule": crontab(hour=0, minute=20),

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
 from django.db import models
+from django.utils.html import format_html_join
 
 from audit.admin_base import AuditedModelAdmin
 from audit.admin_export import CsvExportMixin
@@ -136,15 +137,23 @@ class BillingInvoiceAdmin(CsvExportMixin, AuditedModelAdmin):
         "period_start",
         "period_end",
         "paid_at",
+        "number",
+        "documents",
         "stripe_invoice_id",
     )
     list_filter = ("status", "currency")
     list_select_related = ("user",)
-    search_fields = ("user__email", "stripe_invoice_id", "subscription__stripe_subscription_id", "=id")
+    search_fields = ("user__email", "number", "stripe_invoice_id", "subscription__stripe_subscription_id", "=id")
     date_hierarchy = "period_start"
     autocomplete_fields = ("user", "subscription")
     readonly_fields = ("created_at", "updated_at")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    @admin.display(description="Stripe documents")
+    def documents(self, invoice):
+        documents = ((invoice.hosted_invoice_url, "page"), (invoice.invoice_pdf, "PDF"))
+        links = [(url, label) for url, label in documents if url]
+        return format_html_join(" · ", '<a href="{}" target="_blank" rel="noopener">{}</a>', links) or "-"
 
 
 @admin.register(PaymentTransaction)

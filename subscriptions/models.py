@@ -185,7 +185,13 @@ class BillingInvoice(TimestampedModel):
     period_end = models.DateTimeField()
     description = models.CharField(max_length=255, blank=True)
     stripe_invoice_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
-    hosted_invoice_url = models.URLField(max_length=500, blank=True)
+    number = models.CharField(
+        max_length=100, blank=True, help_text="Stripe's invoice number, given when it finalizes the invoice."
+    )
+    hosted_invoice_url = models.URLField(
+        max_length=500, blank=True, help_text="Stripe's page where the customer sees and pays the invoice."
+    )
+    invoice_pdf = models.URLField(max_length=500, blank=True, help_text="Stripe's PDF of the invoice.")
     paid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -30,6 +30,7 @@ PUBLIC_ROUTES = {
     "api/v1/auth/token/refresh/",
     "api/v1/auth/verify-email/",
     "api/v1/billing/webhooks/stripe/",
+    "api/v1/billing/portal/offline/",
 }
 ALL_SCOPES = ["usage:write", "usage:read", "licenses:write", "admin"]
 METHODS = ("get", "post", "put", "patch", "delete")

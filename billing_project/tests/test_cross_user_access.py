@@ -49,6 +49,7 @@ CALLERS_OWN_ROUTES = {
     ("post", "api/v1/coupons/validate/"),
     ("post", "api/v1/coupons/redeem/"),
     ("post", "api/v1/auth/verify-email/resend/"),
+    ("post", "api/v1/billing/portal/"),
 }
 
 

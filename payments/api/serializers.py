@@ -78,3 +78,13 @@ class WebhookOutput(serializers.Serializer):
     status = serializers.CharField()
     result = serializers.JSONField(allow_null=True)
     replayed = serializers.BooleanField()
+
+
+class PortalSessionOutput(serializers.Serializer):
+    url = serializers.URLField(help_text="Where to send the customer: Stripe's portal, or a local page offline.")
+    provider = serializers.CharField(help_text="stripe, or offline (development: no portal).")
+
+
+class OfflinePortalOutput(serializers.Serializer):
+    provider = serializers.CharField()
+    detail = serializers.CharField()

@@ -9,5 +9,7 @@ router.register("admin/payment-operations", views.PaymentOperationViewSet, basen
 
 urlpatterns = [
     path("billing/webhooks/stripe/", views.StripeWebhookView.as_view(), name="stripe-webhook"),
+    path("billing/portal/", views.BillingPortalView.as_view(), name="billing-portal"),
+    path("billing/portal/offline/", views.OfflinePortalView.as_view(), name="billing-portal-offline"),
     *router.urls,
 ]

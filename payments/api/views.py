@@ -1,3 +1,4 @@
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -8,9 +9,16 @@ from rest_framework.views import APIView
 from billing_project.auth import HasStaffPermission, NoAuthentication
 from payments import selectors
 from payments.api.filters import PaymentEventFilter, PaymentOperationFilter
-from payments.api.serializers import PaymentEventOutput, PaymentOperationOutput, WebhookOutput
+from payments.api.serializers import (
+    OfflinePortalOutput,
+    PaymentEventOutput,
+    PaymentOperationOutput,
+    PortalSessionOutput,
+    WebhookOutput,
+)
 from payments.models import PaymentEvent, PaymentOperation, WebhookStatus
 from payments.services.inbox import WebhookProcessingFailed, webhook_receive
+from payments.services.portal import billing_portal_session_create
 from payments.services.reconcile import operation_reconcile
 
 
@@ -37,6 +45,37 @@ class StripeWebhookView(APIView):
             "replayed": replayed,
         }
         return Response(WebhookOutput(body).data)
+
+
+class BillingPortalView(APIView):
+    """A session of Stripe's customer portal for the caller (update the card, see invoices, cancel):
+    200 `{url, provider}`; the caller's Stripe customer is created the first time. 503
+    `payment_provider_unavailable` when Stripe did not answer (nothing is written; retry). With the
+    offline provider (development) the URL is a local page saying there is no portal."""
+
+    calls_payment_provider = True
+
+    @extend_schema(request=None, responses={200: PortalSessionOutput})
+    def post(self, request):
+        portal = billing_portal_session_create(user=request.user)
+        url = portal.url or request.build_absolute_uri(reverse("billing-portal-offline"))
+        return Response(PortalSessionOutput({"url": url, "provider": portal.provider}).data)
+
+
+@extend_schema(auth=[])
+class OfflinePortalView(APIView):
+    """Where the portal sends a customer when payments run on the offline provider."""
+
+    authentication_classes = [NoAuthentication]
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OfflinePortalOutput})
+    def get(self, request):
+        detail = (
+            "Payments run on the offline provider (development): there is no customer portal. "
+            "Invoices are listed at /api/v1/me/invoices/."
+        )
+        return Response(OfflinePortalOutput({"provider": "offline", "detail": detail}).data)
 
 
 class PaymentEventViewSet(viewsets.ReadOnlyModelViewSet):

@@ -358,6 +358,8 @@ class StripeEmulator:
 
     def _route(self, method: str, path: str, params: dict) -> dict:
         parts = path.split("/")
+        if (answer := self._portal_and_lists(method, parts, params)) is not None:
+            return answer
         resource = parts[0]
         if resource == "customers" and method == "POST" and len(parts) == 1:
             return self._store(
@@ -676,3 +678,188 @@ class StripeEmulator:
                 price["unit_amount"] = int(item["price_data"]["unit_amount"])
                 price["recurring"] = {"interval": item["price_data"]["recurring"]["interval"]}
         return subscription
+
+    # Customer portal and reconciliation: billing-portal sessions, charges and disputes, Stripe's list
+    # endpoints with their pagination, and the test-facing changes made on Stripe's side.
+
+    LISTED = {
+        "subscriptions": "subscription",
+        "invoices": "invoice",
+        "refunds": "refund",
+        "disputes": "dispute",
+        "charges": "charge",
+    }
+    CLOSED_DISPUTE_STATUSES = ("won", "lost", "warning_closed", "prevented")
+
+    def _portal_and_lists(self, method: str, parts: list, params: dict) -> dict | None:
+        if method == "POST" and parts == ["billing_portal", "sessions"]:
+            return self._portal_session(params)
+        if method == "GET" and len(parts) == 1 and parts[0] in self.LISTED:
+            return self._list(parts[0], params)
+        if method == "GET" and len(parts) == 2 and parts[0] in ("charges", "disputes"):
+            return self._get(parts[1], self.LISTED[parts[0]])
+        return None
+
+    def _portal_session(self, params: dict) -> dict:
+        customer = self._get(params.get("customer", ""), "customer")
+        session_id = self._id("bps")
+        return self._store(
+            {
+                "id": session_id,
+                "object": "billing_portal.session",
+                "configuration": "bpc_emulated",
+                "created": int(time.time()),
+                "customer": customer["id"],
+                "customer_account": None,
+                "flow": None,
+                "livemode": False,
+                "locale": None,
+                "on_behalf_of": None,
+                "return_url": params.get("return_url"),
+                "url": f"https://billing.stripe.com/p/session/test_{session_id}",
+            }
+        )
+
+    def _list(self, resource: str, params: dict) -> dict:
+        """A page of a list endpoint as Stripe answers it: newest first, `limit` (10 by default) after
+        `starting_after`, `has_more`; filtered by `created` and the resource's own filters
+        (subscriptions: `status`, canceled ones only with `all`, and `current_period_end`)."""
+        kind = self.LISTED[resource]
+        found = [obj for obj in reversed(self.state.objects.values()) if obj["object"] == kind]
+        found = [obj for obj in found if self._range_matches(obj.get("created", 0), params.get("created"))]
+        for name in ("customer", "subscription", "payment_intent", "charge"):
+            if name in params:
+                found = [obj for obj in found if self._reference(obj, name) == params[name]]
+        if kind == "subscription":
+            status = params.get("status")
+            found = [
+                obj
+                for obj in found
+                if (status == "all" or obj["status"] == status or (status is None and obj["status"] != "canceled"))
+                and self._range_matches(obj["items"]["data"][0]["current_period_end"], params.get("current_period_end"))
+            ]
+        found.sort(key=lambda obj: obj.get("created", 0), reverse=True)
+        if params.get("starting_after"):
+            after = [obj["id"] for obj in found].index(params["starting_after"])
+            found = found[after + 1 :]
+        limit = int(params.get("limit", 10))
+        return {"object": "list", "url": f"/v1/{resource}", "has_more": len(found) > limit, "data": found[:limit]}
+
+    @staticmethod
+    def _range_matches(value: int, bounds) -> bool:
+        if bounds is None:
+            return True
+        if not isinstance(bounds, dict):
+            return value == int(bounds)
+        tests = {"gte": value.__ge__, "gt": value.__gt__, "lte": value.__le__, "lt": value.__lt__}
+        return all(tests[op](int(bound)) for op, bound in bounds.items())
+
+    @staticmethod
+    def _reference(obj: dict, name: str):
+        if name == "subscription" and obj["object"] == "invoice":
+            return ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        return obj.get(name)
+
+    def subscription_cancel(self, subscription_id: str) -> dict:
+        """The subscription is canceled on Stripe's side (the Dashboard, the portal)."""
+        with self._lock:
+            subscription = self.state.objects[subscription_id]
+            now = int(time.time())
+            subscription.update(status="canceled", canceled_at=now, ended_at=now)
+            return subscription
+
+    def subscription_renew(self, subscription_id: str, *, paid: bool = True) -> dict:
+        """Stripe starts the subscription's next period and bills it: the renewal invoice is paid, or
+        (`paid=False`) its first attempt failed and it stays open. Returns the invoice."""
+        with self._lock:
+            subscription = self.state.objects[subscription_id]
+            item = subscription["items"]["data"][0]
+            start = item["current_period_end"]
+            end = start + 30 * 86_400
+            item.update(current_period_start=start, current_period_end=end)
+            invoice = self._invoice(customer=subscription["customer"], currency="usd", metadata={})
+            invoice["billing_reason"] = "subscription_cycle"
+            invoice["parent"] = {
+                "type": "subscription_details",
+                "subscription_details": {"subscription": subscription_id, "metadata": {}},
+            }
+            self._line_add(invoice, item["price"]["unit_amount"], "Renewal")
+            invoice["lines"]["data"][0]["period"] = {"start": start, "end": end}
+            invoice.update(period_start=start - 30 * 86_400, period_end=start)
+            if paid:
+                self._invoice_paid(invoice)
+            else:
+                self._finalize(invoice)
+                invoice.update(attempt_count=1, attempted=True)
+            return invoice
+
+    def charge_add(self, payment_intent: str, *, amount: int, customer: str = "", currency: str = "usd") -> dict:
+        """A succeeded card charge of `payment_intent`."""
+        return self._store(
+            {
+                "id": self._id("ch"),
+                "object": "charge",
+                "amount": amount,
+                "amount_captured": amount,
+                "amount_refunded": 0,
+                "balance_transaction": None,
+                "captured": True,
+                "created": int(time.time()),
+                "currency": currency,
+                "customer": customer or None,
+                "description": None,
+                "disputed": False,
+                "livemode": False,
+                "metadata": {},
+                "paid": True,
+                "payment_intent": payment_intent,
+                "payment_method": None,
+                "refunded": False,
+                "status": "succeeded",
+            }
+        )
+
+    def refund_add(self, charge_id: str, *, amount: int) -> dict:
+        """A refund made on Stripe's side (the Dashboard) of part or all of a charge."""
+        with self._lock:
+            charge = self._get(charge_id, "charge")
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+            return self._store(
+                {
+                    "id": self._id("re"),
+                    "object": "refund",
+                    "amount": amount,
+                    "balance_transaction": None,
+                    "charge": charge_id,
+                    "created": int(time.time()),
+                    "currency": charge["currency"],
+                    "metadata": {},
+                    "payment_intent": charge["payment_intent"],
+                    "reason": "requested_by_customer",
+                    "status": "succeeded",
+                }
+            )
+
+    def dispute_add(self, charge_id: str, *, status: str = "needs_response", reason: str = "fraudulent") -> dict:
+        """The cardholder disputes a charge."""
+        with self._lock:
+            charge = self._get(charge_id, "charge")
+            charge["disputed"] = True
+            return self._store(
+                {
+                    "id": self._id("dp"),
+                    "object": "dispute",
+                    "amount": charge["amount"],
+                    "balance_transactions": [],
+                    "charge": charge_id,
+                    "created": int(time.time()),
+                    "currency": charge["currency"],
+                    "is_charge_refundable": False,
+                    "livemode": False,
+                    "metadata": {},
+                    "payment_intent": charge["payment_intent"],
+                    "reason": reason,
+                    "status": status,
+                }
+            )

@@ -171,7 +171,9 @@ class InvoiceOutput(serializers.ModelSerializer):
             "period_start",
             "period_end",
             "description",
+            "number",
             "hosted_invoice_url",
+            "invoice_pdf",
             "paid_at",
             "created_at",
         ]

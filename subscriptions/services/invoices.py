@@ -114,3 +114,29 @@ def invoice_failed_record(
         failure_reason=reason[:1000],
     )
     return invoice
+
+
+# What Stripe shows the customer of an invoice, by our field name and Stripe's.
+INVOICE_DOCUMENT_FIELDS = {"number": "number", "hosted_invoice_url": "hosted_invoice_url", "invoice_pdf": "invoice_pdf"}
+
+
+def invoice_document_differences(*, invoice: BillingInvoice, stripe_invoice: dict) -> dict[str, tuple[str, str]]:
+    """The document fields Stripe has a value for that our row does not show: {field: (ours, Stripe's)}.
+    A field Stripe does not fill (a draft has no number yet) is never a difference."""
+    return {
+        field: (getattr(invoice, field), stripe_invoice[key])
+        for field, key in INVOICE_DOCUMENT_FIELDS.items()
+        if stripe_invoice.get(key) and getattr(invoice, field) != stripe_invoice[key]
+    }
+
+
+def invoice_document_update(*, invoice: BillingInvoice, stripe_invoice: dict) -> bool:
+    """Keeps Stripe's number, hosted page and PDF of an invoice on our row, from an invoice payload
+    (a webhook's, or one reconcile fetched). Stripe fills them when it finalizes the invoice; a
+    payload without them never blanks what we have. The caller holds the row. True when it changed."""
+    changed = invoice_document_differences(invoice=invoice, stripe_invoice=stripe_invoice)
+    for field, (_, value) in changed.items():
+        setattr(invoice, field, value)
+    if changed:
+        invoice.save(update_fields=[*changed, "updated_at"])
+    return bool(changed)

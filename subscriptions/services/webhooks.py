@@ -12,6 +12,7 @@ from payments.models import WebhookEvent
 from payments.services.inbox import event_object, event_record, timestamp_of
 from subscriptions.models import Subscription, SubscriptionStatus
 from subscriptions.services import billing
+from subscriptions.services.invoices import invoice_document_update
 from subscriptions.services.lifecycle import subscription_transition, transition_allowed
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         stripe_invoice_id=invoice["id"],
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
     )
+    invoice_document_update(invoice=paid, stripe_invoice=invoice)
     _record_invoice_event(row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid"))
     return {
         "action": "invoice_paid",
@@ -123,6 +125,7 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         stripe_invoice_id=invoice["id"],
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
     )
+    invoice_document_update(invoice=failed, stripe_invoice=invoice)
     _record_invoice_event(
         row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
     )
