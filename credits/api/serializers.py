@@ -5,6 +5,7 @@ from billing_project.fields import DateField, DateTimeField
 from credits import selectors
 from credits.models import (
     PER_1K_PRICE_FIELDS,
+    CreditDeductionLedger,
     CreditSource,
     GrantSource,
     ModelProviderPricing,
@@ -109,6 +110,10 @@ class UsageRecordOutput(serializers.Serializer):
     margin_multiplier = serializers.CharField()
     byok = serializers.BooleanField()
     hold_id = serializers.UUIDField(allow_null=True)
+    deduction_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The deduction that took the credits (none at zero cost): staff reverse it by this id.",
+    )
 
 
 class UsageBatchInput(serializers.Serializer):
@@ -198,6 +203,9 @@ class UsageOutput(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.name")
     breakdown = serializers.SerializerMethodField()
     paid_by = serializers.SerializerMethodField(help_text="The grants that paid for this request.")
+    deduction_id = serializers.UUIDField(
+        allow_null=True, help_text="The deduction that took the credits (none at zero cost)."
+    )
 
     class Meta:
         model = TokenUsageLedger
@@ -227,6 +235,7 @@ class UsageOutput(serializers.ModelSerializer):
             "is_byok",
             "request_started_at",
             "request_completed_at",
+            "deduction_id",
             "paid_by",
         ]
 
@@ -427,3 +436,36 @@ class PricingSimulationOutput(serializers.Serializer):
     current_margin_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
     projected_margin_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
     expected_margin_change_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
+
+
+class StaffDeductionOutput(serializers.ModelSerializer):
+    """A deduction (or a reversal) with the LLM request it paid for, if any."""
+
+    user_id = serializers.IntegerField()
+    user_email = serializers.EmailField(source="user.email")
+    reverses_id = serializers.UUIDField(allow_null=True, help_text="For a reversal: the deduction it gave back.")
+    reversed_by_id = serializers.IntegerField(allow_null=True, help_text="For a reversal: the staff member.")
+    request_type = serializers.CharField(source="usage.request_type", default=None, allow_null=True)
+    provider = serializers.CharField(source="usage.provider.name", default=None, allow_null=True)
+    model_name = serializers.CharField(source="usage.model_name", default=None, allow_null=True)
+
+    class Meta:
+        model = CreditDeductionLedger
+        fields = [
+            "id",
+            "created_at",
+            "user_id",
+            "user_email",
+            "amount",
+            "balance_before",
+            "balance_after",
+            "reason",
+            "status",
+            "request_id",
+            "request_type",
+            "provider",
+            "model_name",
+            "reverses_id",
+            "reversed_by_id",
+            "reversal_reason",
+        ]
