@@ -407,8 +407,10 @@ class PricingConfigOutput(serializers.ModelSerializer):
 
 class PricingConfigInput(serializers.Serializer):
     scope_type = serializers.ChoiceField(choices=PricingScope.choices)
+    # Absent for scopes other than a tier (the service's default); a default outside the choices would
+    # be an invalid value in the OpenAPI document.
     subscription_tier = serializers.ChoiceField(
-        choices=PricingConfig._meta.get_field("subscription_tier").choices, required=False, default=""
+        choices=PricingConfig._meta.get_field("subscription_tier").choices, required=False
     )
     provider = serializers.SlugRelatedField(
         slug_field="name", queryset=Provider.objects.all(), required=False, allow_null=True, default=None
