@@ -49,7 +49,9 @@ class ActiveUserTokenScheme(OpenApiAuthenticationExtension):
 
 
 class ProblemSerializer(serializers.Serializer):
-    """RFC 7807 problem details, as billing_project.errors.problem_exception_handler writes them."""
+    """An error, as RFC 7807 problem details: match on `code`; `detail` is for people."""
+
+    # As billing_project.errors.problem_exception_handler writes them.
 
     type = serializers.CharField(help_text="`urn:problem:<code>`.")
     title = serializers.CharField()

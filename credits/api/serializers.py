@@ -23,9 +23,10 @@ from credits.usage_objects import MAX_FEE_UNITS, MAX_TOKENS
 TOKENS = {"min_value": 0, "max_value": MAX_TOKENS}
 
 
+# The documented shape of a usage event: requests are parsed by credits.api.events, which applies these
+# rules faster (a test keeps the two in step).
 class UsageEventInput(serializers.Serializer):
-    """The documented shape of a usage event; requests are parsed by credits.api.events, which
-    applies these rules faster (a test keeps the two in step).
+    """One LLM request as the gateway reports it.
 
     Tokens come either as the flat fields (`usage_format` `flat`, the default) or as the provider's
     usage object verbatim in `usage`, with `usage_format` naming its shape. Flat fields: `input_tokens`
@@ -117,7 +118,9 @@ class UsageRecordOutput(serializers.Serializer):
 
 
 class UsageBatchInput(serializers.Serializer):
-    """The documented shape of a batch; the view checks the envelope and parses each event itself."""
+    """1 to 1,000 usage events, each as `usage/record/` takes it."""
+
+    # The documented shape: the view checks the envelope and parses each event itself.
 
     events = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
 
@@ -186,7 +189,7 @@ class PaidByOutput(serializers.Serializer):
 
 
 class TokenBreakdownOutput(serializers.Serializer):
-    """The canonical breakdown: disjoint counts, each priced once (credits.usage_objects)."""
+    """The canonical breakdown: disjoint counts, each priced once at its component's price."""
 
     input = serializers.IntegerField(help_text="Input read fresh: not cached, not written to the cache, not audio.")
     cache_read = serializers.IntegerField()
