@@ -81,8 +81,10 @@ IDEMPOTENCY_PAYMENT = (
     "a 503 resumes the same payment, never a second one."
 )
 IDEMPOTENCY_PUBLIC = (
-    "Accepted (1 to 255 characters, else 400 `idempotency_key_invalid`). Keys are scoped to the caller: "
-    "without a bearer token there is no caller, so the key is not stored and the request runs as sent."
+    "Keys are scoped to the caller. This operation needs no token: without one there is no caller, so the "
+    "key (1 to 255 characters, else 400 `idempotency_key_invalid`) is not stored and the request runs as "
+    "sent. With a valid bearer token it works as on every other POST: the same key and body within 24 hours "
+    "answer the stored response again, the same key with another body is a 422 `idempotency_key_reused`."
 )
 
 _STAFF = "Staff with the matching permission only."
@@ -127,7 +129,7 @@ OPERATIONS = {
         "Get my subscription", "The caller's live subscription; 404 `no_subscription` when there is none."
     ),
     "v1_me_entitlements_retrieve": Doc(
-        "Get my entitlements", "What the caller may use now: tier, features, limits and credit allocation."
+        "Get my entitlements", "What the caller may use now: the tier and its entitlements, and since when."
     ),
     "v1_me_invoices_list": Doc("List my invoices", "The caller's invoices, newest first, paginated."),
     "v1_subscriptions_create": Doc(
@@ -187,8 +189,8 @@ OPERATIONS = {
     ),
     "v1_licenses_eligibility_retrieve": Doc(
         "Check upgrade eligibility",
-        "Whether the license covers `version`, and if not, what the upgrade would cost. 422 `bad_checksum` for "
-        "a mistyped key.",
+        "Whether the license covers `version`, and whether an upgrade to a newer line is on sale with its price "
+        "and discount. 422 `bad_checksum` for a mistyped key.",
     ),
     # Coupons
     "v1_coupons_validate_create": Doc(
@@ -209,8 +211,8 @@ OPERATIONS = {
     "v1_me_usage_list": Doc(
         "List my usage",
         "The caller's recorded LLM requests, newest first (cursor pagination), each with its cost, the "
-        "`deduction_id` of the credits it took and the grants that paid for it. Filters: date range, "
-        "provider, model, request type.",
+        "`deduction_id` of the credits it took and the grants that paid for it. Filters: `date_from`, "
+        "`date_to`, `provider`, `model`.",
     ),
     "v1_me_usage_daily_list": Doc(
         "Get my daily usage",

@@ -10,8 +10,9 @@ source rather than kept as a second list:
   constant or an enum member) or from the class;
 - an operation can give the problems constructed in its handler and in every project function it
   reaches: calls resolved through the module globals (`services.usage_record`, `insufficient_credits`),
-  methods of the view and of `self`, project classes it instantiates (their methods), tables of
-  functions (`STEPS[kind](...)`), and exceptions an `except` clause re-raises.
+  methods of the view and of `self`, project classes it instantiates (their methods), functions and
+  classes passed as arguments, tables of functions (`STEPS[kind](...)`), and exceptions an `except`
+  clause re-raises.
 
 Calls through values only known at run time (a provider object, a registry) are not followed; a
 view marks what they add with `calls_payment_provider`, which the schema reads.
@@ -227,6 +228,13 @@ def _step(function, owner: type | None) -> tuple[tuple[Problem, ...], tuple]:
 
 
 def _call(node: ast.Call, namespace: dict, owner, problems: list, callees: list) -> None:
+    # Functions and classes handed over as arguments (`self._transition(request, services.license_suspend)`)
+    # are called by the callee.
+    for argument in [*node.args, *(keyword.value for keyword in node.keywords)]:
+        if isinstance(argument, ast.Name | ast.Attribute):
+            value = _resolve(argument, namespace, owner)
+            if inspect.isfunction(_unwrap(value)) or inspect.isclass(value) and not _is_problem_class(value):
+                callees.append((value, None))
     func = node.func
     if isinstance(func, ast.Subscript):
         table = _resolve(func.value, namespace, owner)

@@ -137,15 +137,14 @@ class ProblemAutoSchema(AutoSchema):
         if "requestBody" in operation:
             found.add(GENERIC["parse_error"])
         if self.method == "POST":
-            wanted.append("idempotency_key_invalid")
+            # A public POST honours the key too when the request carries a valid token (its caller).
+            wanted += ["idempotency_key_invalid", "idempotency_key_reused"]
+            if getattr(self.view, "calls_payment_provider", False):
+                wanted.append("idempotency_key_in_use")
         if not public:
             found |= {GENERIC["not_authenticated"], GENERIC["permission_denied"]}
             if any(issubclass(cls, JWTAuthentication) for cls in self.view.authentication_classes):
                 found.add(GENERIC[InvalidToken.default_code])
-            if self.method == "POST":
-                wanted.append("idempotency_key_reused")
-                if getattr(self.view, "calls_payment_provider", False):
-                    wanted.append("idempotency_key_in_use")
         if "{" in self.path or query & {"page", "cursor"}:
             found.add(GENERIC["not_found"])
         if writes:

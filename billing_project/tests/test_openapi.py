@@ -10,7 +10,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 
 from billing_project import api_docs
-from billing_project.errors import Conflict, RuleViolation
+from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.problem_codes import Problem, problems_of_any_request, problems_reached
 
 PROBLEM = "application/problem+json"
@@ -166,15 +166,25 @@ def _refuse_a_taken_name():
     raise Conflict("This name is taken.", code="name_taken")
 
 
+def _refuse_a_stranger():
+    raise NotFound("No such user.", code="unknown_user")
+
+
+def _run(service):
+    return service()
+
+
 def _handler_that_refuses():
     if _refuse_a_taken_name():
         raise RuleViolation("Say why.", code="reason_required", extra={"field": "reason"})
+    _run(_refuse_a_stranger)
 
 
 def test_problems_are_derived_from_what_a_handler_reaches():
     assert problems_reached(_handler_that_refuses) == {
         Problem(409, "name_taken"),
         Problem(422, "reason_required"),
+        Problem(404, "unknown_user"),
     }
 
 
