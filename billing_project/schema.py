@@ -132,7 +132,7 @@ class ProblemAutoSchema(AutoSchema):
         found = set() if getattr(self.view, "items_judged_by_view", None) else set(self._problems_of_view())
         wanted = ["database_unavailable"]
         if "requestBody" in operation or query:
-            found |= {GENERIC["validation_error"]}
+            found.add(GENERIC["validation_error"])
             wanted.append("invalid_value")
         if "requestBody" in operation:
             found.add(GENERIC["parse_error"])
@@ -154,7 +154,7 @@ class ProblemAutoSchema(AutoSchema):
         found |= {machinery[code] for code in wanted}
         by_status: dict[int, list[Problem]] = {}
         for problem in sorted(found, key=lambda problem: problem.code):
-            if problem.status != 500 or problem.code != "internal_error":
+            if problem.code != "internal_error":  # an unexpected error is no answer to document
                 by_status.setdefault(problem.status, []).append(problem)
         return by_status
 
@@ -186,8 +186,7 @@ class ProblemAutoSchema(AutoSchema):
         lines = []
         examples = {}
         for problem in problems:
-            members = [member for member in problem.members if member != "retry_after" or status_code != 429]
-            more = f" (with {', '.join(f'`{member}`' for member in members)})" if members else ""
+            more = f" (with {', '.join(f'`{member}`' for member in problem.members)})" if problem.members else ""
             lines.append(f"- `{problem.code}`{more}: {problem.detail}")
             value = problem_body(
                 status_code=status_code,
