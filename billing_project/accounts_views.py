@@ -7,7 +7,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_project.auth import NoAuthentication
-from billing_project.schema import problem_responses
 from billing_project.signin import user_sign_in
 from billing_project.throttles import ScopedRateThrottle
 from billing_project.token_rotation import refresh_token_rotate, token_pair_issue
@@ -39,9 +38,7 @@ class TokenObtainView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(
-        request=TokenObtainInput, responses={200: TokenPairOutput, **problem_responses(401, 403, 429)}, auth=[]
-    )
+    @extend_schema(request=TokenObtainInput, responses={200: TokenPairOutput}, auth=[])
     def post(self, request):
         data = TokenObtainInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -65,7 +62,7 @@ class TokenRefreshView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenRefreshInput, responses={200: TokenPairOutput, **problem_responses(401)}, auth=[])
+    @extend_schema(request=TokenRefreshInput, responses={200: TokenPairOutput}, auth=[])
     def post(self, request):
         data = TokenRefreshInput(data=request.data)
         data.is_valid(raise_exception=True)

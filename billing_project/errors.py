@@ -102,6 +102,19 @@ def problem_body(*, status_code: int, code: str, title: str, detail: str, instan
     }
 
 
+# The `title` of the problems DRF's own exceptions become, by status.
+DRF_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    415: "Unsupported media type",
+    429: "Too many requests",
+}
+
+
 def _drf_problem(exc: exceptions.APIException, instance: str) -> tuple[int, dict]:
     code = exc.default_code
     extra = {}
@@ -121,16 +134,7 @@ def _drf_problem(exc: exceptions.APIException, instance: str) -> tuple[int, dict
         code = getattr(exc.detail, "code", None) or code
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         extra["retry_after"] = int(exc.wait) + 1
-    title = {
-        400: "Bad request",
-        401: "Authentication required",
-        403: "Forbidden",
-        404: "Not found",
-        405: "Method not allowed",
-        406: "Not acceptable",
-        415: "Unsupported media type",
-        429: "Too many requests",
-    }.get(exc.status_code, "Error")
+    title = DRF_TITLES.get(exc.status_code, "Error")
     return exc.status_code, problem_body(
         status_code=exc.status_code, code=str(code), title=title, detail=detail, instance=instance, **extra
     )

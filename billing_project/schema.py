@@ -1,10 +1,18 @@
-"""How the OpenAPI schema describes our two bearer-token kinds and our problem+json errors."""
+"""How the OpenAPI schema describes our bearer-token kinds, our operations and our problem+json errors."""
+
+import inspect
+import re
+from http import HTTPStatus
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
 
-from billing_project.errors import PROBLEM_CONTENT_TYPE
+from billing_project import api_docs, errors
+from billing_project.errors import PROBLEM_CONTENT_TYPE, problem_body
+from billing_project.problem_codes import Problem, problems_of_any_request, problems_reached
 
 
 class _BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -41,57 +49,220 @@ class ActiveUserTokenScheme(OpenApiAuthenticationExtension):
 
 
 class ProblemSerializer(serializers.Serializer):
-    """RFC 7807 problem details, as billing_project.errors.problem_exception_handler writes them."""
+    """An error, as RFC 7807 problem details: match on `code`; `detail` is for people."""
 
-    type = serializers.CharField()
+    # As billing_project.errors.problem_exception_handler writes them.
+
+    type = serializers.CharField(help_text="`urn:problem:<code>`.")
     title = serializers.CharField()
     status = serializers.IntegerField()
-    detail = serializers.CharField()
-    instance = serializers.CharField()
-    code = serializers.CharField(help_text="Stable error code; for a 422 coupon refusal, the reason code.")
+    detail = serializers.CharField(help_text="What went wrong, in words for people; do not parse it.")
+    instance = serializers.CharField(help_text="The request's path.")
+    code = serializers.CharField(
+        help_text="Stable error code to match on: one of `ErrorCode` (the list of every code this API answers)."
+    )
     errors = serializers.DictField(required=False, help_text="Per-field messages of a validation error.")
-    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait after a 429.")
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds to wait before retrying.")
+
+    class Meta:
+        ref_name = "Problem"
 
 
 class ProblemAutoSchema(AutoSchema):
-    """Documents, for every operation, the problem+json errors the shared machinery can answer, so a
-    view declares only its successes (and errors peculiar to it):
+    """Every operation's words, tag, `Idempotency-Key` header, success examples and problem responses.
 
-    - 400 when there is a body or query to validate;
-    - 401 and 403 when the operation needs credentials;
-    - 404 when the path has a parameter, for a page past the last or an invalid cursor (DRF's
-      paginators), and on writes (a body refers to users, holds, coupons ... by id);
-    - 409 and 422 on writes (business rules; an `Idempotency-Key` reused with another body is a 422);
-    - 429 when the view is throttled.
-    """
+    The words, tags and examples come from billing_project.api_docs (never from docstrings, which are
+    written for the code's readers). The problems come from the code (billing_project.problem_codes):
+    those the operation's view reaches, and those the shared machinery answers for an operation of
+    its kind (validation, credentials, idempotency keys, throttles, the database)."""
 
-    def _get_response_bodies(self, direction="response"):
-        responses = super()._get_response_bodies(direction=direction)
-        if direction != "response":
-            return responses
-        codes = []
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        docs = api_docs.OPERATIONS.get(operation["operationId"])
+        operation.pop("summary", None)
+        operation.pop("description", None)
+        if docs:
+            operation["summary"] = docs.summary
+            operation["description"] = docs.description
+        tag = api_docs.tag_of(path)
+        if tag:
+            operation["tags"] = [tag]
+        else:
+            operation.pop("tags", None)
+        public = not any(requirement for requirement in operation.get("security", [{}]))
+        if self.method == "POST":
+            operation.setdefault("parameters", []).append(self._idempotency_header(public))
+        for status_code, example in api_docs.SUCCESS_EXAMPLES.get(operation["operationId"], {}).items():
+            content = operation["responses"][str(status_code)]["content"]["application/json"]
+            content["examples"] = {"success": {"summary": "Success", "value": example}}
+        for status_code, example in api_docs.REQUEST_EXAMPLES.get(operation["operationId"], {}).items():
+            content = operation["requestBody"]["content"]["application/json"]
+            content.setdefault("examples", {})[status_code] = {"summary": status_code, "value": example}
+        for status_code, problems in sorted(self._problems(operation, public).items()):
+            operation["responses"][str(status_code)] = self._problem_response(operation, status_code, problems)
+        return operation
+
+    def _idempotency_header(self, public: bool) -> dict:
+        if getattr(self.view, "calls_payment_provider", False):
+            how = api_docs.IDEMPOTENCY_PAYMENT
+        elif public:
+            how = api_docs.IDEMPOTENCY_PUBLIC
+        else:
+            how = api_docs.IDEMPOTENCY_HONOURED
+        return {
+            "in": "header",
+            "name": "Idempotency-Key",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": how,
+        }
+
+    def _problems(self, operation: dict, public: bool) -> dict[int, list[Problem]]:
+        from billing_project import idempotency
+
         writes = self.method in ("POST", "PUT", "PATCH", "DELETE")
-        query = {parameter["name"] for parameter in self._get_parameters() if parameter.get("in") == "query"}
-        if writes or query:
-            codes.append(400)
-        if any(requirement for requirement in self.get_auth()):
-            codes += [401, 403]
-        if "{" in self.path or writes or query & {"page", "cursor"}:
-            codes.append(404)
+        query = {parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "query"}
+        machinery = {
+            problem.code: problem
+            for problem in problems_reached(idempotency.IdempotencyMiddleware, errors.problem_exception_handler)
+        }
+        # A view that judges the items of a list one by one answers their problems in its 200 body.
+        found = set() if getattr(self.view, "items_judged_by_view", None) else set(self._problems_of_view())
+        wanted = ["database_unavailable"]
+        if "requestBody" in operation or query:
+            found.add(GENERIC["validation_error"])
+            wanted.append("invalid_value")
+        if "requestBody" in operation:
+            found.add(GENERIC["parse_error"])
+        if self.method == "POST":
+            # A public POST honours the key too when the request carries a valid token (its caller).
+            wanted += ["idempotency_key_invalid", "idempotency_key_reused"]
+            if getattr(self.view, "calls_payment_provider", False):
+                wanted.append("idempotency_key_in_use")
+        if not public:
+            found |= {GENERIC["not_authenticated"], GENERIC["permission_denied"]}
+            if any(issubclass(cls, JWTAuthentication) for cls in self.view.authentication_classes):
+                found.add(GENERIC[InvalidToken.default_code])
+        if "{" in self.path or query & {"page", "cursor"}:
+            found.add(GENERIC["not_found"])
         if writes:
-            codes += [409, 422]
+            wanted.append("transaction_conflict")
         if self.view.get_throttles():
-            codes.append(429)
-        for code in codes:
-            responses.setdefault(
-                str(code), self._get_response_for_code(ProblemSerializer, str(code), media_types=[PROBLEM_CONTENT_TYPE])
+            found.add(GENERIC["throttled"])
+        found |= {machinery[code] for code in wanted}
+        by_status: dict[int, list[Problem]] = {}
+        for problem in sorted(found, key=lambda problem: problem.code):
+            if problem.code != "internal_error":  # an unexpected error is no answer to document
+                by_status.setdefault(problem.status, []).append(problem)
+        return by_status
+
+    def _problems_of_view(self) -> set[Problem]:
+        view_class = type(self.view)
+        name = getattr(self.view, "action", None) or self.method.lower()
+        handler = getattr(view_class, name, None)
+        if name == "partial_update" and "partial_update" not in vars(view_class):
+            handler = getattr(view_class, "update", handler)
+        handlers = HANDLER_NAMES | {
+            attribute for attribute, value in vars(view_class).items() if hasattr(value, "mapping")
+        }
+        helpers = [
+            value
+            for klass in view_class.__mro__
+            for attribute, value in vars(klass).items()
+            if attribute not in handlers and inspect.isfunction(value)
+        ]
+        collaborators = [
+            *self.view.authentication_classes,
+            *self.view.permission_classes,
+            getattr(self.view, "serializer_class", None),
+        ]
+        return problems_reached(handler, *helpers, *[c for c in collaborators if c], owner=view_class)
+
+    def _problem_response(self, operation: dict, status_code: int, problems: list[Problem]) -> dict:
+        response = self._get_response_for_code(ProblemSerializer, str(status_code), media_types=[PROBLEM_CONTENT_TYPE])
+        instance = re.sub(r"{[^}]+}", "1", self.path)
+        lines = []
+        examples = {}
+        for problem in problems:
+            more = f" (with {', '.join(f'`{member}`' for member in problem.members)})" if problem.members else ""
+            lines.append(f"- `{problem.code}`{more}: {problem.detail}")
+            value = problem_body(
+                status_code=status_code,
+                code=problem.code,
+                title=problem.title or errors.DRF_TITLES.get(status_code, "Error"),
+                detail=problem.detail,
+                instance=instance,
+                **dict(problem.extra),
             )
-        return responses
+            value.update(
+                api_docs.PROBLEM_EXAMPLES.get((operation["operationId"], problem.code))
+                or api_docs.PROBLEM_EXAMPLES.get(problem.code)
+                or {}
+            )
+            examples[problem.code] = {"summary": problem.code, "value": value}
+        response["description"] = f"{HTTPStatus(status_code).phrase}. `code` is one of:\n\n" + "\n".join(lines)
+        response["content"][PROBLEM_CONTENT_TYPE]["examples"] = examples
+        return response
 
 
-def problem_responses(*codes: int) -> dict:
-    """`extend_schema(responses=...)` entries for errors peculiar to one view, e.g. `**problem_responses(402)`."""
-    return {(code, PROBLEM_CONTENT_TYPE): ProblemSerializer for code in codes}
+HANDLER_NAMES = {
+    "get",
+    "post",
+    "put",
+    "patch",
+    "delete",
+    "list",
+    "create",
+    "retrieve",
+    "update",
+    "partial_update",
+    "destroy",
+}
+
+# What the shared machinery answers, in DRF's words.
+GENERIC = {
+    problem.code: problem
+    for problem in (
+        Problem(400, "validation_error", "Bad request", "The request has invalid fields.", ("errors",)),
+        Problem(400, "parse_error", "Bad request", "JSON parse error - Expecting value: line 1 column 1 (char 0)"),
+        Problem(401, "not_authenticated", "Authentication required", "Authentication credentials were not provided."),
+        Problem(403, "permission_denied", "Forbidden", "You do not have permission to perform this action."),
+        Problem(404, "not_found", "Not found", "Not found."),
+        Problem(401, InvalidToken.default_code, "Authentication required", "Token is invalid or expired"),
+        Problem(429, "throttled", "Too many requests", "Request was throttled.", ("retry_after",)),
+    )
+}
+
+
+def add_error_codes(result, generator, request, public):
+    """drf-spectacular postprocessing hook: the `ErrorCode` component, every code of the API with its
+    statuses and meaning: those of every operation's problem responses (derived from the code), and
+    those any request may get."""
+    statuses: dict[str, set[int]] = {}
+    details: dict[str, str] = {}
+    for methods in result["paths"].values():
+        for operation in methods.values():
+            for status_code, response in operation["responses"].items():
+                examples = response.get("content", {}).get(PROBLEM_CONTENT_TYPE, {}).get("examples", {})
+                for code, example in examples.items():
+                    statuses.setdefault(code, set()).add(int(status_code))
+                    details.setdefault(code, example["value"]["detail"])
+    for problem in problems_of_any_request():
+        statuses.setdefault(problem.code, set()).add(problem.status)
+        details.setdefault(problem.code, problem.detail)
+    lines = [
+        f"- `{code}` ({', '.join(str(status) for status in sorted(statuses[code]))}): {details[code]}"
+        for code in sorted(statuses)
+    ]
+    result["components"]["schemas"]["ErrorCode"] = {
+        "type": "string",
+        "enum": sorted(statuses),
+        "description": "Every `code` a problem of this API can carry, with its statuses:\n\n" + "\n".join(lines),
+    }
+    result["tags"] = [{"name": name, "description": description} for name, description in api_docs.TAGS.items()]
+    return result
 
 
 def _by_id(*operations: str, parameter: str = "id", value: str = "$response.body#/id") -> dict:

@@ -315,7 +315,18 @@ SIMPLE_JWT = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Billing API",
-    "DESCRIPTION": "Subscriptions, perpetual licenses, coupons and usage credits.",
+    "DESCRIPTION": (
+        "Subscriptions, perpetual licenses, coupons and usage credits.\n\n"
+        "**Authentication**: `Authorization: Bearer <token>`, a user's access token from `POST /api/v1/auth/token/` "
+        "or a service token (`usage/` endpoints). No credentials: 401; the wrong kind of caller or a missing staff "
+        "permission: 403.\n\n"
+        "**Errors** are `application/problem+json` (RFC 7807) with a stable `code` to match on (the `ErrorCode` "
+        "schema lists them all) and, for invalid fields, `errors` per field. Any request may also get 405, 406, "
+        "413 or 415 for a method, `Accept` header, body size or media type the operation does not take.\n\n"
+        "**Retries**: every POST takes an `Idempotency-Key` header; see each operation for what it does there. "
+        "An answer with `Retry-After` asks you to retry after that many seconds.\n\n"
+        "**Lists** are paginated (`page`, `page_size`, or a cursor) and filterable."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -324,6 +335,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "billing_project.schema.add_operation_links",
+        "billing_project.schema.add_error_codes",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -42,15 +42,11 @@ class TokenPair:
     refresh: str
 
 
-def _refused(detail: str, code: str) -> exceptions.AuthenticationFailed:
-    return exceptions.AuthenticationFailed(detail, code=code)
-
-
 def _presented(raw: str) -> _PresentedRefreshToken:
     try:
         return _PresentedRefreshToken(raw)
     except TokenError as error:
-        raise _refused(str(error), "token_not_valid") from None
+        raise exceptions.AuthenticationFailed(str(error), code="token_not_valid") from None
 
 
 def token_pair_issue(*, user, second_factor_verified: bool) -> TokenPair:
@@ -69,14 +65,18 @@ def refresh_token_rotate(*, raw: str) -> TokenPair:
     # An erased or deactivated user's tokens refresh nothing (and leave no row behind).
     user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first() if user_id else None
     if user is None:
-        raise _refused("No active account found for the given token.", "no_active_account")
+        raise exceptions.AuthenticationFailed("No active account found for the given token.", code="no_active_account")
     with transaction.atomic():
         rotated = _rotate(token, user)
     # Refused only now, outside the transaction: a family's revocation has committed.
     if rotated == "token_reused":
-        raise _refused("This refresh token was already used: its sign-in is revoked. Sign in again.", rotated)
+        raise exceptions.AuthenticationFailed(
+            "This refresh token was already used: its sign-in is revoked. Sign in again.", code="token_reused"
+        )
     if rotated == "token_revoked":
-        raise _refused("This refresh token's sign-in was revoked. Sign in again.", rotated)
+        raise exceptions.AuthenticationFailed(
+            "This refresh token's sign-in was revoked. Sign in again.", code="token_revoked"
+        )
     return rotated
 
 

@@ -497,6 +497,8 @@ class CreditDeductionLedger(AppendOnlyModel):
         indexes = [
             models.Index(fields=["user", "created_at"], name="deduction_user_time_idx"),
             models.Index(fields=["reason", "created_at"], name="deduction_reason_time_idx"),
+            # The staff list (admin/credits/deductions/): newest first, or a date range, of all users.
+            models.Index(fields=["created_at", "id"], name="deduction_time_idx"),
         ]
 
     def __str__(self):

@@ -18,6 +18,7 @@ from credits import ledger_sql, pricing
 from credits.models import (
     PER_1K_PRICE_FIELDS,
     ApprovalStatus,
+    CreditDeductionLedger,
     ModelProviderPricing,
     PricingConfig,
     PricingScope,
@@ -258,6 +259,12 @@ def usage_list_for_user(*, user, date_from=None, date_to=None, model=None, provi
     if provider:
         rows = rows.filter(provider__name=provider)
     return rows.prefetch_related("deduction__consumptions__source")
+
+
+def deductions_for_staff():
+    """Every deduction and reversal, newest first, with the usage row (request, provider, model) of
+    those that paid for an LLM request."""
+    return CreditDeductionLedger.objects.select_related("user", "usage__provider").order_by("-created_at", "-id")
 
 
 def usage_daily_for_user(*, user, date_from, date_to):

@@ -97,7 +97,9 @@ class CouponOutput(serializers.ModelSerializer):
 
 
 class CouponTemplateFields(serializers.Serializer):
-    """The fields a staff member sets on a coupon; shape rules are the model's (`Coupon.clean`)."""
+    """The fields a staff member sets on a coupon."""
+
+    # Shape rules (which discount type goes with which coupon type, ...) are the model's: Coupon.clean.
 
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     coupon_type = serializers.ChoiceField(choices=CouponType.choices)

@@ -89,6 +89,9 @@ REASON_TEXT = {
 class CouponRefused(RuleViolation):
     """422 problem whose `code` is the validation reason."""
 
+    # The codes it carries, with their text: the API's documentation lists them.
+    codes = {str(reason): text for reason, text in REASON_TEXT.items()}
+
     def __init__(self, reason: Reason):
         super().__init__(REASON_TEXT[reason], code=str(reason))
 

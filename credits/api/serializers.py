@@ -5,6 +5,7 @@ from billing_project.fields import DateField, DateTimeField
 from credits import selectors
 from credits.models import (
     PER_1K_PRICE_FIELDS,
+    CreditDeductionLedger,
     CreditSource,
     GrantSource,
     ModelProviderPricing,
@@ -22,9 +23,10 @@ from credits.usage_objects import MAX_FEE_UNITS, MAX_TOKENS
 TOKENS = {"min_value": 0, "max_value": MAX_TOKENS}
 
 
+# The documented shape of a usage event: requests are parsed by credits.api.events, which applies these
+# rules faster (a test keeps the two in step).
 class UsageEventInput(serializers.Serializer):
-    """The documented shape of a usage event; requests are parsed by credits.api.events, which
-    applies these rules faster (a test keeps the two in step).
+    """One LLM request as the gateway reports it.
 
     Tokens come either as the flat fields (`usage_format` `flat`, the default) or as the provider's
     usage object verbatim in `usage`, with `usage_format` naming its shape. Flat fields: `input_tokens`
@@ -109,10 +111,16 @@ class UsageRecordOutput(serializers.Serializer):
     margin_multiplier = serializers.CharField()
     byok = serializers.BooleanField()
     hold_id = serializers.UUIDField(allow_null=True)
+    deduction_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The deduction that took the credits (none at zero cost): staff reverse it by this id.",
+    )
 
 
 class UsageBatchInput(serializers.Serializer):
-    """The documented shape of a batch; the view checks the envelope and parses each event itself."""
+    """1 to 1,000 usage events, each as `usage/record/` takes it."""
+
+    # The documented shape: the view checks the envelope and parses each event itself.
 
     events = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
 
@@ -181,7 +189,7 @@ class PaidByOutput(serializers.Serializer):
 
 
 class TokenBreakdownOutput(serializers.Serializer):
-    """The canonical breakdown: disjoint counts, each priced once (credits.usage_objects)."""
+    """The canonical breakdown: disjoint counts, each priced once at its component's price."""
 
     input = serializers.IntegerField(help_text="Input read fresh: not cached, not written to the cache, not audio.")
     cache_read = serializers.IntegerField()
@@ -198,6 +206,9 @@ class UsageOutput(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.name")
     breakdown = serializers.SerializerMethodField()
     paid_by = serializers.SerializerMethodField(help_text="The grants that paid for this request.")
+    deduction_id = serializers.UUIDField(
+        allow_null=True, help_text="The deduction that took the credits (none at zero cost)."
+    )
 
     class Meta:
         model = TokenUsageLedger
@@ -227,6 +238,7 @@ class UsageOutput(serializers.ModelSerializer):
             "is_byok",
             "request_started_at",
             "request_completed_at",
+            "deduction_id",
             "paid_by",
         ]
 
@@ -398,8 +410,10 @@ class PricingConfigOutput(serializers.ModelSerializer):
 
 class PricingConfigInput(serializers.Serializer):
     scope_type = serializers.ChoiceField(choices=PricingScope.choices)
+    # Absent for scopes other than a tier (the service's default); a default outside the choices would
+    # be an invalid value in the OpenAPI document.
     subscription_tier = serializers.ChoiceField(
-        choices=PricingConfig._meta.get_field("subscription_tier").choices, required=False, default=""
+        choices=PricingConfig._meta.get_field("subscription_tier").choices, required=False
     )
     provider = serializers.SlugRelatedField(
         slug_field="name", queryset=Provider.objects.all(), required=False, allow_null=True, default=None
@@ -427,3 +441,36 @@ class PricingSimulationOutput(serializers.Serializer):
     current_margin_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
     projected_margin_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
     expected_margin_change_usd = serializers.DecimalField(max_digits=20, decimal_places=2)
+
+
+class StaffDeductionOutput(serializers.ModelSerializer):
+    """A deduction (or a reversal) with the LLM request it paid for, if any."""
+
+    user_id = serializers.IntegerField()
+    user_email = serializers.EmailField(source="user.email")
+    reverses_id = serializers.UUIDField(allow_null=True, help_text="For a reversal: the deduction it gave back.")
+    reversed_by_id = serializers.IntegerField(allow_null=True, help_text="For a reversal: the staff member.")
+    request_type = serializers.CharField(source="usage.request_type", default=None, allow_null=True)
+    provider = serializers.CharField(source="usage.provider.name", default=None, allow_null=True)
+    model_name = serializers.CharField(source="usage.model_name", default=None, allow_null=True)
+
+    class Meta:
+        model = CreditDeductionLedger
+        fields = [
+            "id",
+            "created_at",
+            "user_id",
+            "user_email",
+            "amount",
+            "balance_before",
+            "balance_after",
+            "reason",
+            "status",
+            "request_id",
+            "request_type",
+            "provider",
+            "model_name",
+            "reverses_id",
+            "reversed_by_id",
+            "reversal_reason",
+        ]

@@ -18,6 +18,7 @@ urlpatterns = [
     path("me/usage/", views.MeUsageView.as_view(), name="me-usage"),
     path("me/usage/daily/", views.MeUsageDailyView.as_view(), name="me-usage-daily"),
     path("admin/credits/grant/", views.StaffCreditGrantView.as_view(), name="admin-credit-grant"),
+    path("admin/credits/deductions/", views.StaffDeductionListView.as_view(), name="admin-deductions"),
     path(
         "admin/credits/deductions/<uuid:deduction_id>/reverse/",
         views.StaffDeductionReverseView.as_view(),

@@ -23,6 +23,7 @@ from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
 from credits.codes import ErrorCode
+from credits.api.filters import StaffDeductionFilter
 from credits.models import ModelProviderPricing, PricingConfig, Provider
 
 UsageWrite = service_scope("usage:write")
@@ -196,6 +197,14 @@ class StaffCreditGrantView(APIView):
         result = services.credit_grant_by_staff(user=user, actor=request.user, **fields)
         body = {"allocation_id": result.allocation.pk, "balance_after": result.balance_after}
         return Response(s.StaffGrantOutput(body).data, status=status.HTTP_201_CREATED)
+
+
+class StaffDeductionListView(generics.ListAPIView):
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"get": ["credits.view_creditdeductionledger"]}
+    serializer_class = s.StaffDeductionOutput
+    filterset_class = StaffDeductionFilter
+    queryset = selectors.deductions_for_staff()
 
 
 class StaffDeductionReverseView(APIView):

@@ -80,6 +80,7 @@ class UsageResult:
             "margin_multiplier": f"{usage.margin_multiplier:.4f}",
             "byok": usage.is_byok,
             "hold_id": str(usage.hold_id) if usage.hold_id else None,
+            "deduction_id": str(usage.deduction_id) if usage.deduction_id else None,
         }
 
 

@@ -62,6 +62,7 @@ def test_record_charges_the_seed_example_at_the_free_tier_margin(service_client,
         "margin_multiplier": "2.0000",
         "byok": False,
         "hold_id": None,
+        "deduction_id": str(CreditDeductionLedger.objects.get(request_id=event["request_id"]).pk),
     }
     assert balance_of(user) == 930
     deduction = CreditDeductionLedger.objects.get(request_id=event["request_id"])

@@ -160,7 +160,7 @@ def reveals_full_keys(request) -> bool:
 
 class StaffLicenseOutput(serializers.ModelSerializer):
     """A license as staff see it through the API: the key masked, unless the caller holds
-    `licensing.view_full_license_key` (the view audits such reads)."""
+    `licensing.view_full_license_key` (every such read is audited)."""
 
     license_key = serializers.SerializerMethodField()
     user_email = serializers.EmailField(source="user.email", read_only=True)

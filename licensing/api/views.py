@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 
 from billing_project.auth import HasStaffPermission
 from billing_project.errors import NotFound
-from billing_project.schema import problem_responses
 from licensing import selectors, services
 from licensing.api.filters import StaffLicenseFilter
 from licensing.api.serializers import (
@@ -108,7 +107,7 @@ class LicenseValidateView(APIView):
 class LicenseEligibilityView(APIView):
     @extend_schema(
         parameters=[LICENSE_KEY_PARAMETER, EligibilityQuery],
-        responses={200: EligibilityOutput, **problem_responses(422)},
+        responses={200: EligibilityOutput},
     )
     def get(self, request, license_key: str):
         data = _valid(EligibilityQuery, request.query_params)
