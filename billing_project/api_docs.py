@@ -20,7 +20,7 @@ TAGS = {
     "coupons": "Coupon validation and redemption.",
     "credits and usage": "Usage credits: the caller's balance and usage, and the service endpoints that "
     "record LLM usage (service token with the `usage:write` scope).",
-    "payments": "Stripe webhooks.",
+    "payments": "Stripe webhooks and the customer portal.",
     "staff: customers": "Staff: subscriptions, refunds and users (export, erasure).",
     "staff: licensing": "Staff: licenses.",
     "staff: coupons": "Staff: coupons, campaigns, fraud detections and coupon analytics.",
@@ -61,6 +61,7 @@ _TAG_PREFIXES = [
     ("coupons/", "coupons"),
     ("usage/", "credits and usage"),
     ("billing/webhooks/", "payments"),
+    ("billing/portal/", "payments"),
 ]
 
 
@@ -388,6 +389,19 @@ OPERATIONS = {
     "v1_admin_pricing_configs_simulate_create": Doc(
         "Simulate a margin change",
         f"{_STAFF} The margin and revenue this change would have moved over the last 30 days. Changes nothing.",
+    ),
+    # Payments
+    "v1_billing_portal_create": Doc(
+        "Open the customer portal",
+        "A session of Stripe's customer portal for the caller, where they update their card, see their "
+        "invoices and cancel: answers `{url, provider}`; open the URL in a browser. The caller's Stripe "
+        "customer is created the first time. 503 `payment_provider_unavailable` when Stripe did not answer: "
+        "nothing was written, retry later.",
+    ),
+    "v1_billing_portal_offline_retrieve": Doc(
+        "The portal without Stripe",
+        "Where the portal sends a customer when the service runs without Stripe (development): says there is "
+        "no customer portal and where the invoices are listed.",
     ),
     # Staff: payments
     "v1_admin_payment_events_list": Doc(

@@ -22,8 +22,8 @@ from billing_project.parsers import text_problem
 from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
-from credits.codes import ErrorCode
 from credits.api.filters import StaffDeductionFilter
+from credits.codes import ErrorCode
 from credits.models import ModelProviderPricing, PricingConfig, Provider
 
 UsageWrite = service_scope("usage:write")
