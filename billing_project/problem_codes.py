@@ -135,7 +135,7 @@ def _problem_of_class(cls, call: ast.Call, namespace: dict) -> list[Problem]:
         extra = tuple((name, value.value) for name, value in pairs if isinstance(value, ast.Constant))
         if isinstance(getattr(cls, "codes", None), dict):
             return [Problem(cls.status, code, cls.title, text) for code, text in cls.codes.items()]
-        code = _literal_text(code_node, namespace) if code_node is not None else cls.code
+        code = _literal_text(code_node, namespace) if code_node is not None else str(cls.code)
         if code is None:
             raise ValueError(f"{ast.unparse(call)}: the problem code must be a literal, a constant or an enum member")
         return [Problem(cls.status, code, cls.title, detail or cls.title, members, extra)]
@@ -223,7 +223,7 @@ def _step(function, owner: type | None) -> tuple[tuple[Problem, ...], tuple]:
             for caught in node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]:
                 cls = _resolve(caught, namespace, owner)
                 if _is_problem_class(cls) and issubclass(cls, DomainError):
-                    problems.append(Problem(cls.status, cls.code, cls.title, cls.title))
+                    problems.append(Problem(cls.status, str(cls.code), cls.title, cls.title))
     return tuple(problems), tuple(callees)
 
 

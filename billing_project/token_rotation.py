@@ -21,6 +21,7 @@ from rest_framework_simplejwt.tokens import RefreshToken, Token
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from billing_project.auth import OTP_CLAIM
+from billing_project.codes import ErrorCode
 from billing_project.models import RevokedTokenFamily
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _presented(raw: str) -> _PresentedRefreshToken:
     try:
         return _PresentedRefreshToken(raw)
     except TokenError as error:
-        raise exceptions.AuthenticationFailed(str(error), code="token_not_valid") from None
+        raise exceptions.AuthenticationFailed(str(error), code=ErrorCode.TOKEN_NOT_VALID) from None
 
 
 def token_pair_issue(*, user, second_factor_verified: bool) -> TokenPair:
@@ -65,17 +66,19 @@ def refresh_token_rotate(*, raw: str) -> TokenPair:
     # An erased or deactivated user's tokens refresh nothing (and leave no row behind).
     user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first() if user_id else None
     if user is None:
-        raise exceptions.AuthenticationFailed("No active account found for the given token.", code="no_active_account")
+        raise exceptions.AuthenticationFailed(
+            "No active account found for the given token.", code=ErrorCode.NO_ACTIVE_ACCOUNT
+        )
     with transaction.atomic():
         rotated = _rotate(token, user)
     # Refused only now, outside the transaction: a family's revocation has committed.
-    if rotated == "token_reused":
+    if rotated == ErrorCode.TOKEN_REUSED:
         raise exceptions.AuthenticationFailed(
-            "This refresh token was already used: its sign-in is revoked. Sign in again.", code="token_reused"
+            "This refresh token was already used: its sign-in is revoked. Sign in again.", code=ErrorCode.TOKEN_REUSED
         )
-    if rotated == "token_revoked":
+    if rotated == ErrorCode.TOKEN_REVOKED:
         raise exceptions.AuthenticationFailed(
-            "This refresh token's sign-in was revoked. Sign in again.", code="token_revoked"
+            "This refresh token's sign-in was revoked. Sign in again.", code=ErrorCode.TOKEN_REVOKED
         )
     return rotated
 
@@ -96,9 +99,9 @@ def _rotate(token: _PresentedRefreshToken, user) -> TokenPair | str:
         )
         if revoked:
             logger.warning("refresh token reused: token family of user %s revoked", user.pk)
-        return "token_reused"
+        return ErrorCode.TOKEN_REUSED
     if RevokedTokenFamily.objects.filter(family=family).exists():
-        return "token_revoked"
+        return ErrorCode.TOKEN_REVOKED
     BlacklistedToken.objects.create(token=outstanding)
     token[FAMILY_CLAIM] = family
     token.set_jti()
