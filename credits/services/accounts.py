@@ -37,6 +37,7 @@ from credits.models import (
 from credits.selectors import balance_invalidate, spendable
 
 TIER_FIELDS = {"tier", "subscription_id"}
+LAST_DEDUCTION_FIELDS = ("last_deduction_at", "last_deduction_amount")
 
 
 def _balance_create(user_id) -> bool:
@@ -156,7 +157,7 @@ class LockedAccount:
         deduction = self._write_deduction(amount=amount, reason=reason, paid_by=paid_by, **ledger_fields)
         self.balance.last_deduction_at = self.now
         self.balance.last_deduction_amount = amount
-        self._balance_fields |= {"last_deduction_at", "last_deduction_amount"}
+        self._balance_fields.update(LAST_DEDUCTION_FIELDS)
         return deduction
 
     def _write_deduction(self, *, amount: int, reason: str, paid_by, **ledger_fields) -> CreditDeductionLedger:
@@ -290,7 +291,7 @@ class LockedAccount:
         self._balance_fields.add("amount")
 
     def _update(self, row: Model, *fields: str) -> None:
-        if any(row is new for new in (*self.new_grants, *self.new_holds)):
+        if (self.new_grants or self.new_holds) and any(row is new for new in (*self.new_grants, *self.new_holds)):
             return  # not written yet: its insert carries the new values
         _, known = self._updates.setdefault((type(row), row.pk), (row, set()))
         known.update(fields)
