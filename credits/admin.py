@@ -1,10 +1,13 @@
 """Vendor prices and margins are edited here; balances, grants and ledgers are read-only: they change
-only through the credit services."""
+only through the credit services. A balance's and a grant's history is the ledger, linked from their
+pages; django-auditlog does not track them (credits.apps)."""
 
 from django import forms
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html_join
 
-from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
+from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyModelAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.errors import DomainError
@@ -245,22 +248,51 @@ class CreditAllocationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("created_at", "user", "amount", "source", "period_start", "period_end", "expires_at", "granted_by")
     list_filter = ("source",)
     list_select_related = ("user", "granted_by")
-    search_fields = ("user__email", "reason", "subscription__stripe_subscription_id", "=id")
+    search_fields = ("user__email", "reason", "=subscription_id", "=id")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
 
 
+# A balance's and a grant's history is the ledger (credits.services.accounts): their pages link to it.
+LEDGERS = (
+    (CreditAllocation, "credits in"),
+    (CreditDeductionLedger, "deductions, expiries and reversals"),
+    (TokenUsageLedger, "usage"),
+    (CreditHold, "holds"),
+    (UserCreditSource, "grants"),
+)
+
+
+class LedgerHistoryAdmin(ReadOnlyModelAdmin):
+    """Read-only rows whose history is the ledger, linked from their page (not django-auditlog)."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "history"]
+
+    @admin.display(description="History (the ledger)")
+    def history(self, obj):
+        return format_html_join(
+            ", ",
+            '<a href="{}?user__exact={}">{}</a>',
+            (
+                (reverse(f"admin:credits_{model._meta.model_name}_changelist"), obj.user_id, label)
+                for model, label in LEDGERS
+            ),
+        )
+
+
 @admin.register(UserCreditBalance)
-class UserCreditBalanceAdmin(GrantCreditsPermission, ReadOnlyHistoryAdmin):
-    list_display = ("user", "amount", "last_deduction_at", "last_deduction_amount", "updated_at")
+class UserCreditBalanceAdmin(GrantCreditsPermission, LedgerHistoryAdmin):
+    list_display = ("user", "amount", "tier", "last_deduction_at", "last_deduction_amount", "updated_at")
+    list_filter = ("tier",)
     list_select_related = ("user",)
-    search_fields = ("user__email",)
+    search_fields = ("user__email", "=subscription_id")
     ordering = ("-updated_at",)
     actions = [grant_credits]
 
 
 @admin.register(UserCreditSource)
-class UserCreditSourceAdmin(CsvExportMixin, ReadOnlyHistoryAdmin):
+class UserCreditSourceAdmin(CsvExportMixin, LedgerHistoryAdmin):
     list_display = ("created_at", "user", "source", "original_amount", "remaining", "expires_at", "expired_at")
     list_filter = ("source", ("expires_at", admin.EmptyFieldListFilter))
     list_select_related = ("user",)

@@ -9,11 +9,13 @@ class CreditsConfig(AppConfig):
     def ready(self):
         from auditlog.registry import auditlog
 
-        from credits.models import ModelProviderPricing, PricingConfig, Provider, UserCreditBalance, UserCreditSource
+        from credits.models import ModelProviderPricing, PricingConfig, Provider
 
-        # Object history for the console. The append-only ledgers, holds and daily summaries are their
-        # own record and high-volume: they are not tracked.
-        for model in (Provider, ModelProviderPricing, PricingConfig, UserCreditBalance, UserCreditSource):
+        # Object history for the console. Balances and grants are not tracked: the ledger is their
+        # history (every change writes ledger rows, through credits.services.accounts, and the console
+        # links a balance to them). The append-only ledgers, holds and daily summaries are their own
+        # record and high-volume: they are not tracked either.
+        for model in (Provider, ModelProviderPricing, PricingConfig):
             auditlog.register(model, exclude_fields=["updated_at"])
 
         # Any change to what prices a request, from any path (services, console, shell), makes every

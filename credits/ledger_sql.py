@@ -121,13 +121,24 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
         return results
 
 
+# What opening an account reads of the balance row (see `balance_of`).
+BALANCE_COLUMNS = ("id", "amount", "tier", "subscription_id")
+
+
 def balance_lock_statement(user_id) -> Statement:
-    """(id, amount) of the user's balance row, locked FOR UPDATE until the transaction ends."""
+    """The BALANCE_COLUMNS of the user's balance row, locked FOR UPDATE until the transaction ends."""
     lock = " FOR UPDATE" if _db().features.has_select_for_update else ""
+    columns = ", ".join(_column(UserCreditBalance, name) for name in BALANCE_COLUMNS)
     return (
-        f"SELECT {_column(UserCreditBalance, 'id')}, {_column(UserCreditBalance, 'amount')} "
-        f"FROM {_table(UserCreditBalance)} WHERE {_column(UserCreditBalance, 'user')} = %s{lock}",
+        f"SELECT {columns} FROM {_table(UserCreditBalance)} WHERE {_column(UserCreditBalance, 'user')} = %s{lock}",
         [user_id],
+    )
+
+
+def balance_of(user_id, row: tuple) -> UserCreditBalance:
+    fields = [UserCreditBalance._meta.get_field(name) for name in BALANCE_COLUMNS]
+    return UserCreditBalance(
+        **{field.attname: _convert(field, value) for field, value in zip(fields, row, strict=True)}, user_id=user_id
     )
 
 

@@ -16,6 +16,8 @@ from billing_project.models import TimestampedModel, choices_check
 PRICE = {"max_digits": 24, "decimal_places": 16}
 COST = {"max_digits": 20, "decimal_places": 10}
 MULTIPLIER = {"max_digits": 6, "decimal_places": 4}
+# Credits sits below subscriptions (SPEC 0): its rows keep a subscription's id, never a foreign key to it.
+SUBSCRIPTION_ID_HELP = "The user's live subscription at the time (a plain id: the subscription may be gone)."
 
 
 class VendorName(models.TextChoices):
@@ -355,8 +357,8 @@ class CreditAllocation(AppendOnlyModel):
     allocated at most once per source (unique constraint)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_allocations")
-    subscription = models.ForeignKey(
-        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="allocations"
+    subscription_id = models.UUIDField(
+        null=True, blank=True, help_text="The subscription these credits come with (a plain id: it may be gone)."
     )
     amount = models.PositiveIntegerField(help_text="Credits (1 credit = CREDIT_VALUE_USD).")
     source = models.CharField(max_length=16, choices=CreditSource.choices)
@@ -374,8 +376,8 @@ class CreditAllocation(AppendOnlyModel):
             choices_check("source", CreditSource),
             models.CheckConstraint(condition=Q(amount__gt=0), name="allocation_amount_positive"),
             models.UniqueConstraint(
-                fields=["subscription", "period_start", "source"],
-                condition=Q(subscription__isnull=False),
+                fields=["subscription_id", "period_start", "source"],
+                condition=Q(subscription_id__isnull=False),
                 name="allocation_once_per_period",
             ),
         ]
@@ -389,16 +391,30 @@ class CreditAllocation(AppendOnlyModel):
 
 
 class UserCreditBalance(TimestampedModel):
-    """A user's spendable credits. The row is the lock: every change selects it FOR UPDATE and writes
-    its ledger rows in the same transaction. Invariant: amount == sum of live grant remainders."""
+    """A user's spendable credits, and the tier their usage is priced at. The row is the lock: every
+    change goes through credits.services.accounts.LockedAccount, which selects it FOR UPDATE and
+    writes it with its ledger rows in the same transaction. Invariant: amount == sum of live grant
+    remainders; tier and subscription_id are what subscriptions last pushed (credits.services.account_tier_set)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_balance")
     amount = models.IntegerField(default=0, help_text="Credits.")
     last_deduction_at = models.DateTimeField(null=True, blank=True)
     last_deduction_amount = models.IntegerField(null=True, blank=True)
+    tier = models.CharField(
+        max_length=20,
+        choices=SubscriptionTier.choices,
+        default=SubscriptionTier.FREE,
+        help_text="The user's tier as subscriptions last set it.",
+    )
+    subscription_id = models.UUIDField(
+        null=True, blank=True, help_text="The user's live subscription as subscriptions last set it (a plain id)."
+    )
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative"),
+            choices_check("tier", SubscriptionTier),
+        ]
 
     def __str__(self):
         return f"{self.amount} credits"
@@ -453,9 +469,7 @@ class CreditDeductionLedger(AppendOnlyModel):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_deductions", db_index=False
     )
-    subscription = models.ForeignKey(
-        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    subscription_id = models.UUIDField(null=True, blank=True, help_text=SUBSCRIPTION_ID_HELP)
     amount = models.PositiveIntegerField(help_text="Credits.")
     balance_before = models.IntegerField()
     balance_after = models.IntegerField()
@@ -556,9 +570,7 @@ class TokenUsageLedger(AppendOnlyModel):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage", db_index=False
     )
-    subscription = models.ForeignKey(
-        "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    subscription_id = models.UUIDField(null=True, blank=True, help_text=SUBSCRIPTION_ID_HELP)
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage", db_index=False)
     model_name = models.CharField(max_length=255)
     pricing = models.ForeignKey(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from billing_project.enums import SubscriptionTier
 from billing_project.money import EXACT, credits_for_usd
 from credits.models import ServiceTier
 from credits.usage_objects import COMPONENTS, TokenBreakdown
@@ -181,6 +182,16 @@ class MarginRule:
             and self.provider in ("", provider)
             and self.model_name in ("", model_name)
         )
+
+
+def pricing_tier(*, tier: str, licensed_without_byok: bool) -> str:
+    """The tier a request is priced at. `tier` is the user's as subscriptions last set it (credits
+    keeps it on the balance row): a paid one wins, since what the user pays for now sets the margin
+    even when they also hold a license; else `perpetual` for a holder of an active license without
+    BYOK (with BYOK on, usage costs nothing anyway); else free."""
+    if tier != SubscriptionTier.FREE:
+        return tier
+    return SubscriptionTier.PERPETUAL if licensed_without_byok else SubscriptionTier.FREE
 
 
 # Margin precedence, most specific first (SPEC 2): tier+provider+model > model > provider > tier > default.

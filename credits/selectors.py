@@ -1,6 +1,6 @@
 """Reads of credits: the pricing book, balances, grants, holds and usage."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -12,7 +12,6 @@ from django.db.models import Case, Count, F, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing_project.enums import SubscriptionTier
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.models import (
@@ -146,29 +145,6 @@ def pricing_book() -> pricing.PricingBook:
 def pricing_book_invalidate() -> None:
     """Makes every process reload the book, once the change that called this has committed."""
     transaction.on_commit(lambda: cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS))
-
-
-# Credits cannot import subscriptions (SPEC 0: apps depend one way), so the subscriptions app
-# registers, when it loads, the statement that reads a user's tier and live subscription: one row,
-# (tier or NULL, live subscription id or NULL). Usage recording runs it with its other reads under the
-# balance lock, in one round trip.
-TierStatement = Callable[[int], tuple[str, list]]
-_tier_statement: TierStatement = lambda user_id: ("SELECT NULL, NULL", [])  # noqa: E731
-
-
-def tier_lookup_register(statement: TierStatement) -> None:
-    global _tier_statement
-    _tier_statement = statement
-
-
-def tier_statement(*, user_id: int) -> tuple[str, list]:
-    return _tier_statement(user_id)
-
-
-def tier_of(rows: list[tuple]) -> tuple[str, object]:
-    """(tier, live subscription id or None) from the rows of `tier_statement`; free when unknown."""
-    tier, subscription_id = rows[0]
-    return tier or SubscriptionTier.FREE, ledger_sql.from_db(TokenUsageLedger, "subscription", subscription_id)
 
 
 def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:

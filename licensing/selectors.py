@@ -15,21 +15,22 @@ from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense
 
 
-def byok_active_statement(*, user_id) -> tuple[str, list]:
-    """Whether the user holds an active license with BYOK on: one row, one boolean. Read for every
-    usage record, with the credits engine's other reads under the balance lock (one round trip); an
-    EXISTS on the (user, status) index, nothing cached, so no invalidation to forget."""
+def license_use_statement(*, user_id) -> tuple[str, list]:
+    """How the user's active licenses bear on their usage: one row, (one has BYOK on: usage is free;
+    one has BYOK off: usage is priced at the perpetual tier). Read for every usage record, with the
+    credits engine's other reads under the balance lock (one round trip); EXISTS on the (user, status)
+    index, nothing cached, so no invalidation to forget."""
+    exists = f"EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} WHERE user_id = %s AND status = %s AND "
     return (
-        f"SELECT EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} "
-        "WHERE user_id = %s AND status = %s AND byok_enabled)",
-        [user_id, LicenseStatus.ACTIVE],
+        f"SELECT {exists}byok_enabled), {exists}NOT byok_enabled)",
+        [user_id, LicenseStatus.ACTIVE, user_id, LicenseStatus.ACTIVE],
     )
 
 
 def byok_active_for(*, user_id) -> bool:
     """True when the user holds an active license with BYOK on."""
     with connection.cursor() as cursor:
-        cursor.execute(*byok_active_statement(user_id=user_id))
+        cursor.execute(*license_use_statement(user_id=user_id))
         return bool(cursor.fetchone()[0])
 
 

@@ -73,6 +73,19 @@ resend_trial_reminder = form_action(
 )
 
 
+class PushesTierToCredits:
+    """Console edits of a subscription or an entitlement reach credits' copy of the user's tier in
+    the same transaction (see subscriptions.services.credits_tier_push)."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        services.credits_tier_push(user=obj.user)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        services.credits_tier_push(user=obj.user)
+
+
 @admin.register(TierConfig)
 class TierConfigAdmin(AuditedModelAdmin):
     list_display = (
@@ -92,7 +105,7 @@ class TierConfigAdmin(AuditedModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(AuditedModelAdmin):
+class SubscriptionAdmin(PushesTierToCredits, AuditedModelAdmin):
     list_display = (
         "user",
         "tier",
@@ -193,7 +206,7 @@ class DunningAttemptAdmin(AuditedModelAdmin):
 
 
 @admin.register(UserEntitlement)
-class UserEntitlementAdmin(AuditedModelAdmin):
+class UserEntitlementAdmin(PushesTierToCredits, AuditedModelAdmin):
     list_display = ("user", "tier", "activated_at", "expires_at")
     list_filter = ("tier",)
     list_select_related = ("user",)

@@ -8,7 +8,6 @@ class SubscriptionsConfig(AppConfig):
     def ready(self):
         from auditlog.registry import auditlog
 
-        from credits.selectors import tier_lookup_register
         from subscriptions.models import (
             BillingInvoice,
             DunningAttempt,
@@ -18,7 +17,6 @@ class SubscriptionsConfig(AppConfig):
             TierConfig,
             UserEntitlement,
         )
-        from subscriptions.selectors import tier_and_subscription_for
 
         # Object history for the console. WebhookEvent is its own record and is not tracked.
         for model in (
@@ -31,8 +29,6 @@ class SubscriptionsConfig(AppConfig):
             ProrationEvent,
         ):
             auditlog.register(model, exclude_fields=["updated_at"])
-
-        tier_lookup_register(tier_and_subscription_for)
 
         from payments.models import OperationKind
         from payments.registry import effect_register, event_handler_register

@@ -1,7 +1,6 @@
 from django.core.cache import cache
 
 from billing_project.enums import SubscriptionTier
-from licensing.models import LicenseStatus, PerpetualLicense
 from payments.services.customers import customer_id_of
 from subscriptions.models import LIVE_STATUSES, BillingInvoice, Subscription, TierConfig, UserEntitlement
 
@@ -24,46 +23,14 @@ def customer_to_charge(*, user_id, subscription: Subscription | None) -> str:
 
 
 def user_tier(*, user) -> str:
-    """The tier a user is on now: their live subscription's, else their entitlement's, else free."""
-    subscription = subscription_live_for(user=user)
-    if subscription is not None:
-        return subscription.tier
-    entitlement = UserEntitlement.objects.filter(user=user).values_list("tier", flat=True).first()
-    return entitlement or SubscriptionTier.FREE
+    """The tier a user is on now: their entitlement's, else free. The services keep the entitlement in
+    step with the subscription (a suspended or ended one leaves the free tier) and push this tier to
+    credits, which prices usage at it (subscriptions.services.entitlements.credits_tier_push)."""
+    return UserEntitlement.objects.filter(user=user).values_list("tier", flat=True).first() or SubscriptionTier.FREE
 
 
-def tier_and_subscription_for(user_id: int) -> tuple[str, list]:
-    """The statement the credits engine runs, with its other reads under the balance lock, for the
-    tier a user's usage is priced at and their live subscription: one row, (tier or NULL for free;
-    the live subscription's id or NULL).
-
-    Which tier wins: a paid tier (the live subscription's, else the entitlement's) first; then
-    `perpetual` for a holder of an active license without BYOK (BYOK usage costs nothing anyway);
-    then the free tier. A paid plan is what the user pays for now, so it sets the margin even when
-    they also hold a license. A user has at most one live subscription and one entitlement
-    (constraints), so the join yields one row."""
-    statuses = ", ".join(["%s"] * len(LIVE_STATUSES))
-    entitlement = f"(SELECT e.tier FROM {UserEntitlement._meta.db_table} e WHERE e.user_id = %s)"
-    licensed = (
-        f"EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} l "
-        "WHERE l.user_id = %s AND l.status = %s AND NOT l.byok_enabled)"
-    )
-    return (
-        f"SELECT COALESCE(NULLIF(COALESCE(s.tier, {entitlement}), %s), "
-        f"CASE WHEN {licensed} THEN %s END, COALESCE(s.tier, {entitlement})), "
-        f"s.id FROM (SELECT 1) AS one LEFT JOIN {Subscription._meta.db_table} s "
-        f"ON s.user_id = %s AND s.status IN ({statuses})",
-        [
-            user_id,
-            SubscriptionTier.FREE,
-            user_id,
-            LicenseStatus.ACTIVE,
-            SubscriptionTier.PERPETUAL,
-            user_id,
-            user_id,
-            *LIVE_STATUSES,
-        ],
-    )
+def live_subscription_id_for(*, user):
+    return Subscription.objects.filter(user=user, status__in=LIVE_STATUSES).values_list("pk", flat=True).first()
 
 
 def _entitlements_version_key(user_id) -> str:

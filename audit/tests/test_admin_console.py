@@ -62,8 +62,6 @@ EDITABLE = {
 }
 TRACKED_READ_ONLY = {
     "coupons.CouponFraudDetection",
-    "credits.UserCreditBalance",
-    "credits.UserCreditSource",
     "coupons.CouponRedemption",
     "coupons.CouponUsageLimit",
 }

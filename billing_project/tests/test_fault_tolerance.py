@@ -314,7 +314,7 @@ def _suite_database_url() -> str:
 
 def _allocated_once_each(subscriptions) -> None:
     """Every allocation present is whole: one per subscription at most, its user's balance equal to it."""
-    allocations = CreditAllocation.objects.filter(subscription__in=subscriptions)
+    allocations = CreditAllocation.objects.filter(subscription_id__in=subscriptions)
     per_subscription = allocations.values("subscription_id").annotate(n=Count("id"))
     assert all(row["n"] == 1 for row in per_subscription), list(per_subscription)
     allocated_users = set(allocations.values_list("user_id", flat=True))

@@ -19,15 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / ".importlinter"
 LAYERS = ("audit", "payments", "licensing", "credits", "subscriptions", "coupons")  # lowest first
 
-# Foreign keys of credits' append-only ledgers that point up to subscriptions; issue 16 replaces them by
-# plain subscription ids. Exactly these are tolerated meanwhile, so that any other key pointing up still
-# fails; this allowance goes with them.
-UPWARD_FOREIGN_KEYS_BEING_REMOVED = {
-    "credits.CreditAllocation.subscription -> subscriptions.Subscription",
-    "credits.CreditDeductionLedger.subscription -> subscriptions.Subscription",
-    "credits.TokenUsageLedger.subscription -> subscriptions.Subscription",
-}
-
 
 def test_the_import_contracts_are_kept():
     # `lint-imports` itself, in its own process: in this one it would reconfigure logging.
@@ -118,7 +109,7 @@ def test_no_foreign_key_points_from_an_app_to_one_above_it():
         if _layer(field.related_model._meta.app_label) > _layer(model._meta.app_label)
     }
 
-    assert upward == UPWARD_FOREIGN_KEYS_BEING_REMOVED
+    assert upward == set()
 
 
 def test_the_foreign_key_check_sees_every_project_app():

@@ -128,7 +128,7 @@ def test_a_credits_coupon_grants_exactly_its_credits_from_the_coupon_source(cust
     assert (body["license_key"], body["subscription_id"]) == (None, None)
     assert balance_of(customer) == 2_000 + 5_000
     allocation = CreditAllocation.objects.get(user=customer, source=CreditSource.COUPON)
-    assert (allocation.amount, allocation.subscription, allocation.expires_at) == (5_000, None, None)
+    assert (allocation.amount, allocation.subscription_id, allocation.expires_at) == (5_000, None, None)
     grant = UserCreditSource.objects.get(allocation=allocation)
     assert (grant.user, grant.source, grant.original_amount, grant.remaining) == (
         customer,
@@ -369,7 +369,7 @@ def test_the_monthly_job_allocates_the_extra_months_credits_once_inside_the_exte
     assert (first["allocated"], second["allocated"]) == (1, 0)
     assert first["renewed"] == second["renewed"] == 0
     allocations = CreditAllocation.objects.filter(
-        subscription=subscription, source=CreditSource.SUBSCRIPTION, period_start__gte=start_at
+        subscription_id=subscription.pk, source=CreditSource.SUBSCRIPTION, period_start__gte=start_at
     ).order_by("period_start")
     assert [(row.period_start, row.period_end, row.amount) for row in allocations] == [
         (start_at, paid_end, 20_000),

@@ -8,7 +8,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('credits', '0004_drop_redundant_ledger_indexes'),
-        ('subscriptions', '0004_payment_completed_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,7 +1,7 @@
-"""Writes to credits. Every change of a balance locks its UserCreditBalance row and writes its ledger
-rows in the same transaction (see `accounts.LockedAccount`)."""
+"""Writes to credits. Every change of a balance goes through the user's locked account, which writes
+it with its ledger rows in the caller's transaction (see `accounts.LockedAccount`)."""
 
-from credits.services.accounts import balance_lock
+from credits.services.accounts import account_tier_set
 from credits.services.grants import (
     GrantResult,
     ReversalResult,
@@ -38,7 +38,7 @@ __all__ = [
     "ReversalResult",
     "UsageEvent",
     "UsageResult",
-    "balance_lock",
+    "account_tier_set",
     "credit_grant",
     "credit_grant_by_staff",
     "credits_expire_for_user",

@@ -1,10 +1,11 @@
 """Credits in and out of a balance outside usage: grants, staff grants, reversals and expiry.
-Every change locks the user's UserCreditBalance row and writes its ledger rows in the same transaction."""
+Each goes through the user's LockedAccount (credits.services.accounts), which writes the change and
+its ledger rows in the caller's transaction."""
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -16,10 +17,9 @@ from credits.models import (
     CreditDeductionLedger,
     CreditSource,
     DeductionReason,
-    GrantSource,
     UserCreditSource,
 )
-from credits.services.accounts import LockedAccount, balance_lock
+from credits.services.accounts import LockedAccount
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,11 @@ class GrantResult:
     created: bool
 
 
-def _locked_balance(user_id):
-    balance = balance_lock(user_id=user_id)
-    if balance is None:
+def _account(user_id, now: datetime) -> LockedAccount:
+    account = LockedAccount.open(user_id=user_id, now=now, expire_overdue=False)
+    if account is None:
         raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
-    return balance
+    return account
 
 
 @transaction.atomic
@@ -42,7 +42,7 @@ def credit_grant(
     user,
     amount: int,
     source: CreditSource,
-    subscription=None,
+    subscription_id=None,
     period_start: datetime | None = None,
     period_end: datetime | None = None,
     expires_at: datetime | None = None,
@@ -55,43 +55,31 @@ def credit_grant(
     """
     if amount <= 0:
         raise RuleViolation("A grant must be a positive number of credits.", code=ErrorCode.INVALID_AMOUNT)
-    balance = _locked_balance(user.pk)
-    if subscription is not None:
-        # Checked under the balance lock; the unique constraint backs it up.
+    now = timezone.now()
+    account = _account(user.pk, now)
+    if subscription_id is not None:
+        # Checked under the balance lock of the subscription's user, so a concurrent allocation of the
+        # same period has committed (found here) or waits; the unique constraint backs it up.
         existing = CreditAllocation.objects.filter(
-            subscription=subscription, period_start=period_start, source=source
+            subscription_id=subscription_id, period_start=period_start, source=source
         ).first()
         if existing is not None:
-            return GrantResult(allocation=existing, balance_after=balance.amount, created=False)
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            allocation = CreditAllocation.objects.create(
-                user=user,
-                subscription=subscription,
-                amount=amount,
-                source=source,
-                period_start=period_start,
-                period_end=period_end,
-                expires_at=expires_at,
-                applied_to_balance_at=now,
-                reason=reason,
-                granted_by=granted_by,
-            )
-    except IntegrityError:
-        existing = CreditAllocation.objects.get(subscription=subscription, period_start=period_start, source=source)
-        return GrantResult(allocation=existing, balance_after=balance.amount, created=False)
-    UserCreditSource.objects.create(
-        user=user,
+            return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
+    allocation = CreditAllocation(
+        user_id=user.pk,
+        subscription_id=subscription_id,
+        amount=amount,
         source=source,
-        original_amount=amount,
-        remaining=amount,
+        period_start=period_start,
+        period_end=period_end,
         expires_at=expires_at,
-        allocation=allocation,
+        applied_to_balance_at=now,
+        reason=reason,
+        granted_by_id=granted_by.pk if granted_by is not None else None,
     )
-    balance.amount += amount
-    balance.save(update_fields=["amount", "updated_at"])
-    return GrantResult(allocation=allocation, balance_after=balance.amount, created=True)
+    account.grant(allocation)
+    account.flush()
+    return GrantResult(allocation=allocation, balance_after=account.balance.amount, created=True)
 
 
 GRANTABLE_BY_STAFF = (CreditSource.ADMIN_GRANT, CreditSource.BONUS, CreditSource.REFERRAL)
@@ -151,36 +139,18 @@ def deduction_reverse(*, deduction_id, reason: str, actor=None, expires_at: date
     deduction = CreditDeductionLedger.objects.filter(pk=deduction_id).first()
     if deduction is None:
         raise NotFound("No such deduction.", code=ErrorCode.UNKNOWN_DEDUCTION)
-    balance = _locked_balance(deduction.user_id)
-    # Re-read under the lock: a concurrent reversal of the same row has committed or not.
+    account = _account(deduction.user_id, timezone.now())
+    # Checked under the lock: a concurrent reversal of the same row has committed or not.
     if deduction.reason == DeductionReason.REVERSAL:
         raise Conflict("A reversal cannot itself be reversed.", code=ErrorCode.NOT_REVERSIBLE)
     if CreditDeductionLedger.objects.filter(reverses=deduction).exists():
         raise Conflict("This deduction has already been reversed.", code=ErrorCode.ALREADY_REVERSED)
-    now = timezone.now()
-    before = balance.amount
-    reversal = CreditDeductionLedger.objects.create(
-        user_id=deduction.user_id,
-        subscription_id=deduction.subscription_id,
-        amount=deduction.amount,
-        balance_before=before,
-        balance_after=before + deduction.amount,
-        reason=DeductionReason.REVERSAL,
-        reverses=deduction,
-        reversed_at=now,
-        reversed_by=actor,
-        reversal_reason=reason,
+    before = account.balance.amount
+    reversal, grant = account.reverse(
+        deduction, reason=reason, actor_id=actor.pk if actor is not None else None, expires_at=expires_at
     )
-    grant = UserCreditSource.objects.create(
-        user_id=deduction.user_id,
-        source=GrantSource.REVERSAL,
-        original_amount=deduction.amount,
-        remaining=deduction.amount,
-        expires_at=expires_at,
-        reversal_of=deduction,
-    )
-    balance.amount = before + deduction.amount
-    balance.save(update_fields=["amount", "updated_at"])
+    account.flush()
+    balance = account.balance
     audit_record(
         action=AuditAction.REVERSE,
         resource_type=resource_type_of(CreditDeductionLedger),

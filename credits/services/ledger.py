@@ -11,9 +11,12 @@ from datetime import date, timedelta
 
 from django.db import transaction
 from django.db.models import Avg, Count, F, Q, Sum
+from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project.errors import NotFound
+from credits.codes import ErrorCode
 from credits.models import (
     CreditAllocation,
     CreditDeductionLedger,
@@ -27,7 +30,7 @@ from credits.models import (
     UserCreditSource,
 )
 from credits.selectors import INPUT_TOKENS_TOTAL, day_bounds
-from credits.services.accounts import balance_lock
+from credits.services.accounts import LockedAccount
 
 
 @dataclass
@@ -116,15 +119,21 @@ def ledger_user_ids(*, user_id: int | None = None) -> list[int]:
 
 @transaction.atomic
 def ledger_repair(*, user_id: int, actor=None) -> LedgerFigures:
-    """Rebuilds a user's grant remainders and balance from the ledger rows, under the balance lock,
-    and audits what it changed. Returns the figures found before the repair."""
-    balance_lock(user_id=user_id)
+    """Rebuilds a user's grant remainders and balance from the ledger rows, through their locked
+    account, and audits what it changed. Returns the figures found before the repair."""
+    # Grants past their expiry stay as stored: expiring them from damaged remainders would write
+    # damaged ledger rows. The expiry job expires them once repaired.
+    account = LockedAccount.open(user_id=user_id, now=timezone.now(), expire_overdue=False)
+    if account is None:
+        raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
     (before,) = ledger_figures(user_ids=[user_id])
     if not before.problems:
         return before
-    for row in before.grant_mismatches:
-        UserCreditSource.objects.filter(pk=row["grant_id"]).update(remaining=row["expected"])
-    UserCreditBalance.objects.filter(user_id=user_id).update(amount=before.from_ledger)
+    account.repair(
+        balance=before.from_ledger,
+        grant_remainders={row["grant_id"]: row["expected"] for row in before.grant_mismatches},
+    )
+    account.flush()
     audit_record(
         action=AuditAction.REPAIR,
         resource_type=resource_type_of(UserCreditBalance),

@@ -30,10 +30,10 @@ from credits.models import (
     UsageFormat,
     UsageStatus,
 )
-from credits.selectors import pricing_book, tier_of, tier_statement
-from credits.services.accounts import LockedAccount, balance_lock
+from credits.selectors import pricing_book
+from credits.services.accounts import LockedAccount
 from credits.usage_objects import TokenBreakdown
-from licensing.selectors import byok_active_statement
+from licensing.selectors import license_use_statement
 
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
@@ -93,28 +93,26 @@ def insufficient_credits(*, needed: int, balance: int, available: int) -> Paymen
 
 
 class _UserSession:
-    """Records one user's events under their balance lock; collects rows, writes them at the end."""
+    """Records one user's events through their locked account; collects rows, writes them at the end."""
 
     def __init__(self, *, user_id: int, events: list[UsageEvent], now: datetime):
         self.now = now
         self.user_id = user_id
-        # Everything a price and a refusal depend on, read under the lock in one round trip. The
-        # request ids are checked under the lock too: a concurrent duplicate has either committed
-        # (found here) or waits.
+        # Everything a price and a refusal depend on, read under the lock in one round trip: the
+        # account (its balance row carries the tier), the request ids, the licenses. The request ids
+        # are checked under the lock too: a concurrent duplicate has either committed (found here) or waits.
         opened = LockedAccount.open_reading(
             user_id=user_id,
             now=now,
             reads=[
                 ledger_sql.request_ids_statement([event.request_id for event in events]),
-                ledger_sql.holds_live_statement(user_id, now),
-                byok_active_statement(user_id=user_id),
-                tier_statement(user_id=user_id),
+                license_use_statement(user_id=user_id),
             ],
         )
         if opened is None:
             self.account = None
             return
-        self.account, (recorded, held, byok, tier) = opened
+        self.account, (recorded, ((byok, licensed_without_byok),)) = opened
         recorded_ids = ledger_sql.request_ids_of(recorded)
         self.recorded = (
             {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=recorded_ids)}
@@ -125,12 +123,13 @@ class _UserSession:
         self.holds = (
             {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
         )
-        self.held = int(held[0][0])
-        self.byok = bool(byok[0][0])
-        self.tier, self.subscription_id = tier_of(tier)
+        self.byok = bool(byok)
+        self.tier = pricing.pricing_tier(
+            tier=self.account.balance.tier, licensed_without_byok=bool(licensed_without_byok)
+        )
+        self.subscription_id = self.account.balance.subscription_id
         self.book = pricing_book()
-        self.new_usage: list[TokenUsageLedger] = []
-        self.changed_holds: list[CreditHold] = []
+        self.records_anything = False
 
     def record(self, event: UsageEvent) -> UsageResult:
         if self.account is None:
@@ -142,21 +141,21 @@ class _UserSession:
             return UsageResult(status_code=200, usage=done)
         quote = self._quote(event)
         hold = self._hold_of(event)
-        spendable = max(self.account.spendable - self.held, 0)
+        account = self.account
         if hold is not None:
-            if hold.status == HoldStatus.HELD and hold.expires_at > self.now:
-                spendable = max(self.account.spendable - (self.held - hold.amount), 0)
+            freed = hold.amount if account.hold_is_live(hold) else 0
             # The call has happened: take what the hold and balance cover, never more.
-            charged = min(quote.credits, spendable)
-        elif quote.credits > spendable:
-            raise insufficient_credits(needed=quote.credits, balance=self.account.balance.amount, available=spendable)
+            charged = min(quote.credits, max(account.spendable - account.held + freed, 0))
+            account.capture(hold, charged=charged, request_id=event.request_id)
+        elif quote.credits > account.available:
+            raise insufficient_credits(
+                needed=quote.credits, balance=account.balance.amount, available=account.available
+            )
         else:
             charged = quote.credits
-        if hold is not None:
-            self._capture(hold, charged=charged, request_id=event.request_id)
         deduction = None
         if charged:
-            deduction = self.account.debit(
+            deduction = account.debit(
                 charged,
                 reason=DeductionReason.EMBEDDING
                 if event.request_type == RequestType.EMBEDDING
@@ -192,7 +191,7 @@ class _UserSession:
             margin_multiplier=quantize_half_up(quote.margin_multiplier, MULTIPLIER_PLACES),
             credit_value_usd=quantize_half_up(quote.credit_value_usd, COST_PLACES),
             credits_deducted=charged,
-            balance_after=self.account.balance.amount,
+            balance_after=account.balance.amount,
             gross_margin_usd=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
             request_type=event.request_type,
             streaming_segments=event.streaming_segments,
@@ -206,7 +205,8 @@ class _UserSession:
             hold_id=event.hold_id,
             deduction=deduction,
         )
-        self.new_usage.append(usage)
+        account.usage_add(usage)
+        self.records_anything = True
         self.recorded[event.request_id] = usage
         return UsageResult(status_code=201, usage=usage)
 
@@ -256,31 +256,9 @@ class _UserSession:
             raise Conflict("This hold has already been captured.", code=ErrorCode.HOLD_ALREADY_CAPTURED)
         return hold
 
-    def _capture(self, hold: CreditHold, *, charged: int, request_id: UUID) -> None:
-        if hold.status == HoldStatus.HELD and hold.expires_at > self.now:
-            self.held -= hold.amount
-        hold.status = HoldStatus.CAPTURED
-        hold.captured_amount = charged
-        hold.request_id = request_id
-        hold.updated_at = self.now
-        self.changed_holds.append(hold)
-
-    @property
-    def records_anything(self) -> bool:
-        return bool(self.account is not None and (self.new_usage or self.changed_holds))
-
     def flush(self) -> None:
         """All the writes of this user's events, in one statement on PostgreSQL."""
-        if self.account is None:
-            return
-        writes = self.account.statements()
-        if self.new_usage:
-            writes.append(ledger_sql.insert(self.new_usage))
-        writes += [
-            ledger_sql.update(hold, ["status", "captured_amount", "request_id", "updated_at"])
-            for hold in self.changed_holds
-        ]
-        ledger_sql.execute_all(writes)
+        self.account.flush()
 
 
 Outcome = UsageResult | DomainError
@@ -298,7 +276,7 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
                         outcomes.append(session.record(event))
                     except DomainError as refusal:
                         outcomes.append(refusal)
-                if session.records_anything:
+                if session.account is not None and session.records_anything:
                     session.flush()
                 else:
                     # Refusals and repeats write nothing at all (SPEC: a 402 writes nothing): not the
@@ -375,25 +353,20 @@ def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None =
     account = LockedAccount.open(user_id=user_id, now=now)
     if account is None:
         raise RuleViolation(f"No user with id {user_id}.", code=ErrorCode.UNKNOWN_USER)
-    account.flush()
-    balance = account.balance
-    held = ledger_sql.holds_live_amount(user_id, now)
-    available = max(account.spendable - held, 0)
     if hold_id is not None:
         existing = CreditHold.objects.filter(hold_id=hold_id).first()
         if existing is not None:
             if existing.user_id != user_id or existing.amount != estimated_credits:
                 raise Conflict("This hold_id is already used for another reservation.", code=ErrorCode.HOLD_ID_CONFLICT)
-            return HoldResult(hold=existing, available=available, created=False)
-    if estimated_credits > available:
-        raise insufficient_credits(needed=estimated_credits, balance=balance.amount, available=available)
-    hold = CreditHold.objects.create(
-        user_id=user_id,
-        hold_id=hold_id or uuid4(),
-        amount=estimated_credits,
-        expires_at=now + settings.CREDIT_HOLD_TTL,
-    )
-    return HoldResult(hold=hold, available=available - estimated_credits, created=True)
+            account.flush()
+            return HoldResult(hold=existing, available=account.available, created=False)
+    if estimated_credits > account.available:
+        raise insufficient_credits(
+            needed=estimated_credits, balance=account.balance.amount, available=account.available
+        )
+    hold = account.hold(estimated_credits, hold_id=hold_id or uuid4(), expires_at=now + settings.CREDIT_HOLD_TTL)
+    account.flush()
+    return HoldResult(hold=hold, available=account.available, created=True)
 
 
 @transaction.atomic
@@ -402,13 +375,13 @@ def hold_release(*, hold_id: UUID) -> CreditHold:
     hold = CreditHold.objects.filter(hold_id=hold_id).first()
     if hold is None:
         raise NotFound("No such hold.", code=ErrorCode.UNKNOWN_HOLD)
-    balance_lock(user_id=hold.user_id)  # holds change under their owner's balance lock
+    # Holds change under their owner's balance lock: re-read there.
+    account = LockedAccount.open(user_id=hold.user_id, now=timezone.now(), expire_overdue=False)
     hold.refresh_from_db()
     if hold.status == HoldStatus.CAPTURED:
         raise Conflict("This hold has already been captured.", code=ErrorCode.HOLD_ALREADY_CAPTURED)
-    if hold.status == HoldStatus.HELD:
-        hold.status = HoldStatus.EXPIRED if hold.expires_at <= timezone.now() else HoldStatus.RELEASED
-        hold.save(update_fields=["status", "updated_at"])
+    account.release(hold)
+    account.flush()
     return hold
 
 

@@ -182,3 +182,20 @@ def test_a_price_in_the_history_is_never_edited_in_the_console_only_retired(cons
     assert response.status_code == 302
     price.refresh_from_db()
     assert (price.input_price_per_1k, price.is_active, price.description) == (Decimal("0.005"), False, "retired")
+
+
+def test_a_balance_page_shows_its_history_as_links_to_its_ledger_rows(console, user, other_user, service_client):
+    fund(user, 1000)
+    fund(other_user, 1000)
+    for owner in (user, other_user):
+        service_client.post("/api/v1/usage/record/", usage_event(owner), format="json")
+    balance = UserCreditBalance.objects.get(user=user)
+
+    page = console.get(f"/admin/credits/usercreditbalance/{balance.pk}/change/")
+
+    assert page.status_code == 200
+    deductions = f"/admin/credits/creditdeductionledger/?user__exact={user.pk}"
+    assert deductions.replace("&", "&amp;") in page.content.decode()
+    listed = console.get(deductions)
+    assert listed.status_code == 200
+    assert [row.user_id for row in listed.context["cl"].result_list] == [user.pk]

@@ -16,7 +16,6 @@ from credits.models import (
 from credits.services import credit_grant, holds_expire, pricing_catalog_seed
 from credits.services.ledger import ledger_figures
 from credits.tests.conftest import fund, usage_event
-from subscriptions.models import Subscription
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -34,19 +33,11 @@ def test_ten_parallel_grants_give_exactly_ten_times_the_amount(user):
 
 def test_ten_parallel_allocations_of_one_period_allocate_once(user):
     now = timezone.now()
-    subscription = Subscription.objects.create(
-        user=user,
-        tier="pro",
-        status="active",
-        base_price_usd="19.00",
-        monthly_credit_allocation=20000,
-        current_period_start=now,
-        current_period_end=now + timedelta(days=30),
-    )
+    subscription_id = uuid.uuid4()
 
     results = run_concurrently(
         lambda _: credit_grant(
-            user=user, amount=20000, source="subscription", subscription=subscription, period_start=now
+            user=user, amount=20000, source="subscription", subscription_id=subscription_id, period_start=now
         ),
         list(range(10)),
     )

@@ -1,5 +1,6 @@
 """usage/record, record-batch and check, through the API, as the gateway calls them."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -16,12 +17,10 @@ from credits.models import (
     UserCreditSource,
 )
 from credits.selectors import pricing_book
-from credits.services import usage_record
+from credits.services import account_tier_set, usage_record
 from credits.tests.conftest import fund, usage_event
 from credits.usage_objects import FLAT_FIELDS, UsageObjectError, breakdown_from_flat, fee_units_parse
 from licensing.tests.factories import PerpetualLicenseFactory
-from subscriptions.models import SubscriptionStatus
-from subscriptions.tests.factories import SubscriptionFactory, UserEntitlementFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
 
@@ -164,28 +163,27 @@ def test_byok_user_is_recorded_at_zero_credits(service_client, user):
     assert balance_of(user) == 10
 
 
-def test_record_prices_at_the_live_subscription_tier_and_links_the_subscription(service_client, user):
-    # given a live pro_max subscription (margin 1.4), and an entitlement row of another tier
-    subscription = SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX)
-    UserEntitlementFactory(user=user, tier=SubscriptionTier.PRO)
+def test_record_prices_at_the_tier_on_the_balance_and_names_its_subscription(service_client, user):
+    # given the tier and live subscription subscriptions pushed: pro_max (margin 1.4)
+    subscription_id = uuid.uuid4()
+    account_tier_set(user_id=user.pk, tier=SubscriptionTier.PRO_MAX, subscription_id=subscription_id)
     fund(user, 1000)
 
     response = service_client.post(RECORD, usage_event(user), format="json")
 
-    # then 0.035 USD x 1.4 = 0.049 USD = 49 credits, at the subscription's tier
+    # then 0.035 USD x 1.4 = 0.049 USD = 49 credits, at that tier, naming that subscription
     assert response.status_code == 201, response.json()
     assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (49, "1.4000")
     usage = TokenUsageLedger.objects.get()
     assert (usage.user_tier_at_request, usage.subscription_id, usage.deduction.subscription_id) == (
         SubscriptionTier.PRO_MAX,
-        subscription.pk,
-        subscription.pk,
+        subscription_id,
+        subscription_id,
     )
 
 
-def test_record_prices_at_the_entitlement_tier_without_a_live_subscription(service_client, user):
-    SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX, status=SubscriptionStatus.CANCELLED)
-    UserEntitlementFactory(user=user, tier=SubscriptionTier.PRO)
+def test_record_without_a_live_subscription_names_none(service_client, user):
+    account_tier_set(user_id=user.pk, tier=SubscriptionTier.PRO, subscription_id=None)
     fund(user, 1000)
 
     response = service_client.post(RECORD, usage_event(user), format="json")
@@ -197,8 +195,8 @@ def test_record_prices_at_the_entitlement_tier_without_a_live_subscription(servi
 
 
 def test_a_perpetual_license_holder_without_byok_is_priced_at_the_perpetual_margin(service_client, user):
-    # given a user on the free plan who bought a perpetual license and turned BYOK off
-    SubscriptionFactory(user=user, tier=SubscriptionTier.FREE)
+    # given a user on the free tier who bought a perpetual license and turned BYOK off
+    account_tier_set(user_id=user.pk, tier=SubscriptionTier.FREE, subscription_id=uuid.uuid4())
     PerpetualLicenseFactory(user=user, byok_enabled=False, status="active")
     fund(user, 1000)
 
@@ -210,18 +208,16 @@ def test_a_perpetual_license_holder_without_byok_is_priced_at_the_perpetual_marg
     assert TokenUsageLedger.objects.get().user_tier_at_request == SubscriptionTier.PERPETUAL
 
 
-@pytest.mark.parametrize(
-    ("license_status", "tier"), [("active", SubscriptionTier.PRO_MAX), ("revoked", SubscriptionTier.PRO_MAX)]
-)
-def test_a_paid_subscription_outranks_a_perpetual_license(service_client, user, license_status, tier):
-    SubscriptionFactory(user=user, tier=SubscriptionTier.PRO_MAX)
+@pytest.mark.parametrize("license_status", ["active", "revoked"])
+def test_a_paid_tier_outranks_a_perpetual_license(service_client, user, license_status):
+    account_tier_set(user_id=user.pk, tier=SubscriptionTier.PRO_MAX, subscription_id=uuid.uuid4())
     PerpetualLicenseFactory(user=user, byok_enabled=False, status=license_status)
     fund(user, 1000)
 
     response = service_client.post(RECORD, usage_event(user), format="json")
 
     assert (response.json()["credits_deducted"], response.json()["margin_multiplier"]) == (49, "1.4000")
-    assert TokenUsageLedger.objects.get().user_tier_at_request == tier
+    assert TokenUsageLedger.objects.get().user_tier_at_request == SubscriptionTier.PRO_MAX
 
 
 def test_a_license_that_is_not_active_leaves_a_free_user_on_the_free_margin(service_client, user):
@@ -250,8 +246,8 @@ def test_recording_reads_under_the_lock_in_one_round_trip(user, django_assert_nu
     pricing_book()
     event, _ = usage_event_parse(usage_event(user))
 
-    # then: the transaction, the reads under the lock (balance, grants, request ids, holds, BYOK,
-    # tier), the writes, the end of the transaction
+    # then: the transaction, the reads under the lock (balance with the tier, grants, holds, request
+    # ids, licenses), the writes, the end of the transaction
     with django_assert_num_queries(4):
         usage_record(event=event)
 

@@ -53,7 +53,7 @@ def upgrade_applied_once(subscription: Subscription, stripe) -> None:
     assert all(item["invoice"] for item in stripe.objects_of("invoiceitem")), "no item left for the next invoice"
     paid = BillingInvoice.objects.get(stripe_invoice_id=operation.stripe_invoice_id)
     assert (paid.status, paid.amount_paid_usd) == ("paid", event.net_charge_usd)
-    assert CreditAllocation.objects.filter(subscription=subscription, source=CreditSource.PRORATION).count() == 1
+    assert CreditAllocation.objects.filter(subscription_id=subscription.pk, source=CreditSource.PRORATION).count() == 1
     assert PaymentEvent.objects.filter(event_type="charge_succeeded").count() == 1
     assert ledger_is_consistent()
 

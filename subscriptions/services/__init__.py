@@ -12,7 +12,7 @@ from subscriptions.services.billing import (
     subscriptions_due_for_roll_over,
     subscriptions_to_allocate,
 )
-from subscriptions.services.entitlements import entitlement_activate, tier_config_get
+from subscriptions.services.entitlements import credits_tier_push, entitlement_activate, tier_config_get
 from subscriptions.services.lifecycle import (
     TRANSITIONS,
     StartResult,
@@ -43,6 +43,7 @@ __all__ = [
     "TierChange",
     "TierChangeQuote",
     "account_register",
+    "credits_tier_push",
     "dunning_run",
     "entitlement_activate",
     "invoice_paid",

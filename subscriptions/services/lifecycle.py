@@ -48,7 +48,7 @@ from subscriptions.models import (
 )
 from subscriptions.periods import add_months, period_end
 from subscriptions.selectors import customer_to_charge
-from subscriptions.services.entitlements import entitlement_activate, tier_config_get
+from subscriptions.services.entitlements import credits_tier_push, entitlement_activate, tier_config_get
 from subscriptions.services.invoices import invoice_paid_record
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,12 @@ def subscription_transition(
         entitlement_activate(user=subscription.user, tier=subscription.tier)
     elif status == Status.SUSPENDED:
         entitlement_activate(user=subscription.user, tier=SubscriptionTier.FREE)
-    elif status in ENDED and fall_back_to_free and subscription.tier != SubscriptionTier.FREE:
-        subscription_start_free(user=subscription.user)
+    elif status in ENDED:
+        if fall_back_to_free and subscription.tier != SubscriptionTier.FREE:
+            subscription_start_free(user=subscription.user)
+        else:
+            # No live subscription now; a replacement, if one follows, pushes its own.
+            credits_tier_push(user=subscription.user)
     return subscription
 
 
@@ -162,7 +166,7 @@ def period_credits_allocate(*, subscription: Subscription, at: datetime | None =
         user=subscription.user,
         amount=subscription.monthly_credit_allocation,
         source=CreditSource.SUBSCRIPTION,
-        subscription=subscription,
+        subscription_id=subscription.pk,
         period_start=start,
         period_end=end,
         expires_at=end,
@@ -697,7 +701,7 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: 
             user=subscription.user,
             amount=event.credits_adjustment,
             source=CreditSource.PRORATION,
-            subscription=subscription,
+            subscription_id=subscription.pk,
             period_start=now,
             period_end=credit_end,
             expires_at=credit_end,

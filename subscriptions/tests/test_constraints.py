@@ -53,7 +53,7 @@ def test_a_second_allocation_for_the_same_period_is_refused(user):
     subscription.save()
     allocation = {
         "user": user,
-        "subscription": subscription,
+        "subscription_id": subscription.pk,
         "amount": 20000,
         "source": "subscription",
         "period_start": subscription.current_period_start,

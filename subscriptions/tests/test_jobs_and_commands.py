@@ -72,7 +72,7 @@ def paid_pro(email: str = "ada@example.com", *, billing_cycle: str = "monthly", 
 
 def allocations(subscription) -> list[tuple]:
     return list(
-        CreditAllocation.objects.filter(subscription=subscription)
+        CreditAllocation.objects.filter(subscription_id=subscription.pk)
         .order_by("period_start")
         .values_list("period_start", "period_end", "expires_at", "amount")
     )

@@ -314,7 +314,7 @@ def test_upgrade_pro_to_pro_max_mid_period_charges_10_00_and_grants_15000_credit
     assert (invoice.period_start, invoice.period_end) == (middle, START + 30 * DAY)
     assert PaymentTransaction.objects.get(invoice=invoice).status == PaymentStatus.SUCCEEDED
     allocation = CreditAllocation.objects.get(source=CreditSource.PRORATION)
-    assert (allocation.user, allocation.subscription, allocation.amount) == (user, subscription, 15_000)
+    assert (allocation.user, allocation.subscription_id, allocation.amount) == (user, subscription.pk, 15_000)
     assert allocation.expires_at == START + 30 * DAY
     assert balance_of(user) == 20_000 + 15_000
     subscription.refresh_from_db()
@@ -381,7 +381,7 @@ def test_a_scheduled_downgrade_applies_at_renewal_with_the_lower_tier_price_and_
         InvoiceStatus.PAID,
         renewal,
     )
-    allocation = CreditAllocation.objects.get(subscription=subscription, period_start=renewal)
+    allocation = CreditAllocation.objects.get(subscription_id=subscription.pk, period_start=renewal)
     assert (allocation.amount, allocation.source) == (20_000, CreditSource.SUBSCRIPTION)
     entitlement = UserEntitlement.objects.get(user=user)
     assert (entitlement.tier, entitlement.entitlements) == ("pro", ENTITLEMENTS["pro"])

@@ -93,7 +93,7 @@ def hourly_reminders() -> int:
 
 def allocations(subscription) -> list[tuple[datetime, int]]:
     return list(
-        CreditAllocation.objects.filter(subscription=subscription)
+        CreditAllocation.objects.filter(subscription_id=subscription.pk)
         .order_by("period_start")
         .values_list("period_start", "amount")
     )

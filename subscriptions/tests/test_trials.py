@@ -181,7 +181,7 @@ def test_an_ended_unpaid_trial_expires_to_the_free_tier(clock):
         TRIAL_END + timedelta(minutes=30),
         datetime(2026, 4, 16, 9, 30, tzinfo=UTC),
     )
-    assert list(CreditAllocation.objects.filter(subscription=free).values_list("amount", "period_start")) == [
+    assert list(CreditAllocation.objects.filter(subscription_id=free.pk).values_list("amount", "period_start")) == [
         (2_000, TRIAL_END + timedelta(minutes=30))
     ]
     entitlement = UserEntitlement.objects.get(user=user)

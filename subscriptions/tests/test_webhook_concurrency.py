@@ -44,7 +44,7 @@ def _assert_renewed_once(subscription: Subscription, renewal: StripeIds, event: 
     assert BillingInvoice.objects.filter(stripe_invoice_id=renewal.invoice, status="paid").count() == 1
     assert PaymentTransaction.objects.filter(stripe_payment_intent_id=renewal.payment_intent).count() == 1
     assert PaymentTransaction.objects.count() == 2  # the checkout's and the renewal's
-    allocations = CreditAllocation.objects.filter(subscription=subscription).order_by("period_start")
+    allocations = CreditAllocation.objects.filter(subscription_id=subscription.pk).order_by("period_start")
     assert [(a.amount, a.period_start) for a in allocations][1:] == [(20_000, subscription.current_period_start)]
 
 
