@@ -7,14 +7,13 @@ class CreditsConfig(AppConfig):
     verbose_name = "Credits"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from credits.models import ModelProviderPricing, PricingConfig, Provider, UserCreditBalance, UserCreditSource
 
         # Object history for the console. The append-only ledgers, holds and daily summaries are their
         # own record and high-volume: they are not tracked.
         for model in (Provider, ModelProviderPricing, PricingConfig, UserCreditBalance, UserCreditSource):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)
 
         # Any change to what prices a request, from any path (services, console, shell), makes every
         # process reload its pricing book.

@@ -6,8 +6,7 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions and payments"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from credits.selectors import tier_lookup_register
         from subscriptions.models import (
             BillingInvoice,
@@ -30,7 +29,7 @@ class SubscriptionsConfig(AppConfig):
             DunningAttempt,
             ProrationEvent,
         ):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)
 
         tier_lookup_register(tier_and_subscription_for)
 
