@@ -57,7 +57,8 @@ class HistoryEntry:
 
 def _field_changes(instance: models.Model, changes) -> list[str]:
     """The changed fields of a django-auditlog entry, as "field: old -> new". Only the row's own
-    fields: reverse relations (logged as e.g. `credits.CreditConsumption.None`) say nothing."""
+    fields that changed: reverse relations (logged as e.g. `credits.CreditConsumption.None`) and
+    fields created empty ("None -> None") say nothing."""
     own = {field.name for field in instance._meta.concrete_fields} | {
         field.attname for field in instance._meta.concrete_fields
     }
@@ -66,7 +67,7 @@ def _field_changes(instance: models.Model, changes) -> list[str]:
     return [
         f"{name}: {values[0]} -> {values[1]}"
         for name, values in changes.items()
-        if name in own and isinstance(values, list) and len(values) == 2
+        if name in own and isinstance(values, list) and len(values) == 2 and values[0] != values[1]
     ]
 
 

@@ -1,7 +1,8 @@
 """The admin console in a real browser (headless Chromium driven by Playwright): sign in, open the
 dashboard and see its charts drawn, find a user, grant them credits through the console action, and
-find the audit row; find a customer from the index's search box, read their page and grant them
-credits from it; enrol an authenticator, keep the recovery codes and sign in with one.
+find the audit row; find a customer from the index's search box, read their page, grant them
+credits from it and open their subscription's history; enrol an authenticator, keep the recovery
+codes and sign in with one.
 Screenshots go to test-artifacts/browser/. Skips where Chromium is missing; `.ci/run` installs
 Debian's chromium so CI always runs it."""
 
@@ -102,7 +103,7 @@ def test_staff_sign_in_see_the_dashboard_grant_credits_and_find_the_audit_row(
     assert grant.new_value["amount"] == 2500 and grant.new_value["user_id"] == customer.pk
 
 
-def test_staff_find_a_customer_from_the_index_read_their_page_and_grant_credits_from_it(
+def test_staff_find_a_customer_read_their_page_grant_credits_and_open_a_history(
     browser_page, live_server, django_user_model
 ):
     page = browser_page
@@ -138,6 +139,13 @@ def test_staff_find_a_customer_from_the_index_read_their_page_and_grant_credits_
     assert UserCreditBalance.objects.get(user=customer).amount == balance_before + 1500
     grant = AdminAuditLog.objects.get(action=AuditAction.GRANT)
     assert grant.new_value["user_id"] == customer.pk and grant.new_value["expires_at"]
+
+    page.click("#customer-subscription a >> nth=0")  # the subscription's own page
+    page.click("a.historylink")
+    page.wait_for_selector("#unified-history")
+    history = page.locator("#unified-history tbody").inner_text()
+    assert "row create" in history and "status: None -> active" in history
+    page.screenshot(path=ARTIFACTS / "10-subscription-history.png", full_page=True)
 
 
 def test_staff_enrol_an_authenticator_in_the_browser_and_then_sign_in_with_it(
