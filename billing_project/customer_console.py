@@ -46,8 +46,13 @@ SUBSCRIPTION_PERMISSION = "subscriptions.change_subscription"
 LICENSE_PERMISSION = "licensing.change_perpetuallicense"
 
 
+# The tiers a subscription changes to (free is reached by cancelling; perpetual is a license).
+NOT_CHANGEABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
+CHANGEABLE_TIERS = [(tier.value, tier.label) for tier in SubscriptionTier if tier not in NOT_CHANGEABLE]
+
+
 class TierForm(forms.Form):
-    tier = forms.ChoiceField(choices=[(t.value, t.label) for t in SubscriptionTier if t != SubscriptionTier.FREE])
+    tier = forms.ChoiceField(choices=CHANGEABLE_TIERS)
 
 
 class CancelForm(ReasonForm):
