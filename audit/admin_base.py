@@ -6,10 +6,16 @@ each object's django-auditlog history. ReadOnlyModelAdmin is for ledgers, events
 viewable, never editable.
 """
 
+from urllib.parse import unquote
+
 from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils.text import capfirst
 
 from audit.models import AuditAction
+from audit.selectors import object_history
 from audit.services import audit_model_change, snapshot
 
 
@@ -47,7 +53,35 @@ class CreatorStampAdminMixin:
         super().save_model(request, obj, form, change)
 
 
-class AuditedModelAdmin(AdminAuditMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
+class UnifiedHistoryMixin:
+    """The History button shows one history: the object's field changes (django-auditlog) and its
+    hash-chained audit rows, together in time order."""
+
+    def history_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"History: {obj}",
+            "subtitle": None,
+            "entries": object_history(
+                instance=obj,
+                field_changes=request.user.has_perm("auditlog.view_logentry"),
+                audit_rows=request.user.has_perm("audit.view_adminauditlog"),
+            ),
+            "module_name": str(capfirst(self.model._meta.verbose_name_plural)),
+            "object": obj,
+            "opts": self.model._meta,
+            "preserved_filters": self.get_preserved_filters(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/unified_history.html", context)
+
+
+class AuditedModelAdmin(AdminAuditMixin, UnifiedHistoryMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
     """An editable business table, audited, with its object history one click away."""
 
     show_auditlog_history_link = True
@@ -74,7 +108,7 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyHistoryAdmin(AuditlogHistoryAdminMixin, ReadOnlyModelAdmin):
+class ReadOnlyHistoryAdmin(UnifiedHistoryMixin, AuditlogHistoryAdminMixin, ReadOnlyModelAdmin):
     """Rows that only services change (balances, grants, redemptions): read-only, with their history."""
 
     show_auditlog_history_link = True

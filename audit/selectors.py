@@ -1,7 +1,15 @@
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+
+from auditlog.models import LogEntry
+from django.conf import settings
+from django.db import models
 
 from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditChainHead
+
+# The newest entries an object's history page shows.
+HISTORY_ROWS = 200
 
 
 @dataclass(frozen=True)
@@ -36,3 +44,75 @@ def audit_chain_verify(*, chunk_size: int = 2000, on_row: Callable[[], object] |
     if head is not None and (head.sequence != last_sequence or head.row_hash != expected_prev):
         return ChainBreak(head.sequence, None, f"the newest rows are missing (the chain ends at #{last_sequence})")
     return None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    who: str
+    what: str
+    detail: str
+    audit_row: AdminAuditLog | None = None
+
+
+def _field_changes(instance: models.Model, changes) -> list[str]:
+    """The changed fields of a django-auditlog entry, as "field: old -> new". Only the row's own
+    fields that changed: reverse relations (logged as e.g. `credits.CreditConsumption.None`) and
+    fields created empty ("None -> None") say nothing."""
+    own = {field.name for field in instance._meta.concrete_fields} | {
+        field.attname for field in instance._meta.concrete_fields
+    }
+    if not isinstance(changes, dict):
+        return []
+    return [
+        f"{name}: {values[0]} -> {values[1]}"
+        for name, values in changes.items()
+        if name in own and isinstance(values, list) and len(values) == 2 and values[0] != values[1]
+    ]
+
+
+def object_history(
+    *, instance: models.Model, field_changes: bool = True, audit_rows: bool = True, limit: int = HISTORY_ROWS
+) -> list[HistoryEntry]:
+    """One object's history, newest first: its django-auditlog entries (field changes, from any
+    path) and its hash-chained audit rows (who did what, and why), without entries that changed
+    none of its own fields. Either part can be left out (a reader without its permission)."""
+    entries = []
+    log_entries = LogEntry.objects.get_for_object(instance).select_related("actor").order_by("-timestamp")[:limit]
+    for entry in log_entries if field_changes else ():
+        changed = _field_changes(instance, entry.changes_dict)
+        if not changed:
+            continue
+        who = (entry.actor.email or entry.actor.get_username()) if entry.actor else "system"
+        entries.append(HistoryEntry(entry.timestamp, who, f"row {entry.get_action_display()}", "; ".join(changed)))
+    rows = AdminAuditLog.objects.filter(
+        resource_type=instance._meta.label_lower, resource_id=str(instance.pk)
+    ).order_by("-timestamp", "-sequence")[:limit]
+    for row in rows if audit_rows else ():
+        entries.append(
+            HistoryEntry(row.timestamp, row.actor_email or "system", row.get_action_display(), reason_of(row), row)
+        )
+    return sorted(entries, key=lambda entry: entry.at, reverse=True)[:limit]
+
+
+def _values(row: AdminAuditLog) -> list[dict]:
+    return [value for value in (row.new_value, row.previous_value) if isinstance(value, dict)]
+
+
+def customer_id_of(row: AdminAuditLog) -> int | None:
+    """The user an audit row is about: the user it changed, or the user its values name."""
+    if row.resource_type == settings.AUTH_USER_MODEL.lower() and row.resource_id.isdigit():
+        return int(row.resource_id)
+    for value in _values(row):
+        user_id = value.get("user_id")
+        if isinstance(user_id, int):
+            return user_id
+    return None
+
+
+def reason_of(row: AdminAuditLog) -> str:
+    """Why it was done, as the service recorded it."""
+    for value in _values(row):
+        if value.get("reason"):
+            return str(value["reason"])
+    return ""

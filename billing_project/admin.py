@@ -12,7 +12,9 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.http import HttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django_otp.plugins.otp_static.admin import StaticDeviceAdmin as OtpStaticDeviceAdmin
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as OtpTOTPDeviceAdmin
@@ -24,6 +26,7 @@ from audit.admin_base import AdminAuditMixin, ReadOnlyModelAdmin
 from audit.models import AuditAction
 from audit.redaction import REDACTED, mask_secret, redact
 from audit.services import audit_record, resource_type_of
+from billing_project import customer_console
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.gdpr import user_erase, user_export
 from billing_project.models import IdempotencyKey, RevokedTokenFamily, ServiceToken, StaffSession, VerifiedEmail
@@ -73,8 +76,50 @@ class UserAdmin(GrantCreditsPermission, AdminAuditMixin, DjangoUserAdmin):
     """
 
     change_password_form = AuditedPasswordChangeForm
+    change_form_template = "admin/customer_user_change_form.html"
     actions = [grant_credits, export_personal_data]
-    list_display = ("email", "username", "is_staff", "is_superuser", "is_active", "date_joined", "last_login")
+    list_display = (
+        "email",
+        "username",
+        "customer_page",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "date_joined",
+        "last_login",
+    )
+
+    @admin.display(description="customer page")
+    def customer_page(self, obj):
+        return format_html('<a href="{}">Open</a>', reverse("admin:auth_user_customer", args=[obj.pk]))
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        customer = "<int:user_id>/customer/"
+        subscription = customer + "subscription/<uuid:subscription_id>/"
+        return [
+            path("find/", view(customer_console.customer_search_view), name="auth_user_customer_search"),
+            path(customer, view(customer_console.customer_view), name="auth_user_customer"),
+            path(customer + "grant/", view(customer_console.grant_view), name="auth_user_customer_grant"),
+            path(
+                subscription + "change-tier/",
+                view(customer_console.tier_change_view),
+                name="auth_user_customer_tier_change",
+            ),
+            path(subscription + "cancel/", view(customer_console.cancel_view), name="auth_user_customer_cancel"),
+            path(
+                subscription + "trial-reminder/",
+                view(customer_console.trial_reminder_view),
+                name="auth_user_customer_trial_reminder",
+            ),
+            path(
+                customer + "license/<uuid:license_id>/suspend/",
+                view(customer_console.license_suspend_view),
+                name="auth_user_customer_license_suspend",
+            ),
+            *super().get_urls(),
+        ]
+
     search_fields = ("email", "username", "first_name", "last_name")
 
     def has_change_permission(self, request, obj=None):

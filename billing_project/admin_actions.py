@@ -16,10 +16,17 @@ class ReasonForm(forms.Form):
 
 
 def form_action(
-    *, form_class: type[forms.Form], description: str, perform: Callable, name: str, permissions=None
+    *,
+    form_class: type[forms.Form],
+    description: str,
+    perform: Callable,
+    name: str,
+    permissions=None,
+    describe: Callable = str,
 ) -> Callable:
     """An admin action: shows `form_class`, then calls perform(request=, obj=, **cleaned_data) for each
-    selected row; perform returns a short text for the success message."""
+    selected row; perform returns a short text for the success message. `describe(obj)` is how each
+    row is shown on the form page (what the action will change)."""
 
     def action(modeladmin, request, queryset):
         if "apply" in request.POST:
@@ -43,6 +50,8 @@ def form_action(
             "title": description,
             "form": form,
             "objects": queryset,
+            "descriptions": [describe(obj) for obj in queryset],
+            "media": form.media,
             "action_name": name,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "opts": modeladmin.model._meta,

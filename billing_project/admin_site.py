@@ -17,6 +17,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp import login as otp_login
@@ -78,9 +79,63 @@ class SecondFactorForm(forms.Form):
     )
 
 
+# The index's sections, by what staff do: a model goes where its own entry says, else where its app's does.
+SECTIONS = ("Customers", "Billing", "Credits", "Licensing", "Coupons", "Audit", "System")
+SECTION_OF = {
+    "auth.user": "Customers",
+    "billing_project.verifiedemail": "Customers",
+    "subscriptions.userentitlement": "Customers",
+    "subscriptions": "Billing",
+    "payments": "Billing",
+    "credits": "Credits",
+    "licensing": "Licensing",
+    "coupons": "Coupons",
+    "audit": "Audit",
+    "auditlog": "Audit",
+    "billing_project.staffsession": "Audit",
+    "axes": "Audit",
+}
+
+
+def _plural(model) -> str:
+    """The model's plural name, "summaries" and not Django's default "summarys" where none is set."""
+    opts = model._meta
+    name = opts.verbose_name
+    if "verbose_name_plural" not in opts.original_attrs and name[-1:] == "y" and name[-2:-1] not in "aeiou":
+        return capfirst(f"{name[:-1]}ies")
+    return capfirst(opts.verbose_name_plural)
+
+
 class ConsoleSite(admin.AdminSite):
     login_form = ConsoleLoginForm
     login_template = "admin/console_login.html"
+
+    def get_app_list(self, request, app_label=None):
+        """The index and the side menu in sections by what staff do (customers, billing, credits ...)
+        instead of one entry per app; an app's own page lists its models as Django does."""
+        app_list = super().get_app_list(request, app_label)
+        for app in app_list:
+            for model_entry in app["models"]:
+                model_entry["name"] = _plural(model_entry["model"])
+        if app_label is not None:
+            return app_list
+        sections = {name: [] for name in SECTIONS}
+        for app in app_list:
+            for model_entry in app["models"]:
+                label = model_entry["model"]._meta.label_lower
+                section = SECTION_OF.get(label) or SECTION_OF.get(app["app_label"], "System")
+                sections[section].append(model_entry)
+        return [
+            {
+                "name": name,
+                "app_label": name.lower(),
+                "app_url": f"#{name.lower()}",
+                "has_module_perms": True,
+                "models": sorted(models, key=lambda entry: entry["name"]),
+            }
+            for name, models in sections.items()
+            if models
+        ]
 
     def has_permission(self, request):
         return super().has_permission(request) and not second_factor_missing(request)

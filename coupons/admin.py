@@ -7,8 +7,10 @@ from django.contrib import admin, messages
 from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import form_action
+from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import DomainError
 from coupons.models import (
+    SUBSCRIBABLE_TIERS,
     CampaignCoupon,
     Coupon,
     CouponAnalyticsSnapshot,
@@ -121,6 +123,13 @@ class CouponCampaignAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
         return False
 
 
+# The JSON lists of tiers and billing cycles a coupon applies to, chosen from their choices.
+CHOICE_LISTS = {
+    "applicable_tiers": [(tier.value, tier.label) for tier in SubscriptionTier if tier in SUBSCRIBABLE_TIERS],
+    "applicable_billing_cycles": BillingCycle.choices,
+}
+
+
 @admin.register(Coupon)
 class CouponAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     list_display = (
@@ -149,6 +158,17 @@ class CouponAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
     @admin.display(boolean=True, description="deleted", ordering="deleted_at")
     def is_deleted(self, obj):
         return obj.deleted_at is not None
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in CHOICE_LISTS:
+            return forms.MultipleChoiceField(
+                choices=CHOICE_LISTS[db_field.name],
+                widget=forms.CheckboxSelectMultiple,
+                required=False,
+                label=db_field.verbose_name.capitalize(),
+                help_text="None ticked: the coupon applies to all of them.",
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_soft_delete_permission(self, request):
         # Hard deletes are off (history must survive); the soft one is what "delete" means here.

@@ -6,8 +6,7 @@ class CouponsConfig(AppConfig):
     verbose_name = "Coupons and campaigns"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from coupons.services.checkout import (
             abandoned_checkout_release,
             coupon_checkout_confirm,
@@ -41,4 +40,4 @@ class CouponsConfig(AppConfig):
             CouponRedemption,
             CouponUsageLimit,
         ):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)

@@ -4,6 +4,7 @@ pages; django-auditlog does not track them (credits.apps)."""
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.urls import reverse
 from django.utils.html import format_html_join
 
@@ -37,7 +38,9 @@ class GrantCreditsForm(forms.Form):
     amount = forms.IntegerField(min_value=1, max_value=1_000_000_000, help_text="Credits (1 credit = USD 0.001).")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000)
     source = forms.ChoiceField(choices=[(value, value) for value in GRANTABLE_BY_STAFF])
-    expires_at = forms.DateTimeField(required=False, help_text="Empty: the credits never expire.")
+    expires_at = forms.SplitDateTimeField(
+        required=False, widget=AdminSplitDateTime, help_text="Empty: the credits never expire."
+    )
 
 
 def _grant(*, request, obj, amount, reason, source, expires_at):
@@ -78,9 +81,19 @@ reverse_deductions = form_action(
 )
 
 
+def _pricing_change(config: PricingConfig) -> str:
+    """What approving a pricing change does: its scope, the margin before and after, from when."""
+    scope = " / ".join(str(part) for part in (config.subscription_tier, config.provider, config.model_name) if part)
+    before = f"x{config.previous_multiplier}" if config.previous_multiplier is not None else "none in this scope"
+    return (
+        f"{config.get_scope_type_display()} {scope}".strip()
+        + f": margin {before} -> x{config.margin_multiplier}, effective {config.effective_from:%Y-%m-%d %H:%M %Z}"
+    )
+
+
 def _reject(*, request, obj, reason):
-    pricing_config_reject(config_id=obj.pk, actor=request.user, reason=reason)
-    return f"rejected {obj}"
+    rejected = pricing_config_reject(config_id=obj.pk, actor=request.user, reason=reason)
+    return f"rejected {_pricing_change(rejected)}"
 
 
 reject_pricing_changes = form_action(
@@ -89,12 +102,13 @@ reject_pricing_changes = form_action(
     perform=_reject,
     name="reject_changes",
     permissions=["approve"],
+    describe=_pricing_change,
 )
 
 
 def _approve(*, request, obj):
-    pricing_config_approve(config_id=obj.pk, actor=request.user)
-    return f"approved {obj}"
+    approved = pricing_config_approve(config_id=obj.pk, actor=request.user)
+    return f"approved {_pricing_change(approved)}"
 
 
 approve_pricing_changes = form_action(
@@ -103,6 +117,7 @@ approve_pricing_changes = form_action(
     perform=_approve,
     name="approve_pricing_changes",
     permissions=["approve"],
+    describe=_pricing_change,
 )
 
 

@@ -7,8 +7,7 @@ class CreditsConfig(AppConfig):
     verbose_name = "Credits"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from credits.models import ModelProviderPricing, PricingConfig, Provider
 
         # Object history for the console. Balances and grants are not tracked: the ledger is their
@@ -16,7 +15,7 @@ class CreditsConfig(AppConfig):
         # links a balance to them). The append-only ledgers, holds and daily summaries are their own
         # record and high-volume: they are not tracked either.
         for model in (Provider, ModelProviderPricing, PricingConfig):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)
 
         # Any change to what prices a request, from any path (services, console, shell), makes every
         # process reload its pricing book.

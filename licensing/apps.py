@@ -6,8 +6,7 @@ class LicensingConfig(AppConfig):
     verbose_name = "Licensing"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from licensing import services
         from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
         from payments.models import OperationKind
@@ -18,11 +17,10 @@ class LicensingConfig(AppConfig):
         effect_register(OperationKind.LICENSE_UPGRADE_CHECKOUT, succeeded=services.license_upgrade_complete)
 
         # Object history for the console; a license key is kept masked in it, as in lists.
-        auditlog.register(
+        history_track(
             PerpetualLicense,
-            exclude_fields=["updated_at"],
             mask_fields=["license_key"],
             mask_callable="audit.redaction.mask_license_key",
         )
         for model in (LicenseActivation, VersionUpgrade):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)

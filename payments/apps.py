@@ -6,8 +6,7 @@ class PaymentsConfig(AppConfig):
     verbose_name = "Payments"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from payments.models import PaymentOperation, StripeCustomer
         from payments.registry import event_handler_register
         from payments.services.handlers import HANDLERS
@@ -18,4 +17,4 @@ class PaymentsConfig(AppConfig):
             event_handler_register(event_type, handler)
         # WebhookEvent and PaymentEvent are their own records and are not tracked.
         for model in (PaymentOperation, StripeCustomer):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)

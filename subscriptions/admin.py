@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin
-from django.db import models
 from django.utils.html import format_html_join
 
 from audit.admin_base import AuditedModelAdmin
@@ -17,6 +16,12 @@ from subscriptions.models import (
     TierConfig,
     UserEntitlement,
 )
+
+
+def service_owned_fields(model) -> list[str]:
+    """Every field of a row the services write (tier, prices, credits, periods, status, amounts):
+    shown, never typed over; it changes through the actions, which call the services."""
+    return [field.name for field in model._meta.fields]
 
 
 class StatusChangeForm(ReasonForm):
@@ -123,20 +128,12 @@ class SubscriptionAdmin(PushesTierToCredits, AuditedModelAdmin):
     date_hierarchy = "current_period_start"
     autocomplete_fields = ("user",)
     actions = [change_subscription_status, resend_trial_reminder]
-    # Once it exists, a subscription changes status only through the audited state machine action.
-    LIFECYCLE_FIELDS = (
-        "status",
-        "cancelled_at",
-        "grace_period_ends_at",
-        "scheduled_tier",
-        "checkout_session_id",
-        "trial_reminder_3d_sent_at",
-        "trial_reminder_1d_sent_at",
-    )
+
+    def has_add_permission(self, request):
+        return False
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = ("provider_updated_at", "created_at", "updated_at")
-        return readonly + self.LIFECYCLE_FIELDS if obj is not None else readonly
+        return service_owned_fields(self.model)
 
 
 @admin.register(BillingInvoice)
@@ -159,8 +156,12 @@ class BillingInvoiceAdmin(CsvExportMixin, AuditedModelAdmin):
     search_fields = ("user__email", "number", "stripe_invoice_id", "subscription__stripe_subscription_id", "=id")
     date_hierarchy = "period_start"
     autocomplete_fields = ("user", "subscription")
-    readonly_fields = ("created_at", "updated_at")
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return service_owned_fields(self.model)
 
     @admin.display(description="Stripe documents")
     def documents(self, invoice):
@@ -187,8 +188,13 @@ class PaymentTransactionAdmin(CsvExportMixin, AuditedModelAdmin):
     search_fields = ("user__email", "stripe_payment_intent_id", "stripe_charge_id", "invoice__stripe_invoice_id", "=id")
     date_hierarchy = "created_at"
     autocomplete_fields = ("user", "invoice", "subscription")
-    readonly_fields = ("created_at", "updated_at")
     actions = [refund_payments]
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return service_owned_fields(self.model)
 
     def has_refund_permission(self, request):
         return request.user.has_perm("subscriptions.refund_payment")
@@ -233,4 +239,9 @@ class ProrationEventAdmin(AuditedModelAdmin):
     search_fields = ("user__email", "subscription__stripe_subscription_id", "=subscription__id")
     date_hierarchy = "effective_date"
     autocomplete_fields = ("user", "subscription")
-    readonly_fields = ("created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return service_owned_fields(self.model)

@@ -6,8 +6,7 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions and payments"
 
     def ready(self):
-        from auditlog.registry import auditlog
-
+        from audit.history import history_track
         from subscriptions.models import (
             BillingInvoice,
             DunningAttempt,
@@ -28,7 +27,7 @@ class SubscriptionsConfig(AppConfig):
             DunningAttempt,
             ProrationEvent,
         ):
-            auditlog.register(model, exclude_fields=["updated_at"])
+            history_track(model)
 
         from payments.models import OperationKind
         from payments.registry import effect_register, event_handler_register

@@ -250,8 +250,6 @@ def test_coupon_added_in_the_console_is_stored_upper_case_with_its_creator(admin
             "coupon_type": "percentage_discount",
             "discount_type": "percentage",
             "discount_value": "25",
-            "applicable_tiers": "[]",
-            "applicable_billing_cycles": "[]",
             "valid_from_0": "2025-03-01",
             "valid_from_1": "00:00:00",
             "max_uses_per_user": "1",

@@ -1,11 +1,13 @@
 """The admin console in a real browser (headless Chromium driven by Playwright): sign in, open the
 dashboard and see its charts drawn, find a user, grant them credits through the console action, and
-find the audit row; enrol an authenticator, keep the recovery codes and sign in with one.
+find the audit row; find a customer from the index's search box, read their page, grant them
+credits from it and open their subscription's history; enrol an authenticator, keep the recovery
+codes and sign in with one.
 Screenshots go to test-artifacts/browser/. Skips where Chromium is missing; `.ci/run` installs
 Debian's chromium so CI always runs it."""
 
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,51 @@ def test_staff_sign_in_see_the_dashboard_grant_credits_and_find_the_audit_row(
     page.screenshot(path=ARTIFACTS / "5-audit-row.png", full_page=True)
     grant = AdminAuditLog.objects.get(action=AuditAction.GRANT)
     assert grant.new_value["amount"] == 2500 and grant.new_value["user_id"] == customer.pk
+
+
+def test_staff_find_a_customer_read_their_page_grant_credits_and_open_a_history(
+    browser_page, live_server, django_user_model
+):
+    page = browser_page
+    tier_catalog_seed()
+    django_user_model.objects.create_superuser(
+        username="admin@example.com", email="admin@example.com", password=PASSWORD
+    )
+    customer = account_register(email="sam.customer@example.com", password=PASSWORD)
+    balance_before = UserCreditBalance.objects.get(user=customer).amount
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "admin@example.com")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.fill("#customer-search-box input[name=q]", "sam.customer")
+    page.click("#customer-search-box input[type=submit]")
+    page.wait_for_selector("#customer-profile")
+    assert page.locator("#customer-tier").inner_text() == "free"
+    assert page.locator("#customer-balance").inner_text() == str(balance_before)
+    page.screenshot(path=ARTIFACTS / "8-customer-page.png", full_page=True)
+
+    page.fill("#grant-form #id_amount", "1500")
+    assert page.locator("#grant-form .datetimeshortcuts").count() == 2  # the date and time widgets
+    page.fill("#grant-form #id_expires_at_0", f"{date.today() + timedelta(days=30):%Y-%m-%d}")
+    page.fill("#grant-form #id_expires_at_1", "12:00:00")
+    page.fill("#grant-form #id_reason", "Sorry for the outage")
+    page.click("#grant-submit")
+    page.wait_for_selector(".messagelist .success")
+    page.screenshot(path=ARTIFACTS / "9-customer-granted.png", full_page=True)
+
+    assert page.locator("#customer-balance").inner_text() == str(balance_before + 1500)
+    assert "Sorry for the outage" in page.locator("#customer-audit").inner_text()
+    assert UserCreditBalance.objects.get(user=customer).amount == balance_before + 1500
+    grant = AdminAuditLog.objects.get(action=AuditAction.GRANT)
+    assert grant.new_value["user_id"] == customer.pk and grant.new_value["expires_at"]
+
+    page.click("#customer-subscription a >> nth=0")  # the subscription's own page
+    page.click("a.historylink")
+    page.wait_for_selector("#unified-history")
+    history = page.locator("#unified-history tbody").inner_text()
+    assert "row create" in history and "status: None -> active" in history
+    page.screenshot(path=ARTIFACTS / "10-subscription-history.png", full_page=True)
 
 
 def test_staff_enrol_an_authenticator_in_the_browser_and_then_sign_in_with_it(

@@ -58,8 +58,6 @@ def coupon_form(**overrides) -> dict:
         "coupon_type": CouponType.PERCENTAGE_DISCOUNT,
         "discount_type": DiscountType.PERCENTAGE,
         "discount_value": "15.00",
-        "applicable_tiers": "[]",
-        "applicable_billing_cycles": "[]",
         "min_purchase_usd": "",
         "valid_from_0": "2024-01-01",
         "valid_from_1": "00:00:00",
@@ -128,6 +126,23 @@ def test_coupons_cannot_be_hard_deleted_from_the_console(admin_client):
 
 
 # Adding a coupon
+
+
+def test_a_tier_specific_coupon_takes_its_tiers_and_cycles_from_checkboxes(admin_client):
+    page = admin_client.get(COUPON_ADD)
+    response = admin_client.post(
+        COUPON_ADD,
+        coupon_form(
+            coupon_type=CouponType.TIER_SPECIFIC_DISCOUNT,
+            applicable_tiers=["pro", "pro_max"],
+            applicable_billing_cycles=["annual"],
+        ),
+    )
+
+    assert 'type="checkbox" name="applicable_tiers" value="enterprise_max"' in page.content.decode()
+    assert response.status_code == 302
+    coupon = Coupon.objects.get()
+    assert (coupon.applicable_tiers, coupon.applicable_billing_cycles) == (["pro", "pro_max"], ["annual"])
 
 
 def test_adding_a_coupon_in_the_console_stores_it_upper_case_and_audits_it(admin_client, admin_user):

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from audit.models import AdminAuditLog
 from credits.models import (
+    CreditAllocation,
     CreditDeductionLedger,
     MarginAuditLog,
     ModelProviderPricing,
@@ -86,6 +87,50 @@ def test_approve_action_refuses_ones_own_change_and_approves_anothers(console, s
     assert response.status_code == 302
     statuses = dict(PricingConfig.objects.values_list("pk", "approval_status"))
     assert (statuses[own.pk], statuses[other.pk]) == ("pending", "approved")
+
+
+def test_the_approval_page_shows_scope_margins_and_start_and_the_message_says_approved(console, staff_user):
+    config = PricingConfigFactory(
+        created_by=staff_user,
+        previous_multiplier=Decimal("1.5000"),
+        margin_multiplier=Decimal("1.8000"),
+        effective_from=timezone.now() + timedelta(days=2),
+    )
+    selection = {"action": "approve_pricing_changes", ACTION_CHECKBOX_NAME: [config.pk]}
+
+    page = console.post("/admin/credits/pricingconfig/", selection)
+    done = console.post("/admin/credits/pricingconfig/", {**selection, "apply": "1"}, follow=True)
+
+    shown = page.content.decode()
+    start = f"{timezone.localtime(config.effective_from):%Y-%m-%d %H:%M}"
+    assert "Tier pro: margin x1.5000 -&gt; x1.8000, effective " + start in shown
+    (message,) = [str(message) for message in done.context["messages"]]
+    assert message.startswith("approved Tier pro: margin x1.5000 -> x1.8000")
+    assert "pending" not in message
+
+
+def test_the_grant_form_takes_the_expiry_from_date_and_time_widgets(console, user):
+    selection = {"action": "grant_credits", ACTION_CHECKBOX_NAME: [user.pk]}
+    expires = timezone.localtime() + timedelta(days=10)
+
+    form_page = console.post("/admin/auth/user/", selection)
+    console.post(
+        "/admin/auth/user/",
+        {
+            **selection,
+            "apply": "1",
+            "amount": "300",
+            "reason": "support",
+            "source": "admin_grant",
+            "expires_at_0": f"{expires:%Y-%m-%d}",
+            "expires_at_1": "18:30:00",
+        },
+    )
+
+    assert b'class="vDateField"' in form_page.content and b'class="vTimeField"' in form_page.content
+    assert b"admin/js/calendar.js" in form_page.content
+    allocation = CreditAllocation.objects.get(user=user)
+    assert f"{timezone.localtime(allocation.expires_at):%Y-%m-%d %H:%M}" == f"{expires:%Y-%m-%d} 18:30"
 
 
 def test_reject_action_records_the_reason(console, staff_user):

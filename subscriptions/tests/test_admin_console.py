@@ -1,5 +1,6 @@
 import json
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core import mail
@@ -11,7 +12,7 @@ from billing_project.enums import SubscriptionTier
 from payments.models import WebhookEvent, WebhookStatus
 from subscriptions.models import Subscription, SubscriptionStatus, UserEntitlement
 from subscriptions.services import account_register, subscription_start, tier_catalog_seed
-from subscriptions.tests.factories import SubscriptionFactory
+from subscriptions.tests.factories import PaymentTransactionFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -97,15 +98,33 @@ def test_suspending_in_the_console_takes_the_tier_entitlements_away(admin_client
     assert UserEntitlement.objects.get(user=subscription.user).tier == SubscriptionTier.FREE
 
 
-def test_status_is_read_only_on_the_change_form(admin_client):
+def test_the_money_and_lifecycle_fields_are_read_only_and_a_post_changes_nothing(admin_client):
     subscription = SubscriptionFactory()
+    url = reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
 
-    page = admin_client.get(reverse("admin:subscriptions_subscription_change", args=[subscription.pk]))
+    page = admin_client.get(url)
+    admin_client.post(url, {"tier": "enterprise_max", "base_price_usd": "0.01", "status": "cancelled"})
 
     form = page.context["adminform"].form
-    assert "status" not in form.fields
-    assert "cancelled_at" not in form.fields
-    assert "cancel_at_period_end" in form.fields
+    for name in ("tier", "base_price_usd", "monthly_credit_allocation", "current_period_end", "status"):
+        assert name not in form.fields
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.base_price_usd, subscription.status) == ("pro", Decimal("19.00"), "active")
+
+
+@pytest.mark.parametrize("model", ["subscription", "billinginvoice", "paymenttransaction", "prorationevent"])
+def test_subscriptions_invoices_payments_and_proration_events_cannot_be_added_by_hand(admin_client, model):
+    assert admin_client.get(reverse(f"admin:subscriptions_{model}_add")).status_code == 403
+
+
+def test_invoice_and_payment_amounts_and_status_are_read_only(admin_client):
+    payment = PaymentTransactionFactory()
+
+    invoice_form = admin_client.get(reverse("admin:subscriptions_billinginvoice_change", args=[payment.invoice.pk]))
+    payment_form = admin_client.get(reverse("admin:subscriptions_paymenttransaction_change", args=[payment.pk]))
+
+    assert not {"amount_due_usd", "amount_paid_usd", "status"} & set(invoice_form.context["adminform"].form.fields)
+    assert not {"amount_usd", "refunded_amount_usd", "status"} & set(payment_form.context["adminform"].form.fields)
 
 
 def test_resend_trial_reminder_action_sends_the_email_and_audits(admin_client, admin_user):
