@@ -67,7 +67,7 @@ def customer_with_history(*, rows: int = 1):
     UserCreditBalance.objects.create(user=customer, amount=5_000 * rows)
     for _ in range(rows):
         grant = UserCreditSourceFactory(user=customer, original_amount=5_000)
-        usage = TokenUsageLedgerFactory(user=customer, subscription=subscription)
+        usage = TokenUsageLedgerFactory(user=customer, subscription_id=subscription.pk)
         CreditConsumptionFactory(deduction=usage.deduction, source=grant)
         CreditHoldFactory(user=customer, amount=300)
         LicenseActivationFactory(license=PerpetualLicenseFactory(user=customer))
@@ -128,7 +128,7 @@ def _copy_history_to(customer, *, rows: int):
     UserCreditBalance.objects.create(user=customer, amount=5_000 * rows)
     for _ in range(rows):
         grant = UserCreditSourceFactory(user=customer, original_amount=5_000)
-        usage = TokenUsageLedgerFactory(user=customer, subscription=subscription)
+        usage = TokenUsageLedgerFactory(user=customer, subscription_id=subscription.pk)
         CreditConsumptionFactory(deduction=usage.deduction, source=grant)
         CreditHoldFactory(user=customer)
         LicenseActivationFactory(license=PerpetualLicenseFactory(user=customer))
