@@ -26,6 +26,7 @@ from audit.services import audit_model_change, audit_record, resource_type_of, s
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.metrics import COUPON_REDEMPTIONS
 from billing_project.net import ClientInfo
+from billing_project.transactions import conflict_retrying
 from coupons import selectors
 from coupons.codes import ErrorCode, Reason
 from coupons.models import (
@@ -305,6 +306,7 @@ def coupon_validate(
     return validation
 
 
+@conflict_retrying
 def coupon_redeem(
     *,
     user,
@@ -365,6 +367,7 @@ def _refusal_record(refusal: _Refusal, *, user, code: str, client: ClientInfo, n
 # Coupons held by a checkout (registered with subscriptions.discounts)
 
 
+@conflict_retrying
 def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amount_usd: Decimal, client: ClientInfo):
     """A price discount for a subscription checkout, inside subscription start's transaction (which
     holds the user's subscription lock). The coupon is held by a pending redemption, which takes a
@@ -532,6 +535,7 @@ def _coupon_locked(coupon_id) -> Coupon:
     return coupon
 
 
+@conflict_retrying
 @transaction.atomic
 def coupon_create(*, actor, campaign_id=None, **fields) -> Coupon:
     unknown = set(fields) - COUPON_FIELDS
@@ -721,6 +725,7 @@ def _codes_taken(codes: set[str]) -> set[str]:
     return set(existing.values_list("code", flat=True))
 
 
+@conflict_retrying
 @transaction.atomic
 def campaign_coupons_generate(*, campaign_id, actor, count: int, prefix: str = "", **template) -> list[Coupon]:
     """`count` unique single-use codes for the campaign, each a coupon made from `template` (its
