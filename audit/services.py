@@ -27,7 +27,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from audit.context import current_request_audit
@@ -212,7 +212,7 @@ def audit_chain_seal(*, batch_size: int | None = None) -> SealResult:
 
 
 class ChainForked(Exception):
-    """A row this sealer was sealing was sealed by another: impossible under the head's lock."""
+    """Rows this sealer was sealing were sealed by another: impossible under the head's lock."""
 
 
 @transaction.atomic
@@ -224,17 +224,26 @@ def _seal_batch(*, batch_size: int) -> tuple[int, AuditChainHead]:
         .filter(Q(status_code__isnull=False) | Q(created_at__lt=status_wait_over))
         .order_by("created_at", "id")[:batch_size]
     )
+    if not rows:
+        return 0, head
     for row in rows:
         row.sequence, row.prev_hash = head.sequence + 1, head.row_hash
         row.row_hash = row.compute_hash()
-        updated = AdminAuditLog.objects.filter(pk=row.pk).unsealed_update(
-            sequence=row.sequence, prev_hash=row.prev_hash, row_hash=row.row_hash
-        )
-        if updated != 1:
-            raise ChainForked(f"audit row {row.pk} was sealed by another sealer")
         head.sequence, head.row_hash = row.sequence, row.row_hash
-    if rows:
-        head.save(update_fields=["sequence", "row_hash", "updated_at"])
+
+    def each_row(name: str) -> Case:
+        field = AdminAuditLog._meta.get_field(name)
+        return Case(
+            *(When(pk=row.pk, then=Value(getattr(row, name), output_field=field)) for row in rows), output_field=field
+        )
+
+    # One statement for the batch; it matches only rows still unsealed.
+    updated = AdminAuditLog.objects.filter(pk__in=[row.pk for row in rows]).unsealed_update(
+        sequence=each_row("sequence"), prev_hash=each_row("prev_hash"), row_hash=each_row("row_hash")
+    )
+    if updated != len(rows):
+        raise ChainForked(f"{len(rows) - updated} of the audit rows being sealed were sealed by another sealer")
+    head.save(update_fields=["sequence", "row_hash", "updated_at"])
     return len(rows), head
 
 

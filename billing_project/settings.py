@@ -336,7 +336,7 @@ CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
 # no broker there is no beat, so each row is sealed as it is written (under the chain head's lock).
 AUDIT_SEAL_ON_WRITE = env.bool("AUDIT_SEAL_ON_WRITE", default=CELERY_TASK_ALWAYS_EAGER)
 AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=5)
-AUDIT_SEAL_BATCH_SIZE = 1000
+AUDIT_SEAL_BATCH_SIZE = 500
 # How long a row written during a request waits for its response's status before it is sealed without.
 AUDIT_STATUS_WAIT_SECONDS = 30
 # verify_audit_chain reports committed rows still unsealed after this long (the sealer is not running).
