@@ -22,6 +22,10 @@ Lock order. A transaction that locks more than one row takes them in this order,
    user's grants and holds; several users' balances one transaction each, in ascending user id;
 7. the coupon's running totals (`coupons.CouponUsageLimit`), counted last by a redemption.
 
+A row inserted under a later lock takes FOR KEY SHARE on the rows its foreign keys name (a ledger row
+under the balance names the subscription), so the rows above are locked FOR NO KEY UPDATE where they
+can be (subscriptions, coupons): that lock does not wait for, nor block, a reference being written.
+
 Audit rows take no lock: they are inserted unsealed. The audit chain head (`audit.AuditChainHead`)
 is locked only by the sealer, in a transaction of its own that locks nothing else but the unsealed
 audit rows it seals, so it cannot take part in a cycle with the services above. (Without a broker,

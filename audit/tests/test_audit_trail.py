@@ -272,3 +272,15 @@ def test_console_lists_unsealed_rows_and_seals_them_on_demand(admin_client, admi
     row.refresh_from_db()
     assert row.position == "#1"
     assert "#1" in admin_client.get("/admin/audit/adminauditlog/").content.decode()
+
+
+def test_the_sealer_is_on_the_beat_schedule_and_seals_what_was_written(staff_user, settings):
+    from audit.tasks import seal_audit_chain
+
+    settings.AUDIT_SEAL_ON_WRITE = False
+    schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    _chain(staff_user, length=3)
+
+    assert schedule["audit.tasks.seal_audit_chain"].total_seconds() == settings.AUDIT_SEAL_INTERVAL_SECONDS
+    assert seal_audit_chain.delay().get() == 3
+    assert sorted(AdminAuditLog.objects.values_list("sequence", flat=True)) == [1, 2, 3]
