@@ -137,8 +137,8 @@ def audit_record(
         actor, actor_email = _actor_of(request)
 
     answered_later = status_code is None and state is not None
-    if status_code is None and not answered_later:
-        status_code = 200
+    if status_code is None and state is None:
+        status_code = 200  # a task or a command: no client
     row = AdminAuditLog(
         actor=actor,
         actor_email=actor_email,
