@@ -28,8 +28,18 @@ def drop_database(base_url: str, name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def port_check_free(port: int) -> None:
+    """Another server on the port (a benchmark run at the same time) would answer the load instead."""
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex((HOST, port)) == 0:
+            raise RuntimeError(f"{HOST}:{port} is in use: is another benchmark running?")
+
+
 def start_server(environment: dict, *, workers: int, port: int) -> subprocess.Popen:
     """gunicorn with gunicorn.conf.py and BENCH_GUNICORN_ARGS, once /health answers."""
+    port_check_free(port)
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
         "-c",
