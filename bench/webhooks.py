@@ -17,7 +17,7 @@ job does in production (AUDIT_SEAL_ON_WRITE off). Two phases:
 Bodies are the real-shaped event of subscriptions/tests/fixtures/stripe/invoice.paid.json. It prints,
 for each phase, events per second and p50/p99 latency, then what the database holds and what the
 sealer did (the chain sealed to its end and verified). The scratch database is dropped at the end.
-BENCH_GUNICORN_ARGS adds gunicorn options.
+BENCH_PORT picks the port (8766), BENCH_GUNICORN_ARGS adds gunicorn options.
 """
 
 import argparse
@@ -36,7 +36,7 @@ import uuid
 import harness
 
 ROOT = harness.ROOT
-HOST, PORT = "127.0.0.1", 8766
+HOST, PORT = "127.0.0.1", int(os.environ.get("BENCH_PORT", 8766))
 PATH = "/api/v1/billing/webhooks/stripe/"
 FIXTURE = ROOT / "subscriptions/tests/fixtures/stripe/invoice.paid.json"
 SAMPLE = {"customer": "cus_QhSample0001", "subscription": "sub_1PqSample0001", "invoice": "in_1PqSample0001"}
