@@ -7,8 +7,7 @@ and seeds it (catalog, users with credits), starts gunicorn with the production 
 (gunicorn.conf.py, DEBUG off), and loads it from a separate process over loopback with keep-alive
 connections. It prints, for each phase: requests (or events) per second and p50/p99 latency.
 The scratch database is dropped at the end. BENCH_PORT picks the port (8765), BENCH_GUNICORN_ARGS adds
-gunicorn options (for example
-`--worker-class gthread --threads 4`).
+gunicorn options (for example `--worker-class gthread --threads 4`).
 """
 
 import argparse
