@@ -1,6 +1,6 @@
-"""The audit trail in the console: read-only."""
+"""The audit trail in the console: read-only, plus sealing the chain on demand."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -8,12 +8,13 @@ from audit.admin_base import ReadOnlyModelAdmin
 from audit.admin_export import CsvExportMixin
 from audit.models import AdminAuditLog, AuditChainHead
 from audit.selectors import customer_id_of, reason_of
+from audit.services import audit_chain_seal
 
 
 @admin.register(AdminAuditLog)
 class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = (
-        "sequence",
+        "chain_position",
         "timestamp",
         "actor_email",
         "action",
@@ -26,6 +27,11 @@ class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_filter = ("action", "resource_type", "method", "status_code")
     search_fields = ("actor_email", "resource_type", "=resource_id", "endpoint")
     date_hierarchy = "timestamp"
+    ordering = ("-timestamp", "-id")
+
+    @admin.display(description="sequence", ordering="sequence")
+    def chain_position(self, obj):
+        return obj.position
 
     @admin.display(description="customer")
     def customer(self, obj):
@@ -40,6 +46,18 @@ class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         return reason_of(obj)
 
 
+@admin.action(description="Seal the audit chain now (append every committed unsealed row)", permissions=["seal"])
+def seal_audit_chain(modeladmin, request, queryset):
+    result = audit_chain_seal()
+    modeladmin.message_user(
+        request, f"Sealed {result.sealed} rows; the chain ends at #{result.head_sequence}.", messages.SUCCESS
+    )
+
+
 @admin.register(AuditChainHead)
 class AuditChainHeadAdmin(ReadOnlyModelAdmin):
     list_display = ("chain", "sequence", "row_hash", "updated_at")
+    actions = [seal_audit_chain]
+
+    def has_seal_permission(self, request):
+        return request.user.has_perm("audit.change_auditchainhead")

@@ -12,6 +12,8 @@ class RequestAudit:
     request: object
     committed_rows: int = 0
     error_message: str = ""
+    # Audit rows written without a status: they take the status of the response (AuditContextMiddleware).
+    awaiting_status: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def mark_committed(self):

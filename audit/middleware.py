@@ -55,10 +55,13 @@ def _error_of(response, state: RequestAudit) -> str:
 
 
 class AuditContextMiddleware:
-    """Makes the request available to `audit_record`, and records admin writes that failed.
+    """Makes the request available to `audit_record`, gives the rows it wrote the status the client
+    gets, and records admin writes that failed.
 
-    A failed write rolls back with its own audit row, so the failure is written here, afterwards,
-    in a transaction of its own.
+    The status is known only once the response is built, after the service's transaction committed,
+    so the rows are written without one and take it here (before the sealer seals them). A failed
+    write rolls back with its own audit row, so the failure is written here, afterwards, in a
+    transaction of its own.
     """
 
     def __init__(self, get_response):
@@ -71,12 +74,23 @@ class AuditContextMiddleware:
             response = self.get_response(request)
         finally:
             current_request_audit.reset(token)
+        if state.awaiting_status:
+            self._record_status(request, response, state)
         if _is_failed_admin_write(request, response.status_code) and not state.committed_rows:
             self._record_failure(request, response, state)
         return response
 
     def process_exception(self, request, exception):
         note_unexpected_error(exception)
+
+    def _record_status(self, request, response, state: RequestAudit) -> None:
+        from audit.services import audit_rows_answered
+
+        try:
+            audit_rows_answered(row_ids=state.awaiting_status, status_code=response.status_code)
+        except Exception:
+            # The rows stand; the sealer seals them without a status once AUDIT_STATUS_WAIT_SECONDS pass.
+            logger.exception("could not record the status of %s on its audit rows", request.path)
 
     def _record_failure(self, request, response, state: RequestAudit) -> None:
         from audit.services import audit_record

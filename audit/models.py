@@ -67,15 +67,29 @@ class AuditAction(models.TextChoices):
     LOCKOUT = "lockout"
 
 
+class AuditLogQuerySet(AppendOnlyQuerySet):
+    def unsealed_update(self, **values) -> int:
+        """The only updates an audit row takes, and only while it is unsealed: the sealer's
+        `sequence`/`prev_hash`/`row_hash`, and the status of the response its request got
+        (PostgreSQL's trigger refuses anything else, and any change at all to a sealed row)."""
+        return models.QuerySet.update(self.filter(sequence__isnull=True), **values)
+
+
 class AdminAuditLog(AppendOnlyModel):
     """One row per admin write (API or console) or system event with money effects.
 
-    Invariants: append-only; written in the same transaction as the change it records;
-    rows form a hash chain in `sequence` order: row_hash = SHA-256(prev_hash + canonical content),
-    so an edited, removed or reordered row breaks the chain (`manage.py verify_audit_chain`).
+    Invariants: written in the same transaction as the change it records, unsealed (no `sequence`,
+    no hashes) and without touching any shared row; the sealer (`audit.services.audit_chain_seal`)
+    then appends it to the hash chain once: sequence, prev_hash and row_hash = SHA-256(prev_hash +
+    canonical content). From then on the row never changes, and an edited, removed or reordered
+    sealed row breaks the chain (`manage.py verify_audit_chain`).
     """
 
-    sequence = models.BigIntegerField(unique=True, editable=False, help_text="Position in the hash chain.")
+    objects = AuditLogQuerySet.as_manager()
+
+    sequence = models.BigIntegerField(
+        unique=True, null=True, editable=False, help_text="Position in the hash chain; empty until sealed."
+    )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -92,24 +106,47 @@ class AdminAuditLog(AppendOnlyModel):
     request_body = models.JSONField(null=True, blank=True, help_text="Secrets redacted.")
     previous_value = models.JSONField(null=True, blank=True)
     new_value = models.JSONField(null=True, blank=True)
-    status_code = models.PositiveSmallIntegerField(default=200)
+    status_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The HTTP status the client received; empty while its response is on its way."
+    )
     error_message = models.TextField(blank=True)
     timestamp = models.DateTimeField(default=timezone.now)
-    prev_hash = models.CharField(max_length=64, editable=False)
-    row_hash = models.CharField(max_length=64, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    row_hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
-        ordering = ["-sequence"]
+        ordering = ["-timestamp", "-id"]
         constraints = [choices_check("action", AuditAction)]
         indexes = [
             models.Index(fields=["actor", "timestamp"], name="audit_actor_time_idx"),
             models.Index(fields=["resource_type", "resource_id"], name="audit_resource_idx"),
             models.Index(fields=["timestamp"], name="audit_time_idx"),
             models.Index(fields=["action", "timestamp"], name="audit_action_time_idx"),
+            # The sealer's queue: only unsealed rows are in it, so it stays small.
+            models.Index(
+                fields=["created_at", "id"], condition=models.Q(sequence__isnull=True), name="audit_unsealed_idx"
+            ),
         ]
 
     def __str__(self):
-        return f"#{self.sequence} {self.action} {self.resource_type}:{self.resource_id}"
+        return f"{self.position} {self.action} {self.resource_type}:{self.resource_id}"
+
+    @property
+    def is_sealed(self) -> bool:
+        return self.sequence is not None
+
+    @property
+    def prev_hash_if_sealed(self) -> str | None:
+        return self.prev_hash if self.is_sealed else None
+
+    @property
+    def row_hash_if_sealed(self) -> str | None:
+        return self.row_hash if self.is_sealed else None
+
+    @property
+    def position(self) -> str:
+        """Where the row stands in the chain, as the console and the API show it."""
+        return f"#{self.sequence}" if self.is_sealed else "unsealed"
 
     def canonical_content(self) -> str:
         """The hashed content. `actor` is left out on purpose: deleting a user sets it to NULL
@@ -144,8 +181,9 @@ ADMIN_AUDIT_CHAIN = "admin_audit"
 class AuditChainHead(TimestampedModel):
     """The row that names the end of the audit chain (one per chain).
 
-    Locked (`select_for_update`) by every append, which serializes appends so the chain never forks,
-    and compared by verification so that removing the newest rows is detected too.
+    Locked (`select_for_update`) by the sealer and by nothing else: sealers run one at a time, so
+    the chain never forks, while writers of audit rows never wait for it. Compared by verification
+    so that removing the newest sealed rows is detected too.
     """
 
     chain = models.CharField(max_length=32, unique=True, default=ADMIN_AUDIT_CHAIN)

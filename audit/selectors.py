@@ -1,10 +1,12 @@
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.db import models
+from django.db.models import Count, Min
+from django.utils import timezone
 
 from audit.models import ADMIN_AUDIT_CHAIN, GENESIS_HASH, AdminAuditLog, AuditChainHead
 
@@ -24,10 +26,11 @@ class ChainBreak:
 
 
 def audit_chain_verify(*, chunk_size: int = 2000, on_row: Callable[[], object] | None = None) -> ChainBreak | None:
-    """Walks the audit chain in order and returns its first broken link, or None if it is whole.
-    `on_row` is called once per row read (a progress bar's update)."""
+    """Walks the sealed rows in chain order and returns the first broken link, or None if the chain
+    is whole. `on_row` is called once per row read (a progress bar's update)."""
     expected_sequence, expected_prev = 1, GENESIS_HASH
-    for row in AdminAuditLog.objects.order_by("sequence").iterator(chunk_size=chunk_size):
+    sealed = AdminAuditLog.objects.filter(sequence__isnull=False).order_by("sequence")
+    for row in sealed.iterator(chunk_size=chunk_size):
         if on_row is not None:
             on_row()
         if row.sequence != expected_sequence:
@@ -116,3 +119,17 @@ def reason_of(row: AdminAuditLog) -> str:
         if value.get("reason"):
             return str(value["reason"])
     return ""
+
+
+@dataclass(frozen=True)
+class UnsealedRows:
+    count: int
+    oldest: datetime | None
+
+
+def audit_rows_unsealed(*, older_than: timedelta) -> UnsealedRows:
+    """Committed rows still unsealed `older_than` after they were written: none while the sealer runs."""
+    figures = AdminAuditLog.objects.filter(sequence__isnull=True, created_at__lt=timezone.now() - older_than).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    return UnsealedRows(count=figures["count"], oldest=figures["oldest"])

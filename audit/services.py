@@ -1,11 +1,34 @@
-"""Writing the admin audit trail. Every admin write calls `audit_record` inside its own transaction,
-so the change and its record commit or roll back together."""
+"""Writing the admin audit trail, and sealing it into a hash chain.
+
+Every admin write calls `audit_record` inside its own transaction, so the change and its record
+commit or roll back together. The row is written unsealed and touches no shared row, so audited
+writes never wait for one another. `audit_chain_seal` (a beat job every few seconds, the staff API,
+the console and `verify_audit_chain`) then appends the committed unsealed rows to the chain.
+
+Why the chain cannot fork or skip a row:
+- Sealers run one at a time: each seals under the chain head's row lock, which only sealers take
+  (`select_for_update`), and reads the unsealed rows after taking it, so it sees everything the sealer
+  before it committed (PostgreSQL's read committed takes a snapshot per statement). The unique
+  `sequence` would refuse a second row at one position even if that failed.
+- A row is sealed once: the update that seals it matches only a row still unsealed, the trigger
+  refuses any change to a sealed row, and a sealer that fails part-way rolls back whole.
+- A row committed late (its transaction began before rows that were sealed already) is simply still
+  unsealed at the next run, which appends it after them: the chain's order is the order of sealing,
+  which is (created_at, id) within a run. Nothing is ever inserted before a sealed row.
+- A row written while a request is answered waits (at most AUDIT_STATUS_WAIT_SECONDS) for the status
+  of the response the client got, filled in by `audit.middleware.AuditContextMiddleware`.
+"""
 
 import json
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Case, Q, Value, When
+from django.utils import timezone
 
 from audit.context import current_request_audit
 from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead
@@ -93,14 +116,16 @@ def audit_record(
     previous_value=None,
     new_value=None,
     actor=None,
-    status_code: int = 200,
+    status_code: int | None = None,
     error_message: str = "",
     request=None,
 ) -> AdminAuditLog:
-    """Appends one row to the hash chain, inside the caller's transaction.
+    """Writes one unsealed audit row, inside the caller's transaction.
 
     The request (endpoint, method, IP, user agent, redacted body, actor) comes from the argument or
-    from the request being served; tasks and commands pass `actor` and no request.
+    from the request being served; tasks and commands pass `actor` and no request. `status_code`
+    defaults to the status of the response the request being served gets (filled in once it is
+    known), and to 200 outside a request.
     """
     state = current_request_audit.get()
     if request is None and state is not None:
@@ -111,11 +136,10 @@ def audit_record(
     elif request is not None:
         actor, actor_email = _actor_of(request)
 
-    # The head row is the chain's lock: appends are serialized until this transaction ends.
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(chain=ADMIN_AUDIT_CHAIN)
+    answered_later = status_code is None and state is not None
+    if status_code is None and state is None:
+        status_code = 200  # a task or a command: no client
     row = AdminAuditLog(
-        sequence=head.sequence + 1,
-        prev_hash=head.row_hash,
         actor=actor,
         actor_email=actor_email,
         action=action,
@@ -131,12 +155,14 @@ def audit_record(
         status_code=status_code,
         error_message=error_message,
     )
-    row.row_hash = row.compute_hash()
     row.save(force_insert=True)
-    head.sequence, head.row_hash = row.sequence, row.row_hash
-    head.save(update_fields=["sequence", "row_hash", "updated_at"])
     if state is not None:
         transaction.on_commit(state.mark_committed)
+        if answered_later:
+            state.awaiting_status.append(row.pk)
+    if settings.AUDIT_SEAL_ON_WRITE and not answered_later:
+        audit_chain_seal()
+        row.refresh_from_db(fields=["sequence", "prev_hash", "row_hash"])
     return row
 
 
@@ -153,3 +179,91 @@ def audit_model_change(
         actor=actor,
         request=request,
     )
+
+
+def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
+    """Fills in the status the client got on the rows its request wrote (still unsealed: the
+    sealer waits for it). Returns how many rows took it."""
+    filled = _status_fill(row_ids=row_ids, status_code=status_code)
+    if settings.AUDIT_SEAL_ON_WRITE:
+        audit_chain_seal()
+    return filled
+
+
+@transaction.atomic
+def _status_fill(*, row_ids: list, status_code: int) -> int:
+    if connection.vendor == "postgresql":
+        # Not worth a wait for the disk on every audited request: a crash in the next moment loses
+        # only the status, and the rows are then sealed without one (AUDIT_STATUS_WAIT_SECONDS).
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+    return AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True).unsealed_update(
+        status_code=status_code
+    )
+
+
+@dataclass(frozen=True)
+class SealResult:
+    sealed: int
+    head_sequence: int
+    head_hash: str
+
+
+def audit_chain_seal(*, batch_size: int | None = None) -> SealResult:
+    """Appends every committed unsealed row to the hash chain, in batches of one transaction each.
+    A row still waiting for its response's status is left for a later run."""
+    batch_size = batch_size or settings.AUDIT_SEAL_BATCH_SIZE
+    sealed = 0
+    while True:
+        count, head = _seal_batch(batch_size=batch_size)
+        sealed += count
+        if count < batch_size:
+            return SealResult(sealed=sealed, head_sequence=head.sequence, head_hash=head.row_hash)
+
+
+class ChainForked(Exception):
+    """Rows this sealer was sealing were sealed by another: impossible under the head's lock."""
+
+
+@transaction.atomic
+def _seal_batch(*, batch_size: int) -> tuple[int, AuditChainHead]:
+    head = _head_locked()
+    status_wait_over = timezone.now() - timedelta(seconds=settings.AUDIT_STATUS_WAIT_SECONDS)
+    rows = list(
+        AdminAuditLog.objects.filter(sequence__isnull=True)
+        .filter(Q(status_code__isnull=False) | Q(created_at__lt=status_wait_over))
+        .order_by("created_at", "id")[:batch_size]
+    )
+    if not rows:
+        return 0, head
+    for row in rows:
+        row.sequence, row.prev_hash = head.sequence + 1, head.row_hash
+        row.row_hash = row.compute_hash()
+        head.sequence, head.row_hash = row.sequence, row.row_hash
+
+    def each_row(name: str) -> Case:
+        field = AdminAuditLog._meta.get_field(name)
+        return Case(
+            *(When(pk=row.pk, then=Value(getattr(row, name), output_field=field)) for row in rows), output_field=field
+        )
+
+    # One statement for the batch; it matches only rows still unsealed.
+    updated = AdminAuditLog.objects.filter(pk__in=[row.pk for row in rows]).unsealed_update(
+        sequence=each_row("sequence"), prev_hash=each_row("prev_hash"), row_hash=each_row("row_hash")
+    )
+    if updated != len(rows):
+        raise ChainForked(f"{len(rows) - updated} of the audit rows being sealed were sealed by another sealer")
+    head.save(update_fields=["sequence", "row_hash", "updated_at"])
+    return len(rows), head
+
+
+def _head_locked() -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(chain=ADMIN_AUDIT_CHAIN).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.create(chain=ADMIN_AUDIT_CHAIN)
+        except IntegrityError:
+            pass  # created by a concurrent sealer, which holds it now: wait for it below
+        head = AuditChainHead.objects.select_for_update().get(chain=ADMIN_AUDIT_CHAIN)
+    return head

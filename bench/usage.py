@@ -6,8 +6,8 @@ It creates a scratch database next to BENCH_DATABASE_URL (default: the local Pos
 and seeds it (catalog, users with credits), starts gunicorn with the production configuration
 (gunicorn.conf.py, DEBUG off), and loads it from a separate process over loopback with keep-alive
 connections. It prints, for each phase: requests (or events) per second and p50/p99 latency.
-The scratch database is dropped at the end. BENCH_GUNICORN_ARGS adds gunicorn options (for example
-`--worker-class gthread --threads 4`).
+The scratch database is dropped at the end. BENCH_PORT picks the port (8765), BENCH_GUNICORN_ARGS adds
+gunicorn options (for example `--worker-class gthread --threads 4`).
 """
 
 import argparse
@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import harness
 
 ROOT = harness.ROOT
-HOST, PORT = "127.0.0.1", 8765
+HOST, PORT = "127.0.0.1", int(os.environ.get("BENCH_PORT", 8765))
 
 
 def server_environment(database_url: str) -> dict:

@@ -5,7 +5,8 @@
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
 seeds it (catalog, users each with a Pro subscription billed by Stripe), starts gunicorn with the
 production configuration (gunicorn.conf.py, DEBUG off, a webhook secret) and loads it from a separate
-process over loopback. Two phases:
+process over loopback, while a thread of this process seals the audit chain every 5 s as the beat
+job does in production (AUDIT_SEAL_ON_WRITE off). Two phases:
 
 - `paid`: signed `invoice.paid` events (billing_reason subscription_cycle), each a new event id and a
   new invoice renewing one subscription for its next period (new invoice, payment, credit allocation,
@@ -14,8 +15,9 @@ process over loopback. Two phases:
   answered from the stored record.
 
 Bodies are the real-shaped event of subscriptions/tests/fixtures/stripe/invoice.paid.json. It prints,
-for each phase, events per second and p50/p99 latency, then what the database holds. The scratch
-database is dropped at the end. BENCH_GUNICORN_ARGS adds gunicorn options.
+for each phase, events per second and p50/p99 latency, then what the database holds and what the
+sealer did (the chain sealed to its end and verified). The scratch database is dropped at the end.
+BENCH_PORT picks the port (8766), BENCH_GUNICORN_ARGS adds gunicorn options.
 """
 
 import argparse
@@ -34,7 +36,7 @@ import uuid
 import harness
 
 ROOT = harness.ROOT
-HOST, PORT = "127.0.0.1", 8766
+HOST, PORT = "127.0.0.1", int(os.environ.get("BENCH_PORT", 8766))
 PATH = "/api/v1/billing/webhooks/stripe/"
 FIXTURE = ROOT / "subscriptions/tests/fixtures/stripe/invoice.paid.json"
 SAMPLE = {"customer": "cus_QhSample0001", "subscription": "sub_1PqSample0001", "invoice": "in_1PqSample0001"}
@@ -59,6 +61,8 @@ def server_environment(database_url: str, webhook_secret: str) -> dict:
         "SECURE_SSL_REDIRECT": "false",
         "PORT": str(PORT),
         "LOG_LEVEL": "WARNING",
+        # Audit rows are sealed by the beat job, as with a broker in production (harness.Sealer).
+        "AUDIT_SEAL_ON_WRITE": "false",
     }
 
 
@@ -263,6 +267,23 @@ def stored_figures() -> str:
     )
 
 
+def run_phase(phase: str, data: dict, webhook_secret: str, arguments) -> None:
+    spec = {
+        **data,
+        "phase": phase,
+        "webhook_secret": webhook_secret,
+        "connections": arguments.connections,
+        "duration": arguments.duration,
+        "warmup": arguments.warmup,
+    }
+    figures = measure(spec)
+    label = "invoice.paid, new events" if phase == "paid" else "replayed deliveries"
+    print(
+        f"{label}: {figures['per_second']:,.1f} events/s, p50 {figures['p50_ms']:.1f} ms, "
+        f"p99 {figures['p99_ms']:.1f} ms, responses {figures['tally']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of load per phase.")
@@ -291,22 +312,11 @@ def main() -> None:
             f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up; "
             f"{arguments.subscriptions} Stripe-billed subscriptions"
         )
-        for phase in arguments.phases.split(","):
-            spec = {
-                **data,
-                "phase": phase,
-                "webhook_secret": webhook_secret,
-                "connections": arguments.connections,
-                "duration": arguments.duration,
-                "warmup": arguments.warmup,
-            }
-            figures = measure(spec)
-            label = "invoice.paid, new events" if phase == "paid" else "replayed deliveries"
-            print(
-                f"{label}: {figures['per_second']:,.1f} events/s, p50 {figures['p50_ms']:.1f} ms, "
-                f"p99 {figures['p99_ms']:.1f} ms, responses {figures['tally']}"
-            )
+        with harness.Sealer() as sealer:
+            for phase in arguments.phases.split(","):
+                run_phase(phase, data, webhook_secret, arguments)
         print(stored_figures())
+        print(sealer.report())
     finally:
         if server is not None:
             server.terminate()

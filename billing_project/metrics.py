@@ -22,9 +22,9 @@ COUPON_REDEMPTIONS = Counter(
 )
 DB_TRANSACTION_CONFLICTS = Counter(
     "db_transaction_conflicts_total",
-    "Requests that met a deadlock or serialization failure, by kind and by what followed "
-    "(retried, or gave_up: answered 409 transaction_conflict).",
-    ["kind", "outcome"],
+    "Transactions that met a deadlock or serialization failure, by kind, by what followed (retried, or "
+    "gave_up: a request answered 409 transaction_conflict) and by operation (a service, or request).",
+    ["kind", "outcome", "operation"],
 )
 
 # HTTP, recorded by billing_project.observability.ObservabilityMiddleware. `route` is the URL pattern

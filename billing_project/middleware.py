@@ -1,8 +1,6 @@
 """Request-level guards of the API: bodies too large to read, and transactions that met a concurrent one."""
 
 import logging
-import random
-import time
 
 from django.conf import settings
 from django.db import connection
@@ -10,6 +8,7 @@ from django.db import connection
 from billing_project.codes import ErrorCode
 from billing_project.errors import RETRYABLE_CONFLICT, problem_response
 from billing_project.metrics import DB_TRANSACTION_CONFLICTS
+from billing_project.transactions import conflict_pause
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,8 @@ class TransactionRetryMiddleware:
     """Runs an API request again when it met a deadlock or a serialization failure (PostgreSQL
     40P01/40001), up to DB_CONFLICT_RETRIES times with a random, growing pause; then the client
     gets the 409 `transaction_conflict` problem. Each attempt is counted in
-    `db_transaction_conflicts_total{kind, outcome}`.
+    `db_transaction_conflicts_total{kind, outcome, operation="request"}`. Services retry their own
+    transactions first (billing_project.transactions); this covers a request's outermost one.
 
     A conflict rolls back the failed transaction, so running the request again is what the client
     would do with the 409, done sooner. It only happens with no transaction open around the
@@ -70,10 +70,9 @@ class TransactionRetryMiddleware:
             if kind is None:
                 return response
             if attempt >= settings.DB_CONFLICT_RETRIES or connection.in_atomic_block:
-                DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="gave_up").inc()
+                DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="gave_up", operation="request").inc()
                 logger.warning("%s on %s %s: gave up after %s retries", kind, request.method, request.path, attempt)
                 return response
             attempt += 1
-            DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="retried").inc()
-            # Full jitter: concurrent victims of one conflict do not collide again in step.
-            time.sleep(random.uniform(0, settings.DB_CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1)))
+            DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="retried", operation="request").inc()
+            conflict_pause(attempt)

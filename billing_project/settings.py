@@ -231,8 +231,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# A request that meets a deadlock or serialization failure runs again this many times, after a
-# random pause of up to DB_CONFLICT_BACKOFF_SECONDS * 2**(attempt - 1) (billing_project.middleware).
+# A service transaction (billing_project.transactions) or a request (billing_project.middleware) that
+# meets a deadlock or serialization failure runs again this many times, after a random pause of up
+# to DB_CONFLICT_BACKOFF_SECONDS * 2**(attempt - 1).
 DB_CONFLICT_RETRIES = env.int("DB_CONFLICT_RETRIES", default=3)
 DB_CONFLICT_BACKOFF_SECONDS = 0.05
 
@@ -351,6 +352,16 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = CELERY_BROKER_URL or None
 # Without a broker every task runs eagerly in-process, in production mode too (SPEC 5).
 CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+
+# The audit chain (audit.services): rows are written unsealed and sealed by the beat job below. With
+# no broker there is no beat, so each row is sealed as it is written (under the chain head's lock).
+AUDIT_SEAL_ON_WRITE = env.bool("AUDIT_SEAL_ON_WRITE", default=CELERY_TASK_ALWAYS_EAGER)
+AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=5)
+AUDIT_SEAL_BATCH_SIZE = 500
+# How long a row written during a request waits for its response's status before it is sealed without.
+AUDIT_STATUS_WAIT_SECONDS = 30
+# verify_audit_chain reports committed rows still unsealed after this long (the sealer is not running).
+AUDIT_UNSEALED_ALERT_SECONDS = env.int("AUDIT_UNSEALED_ALERT_SECONDS", default=300)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -373,6 +384,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(RUNTIME_DIR / "celerybeat-schedule")
 # Each job's last run is written when it is sent, so the console shows it at once.
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_BEAT_SCHEDULE = {
+    "seal-audit-chain": {
+        "task": "audit.tasks.seal_audit_chain",
+        "schedule": timedelta(seconds=AUDIT_SEAL_INTERVAL_SECONDS),
+    },
     "purge-idempotency-keys": {
         "task": "billing_project.tasks.purge_idempotency_keys",
         "schedule": timedelta(hours=1),

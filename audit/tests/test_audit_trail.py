@@ -7,6 +7,7 @@ from django.db import connection
 
 from audit.models import AdminAuditLog, AppendOnlyError, AuditChainHead
 from audit.services import audit_record
+from audit.tests.factories import AuditChainHeadFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,7 @@ def test_an_admin_api_write_writes_its_audit_row(staff_client, staff_user, targe
     assert row.actor == staff_user
     assert row.actor_email == "staff@example.com"
     assert (row.resource_type, row.resource_id) == ("auth.user", str(target.pk))
-    assert (row.endpoint, row.method, row.status_code) == (f"/api/v1/admin/users/{target.pk}/", "DELETE", 200)
+    assert (row.endpoint, row.method, row.status_code) == (f"/api/v1/admin/users/{target.pk}/", "DELETE", 204)
     assert (row.ip_address, row.user_agent) == ("203.0.113.9", "pytest-agent")
     assert row.previous_value["id"] == target.pk
     assert "target@example.com" not in str(row.previous_value)  # the erased user's e-mail is not kept
@@ -205,3 +206,81 @@ def test_verify_audit_chain_detects_removed_newest_rows(staff_user):
     assert code == 1
     assert "newest rows are missing" in message
     assert AuditChainHead.objects.get().sequence == rows[-1].sequence
+
+
+def test_a_row_records_the_status_the_client_got_and_waits_unsealed_for_the_sealer(staff_client, settings):
+    settings.AUDIT_SEAL_ON_WRITE = False
+
+    created = staff_client.post("/api/v1/admin/providers/", {"name": "mistral", "api_type": "mistral"}, format="json")
+
+    assert created.status_code == 201
+    row = AdminAuditLog.objects.get(action="create", resource_type="credits.provider")
+    assert (row.method, row.status_code, row.sequence, row.row_hash) == ("POST", 201, None, "")
+    listed = staff_client.get("/api/v1/admin/audit-logs/", {"action": "create"}).json()["results"]
+    assert [(item["sealed"], item["sequence"], item["row_hash"]) for item in listed] == [(False, None, None)]
+
+    sealed = staff_client.post("/api/v1/admin/audit-logs/seal/")
+
+    assert sealed.status_code == 200
+    assert sealed.json()["sealed"] == 1 and sealed.json()["head_sequence"] == 1
+    row.refresh_from_db()
+    assert (row.sequence, row.status_code, row.row_hash) == (1, 201, row.compute_hash())
+    item = staff_client.get(f"/api/v1/admin/audit-logs/{row.pk}/").json()
+    assert (item["sealed"], item["sequence"], item["status_code"], item["row_hash"]) == (True, 1, 201, row.row_hash)
+
+
+def test_a_row_of_a_request_still_being_answered_is_left_for_a_later_seal(staff_user, settings, rf):
+    from audit.context import RequestAudit, current_request_audit
+    from audit.services import audit_chain_seal
+
+    settings.AUDIT_SEAL_ON_WRITE = False
+    token = current_request_audit.set(RequestAudit(request=rf.post("/api/v1/admin/probe/")))
+    try:
+        row = audit_record(action="update", resource_type="probe", actor=staff_user)
+    finally:
+        current_request_audit.reset(token)
+
+    assert row.status_code is None
+    assert audit_chain_seal().sealed == 0
+    settings.AUDIT_STATUS_WAIT_SECONDS = 0
+    assert audit_chain_seal().sealed == 1  # its response never reported back: sealed without a status
+    row.refresh_from_db()
+    assert (row.sequence, row.status_code) == (1, None)
+
+
+def test_sealing_needs_the_chain_permission(support_client):
+    response = support_client.post("/api/v1/admin/audit-logs/seal/")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+def test_console_lists_unsealed_rows_and_seals_them_on_demand(admin_client, admin_user, settings):
+    settings.AUDIT_SEAL_ON_WRITE = False
+    row = audit_record(action="update", resource_type="probe", actor=admin_user)
+    head = AuditChainHeadFactory()  # made by the migration; made again after a flush
+
+    listing = admin_client.get("/admin/audit/adminauditlog/")
+    assert listing.status_code == 200 and "unsealed" in listing.content.decode()
+
+    response = admin_client.post(
+        "/admin/audit/auditchainhead/", {"action": "seal_audit_chain", "_selected_action": [head.pk]}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Sealed 1 rows; the chain ends at #1." in response.content.decode()
+    row.refresh_from_db()
+    assert row.position == "#1"
+    assert "#1" in admin_client.get("/admin/audit/adminauditlog/").content.decode()
+
+
+def test_the_sealer_is_on_the_beat_schedule_and_seals_what_was_written(staff_user, settings):
+    from audit.tasks import seal_audit_chain
+
+    settings.AUDIT_SEAL_ON_WRITE = False
+    schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    _chain(staff_user, length=3)
+
+    assert schedule["audit.tasks.seal_audit_chain"].total_seconds() == settings.AUDIT_SEAL_INTERVAL_SECONDS
+    assert seal_audit_chain.delay().get() == 3
+    assert sorted(AdminAuditLog.objects.values_list("sequence", flat=True)) == [1, 2, 3]

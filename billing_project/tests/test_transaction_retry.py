@@ -33,7 +33,12 @@ def _fresh_probes(settings):
 
 
 def conflicts(kind: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("db_transaction_conflicts_total", {"kind": kind, "outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "db_transaction_conflicts_total", {"kind": kind, "outcome": outcome, "operation": "request"}
+        )
+        or 0.0
+    )
 
 
 @pytest.mark.parametrize(("sqlstate", "kind"), [("40P01", "deadlock"), ("40001", "serialization_failure")])

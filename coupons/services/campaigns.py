@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
 from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.transactions import conflict_retrying
 from coupons.codes import ErrorCode
 from coupons.models import CampaignCoupon, Coupon, CouponCampaign, CouponUsageLimit
 from coupons.selectors.validation import code_normalize, coupons_by_code
@@ -78,6 +79,7 @@ def _coupon_locked(coupon_id) -> Coupon:
     return coupon
 
 
+@conflict_retrying
 @transaction.atomic
 def coupon_create(*, actor, campaign_id=None, **fields) -> Coupon:
     unknown = set(fields) - COUPON_FIELDS
@@ -267,6 +269,7 @@ def _codes_taken(codes: set[str]) -> set[str]:
     return set(existing.values_list("code", flat=True))
 
 
+@conflict_retrying
 @transaction.atomic
 def campaign_coupons_generate(*, campaign_id, actor, count: int, prefix: str = "", **template) -> list[Coupon]:
     """`count` unique single-use codes for the campaign, each a coupon made from `template` (its

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_project.net import ClientInfo
+from billing_project.transactions import conflict_retrying
 from coupons.codes import Reason
 from coupons.models import CouponCampaign, CouponRedemption, CouponUsageLimit, RedemptionStatus
 from coupons.selectors.validation import Purchase, coupon_assess
@@ -26,6 +27,7 @@ from subscriptions.discounts import CheckoutDiscount
 logger = logging.getLogger(__name__)
 
 
+@conflict_retrying
 def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amount_usd: Decimal, client: ClientInfo):
     """A price discount for a subscription checkout, inside subscription start's transaction (which
     holds the user's subscription lock). The coupon is held by a pending redemption, which takes a

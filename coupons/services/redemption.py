@@ -21,6 +21,7 @@ from django.utils import timezone
 from billing_project.errors import RuleViolation
 from billing_project.metrics import COUPON_REDEMPTIONS
 from billing_project.net import ClientInfo
+from billing_project.transactions import conflict_retrying
 from coupons.codes import Reason
 from coupons.models import (
     PRICE_DISCOUNTS,
@@ -307,6 +308,7 @@ def coupon_validate(
     return result
 
 
+@conflict_retrying
 def coupon_redeem(
     *,
     user,

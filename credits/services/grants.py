@@ -11,6 +11,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.transactions import conflict_retrying
 from credits.codes import ErrorCode
 from credits.models import (
     CreditAllocation,
@@ -36,6 +37,7 @@ def _account(user_id, now: datetime) -> LockedAccount:
     return account
 
 
+@conflict_retrying
 @transaction.atomic
 def credit_grant(
     *,
@@ -85,6 +87,7 @@ def credit_grant(
 GRANTABLE_BY_STAFF = (CreditSource.ADMIN_GRANT, CreditSource.BONUS, CreditSource.REFERRAL)
 
 
+@conflict_retrying
 @transaction.atomic
 def credit_grant_by_staff(
     *,
@@ -130,6 +133,7 @@ class ReversalResult:
     balance_after: int
 
 
+@conflict_retrying
 @transaction.atomic
 def deduction_reverse(*, deduction_id, reason: str, actor=None, expires_at: datetime | None = None) -> ReversalResult:
     """Gives back the credits of a deduction: a new `reversal` ledger row (the original is never

@@ -18,6 +18,7 @@ from django.utils import timezone
 from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequired, RuleViolation
 from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
 from billing_project.money import quantize_half_up
+from billing_project.transactions import conflict_retrying
 from credits import ledger_sql, pricing
 from credits.codes import ErrorCode
 from credits.models import (
@@ -264,6 +265,7 @@ class _UserSession:
 Outcome = UsageResult | DomainError
 
 
+@conflict_retrying
 def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
     """Records one user's events in one transaction; each event gets its own outcome."""
     for attempt in (1, 2):
@@ -344,6 +346,7 @@ class HoldResult:
     created: bool
 
 
+@conflict_retrying
 @transaction.atomic
 def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None = None) -> HoldResult:
     """Reserves credits before a streaming call; 402 when they cannot be held. Idempotent on hold_id."""

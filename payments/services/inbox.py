@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 
 import stripe
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
-from billing_project.errors import DomainError, NotFound
+from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
+from billing_project.transactions import conflict_retrying
 from payments.codes import ErrorCode
 from payments.models import WebhookEvent, WebhookProvider, WebhookStatus
 from payments.registry import event_handlers
@@ -79,6 +80,7 @@ def _replay_counted() -> None:
     IDEMPOTENT_HITS.labels(operation="webhook").inc()
 
 
+@conflict_retrying
 @transaction.atomic
 def webhook_event_accept(
     *, event_id: str, event_type: str, event: dict, raw_body: str = ""
@@ -102,6 +104,7 @@ def webhook_event_accept(
     return row, False
 
 
+@conflict_retrying
 @transaction.atomic
 def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
     """Processes a stored event again (manage.py replay_webhook, console action); audited. The
@@ -128,6 +131,8 @@ def _process(row: WebhookEvent) -> None:
         with transaction.atomic():
             result = _dispatch(row)
     except Exception as error:  # the row keeps what went wrong; its effects rolled back with the savepoint
+        if isinstance(error, DatabaseError) and retryable_conflict_of(error):
+            raise  # not the event's fault: the whole transaction runs again (webhook_event_accept)
         logger.exception("webhook %s (%s) failed", row.event_id, row.event_type)
         row.status, row.error, row.result = WebhookStatus.FAILED, f"{type(error).__name__}: {error}"[:5000], None
         row.save(update_fields=["status", "error", "result", "attempts", "updated_at"])

@@ -36,6 +36,7 @@ from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import Conflict
 from billing_project.metrics import PAYMENT_OPERATIONS
 from billing_project.money import usd_to_cents
+from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
 from payments.models import (
@@ -508,6 +509,7 @@ STEPS = {
 # Settling
 
 
+@conflict_retrying
 @transaction.atomic
 def operation_settle(*, operation_id, outcome: Outcome) -> PaymentOperation:
     """Settles an operation from what the provider said (its answer, a webhook, reconcile), in the

@@ -23,6 +23,7 @@ from billing_project.enums import SubscriptionTier
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.jobs import items_run
 from billing_project.money import cents_to_usd
+from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.models import OperationEffect, OperationKind, OperationState, PaymentOperation
 from payments.registry import EffectNotApplicable
@@ -299,6 +300,7 @@ def subscription_period_roll_over(*, subscription_id, now: datetime) -> str:
     )
 
 
+@conflict_retrying
 @transaction.atomic
 def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation:
     subscription = subscription_lock(subscription_id)
@@ -400,6 +402,7 @@ def renewal_charge_failed(*, operation: PaymentOperation) -> None:
     )
 
 
+@conflict_retrying
 @transaction.atomic
 def subscription_allocate_current(*, subscription_id, now: datetime) -> bool:
     """The current credit period's allocation, if it is not there yet."""
@@ -455,6 +458,7 @@ def dunning_attempt_run(*, attempt_id, now: datetime) -> str:
     return DunningAttempt.objects.values_list("result", flat=True).get(pk=attempt_id)
 
 
+@conflict_retrying
 @transaction.atomic
 def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
     # The subscription is locked first, then the attempt and its invoice: the order every payment

@@ -75,15 +75,19 @@ def transition_allowed(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, ())
 
 
+# FOR NO KEY UPDATE: the subscription is locked before the user's balance (billing_project.transactions),
+# while ledger rows written under a balance lock reference it, and their foreign key takes FOR KEY
+# SHARE on it: with FOR UPDATE, a renewal holding the subscription and waiting for the balance, and a
+# usage record holding the balance and inserting its ledger row, would deadlock.
 def subscription_lock(subscription_id) -> Subscription:
-    subscription = Subscription.objects.select_for_update().filter(pk=subscription_id).first()
+    subscription = Subscription.objects.select_for_update(no_key=True).filter(pk=subscription_id).first()
     if subscription is None:
         raise NotFound("No such subscription.", code=ErrorCode.SUBSCRIPTION_NOT_FOUND)
     return subscription
 
 
 def live_subscription_lock(user_id) -> Subscription | None:
-    return Subscription.objects.select_for_update().filter(user_id=user_id, status__in=LIVE_STATUSES).first()
+    return Subscription.objects.select_for_update(no_key=True).filter(user_id=user_id, status__in=LIVE_STATUSES).first()
 
 
 def _audit(action: AuditAction, subscription: Subscription, *, previous=None, actor=None, **extra) -> None:

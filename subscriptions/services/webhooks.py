@@ -41,7 +41,12 @@ def _usd(cents) -> Decimal:
 def _subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
     if not stripe_subscription_id:
         return None
-    return Subscription.objects.select_for_update().filter(stripe_subscription_id=stripe_subscription_id).first()
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains.
+    return (
+        Subscription.objects.select_for_update(no_key=True)
+        .filter(stripe_subscription_id=stripe_subscription_id)
+        .first()
+    )
 
 
 def _invoice_subscription_id(invoice: dict) -> str | None:
