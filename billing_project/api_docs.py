@@ -424,6 +424,11 @@ OPERATIONS = {
         f"{_STAFF} The audit trail, newest first. Filters: actor, resource type and id, action, date range. Read-only.",
     ),
     "v1_admin_audit_logs_retrieve": Doc("Get an audit row", _STAFF),
+    "v1_admin_audit_logs_seal_create": Doc(
+        "Seal the audit chain now",
+        f"{_STAFF} Appends every committed unsealed audit row to the hash chain (the sealer job does this every "
+        "few seconds) and answers how many were sealed and where the chain ends.",
+    ),
 }
 
 # Success bodies of the contract (SPEC 5), by operation and status.
