@@ -74,6 +74,14 @@ SUBSCRIPTION_CHECKOUT_CANCEL_URL = env.str("SUBSCRIPTION_CHECKOUT_CANCEL_URL", d
 # Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.
 DUNNING_RETRY_DAYS = (1, 3, 5, 7)
 DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
+# Who retries a failed subscription payment, so that a card is never charged by both. "project"
+# (default): the dunning retries above, and Stripe is told to stop retrying that invoice
+# (auto_advance off; the one-off invoices the project creates never auto-advance). "stripe":
+# Stripe's automatic retries (Smart Retries); the project schedules none, follows the invoice
+# events, and Stripe's last failed attempt starts the grace period.
+PAYMENT_RETRIES_OWNER = env.str("PAYMENT_RETRIES_OWNER", default="project")
+if PAYMENT_RETRIES_OWNER not in ("project", "stripe"):
+    raise ValueError(f"PAYMENT_RETRIES_OWNER must be project or stripe, not {PAYMENT_RETRIES_OWNER!r}")
 
 # Coupon fraud rules (SPEC 4). Velocity counts successful redemptions in the last hour; reaching
 # the flag level records a detection for review, reaching the block level refuses the redemption.
