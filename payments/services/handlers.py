@@ -282,6 +282,9 @@ def invoice_payment_action_required(row: WebhookEvent) -> dict:
     invoice's paid or failed event."""
     invoice = event_object(row)
     operation = _invoice_operation(row, invoice)
+    if operation is not None and operation.kind in CHECKOUT_KINDS:
+        # The customer is on Stripe's checkout page, which asks for the confirmation itself.
+        return {"action": "confirmed_on_the_checkout_page", "operation_id": str(operation.pk)}
     user = operation.user if operation is not None else _user_of_customer(row, _id_of(invoice.get("customer")))
     if user is None:
         raise Unmatched(f"Invoice {invoice['id']} belongs to no user here.")
