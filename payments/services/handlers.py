@@ -22,7 +22,7 @@ from payments.models import (
 )
 from payments.registry import Unmatched
 from payments.services.customers import customer_record
-from payments.services.inbox import event_object, event_record, fetched_object
+from payments.services.inbox import event_audit, event_object, event_record, fetched_object
 from payments.services.operations import (
     FAILED,
     PAID,
@@ -176,13 +176,22 @@ def _settled(row: WebhookEvent, operation: PaymentOperation, outcome: Outcome) -
     }
 
 
+def _noted(row: WebhookEvent, **result) -> dict:
+    """An event that changes nothing here, audited as handled."""
+    event_audit(row, **result)
+    return result
+
+
 def checkout_session_completed(row: WebhookEvent) -> dict:
     """checkout.session.completed and checkout.session.async_payment_succeeded: paid -> the
     operation's effect; paid by a delayed method (bank debit) -> waiting for the async events."""
     session = event_object(row)
     operation = _checkout_operation(row, session, open_missing=True)
     status = PAID if session.get("payment_status") in PAID_STATUSES else WAITING
-    return _settled(row, operation, Outcome(status, checkout_session_facts(session)))
+    result = _settled(row, operation, Outcome(status, checkout_session_facts(session)))
+    if status == WAITING:  # a settled operation audits itself; one still waiting is audited here
+        event_audit(row, **result)
+    return result
 
 
 def checkout_session_async_payment_failed(row: WebhookEvent) -> dict:
@@ -258,7 +267,7 @@ def invoice_payment_failed(row: WebhookEvent) -> dict | None:
         return None
     if operation.kind in CHECKOUT_KINDS:
         # A checkout's first invoice may be retried by the customer on the page: its session decides.
-        return {"action": "checkout_payment_failed_noted", "operation_id": str(operation.pk)}
+        return _noted(row, action="checkout_payment_failed_noted", operation_id=str(operation.pk))
     attempt = invoice.get("attempt_count")
     reason = f"Stripe could not collect the invoice (attempt {attempt})." if attempt else "The payment failed."
     return _settled(row, operation, Outcome(FAILED, invoice_facts(invoice), reason))
@@ -272,7 +281,7 @@ def invoice_state_noted(row: WebhookEvent) -> dict | None:
     if operation is None or operation.kind in CHECKOUT_KINDS:
         return None
     if row.event_type == "invoice.finalized":
-        return {"action": "invoice_finalized_noted", "operation_id": str(operation.pk)}
+        return _noted(row, action="invoice_finalized_noted", operation_id=str(operation.pk))
     return _settled(row, operation, Outcome(FAILED, invoice_facts(invoice), f"The invoice is {invoice['status']}."))
 
 
@@ -284,7 +293,7 @@ def invoice_payment_action_required(row: WebhookEvent) -> dict:
     operation = _invoice_operation(row, invoice)
     if operation is not None and operation.kind in CHECKOUT_KINDS:
         # The customer is on Stripe's checkout page, which asks for the confirmation itself.
-        return {"action": "confirmed_on_the_checkout_page", "operation_id": str(operation.pk)}
+        return _noted(row, action="confirmed_on_the_checkout_page", operation_id=str(operation.pk))
     user = operation.user if operation is not None else _user_of_customer(row, _id_of(invoice.get("customer")))
     if user is None:
         raise Unmatched(f"Invoice {invoice['id']} belongs to no user here.")

@@ -205,11 +205,9 @@ def _apply_in_order(row: WebhookEvent) -> dict | None:
     version = ProviderObjectVersion.objects.select_for_update().get(pk=version.pk)
     newest = version.event_created_at
     if newest is not None and row.event_created_at is not None and row.event_created_at < newest:
-        return {
-            "action": "stale_event_skipped",
-            "object_id": version.object_id,
-            "newer_event_id": version.event_id,
-        }
+        skipped = {"action": "stale_event_skipped", "object_id": version.object_id, "newer_event_id": version.event_id}
+        event_audit(row, **skipped)
+        return skipped
     result = _dispatch(row)
     if result is not None and row.event_created_at is not None and (newest is None or row.event_created_at > newest):
         version.event_created_at, version.event_id = row.event_created_at, row.event_id

@@ -19,7 +19,7 @@ from billing_project.money import cents_to_usd, usd_to_cents
 from payments import stripe_api
 from payments.models import UNFINISHED_STATES, PaymentOperation, WebhookEvent
 from payments.registry import Unmatched
-from payments.services.inbox import event_object, event_record, timestamp_of
+from payments.services.inbox import event_audit, event_object, event_record, timestamp_of
 from payments.services.operations import stripe_active
 from subscriptions.models import (
     BillingInvoice,
@@ -76,7 +76,9 @@ def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) 
             pk=operation_id, state__in=UNFINISHED_STATES, stripe_checkout_session_id__gt=""
         ).first()
         if waiting is not None:
-            return {"action": "awaiting_checkout", "operation_id": str(waiting.pk)}
+            result = {"action": "awaiting_checkout", "operation_id": str(waiting.pk)}
+            event_audit(row, **result)
+            return result
     raise Unmatched(f"No subscription {stripe_subscription_id} here ({row.event_type}).")
 
 
@@ -154,7 +156,9 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
             row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
         )
     if not newer_than_applied(subscription, row):
-        return {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
+        skipped = {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
+        event_audit(row, **skipped)
+        return skipped
     previous = snapshot(subscription)
     target = STRIPE_STATUSES.get(stripe_subscription.get("status"))
     if target and target != subscription.status and transition_allowed(subscription.status, target):

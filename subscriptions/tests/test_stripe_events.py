@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core import mail
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
@@ -752,3 +753,18 @@ def test_with_the_project_owning_retries_stripe_stops_retrying_the_invoice(
     assert stripe_http.object(renewal.invoice)["auto_advance"] is False
     operation = PaymentOperation.objects.get(kind=OperationKind.SUBSCRIPTION_SYNC)
     assert (operation.params["action"], operation.state) == ("invoice_retries_off", OperationState.SUCCEEDED)
+
+
+def test_the_console_lists_unmatched_events_with_their_reason(webhook_client, admin_client, subscriber):
+    user, subscription, ids = subscriber
+    unknown = StripeIds.new()
+    unmatched = stripe_event("customer.subscription.updated", unknown)
+    deliver(webhook_client, unmatched)
+    deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))
+
+    response = admin_client.get(reverse("admin:payments_webhookevent_changelist"), {"unmatched": "yes"})
+
+    assert response.status_code == 200
+    listed = list(response.context["cl"].result_list)
+    assert [row.event_id for row in listed] == [unmatched["id"]]
+    assert f"No subscription {unknown.subscription} here (customer.subscription.updated)." in response.text
