@@ -77,8 +77,9 @@ DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
 # Who retries a failed subscription payment, so that a card is never charged by both. "project"
 # (default): the dunning retries above, and Stripe is told to stop retrying that invoice
 # (auto_advance off; the one-off invoices the project creates never auto-advance). "stripe":
-# Stripe's automatic retries (Smart Retries); the project schedules none, follows the invoice
-# events, and Stripe's last failed attempt starts the grace period.
+# Stripe's automatic retries (Smart Retries) for the invoices of Stripe's subscriptions; the project
+# schedules none for them, follows the invoice events, and Stripe's last failed attempt starts the
+# grace period. A charge the project makes itself is retried by the project either way.
 PAYMENT_RETRIES_OWNER = env.str("PAYMENT_RETRIES_OWNER", default="project")
 if PAYMENT_RETRIES_OWNER not in ("project", "stripe"):
     raise ValueError(f"PAYMENT_RETRIES_OWNER must be project or stripe, not {PAYMENT_RETRIES_OWNER!r}")

@@ -144,11 +144,13 @@ def invoice_payment_failed(
 ) -> BillingInvoice:
     """A failed payment: the open invoice, the failed payment, past_due, and the retries.
 
-    Who retries is PAYMENT_RETRIES_OWNER. `project`: the dunning retries (days 1, 3, 5, 7 after the
-    first failure; scheduled once per invoice), and Stripe is told to stop its own for that invoice
-    (after commit). `stripe`: no retry of ours; Stripe's last failed attempt (`stripe_gave_up`)
-    starts the grace period, as exhausted retries do. A failure older than the newest Stripe event
-    applied to the subscription (`subscription_current` false) is recorded on its invoice only."""
+    Who retries an invoice Stripe's subscription made (`stripe_invoice_id`) is PAYMENT_RETRIES_OWNER.
+    `project`: the dunning retries (days 1, 3, 5, 7 after the first failure; scheduled once per
+    invoice), and Stripe is told to stop its own for that invoice (after commit). `stripe`: no retry
+    of ours; Stripe's last failed attempt (`stripe_gave_up`) starts the grace period, as exhausted
+    retries do. A charge the project made itself is always retried by the project. A failure older
+    than the newest Stripe event applied to the subscription (`subscription_current` false) is
+    recorded on its invoice only."""
     invoice = invoice_failed_record(
         subscription=subscription,
         amount_due_usd=amount_due_usd,
@@ -162,7 +164,7 @@ def invoice_payment_failed(
         return invoice
     if subscription.status == Status.ACTIVE:
         subscription_transition(subscription=subscription, status=Status.PAST_DUE, reason=f"Payment failed: {reason}")
-    if settings.PAYMENT_RETRIES_OWNER == RETRIES_BY_STRIPE:
+    if settings.PAYMENT_RETRIES_OWNER == RETRIES_BY_STRIPE and stripe_invoice_id:
         if stripe_gave_up and subscription.status == Status.PAST_DUE:
             subscription_transition(
                 subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe's payment retries exhausted"

@@ -36,7 +36,7 @@ from subscriptions.models import (
     SubscriptionStatus,
     UserEntitlement,
 )
-from subscriptions.services import dunning_run
+from subscriptions.services import dunning_run, invoice_payment_failed
 from subscriptions.tests.conftest import (
     MONTH,
     StripeIds,
@@ -768,3 +768,22 @@ def test_the_console_lists_unmatched_events_with_their_reason(webhook_client, ad
     listed = list(response.context["cl"].result_list)
     assert [row.event_id for row in listed] == [unmatched["id"]]
     assert f"No subscription {unknown.subscription} here (customer.subscription.updated)." in response.text
+
+
+def test_with_stripe_owning_retries_a_charge_the_project_made_itself_is_still_retried_by_the_project(
+    settings, subscriber
+):
+    settings.PAYMENT_RETRIES_OWNER = "stripe"
+    user, subscription, ids = subscriber
+    start = subscription.current_period_end
+
+    invoice_payment_failed(
+        subscription=subscription,
+        amount_due_usd=Decimal("19.00"),
+        period_start=start,
+        period_end_at=start + MONTH,
+        reason="The renewal payment failed.",
+    )
+
+    assert DunningAttempt.objects.filter(subscription=subscription).count() == 4
+    assert Subscription.objects.get(pk=subscription.pk).status == Status.PAST_DUE
