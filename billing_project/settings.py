@@ -80,6 +80,15 @@ BILLING_PORTAL_RETURN_URL = env.str("BILLING_PORTAL_RETURN_URL", default="")
 # Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.
 DUNNING_RETRY_DAYS = (1, 3, 5, 7)
 DUNNING_GRACE_PERIOD_DAYS = env.int("DUNNING_GRACE_PERIOD_DAYS", default=7)
+# Who retries a failed subscription payment, so that a card is never charged by both. "project"
+# (default): the dunning retries above, and Stripe is told to stop retrying that invoice
+# (auto_advance off; the one-off invoices the project creates never auto-advance). "stripe":
+# Stripe's automatic retries (Smart Retries) for the invoices of Stripe's subscriptions; the project
+# schedules none for them, follows the invoice events, and Stripe's last failed attempt starts the
+# grace period. A charge the project makes itself is retried by the project either way.
+PAYMENT_RETRIES_OWNER = env.str("PAYMENT_RETRIES_OWNER", default="project")
+if PAYMENT_RETRIES_OWNER not in ("project", "stripe"):
+    raise ValueError(f"PAYMENT_RETRIES_OWNER must be project or stripe, not {PAYMENT_RETRIES_OWNER!r}")
 
 # Coupon fraud rules (SPEC 4). Velocity counts successful redemptions in the last hour; reaching
 # the flag level records a detection for review, reaching the block level refuses the redemption.

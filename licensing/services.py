@@ -92,14 +92,32 @@ def _lock_owned(*, user, license_key: str) -> PerpetualLicense:
     return license_
 
 
-def _lock_for_checkout(*, user_id, license_id) -> PerpetualLicense:
+def _lock_for_checkout(*, user_id, license_id) -> PerpetualLicense | None:
+    """The license a checkout paid for, locked; None when it names none that exists (nothing was
+    pending here: the purchase creates it)."""
     try:
-        license_ = PerpetualLicense.objects.select_for_update().filter(pk=license_id, user_id=user_id).first()
+        license_ = PerpetualLicense.objects.select_for_update().filter(pk=license_id).first() if license_id else None
     except ValidationError:  # not a UUID
         license_ = None
-    if license_ is None:
+    if license_ is not None and license_.user_id != user_id:
         raise EffectNotApplicable(f"The checkout names license {license_id}, which is not its user's.")
     return license_
+
+
+def _license_of_checkout(*, operation: PaymentOperation, version: str | None) -> PerpetualLicense:
+    """A paid checkout whose license is not recorded here (its metadata names none, or one that is
+    gone): the license it paid for, created active for the checkout's user."""
+    try:
+        purchased_version = _version_on_sale(version)
+    except RuleViolation:
+        purchased_version = settings.LICENSE_CURRENT_VERSION
+    return _license_create(
+        user_id=operation.user_id,
+        purchase_price_usd=usd_round(settings.LICENSE_PRICE_USD),
+        purchased_version=purchased_version,
+        eligible_until_version=versions.eligible_until_for(purchased_version),
+        status=LicenseStatus.PENDING,
+    )
 
 
 @dataclass(frozen=True)
@@ -150,11 +168,15 @@ def _license_purchase_open(*, user, version: str | None) -> tuple[PerpetualLicen
 
 
 def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> dict:
-    """The effect of a paid license checkout: activates the pending license and records what was
-    paid. Idempotent: a license that is no longer pending (a repeated event) is returned unchanged."""
+    """The effect of a paid license checkout: activates the pending license (or, when nothing was
+    pending here, the license it paid for, created now) and records what was paid. Idempotent: a
+    license that is no longer pending (a repeated event) is returned unchanged."""
     metadata = operation.params.get("metadata", {})
     session_id = facts.get("session_id") or operation.stripe_checkout_session_id
     license_ = _lock_for_checkout(user_id=operation.user_id, license_id=metadata.get("license_id"))
+    if license_ is None:
+        already = PerpetualLicense.objects.filter(checkout_session_id=session_id, user_id=operation.user_id).first()
+        license_ = already or _license_of_checkout(operation=operation, version=metadata.get("version"))
     if license_.status != LicenseStatus.PENDING:
         if license_.checkout_session_id != session_id:
             raise EffectNotApplicable(

@@ -7,7 +7,14 @@ from django.contrib import admin
 from audit.admin_base import ReadOnlyModelAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import form_action
-from payments.models import STUCK_STATES, PaymentEvent, PaymentOperation, StripeCustomer, WebhookEvent
+from payments.models import (
+    STUCK_STATES,
+    PaymentEvent,
+    PaymentOperation,
+    StripeCustomer,
+    WebhookEvent,
+    WebhookStatus,
+)
 from payments.services.inbox import webhook_replay
 from payments.services.reconcile import operation_reconcile
 
@@ -86,11 +93,37 @@ class PaymentOperationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         return request.user.has_perm("payments.change_paymentoperation")
 
 
+class UnmatchedFilter(admin.SimpleListFilter):
+    title = "needs linking"
+    parameter_name = "unmatched"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "About something not known here (unmatched)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status=WebhookStatus.UNMATCHED)
+        return queryset
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyModelAdmin):
-    list_display = ("received_at", "provider", "event_id", "event_type", "status", "attempts", "processed_at")
-    list_filter = ("provider", "status", "event_type")
-    search_fields = ("=event_id", "event_type")
+    """Every Stripe event as received. "Needs linking" lists the unmatched ones with their reason;
+    once their object is known here, "Process again" applies them (audited)."""
+
+    list_display = (
+        "received_at",
+        "provider",
+        "event_id",
+        "event_type",
+        "object_id",
+        "status",
+        "unmatched_reason",
+        "attempts",
+        "processed_at",
+    )
+    list_filter = (UnmatchedFilter, "provider", "status", "event_type")
+    search_fields = ("=event_id", "=object_id", "event_type")
     date_hierarchy = "received_at"
     ordering = ("-received_at",)
     actions = [replay_webhook_events]

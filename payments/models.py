@@ -22,6 +22,7 @@ class WebhookStatus(models.TextChoices):
     PROCESSED = "processed"
     IGNORED = "ignored"
     FAILED = "failed"
+    UNMATCHED = "unmatched", "Unmatched (about nothing known here; kept for staff to link and process again)"
 
 
 class WebhookEvent(TimestampedModel):
@@ -40,6 +41,11 @@ class WebhookEvent(TimestampedModel):
     status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.RECEIVED)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    unmatched_reason = models.TextField(blank=True, help_text="Why the event could not be linked to anything here.")
+    object_id = models.CharField(max_length=255, blank=True, help_text="The provider object the event is about.")
+    fetched = models.JSONField(
+        default=dict, blank=True, help_text="Provider objects read from the API before processing, by id."
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
@@ -51,10 +57,33 @@ class WebhookEvent(TimestampedModel):
         indexes = [
             models.Index(fields=["status", "received_at"], name="webhook_status_time_idx"),
             models.Index(fields=["event_type", "received_at"], name="webhook_type_time_idx"),
+            models.Index(fields=["object_id", "received_at"], name="webhook_object_time_idx"),
         ]
 
     def __str__(self):
         return f"{self.provider}:{self.event_id} {self.event_type}"
+
+
+class ProviderObjectVersion(TimestampedModel):
+    """The newest event applied for each provider object (a subscription, an invoice, a checkout
+    session, a customer...). Events arrive in any order: one created before the applied one is stale
+    and changes nothing. The row is also the lock that makes the events of one object (invoice.paid
+    and invoice.payment_succeeded at once) apply one after the other."""
+
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices, default=WebhookProvider.STRIPE)
+    object_id = models.CharField(max_length=255)
+    object_type = models.CharField(max_length=64)
+    event_created_at = models.DateTimeField(null=True, blank=True)
+    event_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("provider", WebhookProvider),
+            models.UniqueConstraint(fields=["provider", "object_id"], name="provider_object_version_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.object_type} {self.object_id} @ {self.event_created_at}"
 
 
 class PaymentEvent(AppendOnlyModel):
@@ -82,6 +111,7 @@ class PaymentEvent(AppendOnlyModel):
             models.Index(fields=["user", "created_at"], name="payment_event_user_time_idx"),
             models.Index(fields=["event_type", "created_at"], name="payment_event_type_time_idx"),
             models.Index(fields=["created_at"], name="payment_event_time_idx"),
+            models.Index(fields=["invoice_id", "event_type"], name="payment_event_invoice_idx"),
         ]
 
     def __str__(self):

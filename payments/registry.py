@@ -5,7 +5,11 @@
   it failed (releasing what the operation held, such as a coupon or a pending tier change).
 - Event handlers: for each Stripe event type, the handlers to try in registration order. A handler
   takes the stored `WebhookEvent` and returns the result to store, or None when the event is not
-  about anything it owns; the first result wins, and an event nobody claims is acknowledged.
+  about anything it owns; the first result wins, and an event nobody claims is acknowledged. A
+  handler that recognises the kind of object but cannot link it to anything here raises `Unmatched`.
+- Event fetchers: for each event type, what to read from Stripe before the event is processed (the
+  API is the source of truth when the event alone is not enough). A fetcher takes the event's object
+  and returns the provider objects it read, by id; it runs with no transaction open.
 """
 
 from collections import defaultdict
@@ -18,6 +22,12 @@ class EffectNotApplicable(Exception):
     payment is returned instead."""
 
 
+class Unmatched(Exception):
+    """The event is about an object nothing here is linked to (a subscription not created here, a
+    checkout naming no user of ours): acknowledged, kept as `unmatched` with this reason, and
+    processed again once staff have linked it."""
+
+
 @dataclass(frozen=True)
 class Effect:
     succeeded: Callable[..., dict]
@@ -26,6 +36,7 @@ class Effect:
 
 _effects: dict[str, Effect] = {}
 _event_handlers: dict[str, list[Callable]] = defaultdict(list)
+_event_fetchers: dict[str, list[Callable]] = defaultdict(list)
 
 
 def effect_register(kind: str, *, succeeded: Callable[..., dict], failed: Callable[..., None] | None = None) -> None:
@@ -48,3 +59,12 @@ def event_handler_register(event_type: str, handler: Callable) -> None:
 
 def event_handlers(event_type: str) -> list[Callable]:
     return _event_handlers.get(event_type, [])
+
+
+def event_fetcher_register(event_type: str, fetcher: Callable[[dict], dict]) -> None:
+    if fetcher not in _event_fetchers[event_type]:
+        _event_fetchers[event_type].append(fetcher)
+
+
+def event_fetchers(event_type: str) -> list[Callable]:
+    return _event_fetchers.get(event_type, [])

@@ -107,3 +107,21 @@ def mapped_error(error: stripe.StripeError, *, what: str) -> DomainError:
         "The payment provider refused the request; this is not solved by retrying.",
         extra={"provider_request_id": error.request_id or "", "provider_code": error.code or ""},
     )
+
+
+def object_read(kind: str, object_id: str) -> dict | None:
+    """The current state of a Stripe object (`customer`, `subscription`, `invoice` or
+    `checkout.session`) as a plain dict, None when Stripe has no such object. A read: no
+    idempotency key, and never inside a transaction."""
+    resources = {
+        "customer": lambda v1: v1.customers,
+        "subscription": lambda v1: v1.subscriptions,
+        "invoice": lambda v1: v1.invoices,
+        "checkout.session": lambda v1: v1.checkout.sessions,
+    }
+    try:
+        return resources[kind](client().v1).retrieve(object_id).to_dict()
+    except stripe.StripeError as error:
+        if error.code == "resource_missing":
+            return None
+        raise mapped_error(error, what=f"{kind} read") from error

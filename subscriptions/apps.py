@@ -30,8 +30,8 @@ class SubscriptionsConfig(AppConfig):
             history_track(model)
 
         from payments.models import OperationKind
-        from payments.registry import effect_register, event_handler_register
-        from subscriptions.services import billing, lifecycle, webhooks
+        from payments.registry import effect_register, event_fetcher_register, event_handler_register
+        from subscriptions.services import billing, lifecycle, stripe_events, webhooks
 
         # What the payments that subscriptions starts do once Stripe (or the offline provider) settles them.
         effect_register(
@@ -54,8 +54,11 @@ class SubscriptionsConfig(AppConfig):
         )
         effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
-        for event_type, handler in webhooks.HANDLERS.items():
-            event_handler_register(event_type, handler)
+        for handlers in (webhooks.HANDLERS, stripe_events.HANDLERS):
+            for event_type, handler in handlers.items():
+                event_handler_register(event_type, handler)
+        for event_type, fetcher in stripe_events.FETCHERS.items():
+            event_fetcher_register(event_type, fetcher)
 
         from billing_project.email_verification import email_verified
         from subscriptions.services.accounts import account_email_verified

@@ -110,6 +110,10 @@ class Subscription(TimestampedModel):
     current_period_end = models.DateTimeField()
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
+    cancel_at = models.DateTimeField(null=True, blank=True, help_text="When Stripe will end it (set on Stripe's side).")
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="Stripe paused it (no invoices, no paid access) until it resumes."
+    )
     renewal_discount_usd = models.DecimalField(
         **MONEY, default=0, help_text="USD off the next renewal (a redeemed coupon); cleared when it renews."
     )

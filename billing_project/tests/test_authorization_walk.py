@@ -152,6 +152,9 @@ STAFF_ROUTE_ROLES = {
     ("get", f"api/v1/admin/payment-operations/(?P<pk>{UUID})/"): SUPPORT,
     ("post", f"api/v1/admin/payment-operations/(?P<pk>{UUID})/reconcile/"): FINANCE,
     ("post", "api/v1/admin/payments/<uuid:payment_id>/refund/"): FINANCE,
+    ("get", "api/v1/admin/payments/unmatched/"): FINANCE,
+    ("get", "api/v1/admin/payments/unmatched/(?P<event_id>[A-Za-z0-9_-]+)/"): FINANCE,
+    ("post", "api/v1/admin/payments/unmatched/(?P<event_id>[A-Za-z0-9_-]+)/reprocess/"): FINANCE,
 }
 IDENTITIES = ("no permission", SUPPORT, FINANCE, ADMIN, "superuser")
 

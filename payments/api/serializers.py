@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from payments.models import PaymentEvent, PaymentOperation
+from payments.models import PaymentEvent, PaymentOperation, WebhookEvent
 
 
 class PaymentEventOutput(serializers.ModelSerializer):
@@ -88,3 +88,21 @@ class PortalSessionOutput(serializers.Serializer):
 class OfflinePortalOutput(serializers.Serializer):
     provider = serializers.CharField()
     detail = serializers.CharField()
+
+
+class UnmatchedWebhookEventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookEvent
+        fields = [
+            "event_id",
+            "event_type",
+            "object_id",
+            "status",
+            "unmatched_reason",
+            "error",
+            "result",
+            "attempts",
+            "event_created_at",
+            "received_at",
+            "processed_at",
+        ]

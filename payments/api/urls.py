@@ -6,6 +6,7 @@ from payments.api import views
 router = SimpleRouter()
 router.register("admin/payment-events", views.PaymentEventViewSet, basename="admin-payment-event")
 router.register("admin/payment-operations", views.PaymentOperationViewSet, basename="admin-payment-operation")
+router.register("admin/payments/unmatched", views.UnmatchedWebhookEventViewSet, basename="admin-payment-unmatched")
 
 urlpatterns = [
     path("billing/webhooks/stripe/", views.StripeWebhookView.as_view(), name="stripe-webhook"),

@@ -14,10 +14,11 @@ from payments.api.serializers import (
     PaymentEventOutput,
     PaymentOperationOutput,
     PortalSessionOutput,
+    UnmatchedWebhookEventOutput,
     WebhookOutput,
 )
-from payments.models import PaymentEvent, PaymentOperation, WebhookStatus
-from payments.services.inbox import WebhookProcessingFailed, webhook_receive
+from payments.models import PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
+from payments.services.inbox import WebhookProcessingFailed, webhook_receive, webhook_replay
 from payments.services.portal import billing_portal_session_create
 from payments.services.reconcile import operation_reconcile
 
@@ -109,3 +110,31 @@ class PaymentOperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     @action(detail=True, methods=["post"])
     def reconcile(self, request, pk=None):
         return Response(PaymentOperationOutput(operation_reconcile(operation_id=pk, actor=request.user)).data)
+
+
+class UnmatchedWebhookEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staff: Stripe events about objects nothing here is linked to (a subscription, customer or
+    checkout not known here), with the reason. `reprocess` processes one again once its object is
+    known (what it needs is read from Stripe first); audited. The answer is the event as it is now:
+    processed, or still unmatched with the reason."""
+
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["payments.view_webhookevent"],
+        "retrieve": ["payments.view_webhookevent"],
+        "reprocess": ["payments.change_webhookevent"],
+    }
+    serializer_class = UnmatchedWebhookEventOutput
+    queryset = WebhookEvent.objects.none()
+    lookup_field = "event_id"
+    lookup_value_regex = "[A-Za-z0-9_-]+"
+    calls_payment_provider = True
+
+    def get_queryset(self):
+        return selectors.webhook_events_unmatched()
+
+    @extend_schema(request=None, responses={200: UnmatchedWebhookEventOutput})
+    @action(detail=True, methods=["post"])
+    def reprocess(self, request, event_id=None):
+        self.get_object()
+        return Response(UnmatchedWebhookEventOutput(webhook_replay(event_id=event_id, actor=request.user)).data)

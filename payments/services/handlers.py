@@ -1,13 +1,28 @@
-"""Payments' own webhook handlers: the events that settle a payment operation. Registered first for
-their event types (payments.apps), so an event about an operation's checkout or invoice settles that
-operation; any other invoice goes on to the handlers of the apps above."""
+"""Payments' own webhook handlers: the events that settle a payment operation (a checkout, a one-off
+charge's invoice) and the events about the user's Stripe customer. Registered first for their event
+types (payments.apps), so an event about an operation's checkout or invoice settles that operation;
+any other invoice goes on to the handlers of the apps above."""
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
 
-from billing_project.money import cents_to_usd
-from payments.models import UNFINISHED_STATES, OperationKind, PaymentOperation, WebhookEvent
-from payments.services.inbox import event_object
+from billing_project.money import cents_to_usd, minor_to_major
+from payments import stripe_api
+from payments.models import (
+    CHECKOUT_KINDS,
+    UNFINISHED_STATES,
+    OperationKind,
+    PaymentOperation,
+    StripeCustomer,
+    WebhookEvent,
+)
+from payments.registry import Unmatched
+from payments.services.customers import customer_record
+from payments.services.inbox import event_audit, event_object, event_record, fetched_object
 from payments.services.operations import (
     FAILED,
     PAID,
@@ -17,14 +32,17 @@ from payments.services.operations import (
     invoice_facts,
     operation_open,
     operation_settle,
+    stripe_active,
 )
 
-# Checkouts started before operations were recorded name only their kind.
-LEGACY_CHECKOUT_KINDS = {
+# What a checkout's metadata.kind names. Checkouts started before operations were recorded (or whose
+# operation is gone) name only their kind: the operation is opened from the session then.
+CHECKOUT_KINDS_BY_NAME = {
     "subscription": OperationKind.SUBSCRIPTION_CHECKOUT,
     "license": OperationKind.LICENSE_CHECKOUT,
     "license_upgrade": OperationKind.LICENSE_UPGRADE_CHECKOUT,
 }
+PAID_STATUSES = ("paid", "no_payment_required")
 
 
 def _by_id(operation_id) -> PaymentOperation | None:
@@ -36,23 +54,10 @@ def _by_id(operation_id) -> PaymentOperation | None:
         return None
 
 
-def _checkout_operation(session: dict) -> PaymentOperation | None:
-    metadata = session.get("metadata") or {}
-    operation = _by_id(metadata.get("operation_id"))
-    if operation is None:
-        operation = PaymentOperation.objects.filter(stripe_checkout_session_id=session["id"]).first()
-    if operation is None and metadata.get("kind") in LEGACY_CHECKOUT_KINDS:
-        user = get_user_model().objects.filter(pk=_int_or_none(session.get("client_reference_id"))).first()
-        if user is not None:
-            operation = operation_open(
-                kind=LEGACY_CHECKOUT_KINDS[metadata["kind"]],
-                user=user,
-                subject=user,
-                amount_usd=cents_to_usd(session.get("amount_total") or 0),
-                params={"metadata": metadata, "plan_code": metadata.get("tier", metadata["kind"])},
-                natural_key=f"checkout:{session['id']}",
-            )
-    return operation
+def _id_of(value) -> str:
+    if not value:
+        return ""
+    return value if isinstance(value, str) else value.get("id", "")
 
 
 def _int_or_none(value) -> int | None:
@@ -60,6 +65,101 @@ def _int_or_none(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+# The user's Stripe customer
+
+
+def _user_of_customer(row: WebhookEvent, customer_id: str, *, customer: dict | None = None):
+    """The user a Stripe customer belongs to: the one recorded here, else the user its metadata
+    names (`customer`, or the customer read from Stripe before processing: `customer_fetch`)."""
+    if not customer_id:
+        return None
+    known = StripeCustomer.objects.select_related("user").filter(stripe_customer_id=customer_id).first()
+    if known is not None:
+        return known.user
+    customer = customer or fetched_object(row, customer_id) or {}
+    user_id = _int_or_none((customer.get("metadata") or {}).get("user_id"))
+    return get_user_model().objects.filter(pk=user_id).first() if user_id else None
+
+
+def customer_fetch(data_object: dict) -> dict:
+    """Before processing: the customer of a checkout that names no user, read from Stripe (the
+    customers made here carry the user in their metadata)."""
+    if not stripe_active() or _int_or_none(data_object.get("client_reference_id")) is not None:
+        return {}
+    customer_id = _id_of(data_object.get("customer"))
+    if not customer_id or StripeCustomer.objects.filter(stripe_customer_id=customer_id).exists():
+        return {}
+    customer = stripe_api.object_read("customer", customer_id)
+    return {customer_id: customer} if customer else {}
+
+
+def customer_updated(row: WebhookEvent) -> dict:
+    """A customer's change at Stripe: a customer our user owns (its metadata names the user) is
+    recorded as theirs when the user has none yet."""
+    customer = event_object(row)
+    user = _user_of_customer(row, customer["id"], customer=customer)
+    if user is None:
+        raise Unmatched(f"Customer {customer['id']} belongs to no user here.")
+    customer_record(user=user, stripe_customer_id=customer["id"])
+    event_record(row, event_type="customer_updated", user=user, customer_id=customer["id"])
+    return {"action": "customer_updated", "customer_id": customer["id"], "user_id": user.pk}
+
+
+def customer_deleted(row: WebhookEvent) -> dict:
+    """A customer deleted at Stripe is forgotten here: the user's next payment makes a new one."""
+    customer = event_object(row)
+    known = StripeCustomer.objects.select_related("user").filter(stripe_customer_id=customer["id"]).first()
+    if known is None:
+        raise Unmatched(f"Customer {customer['id']} belongs to no user here.")
+    user = known.user
+    known.delete()
+    event_record(row, event_type="customer_deleted", user=user, customer_id=customer["id"])
+    return {"action": "customer_forgotten", "customer_id": customer["id"], "user_id": user.pk}
+
+
+# Checkouts
+
+
+def _checkout_user(row: WebhookEvent, session: dict):
+    """Whom a checkout is for: its client_reference_id, else the owner of its customer."""
+    user_id = _int_or_none(session.get("client_reference_id"))
+    if user_id is not None:
+        return get_user_model().objects.filter(pk=user_id).first()
+    return _user_of_customer(row, _id_of(session.get("customer")))
+
+
+def _checkout_operation(row: WebhookEvent, session: dict, *, open_missing: bool) -> PaymentOperation:
+    """The operation of a checkout session. With `open_missing`, a checkout whose operation is not
+    recorded here (started before operations were, or recorded elsewhere) opens one from what its
+    metadata and its user name. Unmatched when it names nothing of ours."""
+    metadata = session.get("metadata") or {}
+    operation = _by_id(metadata.get("operation_id"))
+    if operation is None:
+        operation = PaymentOperation.objects.filter(stripe_checkout_session_id=session["id"]).first()
+    if operation is not None:
+        return operation
+    kind = CHECKOUT_KINDS_BY_NAME.get(metadata.get("kind"))
+    if kind is None:
+        raise Unmatched(f"Checkout {session['id']} names no operation and no kind of purchase of ours.")
+    if not open_missing:
+        raise Unmatched(f"Checkout {session['id']} started no payment recorded here.")
+    user = _checkout_user(row, session)
+    if user is None:
+        raise Unmatched(
+            f"Checkout {session['id']} names no user here (client_reference_id "
+            f"{session.get('client_reference_id')!r}, customer {_id_of(session.get('customer')) or 'none'})."
+        )
+    return operation_open(
+        kind=kind,
+        user=user,
+        subject=user,
+        amount_usd=cents_to_usd(session.get("amount_total") or 0),
+        params={"metadata": metadata, "plan_code": metadata.get("tier", metadata["kind"])},
+        natural_key=f"checkout:{session['id']}",
+        stripe_customer_id=_id_of(session.get("customer")),
+    )
 
 
 def _settled(row: WebhookEvent, operation: PaymentOperation, outcome: Outcome) -> dict:
@@ -76,29 +176,63 @@ def _settled(row: WebhookEvent, operation: PaymentOperation, outcome: Outcome) -
     }
 
 
-def checkout_session_completed(row: WebhookEvent) -> dict | None:
-    session = event_object(row)
-    operation = _checkout_operation(session)
-    if operation is None:
-        return None
-    if session.get("payment_status") in ("paid", "no_payment_required"):
-        return _settled(row, operation, Outcome(PAID, checkout_session_facts(session)))
-    # Paid by a delayed method: checkout.session.async_payment_succeeded or _failed decides.
-    return _settled(row, operation, Outcome(WAITING, checkout_session_facts(session)))
+def _noted(row: WebhookEvent, **result) -> dict:
+    """An event that changes nothing here, audited as handled."""
+    event_audit(row, **result)
+    return result
 
 
-def checkout_session_async_payment_failed(row: WebhookEvent) -> dict | None:
+def checkout_session_completed(row: WebhookEvent) -> dict:
+    """checkout.session.completed and checkout.session.async_payment_succeeded: paid -> the
+    operation's effect; paid by a delayed method (bank debit) -> waiting for the async events."""
     session = event_object(row)
-    operation = _checkout_operation(session)
-    if operation is None:
-        return None
+    operation = _checkout_operation(row, session, open_missing=True)
+    status = PAID if session.get("payment_status") in PAID_STATUSES else WAITING
+    result = _settled(row, operation, Outcome(status, checkout_session_facts(session)))
+    if status == WAITING:  # a settled operation audits itself; one still waiting is audited here
+        event_audit(row, **result)
+    return result
+
+
+def checkout_session_async_payment_failed(row: WebhookEvent) -> dict:
+    session = event_object(row)
+    operation = _checkout_operation(row, session, open_missing=True)
     return _settled(row, operation, Outcome(FAILED, reason="The delayed payment of the checkout failed."))
 
 
-def _invoice_operation(invoice: dict) -> PaymentOperation | None:
-    """The operation that owns this invoice (a one-off charge it created), or is retrying it now. A
-    subscription invoice whose retry operation is over belongs to the subscription's own handlers."""
-    operation = _by_id((invoice.get("metadata") or {}).get("operation_id"))
+def checkout_session_expired(row: WebhookEvent) -> dict:
+    """An abandoned checkout: its operation fails, which gives back what it held (a coupon), and
+    once committed the one-off Stripe coupon it made is deleted (operation cleanup)."""
+    session = event_object(row)
+    operation = _checkout_operation(row, session, open_missing=False)
+    return _settled(row, operation, Outcome(FAILED, reason="The checkout session expired unpaid."))
+
+
+# Invoices of operations
+
+
+def _invoice_subscription_id(invoice: dict) -> str:
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return _id_of(details.get("subscription") or invoice.get("subscription"))
+
+
+def _invoice_operation_id(row: WebhookEvent, invoice: dict):
+    """The operation an invoice names: its own metadata (a one-off charge), else the metadata of its
+    subscription (a checkout's), as the invoice carries it or as Stripe answered before processing."""
+    if (invoice.get("metadata") or {}).get("operation_id"):
+        return invoice["metadata"]["operation_id"]
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    if (details.get("metadata") or {}).get("operation_id"):
+        return details["metadata"]["operation_id"]
+    subscription = fetched_object(row, _invoice_subscription_id(invoice)) or {}
+    return (subscription.get("metadata") or {}).get("operation_id")
+
+
+def _invoice_operation(row: WebhookEvent, invoice: dict) -> PaymentOperation | None:
+    """The operation that owns this invoice (a one-off charge it created), is retrying it now, or is
+    the checkout whose subscription's first invoice this is (and still waits for it). A
+    subscription invoice whose operation is over belongs to the subscription's own handlers."""
+    operation = _by_id(_invoice_operation_id(row, invoice))
     if operation is None:
         operation = PaymentOperation.objects.filter(stripe_invoice_id=invoice["id"]).order_by("-created_at").first()
     if operation is None:
@@ -108,29 +242,111 @@ def _invoice_operation(invoice: dict) -> PaymentOperation | None:
     return None
 
 
+def _facts_of_invoice(invoice: dict, operation: PaymentOperation) -> dict:
+    facts = invoice_facts(invoice)
+    if operation.kind in CHECKOUT_KINDS:  # the checkout's subscription and session, as its own event would say
+        facts |= {
+            "subscription_id": _invoice_subscription_id(invoice),
+            "session_id": operation.stripe_checkout_session_id,
+        }
+    return facts
+
+
 def invoice_paid(row: WebhookEvent) -> dict | None:
     invoice = event_object(row)
-    operation = _invoice_operation(invoice)
+    operation = _invoice_operation(row, invoice)
     if operation is None:
         return None
-    return _settled(row, operation, Outcome(PAID, invoice_facts(invoice)))
+    return _settled(row, operation, Outcome(PAID, _facts_of_invoice(invoice, operation)))
 
 
 def invoice_payment_failed(row: WebhookEvent) -> dict | None:
     invoice = event_object(row)
-    operation = _invoice_operation(invoice)
+    operation = _invoice_operation(row, invoice)
     if operation is None:
         return None
+    if operation.kind in CHECKOUT_KINDS:
+        # A checkout's first invoice may be retried by the customer on the page: its session decides.
+        return _noted(row, action="checkout_payment_failed_noted", operation_id=str(operation.pk))
     attempt = invoice.get("attempt_count")
     reason = f"Stripe could not collect the invoice (attempt {attempt})." if attempt else "The payment failed."
     return _settled(row, operation, Outcome(FAILED, invoice_facts(invoice), reason))
+
+
+def invoice_state_noted(row: WebhookEvent) -> dict | None:
+    """invoice.finalized / voided / marked_uncollectible of an invoice an operation created: a
+    voided or uncollectible one fails the operation still waiting for it; a finalized one is noted."""
+    invoice = event_object(row)
+    operation = _invoice_operation(row, invoice)
+    if operation is None or operation.kind in CHECKOUT_KINDS:
+        return None
+    if row.event_type == "invoice.finalized":
+        return _noted(row, action="invoice_finalized_noted", operation_id=str(operation.pk))
+    return _settled(row, operation, Outcome(FAILED, invoice_facts(invoice), f"The invoice is {invoice['status']}."))
+
+
+def invoice_payment_action_required(row: WebhookEvent) -> dict:
+    """The customer's bank asks them to confirm a payment (3-D Secure): they are e-mailed the hosted
+    invoice page where they confirm it, once the event is stored. The payment itself waits for the
+    invoice's paid or failed event."""
+    invoice = event_object(row)
+    operation = _invoice_operation(row, invoice)
+    if operation is not None and operation.kind in CHECKOUT_KINDS:
+        # The customer is on Stripe's checkout page, which asks for the confirmation itself.
+        return _noted(row, action="confirmed_on_the_checkout_page", operation_id=str(operation.pk))
+    user = operation.user if operation is not None else _user_of_customer(row, _id_of(invoice.get("customer")))
+    if user is None:
+        raise Unmatched(f"Invoice {invoice['id']} belongs to no user here.")
+    link = invoice.get("hosted_invoice_url") or ""
+    event_record(
+        row,
+        event_type="invoice_payment_action_required",
+        user=user,
+        customer_id=_id_of(invoice.get("customer")),
+        invoice_id=invoice["id"],
+        subscription_id=_invoice_subscription_id(invoice),
+        currency=invoice.get("currency") or "",
+    )
+    if link:
+        context = {
+            "user": user,
+            "amount": minor_to_major(invoice.get("amount_due") or 0, invoice.get("currency") or "usd"),
+            "currency": (invoice.get("currency") or "usd").upper(),
+            "description": invoice.get("description") or (operation.description if operation else "") or "invoice",
+            "hosted_invoice_url": link,
+        }
+        transaction.on_commit(lambda: payment_action_email_send(email=user.email, context=context), robust=True)
+    return {"action": "customer_asked_to_confirm", "user_id": user.pk, "emailed": bool(link)}
+
+
+def payment_action_email_send(*, email: str, context: dict) -> None:
+    message = EmailMultiAlternatives(
+        subject=render_to_string("payments/email/payment_action_required_subject.txt", context).strip(),
+        body=render_to_string("payments/email/payment_action_required.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[email],
+    )
+    message.attach_alternative(render_to_string("payments/email/payment_action_required.html", context), "text/html")
+    message.send()
 
 
 HANDLERS = {
     "checkout.session.completed": checkout_session_completed,
     "checkout.session.async_payment_succeeded": checkout_session_completed,
     "checkout.session.async_payment_failed": checkout_session_async_payment_failed,
+    "checkout.session.expired": checkout_session_expired,
     "invoice.paid": invoice_paid,
     "invoice.payment_succeeded": invoice_paid,
     "invoice.payment_failed": invoice_payment_failed,
+    "invoice.payment_action_required": invoice_payment_action_required,
+    "invoice.finalized": invoice_state_noted,
+    "invoice.voided": invoice_state_noted,
+    "invoice.marked_uncollectible": invoice_state_noted,
+    "customer.updated": customer_updated,
+    "customer.deleted": customer_deleted,
+}
+FETCHERS = {
+    "checkout.session.completed": customer_fetch,
+    "checkout.session.async_payment_succeeded": customer_fetch,
+    "checkout.session.async_payment_failed": customer_fetch,
 }

@@ -9,6 +9,17 @@ that Stripe delivers it again.
 
 Handlers come from the registry (`payments.registry.event_handler_register`): payments' own (the
 operations it settles), then those the apps above register for their objects.
+
+Order: events arrive in any order. Each event's object (subscription, invoice, checkout session,
+customer...) has one `ProviderObjectVersion` row naming the newest event applied to it; an event
+created before that one is stale and changes nothing, and the row, locked while an event is applied,
+makes the events of one object (invoice.paid and invoice.payment_succeeded at once) apply one after
+the other.
+
+What an event alone cannot tell (a subscription or customer not known here) is read from Stripe by
+the registered fetchers before the transaction opens, never inside it. An event about nothing known
+here is kept as `unmatched` with the reason and answered 200; `webhook_replay` processes it again
+once staff have linked it. A handler's own failure still answers 500, so Stripe delivers it again.
 """
 
 import json
@@ -25,9 +36,10 @@ from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
 from billing_project.transactions import conflict_retrying
+from payments import stripe_api
 from payments.codes import ErrorCode
-from payments.models import WebhookEvent, WebhookProvider, WebhookStatus
-from payments.registry import event_handlers
+from payments.models import ProviderObjectVersion, WebhookEvent, WebhookProvider, WebhookStatus
+from payments.registry import Unmatched, event_fetchers, event_handlers
 from payments.services.events import payment_event_record
 
 logger = logging.getLogger(__name__)
@@ -72,7 +84,23 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
     if finished is not None:
         _replay_counted()
         return finished, True
-    return webhook_event_accept(event_id=event_id, event_type=event_type, event=event, raw_body=body)
+    return webhook_event_accept(
+        event_id=event_id, event_type=event_type, event=event, raw_body=body, fetched=provider_objects_fetch(event)
+    )
+
+
+def provider_objects_fetch(event: dict) -> dict:
+    """What the event's fetchers read from Stripe, by object id, with no transaction open. A
+    failure to read is kept under `fetch_error` (the event may then stay unmatched)."""
+    fetched: dict = {}
+    data_object = (event.get("data") or {}).get("object") or {}
+    for fetcher in event_fetchers(event.get("type", "")):
+        try:
+            fetched.update(fetcher(data_object))
+        except (stripe_api.ProviderUnavailable, stripe_api.ProviderError) as error:
+            logger.warning("webhook %s: Stripe could not be read: %s", event.get("id"), error)
+            fetched["fetch_error"] = str(error)[:500]
+    return to_json(fetched)
 
 
 def _replay_counted() -> None:
@@ -83,7 +111,7 @@ def _replay_counted() -> None:
 @conflict_retrying
 @transaction.atomic
 def webhook_event_accept(
-    *, event_id: str, event_type: str, event: dict, raw_body: str = ""
+    *, event_id: str, event_type: str, event: dict, raw_body: str = "", fetched: dict | None = None
 ) -> tuple[WebhookEvent, bool]:
     row, created = WebhookEvent.objects.get_or_create(
         provider=WebhookProvider.STRIPE,
@@ -93,6 +121,8 @@ def webhook_event_accept(
             "payload": event,
             "raw_body": raw_body.replace("\x00", "\ufffd"),
             "event_created_at": timestamp_of(event.get("created")),
+            "object_id": _object_of(event).get("id") or "",
+            "fetched": fetched or {},
         },
     )
     if not created:
@@ -100,19 +130,30 @@ def webhook_event_accept(
         if row.status in DONE:
             _replay_counted()
             return row, True
+        if fetched:
+            row.fetched = fetched
     _process(row)
     return row, False
 
 
+def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
+    """Processes a stored event again (manage.py replay_webhook, the console and staff API actions,
+    an unmatched event once staff have linked its object); audited. What the event needs from
+    Stripe is read first, outside the transaction. The handlers are idempotent, so replaying a
+    processed event changes nothing."""
+    stored = WebhookEvent.objects.filter(event_id=event_id).only("payload").first()
+    if stored is None:
+        raise NotFound(f"No stored webhook event {event_id}.", code=ErrorCode.WEBHOOK_EVENT_NOT_FOUND)
+    return _replay(event_id=event_id, fetched=provider_objects_fetch(stored.payload), actor=actor)
+
+
 @conflict_retrying
 @transaction.atomic
-def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
-    """Processes a stored event again (manage.py replay_webhook, console action); audited. The
-    handlers are idempotent, so replaying a processed event changes nothing."""
-    row = WebhookEvent.objects.select_for_update().filter(event_id=event_id).first()
-    if row is None:
-        raise NotFound(f"No stored webhook event {event_id}.", code=ErrorCode.WEBHOOK_EVENT_NOT_FOUND)
+def _replay(*, event_id: str, fetched: dict, actor) -> WebhookEvent:
+    row = WebhookEvent.objects.select_for_update().get(event_id=event_id)
     previous = {"status": row.status, "result": row.result, "error": row.error}
+    if fetched:
+        row.fetched = fetched
     _process(row)
     audit_record(
         action=AuditAction.PROCESS,
@@ -127,21 +168,57 @@ def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
 
 def _process(row: WebhookEvent) -> None:
     row.attempts += 1
+    fields = ["status", "result", "error", "unmatched_reason", "fetched", "attempts", "updated_at"]
     try:
         with transaction.atomic():
-            result = _dispatch(row)
+            result = _apply_in_order(row)
+    except Unmatched as unmatched:  # nothing it names is known here: acknowledged, kept for staff
+        reason = str(unmatched)
+        if row.fetched.get("fetch_error"):
+            reason = f"{reason} (Stripe could not be read: {row.fetched['fetch_error']})"
+        logger.warning("webhook %s (%s) unmatched: %s", row.event_id, row.event_type, reason)
+        row.status, row.unmatched_reason, row.error = WebhookStatus.UNMATCHED, reason[:5000], ""
+        row.result = {"action": "unmatched", "reason": reason[:5000]}
+        row.save(update_fields=fields)
+        return
     except Exception as error:  # the row keeps what went wrong; its effects rolled back with the savepoint
         if isinstance(error, DatabaseError) and retryable_conflict_of(error):
             raise  # not the event's fault: the whole transaction runs again (webhook_event_accept)
         logger.exception("webhook %s (%s) failed", row.event_id, row.event_type)
         row.status, row.error, row.result = WebhookStatus.FAILED, f"{type(error).__name__}: {error}"[:5000], None
-        row.save(update_fields=["status", "error", "result", "attempts", "updated_at"])
+        row.save(update_fields=fields)
         return
     row.status = WebhookStatus.IGNORED if result is None else WebhookStatus.PROCESSED
     row.result = to_json(result)
-    row.error = ""
+    row.error = row.unmatched_reason = ""
     row.processed_at = timezone.now()
-    row.save(update_fields=["status", "result", "error", "processed_at", "attempts", "updated_at"])
+    row.save(update_fields=[*fields, "processed_at"])
+
+
+def _object_of(event: dict) -> dict:
+    return (event.get("data") or {}).get("object") or {}
+
+
+def _apply_in_order(row: WebhookEvent) -> dict | None:
+    """Applies the event unless a newer event of the same object already was (then it is skipped),
+    holding the object's version row locked meanwhile."""
+    data_object = event_object(row)
+    if not data_object.get("id"):
+        return _dispatch(row)
+    version, _ = ProviderObjectVersion.objects.get_or_create(
+        provider=row.provider, object_id=data_object["id"], defaults={"object_type": data_object.get("object", "")}
+    )
+    version = ProviderObjectVersion.objects.select_for_update().get(pk=version.pk)
+    newest = version.event_created_at
+    if newest is not None and row.event_created_at is not None and row.event_created_at < newest:
+        skipped = {"action": "stale_event_skipped", "object_id": version.object_id, "newer_event_id": version.event_id}
+        event_audit(row, **skipped)
+        return skipped
+    result = _dispatch(row)
+    if result is not None and row.event_created_at is not None and (newest is None or row.event_created_at > newest):
+        version.event_created_at, version.event_id = row.event_created_at, row.event_id
+        version.save(update_fields=["event_created_at", "event_id", "updated_at"])
+    return result
 
 
 def _dispatch(row: WebhookEvent) -> dict | None:
@@ -150,6 +227,11 @@ def _dispatch(row: WebhookEvent) -> dict | None:
         if result is not None:
             return result
     return None
+
+
+def fetched_object(row: WebhookEvent, object_id) -> dict | None:
+    """A provider object a fetcher read from Stripe for this event, if any."""
+    return row.fetched.get(object_id) if isinstance(object_id, str) and object_id else None
 
 
 def timestamp_of(seconds) -> datetime | None:
@@ -172,9 +254,14 @@ def event_record(row: WebhookEvent, *, event_type: str, user=None, amount=None, 
         webhook_event=row,
         **ids,
     )
+    event_audit(row, payment_event=event_type, amount=amount, **ids)
+
+
+def event_audit(row: WebhookEvent, **values) -> None:
+    """The audit row of a handled event (with its payment event's fields, when it wrote one)."""
     audit_record(
         action=AuditAction.PROCESS,
         resource_type=resource_type_of(row),
         resource_id=row.event_id,
-        new_value={"event_type": row.event_type, "payment_event": event_type, "amount": amount, **ids},
+        new_value={"event_type": row.event_type, **values},
     )

@@ -470,6 +470,15 @@ def _sync_steps(operation: PaymentOperation) -> Outcome:
             step="update",
             params={"discounts": [{"coupon": coupon_id}]},
         )
+    elif action == "invoice_retries_off":
+        # The project's dunning schedule owns this invoice's retries: Stripe stops its own.
+        _call(
+            client.v1.invoices.update,
+            params["stripe_invoice_id"],
+            operation=operation,
+            step="update",
+            params={"auto_advance": False},
+        )
     elif action == "bill_next_at":
         _call(
             client.v1.subscriptions.update,
@@ -682,6 +691,7 @@ def _cleanup(operation_id) -> PaymentOperation:
             )
             if session["status"] == "open":
                 _call(client.v1.checkout.sessions.expire, session["id"], operation=operation, step="expire")
+            _coupon_delete(operation)
         elif operation.cleanup_due == OperationCleanup.REFUND:
             target = operation.stripe_payment_intent_id
             _call(
@@ -694,6 +704,18 @@ def _cleanup(operation_id) -> PaymentOperation:
         _error_note(operation.pk, error)
         raise
     return _cleanup_done(operation.pk)
+
+
+def _coupon_delete(operation: PaymentOperation) -> None:
+    """The one-off Stripe coupon an unpaid checkout made is removed with it (already gone is fine)."""
+    coupon_id = operation.stripe_objects.get("coupon")
+    if not coupon_id:
+        return
+    try:
+        _call(stripe_api.client().v1.coupons.delete, coupon_id, operation=operation)
+    except stripe_api.ProviderError as error:
+        if error.extra.get("provider_code") != "resource_missing":
+            raise
 
 
 def _invoice_if_any(operation: PaymentOperation):

@@ -371,6 +371,12 @@ class StripeEmulator:
                     "created": int(time.time()),
                 }
             )
+        if resource == "customers" and method == "GET" and len(parts) == 2:
+            return self._get(parts[1], "customer")
+        if resource == "coupons" and method == "DELETE" and len(parts) == 2:
+            self._get(parts[1], "coupon")
+            del self.state.objects[parts[1]]
+            return {"id": parts[1], "object": "coupon", "deleted": True}
         if resource == "coupons" and method == "POST":
             return self._store(
                 {
@@ -503,6 +509,10 @@ class StripeEmulator:
             return {"id": invoice["id"], "object": "invoice", "deleted": True}
         if action == "pay":
             return self._pay(invoice)
+        if method == "POST" and action is None:
+            if "auto_advance" in params:
+                invoice["auto_advance"] = params["auto_advance"] == "true"
+            return invoice
         if action == "void":
             if invoice["status"] != "open":
                 raise StripeApiError(400, "invalid_request_error", f"A {invoice['status']} invoice cannot be voided.")

@@ -52,6 +52,7 @@ from subscriptions.services.invoices import invoice_failed_record, invoice_paid_
 from subscriptions.services.lifecycle import (
     ALLOCATED,
     period_credits_allocate,
+    stripe_subscription_sync,
     subscription_lock,
     subscription_renew,
     subscription_transition,
@@ -60,6 +61,7 @@ from subscriptions.services.lifecycle import (
 logger = logging.getLogger(__name__)
 
 Status = SubscriptionStatus
+RETRIES_BY_STRIPE = "stripe"
 RESTORABLE = (Status.PAST_DUE, Status.GRACE_PERIOD, Status.SUSPENDED)
 ROLLS_OVER_CANCELLED = (Status.ACTIVE, *RESTORABLE)
 
@@ -74,12 +76,24 @@ def payment_received(*, subscription: Subscription, invoice: BillingInvoice, ren
     DunningAttempt.objects.filter(invoice=invoice, result=DunningResult.SCHEDULED).update(
         result=DunningResult.CANCELLED, updated_at=timezone.now()
     )
-    if subscription.status in RESTORABLE:
+    if subscription.status in RESTORABLE and not _other_invoice_unpaid(subscription, invoice):
         subscription_transition(subscription=subscription, status=Status.ACTIVE, reason="Payment received")
     if renews and subscription.status == Status.ACTIVE and invoice.period_start > subscription.current_period_start:
         subscription_renew(subscription=subscription, new_start=invoice.period_start, new_end=invoice.period_end)
     else:
         period_credits_allocate(subscription=subscription)
+
+
+def _other_invoice_unpaid(subscription: Subscription, invoice: BillingInvoice) -> bool:
+    """A late payment of one invoice restores nothing while another (a newer renewal) is unpaid:
+    that one's dunning goes on to the grace period and suspension."""
+    return (
+        BillingInvoice.objects.filter(
+            subscription=subscription, status__in=(InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+        )
+        .exclude(pk=invoice.pk)
+        .exists()
+    )
 
 
 def invoice_paid(
@@ -127,9 +141,18 @@ def invoice_payment_failed(
     reason: str,
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
+    stripe_gave_up: bool = False,
+    subscription_current: bool = True,
 ) -> BillingInvoice:
-    """A failed payment: the open invoice, the failed payment, past_due, and the dunning retries
-    (days 1, 3, 5, 7 after the first failure; scheduled once per invoice)."""
+    """A failed payment: the open invoice, the failed payment, past_due, and the retries.
+
+    Who retries an invoice Stripe's subscription made (`stripe_invoice_id`) is PAYMENT_RETRIES_OWNER.
+    `project`: the dunning retries (days 1, 3, 5, 7 after the first failure; scheduled once per
+    invoice), and Stripe is told to stop its own for that invoice (after commit). `stripe`: no retry
+    of ours; Stripe's last failed attempt (`stripe_gave_up`) starts the grace period, as exhausted
+    retries do. A charge the project made itself is always retried by the project. A failure older
+    than the newest Stripe event applied to the subscription (`subscription_current` false) is
+    recorded on its invoice only."""
     invoice = invoice_failed_record(
         subscription=subscription,
         amount_due_usd=amount_due_usd,
@@ -139,11 +162,24 @@ def invoice_payment_failed(
         stripe_invoice_id=stripe_invoice_id,
         stripe_payment_intent_id=stripe_payment_intent_id,
     )
-    if invoice.status == InvoiceStatus.PAID:
+    if invoice.status == InvoiceStatus.PAID or not subscription_current:
         return invoice
     if subscription.status == Status.ACTIVE:
         subscription_transition(subscription=subscription, status=Status.PAST_DUE, reason=f"Payment failed: {reason}")
+    if settings.PAYMENT_RETRIES_OWNER == RETRIES_BY_STRIPE and stripe_invoice_id:
+        if stripe_gave_up and subscription.status == Status.PAST_DUE:
+            subscription_transition(
+                subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe's payment retries exhausted"
+            )
+        return invoice
     if not invoice.dunning_attempts.exists():
+        if stripe_invoice_id:
+            stripe_subscription_sync(
+                subscription=subscription,
+                action="invoice_retries_off",
+                reason="Payment retries are the project's",
+                stripe_invoice_id=stripe_invoice_id,
+            )
         failed_at = timezone.now()
         DunningAttempt.objects.bulk_create(
             DunningAttempt(

@@ -140,3 +140,25 @@ def invoice_document_update(*, invoice: BillingInvoice, stripe_invoice: dict) ->
     if changed:
         invoice.save(update_fields=[*changed, "updated_at"])
     return bool(changed)
+
+
+def invoice_open_record(
+    *,
+    subscription: Subscription,
+    amount_due_usd: Decimal,
+    period_start: datetime,
+    period_end_at: datetime,
+    stripe_invoice_id: str,
+) -> BillingInvoice:
+    """An invoice Stripe finalized for the subscription: owed (open) until its payment arrives."""
+    amount_due_usd = usd_round(amount_due_usd)
+    return _invoice_get_or_create(
+        subscription=subscription,
+        stripe_invoice_id=stripe_invoice_id,
+        subtotal_usd=amount_due_usd,
+        amount_due_usd=amount_due_usd,
+        period_start=period_start,
+        period_end=period_end_at,
+        description="Renewal",
+        status=InvoiceStatus.OPEN,
+    )

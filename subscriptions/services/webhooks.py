@@ -1,78 +1,51 @@
-"""Subscriptions' Stripe event handlers, registered with the payments inbox (subscriptions.apps):
-renewals and failed payments of Stripe-billed subscriptions, Stripe-side subscription changes, and
-refunds. Events that settle a payment operation (a checkout, a one-off charge) are handled by
-payments before these are tried."""
+"""Subscriptions' Stripe event handlers for money, registered with the payments inbox
+(subscriptions.apps): renewals and failed payments of Stripe-billed subscriptions, and refunds
+(Stripe-side subscription changes: subscriptions.services.stripe_events). Events that settle a
+payment operation (a checkout, a one-off charge) are handled by payments before these are tried."""
 
 import logging
-from datetime import datetime
 from decimal import Decimal
 
 from billing_project.money import cents_to_usd
-from payments.models import WebhookEvent
-from payments.services.inbox import event_object, event_record, timestamp_of
-from subscriptions.models import Subscription, SubscriptionStatus
+from payments.models import PaymentEvent, WebhookEvent
+from payments.registry import Unmatched
+from payments.services.inbox import event_audit, event_object, event_record
+from subscriptions.models import Subscription
 from subscriptions.services import billing
 from subscriptions.services.invoices import invoice_document_update
-from subscriptions.services.lifecycle import subscription_transition, transition_allowed
+from subscriptions.services.stripe_events import (
+    invoice_period,
+    invoice_subscription_id,
+    mark_applied,
+    newer_than_applied,
+    subscription_locked,
+)
 
 logger = logging.getLogger(__name__)
 
-Status = SubscriptionStatus
-# Stripe's subscription statuses, as ours. Stripe's "trialing" and "incomplete" have no counterpart
-# to move to: our trials are our own, and an incomplete subscription was never activated here.
-STRIPE_STATUSES = {
-    "active": Status.ACTIVE,
-    "past_due": Status.PAST_DUE,
-    "unpaid": Status.SUSPENDED,
-    "canceled": Status.CANCELLED,
-    "incomplete_expired": Status.EXPIRED,
-}
-
-
-class ProviderStateMissing(Exception):
-    """The event refers to something not recorded yet (its checkout has not arrived); Stripe's
-    retry will find it."""
+# The payment events that record money received for an invoice.
+MONEY_IN_EVENT_TYPES = ("invoice_paid", "checkout_completed", "charge_succeeded")
 
 
 def _usd(cents) -> Decimal:
     return cents_to_usd(cents or 0)
 
 
-def _subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
-    if not stripe_subscription_id:
-        return None
-    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains.
-    return (
-        Subscription.objects.select_for_update(no_key=True)
-        .filter(stripe_subscription_id=stripe_subscription_id)
-        .first()
-    )
-
-
-def _invoice_subscription_id(invoice: dict) -> str | None:
-    """Where the invoice names its subscription: `subscription` before Stripe's 2025 API versions,
-    `parent.subscription_details.subscription` since."""
-    if invoice.get("subscription"):
-        return invoice["subscription"]
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return details.get("subscription")
-
-
-def _invoice_period(invoice: dict) -> tuple[datetime, datetime]:
-    lines = (invoice.get("lines") or {}).get("data") or []
-    period = lines[0].get("period") if lines else None
-    if period:
-        return timestamp_of(period["start"]), timestamp_of(period["end"])
-    return timestamp_of(invoice["period_start"]), timestamp_of(invoice["period_end"])
-
-
 def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]:
     invoice = event_object(row)
-    stripe_subscription_id = _invoice_subscription_id(invoice)
-    subscription = _subscription_locked(stripe_subscription_id)
-    if stripe_subscription_id and subscription is None:
-        raise ProviderStateMissing(f"No subscription {stripe_subscription_id} yet for invoice {invoice['id']}.")
+    stripe_subscription_id = invoice_subscription_id(invoice)
+    subscription = subscription_locked(stripe_subscription_id)
+    if subscription is None:
+        if stripe_subscription_id:
+            raise Unmatched(f"No subscription {stripe_subscription_id} here for invoice {invoice['id']}.")
+        raise Unmatched(f"Invoice {invoice['id']} names no subscription and no payment of ours.")
     return invoice, subscription
+
+
+def _money_recorded(invoice_id: str) -> bool:
+    """invoice.paid and invoice.payment_succeeded are one payment (as is a checkout's first
+    invoice): the money is recorded by whichever came first."""
+    return PaymentEvent.objects.filter(invoice_id=invoice_id, event_type__in=MONEY_IN_EVENT_TYPES).exists()
 
 
 def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: Subscription, amount) -> None:
@@ -92,9 +65,8 @@ def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: S
 
 def _invoice_paid(row: WebhookEvent) -> dict | None:
     invoice, subscription = _invoice_subscription(row)
-    if subscription is None:
-        return None  # a one-off invoice; checkouts complete through checkout.session.completed
-    period_start, period_end_at = _invoice_period(invoice)
+    already_recorded = _money_recorded(invoice["id"])
+    period_start, period_end_at = invoice_period(invoice, subscription)
     paid = billing.invoice_paid(
         subscription=subscription,
         amount_paid_usd=_usd(invoice.get("amount_paid")),
@@ -105,9 +77,17 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
-    _record_invoice_event(row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid"))
+    mark_applied(subscription, row)
+    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    if already_recorded:
+        event_audit(row, invoice_id=invoice["id"], already_recorded=True)
+    else:
+        _record_invoice_event(
+            row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid")
+        )
     return {
         "action": "invoice_paid",
+        "already_recorded": already_recorded,
         "invoice_id": str(paid.pk),
         "subscription_id": str(subscription.pk),
         "subscription_status": subscription.status,
@@ -117,9 +97,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
 
 def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
     invoice, subscription = _invoice_subscription(row)
-    if subscription is None:
-        return None
-    period_start, period_end_at = _invoice_period(invoice)
+    period_start, period_end_at = invoice_period(invoice, subscription)
     attempt = invoice.get("attempt_count")
     failed = billing.invoice_payment_failed(
         subscription=subscription,
@@ -129,8 +107,12 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         reason=f"Stripe could not collect the invoice (attempt {attempt})" if attempt else "Payment failed",
         stripe_invoice_id=invoice["id"],
         stripe_payment_intent_id=invoice.get("payment_intent") or None,
+        stripe_gave_up=invoice.get("next_payment_attempt") is None,
+        subscription_current=newer_than_applied(subscription, row),
     )
     invoice_document_update(invoice=failed, stripe_invoice=invoice)
+    mark_applied(subscription, row)
+    subscription.save(update_fields=["provider_updated_at", "updated_at"])
     _record_invoice_event(
         row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
     )
@@ -140,68 +122,6 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         "subscription_id": str(subscription.pk),
         "subscription_status": subscription.status,
     }
-
-
-def _newer_than_applied(subscription: Subscription, row: WebhookEvent) -> bool:
-    """Events can arrive in any order: one created before the newest applied is stale."""
-    created = row.event_created_at
-    return created is None or subscription.provider_updated_at is None or created >= subscription.provider_updated_at
-
-
-def _mark_applied(subscription: Subscription, row: WebhookEvent) -> None:
-    if _newer_than_applied(subscription, row) and row.event_created_at is not None:
-        subscription.provider_updated_at = row.event_created_at
-
-
-def _subscription_updated(row: WebhookEvent) -> dict | None:
-    stripe_subscription = event_object(row)
-    subscription = _subscription_locked(stripe_subscription["id"])
-    if subscription is None:
-        return None
-    if not _newer_than_applied(subscription, row):
-        return {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
-    target = STRIPE_STATUSES.get(stripe_subscription.get("status"))
-    if target and target != subscription.status and transition_allowed(subscription.status, target):
-        subscription_transition(
-            subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
-        )
-    subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
-    _mark_applied(subscription, row)
-    subscription.save(update_fields=["cancel_at_period_end", "provider_updated_at", "updated_at"])
-    event_record(
-        row,
-        event_type="subscription_updated",
-        user=subscription.user,
-        plan_code=subscription.tier,
-        customer_id=stripe_subscription.get("customer") or "",
-        subscription_id=subscription.stripe_subscription_id,
-    )
-    return {
-        "action": "subscription_updated",
-        "subscription_id": str(subscription.pk),
-        "subscription_status": subscription.status,
-        "cancel_at_period_end": subscription.cancel_at_period_end,
-    }
-
-
-def _subscription_deleted(row: WebhookEvent) -> dict | None:
-    stripe_subscription = event_object(row)
-    subscription = _subscription_locked(stripe_subscription["id"])
-    if subscription is None:
-        return None
-    if transition_allowed(subscription.status, Status.CANCELLED):
-        subscription_transition(subscription=subscription, status=Status.CANCELLED, reason="Stripe ended it")
-    _mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
-    event_record(
-        row,
-        event_type="subscription_deleted",
-        user=subscription.user,
-        plan_code=subscription.tier,
-        customer_id=stripe_subscription.get("customer") or "",
-        subscription_id=subscription.stripe_subscription_id,
-    )
-    return {"action": "subscription_cancelled", "subscription_id": str(subscription.pk)}
 
 
 def _charge_refunded(row: WebhookEvent) -> dict | None:
@@ -229,7 +149,5 @@ HANDLERS = {
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,
-    "customer.subscription.updated": _subscription_updated,
-    "customer.subscription.deleted": _subscription_deleted,
     "charge.refunded": _charge_refunded,
 }

@@ -96,8 +96,9 @@ def stripe_event(
             data_object["lines"]["data"][0]["period"] = {"start": start, "end": end}
             # Stripe's invoice-level period of a renewal is the period that just ended.
             data_object["period_start"], data_object["period_end"] = start - (end - start), start
-        else:
-            data_object["current_period_start"], data_object["current_period_end"] = start, end
+        else:  # a subscription's periods are its items' since Stripe's 2025 API versions
+            for item in data_object["items"]["data"]:
+                item["current_period_start"], item["current_period_end"] = start, end
     data_object.update(fields)
     return event
 

@@ -410,7 +410,7 @@ def test_a_retry_racing_the_invoice_paid_webhook_neither_deadlocks_nor_charges_t
         clock.move_to(failed_at + DAY)
 
         retry_locking, webhook_locked = threading.Event(), threading.Event()
-        lock_for_retry, lock_for_webhook = billing.subscription_lock, webhooks._subscription_locked
+        lock_for_retry, lock_for_webhook = billing.subscription_lock, webhooks.subscription_locked
 
         def retry_takes_the_subscription(subscription_id):
             retry_locking.set()
@@ -424,7 +424,7 @@ def test_a_retry_racing_the_invoice_paid_webhook_neither_deadlocks_nor_charges_t
             return locked
 
         monkeypatch.setattr(billing, "subscription_lock", retry_takes_the_subscription)
-        monkeypatch.setattr(webhooks, "_subscription_locked", webhook_takes_the_subscription)
+        monkeypatch.setattr(webhooks, "subscription_locked", webhook_takes_the_subscription)
         paid = {**stripe_invoice_paid(invoice), "subscription": subscription.stripe_subscription_id}
         payload = event_payload("invoice.paid", paid, event_id="evt_overdue_paid")
 

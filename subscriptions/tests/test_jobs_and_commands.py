@@ -335,7 +335,7 @@ def deliver(event_type: str, data_object: dict, *, event_id: str):
     )
 
 
-def test_replay_webhook_processes_an_event_that_failed_once_its_cause_is_gone(clock, stripe_http):
+def test_replay_webhook_processes_an_unmatched_event_once_its_subscription_is_known(clock, stripe_http):
     user = registered()
     invoice = {
         "id": "in_early",
@@ -350,13 +350,13 @@ def test_replay_webhook_processes_an_event_that_failed_once_its_cause_is_gone(cl
         "lines": {"object": "list", "data": []},
     }
     early = deliver("invoice.paid", invoice, event_id="evt_early")  # before its checkout was recorded
-    assert early.status_code == 500
-    with pytest.raises(CommandError, match="evt_early failed again: ProviderStateMissing"):
+    assert (early.status_code, early.json()["status"]) == (200, "unmatched")
+    with pytest.raises(CommandError, match="evt_early is still unmatched: No subscription sub_1 here"):
         run("replay_webhook", "evt_early")
 
     paid_through_stripe_checkout(user, stripe_subscription_id="sub_1")
     audit_rows = AdminAuditLog.objects.count()
-    assert run("replay_webhook", "evt_early", "--dry-run") == "Would replay evt_early (invoice.paid), now failed."
+    assert run("replay_webhook", "evt_early", "--dry-run") == "Would replay evt_early (invoice.paid), now unmatched."
     assert AdminAuditLog.objects.count() == audit_rows
     assert not BillingInvoice.objects.filter(stripe_invoice_id="in_early").exists()
     output = run("replay_webhook", "evt_early")
@@ -364,7 +364,7 @@ def test_replay_webhook_processes_an_event_that_failed_once_its_cause_is_gone(cl
     assert output.startswith("evt_early (invoice.paid): processed, result {'action': 'invoice_paid'")
     assert BillingInvoice.objects.get(stripe_invoice_id="in_early").status == "paid"
     replays = AdminAuditLog.objects.filter(resource_type="payments.webhookevent", new_value__replay=True)
-    assert [row.new_value["status"] for row in replays.order_by("sequence")] == ["failed", "processed"]
+    assert [row.new_value["status"] for row in replays.order_by("sequence")] == ["unmatched", "processed"]
     assert run("replay_webhook", "evt_early").startswith("evt_early (invoice.paid): processed")
 
 

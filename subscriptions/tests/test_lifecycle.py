@@ -468,12 +468,13 @@ def test_a_paid_checkout_with_bad_metadata_changes_nothing_and_is_refunded(custo
     assert Subscription.objects.filter(user=customer).count() == 1
 
 
-def test_a_checkout_for_an_unknown_user_is_acknowledged_and_changes_nothing(customer):
+def test_a_checkout_for_an_unknown_user_is_acknowledged_as_unmatched_and_changes_nothing(customer):
     stranger = type(customer)(pk=987_654, email="gone@example.com")
 
     row = stripe_checkout_paid(stranger)
 
-    assert (row.status, row.result) == ("ignored", None)
+    assert row.status == "unmatched"
+    assert row.unmatched_reason.startswith("Checkout cs_test_1 names no user here (client_reference_id '987654'")
     assert not PaymentOperation.objects.exists()
     assert Subscription.objects.filter(checkout_session_id="cs_test_1").count() == 0
 

@@ -290,10 +290,18 @@ def test_older_subscription_update_arriving_after_a_newer_one_is_skipped(webhook
         "subscription_id": str(subscription.pk),
         "subscription_status": "past_due",
         "cancel_at_period_end": True,
+        "cancel_at": None,
+        "tier": "pro",
+        "tier_changed": False,
+        "pause": "",
     }
     assert late.status_code == 200
     assert late.json()["status"] == "processed"
-    assert late.json()["result"] == {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
+    assert late.json()["result"] == {
+        "action": "stale_event_skipped",
+        "object_id": ids.subscription,
+        "newer_event_id": newer["id"],
+    }
     subscription.refresh_from_db()
     assert (subscription.status, subscription.cancel_at_period_end) == (SubscriptionStatus.PAST_DUE, True)
     assert int(subscription.provider_updated_at.timestamp()) == newer["created"]
@@ -318,7 +326,7 @@ def test_subscription_updates_in_order_each_apply(webhook_client, subscriber):
     assert PaymentEvent.objects.filter(event_type="subscription_updated").count() == 2
 
 
-# A handler that fails
+# An event about something not known here; a handler that fails
 
 
 def _invoice_before_its_checkout(webhook_client):
@@ -330,26 +338,29 @@ def _invoice_before_its_checkout(webhook_client):
     return user, ids, event
 
 
-def test_invoice_of_an_unknown_subscription_fails_with_500_and_keeps_its_error(webhook_client):
+def test_invoice_of_an_unknown_subscription_is_acknowledged_as_unmatched_with_its_reason(webhook_client):
     user, ids, event = _invoice_before_its_checkout(webhook_client)
     before = counts()
 
     response = deliver(webhook_client, event)
 
-    assert response.status_code == 500
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert (body["code"], body["status"], body["event_id"]) == ("webhook_processing_failed", 500, event["id"])
-    assert ids.subscription in body["detail"]
+    assert response.status_code == 200
+    reason = f"No subscription {ids.subscription} here for invoice {ids.invoice}."
+    assert response.json() == {
+        "event_id": event["id"],
+        "event_type": "invoice.paid",
+        "status": "unmatched",
+        "result": {"action": "unmatched", "reason": reason},
+        "replayed": False,
+    }
     row = WebhookEvent.objects.get()
-    assert (row.event_id, row.status, row.result, row.attempts, row.processed_at) == (
-        event["id"],
-        WebhookStatus.FAILED,
-        None,
+    assert (row.status, row.unmatched_reason, row.error, row.attempts, row.object_id) == (
+        WebhookStatus.UNMATCHED,
+        reason,
+        "",
         1,
-        None,
+        ids.invoice,
     )
-    assert row.error == f"ProviderStateMissing: No subscription {ids.subscription} yet for invoice {ids.invoice}."
     assert counts() == {**before, "WebhookEvent": 1}
 
 
@@ -358,19 +369,20 @@ def _assert_invoice_applied_once(user, ids, subscription):
     assert (invoice.stripe_invoice_id, invoice.status, invoice.subscription) == (ids.invoice, "paid", subscription)
     assert PaymentTransaction.objects.filter(user=user).count() == 1
     assert CreditAllocation.objects.filter(subscription_id=subscription.pk).count() == 1
-    assert PaymentEvent.objects.filter(event_type="invoice_paid", invoice_id=ids.invoice).count() == 1
+    money = PaymentEvent.objects.filter(invoice_id=ids.invoice).exclude(amount=None)
+    assert [event.event_type for event in money] == ["checkout_completed"]
 
 
-def test_failed_event_is_processed_by_replay_webhook_once_its_subscription_exists(webhook_client):
+def test_unmatched_event_is_processed_by_replay_webhook_once_its_subscription_exists(webhook_client):
     user, ids, event = _invoice_before_its_checkout(webhook_client)
-    assert deliver(webhook_client, event).status_code == 500
+    assert deliver(webhook_client, event).json()["status"] == "unmatched"
     subscription = subscribe_through_checkout(webhook_client, user, ids)
     out = StringIO()
 
     call_command("replay_webhook", event["id"], stdout=out)
 
     row = WebhookEvent.objects.get(event_id=event["id"])
-    assert (row.status, row.error, row.attempts, row.result["action"]) == (
+    assert (row.status, row.unmatched_reason, row.attempts, row.result["action"]) == (
         WebhookStatus.PROCESSED,
         "",
         2,
@@ -380,13 +392,13 @@ def test_failed_event_is_processed_by_replay_webhook_once_its_subscription_exist
     assert f"{event['id']} (invoice.paid): processed" in out.getvalue()
     _assert_invoice_applied_once(user, ids, subscription)
     audit = AdminAuditLog.objects.filter(resource_id=event["id"], action=AuditAction.PROCESS).latest("sequence")
-    assert audit.previous_value["status"] == WebhookStatus.FAILED
+    assert audit.previous_value["status"] == WebhookStatus.UNMATCHED
     assert (audit.new_value["status"], audit.new_value["replay"]) == (WebhookStatus.PROCESSED, True)
 
 
-def test_failed_event_is_processed_when_stripe_delivers_it_again(webhook_client):
+def test_unmatched_event_is_processed_when_stripe_delivers_it_again(webhook_client):
     user, ids, event = _invoice_before_its_checkout(webhook_client)
-    assert deliver(webhook_client, event).status_code == 500
+    assert deliver(webhook_client, event).json()["status"] == "unmatched"
     subscription = subscribe_through_checkout(webhook_client, user, ids)
 
     response = deliver(webhook_client, event)
@@ -394,13 +406,13 @@ def test_failed_event_is_processed_when_stripe_delivers_it_again(webhook_client)
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["replayed"]) == ("processed", False)
     row = WebhookEvent.objects.get(event_id=event["id"])
-    assert (row.status, row.error, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
+    assert (row.status, row.unmatched_reason, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
     _assert_invoice_applied_once(user, ids, subscription)
 
 
-def test_failed_event_is_processed_by_the_console_replay_action(webhook_client, admin_client, admin_user):
+def test_unmatched_event_is_processed_by_the_console_replay_action(webhook_client, admin_client, admin_user):
     user, ids, event = _invoice_before_its_checkout(webhook_client)
-    assert deliver(webhook_client, event).status_code == 500
+    assert deliver(webhook_client, event).json()["status"] == "unmatched"
     subscription = subscribe_through_checkout(webhook_client, user, ids)
     row = WebhookEvent.objects.get(event_id=event["id"])
 
@@ -413,25 +425,66 @@ def test_failed_event_is_processed_by_the_console_replay_action(webhook_client, 
     assert response.status_code == 200
     assert [str(message) for message in response.context["messages"]] == [f"{event['id']}: processed"]
     row.refresh_from_db()
-    assert (row.status, row.error, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
+    assert (row.status, row.unmatched_reason, row.attempts) == (WebhookStatus.PROCESSED, "", 2)
     _assert_invoice_applied_once(user, ids, subscription)
     # the replay's audit row, and the handler's own, both name the admin who replayed it
     rows = AdminAuditLog.objects.filter(resource_id=event["id"], action=AuditAction.PROCESS, actor=admin_user)
     (replay,) = [row for row in rows if row.new_value.get("replay")]
-    assert (replay.previous_value["status"], replay.new_value["status"]) == ("failed", "processed")
+    assert (replay.previous_value["status"], replay.new_value["status"]) == ("unmatched", "processed")
     assert rows.count() == 2
 
 
-def test_replay_webhook_reports_an_event_that_fails_again(webhook_client):
-    _, _, event = _invoice_before_its_checkout(webhook_client)
+@pytest.fixture
+def renewal_handler_bug(monkeypatch):
+    """A bug in the renewal's own code (not anything about the event)."""
+
+    def broken(**kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", broken)
+
+
+def test_a_handler_bug_answers_500_and_keeps_its_error_with_nothing_applied(
+    webhook_client, subscriber, renewal_handler_bug
+):
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    before = counts()
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert (body["code"], body["status"], body["event_id"]) == ("webhook_processing_failed", 500, event["id"])
+    assert body["detail"] == "ZeroDivisionError: division by zero"
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.result, row.attempts, row.processed_at, row.error) == (
+        WebhookStatus.FAILED,
+        None,
+        1,
+        None,
+        "ZeroDivisionError: division by zero",
+    )
+    assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
+
+
+def test_replay_webhook_reports_an_event_that_fails_again(webhook_client, subscriber, monkeypatch):
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+
+    def broken(**kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", broken)
     deliver(webhook_client, event)
 
-    with pytest.raises(CommandError, match="failed again: ProviderStateMissing"):
+    with pytest.raises(CommandError, match="failed again: ZeroDivisionError"):
         call_command("replay_webhook", event["id"])
 
-    row = WebhookEvent.objects.get()
+    row = WebhookEvent.objects.get(event_id=event["id"])
     assert (row.status, row.attempts) == (WebhookStatus.FAILED, 2)
-    assert not BillingInvoice.objects.exists()
+    assert BillingInvoice.objects.filter(user=user).count() == 1
 
 
 def test_replay_webhook_of_an_unknown_event_is_an_error():
@@ -488,11 +541,14 @@ def test_invoice_paid_for_the_checkout_invoice_changes_nothing_more(webhook_clie
     response = deliver(webhook_client, event)
 
     assert response.status_code == 200
-    assert response.json()["result"]["action"] == "invoice_paid"
+    assert (response.json()["result"]["action"], response.json()["result"]["already_recorded"]) == (
+        "invoice_paid",
+        True,
+    )
+    # one payment, one payment event: the checkout's
     assert counts() == {
         **before,
         "WebhookEvent": before["WebhookEvent"] + 1,
-        "PaymentEvent": before["PaymentEvent"] + 1,
         "AdminAuditLog": before["AdminAuditLog"] + 1,
     }
     assert BillingInvoice.objects.filter(user=user).count() == 1
@@ -512,7 +568,13 @@ def test_first_payment_of_a_stripe_checkout_can_be_refunded(webhook_client, subs
     start = subscription.current_period_start
     deliver(
         webhook_client,
-        stripe_event("invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create"),
+        stripe_event(
+            "invoice.paid",
+            ids,
+            period=(start, start + MONTH),
+            billing_reason="subscription_create",
+            payment_intent=ids.payment_intent,  # how the refund matching finds the payment
+        ),
     )
 
     response = deliver(webhook_client, stripe_event("charge.refunded", ids, amount_refunded=1900, refunded=True))
@@ -605,8 +667,8 @@ def test_cycle_invoice_renews_into_its_line_period_and_allocates_its_credits_onc
         subscription.current_period_start,
         subscription.current_period_end,
     )
-    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
-    assert (payment.invoice, payment.status) == (invoice, PaymentStatus.SUCCEEDED)
+    payment = PaymentTransaction.objects.get(invoice=invoice)
+    assert payment.status == PaymentStatus.SUCCEEDED
     allocations = CreditAllocation.objects.filter(subscription_id=subscription.pk).order_by("period_start")
     assert [(a.amount, a.period_start) for a in allocations][1:] == [(20_000, subscription.current_period_start)]
     assert allocations.count() == 2
@@ -628,9 +690,10 @@ def test_renewal_delivered_again_changes_nothing(webhook_client, subscriber, aga
 
     assert response.status_code == 200
     changed = counts()
-    if again == "invoice_payment_succeeded":  # a new event: its own row, payment event and audit row
+    if again == "invoice_payment_succeeded":  # a new event: its own row and audit row, the same payment
         assert response.json()["replayed"] is False
-        for table in ("WebhookEvent", "PaymentEvent", "AdminAuditLog"):
+        assert response.json()["result"]["already_recorded"] is True
+        for table in ("WebhookEvent", "AdminAuditLog"):
             changed[table] -= 1
     assert changed == before
     assert balance_of(user) == balance
@@ -670,8 +733,8 @@ def test_failed_payment_moves_to_past_due_and_schedules_four_retries(webhook_cli
         Decimal("19.00"),
         Decimal("0.00"),
     )
-    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
-    assert (payment.status, payment.invoice) == (PaymentStatus.FAILED, invoice)
+    payment = PaymentTransaction.objects.get(invoice=invoice)
+    assert payment.status == PaymentStatus.FAILED
     assert "attempt 1" in payment.failure_reason
     attempts = DunningAttempt.objects.filter(invoice=invoice).order_by("attempt_number")
     assert [(a.attempt_number, a.scheduled_at - failed_at, a.result) for a in attempts] == [
@@ -697,7 +760,7 @@ def test_second_failure_of_the_same_invoice_adds_no_retries(webhook_client, subs
     assert subscription.status == SubscriptionStatus.PAST_DUE
     assert DunningAttempt.objects.filter(invoice__stripe_invoice_id=renewal.invoice).count() == 4
     assert BillingInvoice.objects.filter(stripe_invoice_id=renewal.invoice).count() == 1
-    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    payment = PaymentTransaction.objects.filter(invoice__stripe_invoice_id=renewal.invoice).latest("created_at")
     assert (payment.status, "attempt 2" in payment.failure_reason) == (PaymentStatus.FAILED, True)
 
 
@@ -716,8 +779,12 @@ def test_paying_the_failed_invoice_restores_the_subscription_and_cancels_its_ret
     assert int(subscription.current_period_start.timestamp()) == int(old_end.timestamp())
     invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
     assert (invoice.status, invoice.amount_paid_usd) == (InvoiceStatus.PAID, Decimal("19.00"))
-    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
-    assert (payment.status, payment.failure_reason) == (PaymentStatus.SUCCEEDED, "")
+    # each attempt is kept: the failed one, then the payment
+    payments = PaymentTransaction.objects.filter(invoice=invoice).order_by("created_at")
+    assert [(payment.status, payment.failure_reason != "") for payment in payments] == [
+        (PaymentStatus.FAILED, True),
+        (PaymentStatus.SUCCEEDED, False),
+    ]
     assert set(DunningAttempt.objects.filter(invoice=invoice).values_list("result", flat=True)) == {
         DunningResult.CANCELLED
     }
@@ -741,7 +808,7 @@ def test_failure_reported_after_the_invoice_was_paid_changes_nothing(webhook_cli
     assert response.json()["result"]["subscription_status"] == "active"
     assert Subscription.objects.get(pk=subscription.pk).status == SubscriptionStatus.ACTIVE
     assert BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice).status == InvoiceStatus.PAID
-    payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
+    payment = PaymentTransaction.objects.get(invoice__stripe_invoice_id=renewal.invoice)
     assert (payment.status, payment.failure_reason) == (PaymentStatus.SUCCEEDED, "")
     assert not DunningAttempt.objects.exists()
     changed = counts()
@@ -750,22 +817,11 @@ def test_failure_reported_after_the_invoice_was_paid_changes_nothing(webhook_cli
     assert changed == before
 
 
-def test_invoice_in_stripes_newer_layout_names_its_subscription_under_parent(webhook_client, subscriber):
-    # given an invoice as API versions since 2025 shape it: no `subscription`, no `payment_intent`
+def test_invoice_in_stripes_older_layout_names_its_subscription_at_the_top(webhook_client, subscriber):
+    # given an invoice as API versions before 2025 shape it: `subscription`, no `parent`
     user, subscription, ids = subscriber
     renewal = ids.next_invoice()
-    event = renewal_event(
-        subscription,
-        renewal,
-        subscription=None,
-        subscription_details=None,
-        payment_intent=None,
-        parent={
-            "type": "subscription_details",
-            "quote_details": None,
-            "subscription_details": {"metadata": {}, "subscription": ids.subscription},
-        },
-    )
+    event = renewal_event(subscription, renewal, parent=None, subscription=ids.subscription)
 
     response = deliver(webhook_client, event)
 
@@ -775,12 +831,14 @@ def test_invoice_in_stripes_newer_layout_names_its_subscription_under_parent(web
     assert CreditAllocation.objects.filter(subscription_id=subscription.pk).count() == 2
 
 
-def test_invoice_without_a_subscription_is_acknowledged_only(webhook_client):
+def test_invoice_of_no_subscription_and_no_payment_of_ours_is_acknowledged_as_unmatched(webhook_client):
+    ids = StripeIds.new()
     before = counts()
 
-    response = deliver(webhook_client, stripe_event("invoice.paid", StripeIds.new(), subscription=None))
+    response = deliver(webhook_client, stripe_event("invoice.paid", ids, parent=None))
 
-    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    assert (response.status_code, response.json()["status"]) == (200, "unmatched")
+    assert response.json()["result"]["reason"] == f"Invoice {ids.invoice} names no subscription and no payment of ours."
     assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
 
 
@@ -826,7 +884,7 @@ def test_update_older_than_the_deletion_does_not_revive_the_subscription(webhook
 def test_refunds_are_recorded_partial_then_full(webhook_client, subscriber):
     user, subscription, ids = subscriber
     renewal = ids.next_invoice()
-    deliver(webhook_client, renewal_event(subscription, renewal))
+    deliver(webhook_client, renewal_event(subscription, renewal, payment_intent=renewal.payment_intent))
 
     partial = deliver(webhook_client, stripe_event("charge.refunded", renewal, amount_refunded=500))
 

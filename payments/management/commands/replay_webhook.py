@@ -6,7 +6,10 @@ from payments.services.inbox import webhook_replay
 
 
 class Command(BaseCommand):
-    help = "Processes a stored Stripe event again (its handlers are idempotent); audited."
+    help = (
+        "Processes a stored Stripe event again (its handlers are idempotent), e.g. an unmatched one once its "
+        "object is known; audited."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("event_id", help="Stripe's event id, evt_...")
@@ -25,4 +28,6 @@ class Command(BaseCommand):
             raise CommandError(error.detail) from error
         if event.status == WebhookStatus.FAILED:
             raise CommandError(f"{event.event_id} failed again: {event.error}")
+        if event.status == WebhookStatus.UNMATCHED:
+            raise CommandError(f"{event.event_id} is still unmatched: {event.unmatched_reason}")
         self.stdout.write(f"{event.event_id} ({event.event_type}): {event.status}, result {event.result}")

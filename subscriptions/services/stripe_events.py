@@ -1,0 +1,387 @@
+"""Stripe-side changes mirrored onto the subscription (customer.subscription.*), and the states of a
+subscription's invoices that are not payments (finalized, voided, uncollectible). Registered with
+the payments inbox (subscriptions.apps) after payments' own handlers.
+
+Order: a subscription's `provider_updated_at` is the creation time of the newest Stripe event
+applied to it, through any of its objects (its invoices' payments included): an older subscription
+event never overwrites what a newer event of the subscription or of its invoices set, so an older
+`active` cannot undo the `past_due` of a newer failed payment.
+"""
+
+from datetime import datetime
+
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of, snapshot
+from billing_project.enums import BillingCycle, SubscriptionTier
+from billing_project.money import cents_to_usd, usd_to_cents
+from payments import stripe_api
+from payments.models import UNFINISHED_STATES, PaymentOperation, WebhookEvent
+from payments.registry import Unmatched
+from payments.services.inbox import event_audit, event_object, event_record, timestamp_of
+from payments.services.operations import stripe_active
+from subscriptions.models import (
+    BillingInvoice,
+    DunningAttempt,
+    DunningResult,
+    InvoiceStatus,
+    Subscription,
+    SubscriptionStatus,
+    TierConfig,
+)
+from subscriptions.periods import period_end
+from subscriptions.services.entitlements import entitlement_activate
+from subscriptions.services.invoices import invoice_open_record
+from subscriptions.services.lifecycle import subscription_transition, transition_allowed
+
+Status = SubscriptionStatus
+# Stripe's subscription statuses, as ours. Stripe's "trialing" and "incomplete" have no counterpart
+# to move to: our trials are our own, and an incomplete subscription was never activated here.
+# "paused" keeps the status and takes the paid access away until it resumes (`paused_at`).
+STRIPE_STATUSES = {
+    "active": Status.ACTIVE,
+    "past_due": Status.PAST_DUE,
+    "unpaid": Status.SUSPENDED,
+    "canceled": Status.CANCELLED,
+    "incomplete_expired": Status.EXPIRED,
+}
+STRIPE_INTERVALS = {"month": BillingCycle.MONTHLY, "year": BillingCycle.ANNUAL}
+
+
+def subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
+    if not stripe_subscription_id:
+        return None
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains.
+    return (
+        Subscription.objects.select_for_update(no_key=True)
+        .filter(stripe_subscription_id=stripe_subscription_id)
+        .first()
+    )
+
+
+def newer_than_applied(subscription: Subscription, row: WebhookEvent) -> bool:
+    """Events can arrive in any order: one created before the newest applied is stale."""
+    created = row.event_created_at
+    return created is None or subscription.provider_updated_at is None or created >= subscription.provider_updated_at
+
+
+def mark_applied(subscription: Subscription, row: WebhookEvent) -> None:
+    """Remembers the event as the newest applied to the subscription (saved by the caller)."""
+    if newer_than_applied(subscription, row) and row.event_created_at is not None:
+        subscription.provider_updated_at = row.event_created_at
+
+
+def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) -> dict:
+    """An event about a subscription not known here: the one a checkout of ours is still creating
+    (its metadata names the unfinished operation) waits for that checkout; any other is unmatched."""
+    operation_id = (metadata or {}).get("operation_id")
+    if operation_id:
+        waiting = PaymentOperation.objects.filter(
+            pk=operation_id, state__in=UNFINISHED_STATES, stripe_checkout_session_id__gt=""
+        ).first()
+        if waiting is not None:
+            result = {"action": "awaiting_checkout", "operation_id": str(waiting.pk)}
+            event_audit(row, **result)
+            return result
+    raise Unmatched(f"No subscription {stripe_subscription_id} here ({row.event_type}).")
+
+
+# customer.subscription.*
+
+
+def _tier_of_price(stripe_subscription: dict, subscription: Subscription) -> tuple[str, str] | None:
+    """The tier and billing cycle Stripe now bills: what the price names (its metadata or lookup
+    key), else the one catalog tier at its amount and interval. None when it cannot tell."""
+    items = (stripe_subscription.get("items") or {}).get("data") or []
+    price = (items[0].get("price") or {}) if items else {}
+    if not isinstance(price, dict) or not price:
+        return None
+    cycle = STRIPE_INTERVALS.get((price.get("recurring") or {}).get("interval"), subscription.billing_cycle)
+    named = (price.get("metadata") or {}).get("tier") or price.get("lookup_key")
+    if named in SubscriptionTier.values:
+        return named, cycle
+    amount = price.get("unit_amount")
+    if amount is None or (price.get("currency") or "usd") != "usd":
+        return None
+    at_amount = [
+        config.tier
+        for config in TierConfig.objects.filter(is_active=True).exclude(tier=SubscriptionTier.FREE)
+        if usd_to_cents(config.price_for(cycle)) == amount
+    ]
+    if subscription.tier in at_amount:
+        return subscription.tier, cycle
+    return (at_amount[0], cycle) if len(at_amount) == 1 else None
+
+
+def _tier_mirror(subscription: Subscription, stripe_subscription: dict) -> bool:
+    """A price changed on Stripe's side (the dashboard, the portal) moves the subscription to the
+    tier Stripe now bills, from now on: its price, its next periods' credits, its entitlements. Our
+    own changes (an upgrade applied, a downgrade scheduled for the period end) are already here."""
+    billed = _tier_of_price(stripe_subscription, subscription)
+    if billed is None:
+        return False
+    tier, cycle = billed
+    if (tier, cycle) == (subscription.tier, subscription.billing_cycle) or tier == subscription.scheduled_tier:
+        return False
+    config = TierConfig.objects.filter(tier=tier, is_active=True).first()
+    if config is None:
+        return False
+    subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = tier, cycle, ""
+    subscription.base_price_usd = config.price_for(cycle)
+    subscription.monthly_credit_allocation = config.monthly_credit_allocation
+    if subscription.status == Status.ACTIVE and not subscription.paused_at:
+        entitlement_activate(user=subscription.user, tier=tier)
+    return True
+
+
+def _pause_mirror(subscription: Subscription, stripe_subscription: dict) -> str:
+    """Stripe's `paused` (a trial ended without a payment method, or paused by hand): no paid
+    access until it resumes; resumed: the tier's access again."""
+    paused = stripe_subscription.get("status") == "paused"
+    if paused and not subscription.paused_at:
+        subscription.paused_at = timezone.now()
+        entitlement_activate(user=subscription.user, tier=SubscriptionTier.FREE)
+        return "paused"
+    if not paused and subscription.paused_at:
+        subscription.paused_at = None
+        if subscription.status == Status.ACTIVE:
+            entitlement_activate(user=subscription.user, tier=subscription.tier)
+        return "resumed"
+    return ""
+
+
+def _subscription_mirror(row: WebhookEvent) -> dict:
+    """customer.subscription.created / updated / paused / resumed: Stripe's status, cancellation
+    (at period end, or at a date), price (tier) and pause, applied unless a newer event was."""
+    stripe_subscription = event_object(row)
+    subscription = subscription_locked(stripe_subscription["id"])
+    if subscription is None:
+        return _unknown(
+            row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
+        )
+    if not newer_than_applied(subscription, row):
+        skipped = {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
+        event_audit(row, **skipped)
+        return skipped
+    previous = snapshot(subscription)
+    target = STRIPE_STATUSES.get(stripe_subscription.get("status"))
+    if target and target != subscription.status and transition_allowed(subscription.status, target):
+        subscription_transition(
+            subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
+        )
+    tier_changed = _tier_mirror(subscription, stripe_subscription)
+    pause = _pause_mirror(subscription, stripe_subscription)
+    subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
+    subscription.cancel_at = timestamp_of(stripe_subscription.get("cancel_at"))
+    mark_applied(subscription, row)
+    subscription.save()
+    audit_record(
+        action=AuditAction.UPDATE,
+        resource_type=resource_type_of(subscription),
+        resource_id=str(subscription.pk),
+        previous_value=previous,
+        new_value={**snapshot(subscription), "reason": f"Stripe: {row.event_type}", "stripe_event_id": row.event_id},
+    )
+    event_record(
+        row,
+        event_type=row.event_type.removeprefix("customer.").replace(".", "_"),
+        user=subscription.user,
+        plan_code=subscription.tier,
+        customer_id=stripe_subscription.get("customer") or "",
+        subscription_id=subscription.stripe_subscription_id,
+    )
+    return {
+        "action": "subscription_updated",
+        "subscription_id": str(subscription.pk),
+        "subscription_status": subscription.status,
+        "cancel_at_period_end": subscription.cancel_at_period_end,
+        "cancel_at": subscription.cancel_at,
+        "tier": subscription.tier,
+        "tier_changed": tier_changed,
+        "pause": pause,
+    }
+
+
+def _subscription_deleted(row: WebhookEvent) -> dict:
+    stripe_subscription = event_object(row)
+    subscription = subscription_locked(stripe_subscription["id"])
+    if subscription is None:
+        return _unknown(
+            row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
+        )
+    if transition_allowed(subscription.status, Status.CANCELLED):
+        subscription_transition(subscription=subscription, status=Status.CANCELLED, reason="Stripe ended it")
+    mark_applied(subscription, row)
+    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    event_record(
+        row,
+        event_type="subscription_deleted",
+        user=subscription.user,
+        plan_code=subscription.tier,
+        customer_id=stripe_subscription.get("customer") or "",
+        subscription_id=subscription.stripe_subscription_id,
+    )
+    return {"action": "subscription_cancelled", "subscription_id": str(subscription.pk)}
+
+
+def _trial_will_end(row: WebhookEvent) -> dict:
+    """Stripe's own trial ending: our trials are our own (their reminders are ours), so it is noted."""
+    stripe_subscription = event_object(row)
+    subscription = subscription_locked(stripe_subscription["id"])
+    if subscription is None:
+        return _unknown(
+            row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
+        )
+    event_record(
+        row,
+        event_type="subscription_trial_will_end",
+        user=subscription.user,
+        plan_code=subscription.tier,
+        customer_id=stripe_subscription.get("customer") or "",
+        subscription_id=subscription.stripe_subscription_id,
+    )
+    return {"action": "trial_will_end_noted", "subscription_id": str(subscription.pk)}
+
+
+# invoice.finalized / voided / marked_uncollectible of a subscription's invoice
+
+
+def invoice_subscription_id(invoice: dict) -> str | None:
+    """Where the invoice names its subscription: `subscription` before Stripe's 2025 API versions,
+    `parent.subscription_details.subscription` since."""
+    if invoice.get("subscription"):
+        return invoice["subscription"]
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return details.get("subscription")
+
+
+def _is_subscription_price_line(line: dict) -> bool:
+    """The line of the subscription's price (not an invoice item, not a proration): since 2025 its
+    `parent` is `subscription_item_details`; before, its `type` was `subscription`."""
+    parent = line.get("parent") or {}
+    if parent.get("type") == "subscription_item_details":
+        return not (parent.get("subscription_item_details") or {}).get("proration")
+    return line.get("type") == "subscription" and not line.get("proration")
+
+
+def invoice_period(invoice: dict, subscription: Subscription) -> tuple[datetime, datetime]:
+    """The period an invoice pays for: its subscription price line's, else any line that spans time
+    (an invoice item's line starts where it ends). Without one (Stripe's invoice-level period is the
+    period that ended, not the one paid for): the period after the subscription's current one for a
+    renewal, else the current one."""
+    lines = (invoice.get("lines") or {}).get("data") or []
+    for line in sorted(lines, key=lambda line: not _is_subscription_price_line(line)):
+        period = line.get("period") or {}
+        if period.get("end", 0) > period.get("start", 0):
+            return timestamp_of(period["start"]), timestamp_of(period["end"])
+    if invoice.get("billing_reason") == "subscription_cycle":
+        return subscription.current_period_end, period_end(subscription.current_period_end, subscription.billing_cycle)
+    return subscription.current_period_start, subscription.current_period_end
+
+
+def _invoice_metadata(invoice: dict) -> dict:
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return {**(details.get("metadata") or {}), **(invoice.get("metadata") or {})}
+
+
+def _invoice_state(row: WebhookEvent) -> dict:
+    """finalized: the invoice is owed (an open invoice here until paid, so a late payment of an
+    older one restores nothing meanwhile); voided: nothing is owed, its retries stop;
+    marked_uncollectible: Stripe gave up collecting it, its retries stop and a past_due
+    subscription enters its grace period, then suspension, as exhausted retries do."""
+    invoice = event_object(row)
+    stripe_subscription_id = invoice_subscription_id(invoice)
+    subscription = subscription_locked(stripe_subscription_id)
+    if subscription is None:
+        if not stripe_subscription_id:
+            raise Unmatched(f"Invoice {invoice['id']} names no subscription and no payment of ours.")
+        return _unknown(row, stripe_subscription_id=stripe_subscription_id, metadata=_invoice_metadata(invoice))
+    local = BillingInvoice.objects.select_for_update().filter(stripe_invoice_id=invoice["id"]).first()
+    if row.event_type == "invoice.finalized":
+        action = "invoice_finalized"
+        if local is None and invoice.get("amount_due"):
+            local = _open_invoice_record(subscription, invoice)
+    else:
+        status = InvoiceStatus.VOID if row.event_type == "invoice.voided" else InvoiceStatus.UNCOLLECTIBLE
+        action = f"invoice_{status}"
+        if local is not None and local.status != InvoiceStatus.PAID:
+            local.status = status
+            local.save(update_fields=["status", "updated_at"])
+            DunningAttempt.objects.filter(invoice=local, result=DunningResult.SCHEDULED).update(
+                result=DunningResult.CANCELLED, updated_at=timezone.now()
+            )
+        if status == InvoiceStatus.UNCOLLECTIBLE and subscription.status == Status.PAST_DUE:
+            subscription_transition(
+                subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe marked the invoice uncollectible"
+            )
+    mark_applied(subscription, row)
+    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    event_record(
+        row,
+        event_type=action,
+        user=subscription.user,
+        plan_code=subscription.tier,
+        customer_id=invoice.get("customer") or "",
+        subscription_id=subscription.stripe_subscription_id,
+        invoice_id=invoice["id"],
+        currency=invoice.get("currency") or "",
+    )
+    return {
+        "action": action,
+        "invoice_id": str(local.pk) if local else None,
+        "subscription_id": str(subscription.pk),
+        "subscription_status": subscription.status,
+    }
+
+
+def _open_invoice_record(subscription: Subscription, invoice: dict) -> BillingInvoice:
+    period_start, period_end_at = invoice_period(invoice, subscription)
+    return invoice_open_record(
+        subscription=subscription,
+        amount_due_usd=cents_to_usd(invoice.get("amount_due") or 0),
+        period_start=period_start,
+        period_end_at=period_end_at,
+        stripe_invoice_id=invoice["id"],
+    )
+
+
+# What is read from Stripe before an invoice event is processed
+
+
+def invoice_subscription_fetch(data_object: dict) -> dict:
+    """An invoice of a subscription not known here, naming no operation of ours: its subscription as
+    Stripe has it (its metadata names the checkout that created it)."""
+    stripe_subscription_id = invoice_subscription_id(data_object)
+    if (
+        not stripe_active()
+        or not stripe_subscription_id
+        or _invoice_metadata(data_object).get("operation_id")
+        or Subscription.objects.filter(stripe_subscription_id=stripe_subscription_id).exists()
+    ):
+        return {}
+    stripe_subscription = stripe_api.object_read("subscription", stripe_subscription_id)
+    return {stripe_subscription_id: stripe_subscription} if stripe_subscription else {}
+
+
+HANDLERS = {
+    "customer.subscription.created": _subscription_mirror,
+    "customer.subscription.updated": _subscription_mirror,
+    "customer.subscription.paused": _subscription_mirror,
+    "customer.subscription.resumed": _subscription_mirror,
+    "customer.subscription.deleted": _subscription_deleted,
+    "customer.subscription.trial_will_end": _trial_will_end,
+    "invoice.finalized": _invoice_state,
+    "invoice.voided": _invoice_state,
+    "invoice.marked_uncollectible": _invoice_state,
+}
+INVOICE_EVENTS = (
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+    "invoice.finalized",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+)
+FETCHERS = dict.fromkeys(INVOICE_EVENTS, invoice_subscription_fetch)
