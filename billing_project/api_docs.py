@@ -404,6 +404,18 @@ OPERATIONS = {
         "no customer portal and where the invoices are listed.",
     ),
     # Staff: payments
+    "v1_admin_payments_unmatched_list": Doc(
+        "List unmatched Stripe events",
+        f"{_STAFF} Stripe events about an object nothing here is linked to (a subscription, customer or "
+        "checkout not known here), each with the reason. They were acknowledged to Stripe, which will not send "
+        "them again: link the object, then reprocess the event.",
+    ),
+    "v1_admin_payments_unmatched_retrieve": Doc("Get an unmatched Stripe event", _STAFF),
+    "v1_admin_payments_unmatched_reprocess_create": Doc(
+        "Reprocess an unmatched Stripe event",
+        f"{_STAFF} Processes the event again once its object is known (what it needs is read from Stripe "
+        "first); audited. Answers the event as it is now: processed, or still unmatched with the reason.",
+    ),
     "v1_admin_payment_events_list": Doc(
         "List payment events", f"{_STAFF} Every payment event received or recorded, newest first. Read-only."
     ),

@@ -153,6 +153,7 @@ CONSOLE_LISTS = {
     "token_blacklist.outstandingtoken": A,
 }
 CONSOLE_ACTIONS = {
+    ("audit.auditchainhead", "seal_audit_chain"): A,
     ("auth.group", "delete_selected"): A,
     ("auth.user", "grant_credits"): F,
     ("auth.user", "export_personal_data"): A,
