@@ -35,8 +35,13 @@ class SubscriptionsConfig(AppConfig):
         tier_lookup_register(tier_and_subscription_for)
 
         from payments.models import OperationKind
-        from payments.registry import effect_register, event_handler_register
-        from subscriptions.services import billing, lifecycle, webhooks
+        from payments.registry import (
+            PaymentReactions,
+            effect_register,
+            event_handler_register,
+            payment_reactions_register,
+        )
+        from subscriptions.services import billing, lifecycle, refunds, webhooks
 
         # What the payments that subscriptions starts do once Stripe (or the offline provider) settles them.
         effect_register(
@@ -59,6 +64,15 @@ class SubscriptionsConfig(AppConfig):
         )
         effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
+        # A refund or a dispute of a period's payment (an upgrade's prorated charge is only recorded).
+        period_payment = PaymentReactions(
+            refunded_fully=refunds.subscription_payment_refunded,
+            dispute_opened=refunds.subscription_payment_disputed,
+            dispute_won=refunds.subscription_dispute_won,
+            refund_recorded=refunds.subscription_refund_recorded,
+        )
+        for kind in (OperationKind.SUBSCRIPTION_CHECKOUT, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY):
+            payment_reactions_register(kind, period_payment)
         for event_type, handler in webhooks.HANDLERS.items():
             event_handler_register(event_type, handler)
 

@@ -5,6 +5,7 @@ from credits.services.accounts import balance_lock
 from credits.services.grants import (
     GrantResult,
     ReversalResult,
+    allocations_claw_back,
     credit_grant,
     credit_grant_by_staff,
     credits_expire_for_user,
@@ -38,6 +39,7 @@ __all__ = [
     "ReversalResult",
     "UsageEvent",
     "UsageResult",
+    "allocations_claw_back",
     "balance_lock",
     "credit_grant",
     "credit_grant_by_staff",

@@ -1,15 +1,14 @@
 """Subscriptions' Stripe event handlers, registered with the payments inbox (subscriptions.apps):
-renewals and failed payments of Stripe-billed subscriptions, Stripe-side subscription changes, and
-refunds. Events that settle a payment operation (a checkout, a one-off charge) are handled by
-payments before these are tried."""
+renewals and failed payments of Stripe-billed subscriptions, and Stripe-side subscription changes
+(refunds and disputes: payments.services.refunds). Events that settle a payment operation (a checkout,
+a one-off charge) are handled by payments before these are tried."""
 
 import logging
 from datetime import datetime
-from decimal import Decimal
 
-from billing_project.money import cents_to_usd
 from payments.models import WebhookEvent
 from payments.services.inbox import event_object, event_record, timestamp_of
+from payments.services.refunds import invoice_payment_ids
 from subscriptions.models import Subscription, SubscriptionStatus
 from subscriptions.services import billing
 from subscriptions.services.lifecycle import subscription_transition, transition_allowed
@@ -33,8 +32,14 @@ class ProviderStateMissing(Exception):
     retry will find it."""
 
 
-def _usd(cents) -> Decimal:
-    return cents_to_usd(cents or 0)
+def _invoice_payment(invoice: dict) -> dict:
+    """The payment intent and charge of the invoice's InvoicePayment: invoices of the pinned API
+    version carry no `payment_intent` of their own."""
+    ids = invoice_payment_ids(invoice)
+    return {
+        "stripe_payment_intent_id": ids.get("stripe_payment_intent_id") or None,
+        "stripe_charge_id": ids.get("stripe_charge_id") or "",
+    }
 
 
 def _subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
@@ -91,12 +96,13 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
     period_start, period_end_at = _invoice_period(invoice)
     paid = billing.invoice_paid(
         subscription=subscription,
-        amount_paid_usd=_usd(invoice.get("amount_paid")),
+        amount_paid=invoice.get("amount_paid") or 0,
+        currency=invoice.get("currency") or "usd",
         period_start=period_start,
         period_end_at=period_end_at,
         renews=invoice.get("billing_reason") == "subscription_cycle",
         stripe_invoice_id=invoice["id"],
-        stripe_payment_intent_id=invoice.get("payment_intent") or None,
+        **_invoice_payment(invoice),
     )
     _record_invoice_event(row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid"))
     return {
@@ -116,12 +122,13 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
     attempt = invoice.get("attempt_count")
     failed = billing.invoice_payment_failed(
         subscription=subscription,
-        amount_due_usd=_usd(invoice.get("amount_due")),
+        amount_due=invoice.get("amount_due") or 0,
+        currency=invoice.get("currency") or "usd",
         period_start=period_start,
         period_end_at=period_end_at,
         reason=f"Stripe could not collect the invoice (attempt {attempt})" if attempt else "Payment failed",
         stripe_invoice_id=invoice["id"],
-        stripe_payment_intent_id=invoice.get("payment_intent") or None,
+        stripe_payment_intent_id=_invoice_payment(invoice).get("stripe_payment_intent_id"),
     )
     _record_invoice_event(
         row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
@@ -196,32 +203,10 @@ def _subscription_deleted(row: WebhookEvent) -> dict | None:
     return {"action": "subscription_cancelled", "subscription_id": str(subscription.pk)}
 
 
-def _charge_refunded(row: WebhookEvent) -> dict | None:
-    charge = event_object(row)
-    payment_intent = charge.get("payment_intent")
-    refunded_usd = _usd(charge.get("amount_refunded"))
-    payment = payment_intent and billing.payment_refunded(
-        stripe_payment_intent_id=payment_intent, refunded_usd=refunded_usd, charge_id=charge["id"]
-    )
-    if not payment:
-        return None
-    event_record(
-        row,
-        event_type="charge_refunded",
-        user=payment.user,
-        amount=charge.get("amount_refunded"),
-        currency=charge.get("currency") or "",
-        customer_id=charge.get("customer") or "",
-        invoice_id=charge.get("invoice") or "",
-    )
-    return {"action": "refund_recorded", "payment_intent": payment_intent, "amount_refunded": charge["amount_refunded"]}
-
-
 HANDLERS = {
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,
     "customer.subscription.updated": _subscription_updated,
     "customer.subscription.deleted": _subscription_deleted,
-    "charge.refunded": _charge_refunded,
 }
