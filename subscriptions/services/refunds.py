@@ -7,8 +7,8 @@ payments.services.refunds matches the event to the payment and decides when each
   never goes below zero) and, when the period is not over, ends the paid access: the subscription is
   cancelled now (the user is back on the free tier) and Stripe's subscription is cancelled once the
   transaction commits. A full refund of a period already over only claws back its credits.
-- An open dispute suspends the subscription (entitlements drop to the free tier); a dispute won
-  makes a subscription it suspended active again.
+- An open dispute suspends the subscription (through past_due, as the state machine allows:
+  entitlements drop to the free tier); a dispute won makes a suspended subscription active again.
 """
 
 from django.core.exceptions import ValidationError
@@ -82,6 +82,10 @@ def subscription_payment_disputed(*, payment: Payment) -> dict:
     subscription, _ = _paid_for(payment)
     if subscription is None:
         return {"subscription_id": None}
+    if subscription.status == Status.ACTIVE:
+        # The state machine reaches suspended through past_due: the disputed money is withdrawn, so
+        # the subscription is behind on its payment first.
+        subscription_transition(subscription=subscription, status=Status.PAST_DUE, reason=DISPUTE_REASON)
     suspended = transition_allowed(subscription.status, Status.SUSPENDED)
     if suspended:
         subscription_transition(subscription=subscription, status=Status.SUSPENDED, reason=DISPUTE_REASON)
