@@ -1,12 +1,13 @@
-"""Payments in the console: operations (with the stuck ones first to hand), webhook events, payment
-events and customers. All read-only: money moves only through the services."""
+"""Payments in the console: operations (with the stuck ones first to hand), payments received with
+their refunds and disputes, webhook events, payment events and customers. All read-only: money moves
+only through the services."""
 
 from django import forms
 from django.contrib import admin
 
 from audit.admin_base import ReadOnlyModelAdmin
 from billing_project.admin_actions import form_action
-from payments.models import STUCK_STATES, PaymentEvent, PaymentOperation, StripeCustomer, WebhookEvent
+from payments.models import STUCK_STATES, Payment, PaymentEvent, PaymentOperation, StripeCustomer, WebhookEvent
 from payments.services.inbox import webhook_replay
 from payments.services.reconcile import operation_reconcile
 
@@ -83,6 +84,40 @@ class PaymentOperationAdmin(ReadOnlyModelAdmin):
 
     def has_reconcile_permission(self, request):
         return request.user.has_perm("payments.change_paymentoperation")
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "paid_at",
+        "kind",
+        "user",
+        "amount_major",
+        "amount_refunded_major",
+        "currency",
+        "status",
+        "dispute_status",
+    )
+    list_filter = ("status", "dispute_status", "currency", "kind", "provider")
+    list_select_related = ("user",)
+    search_fields = (
+        "=id",
+        "user__email",
+        "=stripe_payment_intent_id",
+        "=stripe_charge_id",
+        "=stripe_invoice_id",
+        "=stripe_checkout_session_id",
+    )
+    date_hierarchy = "paid_at"
+    ordering = ("-paid_at",)
+
+    @admin.display(description="amount")
+    def amount_major(self, obj):
+        return obj.amount_major
+
+    @admin.display(description="refunded")
+    def amount_refunded_major(self, obj):
+        return obj.amount_refunded_major
 
 
 @admin.register(WebhookEvent)

@@ -234,7 +234,7 @@ def _movement(row: WebhookEvent, payment: Payment, *, event_type: str, amount) -
     payment_event_record(
         event_type=event_type,
         user=payment.user,
-        plan_code=payment.kind,
+        plan_code=payment.operation.params.get("plan_code", "") if payment.operation_id else "",
         customer_id=_id(row.payload["data"]["object"].get("customer")),
         invoice_id=payment.stripe_invoice_id,
         amount=amount,

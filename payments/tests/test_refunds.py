@@ -7,10 +7,11 @@ import time
 import pytest
 import stripe as stripe_sdk
 from django.db.models import Sum
+from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
 from billing_project.service_tokens import service_token_issue
-from conftest import bearer
+from conftest import bearer, run_concurrently
 from credits.models import CreditDeductionLedger, UserCreditBalance, UserCreditSource
 from credits.services import pricing_catalog_seed
 from credits.tests.conftest import usage_event
@@ -305,3 +306,30 @@ def test_a_lost_dispute_of_a_subscription_is_a_full_refund(stripe_http, catalog,
         )["total"]
         == 250_000
     )
+
+
+# Concurrent deliveries (PostgreSQL: the payment row is the lock)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_events_about_one_full_refund_move_the_money_once(stripe_http, catalog):
+    license_, payment = license_bought(stripe_http, APIClient(), "buyer@example.com")
+    charge = refunded(payment, payment.amount)
+    events = [
+        ("charge.refunded", charge),
+        ("refund.created", charge["refunds"]["data"][0]),
+        ("charge.refunded", charge),
+        ("refund.updated", charge["refunds"]["data"][0]),
+    ]
+
+    results = run_concurrently(lambda event: post_event(APIClient(), *event), events)
+
+    assert all(not isinstance(result, Exception) for result in results), results
+    assert sorted(result["result"]["action"] for result in results) == ["refund_already_recorded"] * 3 + [
+        "refund_recorded"
+    ]
+    license_.refresh_from_db()
+    payment.refresh_from_db()
+    assert (license_.status, payment.status, payment.amount_refunded) == ("revoked", "refunded", payment.amount)
+    assert movements(payment) == [("refund", payment.amount)]

@@ -189,7 +189,10 @@ def payment_refund_recorded(*, payment: Payment) -> None:
         match |= Q(
             invoice__stripe_invoice_id=payment.stripe_invoice_id, status__in=REFUNDABLE + (PaymentStatus.REFUNDED,)
         )
-    transaction_row = PaymentTransaction.objects.select_for_update().filter(match).order_by("created_at").first()
+    # Only the payment row is locked (its invoice is joined to be found, not to be changed).
+    transaction_row = (
+        PaymentTransaction.objects.select_for_update(of=("self",)).filter(match).order_by("created_at").first()
+    )
     if transaction_row is None:
         return
     _refunded_set(transaction_row, payment.amount_refunded)
