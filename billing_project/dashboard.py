@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing_project.fields import DATE_MAX, DATE_MIN
-from billing_project.money import usd_round
+from billing_project.money import minor_to_major, usd_round
 from coupons.models import CouponAnalyticsSnapshot
 from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
 from credits.services.ledger import days_between
@@ -57,10 +57,19 @@ class RangeForm(forms.Form):
 class Dashboard:
     days: list[date]
     credits_used: list[int]
-    revenue_usd: list[Decimal]
+    revenue_by_currency: dict[str, list[Decimal]]
     gross_margin_usd: list[Decimal]
     coupon_redemptions: list[int]
     active_subscriptions_by_tier: dict[str, int]
+
+    @property
+    def revenue_usd(self) -> list[Decimal]:
+        return self.revenue_by_currency.get("usd") or [Decimal("0.00")] * len(self.days)
+
+    @property
+    def revenue_totals(self) -> dict[str, Decimal]:
+        """Revenue over the range per currency: never added across currencies, never converted."""
+        return {currency: sum(values, Decimal(0)) for currency, values in self.revenue_by_currency.items()}
 
     @property
     def totals(self) -> dict:
@@ -77,6 +86,9 @@ class Dashboard:
             "days": [day.isoformat() for day in self.days],
             "credits_used": self.credits_used,
             "revenue_usd": [str(value) for value in self.revenue_usd],
+            "revenue_by_currency": {
+                currency: [str(value) for value in values] for currency, values in self.revenue_by_currency.items()
+            },
             "gross_margin_usd": [str(value) for value in self.gross_margin_usd],
             "coupon_redemptions": self.coupon_redemptions,
             "active_subscriptions_by_tier": self.active_subscriptions_by_tier,
@@ -96,6 +108,16 @@ def _cents(values: list[Decimal]) -> list[Decimal]:
     return [usd_round(value) for value in values]
 
 
+def _by_currency(rows, days: list[date]) -> dict[str, list[Decimal]]:
+    """Daily revenue in each currency's own unit (minor units summed, then shown exactly)."""
+    minor: dict[str, dict] = {}
+    for row in rows:
+        minor.setdefault(row["currency"], {})[row["day"]] = row["total"] or 0
+    return {
+        currency: [minor_to_major(by_day.get(day, 0), currency) for day in days] for currency, by_day in minor.items()
+    }
+
+
 def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
     """One grouped query per series over the range; days without rows are zero."""
     days = days_between(date_from, date_to)
@@ -109,7 +131,9 @@ def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
             completed_at__lt=_start_of(date_to + timedelta(days=1)),
         )
         .annotate(day=TruncDate("completed_at"))
-        .values("day")
+        .values("day", "currency")
+        .annotate(total=Sum("amount") - Sum("refunded_amount"))
+        .order_by("currency", "day")
     )
     redemptions = CouponAnalyticsSnapshot.objects.filter(
         snapshot_date__gte=date_from, snapshot_date__lte=date_to
@@ -123,9 +147,7 @@ def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
     return Dashboard(
         days=days,
         credits_used=_per_day(credits.annotate(total=Sum("total_deductions")), days, 0),
-        revenue_usd=_cents(
-            _per_day(payments.annotate(total=Sum("amount_usd") - Sum("refunded_amount_usd")), days, Decimal(0))
-        ),
+        revenue_by_currency=_by_currency(payments, days),
         gross_margin_usd=_cents(_per_day(margin.annotate(total=Sum("total_gross_margin")), days, Decimal(0))),
         coupon_redemptions=_per_day(redemptions.annotate(total=Sum("redemptions")), days, 0),
         active_subscriptions_by_tier={row["tier"]: row["count"] for row in tiers},

@@ -111,3 +111,10 @@ def minor_to_major(amount: int, currency: str) -> Decimal:
 def major_to_minor(amount: Exact | str, currency: str) -> int:
     """Integer minor units of an amount in the major unit, rounded half-up (EUR 19.005 -> 1901)."""
     return round_half_up(exact(amount) * 10 ** minor_unit_exponent(currency))
+
+
+def minor_to_text(amount: int, currency: str) -> str:
+    """An amount for JSON: the major unit with at least two decimals, exact (JPY 2900 -> "2900.00",
+    KWD 19005 -> "19.005")."""
+    places = max(2, minor_unit_exponent(currency))
+    return f"{minor_to_major(amount, currency):.{places}f}"

@@ -48,6 +48,7 @@ SUPPORT = {
     "subscriptions.userentitlement": (VIEW,),
     "subscriptions.prorationevent": (VIEW,),
     "payments.paymentoperation": (VIEW,),
+    "payments.payment": (VIEW,),
     "licensing.perpetuallicense": (VIEW, CHANGE),
     "licensing.licenseactivation": (VIEW, CHANGE),
     "licensing.versionupgrade": (VIEW,),

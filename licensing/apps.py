@@ -10,11 +10,20 @@ class LicensingConfig(AppConfig):
         from licensing import services
         from licensing.models import LicenseActivation, PerpetualLicense, VersionUpgrade
         from payments.models import OperationKind
-        from payments.registry import effect_register
+        from payments.registry import PaymentReactions, effect_register, payment_reactions_register
 
         # Paid checkouts of our kinds come back here, from the offline provider or Stripe's webhook.
         effect_register(OperationKind.LICENSE_CHECKOUT, succeeded=services.license_purchase_complete)
         effect_register(OperationKind.LICENSE_UPGRADE_CHECKOUT, succeeded=services.license_upgrade_complete)
+        # A refund or a dispute of a license's payment (an upgrade's payment is only recorded).
+        payment_reactions_register(
+            OperationKind.LICENSE_CHECKOUT,
+            PaymentReactions(
+                refunded_fully=services.license_payment_refunded,
+                dispute_opened=services.license_payment_disputed,
+                dispute_won=services.license_dispute_won,
+            ),
+        )
 
         # Object history for the console; a license key is kept masked in it, as in lists.
         history_track(

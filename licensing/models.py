@@ -39,8 +39,11 @@ class PerpetualLicense(TimestampedModel):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="perpetual_licenses")
     license_key = models.CharField(max_length=29, unique=True, validators=[validate_license_key])
     purchase_price_usd = models.DecimalField(
-        max_digits=10, decimal_places=2, help_text="USD paid; 0 for coupon grants."
+        max_digits=10,
+        decimal_places=2,
+        help_text="Paid, in purchase_currency (named for USD; another currency is never converted); 0 for grants.",
     )
+    purchase_currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217 code, lower case.")
     purchased_version = models.CharField(max_length=32, help_text="App version (PEP 440) the license was bought for.")
     eligible_until_version = models.CharField(
         max_length=32,

@@ -20,7 +20,7 @@ from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
 from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
-from billing_project.money import cents_to_usd, usd_round
+from billing_project.money import minor_to_major, usd_round
 from licensing import keys, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import (
@@ -186,8 +186,20 @@ def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> di
     license_.status = LicenseStatus.ACTIVE
     license_.activated_at = timezone.now()
     license_.checkout_session_id = session_id
-    license_.purchase_price_usd = cents_to_usd(facts.get("amount", operation.amount))
-    license_.save(update_fields=["status", "activated_at", "checkout_session_id", "purchase_price_usd", "updated_at"])
+    currency = (facts.get("currency") or operation.currency).lower()
+    # Named for USD (the contract); another currency's amount is kept as is, never converted.
+    license_.purchase_price_usd = usd_round(minor_to_major(facts.get("amount", operation.amount), currency))
+    license_.purchase_currency = currency
+    license_.save(
+        update_fields=[
+            "status",
+            "activated_at",
+            "checkout_session_id",
+            "purchase_price_usd",
+            "purchase_currency",
+            "updated_at",
+        ]
+    )
     logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
     return {"object_id": str(license_.pk)}
 
@@ -502,7 +514,8 @@ def license_upgrade_complete(*, operation: PaymentOperation, facts: dict) -> dic
     upgrade.status = UpgradeStatus.COMPLETED
     upgrade.purchased_at = timezone.now()
     upgrade.checkout_session_id = facts.get("session_id") or operation.stripe_checkout_session_id
-    upgrade.upgrade_price_usd = cents_to_usd(facts.get("amount", operation.amount))
+    paid, currency = facts.get("amount", operation.amount), facts.get("currency") or operation.currency
+    upgrade.upgrade_price_usd = usd_round(minor_to_major(paid, currency))
     upgrade.save(update_fields=["status", "purchased_at", "checkout_session_id", "upgrade_price_usd", "updated_at"])
     eligible_until = versions.eligible_until_for(upgrade.to_version)
     if not versions.version_covered(eligible_until_version=license_.eligible_until_version, version=eligible_until):
@@ -584,3 +597,46 @@ def license_revoke(*, license_id, actor, reason: str) -> PerpetualLicense:
         actor=actor,
     )
     return license_
+
+
+# Refunds and disputes of a license's payment (registered with payments.registry; payments matches
+# the event to the payment): a full refund or a lost dispute revokes the license, an open dispute
+# suspends it, a won dispute reactivates a license its dispute suspended.
+
+REFUNDED_REASON = "Its payment was refunded in full"
+DISPUTED_REASON = "Its payment is disputed"
+
+
+def _license_paid_by(payment) -> PerpetualLicense | None:
+    try:
+        return PerpetualLicense.objects.filter(pk=payment.object_id).first() if payment.object_id else None
+    except ValidationError:  # not a license id: nothing of ours
+        return None
+
+
+def license_payment_refunded(*, payment) -> dict:
+    license_ = _license_paid_by(payment)
+    if license_ is None or license_.status == LicenseStatus.REVOKED:
+        return {"license_id": str(license_.pk) if license_ else None, "revoked": False}
+    license_revoke(license_id=license_.pk, actor=None, reason=REFUNDED_REASON)
+    return {"license_id": str(license_.pk), "revoked": True}
+
+
+def license_payment_disputed(*, payment) -> dict:
+    license_ = _license_paid_by(payment)
+    suspended = license_ is not None and license_.status == LicenseStatus.ACTIVE
+    if suspended:
+        license_suspend(license_id=license_.pk, actor=None, reason=DISPUTED_REASON)
+    return {"license_id": str(license_.pk) if license_ else None, "suspended": suspended}
+
+
+def license_dispute_won(*, payment) -> dict:
+    license_ = _license_paid_by(payment)
+    restored = (
+        license_ is not None
+        and license_.status == LicenseStatus.SUSPENDED
+        and license_.status_reason == DISPUTED_REASON
+    )
+    if restored:
+        license_reactivate(license_id=license_.pk, actor=None, reason="The dispute of its payment was won")
+    return {"license_id": str(license_.pk) if license_ else None, "restored": restored}

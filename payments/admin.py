@@ -1,5 +1,6 @@
-"""Payments in the console: operations (with the stuck ones first to hand), webhook events, payment
-events and customers. All read-only: money moves only through the services."""
+"""Payments in the console: operations (with the stuck ones first to hand), payments received with
+their refunds and disputes, webhook events, payment events and customers. All read-only: money moves
+only through the services."""
 
 from django import forms
 from django.contrib import admin
@@ -9,6 +10,7 @@ from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import form_action
 from payments.models import (
     STUCK_STATES,
+    Payment,
     PaymentEvent,
     PaymentOperation,
     StripeCustomer,
@@ -104,6 +106,40 @@ class UnmatchedFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(status=WebhookStatus.UNMATCHED)
         return queryset
+
+
+@admin.register(Payment)
+class PaymentAdmin(CsvExportMixin, ReadOnlyModelAdmin):
+    list_display = (
+        "paid_at",
+        "kind",
+        "user",
+        "amount_major",
+        "amount_refunded_major",
+        "currency",
+        "status",
+        "dispute_status",
+    )
+    list_filter = ("status", "dispute_status", "currency", "kind", "provider")
+    list_select_related = ("user",)
+    search_fields = (
+        "=id",
+        "user__email",
+        "=stripe_payment_intent_id",
+        "=stripe_charge_id",
+        "=stripe_invoice_id",
+        "=stripe_checkout_session_id",
+    )
+    date_hierarchy = "paid_at"
+    ordering = ("-paid_at",)
+
+    @admin.display(description="amount")
+    def amount_major(self, obj):
+        return obj.amount_major
+
+    @admin.display(description="refunded")
+    def amount_refunded_major(self, obj):
+        return obj.amount_refunded_major
 
 
 @admin.register(WebhookEvent)

@@ -7,16 +7,19 @@ class PaymentsConfig(AppConfig):
 
     def ready(self):
         from audit.history import history_track
-        from payments.models import PaymentOperation, StripeCustomer
+        from payments.models import Payment, PaymentOperation, StripeCustomer
         from payments.registry import event_fetcher_register, event_handler_register
+        from payments.services import refunds
         from payments.services.handlers import FETCHERS, HANDLERS
 
         # First in line for their event types: an event about an operation's checkout or invoice
         # settles that operation; the apps above register theirs after (INSTALLED_APPS order).
         for event_type, handler in HANDLERS.items():
             event_handler_register(event_type, handler)
+        for event_type, handler in refunds.HANDLERS.items():
+            event_handler_register(event_type, handler)
         for event_type, fetcher in FETCHERS.items():
             event_fetcher_register(event_type, fetcher)
         # WebhookEvent and PaymentEvent are their own records and are not tracked.
-        for model in (PaymentOperation, StripeCustomer):
+        for model in (Payment, PaymentOperation, StripeCustomer):
             history_track(model)

@@ -5,11 +5,11 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from audit.models import AppendOnlyModel
 from billing_project.models import TimestampedModel, choices_check
-from billing_project.money import cents_to_usd
+from billing_project.money import minor_to_major
 
 
 class WebhookProvider(models.TextChoices):
@@ -98,8 +98,10 @@ class PaymentEvent(AppendOnlyModel):
     customer_id = models.CharField(max_length=255, blank=True)
     invoice_id = models.CharField(max_length=255, blank=True)
     subscription_id = models.CharField(max_length=255, blank=True)
-    amount = models.BigIntegerField(null=True, blank=True, help_text="Integer cents, as the provider reports it.")
-    currency = models.CharField(max_length=3, blank=True)
+    amount = models.BigIntegerField(
+        null=True, blank=True, help_text="In the currency's minor units (cents, yen, fils), as the provider reports it."
+    )
+    currency = models.CharField(max_length=3, blank=True, help_text="ISO 4217 code, lower case (usd, eur, jpy).")
     metadata = models.JSONField(default=dict, blank=True)
     webhook_event = models.ForeignKey(
         WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
@@ -204,8 +206,8 @@ class PaymentOperation(TimestampedModel):
     natural_key = models.CharField(
         max_length=200, unique=True, help_text="Opening the same operation twice finds this row instead."
     )
-    amount = models.BigIntegerField(default=0, help_text="In the currency's minor units (cents).")
-    currency = models.CharField(max_length=3, default="usd")
+    amount = models.BigIntegerField(default=0, help_text="In the currency's minor units (cents, yen, fils).")
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217 code, lower case.")
     description = models.CharField(max_length=255, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="What the provider steps and the effect need.")
     stripe_customer_id = models.CharField(max_length=255, blank=True)
@@ -254,7 +256,96 @@ class PaymentOperation(TimestampedModel):
 
     @property
     def amount_decimal(self) -> Decimal:
-        return cents_to_usd(self.amount)
+        """The amount in the currency's major unit (USD 19.00, JPY 2900, KWD 19.005)."""
+        return minor_to_major(self.amount, self.currency)
 
     def idempotency_key(self, step: str) -> str:
         return f"op_{self.pk}:{step}"
+
+
+class PaymentStatus(models.TextChoices):
+    SUCCEEDED = "succeeded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class DisputeStatus(models.TextChoices):
+    NONE = "", "No dispute"
+    OPEN = "open", "Open (access suspended)"
+    WON = "won", "Won (access restored)"
+    LOST = "lost", "Lost (treated as a full refund)"
+
+
+class Payment(TimestampedModel):
+    """Money a customer paid: one row per provider payment (a paid checkout, a paid invoice), what
+    refunds and disputes are matched to, by charge, payment intent or invoice.
+
+    Invariants: amounts are in the minor units of `currency`; 0 <= amount_refunded <= amount and the
+    refunded amount only grows (an older event reporting less changes nothing); at most one row per
+    payment intent, charge, invoice and checkout session. `kind` and `object_id` say what the money
+    bought (the operation kind; the subscription, license or invoice its effect made), which is how
+    the owning app's reaction to a refund or a dispute is found (payments.registry)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payments_received"
+    )
+    kind = models.CharField(max_length=32, choices=OperationKind.choices, help_text="What the money paid for.")
+    object_id = models.CharField(
+        max_length=64, blank=True, help_text="What the payment's effect made or renewed (subscription, license...)."
+    )
+    operation = models.ForeignKey(
+        PaymentOperation, null=True, blank=True, on_delete=models.SET_NULL, related_name="payments"
+    )
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
+    amount = models.BigIntegerField(help_text="Paid, in the currency's minor units (cents, yen, fils).")
+    amount_refunded = models.BigIntegerField(default=0, help_text="Refunded so far, in the same minor units.")
+    currency = models.CharField(max_length=3, help_text="ISO 4217 code, lower case.")
+    status = models.CharField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.SUCCEEDED)
+    dispute_status = models.CharField(max_length=8, choices=DisputeStatus.choices, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
+    stripe_charge_id = models.CharField(max_length=255, blank=True)
+    stripe_invoice_id = models.CharField(max_length=255, blank=True)
+    stripe_checkout_session_id = models.CharField(max_length=255, blank=True)
+    refunds = models.JSONField(
+        default=dict, blank=True, help_text="Each provider refund seen: {refund id: {amount, status}}."
+    )
+    disputes = models.JSONField(default=dict, blank=True, help_text="Each provider dispute seen: {dispute id: status}.")
+    paid_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            choices_check("kind", OperationKind),
+            choices_check("provider", WebhookProvider),
+            choices_check("status", PaymentStatus),
+            choices_check("dispute_status", DisputeStatus),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0) & Q(amount_refunded__gte=0) & Q(amount_refunded__lte=F("amount")),
+                name="payment_received_amounts_valid",
+            ),
+            *(
+                models.UniqueConstraint(
+                    fields=[name], condition=~Q(**{name: ""}), name=f"payment_received_unique_{short}"
+                )
+                for name, short in (
+                    ("stripe_payment_intent_id", "intent"),
+                    ("stripe_charge_id", "charge"),
+                    ("stripe_invoice_id", "invoice"),
+                    ("stripe_checkout_session_id", "session"),
+                )
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["paid_at", "currency"], name="payment_received_time_idx"),
+            models.Index(fields=["user", "paid_at"], name="payment_received_user_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.amount_major} {self.currency} ({self.status})"
+
+    @property
+    def amount_major(self) -> Decimal:
+        return minor_to_major(self.amount, self.currency)
+
+    @property
+    def amount_refunded_major(self) -> Decimal:
+        return minor_to_major(self.amount_refunded, self.currency)

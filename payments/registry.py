@@ -68,3 +68,27 @@ def event_fetcher_register(event_type: str, fetcher: Callable[[dict], dict]) -> 
 
 def event_fetchers(event_type: str) -> list[Callable]:
     return _event_fetchers.get(event_type, [])
+
+
+@dataclass(frozen=True)
+class PaymentReactions:
+    """Each takes `(*, payment)` and runs in the transaction that records the refund or dispute.
+    `refunded_fully` is called once, when the payment becomes fully refunded or its dispute is lost;
+    `refund_recorded` on every growth of the refunded amount (keeping the owner's own records in step)."""
+
+    refunded_fully: Callable[..., dict]
+    dispute_opened: Callable[..., dict]
+    dispute_won: Callable[..., dict]
+    refund_recorded: Callable[..., None] | None = None
+
+
+_payment_reactions: dict[str, PaymentReactions] = {}
+
+
+def payment_reactions_register(kind: str, reactions: PaymentReactions) -> None:
+    _payment_reactions[kind] = reactions
+
+
+def payment_reactions_of(kind: str) -> PaymentReactions | None:
+    """None for a kind whose refunds and disputes are only recorded."""
+    return _payment_reactions.get(kind)

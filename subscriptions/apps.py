@@ -30,8 +30,14 @@ class SubscriptionsConfig(AppConfig):
             history_track(model)
 
         from payments.models import OperationKind
-        from payments.registry import effect_register, event_fetcher_register, event_handler_register
-        from subscriptions.services import billing, lifecycle, stripe_events, webhooks
+        from payments.registry import (
+            PaymentReactions,
+            effect_register,
+            event_fetcher_register,
+            event_handler_register,
+            payment_reactions_register,
+        )
+        from subscriptions.services import billing, lifecycle, refunds, stripe_events, webhooks
 
         # What the payments that subscriptions starts do once Stripe (or the offline provider) settles them.
         effect_register(
@@ -54,6 +60,15 @@ class SubscriptionsConfig(AppConfig):
         )
         effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
+        # A refund or a dispute of a period's payment (an upgrade's prorated charge is only recorded).
+        period_payment = PaymentReactions(
+            refunded_fully=refunds.subscription_payment_refunded,
+            dispute_opened=refunds.subscription_payment_disputed,
+            dispute_won=refunds.subscription_dispute_won,
+            refund_recorded=refunds.subscription_refund_recorded,
+        )
+        for kind in (OperationKind.SUBSCRIPTION_CHECKOUT, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY):
+            payment_reactions_register(kind, period_payment)
         for handlers in (webhooks.HANDLERS, stripe_events.HANDLERS):
             for event_type, handler in handlers.items():
                 event_handler_register(event_type, handler)

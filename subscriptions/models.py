@@ -179,11 +179,16 @@ class BillingInvoice(TimestampedModel):
     subscription = models.ForeignKey(
         Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="invoices"
     )
+    # The `_usd` amounts are the contract's names: exact for a USD invoice; for another currency they
+    # hold that currency's amount to two places (never converted), and the exact amounts are the
+    # minor-unit fields beside them.
     subtotal_usd = models.DecimalField(**MONEY, default=0)
     discount_usd = models.DecimalField(**MONEY, default=0)
-    amount_due_usd = models.DecimalField(**MONEY, help_text="USD due after discounts.")
-    amount_paid_usd = models.DecimalField(**MONEY, default=0)
-    currency = models.CharField(max_length=3, default="usd")
+    amount_due_usd = models.DecimalField(**MONEY, help_text="Due after discounts (USD; see amount_due).")
+    amount_paid_usd = models.DecimalField(**MONEY, default=0, help_text="Paid (USD; see amount_paid).")
+    amount_due = models.BigIntegerField(default=0, help_text="Due after discounts, in the minor units of currency.")
+    amount_paid = models.BigIntegerField(default=0, help_text="Paid, in the minor units of currency.")
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217 code, lower case.")
     status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.OPEN)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
@@ -204,6 +209,9 @@ class BillingInvoice(TimestampedModel):
             models.CheckConstraint(
                 condition=Q(amount_due_usd__gte=0) & Q(amount_paid_usd__gte=0) & Q(discount_usd__gte=0),
                 name="invoice_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_due__gte=0) & Q(amount_paid__gte=0), name="invoice_minor_amounts_not_negative"
             ),
         ]
         indexes = [
@@ -226,9 +234,11 @@ class PaymentTransaction(TimestampedModel):
     subscription = models.ForeignKey(
         Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="payments"
     )
-    amount_usd = models.DecimalField(**MONEY)
-    refunded_amount_usd = models.DecimalField(**MONEY, default=0)
-    currency = models.CharField(max_length=3, default="usd")
+    amount_usd = models.DecimalField(**MONEY, help_text="USD; for another currency its amount to two places.")
+    refunded_amount_usd = models.DecimalField(**MONEY, default=0, help_text="As amount_usd.")
+    amount = models.BigIntegerField(default=0, help_text="In the minor units of currency (cents, yen, fils).")
+    refunded_amount = models.BigIntegerField(default=0, help_text="Refunded so far, in the same minor units.")
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217 code, lower case.")
     status = models.CharField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING)
     payment_method_type = models.CharField(max_length=32, blank=True)
     stripe_payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
@@ -244,6 +254,10 @@ class PaymentTransaction(TimestampedModel):
                 & Q(refunded_amount_usd__gte=0)
                 & Q(refunded_amount_usd__lte=F("amount_usd")),
                 name="payment_amounts_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(refunded_amount__gte=0) & Q(refunded_amount__lte=F("amount")),
+                name="payment_minor_amounts_valid",
             ),
         ]
         indexes = [

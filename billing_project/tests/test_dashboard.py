@@ -27,16 +27,18 @@ def history():
         TokenUsageDailySummary.objects.create(user=user, summary_date=day, total_gross_margin=Decimal(margin))
     at_noon = timezone.make_aware(datetime(2026, 3, 2, 12))
     PaymentTransaction.objects.create(
-        user=user, amount_usd=Decimal("19.00"), status=PaymentStatus.SUCCEEDED, completed_at=at_noon
+        user=user, amount_usd=Decimal("19.00"), amount=1900, status=PaymentStatus.SUCCEEDED, completed_at=at_noon
     )
     PaymentTransaction.objects.create(
         user=user,
         amount_usd=Decimal("49.00"),
+        amount=4900,
         refunded_amount_usd=Decimal("9.00"),
+        refunded_amount=900,
         status=PaymentStatus.PARTIALLY_REFUNDED,
         completed_at=at_noon,
     )
-    PaymentTransaction.objects.create(user=user, amount_usd=Decimal("99.00"), status=PaymentStatus.FAILED)
+    PaymentTransaction.objects.create(user=user, amount_usd=Decimal("99.00"), amount=9900, status=PaymentStatus.FAILED)
     CouponAnalyticsSnapshotFactory(snapshot_date=DAY_ONE, redemptions=3)
     SubscriptionFactory(tier="pro")
     SubscriptionFactory(tier="pro")
@@ -117,3 +119,32 @@ def test_the_chart_library_is_served_from_the_projects_static_files():
 
     assert finders.find("vendor/uplot/uPlot.iife.min.js")
     assert finders.find("billing/dashboard.js")
+
+
+def test_revenue_is_grouped_by_currency_and_never_converted(admin_client, history):
+    # given payments in euros, yen and dinars (three decimals) beside the dollars
+    user = UserFactory()
+    at_noon = timezone.make_aware(datetime(2026, 3, 1, 12))
+    for amount, currency in ((1900, "eur"), (2900, "jpy"), (19005, "kwd"), (100, "kwd")):
+        PaymentTransaction.objects.create(
+            user=user,
+            amount_usd=Decimal("0.00"),
+            amount=amount,
+            currency=currency,
+            status=PaymentStatus.SUCCEEDED,
+            completed_at=at_noon,
+        )
+
+    response = admin_client.get(DASHBOARD, {"date_from": "2026-03-01", "date_to": "2026-03-02"})
+
+    data = _chart_data(response)
+    assert data["revenue_by_currency"] == {
+        "eur": ["19.00", "0.00"],
+        "jpy": ["2900", "0"],
+        "kwd": ["19.105", "0.000"],
+        "usd": ["0.00", "59.00"],
+    }
+    assert data["revenue_usd"] == ["0.00", "59.00"]
+    content = response.content.decode()
+    assert '<td data-total="revenue_kwd">19.105</td>' in content
+    assert '<td data-total="revenue_jpy">2900</td>' in content

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 import schemathesis
+from django.db import transaction
 from django.test import override_settings
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import GenerationMode
@@ -120,6 +121,16 @@ class LinkedWorkflow(schema.as_state_machine()):
     """Sequences of calls that follow the schema's links, each call made as its kind of caller."""
 
     credentials: dict = {}
+
+    def setup(self):
+        # Each workflow starts from the same database: what one example created (a coupon, a hold)
+        # is rolled back, so a replayed example meets the state its first run met.
+        self._workflow_atomic = transaction.atomic()
+        self._workflow_atomic.__enter__()
+
+    def teardown(self):
+        transaction.set_rollback(True)
+        self._workflow_atomic.__exit__(None, None, None)
 
     def get_call_kwargs(self, case):
         token = _token_for(case.path, self.credentials)

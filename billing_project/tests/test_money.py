@@ -73,3 +73,48 @@ def test_quantize_half_up_is_within_half_a_place(value):
     stored = money.quantize_half_up(value, places)
 
     assert abs(Fraction(stored) - value) <= Fraction(1, 2 * 10**10)
+
+
+# Minor units per currency
+
+CURRENCIES = st.sampled_from(["usd", "eur", "EUR", "jpy", "krw", "clp", "kwd", "bhd", "tnd"])
+EXPONENTS = {"usd": 2, "eur": 2, "jpy": 0, "krw": 0, "clp": 0, "kwd": 3, "bhd": 3, "tnd": 3}
+
+
+def _half_away_from_zero(value: Fraction) -> int:
+    magnitude = abs(value)
+    whole = magnitude.numerator // magnitude.denominator
+    rounded = whole + 1 if magnitude - whole >= Fraction(1, 2) else whole
+    return rounded if value >= 0 else -rounded
+
+
+@given(amount=st.integers(min_value=-(10**15), max_value=10**15), currency=CURRENCIES)
+def test_minor_units_convert_to_the_exact_major_amount_and_back(amount, currency):
+    exponent = EXPONENTS[currency.lower()]
+    major = money.minor_to_major(amount, currency)
+
+    assert Fraction(major) == Fraction(amount, 10**exponent)
+    assert major.as_tuple().exponent == -exponent  # written to its minor unit: USD 19.00, JPY 2900
+    assert money.major_to_minor(major, currency) == amount
+    assert Fraction(money.minor_to_text(amount, currency)) == Fraction(amount, 10**exponent)
+
+
+@given(value=RATIONALS, currency=CURRENCIES)
+def test_major_to_minor_rounds_half_away_from_zero_like_the_fraction_reference(value, currency):
+    exponent = EXPONENTS[currency.lower()]
+
+    assert money.major_to_minor(value, currency) == _half_away_from_zero(value * 10**exponent)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "major", "text"),
+    [
+        (1900, "eur", Decimal("19.00"), "19.00"),
+        (2900, "jpy", Decimal("2900"), "2900.00"),
+        (19005, "kwd", Decimal("19.005"), "19.005"),
+        (5, "kwd", Decimal("0.005"), "0.005"),
+    ],
+)
+def test_the_issue_s_amounts_are_exact(amount, currency, major, text):
+    assert (money.minor_to_major(amount, currency), money.minor_to_text(amount, currency)) == (major, text)
+    assert str(money.minor_to_major(amount, currency)) == str(major)

@@ -140,6 +140,7 @@ CONSOLE_LISTS = {
     "otp_totp.totpdevice": A,
     "payments.paymentevent": F,
     "payments.paymentoperation": S,
+    "payments.payment": S,
     "payments.stripecustomer": F,
     "payments.webhookevent": F,
     "subscriptions.billinginvoice": S,

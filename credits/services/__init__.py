@@ -5,6 +5,7 @@ from credits.services.accounts import account_tier_set
 from credits.services.grants import (
     GrantResult,
     ReversalResult,
+    allocations_claw_back,
     credit_grant,
     credit_grant_by_staff,
     credits_expire_for_user,
@@ -39,6 +40,7 @@ __all__ = [
     "UsageEvent",
     "UsageResult",
     "account_tier_set",
+    "allocations_claw_back",
     "credit_grant",
     "credit_grant_by_staff",
     "credits_expire_for_user",

@@ -160,6 +160,15 @@ class LockedAccount:
         self._balance_fields.update(LAST_DEDUCTION_FIELDS)
         return deduction
 
+    def take_grants(self, grant_ids: set, *, reason: str, **ledger_fields) -> CreditDeductionLedger | None:
+        """Takes everything left of the given grants (credits given for something since taken back):
+        one ledger row, or None when nothing is left of them. Credits already spent stay spent."""
+        taken = [grant for grant in self.grants if grant.pk in grant_ids and grant.remaining]
+        amount = sum(grant.remaining for grant in taken)
+        if not amount:
+            return None
+        return self._write_deduction(amount=amount, reason=reason, paid_by=taken, **ledger_fields)
+
     def _write_deduction(self, *, amount: int, reason: str, paid_by, **ledger_fields) -> CreditDeductionLedger:
         before = self.balance.amount
         deduction = CreditDeductionLedger(

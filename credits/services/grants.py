@@ -190,3 +190,30 @@ def users_with_overdue_grants(*, now: datetime):
         .values_list("user_id", flat=True)
         .distinct()
     )
+
+
+@transaction.atomic
+def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscription=None) -> int:
+    """Takes back what is left of the credits of these allocations (a period whose payment was
+    refunded): one `admin_adjustment` ledger row, drawn from exactly their grants, through the locked
+    account. Spent credits stay spent, so the balance never goes below zero. Returns the credits taken."""
+    account = LockedAccount.open(user_id=user_id, now=timezone.now())
+    if account is None:
+        return 0
+    # Read under the balance lock: which of the user's grants came from these allocations.
+    grant_ids = set(
+        UserCreditSource.objects.filter(user_id=user_id, allocation_id__in=allocation_ids).values_list("pk", flat=True)
+    )
+    deduction = account.take_grants(
+        grant_ids, reason=DeductionReason.ADMIN_ADJUSTMENT, subscription_id=getattr(subscription, "pk", None)
+    )
+    account.flush()
+    if deduction is None:
+        return 0
+    audit_record(
+        action=AuditAction.UPDATE,
+        resource_type=resource_type_of(deduction),
+        resource_id=str(deduction.pk),
+        new_value={"clawed_back": deduction.amount, "balance_after": deduction.balance_after, "reason": reason},
+    )
+    return deduction.amount

@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from billing_project.money import cents_to_usd, minor_to_major
+from billing_project.money import minor_to_major
 from payments import stripe_api
 from payments.models import (
     CHECKOUT_KINDS,
@@ -155,7 +155,8 @@ def _checkout_operation(row: WebhookEvent, session: dict, *, open_missing: bool)
         kind=kind,
         user=user,
         subject=user,
-        amount_usd=cents_to_usd(session.get("amount_total") or 0),
+        amount_usd=minor_to_major(session.get("amount_total") or 0, session.get("currency") or "usd"),
+        currency=session.get("currency") or "usd",
         params={"metadata": metadata, "plan_code": metadata.get("tier", metadata["kind"])},
         natural_key=f"checkout:{session['id']}",
         stripe_customer_id=_id_of(session.get("customer")),

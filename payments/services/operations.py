@@ -35,7 +35,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import Conflict
 from billing_project.metrics import PAYMENT_OPERATIONS
-from billing_project.money import usd_to_cents
+from billing_project.money import major_to_minor
 from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
@@ -53,6 +53,7 @@ from payments.models import (
 from payments.registry import EffectNotApplicable, effect_of
 from payments.services.customers import customer_ensure, customer_record
 from payments.services.events import payment_event_record
+from payments.services.refunds import payment_record
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,15 @@ def operation_open(
     user,
     subject,
     amount_usd,
+    currency: str = "usd",
     description: str = "",
     params: dict | None = None,
     natural_key: str | None = None,
     stripe_customer_id: str = "",
 ) -> PaymentOperation:
     """Records an operation in the caller's transaction (nothing is asked of the provider here).
-    `natural_key` makes opening the same operation twice return the first row."""
+    `amount_usd` is in the major unit of `currency` (USD unless said otherwise); the row keeps minor
+    units. `natural_key` makes opening the same operation twice return the first row."""
     operation, _ = PaymentOperation.objects.get_or_create(
         natural_key=natural_key or f"{kind}:{uuid.uuid4()}",
         defaults={
@@ -125,7 +128,8 @@ def operation_open(
             "user": user,
             "subject_type": resource_type_of(subject),
             "subject_id": str(subject.pk),
-            "amount": usd_to_cents(amount_usd),
+            "amount": major_to_minor(amount_usd, currency),
+            "currency": currency.lower(),
             "description": description[:255],
             "params": to_json(params or {}),
             "stripe_customer_id": stripe_customer_id,
@@ -575,6 +579,21 @@ def _succeed(operation: PaymentOperation, facts: dict) -> None:
     operation.last_error = ""
     operation.settled_at = timezone.now()
     operation.save()
+    amount = facts.get("amount", operation.amount)
+    if operation.kind in (*CHECKOUT_KINDS, *CHARGE_KINDS) and amount:
+        # The money that arrived, as the row a refund or a dispute of it is matched to.
+        payment_record(
+            kind=operation.kind,
+            user=operation.user,
+            amount=amount,
+            currency=facts.get("currency") or operation.currency,
+            provider=operation.provider,
+            object_id=(result or {}).get("object_id", ""),
+            operation=operation,
+            stripe_payment_intent_id=operation.stripe_payment_intent_id,
+            stripe_invoice_id=operation.stripe_invoice_id,
+            stripe_checkout_session_id=operation.stripe_checkout_session_id,
+        )
     if operation.kind in PAYMENT_EVENT_TYPES:
         payment_event_record(
             event_type=PAYMENT_EVENT_TYPES[operation.kind],
@@ -583,7 +602,7 @@ def _succeed(operation: PaymentOperation, facts: dict) -> None:
             customer_id=operation.stripe_customer_id,
             invoice_id=operation.stripe_invoice_id,
             subscription_id=facts.get("subscription_id", ""),
-            amount=facts.get("amount", operation.amount),
+            amount=amount,
             currency=facts.get("currency") or operation.currency,
             metadata={
                 **operation.params.get("metadata", {}),

@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from billing_project.money import usd_to_cents
 from billing_project.service_tokens import service_token_issue
 from conftest import access_token_for, bearer, role_grant, run_concurrently
 from coupons.models import CouponRedemption, RedemptionStatus
@@ -150,7 +151,7 @@ def _renewal_failed(subscription, stripe_invoice_id):
         locked = subscription_lock(subscription.pk)
         invoice_payment_failed(
             subscription=locked,
-            amount_due_usd=locked.base_price_usd,
+            amount_due=usd_to_cents(locked.base_price_usd),
             period_start=locked.current_period_end,
             period_end_at=locked.current_period_end + timedelta(days=30),
             reason="Your card was declined.",

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from billing_project.enums import BillingCycle, SubscriptionTier
+from billing_project.money import minor_to_text
 from payments.api.serializers import CheckoutOutput, OperationStateOutput
 from subscriptions.models import BillingInvoice, ProrationEvent, Subscription, SubscriptionStatus, TierConfig
 
@@ -158,6 +159,14 @@ class EntitlementsOutput(serializers.Serializer):
 
 
 class InvoiceOutput(serializers.ModelSerializer):
+    """`*_usd` are the contract's fields, exact for a USD invoice (another currency's amount to two
+    places, never converted); `*_in_currency` are exact in `currency` and `*_minor` in its minor units."""
+
+    amount_due_minor = serializers.IntegerField(source="amount_due")
+    amount_paid_minor = serializers.IntegerField(source="amount_paid")
+    amount_due_in_currency = serializers.SerializerMethodField()
+    amount_paid_in_currency = serializers.SerializerMethodField()
+
     class Meta:
         model = BillingInvoice
         fields = [
@@ -167,6 +176,10 @@ class InvoiceOutput(serializers.ModelSerializer):
             "discount_usd",
             "amount_due_usd",
             "amount_paid_usd",
+            "amount_due_minor",
+            "amount_paid_minor",
+            "amount_due_in_currency",
+            "amount_paid_in_currency",
             "currency",
             "period_start",
             "period_end",
@@ -177,3 +190,9 @@ class InvoiceOutput(serializers.ModelSerializer):
             "paid_at",
             "created_at",
         ]
+
+    def get_amount_due_in_currency(self, invoice: BillingInvoice) -> str:
+        return minor_to_text(invoice.amount_due, invoice.currency)
+
+    def get_amount_paid_in_currency(self, invoice: BillingInvoice) -> str:
+        return minor_to_text(invoice.amount_paid, invoice.currency)

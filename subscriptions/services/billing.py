@@ -22,10 +22,10 @@ from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.enums import SubscriptionTier
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.jobs import items_run
-from billing_project.money import cents_to_usd
+from billing_project.money import major_to_minor, minor_to_major, usd_round, usd_to_cents
 from billing_project.transactions import conflict_retrying
 from payments import stripe_api
-from payments.models import OperationEffect, OperationKind, OperationState, PaymentOperation
+from payments.models import OperationEffect, OperationKind, OperationState, Payment, PaymentOperation, WebhookProvider
 from payments.registry import EffectNotApplicable
 from payments.services.operations import (
     OperationInProgress,
@@ -34,6 +34,7 @@ from payments.services.operations import (
     operation_unfinished_for,
     stripe_active,
 )
+from payments.services.refunds import payment_record
 from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     BillingInvoice,
@@ -64,6 +65,9 @@ Status = SubscriptionStatus
 RETRIES_BY_STRIPE = "stripe"
 RESTORABLE = (Status.PAST_DUE, Status.GRACE_PERIOD, Status.SUSPENDED)
 ROLLS_OVER_CANCELLED = (Status.ACTIVE, *RESTORABLE)
+
+
+REFUNDABLE = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 
 # Payments of a subscription's invoices
@@ -99,16 +103,21 @@ def _other_invoice_unpaid(subscription: Subscription, invoice: BillingInvoice) -
 def invoice_paid(
     *,
     subscription: Subscription,
-    amount_paid_usd: Decimal,
+    amount_paid: int,
+    currency: str,
     period_start: datetime,
     period_end_at: datetime,
     renews: bool,
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
+    stripe_charge_id: str = "",
 ) -> BillingInvoice:
+    """A subscription invoice Stripe was paid (`amount_paid` in the minor units of `currency`): the
+    invoice, its payment and the payment row a refund is matched to, then what the payment does."""
     invoice = invoice_paid_record(
         subscription=subscription,
-        amount_usd=amount_paid_usd,
+        amount=amount_paid,
+        currency=currency,
         period_start=period_start,
         period_end_at=period_end_at,
         description="Renewal" if renews else "Subscription payment",
@@ -117,6 +126,18 @@ def invoice_paid(
     )
     if stripe_payment_intent_id:
         _payment_intent_attach(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    if amount_paid and (stripe_invoice_id or stripe_payment_intent_id):
+        payment_record(
+            kind=OperationKind.RENEWAL_CHARGE if renews else OperationKind.SUBSCRIPTION_CHECKOUT,
+            user=subscription.user,
+            amount=amount_paid,
+            currency=currency,
+            provider=WebhookProvider.STRIPE,
+            object_id=str(subscription.pk),
+            stripe_invoice_id=stripe_invoice_id or "",
+            stripe_payment_intent_id=stripe_payment_intent_id or "",
+            stripe_charge_id=stripe_charge_id,
+        )
     payment_received(subscription=subscription, invoice=invoice, renews=renews)
     return invoice
 
@@ -135,7 +156,8 @@ def _payment_intent_attach(*, invoice: BillingInvoice, stripe_payment_intent_id:
 def invoice_payment_failed(
     *,
     subscription: Subscription,
-    amount_due_usd: Decimal,
+    amount_due: int,
+    currency: str = "usd",
     period_start: datetime,
     period_end_at: datetime,
     reason: str,
@@ -155,7 +177,8 @@ def invoice_payment_failed(
     recorded on its invoice only."""
     invoice = invoice_failed_record(
         subscription=subscription,
-        amount_due_usd=amount_due_usd,
+        amount_due=amount_due,
+        currency=currency,
         period_start=period_start,
         period_end_at=period_end_at,
         reason=reason,
@@ -194,38 +217,41 @@ def invoice_payment_failed(
     return invoice
 
 
-@transaction.atomic
-def payment_refunded(
-    *, stripe_payment_intent_id: str, refunded_usd: Decimal, charge_id: str = ""
-) -> PaymentTransaction | None:
-    """Records a refund (full or partial) on its payment, from Stripe's total refunded so far. The
-    recorded amount only grows: an older event reporting less changes nothing. None when the
-    payment is not ours."""
-    payment = (
-        PaymentTransaction.objects.select_for_update()
-        .select_related("user")
-        .filter(stripe_payment_intent_id=stripe_payment_intent_id)
-        .first()
+def payment_refund_recorded(*, payment: Payment) -> None:
+    """Keeps the invoice's payment in step with the refunds recorded on the money received (the
+    payments app matches Stripe's refunds; this is its reaction for subscription payments)."""
+    match = Q(pk__in=[])
+    if payment.stripe_payment_intent_id:
+        match |= Q(stripe_payment_intent_id=payment.stripe_payment_intent_id)
+    if payment.stripe_invoice_id:
+        match |= Q(
+            invoice__stripe_invoice_id=payment.stripe_invoice_id, status__in=REFUNDABLE + (PaymentStatus.REFUNDED,)
+        )
+    # Only the payment row is locked (its invoice is joined to be found, not to be changed).
+    transaction_row = (
+        PaymentTransaction.objects.select_for_update(of=("self",)).filter(match).order_by("created_at").first()
     )
-    if payment is None:
-        return None
-    _refunded_set(payment, refunded_usd)
-    payment.stripe_charge_id = charge_id or payment.stripe_charge_id
-    payment.save(update_fields=["refunded_amount_usd", "status", "stripe_charge_id", "updated_at"])
-    return payment
+    if transaction_row is None:
+        return
+    _refunded_set(transaction_row, payment.amount_refunded)
+    transaction_row.stripe_charge_id = transaction_row.stripe_charge_id or payment.stripe_charge_id
+    transaction_row.save(
+        update_fields=["refunded_amount", "refunded_amount_usd", "status", "stripe_charge_id", "updated_at"]
+    )
 
 
-def _refunded_set(payment: PaymentTransaction, refunded_usd: Decimal) -> None:
-    payment.refunded_amount_usd = min(max(payment.refunded_amount_usd, refunded_usd), payment.amount_usd)
-    if payment.refunded_amount_usd > 0:
-        fully = payment.refunded_amount_usd >= payment.amount_usd
+def _refunded_set(payment: PaymentTransaction, refunded: int) -> None:
+    """The refunded amount (minor units) only grows, up to what was paid."""
+    payment.refunded_amount = min(max(payment.refunded_amount, refunded), payment.amount)
+    payment.refunded_amount_usd = min(
+        usd_round(minor_to_major(payment.refunded_amount, payment.currency)), payment.amount_usd
+    )
+    if payment.refunded_amount > 0:
+        fully = payment.refunded_amount >= payment.amount
         payment.status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
 
 
 # Refunds issued by staff
-
-
-REFUNDABLE = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 
 def payment_refund(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
@@ -246,23 +272,27 @@ def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) 
     unfinished = operation_unfinished_for(kind=OperationKind.REFUND, subject=payment)
     if unfinished is not None:
         return unfinished
-    refundable = payment.amount_usd - payment.refunded_amount_usd
-    amount = refundable if amount_usd is None else amount_usd
+    # Staff give amounts in the payment's own currency (its major unit); kept in its minor units.
+    refundable = payment.amount - payment.refunded_amount
+    amount = refundable if amount_usd is None else major_to_minor(amount_usd, payment.currency)
     if payment.status not in REFUNDABLE or refundable <= 0:
         raise Conflict(f"A {payment.status} payment cannot be refunded.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
     if amount <= 0 or amount > refundable:
+        refundable_major = minor_to_major(refundable, payment.currency)
         raise RuleViolation(
-            f"The refund must be more than 0 and at most {refundable}.",
+            f"The refund must be more than 0 and at most {refundable_major} {payment.currency.upper()}.",
             code=ErrorCode.REFUND_AMOUNT_INVALID,
-            extra={"refundable_usd": str(refundable)},
+            extra={"refundable_usd": str(refundable_major), "currency": payment.currency},
         )
     if stripe_active() and not (payment.stripe_payment_intent_id or payment.stripe_charge_id):
         raise Conflict("This payment was not made through Stripe.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
+    amount_major = minor_to_major(amount, payment.currency)
     operation = operation_open(
         kind=OperationKind.REFUND,
         user=payment.user,
         subject=payment,
-        amount_usd=amount,
+        amount_usd=amount_major,
+        currency=payment.currency,
         description=reason,
         params={
             "payment_intent": payment.stripe_payment_intent_id or "",
@@ -276,7 +306,12 @@ def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) 
         action=AuditAction.CREATE,
         resource_type=resource_type_of(operation),
         resource_id=str(operation.pk),
-        new_value={"refund_of": str(payment.pk), "amount_usd": amount, "reason": reason},
+        new_value={
+            "refund_of": str(payment.pk),
+            "amount": amount_major,
+            "currency": payment.currency,
+            "reason": reason,
+        },
         actor=actor,
     )
     return operation
@@ -292,8 +327,8 @@ def refund_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
         subject_id=operation.subject_id,
         effect=OperationEffect.SUCCEEDED,
     ).aggregate(total=Sum("amount"))["total"]
-    _refunded_set(payment, cents_to_usd((earlier or 0) + operation.amount))
-    payment.save(update_fields=["refunded_amount_usd", "status", "updated_at"])
+    _refunded_set(payment, (earlier or 0) + operation.amount)
+    payment.save(update_fields=["refunded_amount", "refunded_amount_usd", "status", "updated_at"])
     audit_record(
         action=AuditAction.UPDATE,
         resource_type=resource_type_of(payment),
@@ -366,7 +401,7 @@ def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation
     if stripe_active() and not customer_id:
         invoice_payment_failed(
             subscription=subscription,
-            amount_due_usd=amount,
+            amount_due=usd_to_cents(amount),
             period_start=new_start,
             period_end_at=new_end,
             reason="There is no card on file for this subscription.",
@@ -394,8 +429,8 @@ def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation
 def _renewal_paid_record(subscription, new_start, new_end, *, price: Decimal, discount: Decimal, facts: dict):
     invoice_paid_record(
         subscription=subscription,
-        amount_usd=price - discount,
-        discount_usd=discount,
+        amount=usd_to_cents(price - discount),
+        discount=usd_to_cents(discount),
         period_start=new_start,
         period_end_at=new_end,
         description="Renewal",
@@ -431,7 +466,8 @@ def renewal_charge_failed(*, operation: PaymentOperation) -> None:
         return
     invoice_payment_failed(
         subscription=subscription,
-        amount_due_usd=operation.amount_decimal,
+        amount_due=operation.amount,
+        currency=operation.currency,
         period_start=new_start,
         period_end_at=new_end,
         reason=operation.last_error or "The renewal payment failed.",
@@ -518,7 +554,8 @@ def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
         kind=OperationKind.DUNNING_RETRY,
         user=invoice.user,
         subject=invoice,
-        amount_usd=invoice.amount_due_usd,
+        amount_usd=minor_to_major(invoice.amount_due, invoice.currency),
+        currency=invoice.currency,
         description=f"Retry of invoice {invoice.pk}",
         natural_key=f"dunning_retry:{attempt.pk}",
         stripe_customer_id=customer_id,

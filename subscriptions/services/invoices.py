@@ -1,13 +1,21 @@
 """Invoices and the payments against them. Idempotent on Stripe's ids, so a repeated or reordered
-webhook finds the row it already wrote."""
+webhook finds the row it already wrote.
+
+Amounts come in the minor units of their currency (Stripe's integers: USD cents, JPY yen, KWD fils)
+and are kept so; the `_usd` fields beside them are exact for USD and hold another currency's amount
+to two places, never converted."""
 
 from datetime import datetime
 from decimal import Decimal
 
 from django.utils import timezone
 
-from billing_project.money import usd_round
+from billing_project.money import minor_to_major, usd_round
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
+
+
+def _usd_field(amount: int, currency: str) -> Decimal:
+    return usd_round(minor_to_major(amount, currency))
 
 
 def _invoice_get_or_create(*, subscription: Subscription, stripe_invoice_id: str | None, **defaults) -> BillingInvoice:
@@ -26,6 +34,8 @@ def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | 
         "invoice": invoice,
         "subscription": invoice.subscription,
         "amount_usd": invoice.amount_due_usd,
+        "amount": invoice.amount_due,
+        "currency": invoice.currency,
         **fields,
     }
     if stripe_payment_intent_id:
@@ -41,8 +51,9 @@ def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | N
     now = timezone.now()
     invoice.status = InvoiceStatus.PAID
     invoice.amount_paid_usd = invoice.amount_due_usd
+    invoice.amount_paid = invoice.amount_due
     invoice.paid_at = now
-    invoice.save(update_fields=["status", "amount_paid_usd", "paid_at", "updated_at"])
+    invoice.save(update_fields=["status", "amount_paid_usd", "amount_paid", "paid_at", "updated_at"])
     _payment_record(
         invoice=invoice,
         stripe_payment_intent_id=stripe_payment_intent_id,
@@ -56,24 +67,26 @@ def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | N
 def invoice_paid_record(
     *,
     subscription: Subscription,
-    amount_usd: Decimal,
+    amount: int,
+    currency: str = "usd",
     period_start: datetime,
     period_end_at: datetime,
     description: str,
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
-    discount_usd: Decimal = Decimal("0.00"),
+    discount: int = 0,
 ) -> BillingInvoice:
-    """The paid invoice of a subscription and its successful payment: `amount_usd` paid after
-    `discount_usd` (a coupon) was taken off."""
-    amount_usd = usd_round(amount_usd)
-    discount_usd = usd_round(discount_usd)
+    """The paid invoice of a subscription and its successful payment: `amount` (minor units of
+    `currency`) paid after `discount` (a coupon, same units) was taken off."""
+    currency = currency.lower()
     invoice = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
-        subtotal_usd=amount_usd + discount_usd,
-        discount_usd=discount_usd,
-        amount_due_usd=amount_usd,
+        subtotal_usd=_usd_field(amount + discount, currency),
+        discount_usd=_usd_field(discount, currency),
+        amount_due_usd=_usd_field(amount, currency),
+        amount_due=amount,
+        currency=currency,
         period_start=period_start,
         period_end=period_end_at,
         description=description,
@@ -85,7 +98,8 @@ def invoice_paid_record(
 def invoice_failed_record(
     *,
     subscription: Subscription,
-    amount_due_usd: Decimal,
+    amount_due: int,
+    currency: str = "usd",
     period_start: datetime,
     period_end_at: datetime,
     reason: str,
@@ -94,12 +108,14 @@ def invoice_failed_record(
 ) -> BillingInvoice:
     """The open invoice of a failed payment and the failed payment. An invoice paid meanwhile (the
     events crossed) stays paid."""
-    amount_due_usd = usd_round(amount_due_usd)
+    currency = currency.lower()
     invoice = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
-        subtotal_usd=amount_due_usd,
-        amount_due_usd=amount_due_usd,
+        subtotal_usd=_usd_field(amount_due, currency),
+        amount_due_usd=_usd_field(amount_due, currency),
+        amount_due=amount_due,
+        currency=currency,
         period_start=period_start,
         period_end=period_end_at,
         description="Renewal",
@@ -145,18 +161,22 @@ def invoice_document_update(*, invoice: BillingInvoice, stripe_invoice: dict) ->
 def invoice_open_record(
     *,
     subscription: Subscription,
-    amount_due_usd: Decimal,
+    amount_due: int,
+    currency: str = "usd",
     period_start: datetime,
     period_end_at: datetime,
     stripe_invoice_id: str,
 ) -> BillingInvoice:
-    """An invoice Stripe finalized for the subscription: owed (open) until its payment arrives."""
-    amount_due_usd = usd_round(amount_due_usd)
+    """An invoice Stripe finalized for the subscription: owed (open) until its payment arrives.
+    `amount_due` in minor units of `currency`."""
+    currency = currency.lower()
     return _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
-        subtotal_usd=amount_due_usd,
-        amount_due_usd=amount_due_usd,
+        subtotal_usd=_usd_field(amount_due, currency),
+        amount_due_usd=_usd_field(amount_due, currency),
+        amount_due=amount_due,
+        currency=currency,
         period_start=period_start,
         period_end=period_end_at,
         description="Renewal",

@@ -21,7 +21,7 @@ from billing_project.auth import acts_as_staff
 from billing_project.email_verification import email_is_verified
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
-from billing_project.money import cents_to_usd, usd_to_cents
+from billing_project.money import major_to_minor, usd_to_cents
 from billing_project.net import ClientInfo
 from credits.models import CreditSource
 from credits.services import credit_grant
@@ -394,10 +394,12 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
         discount_usd = discounts.checkout_discount_confirm(
             redemption_id=metadata["coupon_redemption_id"], subscription=subscription
         )
+    currency = facts.get("currency") or operation.currency
     invoice_paid_record(
         subscription=subscription,
-        amount_usd=cents_to_usd(facts.get("amount", operation.amount)),
-        discount_usd=discount_usd,
+        amount=facts.get("amount", operation.amount),
+        currency=currency,
+        discount=major_to_minor(discount_usd, currency),
         period_start=subscription.current_period_start,
         period_end_at=subscription.current_period_end,
         description=f"{config.display_name}, first period",
@@ -687,7 +689,7 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: 
     if event.net_charge_usd > 0:
         invoice_paid_record(
             subscription=subscription,
-            amount_usd=event.net_charge_usd,
+            amount=usd_to_cents(event.net_charge_usd),
             period_start=min(now, subscription.current_period_end - timedelta(seconds=1)),
             period_end_at=subscription.current_period_end,
             description=f"Upgrade {event.from_tier} -> {event.to_tier}, prorated",

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.enums import BillingCycle, SubscriptionTier
-from billing_project.money import cents_to_usd, usd_to_cents
+from billing_project.money import usd_to_cents
 from payments import stripe_api
 from payments.models import UNFINISHED_STATES, PaymentOperation, WebhookEvent
 from payments.registry import Unmatched
@@ -339,7 +339,8 @@ def _open_invoice_record(subscription: Subscription, invoice: dict) -> BillingIn
     period_start, period_end_at = invoice_period(invoice, subscription)
     return invoice_open_record(
         subscription=subscription,
-        amount_due_usd=cents_to_usd(invoice.get("amount_due") or 0),
+        amount_due=invoice.get("amount_due") or 0,
+        currency=invoice.get("currency") or "usd",
         period_start=period_start,
         period_end_at=period_end_at,
         stripe_invoice_id=invoice["id"],

@@ -1,15 +1,15 @@
 """Subscriptions' Stripe event handlers for money, registered with the payments inbox
-(subscriptions.apps): renewals and failed payments of Stripe-billed subscriptions, and refunds
-(Stripe-side subscription changes: subscriptions.services.stripe_events). Events that settle a
-payment operation (a checkout, a one-off charge) are handled by payments before these are tried."""
+(subscriptions.apps): renewals and failed payments of Stripe-billed subscriptions (Stripe-side
+subscription changes: subscriptions.services.stripe_events; refunds and disputes:
+payments.services.refunds). Events that settle a payment operation (a checkout, a one-off charge)
+are handled by payments before these are tried."""
 
 import logging
-from decimal import Decimal
 
-from billing_project.money import cents_to_usd
 from payments.models import PaymentEvent, WebhookEvent
 from payments.registry import Unmatched
 from payments.services.inbox import event_audit, event_object, event_record
+from payments.services.refunds import invoice_payment_ids
 from subscriptions.models import Subscription
 from subscriptions.services import billing
 from subscriptions.services.invoices import invoice_document_update
@@ -27,8 +27,14 @@ logger = logging.getLogger(__name__)
 MONEY_IN_EVENT_TYPES = ("invoice_paid", "checkout_completed", "charge_succeeded")
 
 
-def _usd(cents) -> Decimal:
-    return cents_to_usd(cents or 0)
+def _invoice_payment(invoice: dict) -> dict:
+    """The payment intent and charge of the invoice's InvoicePayment: invoices of the pinned API
+    version carry no `payment_intent` of their own."""
+    ids = invoice_payment_ids(invoice)
+    return {
+        "stripe_payment_intent_id": ids.get("stripe_payment_intent_id") or None,
+        "stripe_charge_id": ids.get("stripe_charge_id") or "",
+    }
 
 
 def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]:
@@ -69,12 +75,13 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
     period_start, period_end_at = invoice_period(invoice, subscription)
     paid = billing.invoice_paid(
         subscription=subscription,
-        amount_paid_usd=_usd(invoice.get("amount_paid")),
+        amount_paid=invoice.get("amount_paid") or 0,
+        currency=invoice.get("currency") or "usd",
         period_start=period_start,
         period_end_at=period_end_at,
         renews=invoice.get("billing_reason") == "subscription_cycle",
         stripe_invoice_id=invoice["id"],
-        stripe_payment_intent_id=invoice.get("payment_intent") or None,
+        **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
     mark_applied(subscription, row)
@@ -101,12 +108,13 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
     attempt = invoice.get("attempt_count")
     failed = billing.invoice_payment_failed(
         subscription=subscription,
-        amount_due_usd=_usd(invoice.get("amount_due")),
+        amount_due=invoice.get("amount_due") or 0,
+        currency=invoice.get("currency") or "usd",
         period_start=period_start,
         period_end_at=period_end_at,
         reason=f"Stripe could not collect the invoice (attempt {attempt})" if attempt else "Payment failed",
         stripe_invoice_id=invoice["id"],
-        stripe_payment_intent_id=invoice.get("payment_intent") or None,
+        stripe_payment_intent_id=_invoice_payment(invoice).get("stripe_payment_intent_id"),
         stripe_gave_up=invoice.get("next_payment_attempt") is None,
         subscription_current=newer_than_applied(subscription, row),
     )
@@ -124,30 +132,8 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
     }
 
 
-def _charge_refunded(row: WebhookEvent) -> dict | None:
-    charge = event_object(row)
-    payment_intent = charge.get("payment_intent")
-    refunded_usd = _usd(charge.get("amount_refunded"))
-    payment = payment_intent and billing.payment_refunded(
-        stripe_payment_intent_id=payment_intent, refunded_usd=refunded_usd, charge_id=charge["id"]
-    )
-    if not payment:
-        return None
-    event_record(
-        row,
-        event_type="charge_refunded",
-        user=payment.user,
-        amount=charge.get("amount_refunded"),
-        currency=charge.get("currency") or "",
-        customer_id=charge.get("customer") or "",
-        invoice_id=charge.get("invoice") or "",
-    )
-    return {"action": "refund_recorded", "payment_intent": payment_intent, "amount_refunded": charge["amount_refunded"]}
-
-
 HANDLERS = {
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,
-    "charge.refunded": _charge_refunded,
 }

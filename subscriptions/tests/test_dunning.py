@@ -12,6 +12,7 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
+from billing_project.money import usd_to_cents
 from conftest import run_concurrently
 from credits.models import CreditAllocation
 from payments.models import PaymentOperation
@@ -74,7 +75,7 @@ def renewal_fails(subscription: Subscription, *, stripe_invoice_id: str | None =
         start = locked.current_period_end
         return services.invoice_payment_failed(
             subscription=locked,
-            amount_due_usd=locked.base_price_usd,
+            amount_due=usd_to_cents(locked.base_price_usd),
             period_start=start,
             period_end_at=add_months(start, 1),
             reason="Your card was declined.",
@@ -87,7 +88,8 @@ def renewal_paid(subscription: Subscription, invoice: BillingInvoice) -> None:
     with transaction.atomic():
         services.invoice_paid(
             subscription=subscription_lock(subscription.pk),
-            amount_paid_usd=invoice.amount_due_usd,
+            amount_paid=invoice.amount_due,
+            currency=invoice.currency,
             period_start=invoice.period_start,
             period_end_at=invoice.period_end,
             renews=True,

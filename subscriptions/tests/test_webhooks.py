@@ -888,10 +888,16 @@ def test_refunds_are_recorded_partial_then_full(webhook_client, subscriber):
 
     partial = deliver(webhook_client, stripe_event("charge.refunded", renewal, amount_refunded=500))
 
-    assert partial.json()["result"] == {
+    assert partial.json()["result"] | {"payment_id": None} == {
         "action": "refund_recorded",
-        "payment_intent": renewal.payment_intent,
+        "payment_id": None,
+        "kind": "renewal_charge",
+        "amount": 1900,
+        "currency": "usd",
         "amount_refunded": 500,
+        "status": "partially_refunded",
+        "dispute_status": "",
+        "effect": None,
     }
     payment = PaymentTransaction.objects.get(stripe_payment_intent_id=renewal.payment_intent)
     assert (payment.status, payment.refunded_amount_usd, payment.stripe_charge_id) == (
@@ -905,8 +911,9 @@ def test_refunds_are_recorded_partial_then_full(webhook_client, subscriber):
     assert full.status_code == 200
     payment.refresh_from_db()
     assert (payment.status, payment.refunded_amount_usd) == (PaymentStatus.REFUNDED, Decimal("19.00"))
-    refunds = PaymentEvent.objects.filter(event_type="charge_refunded", user=user).order_by("created_at")
-    assert [event.amount for event in refunds] == [500, 1900]
+    # One payment event per movement of money: 5.00, then the 14.00 that made it full.
+    refunds = PaymentEvent.objects.filter(event_type="refund", user=user).order_by("created_at")
+    assert [event.amount for event in refunds] == [500, 1400]
 
 
 def test_refund_of_a_payment_that_is_not_ours_is_acknowledged_only(webhook_client):

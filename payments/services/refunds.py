@@ -1,0 +1,285 @@
+"""The money customers paid (`Payment`), and the refunds and disputes that return it.
+
+Matching, with the objects of the pinned Stripe API version: a charge, a refund and a dispute name
+the charge and its payment intent; an invoice names neither (its `payments` list of InvoicePayment
+objects does, and so does the `invoice_payment.paid` event); a subscription-mode checkout session
+names only its invoice (`payment_intent` is null). So every paid checkout and invoice records a
+`Payment` with whichever of these ids it knows, later events add the others, and a refund or a
+dispute is matched by charge id, then payment intent id.
+
+Policy (also in the README):
+- The refunded amount only grows. `charge.refunded` reports Stripe's total so far
+  (`amount_refunded`), each `refund.*` one refund (kept by its id); the larger of what is recorded
+  and what is reported wins, so an older partial refund arriving after the full one changes nothing.
+  A refund Stripe reports failed is recorded on the payment (a `refund_failed` payment event) and
+  left to staff: the amount is not lowered again.
+- A partial refund is recorded: the payment is `partially_refunded`, access stays.
+- A full refund (the refunded amount reaches what was paid) is the owner's reaction, once: a
+  license is revoked; a subscription period's paid access ends and the unspent credits of that
+  period are clawed back (credits already spent stay spent; the balance never goes below zero).
+- A dispute suspends the access while it is open; won, the access is restored; lost, it is treated
+  as a full refund. A dispute's state only moves forward (open -> won | lost), so a late
+  `charge.dispute.created` after its close changes nothing.
+- A charge, refund or dispute of no recorded payment is acknowledged, never retried for ever.
+
+Each event is applied in the inbox's transaction with its effects and one audit row; each movement
+of money writes one `PaymentEvent` (a second event about the same refund moves nothing and writes none).
+"""
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of
+from payments.models import DisputeStatus, Payment, PaymentOperation, PaymentStatus, WebhookEvent
+from payments.registry import payment_reactions_of
+from payments.services.events import payment_event_record
+
+STRIPE_IDS = ("stripe_payment_intent_id", "stripe_charge_id", "stripe_invoice_id", "stripe_checkout_session_id")
+# A refund's status only moves forward; these count as money on its way back to the customer.
+REFUND_STATUS_ORDER = {"requires_action": 0, "pending": 1, "succeeded": 2, "failed": 3, "canceled": 3}
+REFUND_COUNTED = ("pending", "succeeded")
+DISPUTE_CLOSED = {"won": DisputeStatus.WON, "warning_closed": DisputeStatus.WON, "lost": DisputeStatus.LOST}
+
+
+# Recording what was paid
+
+
+def payment_record(
+    *,
+    kind: str,
+    user,
+    amount: int,
+    currency: str,
+    provider: str,
+    object_id: str = "",
+    operation: PaymentOperation | None = None,
+    **stripe_ids: str,
+) -> Payment:
+    """Records a payment once, whichever event about it comes first (the checkout, the invoice, its
+    InvoicePayment): a payment already recorded under one of the ids gains the ids it lacked."""
+    ids = {name: stripe_ids.get(name) or "" for name in STRIPE_IDS}
+    payment = _payment_locked(ids)
+    if payment is None:
+        try:
+            with transaction.atomic():  # a concurrent first record of the same payment wins the unique ids
+                return Payment.objects.create(
+                    kind=kind,
+                    user=user,
+                    object_id=str(object_id or ""),
+                    operation=operation,
+                    provider=provider,
+                    amount=amount,
+                    currency=currency.lower(),
+                    paid_at=timezone.now(),
+                    **ids,
+                )
+        except IntegrityError:
+            payment = _payment_locked(ids)
+    _ids_complete(payment, ids, object_id=object_id, operation=operation)
+    return payment
+
+
+def _payment_locked(ids: dict) -> Payment | None:
+    match = Q()
+    for name, value in ids.items():
+        if value:
+            match |= Q(**{name: value})
+    if not match:
+        return None
+    # The payment row is the lock of its refunds and disputes: events about it apply one at a time.
+    return Payment.objects.select_for_update().filter(match).order_by("created_at").first()
+
+
+def _ids_complete(payment: Payment, ids: dict, *, object_id="", operation=None) -> None:
+    changed = [name for name, value in ids.items() if value and not getattr(payment, name)]
+    for name in changed:
+        setattr(payment, name, ids[name])
+    if object_id and not payment.object_id:
+        payment.object_id = str(object_id)
+        changed.append("object_id")
+    if operation is not None and payment.operation_id is None:
+        payment.operation = operation
+        changed.append("operation")
+    if changed:
+        payment.save(update_fields=[*changed, "updated_at"])
+
+
+def invoice_payment_ids(invoice: dict) -> dict:
+    """The payment intent and charge of an invoice's paid InvoicePayment, when the invoice carries
+    them; an endpoint on an API version before 2025-03-31 still sends them on the invoice itself."""
+    for entry in (invoice.get("payments") or {}).get("data") or []:
+        if entry.get("status") == "paid":
+            return _payment_ids(entry.get("payment") or {})
+    return _payment_ids(invoice)
+
+
+def _payment_ids(payment: dict) -> dict:
+    return {
+        "stripe_payment_intent_id": _id(payment.get("payment_intent")),
+        "stripe_charge_id": _id(payment.get("charge")),
+    }
+
+
+def _id(value) -> str:
+    if not value:
+        return ""
+    return value if isinstance(value, str) else value.get("id", "")
+
+
+# Webhook handlers (registered by payments.apps)
+
+
+def invoice_payment_paid(row: WebhookEvent) -> dict | None:
+    """`invoice_payment.paid`: links an invoice's payment to its payment intent and charge."""
+    invoice_payment = row.payload["data"]["object"]
+    payment = _payment_locked({"stripe_invoice_id": _id(invoice_payment.get("invoice"))})
+    if payment is None:
+        return None
+    _ids_complete(payment, _payment_ids(invoice_payment.get("payment") or {}))
+    return {"action": "payment_linked", "payment_id": str(payment.pk)}
+
+
+def _payment_matched(*, charge_id: str, payment_intent_id: str) -> Payment | None:
+    payment = _payment_locked({"stripe_charge_id": charge_id}) if charge_id else None
+    if payment is None and payment_intent_id:
+        payment = _payment_locked({"stripe_payment_intent_id": payment_intent_id})
+    if payment is not None and charge_id and not payment.stripe_charge_id:
+        _ids_complete(payment, {"stripe_charge_id": charge_id})
+    return payment
+
+
+def charge_refunded(row: WebhookEvent) -> dict | None:
+    charge = row.payload["data"]["object"]
+    payment = _payment_matched(charge_id=charge["id"], payment_intent_id=_id(charge.get("payment_intent")))
+    if payment is None:
+        return None
+    listed = (charge.get("refunds") or {}).get("data") or []
+    return _refunds_apply(row, payment, reported_total=charge.get("amount_refunded") or 0, refunds=listed)
+
+
+def refund_changed(row: WebhookEvent) -> dict | None:
+    """`refund.created`, `refund.updated`, `refund.failed`: one refund, by its id."""
+    refund = row.payload["data"]["object"]
+    payment = _payment_matched(charge_id=_id(refund.get("charge")), payment_intent_id=_id(refund.get("payment_intent")))
+    if payment is None:
+        return None
+    return _refunds_apply(row, payment, reported_total=0, refunds=[refund])
+
+
+def _refunds_apply(row: WebhookEvent, payment: Payment, *, reported_total: int, refunds: list) -> dict:
+    previous = {"amount_refunded": payment.amount_refunded, "status": payment.status}
+    newly_failed = []
+    for refund in refunds:
+        known = payment.refunds.get(refund["id"], {})
+        status = refund.get("status") or "succeeded"
+        if REFUND_STATUS_ORDER.get(status, 0) < REFUND_STATUS_ORDER.get(known.get("status"), -1):
+            continue  # an older state of a refund already recorded further on
+        if status in ("failed", "canceled") and known.get("status") != status:
+            newly_failed.append(refund)
+        payment.refunds[refund["id"]] = {"amount": refund.get("amount") or 0, "status": status}
+    counted = sum(entry["amount"] for entry in payment.refunds.values() if entry["status"] in REFUND_COUNTED)
+    total = min(payment.amount, max(payment.amount_refunded, reported_total, counted))
+    grown = total - payment.amount_refunded
+    was_full = payment.status == PaymentStatus.REFUNDED
+    payment.amount_refunded = total
+    if total:
+        payment.status = PaymentStatus.REFUNDED if total == payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+    payment.save(update_fields=["refunds", "amount_refunded", "status", "updated_at"])
+    reactions = payment_reactions_of(payment.kind)
+    effect = None
+    if grown > 0:
+        _movement(row, payment, event_type="refund", amount=grown)
+        if reactions is not None and reactions.refund_recorded is not None:
+            reactions.refund_recorded(payment=payment)
+        if payment.status == PaymentStatus.REFUNDED and not was_full and payment.dispute_status != DisputeStatus.LOST:
+            effect = reactions.refunded_fully(payment=payment) if reactions is not None else None
+    for refund in newly_failed:
+        _movement(row, payment, event_type="refund_failed", amount=refund.get("amount") or 0)
+    action = "refund_recorded" if grown > 0 else "refund_failed_recorded" if newly_failed else "refund_already_recorded"
+    return _applied(row, payment, action=action, previous=previous, effect=effect)
+
+
+def dispute_changed(row: WebhookEvent) -> dict | None:
+    """`charge.dispute.created` and `charge.dispute.closed`."""
+    dispute = row.payload["data"]["object"]
+    payment = _payment_matched(
+        charge_id=_id(dispute.get("charge")), payment_intent_id=_id(dispute.get("payment_intent"))
+    )
+    if payment is None:
+        return None
+    previous = {"dispute_status": payment.dispute_status, "status": payment.status}
+    status = DISPUTE_CLOSED.get(dispute.get("status"), DisputeStatus.OPEN)
+    known = payment.disputes.get(dispute["id"])
+    if known in (DisputeStatus.WON, DisputeStatus.LOST) or known == status:
+        return _applied(row, payment, action="dispute_already_recorded", previous=previous)
+    payment.disputes[dispute["id"]] = status
+    payment.dispute_status = status
+    payment.save(update_fields=["disputes", "dispute_status", "updated_at"])
+    _movement(row, payment, event_type=f"dispute_{status}", amount=dispute.get("amount"))
+    reactions = payment_reactions_of(payment.kind)
+    effect = None
+    if reactions is not None:
+        if status == DisputeStatus.OPEN:
+            effect = reactions.dispute_opened(payment=payment)
+        elif status == DisputeStatus.WON:
+            effect = reactions.dispute_won(payment=payment)
+        elif payment.status != PaymentStatus.REFUNDED:
+            effect = reactions.refunded_fully(payment=payment)
+    return _applied(row, payment, action=f"dispute_{status}", previous=previous, effect=effect)
+
+
+def _movement(row: WebhookEvent, payment: Payment, *, event_type: str, amount) -> None:
+    payment_event_record(
+        event_type=event_type,
+        user=payment.user,
+        plan_code=payment.operation.params.get("plan_code", "") if payment.operation_id else "",
+        customer_id=_id(row.payload["data"]["object"].get("customer")),
+        invoice_id=payment.stripe_invoice_id,
+        amount=amount,
+        currency=payment.currency,
+        metadata={
+            "stripe_event_id": row.event_id,
+            "stripe_event_type": row.event_type,
+            "payment_id": str(payment.pk),
+            "charge_id": payment.stripe_charge_id,
+            "payment_intent_id": payment.stripe_payment_intent_id,
+        },
+        webhook_event=row,
+    )
+
+
+def _applied(row: WebhookEvent, payment: Payment, *, action: str, previous: dict, effect=None) -> dict:
+    current = {
+        "amount_refunded": payment.amount_refunded,
+        "status": payment.status,
+        "dispute_status": payment.dispute_status,
+    }
+    audit_record(
+        action=AuditAction.PROCESS,
+        resource_type=resource_type_of(payment),
+        resource_id=str(payment.pk),
+        previous_value=previous,
+        new_value={**current, "stripe_event_id": row.event_id, "event_type": row.event_type, "effect": effect},
+    )
+    return {
+        "action": action,
+        "payment_id": str(payment.pk),
+        "kind": payment.kind,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        **current,
+        "effect": effect,
+    }
+
+
+HANDLERS = {
+    "invoice_payment.paid": invoice_payment_paid,
+    "charge.refunded": charge_refunded,
+    "refund.created": refund_changed,
+    "refund.updated": refund_changed,
+    "refund.failed": refund_changed,
+    "charge.dispute.created": dispute_changed,
+    "charge.dispute.closed": dispute_changed,
+}
