@@ -12,6 +12,7 @@ from django.test import Client
 from audit.admin_export import CsvExportMixin
 from audit.models import AdminAuditLog, AuditAction
 from audit.tests.factories import AdminAuditLogFactory
+from billing_project.tests.factories import UserFactory
 from billing_project.tests.test_authorization_walk import staff_member
 from coupons.tests.factories import CouponRedemptionFactory
 from credits.tests.factories import (
@@ -23,6 +24,7 @@ from credits.tests.factories import (
 )
 from payments.models import PaymentOperation
 from payments.services.operations import operation_open
+from payments.services.refunds import payment_record
 from subscriptions.tests.factories import BillingInvoiceFactory, PaymentTransactionFactory
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +113,17 @@ def _rows_of_two_kinds(label: str):
             operation_open(kind="upgrade_charge", user=invoice.user, subject=invoice, amount_usd="5.00")
         PaymentOperation.objects.filter(pk=PaymentOperation.objects.first().pk).update(state="failed")
         return {"state": "failed"}
+    if label == "payments.payment":
+        for currency, charge in (("usd", "ch_usd"), ("eur", "ch_eur")):
+            payment_record(
+                kind="license_checkout",
+                user=UserFactory(),
+                amount=1900,
+                currency=currency,
+                provider="stripe",
+                stripe_charge_id=charge,
+            )
+        return {"currency": "eur"}
     raise AssertionError(f"no rows for {label}: add them here")
 
 

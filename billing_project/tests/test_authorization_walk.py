@@ -146,6 +146,7 @@ STAFF_ROUTE_ROLES = {
     ("post", f"api/v1/admin/fraud-detection/(?P<pk>{UUID})/resolve/"): FINANCE,
     ("get", "api/v1/admin/audit-logs/"): ADMIN,
     ("get", "api/v1/admin/audit-logs/(?P<pk>[/.]+)/"): ADMIN,
+    ("post", "api/v1/admin/audit-logs/seal/"): ADMIN,
     ("get", "api/v1/admin/payment-events/"): FINANCE,
     ("get", "api/v1/admin/payment-events/(?P<pk>[/.]+)/"): FINANCE,
     ("get", "api/v1/admin/payment-operations/"): SUPPORT,

@@ -59,7 +59,7 @@ def subscription_payment_refunded(*, payment: Payment) -> dict:
     else:
         period_start, period_end = subscription.current_period_start, subscription.current_period_end
     allocations = CreditAllocation.objects.filter(
-        subscription=subscription,
+        subscription_id=subscription.pk,
         source=CreditSource.SUBSCRIPTION,
         period_start__gte=period_start,
         period_start__lt=period_end,

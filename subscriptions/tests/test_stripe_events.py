@@ -779,7 +779,8 @@ def test_with_stripe_owning_retries_a_charge_the_project_made_itself_is_still_re
 
     invoice_payment_failed(
         subscription=subscription,
-        amount_due_usd=Decimal("19.00"),
+        amount_due=1900,
+        currency="usd",
         period_start=start,
         period_end_at=start + MONTH,
         reason="The renewal payment failed.",
