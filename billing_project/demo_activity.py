@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.utils import timezone
 
 from billing_project.email_verification import email_is_verified, email_verification_token, email_verify
@@ -26,7 +27,7 @@ from coupons.services.redemption import coupon_redeem
 from credits.codes import ErrorCode as CreditsErrorCode
 from credits.services import pricing_catalog_seed
 from credits.services.grants import credit_grant_by_staff
-from credits.services.ledger import usage_rollup_day
+from credits.services.ledger import days_between, usage_rollup_day
 from credits.services.usage import UsageEvent, usage_record
 from credits.usage_objects import TokenBreakdown
 from payments.models import WebhookProvider
@@ -68,8 +69,11 @@ def demo_customers():
     return get_user_model().objects.filter(email__endswith=f"@{DEMO_EMAIL_DOMAIN}")
 
 
+@transaction.atomic
 def demo_activity_seed(*, seed: int = 18) -> DemoActivity | None:
-    """Creates the demo activity, or nothing (None) when its customers exist already."""
+    """Creates the demo activity, or nothing (None) when its customers exist already. All of it or
+    none: a run that fails leaves no demo customers, so the next run starts again. Safe in one
+    transaction because the offline provider calls no network service."""
     if active_provider() != WebhookProvider.OFFLINE:
         raise DemoRefused("The demo activity needs the offline payment provider (PAYMENTS_PROVIDER=offline).")
     if demo_customers().exists():
@@ -77,6 +81,7 @@ def demo_activity_seed(*, seed: int = 18) -> DemoActivity | None:
     tier_catalog_seed()
     pricing_catalog_seed()
     demo_coupons_seed()
+    first_day = timezone.localdate()
     chooser = random.Random(seed)
     staff = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     counts = dict.fromkeys(("subscriptions", "usage_events", "redemptions", "grants", "refunds"), 0)
@@ -97,9 +102,9 @@ def demo_activity_seed(*, seed: int = 18) -> DemoActivity | None:
             counts["grants"] += 1
         counts["usage_events"] += _use(user, chooser=chooser)
     counts["refunds"] += _refund_one(staff=staff)
-    today = timezone.localdate()
-    usage_rollup_day(day=today)
-    coupon_analytics_snapshot(day=today)
+    for day in days_between(first_day, timezone.localdate()):  # the days the run spans (midnight may pass)
+        usage_rollup_day(day=day)
+        coupon_analytics_snapshot(day=day)
     return DemoActivity(customers=len(customers), **counts)
 
 

@@ -107,3 +107,20 @@ def test_it_refuses_to_charge_a_real_payment_provider(settings):
         _seed()
 
     assert not get_user_model().objects.filter(email__endswith=DEMO).exists()
+
+
+def test_a_run_that_fails_midway_leaves_nothing_so_the_next_run_starts_again(settings, staff, monkeypatch):
+    settings.DEBUG = True
+    call_command("seed_catalog", stdout=StringIO())  # as scripts/dev runs it first
+    before = _row_counts()
+
+    def provider_down(**kwargs):
+        raise RuntimeError("the refund failed")
+
+    monkeypatch.setattr("billing_project.demo_activity.payment_refund", provider_down)
+    with pytest.raises(RuntimeError):
+        _seed()
+
+    assert _row_counts() == before
+    monkeypatch.undo()
+    assert "Created 30 demo customers" in _seed()

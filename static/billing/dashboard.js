@@ -14,7 +14,7 @@
   }
 
   function yAxis(id, axis, index) {
-    var options = { scale: id, label: axis.label, side: index === 0 ? 3 : 1, grid: { show: index === 0 } };
+    var options = { scale: id, label: axis.label, size: 70, side: index === 0 ? 3 : 1, grid: { show: index === 0 } };
     if (axis.integer) {
       options.incrs = wholeSteps;
       options.values = function (_, ticks) { return ticks.map(function (tick) { return String(tick); }); };
