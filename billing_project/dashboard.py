@@ -81,8 +81,72 @@ class Dashboard:
             "active_subscriptions": sum(self.active_subscriptions_by_tier.values()),
         }
 
+    def charts(self) -> list[dict]:
+        """What each chart draws and on which axis: counts start at zero with whole-number ticks,
+        revenue has one series and one axis per currency (never converted), gross margin its own axis."""
+        counts = {"begin_at_zero": True, "integer": True}
+        money_series = [
+            {
+                "label": f"Revenue ({currency.upper()})",
+                "values": [str(value) for value in values],
+                "axis": f"revenue_{currency}",
+            }
+            for currency, values in self.revenue_by_currency.items()
+        ]
+        money_axes = {
+            f"revenue_{currency}": {"label": f"Revenue ({currency.upper()})", "begin_at_zero": True, "integer": False}
+            for currency in self.revenue_by_currency
+        }
+        tiers = list(self.active_subscriptions_by_tier)
+        return [
+            {
+                "element": "chart-credits",
+                "x": "days",
+                "series": [{"label": "Credits used", "values": self.credits_used, "axis": "credits"}],
+                "axes": {"credits": {"label": "Credits", **counts}},
+            },
+            {
+                "element": "chart-money",
+                "x": "days",
+                "series": [
+                    *money_series,
+                    {
+                        "label": "Gross margin (USD)",
+                        "values": [str(value) for value in self.gross_margin_usd],
+                        "axis": "gross_margin_usd",
+                    },
+                ],
+                "axes": {
+                    **money_axes,
+                    "gross_margin_usd": {"label": "Gross margin (USD)", "begin_at_zero": True, "integer": False},
+                },
+            },
+            {
+                "element": "chart-coupons",
+                "x": "days",
+                "bars": True,
+                "series": [{"label": "Redemptions", "values": self.coupon_redemptions, "axis": "redemptions"}],
+                "axes": {"redemptions": {"label": "Redemptions", **counts}},
+            },
+            {
+                "element": "chart-tiers",
+                "x": "categories",
+                "categories": tiers,
+                "bars": True,
+                "series": [
+                    {
+                        "label": "Active subscriptions",
+                        "values": [self.active_subscriptions_by_tier[tier] for tier in tiers],
+                        "axis": "subscriptions",
+                    }
+                ],
+                "axes": {"subscriptions": {"label": "Subscriptions", **counts}},
+            },
+        ]
+
     def as_chart_data(self) -> dict:
         return {
+            "charts": self.charts(),
             "days": [day.isoformat() for day in self.days],
             "credits_used": self.credits_used,
             "revenue_usd": [str(value) for value in self.revenue_usd],

@@ -2,16 +2,19 @@
 dashboard and see its charts drawn, find a user, grant them credits through the console action, and
 find the audit row; find a customer from the index's search box, read their page, grant them
 credits from it and open their subscription's history; enrol an authenticator, keep the recovery
-codes and sign in with one.
+codes and sign in with one; see the demo activity drawn on the dashboard.
 Screenshots go to test-artifacts/browser/. Skips where Chromium is missing; `.ci/run` installs
 Debian's chromium so CI always runs it."""
 
 import shutil
 from datetime import date, timedelta
+from decimal import Decimal
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -188,3 +191,34 @@ def _totp(device) -> str:
 
 def _recovery_code(user) -> str:
     return StaticToken.objects.filter(device__user=user).values_list("token", flat=True).first()
+
+
+def test_staff_see_the_demo_activity_drawn_on_the_dashboard(browser_page, live_server, django_user_model):
+    page = browser_page
+    django_user_model.objects.create_superuser(
+        username="admin@example.com", email="admin@example.com", password=PASSWORD
+    )
+    call_command("seed_demo_activity", "--force", stdout=StringIO())
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "admin@example.com")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.click("#dashboard-link a >> nth=0")
+    page.wait_for_selector("body[data-charts-rendered=true]")
+
+    assert page.locator(".dashboard-chart canvas").count() == 4
+    assert int(page.locator("[data-total=credits_used]").inner_text()) > 0
+    assert Decimal(page.locator("[data-total=revenue_usd]").inner_text()) > 0
+    assert int(page.locator("[data-total=coupon_redemptions]").inner_text()) > 0
+    chart_width = page.locator("#chart-credits").bounding_box()["width"]
+    assert chart_width > page.locator("#content").bounding_box()["width"] * 0.9  # full width
+    # The cursor on the last point (today, or the last tier): each chart's legend shows the value drawn there.
+    for chart in ("#chart-credits", "#chart-money", "#chart-coupons", "#chart-tiers"):
+        over = page.locator(f"{chart} .u-over")
+        box = over.bounding_box()
+        over.hover(position={"x": box["width"] - 1, "y": box["height"] / 2})
+        value = page.locator(f"{chart} .u-legend .u-series >> nth=1").locator(".u-value").inner_text()
+        assert Decimal(value.replace(",", "")) > 0, (chart, value)
+    page.mouse.move(0, 0)
+    page.screenshot(path=ARTIFACTS / "11-dashboard-demo-activity.png", full_page=True)

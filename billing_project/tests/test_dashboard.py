@@ -148,3 +148,47 @@ def test_revenue_is_grouped_by_currency_and_never_converted(admin_client, histor
     content = response.content.decode()
     assert '<td data-total="revenue_kwd">19.105</td>' in content
     assert '<td data-total="revenue_jpy">2900</td>' in content
+
+
+def _charts(response) -> dict:
+    return {chart["element"]: chart for chart in _chart_data(response)["charts"]}
+
+
+def test_counts_are_drawn_from_zero_with_whole_number_ticks(admin_client, history):
+    response = admin_client.get(DASHBOARD, {"date_from": "2026-03-01", "date_to": "2026-03-02"})
+
+    charts = _charts(response)
+    for element in ("chart-credits", "chart-coupons", "chart-tiers"):
+        (axis,) = charts[element]["axes"].values()
+        assert axis["begin_at_zero"] is True and axis["integer"] is True, element
+    assert charts["chart-tiers"]["categories"] == ["pro", "pro_max"]
+    assert charts["chart-tiers"]["series"][0]["values"] == [2, 1]
+
+
+def test_gross_margin_has_its_own_axis_and_revenue_one_series_per_currency(admin_client, history):
+    PaymentTransaction.objects.create(
+        user=UserFactory(),
+        amount_usd=Decimal("0.00"),
+        amount=1900,
+        currency="eur",
+        status=PaymentStatus.SUCCEEDED,
+        completed_at=timezone.make_aware(datetime(2026, 3, 1, 12)),
+    )
+
+    response = admin_client.get(DASHBOARD, {"date_from": "2026-03-01", "date_to": "2026-03-02"})
+
+    money = _charts(response)["chart-money"]
+    by_label = {series["label"]: series for series in money["series"]}
+    assert by_label["Revenue (EUR)"]["values"] == ["19.00", "0.00"]
+    assert by_label["Revenue (USD)"]["values"] == ["0.00", "59.00"]
+    assert [Decimal(value) for value in by_label["Gross margin (USD)"]["values"]] == [Decimal("0.40"), Decimal("0.10")]
+    axes = [series["axis"] for series in money["series"]]
+    assert len(set(axes)) == len(axes) == 3
+    assert set(axes) == set(money["axes"])
+    assert money["axes"]["gross_margin_usd"]["begin_at_zero"] is True
+
+
+def test_the_charts_take_the_full_width_of_the_page(admin_client, history):
+    response = admin_client.get(DASHBOARD)
+
+    assert b"grid-template-columns: 1fr;" in response.content
