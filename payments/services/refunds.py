@@ -33,7 +33,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from payments.models import DisputeStatus, Payment, PaymentOperation, PaymentStatus, WebhookEvent
-from payments.registry import payment_reactions_of
+from payments.registry import Unmatched, payment_reactions_of
 from payments.services.events import payment_event_record
 
 STRIPE_IDS = ("stripe_payment_intent_id", "stripe_charge_id", "stripe_invoice_id", "stripe_checkout_session_id")
@@ -154,7 +154,7 @@ def charge_refunded(row: WebhookEvent) -> dict | None:
     charge = row.payload["data"]["object"]
     payment = _payment_matched(charge_id=charge["id"], payment_intent_id=_id(charge.get("payment_intent")))
     if payment is None:
-        return None
+        raise Unmatched(f"No payment here for charge {charge['id']} ({row.event_type}).")
     listed = (charge.get("refunds") or {}).get("data") or []
     return _refunds_apply(row, payment, reported_total=charge.get("amount_refunded") or 0, refunds=listed)
 
@@ -164,7 +164,7 @@ def refund_changed(row: WebhookEvent) -> dict | None:
     refund = row.payload["data"]["object"]
     payment = _payment_matched(charge_id=_id(refund.get("charge")), payment_intent_id=_id(refund.get("payment_intent")))
     if payment is None:
-        return None
+        raise Unmatched(f"No payment here for the charge of refund {refund['id']} ({row.event_type}).")
     return _refunds_apply(row, payment, reported_total=0, refunds=[refund])
 
 
@@ -208,7 +208,7 @@ def dispute_changed(row: WebhookEvent) -> dict | None:
         charge_id=_id(dispute.get("charge")), payment_intent_id=_id(dispute.get("payment_intent"))
     )
     if payment is None:
-        return None
+        raise Unmatched(f"No payment here for the charge of dispute {dispute['id']} ({row.event_type}).")
     previous = {"dispute_status": payment.dispute_status, "status": payment.status}
     status = DISPUTE_CLOSED.get(dispute.get("status"), DisputeStatus.OPEN)
     known = payment.disputes.get(dispute["id"])

@@ -181,14 +181,17 @@ def test_a_lost_dispute_revokes_the_license_and_a_late_dispute_created_changes_n
     assert (license_.status, payment.dispute_status) == (LicenseStatus.REVOKED, "lost")
 
 
-def test_a_refund_of_an_unknown_charge_is_acknowledged_and_changes_nothing(stripe_http, catalog, api_client):
+def test_a_refund_of_an_unknown_charge_is_acknowledged_as_unmatched_and_changes_nothing(
+    stripe_http, catalog, api_client
+):
     charge = stripe_objects.charge(charge_id="ch_unknown", payment_intent="pi_unknown", amount=1900, currency="usd")
 
     result = post_event(api_client, "charge.refunded", charge)
 
-    assert (result["status"], result["result"]) == ("ignored", None)
+    assert result["status"] == "unmatched"
+    assert result["result"]["reason"] == "No payment here for charge ch_unknown (charge.refunded)."
     assert (Payment.objects.count(), PaymentEvent.objects.filter(event_type="refund").count()) == (0, 0)
-    assert WebhookEvent.objects.get(event_type="charge.refunded").status == "ignored"
+    assert WebhookEvent.objects.get(event_type="charge.refunded").status == "unmatched"
 
 
 # Subscriptions

@@ -916,11 +916,12 @@ def test_refunds_are_recorded_partial_then_full(webhook_client, subscriber):
     assert [event.amount for event in refunds] == [500, 1400]
 
 
-def test_refund_of_a_payment_that_is_not_ours_is_acknowledged_only(webhook_client):
+def test_refund_of_a_payment_that_is_not_ours_is_acknowledged_as_unmatched_only(webhook_client):
     before = counts()
 
     response = deliver(webhook_client, stripe_event("charge.refunded", StripeIds.new()))
 
     assert response.status_code == 200
-    assert (response.json()["status"], response.json()["result"]) == ("ignored", None)
+    assert response.json()["status"] == "unmatched"
+    assert response.json()["result"]["reason"].startswith("No payment here for charge ")
     assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
