@@ -17,6 +17,7 @@ from payments.models import Payment, PaymentEvent, WebhookEvent, WebhookStatus
 from payments.services.operations import invoice_facts
 from payments.tests.conftest import stripe_subscriber
 from payments.tests.helpers import deliver_event
+from payments.tests.webhook_flows import license_bought
 from subscriptions import tasks
 from subscriptions.models import BillingInvoice, PaymentStatus, PaymentTransaction, Subscription
 from subscriptions.services import reconcile
@@ -283,6 +284,46 @@ def test_an_invoice_amount_is_not_corrected_under_refunds_already_recorded_and_s
         price,
         price,
     )
+
+
+def test_a_license_refunded_at_stripe_is_found_and_fix_revokes_it(emulator, api_client):
+    license_, payment = license_bought(emulator, api_client, "license@example.com")
+    charge = emulator.charge_add(payment.stripe_payment_intent_id, amount=payment.amount)
+    emulator.refund_add(charge["id"], amount=payment.amount)
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    assert f"charge {charge['id']} amount_refunded: here 0.00 USD, at Stripe {usd(payment.amount)}" in lines
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    license_.refresh_from_db()
+    payment.refresh_from_db()
+    assert (license_.status, payment.status, payment.amount_refunded) == ("revoked", "refunded", payment.amount)
+    assert reconcile_stripe()[1] == 0
+
+
+def test_an_invoice_recorded_in_another_currency_than_stripes_is_corrected_by_fix(emulator):
+    subscription = stripe_subscriber(emulator, "euro@example.com")
+    invoice = BillingInvoice.objects.get(subscription=subscription)
+    price = invoice.amount_due
+    emulator.object(invoice.stripe_invoice_id)["currency"] = "eur"
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    money = f"{Decimal(price) / 100:.2f}"
+    assert f"invoice {invoice.stripe_invoice_id} amount_due: here {money} USD, at Stripe {money} EUR" in lines
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    invoice.refresh_from_db()
+    assert (invoice.currency, invoice.amount_paid) == ("eur", price)
+    assert (payment_of(subscription).currency, received_of(subscription).currency) == ("eur", "eur")
+    assert reconcile_stripe()[1] == 0
 
 
 def test_reconcile_reports_a_subscription_stripe_bills_that_is_not_recorded_here_and_leaves_it_to_staff(emulator):
