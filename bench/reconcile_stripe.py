@@ -3,11 +3,13 @@
     .venv/bin/python bench/reconcile_stripe.py [--subscriptions 2000]
 
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates it
-and seeds `--subscriptions` users, each with a Stripe-billed subscription and its paid first invoice,
-the same objects on the emulator (one in ten with a difference planted: cancelled at Stripe, or the
-invoice without its number here). It then runs the report (no fix) and prints the wall time of the
-Stripe reads and of the comparison, the Stripe requests (list pages of 100) and the database queries of
-the comparison, and the differences found. The scratch database is dropped at the end.
+and seeds `--subscriptions` users, each with a Stripe-billed subscription, its paid first invoice and
+the payment received for it (known by its charge), the same objects on the emulator, and one in ten
+with a difference planted: cancelled at Stripe, the invoice without its number here, or another
+amount at Stripe; a refund and a dispute at Stripe of one charge in ten. It then runs the report (no
+fix) and prints the wall time of the Stripe reads and of the comparison, the Stripe requests (list
+pages of 100) and the database queries of the comparison, and the differences found. The scratch
+database is dropped at the end.
 """
 
 import argparse
@@ -25,6 +27,7 @@ def seed(count: int, emulator) -> None:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
+    from payments.models import OperationKind, Payment, WebhookProvider
     from subscriptions.models import BillingInvoice, InvoiceStatus, Subscription, SubscriptionStatus
 
     users = get_user_model().objects.bulk_create(
@@ -32,7 +35,7 @@ def seed(count: int, emulator) -> None:
         for index in range(count)
     )
     now = timezone.now()
-    subscriptions, invoices = [], []
+    subscriptions, invoices, payments = [], [], []
     for index, user in enumerate(users):
         stripe_subscription = emulator.subscription_add(f"sub_bench{index:06d}", customer=f"cus_bench{index:06d}")
         item = stripe_subscription["items"]["data"][0]
@@ -40,6 +43,13 @@ def seed(count: int, emulator) -> None:
         item.update(current_period_start=int(now.timestamp()), current_period_end=int(now.timestamp()) + 2_592_000)
         if index % 10 == 1:
             emulator.subscription_cancel(stripe_subscription["id"])
+        if index % 10 == 3:
+            stripe_invoice.update(amount_due=1500, amount_paid=1500)
+        charge = emulator.charge_add(None, amount=1900, customer=stripe_subscription["customer"])
+        if index % 10 == 4:
+            emulator.refund_add(charge["id"], amount=500)
+        if index % 10 == 5:
+            emulator.dispute_add(charge["id"])
         subscription = Subscription(
             user=user,
             tier="pro",
@@ -59,6 +69,8 @@ def seed(count: int, emulator) -> None:
                 subtotal_usd="19.00",
                 amount_due_usd="19.00",
                 amount_paid_usd="19.00",
+                amount_due=1900,
+                amount_paid=1900,
                 status=InvoiceStatus.PAID,
                 period_start=now,
                 period_end=now + timedelta(days=30),
@@ -69,8 +81,22 @@ def seed(count: int, emulator) -> None:
                 paid_at=now,
             )
         )
+        payments.append(
+            Payment(
+                user=user,
+                kind=OperationKind.SUBSCRIPTION_CHECKOUT,
+                object_id=str(subscription.pk),
+                provider=WebhookProvider.STRIPE,
+                amount=1900,
+                currency="usd",
+                stripe_charge_id=charge["id"],
+                stripe_invoice_id=stripe_invoice["id"],
+                paid_at=now,
+            )
+        )
     Subscription.objects.bulk_create(subscriptions)
     BillingInvoice.objects.bulk_create(invoices)
+    Payment.objects.bulk_create(payments)
 
 
 def run(count: int) -> None:

@@ -106,6 +106,19 @@ def _ids_complete(payment: Payment, ids: dict, *, object_id="", operation=None) 
         payment.save(update_fields=[*changed, "updated_at"])
 
 
+def payment_amount_correct(*, stripe_invoice_id: str, amount: int, currency: str) -> bool:
+    """The amount Stripe says an invoice's payment was: a correction of what was recorded, not a
+    movement of money (no payment event). A payment with refunds keeps its amount (what they mean
+    against it is for staff to decide). True when it changed."""
+    payment = _payment_locked({"stripe_invoice_id": stripe_invoice_id})
+    currency = currency.lower()
+    if payment is None or payment.amount_refunded or (payment.amount, payment.currency) == (amount, currency):
+        return False
+    payment.amount, payment.currency = amount, currency
+    payment.save(update_fields=["amount", "currency", "updated_at"])
+    return True
+
+
 def invoice_payment_ids(invoice: dict) -> dict:
     """The payment intent and charge of an invoice's paid InvoicePayment, when the invoice carries
     them; an endpoint on an API version before 2025-03-31 still sends them on the invoice itself."""

@@ -10,7 +10,10 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, resource_type_of
 from billing_project.money import minor_to_major, usd_round
+from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
 
 
@@ -156,6 +159,47 @@ def invoice_document_update(*, invoice: BillingInvoice, stripe_invoice: dict) ->
     if changed:
         invoice.save(update_fields=[*changed, "updated_at"])
     return bool(changed)
+
+
+def invoice_amounts_update(*, invoice: BillingInvoice, stripe_invoice: dict, reason: str) -> dict:
+    """Stripe's amounts of an invoice we hold (the amount due, the amount paid, the currency), from a
+    payload in the state our row is in (the inbox applies each invoice's events in order, so it is
+    the newest). A correction of what was recorded, not a movement of money: no payment event, an
+    audit row; the invoice's payments follow it. An invoice whose payment has refunds keeps its
+    amounts (what those refunds mean against the new amount is for staff). The caller holds the row.
+    Returns {field: [before, after]} of what changed."""
+    if stripe_invoice.get("status") != invoice.status or stripe_invoice.get("amount_due") is None:
+        return {}
+    currency = (stripe_invoice.get("currency") or invoice.currency).lower()
+    target = {"amount_due": stripe_invoice["amount_due"], "currency": currency}
+    if invoice.status == InvoiceStatus.PAID and stripe_invoice.get("amount_paid") is not None:
+        target["amount_paid"] = stripe_invoice["amount_paid"]
+    changed = {name: [getattr(invoice, name), to] for name, to in target.items() if getattr(invoice, name) != to}
+    payments = PaymentTransaction.objects.select_for_update().filter(invoice=invoice)
+    if not changed or any(payment.refunded_amount for payment in payments):
+        return {}
+    for field, value in target.items():
+        setattr(invoice, field, value)
+    invoice.amount_due_usd = _usd_field(invoice.amount_due, currency)
+    invoice.amount_paid_usd = _usd_field(invoice.amount_paid, currency)
+    invoice.subtotal_usd = invoice.amount_due_usd + invoice.discount_usd
+    invoice.save(update_fields=[*target, "amount_due_usd", "amount_paid_usd", "subtotal_usd", "updated_at"])
+    for payment in payments:
+        amount = invoice.amount_paid if payment.status == PaymentStatus.SUCCEEDED else invoice.amount_due
+        payment.amount, payment.amount_usd, payment.currency = amount, _usd_field(amount, currency), currency
+        payment.save(update_fields=["amount", "amount_usd", "currency", "updated_at"])
+    if invoice.status == InvoiceStatus.PAID and invoice.stripe_invoice_id:
+        payment_amount_correct(
+            stripe_invoice_id=invoice.stripe_invoice_id, amount=invoice.amount_paid, currency=currency
+        )
+    audit_record(
+        action=AuditAction.UPDATE,
+        resource_type=resource_type_of(invoice),
+        resource_id=str(invoice.pk),
+        previous_value={field: before for field, (before, _) in changed.items()},
+        new_value={**{field: after for field, (_, after) in changed.items()}, "reason": reason},
+    )
+    return changed
 
 
 def invoice_open_record(

@@ -6,17 +6,24 @@ applied, and reports every difference:
 - subscriptions (every one whose current period ended since the window's start, or has not ended:
   a subscription is created once and lives for years, so its creation date says nothing): status,
   period, cancellation at period end;
-- invoices created since: status, amount due and paid, number and document links;
-- the charges of the refunds created since: the amount refunded in all;
-- disputes created since: status, against the newest dispute event applied here.
+- invoices created since: status, amount due and paid and currency (minor units), number and
+  document links;
+- the charges of the refunds created since: the amount refunded in all, against the payment
+  received here (`payments.Payment`, matched by charge, then payment intent, as the refund handlers
+  match it);
+- disputes created since: open, won or lost, against that payment's dispute state (the handlers'
+  policy; a status it does not name, `prevented`, is not compared).
+A charge or a dispute of no payment here is not ours to compare (its events are kept unmatched).
 
 In three phases, so that no transaction is ever open during a Stripe call: every object of the
 window is fetched first (the list endpoints, page by page); then compared (reads only); then, with
 `fix`, Stripe's state is applied through the webhook handlers: each differing object becomes a
 synthetic event (`reconcile:<object id>:<time>`, created now) accepted by the payments inbox, so it
 is stored, audited and ordered like any event Stripe sends, each in its own transaction. Finally
-the same fetched objects are compared again: what still differs is what the handlers would not
-apply, for staff to look at.
+the same fetched objects are compared again, the subscriptions that still differ read again first
+(a handler's effect may have reached Stripe once its transaction committed: a full refund here
+cancels the subscription there): what still differs is what the handlers would not apply, for staff
+to look at.
 """
 
 import logging
@@ -27,13 +34,15 @@ from datetime import UTC, datetime
 
 import stripe
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from billing_project.money import major_to_minor, minor_to_major
+from billing_project.money import minor_to_major
 from payments import stripe_api
-from payments.models import WebhookEvent, WebhookProvider, WebhookStatus
+from payments.models import DisputeStatus, Payment, WebhookEvent, WebhookStatus
 from payments.services.inbox import webhook_event_accept
-from subscriptions.models import BillingInvoice, PaymentTransaction, Subscription, SubscriptionStatus
+from payments.services.refunds import DISPUTE_CLOSED
+from subscriptions.models import BillingInvoice, Subscription, SubscriptionStatus
 from subscriptions.services.invoices import invoice_document_differences, invoice_document_update
 
 logger = logging.getLogger(__name__)
@@ -58,14 +67,7 @@ INVOICE_EVENTS = {
     "void": "invoice.voided",
     "uncollectible": "invoice.marked_uncollectible",
 }
-DISPUTE_EVENTS = (
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.closed",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-)
-CLOSED_DISPUTE_STATUSES = ("won", "lost", "warning_closed", "prevented")
+OPEN_DISPUTE_STATUSES = ("warning_needs_response", "warning_under_review", "needs_response", "under_review")
 NOT_RECORDED = "not recorded"
 
 
@@ -117,7 +119,11 @@ def stripe_reconcile(*, since: datetime, fix: bool = False) -> Reconciliation:
     applied, documents = [], []
     if fix and found:
         applied, documents = differences_apply(state=state, differences=found)
-    remaining = differences_find(state=state) if applied or documents else found
+    remaining = found
+    if applied or documents:
+        remaining = differences_find(state=state)
+        state = subscriptions_reread(state=state, differences=remaining)
+        remaining = differences_find(state=state)
     return Reconciliation(
         compared=state.counts(),
         found=found,
@@ -144,6 +150,25 @@ def stripe_state_fetch(*, since: datetime) -> StripeState:
     except stripe.StripeError as error:
         raise stripe_api.mapped_error(error, what="reconciliation read") from error
     return StripeState(subscriptions=subscriptions, invoices=invoices, charges=charges, disputes=disputes)
+
+
+def subscriptions_reread(*, state: StripeState, differences: list[Difference]) -> StripeState:
+    """The state with each subscription that still differs as Stripe has it now (no transaction
+    open): what the handlers did here may have been sent to Stripe once it committed."""
+    differing = {difference.object_id for difference in differences if difference.object_type == "subscription"}
+    if not differing:
+        return state
+    api = stripe_api.client().v1
+    try:
+        subscriptions = [
+            api.subscriptions.retrieve(theirs["id"]).to_dict() if theirs["id"] in differing else theirs
+            for theirs in state.subscriptions
+        ]
+    except stripe.StripeError as error:
+        raise stripe_api.mapped_error(error, what="reconciliation read") from error
+    return StripeState(
+        subscriptions=subscriptions, invoices=state.invoices, charges=state.charges, disputes=state.disputes
+    )
 
 
 def _every(service, params: dict) -> list[dict]:
@@ -178,11 +203,34 @@ def _subscription_differences(theirs_all: list[dict]) -> Iterator[Difference]:
     ours_by_id = Subscription.objects.in_bulk(
         [theirs["id"] for theirs in theirs_all], field_name="stripe_subscription_id"
     )
+    disputed = _disputed(ours_by_id.values())
     for theirs in theirs_all:
-        yield from _subscription_compared(ours_by_id.get(theirs["id"]), theirs)
+        ours = ours_by_id.get(theirs["id"])
+        yield from _subscription_compared(ours, theirs, disputed=ours is not None and ours.pk in disputed)
 
 
-def _subscription_compared(ours: Subscription | None, theirs: dict) -> Iterator[Difference]:
+def _disputed(subscriptions) -> set:
+    """The subscriptions suspended here by an open dispute of one of their payments, which Stripe
+    bills on as if nothing happened (the payment policy, payments.services.refunds)."""
+    suspended = {subscription.pk for subscription in subscriptions if subscription.status == Status.SUSPENDED}
+    if not suspended:
+        return set()
+    invoices = dict(
+        BillingInvoice.objects.filter(subscription_id__in=suspended, stripe_invoice_id__isnull=False).values_list(
+            "stripe_invoice_id", "subscription_id"
+        )
+    )
+    open_disputes = Payment.objects.filter(dispute_status=DisputeStatus.OPEN).filter(
+        Q(stripe_invoice_id__in=list(invoices)) | Q(object_id__in=[str(pk) for pk in suspended])
+    )
+    disputed = set()
+    for stripe_invoice_id, object_id in open_disputes.values_list("stripe_invoice_id", "object_id"):
+        disputed.add(invoices.get(stripe_invoice_id))
+        disputed.update(pk for pk in suspended if str(pk) == object_id)
+    return disputed - {None}
+
+
+def _subscription_compared(ours: Subscription | None, theirs: dict, *, disputed: bool) -> Iterator[Difference]:
     def differ(field: str, here: str, at_stripe: str) -> Difference:
         return Difference("subscription", theirs["id"], field, here, at_stripe)
 
@@ -191,7 +239,8 @@ def _subscription_compared(ours: Subscription | None, theirs: dict) -> Iterator[
         if status in LIVE_AT_STRIPE:  # billed at Stripe, unknown here: its checkout never arrived
             yield differ("status", NOT_RECORDED, f"{status} (customer {theirs.get('customer') or '-'})")
         return
-    if status in AGREEING_STATUSES and ours.status not in AGREEING_STATUSES[status]:
+    agreeing = AGREEING_STATUSES.get(status)
+    if agreeing and ours.status not in agreeing and not (disputed and status in LIVE_AT_STRIPE):
         yield differ("status", ours.status, status)
     if status in ENDED_AT_STRIPE:
         return
@@ -247,11 +296,11 @@ def _invoice_compared(ours: BillingInvoice, theirs: dict) -> Iterator[Difference
     status, currency = theirs["status"], theirs["currency"]
     if status != "draft" and ours.status != status:
         yield differ("status", ours.status, status)
-    amounts = [("amount_due", ours.amount_due_usd)]
+    fields = ["amount_due"]
     if ours.status == status:  # a status that differs already says the paid amount does
-        amounts.append(("amount_paid", ours.amount_paid_usd))
-    for field, amount in amounts:
-        here = major_to_minor(amount, ours.currency)
+        fields.append("amount_paid")
+    for field in fields:
+        here = getattr(ours, field)
         if (here, ours.currency.lower()) != (theirs[field], currency.lower()):
             yield differ(field, _money(here, ours.currency), _money(theirs[field], currency))
     documents = invoice_document_differences(invoice=ours, stripe_invoice=theirs)
@@ -263,54 +312,79 @@ def _invoice_compared(ours: BillingInvoice, theirs: dict) -> Iterator[Difference
         )
 
 
+def _payments_of(objects: list[dict]) -> dict[str, Payment]:
+    """The payment received here of each charge, refund or dispute (by the object's id): matched
+    by charge id, then payment intent, as the refund and dispute handlers match them."""
+
+    def charge_of(obj: dict) -> str:
+        return obj["id"] if obj["object"] == "charge" else _id(obj.get("charge"))
+
+    charge_ids = {charge_of(obj) for obj in objects} - {""}
+    intent_ids = {_id(obj.get("payment_intent")) for obj in objects} - {""}
+    by_charge, by_intent = {}, {}
+    for payment in Payment.objects.filter(
+        Q(stripe_charge_id__in=charge_ids) | Q(stripe_payment_intent_id__in=intent_ids)
+    ):
+        if payment.stripe_charge_id:
+            by_charge[payment.stripe_charge_id] = payment
+        if payment.stripe_payment_intent_id:
+            by_intent[payment.stripe_payment_intent_id] = payment
+    found = {}
+    for obj in objects:
+        payment = by_charge.get(charge_of(obj)) or by_intent.get(_id(obj.get("payment_intent")))
+        if payment is not None:
+            found[obj["id"]] = payment
+    return found
+
+
+def _id(value) -> str:
+    if not value:
+        return ""
+    return value if isinstance(value, str) else value.get("id", "")
+
+
 def _refund_differences(charges: list[dict]) -> list[Difference]:
-    """The amount refunded of each charge, against the payment we recorded for it. A charge that is
-    not one of our subscription payments is not compared here."""
-    payments = PaymentTransaction.objects.in_bulk(
-        [charge["payment_intent"] for charge in charges if charge.get("payment_intent")],
-        field_name="stripe_payment_intent_id",
-    )
+    """The amount refunded of each charge, against the payment received here for it."""
+    payments = _payments_of(charges)
     differences = []
     for charge in charges:
-        payment = payments.get(charge.get("payment_intent"))
+        payment = payments.get(charge["id"])
         if payment is None:
             continue
-        here = major_to_minor(payment.refunded_amount_usd, payment.currency)
-        if here != charge["amount_refunded"]:
+        here, currency = payment.amount_refunded, payment.currency
+        if (here, currency) != (charge["amount_refunded"], charge["currency"].lower()):
             differences.append(
                 Difference(
                     "charge",
                     charge["id"],
                     "amount_refunded",
-                    _money(here, payment.currency),
+                    _money(here, currency),
                     _money(charge["amount_refunded"], charge["currency"]),
                 )
             )
     return differences
 
 
-def _disputes_applied(dispute_ids: list[str]) -> dict[str, str]:
-    """The status in the newest dispute event processed here, by dispute."""
-    rows = (
-        WebhookEvent.objects.filter(
-            provider=WebhookProvider.STRIPE,
-            event_type__in=DISPUTE_EVENTS,
-            status=WebhookStatus.PROCESSED,
-            payload__data__object__id__in=dispute_ids,
-        )
-        .order_by("event_created_at", "received_at")
-        .values_list("payload__data__object__id", "payload__data__object__status")
-    )
-    return dict(rows)
+def _dispute_state(stripe_status: str) -> str | None:
+    """A Stripe dispute status as the payment's dispute state (the handlers' policy); None for one
+    the policy does not name (`prevented`), which is not compared."""
+    if stripe_status in OPEN_DISPUTE_STATUSES:
+        return DisputeStatus.OPEN
+    return DISPUTE_CLOSED.get(stripe_status)
 
 
 def _dispute_differences(disputes: list[dict]) -> list[Difference]:
-    applied = _disputes_applied([dispute["id"] for dispute in disputes]) if disputes else {}
-    return [
-        Difference("dispute", dispute["id"], "status", applied.get(dispute["id"], NOT_RECORDED), dispute["status"])
-        for dispute in disputes
-        if applied.get(dispute["id"]) != dispute["status"]
-    ]
+    """Each dispute's state (open, won, lost), against the payment it disputes."""
+    payments = _payments_of(disputes)
+    differences = []
+    for dispute in disputes:
+        payment, state = payments.get(dispute["id"]), _dispute_state(dispute["status"])
+        if payment is None or state is None:
+            continue
+        here = payment.dispute_status if dispute["id"] in payment.disputes else NOT_RECORDED
+        if here != state:
+            differences.append(Difference("dispute", dispute["id"], "status", here, dispute["status"]))
+    return differences
 
 
 # Applying (through the webhook handlers)
@@ -345,16 +419,10 @@ def differences_apply(*, state: StripeState, differences: list[Difference]) -> t
         if ("charge", charge["id"]) in by_object:
             events.append(_accept("charge.refunded", charge, now=now))
     for dispute in state.disputes:
-        found = by_object.get(("dispute", dispute["id"]))
-        if found:
-            events.append(_accept(_dispute_event_type(dispute, seen=found[0].here != NOT_RECORDED), dispute, now=now))
+        if ("dispute", dispute["id"]) in by_object:
+            closed = _dispute_state(dispute["status"]) != DisputeStatus.OPEN
+            events.append(_accept("charge.dispute.closed" if closed else "charge.dispute.created", dispute, now=now))
     return events, documents
-
-
-def _dispute_event_type(dispute: dict, *, seen: bool) -> str:
-    if dispute["status"] in CLOSED_DISPUTE_STATUSES:
-        return "charge.dispute.closed"
-    return "charge.dispute.updated" if seen else "charge.dispute.created"
 
 
 def _accept(event_type: str, data_object: dict, *, now: int) -> WebhookEvent:

@@ -32,7 +32,7 @@ from subscriptions.models import (
 )
 from subscriptions.periods import period_end
 from subscriptions.services.entitlements import entitlement_activate
-from subscriptions.services.invoices import invoice_open_record
+from subscriptions.services.invoices import invoice_amounts_update, invoice_open_record
 from subscriptions.services.lifecycle import subscription_transition, transition_allowed
 
 Status = SubscriptionStatus
@@ -311,6 +311,8 @@ def _invoice_state(row: WebhookEvent) -> dict:
             DunningAttempt.objects.filter(invoice=local, result=DunningResult.SCHEDULED).update(
                 result=DunningResult.CANCELLED, updated_at=timezone.now()
             )
+        if local is not None:
+            invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
         if status == InvoiceStatus.UNCOLLECTIBLE and subscription.status == Status.PAST_DUE:
             subscription_transition(
                 subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe marked the invoice uncollectible"

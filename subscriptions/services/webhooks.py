@@ -12,7 +12,7 @@ from payments.services.inbox import event_audit, event_object, event_record
 from payments.services.refunds import invoice_payment_ids
 from subscriptions.models import Subscription
 from subscriptions.services import billing
-from subscriptions.services.invoices import invoice_document_update
+from subscriptions.services.invoices import invoice_amounts_update, invoice_document_update
 from subscriptions.services.stripe_events import (
     invoice_period,
     invoice_subscription_id,
@@ -84,10 +84,11 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
+    corrected = invoice_amounts_update(invoice=paid, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
     mark_applied(subscription, row)
     subscription.save(update_fields=["provider_updated_at", "updated_at"])
     if already_recorded:
-        event_audit(row, invoice_id=invoice["id"], already_recorded=True)
+        event_audit(row, invoice_id=invoice["id"], already_recorded=True, amounts_corrected=corrected)
     else:
         _record_invoice_event(
             row, event_type="invoice_paid", subscription=subscription, amount=invoice.get("amount_paid")
@@ -95,6 +96,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
     return {
         "action": "invoice_paid",
         "already_recorded": already_recorded,
+        "amounts_corrected": corrected,
         "invoice_id": str(paid.pk),
         "subscription_id": str(subscription.pk),
         "subscription_status": subscription.status,
@@ -119,6 +121,7 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         subscription_current=newer_than_applied(subscription, row),
     )
     invoice_document_update(invoice=failed, stripe_invoice=invoice)
+    invoice_amounts_update(invoice=failed, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
     mark_applied(subscription, row)
     subscription.save(update_fields=["provider_updated_at", "updated_at"])
     _record_invoice_event(

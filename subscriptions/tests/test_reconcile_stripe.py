@@ -13,11 +13,11 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from payments import registry
-from payments.models import Payment, WebhookEvent, WebhookStatus
+from payments.models import Payment, PaymentEvent, WebhookEvent, WebhookStatus
 from payments.services.operations import invoice_facts
 from payments.tests.conftest import stripe_subscriber
 from payments.tests.helpers import deliver_event
+from payments.tests.webhook_flows import license_bought
 from subscriptions import tasks
 from subscriptions.models import BillingInvoice, PaymentStatus, PaymentTransaction, Subscription
 from subscriptions.services import reconcile
@@ -64,6 +64,11 @@ def payment_of(subscription: Subscription) -> PaymentTransaction:
     return PaymentTransaction.objects.get(subscription=subscription)
 
 
+def received_of(subscription: Subscription) -> Payment:
+    """The payment received for the subscription's first invoice (what refunds and disputes match)."""
+    return Payment.objects.get(stripe_invoice_id=payment_of(subscription).invoice.stripe_invoice_id)
+
+
 def charge_of(emulator, subscription: Subscription) -> dict:
     """The card charge behind the subscription's first payment, whose payment we hold by the payment
     intent of its Stripe invoice."""
@@ -71,7 +76,29 @@ def charge_of(emulator, subscription: Subscription) -> dict:
     intent = invoice_facts(emulator.object(payment.invoice.stripe_invoice_id))["payment_intent_id"]
     PaymentTransaction.objects.filter(pk=payment.pk).update(stripe_payment_intent_id=intent)
     Payment.objects.filter(stripe_invoice_id=payment.invoice.stripe_invoice_id).update(stripe_payment_intent_id=intent)
-    return emulator.charge_add(intent, amount=int(payment.amount_usd * 100), customer=subscription.stripe_customer_id)
+    return emulator.charge_add(intent, amount=payment.amount, customer=subscription.stripe_customer_id)
+
+
+def charge_only_of(emulator, subscription: Subscription) -> dict:
+    """A charge with no payment intent behind the subscription's first payment, which we hold by
+    the charge's id alone."""
+    payment = payment_of(subscription)
+    charge = emulator.charge_add(None, amount=payment.amount, customer=subscription.stripe_customer_id)
+    Payment.objects.filter(stripe_invoice_id=payment.invoice.stripe_invoice_id).update(
+        stripe_charge_id=charge["id"], stripe_payment_intent_id=""
+    )
+    return charge
+
+
+def amount_changed_at_stripe(emulator, invoice_id: str, amount: int) -> None:
+    """What Stripe charged for the invoice is not what we recorded (a discount we never saw)."""
+    invoice = emulator.object(invoice_id)
+    invoice.update(amount_due=amount, amount_paid=amount, total=amount, subtotal=amount)
+    invoice["payments"]["data"][0].update(amount_paid=amount, amount_requested=amount)
+
+
+def money_events() -> list[tuple]:
+    return sorted(PaymentEvent.objects.exclude(amount=None).values_list("event_type", "invoice_id", "amount"))
 
 
 def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_through_the_handlers(
@@ -81,30 +108,43 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
     cancelled = stripe_subscriber(emulator, "cancelled@example.com")
     moved = stripe_subscriber(emulator, "moved@example.com")
     collected = stripe_subscriber(emulator, "collected@example.com")
+    discounted = stripe_subscriber(emulator, "discounted@example.com")
     partly = stripe_subscriber(emulator, "partly@example.com")
     refunded = stripe_subscriber(emulator, "refunded@example.com")
+    opened = stripe_subscriber(emulator, "opened@example.com")
+    won = stripe_subscriber(emulator, "won@example.com")
+    lost = stripe_subscriber(emulator, "lost@example.com")
     agreeing = stripe_subscriber(emulator, "agreeing@example.com")
+    subscribers = (cancelled, moved, collected, discounted, partly, refunded, opened, won, lost, agreeing)
     first_invoices = {
-        subscription.pk: BillingInvoice.objects.get(subscription=subscription)
-        for subscription in (cancelled, moved, collected, partly, refunded, agreeing)
+        subscription.pk: BillingInvoice.objects.get(subscription=subscription) for subscription in subscribers
     }
+    price = payment_of(agreeing).amount
     # given: Stripe's side changed, and the webhooks telling us never arrived
     emulator.subscription_cancel(cancelled.stripe_subscription_id)
     renewal = emulator.subscription_renew(moved.stripe_subscription_id)
     late = emulator.subscription_renew(collected.stripe_subscription_id, paid=False)
     assert deliver_event("invoice.payment_failed", late)[0].status == WebhookStatus.PROCESSED
     emulator.async_payment_settle(late["id"], succeeded=True)
+    discounted_invoice = first_invoices[discounted.pk].stripe_invoice_id
+    amount_changed_at_stripe(emulator, discounted_invoice, price - 1000)
     partial_charge = charge_of(emulator, partly)
     emulator.refund_add(partial_charge["id"], amount=500)
     assert deliver_event("charge.refunded", json.loads(json.dumps(partial_charge)))[0].status == "processed"
     emulator.refund_add(partial_charge["id"], amount=500)
-    full_charge = charge_of(emulator, refunded)
-    # Most of the payment, not all: a full refund would also end the subscription here (the refund
-    # policy), whose cancellation reaches Stripe only after the command's transactions commit.
-    emulator.refund_add(full_charge["id"], amount=full_charge["amount"] - 100)
+    full_charge = charge_only_of(emulator, refunded)
+    emulator.refund_add(full_charge["id"], amount=full_charge["amount"])
+    opened_dispute = emulator.dispute_add(charge_of(emulator, opened)["id"])
+    won_dispute = emulator.dispute_add(charge_of(emulator, won)["id"])
+    lost_dispute = emulator.dispute_add(charge_of(emulator, lost)["id"])
+    for dispute in (won_dispute, lost_dispute):
+        assert deliver_event("charge.dispute.created", dict(dispute))[0].status == "processed"
+    emulator.object(won_dispute["id"])["status"] = "won"
+    emulator.object(lost_dispute["id"])["status"] = "lost"
+    assert {Subscription.objects.get(pk=won.pk).status, Subscription.objects.get(pk=lost.pk).status} == {"suspended"}
     moved_item = emulator.object(moved.stripe_subscription_id)["items"]["data"][0]
     collected_item = emulator.object(collected.stripe_subscription_id)["items"]["data"][0]
-    amount = int(refunded.base_price_usd * 100) - 100
+    money_before = money_events()
 
     # when
     lines, code = reconcile_stripe()
@@ -127,8 +167,13 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
             f"invoice {renewal['id']} status: here not recorded, at Stripe paid "
             f"{Decimal(renewal['amount_due']) / 100:.2f} USD",
             f"invoice {late['id']} status: here open, at Stripe paid",
+            f"invoice {discounted_invoice} amount_due: here {usd(price)}, at Stripe {usd(price - 1000)}",
+            f"invoice {discounted_invoice} amount_paid: here {usd(price)}, at Stripe {usd(price - 1000)}",
             f"charge {partial_charge['id']} amount_refunded: here 5.00 USD, at Stripe 10.00 USD",
-            f"charge {full_charge['id']} amount_refunded: here 0.00 USD, at Stripe {Decimal(amount) / 100:.2f} USD",
+            f"charge {full_charge['id']} amount_refunded: here 0.00 USD, at Stripe {usd(price)}",
+            f"dispute {opened_dispute['id']} status: here not recorded, at Stripe needs_response",
+            f"dispute {won_dispute['id']} status: here open, at Stripe won",
+            f"dispute {lost_dispute['id']} status: here open, at Stripe lost",
         ]
     )
     documents = [line for line in lines if " documents: " in line]
@@ -140,7 +185,7 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
         for invoice in [*first_invoices.values(), BillingInvoice.objects.get(stripe_invoice_id=late["id"])]
         if not invoice.number
     )
-    assert lines[-1].startswith("Compared 6 subscriptions, 8 invoices, 2 refunded charges, 0 disputes since ")
+    assert lines[-1].startswith("Compared 10 subscriptions, 12 invoices, 2 refunded charges, 3 disputes since ")
     assert lines[-1].endswith(f": {len(differences) + len(documents)} difference(s).")
     assert any("starting_after" in request["url"] for request in emulator.requests), "the lists were paged"
     assert Subscription.objects.get(pk=cancelled.pk).status == "active", "a report changes nothing"
@@ -160,8 +205,12 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
             ("customer.subscription.updated", "processed"),
             ("invoice.paid", "processed"),
             ("invoice.paid", "processed"),
+            ("invoice.paid", "processed"),
             ("charge.refunded", "processed"),
             ("charge.refunded", "processed"),
+            ("charge.dispute.created", "processed"),
+            ("charge.dispute.closed", "processed"),
+            ("charge.dispute.closed", "processed"),
         ]
     )
     assert Subscription.objects.get(pk=cancelled.pk).status == "cancelled"
@@ -176,14 +225,27 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
     collected.refresh_from_db()
     assert (collected.status, collected.current_period_start) == ("active", at(collected_item["current_period_start"]))
     assert BillingInvoice.objects.get(stripe_invoice_id=late["id"]).status == "paid"
-    assert (payment_of(partly).refunded_amount_usd, payment_of(partly).status) == (
-        Decimal("10.00"),
-        PaymentStatus.PARTIALLY_REFUNDED,
+    # the amount Stripe charged, on the invoice and its payments; no money moved, so no payment event
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=discounted_invoice)
+    assert (invoice.amount_due, invoice.amount_paid, invoice.amount_paid_usd) == (
+        price - 1000,
+        price - 1000,
+        Decimal(price - 1000) / 100,
     )
-    assert (payment_of(refunded).refunded_amount_usd, payment_of(refunded).status) == (
-        Decimal(amount) / 100,
-        PaymentStatus.PARTIALLY_REFUNDED,
-    )
+    assert (payment_of(discounted).amount, received_of(discounted).amount) == (price - 1000, price - 1000)
+    assert [event for event in money_events() if event[1] == discounted_invoice] == [
+        event for event in money_before if event[1] == discounted_invoice
+    ]
+    assert (received_of(partly).amount_refunded, payment_of(partly).status) == (1000, PaymentStatus.PARTIALLY_REFUNDED)
+    # the full refund of a charge known by its id alone ends the paid access, here and at Stripe
+    assert (received_of(refunded).amount_refunded, payment_of(refunded).status) == (price, PaymentStatus.REFUNDED)
+    assert Subscription.objects.get(pk=refunded.pk).status == "cancelled"
+    assert emulator.object(refunded.stripe_subscription_id)["status"] == "canceled"
+    # an open dispute suspends the access, won restores it, lost ends it as a full refund
+    assert (received_of(opened).dispute_status, Subscription.objects.get(pk=opened.pk).status) == ("open", "suspended")
+    assert (received_of(won).dispute_status, Subscription.objects.get(pk=won.pk).status) == ("won", "active")
+    assert (received_of(lost).dispute_status, Subscription.objects.get(pk=lost.pk).status) == ("lost", "cancelled")
+    assert emulator.object(lost.stripe_subscription_id)["status"] == "canceled"
     for invoice in first_invoices.values():
         invoice.refresh_from_db()
         assert invoice.number == emulator.object(invoice.stripe_invoice_id)["number"]
@@ -198,19 +260,70 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
     assert len(lines) == 1
 
 
-def test_reconcile_reports_an_invoice_amount_that_differs_from_stripes(emulator):
-    subscription = stripe_subscriber(emulator, "amount@example.com")
+def usd(cents: int) -> str:
+    return f"{Decimal(cents) / 100:.2f} USD"
+
+
+def test_an_invoice_amount_is_not_corrected_under_refunds_already_recorded_and_stays_for_staff(emulator):
+    subscription = stripe_subscriber(emulator, "refunded-first@example.com")
     invoice = BillingInvoice.objects.get(subscription=subscription)
-    BillingInvoice.objects.filter(pk=invoice.pk).update(
-        amount_due_usd=Decimal("29.00"), amount_paid_usd=Decimal("29.00")
+    charge = charge_of(emulator, subscription)
+    emulator.refund_add(charge["id"], amount=500)
+    assert deliver_event("charge.refunded", json.loads(json.dumps(charge)))[0].status == "processed"
+    price = payment_of(subscription).amount
+    amount_changed_at_stripe(emulator, invoice.stripe_invoice_id, price - 1000)
+    difference = f"invoice {invoice.stripe_invoice_id} amount_paid: here {usd(price)}, at Stripe {usd(price - 1000)}"
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 1
+    assert f"still differs: {difference}" in lines
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid, payment_of(subscription).amount, received_of(subscription).amount) == (
+        price,
+        price,
+        price,
     )
-    at_stripe = Decimal(emulator.object(invoice.stripe_invoice_id)["amount_paid"]) / 100
+
+
+def test_a_license_refunded_at_stripe_is_found_and_fix_revokes_it(emulator, api_client):
+    license_, payment = license_bought(emulator, api_client, "license@example.com")
+    charge = emulator.charge_add(payment.stripe_payment_intent_id, amount=payment.amount)
+    emulator.refund_add(charge["id"], amount=payment.amount)
 
     lines, code = reconcile_stripe()
 
     assert code == 1
-    assert f"invoice {invoice.stripe_invoice_id} amount_due: here 29.00 USD, at Stripe {at_stripe:.2f} USD" in lines
-    assert f"invoice {invoice.stripe_invoice_id} amount_paid: here 29.00 USD, at Stripe {at_stripe:.2f} USD" in lines
+    assert f"charge {charge['id']} amount_refunded: here 0.00 USD, at Stripe {usd(payment.amount)}" in lines
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    license_.refresh_from_db()
+    payment.refresh_from_db()
+    assert (license_.status, payment.status, payment.amount_refunded) == ("revoked", "refunded", payment.amount)
+    assert reconcile_stripe()[1] == 0
+
+
+def test_an_invoice_recorded_in_another_currency_than_stripes_is_corrected_by_fix(emulator):
+    subscription = stripe_subscriber(emulator, "euro@example.com")
+    invoice = BillingInvoice.objects.get(subscription=subscription)
+    price = invoice.amount_due
+    emulator.object(invoice.stripe_invoice_id)["currency"] = "eur"
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    money = f"{Decimal(price) / 100:.2f}"
+    assert f"invoice {invoice.stripe_invoice_id} amount_due: here {money} USD, at Stripe {money} EUR" in lines
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    invoice.refresh_from_db()
+    assert (invoice.currency, invoice.amount_paid) == ("eur", price)
+    assert (payment_of(subscription).currency, received_of(subscription).currency) == ("eur", "eur")
+    assert reconcile_stripe()[1] == 0
 
 
 def test_reconcile_reports_a_subscription_stripe_bills_that_is_not_recorded_here_and_leaves_it_to_staff(emulator):
@@ -224,32 +337,6 @@ def test_reconcile_reports_a_subscription_stripe_bills_that_is_not_recorded_here
     )
     assert not WebhookEvent.objects.filter(event_id__startswith="reconcile:").exists()
     assert lines[-1].endswith("0 event(s) applied, 1 remaining.")
-
-
-def test_a_dispute_is_compared_with_the_newest_dispute_event_applied_and_fix_passes_it_to_the_handlers(
-    emulator, monkeypatch
-):
-    subscription = stripe_subscriber(emulator, "disputed@example.com")
-    charge = charge_of(emulator, subscription)
-    dispute = emulator.dispute_add(charge["id"], status="needs_response")
-    applied = []
-
-    def dispute_handler(row):
-        applied.append((row.event_type, row.payload["data"]["object"]["status"]))
-        return {"action": "dispute_recorded"}
-
-    for event_type in reconcile.DISPUTE_EVENTS:
-        monkeypatch.setitem(registry._event_handlers, event_type, [dispute_handler])
-    assert deliver_event("charge.dispute.created", dict(dispute))[0].status == "processed"
-    emulator.object(dispute["id"])["status"] = "lost"
-
-    lines, code = reconcile_stripe("--fix")
-
-    assert f"dispute {dispute['id']} status: here needs_response, at Stripe lost" in lines
-    assert applied == [("charge.dispute.created", "needs_response"), ("charge.dispute.closed", "lost")]
-    assert not any(line.startswith("still differs: dispute") for line in lines)
-    again, _ = reconcile_stripe()
-    assert not any(line.startswith("dispute ") for line in again)
 
 
 def test_reconcile_applies_nothing_when_stripe_cannot_be_read(emulator):

@@ -13,9 +13,7 @@ from stripe._object_classes import OBJECT_CLASSES
 
 from subscriptions.tests.conftest import STRIPE_FIXTURES
 
-# Files whose objects another part of the project still reads in an older API version's shape.
-OLDER_SHAPES = {"charge.refunded.json"}
-FIXTURES = sorted(path for path in STRIPE_FIXTURES.glob("*.json") if path.name not in OLDER_SHAPES)
+FIXTURES = sorted(STRIPE_FIXTURES.glob("*.json"))
 
 
 def _declared(cls) -> dict:

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from audit.models import AdminAuditLog, AuditAction
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
-from payments.models import PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
+from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
 from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions.models import (
     BillingInvoice,
@@ -703,6 +703,43 @@ def test_renewal_delivered_again_changes_nothing(webhook_client, subscriber, aga
         subscription.current_period_end,
     )
     assert BillingInvoice.objects.filter(stripe_invoice_id=renewal.invoice).count() == 1
+
+
+def test_a_newer_event_of_a_paid_invoice_corrects_its_amounts_without_moving_money_and_an_older_one_does_not(
+    webhook_client, subscriber
+):
+    # given a renewal recorded as paid 19.00
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    now = timezone.now()
+    deliver(webhook_client, renewal_event(subscription, renewal, created=now - timedelta(minutes=2)))
+    money = list(PaymentEvent.objects.filter(invoice_id=renewal.invoice).values_list("event_type", "amount"))
+    assert money == [("invoice_paid", 1900)]
+
+    # when Stripe's newer word on the invoice is 15.00 (a discount we never saw), then an older one 17.00
+    corrected = {"amount_due": 1500, "amount_paid": 1500, "total": 1500, "subtotal": 1500}
+    newer = deliver(
+        webhook_client, renewal_event(subscription, renewal, event_type="invoice.payment_succeeded", **corrected)
+    )
+    older = {"amount_due": 1700, "amount_paid": 1700, "total": 1700, "subtotal": 1700}
+    stale = deliver(webhook_client, renewal_event(subscription, renewal, created=now - timedelta(minutes=1), **older))
+
+    # then the invoice and its payments say what Stripe charged; no money moved, so no payment event
+    assert newer.json()["result"]["amounts_corrected"] == {"amount_due": [1900, 1500], "amount_paid": [1900, 1500]}
+    assert stale.json()["result"]["action"] == "stale_event_skipped"
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.amount_due, invoice.amount_paid, invoice.amount_paid_usd, invoice.subtotal_usd) == (
+        1500,
+        1500,
+        Decimal("15.00"),
+        Decimal("15.00"),
+    )
+    payment = PaymentTransaction.objects.get(invoice=invoice)
+    assert (payment.amount, payment.amount_usd) == (1500, Decimal("15.00"))
+    assert Payment.objects.get(stripe_invoice_id=renewal.invoice).amount == 1500
+    assert list(PaymentEvent.objects.filter(invoice_id=renewal.invoice).values_list("event_type", "amount")) == money
+    audited = AdminAuditLog.objects.filter(resource_type="subscriptions.billinginvoice", resource_id=str(invoice.pk))
+    assert audited.filter(action=AuditAction.UPDATE, previous_value__amount_paid=1900).exists()
 
 
 # invoice.payment_failed: dunning
