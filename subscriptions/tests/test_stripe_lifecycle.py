@@ -1,0 +1,132 @@
+"""Stripe events that end, pause, re-price or create what a customer has, through the signed webhook
+endpoint in the pinned API version's shapes: a license checkout that ends unpaid, a paused
+subscription and the periodic jobs, a price changed on Stripe's side, a subscription created
+outside Checkout."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AdminAuditLog, AuditAction
+from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
+from payments.models import OperationCleanup, OperationKind, OperationState, PaymentOperation
+from payments.tests.conftest import client_for
+from subscriptions.tests.conftest import customer_register, deliver
+from subscriptions.tests.test_stripe_events import money_events, session_event
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("stripe_http", "tier_catalog")]
+
+MINUTE = timedelta(minutes=1)
+
+
+# A license checkout that ends unpaid
+
+
+def license_checkout_started(user) -> tuple[PerpetualLicense, str]:
+    bought = client_for(user).post("/api/v1/licenses/purchase/", {}, format="json")
+    assert bought.status_code == 201, bought.content
+    return PerpetualLicense.objects.get(pk=bought.json()["license"]["id"]), bought.json()["checkout"]["session_id"]
+
+
+def license_audits(license_) -> list:
+    rows = AdminAuditLog.objects.filter(resource_id=str(license_.pk), action=AuditAction.TRANSITION)
+    return [(row.previous_value["status"], row.new_value["status"]) for row in rows]
+
+
+def test_an_expired_license_checkout_ends_its_pending_license(
+    webhook_client, stripe_http, django_capture_on_commit_callbacks
+):
+    user = customer_register("abandons@example.com")
+    license_, session_id = license_checkout_started(user)
+    session = {**stripe_http.object(session_id), "status": "expired"}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deliver(webhook_client, session_event("checkout.session.expired", session))
+
+    assert (response.status_code, response.json()["status"]) == (200, "processed")
+    license_.refresh_from_db()
+    assert (license_.status, license_.status_reason) == (
+        LicenseStatus.EXPIRED,
+        "Its checkout ended unpaid: The checkout session expired unpaid.",
+    )
+    assert license_audits(license_) == [("pending", "expired")]
+    operation = PaymentOperation.objects.get(kind=OperationKind.LICENSE_CHECKOUT, user=user)
+    assert operation.state == OperationState.FAILED
+    activated = client_for(user).post(
+        "/api/v1/licenses/activate/",
+        {"license_key": license_.license_key, "device_fingerprint": "device-1"},
+        format="json",
+    )
+    assert activated.status_code >= 400
+    # the user can buy again: a new pending license and checkout, the expired one left as it is
+    again = client_for(user).post("/api/v1/licenses/purchase/", {}, format="json")
+    assert again.status_code == 201, again.content
+    assert again.json()["license"]["id"] != str(license_.pk)
+    assert PerpetualLicense.objects.get(pk=license_.pk).status == LicenseStatus.EXPIRED
+
+
+def test_a_license_whose_bank_debit_fails_is_ended_and_a_later_payment_does_not_bring_it_back(
+    webhook_client, stripe_http, django_capture_on_commit_callbacks
+):
+    user = customer_register("debit@example.com")
+    license_, session_id = license_checkout_started(user)
+    pending = stripe_http.checkout_complete(session_id, payment_status="unpaid")
+    now = timezone.now()
+    deliver(webhook_client, session_event("checkout.session.completed", pending, created=now - 2 * MINUTE))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = deliver(
+            webhook_client, session_event("checkout.session.async_payment_failed", pending, created=now - MINUTE)
+        )
+
+    assert failed.json()["status"] == "processed"
+    operation = PaymentOperation.objects.get(kind=OperationKind.LICENSE_CHECKOUT, user=user)
+    assert (operation.state, operation.effect) == (OperationState.FAILED, "failed")
+    license_.refresh_from_db()
+    assert license_.status == LicenseStatus.EXPIRED
+    assert license_.status_reason == "Its checkout ended unpaid: The delayed payment of the checkout failed."
+
+    # an older completed event of the session, arriving last, is stale
+    stale = deliver(
+        webhook_client,
+        session_event("checkout.session.completed", {**pending, "payment_status": "paid"}, created=now - 3 * MINUTE),
+    )
+    assert stale.json()["result"]["action"] == "stale_event_skipped"
+
+    # a newer one saying paid (money arriving for a checkout already given up) is returned, not applied
+    paid = stripe_http.checkout_complete(session_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        late = deliver(webhook_client, session_event("checkout.session.async_payment_succeeded", paid, created=now))
+
+    assert late.json()["status"] == "processed", late.content
+    license_.refresh_from_db()
+    assert license_.status == LicenseStatus.EXPIRED
+    operation = PaymentOperation.objects.get(kind=OperationKind.LICENSE_CHECKOUT, user=user)
+    assert (operation.effect, operation.cleanup_due) == ("failed", OperationCleanup.NONE)
+    (refund,) = stripe_http.objects_of("refund")
+    assert refund["payment_intent"] == paid["payment_intent"]
+    assert money_events(user=user) == []
+    assert license_audits(license_) == [("pending", "expired")]
+
+
+def test_an_expired_upgrade_checkout_fails_its_pending_upgrade_and_the_license_keeps_its_cover(
+    webhook_client, stripe_http, settings
+):
+    user = customer_register("upgrader@example.com")
+    license_, session_id = license_checkout_started(user)
+    deliver(webhook_client, session_event("checkout.session.completed", stripe_http.checkout_complete(session_id)))
+    license_.refresh_from_db()
+    assert license_.status == LicenseStatus.ACTIVE
+    covered = license_.eligible_until_version
+    settings.LICENSE_CURRENT_VERSION = "2.0.0"
+    started = client_for(user).post("/api/v1/licenses/upgrade/", {"license_key": license_.license_key}, format="json")
+    assert started.status_code == 201, started.content
+    upgrade_session = {**stripe_http.object(started.json()["checkout"]["session_id"]), "status": "expired"}
+
+    deliver(webhook_client, session_event("checkout.session.expired", upgrade_session))
+
+    upgrade = VersionUpgrade.objects.get(license=license_)
+    assert upgrade.status == UpgradeStatus.FAILED
+    license_.refresh_from_db()
+    assert (license_.status, license_.eligible_until_version) == (LicenseStatus.ACTIVE, covered)
