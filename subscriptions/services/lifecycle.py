@@ -161,9 +161,10 @@ def credit_period(subscription: Subscription, at: datetime) -> tuple[datetime, d
 
 def period_credits_allocate(*, subscription: Subscription, at: datetime | None = None) -> bool:
     """Grants the tier's credits for the credit period containing `at`, once (the allocation is
-    unique per subscription, period start and source). True when it granted now."""
+    unique per subscription, period start and source). True when it granted now. A subscription
+    Stripe paused gets none: its service is paused (its resumption allocates the period it is in)."""
     at = at or timezone.now()
-    if subscription.status not in ALLOCATED or not subscription.monthly_credit_allocation:
+    if subscription.status not in ALLOCATED or subscription.paused_at or not subscription.monthly_credit_allocation:
         return False
     start, end = credit_period(subscription, at)
     result = credit_grant(

@@ -31,9 +31,10 @@ from subscriptions.models import (
     TierConfig,
 )
 from subscriptions.periods import period_end
+from subscriptions.services.billing import dunning_pause_shift
 from subscriptions.services.entitlements import entitlement_activate
 from subscriptions.services.invoices import invoice_open_record
-from subscriptions.services.lifecycle import subscription_transition, transition_allowed
+from subscriptions.services.lifecycle import period_credits_allocate, subscription_transition, transition_allowed
 
 Status = SubscriptionStatus
 # Stripe's subscription statuses, as ours. Stripe's "trialing" and "incomplete" have no counterpart
@@ -135,18 +136,24 @@ def _tier_mirror(subscription: Subscription, stripe_subscription: dict) -> bool:
     return True
 
 
-def _pause_mirror(subscription: Subscription, stripe_subscription: dict) -> str:
-    """Stripe's `paused` (a trial ended without a payment method, or paused by hand): no paid
-    access until it resumes; resumed: the tier's access again."""
+def _pause_mirror(subscription: Subscription, stripe_subscription: dict, *, at: datetime) -> str:
+    """Stripe's `paused` (a trial ended without a payment method, or paused by hand) pauses the
+    service as Stripe pauses the billing: the free tier's access, no new credits (those already
+    granted stay spendable), no renewal, no dunning retry, grace period end or suspension. Resumed:
+    the tier's access again, the current period's credits, and the retries and grace period moved
+    later by the pause. `at`: when Stripe paused or resumed it (the event's creation)."""
     paused = stripe_subscription.get("status") == "paused"
     if paused and not subscription.paused_at:
-        subscription.paused_at = timezone.now()
+        subscription.paused_at = at
         entitlement_activate(user=subscription.user, tier=SubscriptionTier.FREE)
         return "paused"
     if not paused and subscription.paused_at:
+        dunning_pause_shift(subscription=subscription, paused_for=at - subscription.paused_at)
         subscription.paused_at = None
         if subscription.status == Status.ACTIVE:
             entitlement_activate(user=subscription.user, tier=subscription.tier)
+            if subscription.current_period_end > timezone.now():  # else its renewal invoice allocates
+                period_credits_allocate(subscription=subscription, at=timezone.now())
         return "resumed"
     return ""
 
@@ -171,7 +178,7 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
             subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
         )
     tier_changed = _tier_mirror(subscription, stripe_subscription)
-    pause = _pause_mirror(subscription, stripe_subscription)
+    pause = _pause_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
     subscription.cancel_at = timestamp_of(stripe_subscription.get("cancel_at"))
     mark_applied(subscription, row)
@@ -311,7 +318,11 @@ def _invoice_state(row: WebhookEvent) -> dict:
             DunningAttempt.objects.filter(invoice=local, result=DunningResult.SCHEDULED).update(
                 result=DunningResult.CANCELLED, updated_at=timezone.now()
             )
-        if status == InvoiceStatus.UNCOLLECTIBLE and subscription.status == Status.PAST_DUE:
+        if (
+            status == InvoiceStatus.UNCOLLECTIBLE
+            and subscription.status == Status.PAST_DUE
+            and not subscription.paused_at
+        ):
             subscription_transition(
                 subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe marked the invoice uncollectible"
             )

@@ -6,18 +6,33 @@ outside Checkout."""
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
+from credits.models import CreditAllocation
 from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
 from payments.models import OperationCleanup, OperationKind, OperationState, PaymentOperation
 from payments.tests.conftest import client_for
-from subscriptions.tests.conftest import customer_register, deliver
+from subscriptions.jobs import monthly_credits_allocate
+from subscriptions.models import DunningAttempt, DunningResult, Subscription, SubscriptionStatus, UserEntitlement
+from subscriptions.periods import add_months
+from subscriptions.services import dunning_run
+from subscriptions.tests.conftest import (
+    MONTH,
+    StripeIds,
+    customer_register,
+    deliver,
+    stripe_event,
+    subscribe_through_checkout,
+)
 from subscriptions.tests.test_stripe_events import money_events, session_event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("stripe_http", "tier_catalog")]
 
+Status = SubscriptionStatus
 MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
 
 
 # A license checkout that ends unpaid
@@ -130,3 +145,128 @@ def test_an_expired_upgrade_checkout_fails_its_pending_upgrade_and_the_license_k
     assert upgrade.status == UpgradeStatus.FAILED
     license_.refresh_from_db()
     assert (license_.status, license_.eligible_until_version) == (LicenseStatus.ACTIVE, covered)
+
+
+# A subscription Stripe paused
+
+
+@pytest.fixture
+def subscriber(webhook_client):
+    user = customer_register("subscriber@example.com")
+    ids = StripeIds.new()
+    return user, subscribe_through_checkout(webhook_client, user, ids), ids
+
+
+def pause_event(ids, *, created, resumed=False, **fields) -> dict:
+    if resumed:
+        return stripe_event(
+            "customer.subscription.updated", ids, event_type="customer.subscription.resumed", created=created, **fields
+        )
+    return stripe_event(
+        "customer.subscription.updated",
+        ids,
+        event_type="customer.subscription.paused",
+        status="paused",
+        created=created,
+    )
+
+
+def allocations_of(subscription) -> list:
+    rows = CreditAllocation.objects.filter(subscription_id=subscription.pk).order_by("period_start")
+    return [(row.period_start, row.amount) for row in rows]
+
+
+def test_a_paused_annual_subscription_gets_no_monthly_credits_until_it_resumes(webhook_client):
+    user = customer_register("annual@example.com")
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, user, ids, billing_cycle="annual", amount_cents=19_000)
+    start = subscription.current_period_start
+    assert allocations_of(subscription) == [(start, 20_000)]
+    deliver(webhook_client, pause_event(ids, created=timezone.now()))
+    second_month = add_months(start, 1)
+
+    with time_machine.travel(second_month + DAY, tick=False):
+        outcomes = monthly_credits_allocate()
+
+        assert outcomes["allocated"] == 0
+        assert allocations_of(subscription) == [(start, 20_000)]
+        assert UserEntitlement.objects.get(user=user).tier == "free"
+
+        resumed = deliver(webhook_client, pause_event(ids, created=timezone.now(), resumed=True))
+
+        assert resumed.json()["result"]["pause"] == "resumed"
+        assert allocations_of(subscription) == [(start, 20_000), (second_month, 20_000)]
+        assert monthly_credits_allocate()["allocated"] == 0
+        assert UserEntitlement.objects.get(user=user).tier == "pro"
+
+
+def test_a_paused_subscription_is_not_retried_and_its_retries_move_later_by_the_pause(
+    webhook_client, subscriber, stripe_http
+):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    start = subscription.current_period_end
+    failed_at = timezone.now()
+    deliver(
+        webhook_client,
+        stripe_event("invoice.paid", renewal, event_type="invoice.payment_failed", period=(start, start + MONTH)),
+    )
+    stripe_http.invoice_open(renewal.invoice, customer=ids.customer, amount=1900, subscription=ids.subscription)
+    stripe_http.pay_mode = "decline"
+    first_retry = DunningAttempt.objects.get(subscription=subscription, attempt_number=1).scheduled_at
+    deliver(webhook_client, pause_event(ids, created=failed_at + MINUTE))
+
+    with time_machine.travel(failed_at + 8 * DAY, tick=False):
+        assert dunning_run() == {}
+    assert set(DunningAttempt.objects.values_list("result", flat=True)) == {DunningResult.SCHEDULED}
+    assert stripe_http.calls("POST") == []
+    assert Subscription.objects.get(pk=subscription.pk).status == Status.PAST_DUE
+
+    paused_at = Subscription.objects.get(pk=subscription.pk).paused_at  # the event's time, to the second
+    resumed_at = (failed_at + 10 * DAY).replace(microsecond=0)
+    with time_machine.travel(resumed_at, tick=False):
+        deliver(webhook_client, pause_event(ids, created=resumed_at, resumed=True, status="past_due"))
+        assert dunning_run() == {}
+    paused_for = resumed_at - paused_at
+    moved = DunningAttempt.objects.get(subscription=subscription, attempt_number=1).scheduled_at
+    assert moved == first_retry + paused_for
+
+    with time_machine.travel(moved + MINUTE, tick=False):
+        assert dunning_run() == {"retry_failed": 1}
+
+
+def test_a_paused_subscription_in_its_grace_period_is_not_suspended_while_paused(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    start = subscription.current_period_end
+    deliver(
+        webhook_client,
+        stripe_event("invoice.paid", renewal, event_type="invoice.payment_failed", period=(start, start + MONTH)),
+    )
+    deliver(
+        webhook_client,
+        stripe_event(
+            "invoice.paid",
+            renewal,
+            event_type="invoice.marked_uncollectible",
+            status="uncollectible",
+            period=(start, start + MONTH),
+        ),
+    )
+    subscription.refresh_from_db()
+    grace_end = subscription.grace_period_ends_at
+    deliver(webhook_client, pause_event(ids, created=timezone.now()))
+    paused_at = Subscription.objects.get(pk=subscription.pk).paused_at  # the event's time, to the second
+
+    with time_machine.travel(grace_end + DAY, tick=False):
+        assert dunning_run() == {}
+        assert Subscription.objects.get(pk=subscription.pk).status == Status.GRACE_PERIOD
+        # Stripe resumes it still behind on its payment
+        resumed_at = timezone.now().replace(microsecond=0)
+        deliver(webhook_client, pause_event(ids, created=resumed_at, resumed=True, status="past_due"))
+
+    subscription.refresh_from_db()
+    assert subscription.grace_period_ends_at == grace_end + (resumed_at - paused_at)
+    with time_machine.travel(subscription.grace_period_ends_at + MINUTE, tick=False):
+        assert dunning_run() == {"suspended": 1}
+    assert UserEntitlement.objects.get(user=user).tier == "free"
