@@ -346,6 +346,60 @@ def _metadata_choice(metadata: dict, key: str, choices) -> str:
     return value
 
 
+def _paid_subscription_begin(*, user, stripe_fields: dict, reason: str, paid_by: str) -> Subscription:
+    """The user's paid subscription begins (active, its entitlements): it ends their trial of the
+    same tier, or replaces their free plan. Raises EffectNotApplicable, writing nothing, when they
+    already have another paid subscription."""
+    tier = stripe_fields["tier"]
+    live = live_subscription_lock(user.pk)
+    if live is not None and live.status == Status.TRIAL and live.tier == tier:
+        previous = snapshot(live)
+        for field, value in stripe_fields.items():
+            setattr(live, field, value)
+        return subscription_transition(subscription=live, status=Status.ACTIVE, reason="Trial paid", previous=previous)
+    if live is None or live.tier == SubscriptionTier.FREE:
+        _replace_free(live, by_tier=tier)
+        subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
+        _audit(AuditAction.CREATE, subscription, actor=user, reason=reason)
+        entitlement_activate(user=user, tier=tier)
+        return subscription
+    raise EffectNotApplicable(f"{paid_by} paid for {tier}, but the user already has a {live.tier} subscription.")
+
+
+def stripe_subscription_adopt(
+    *,
+    user,
+    tier: str,
+    billing_cycle: str,
+    stripe_subscription_id: str,
+    stripe_customer_id: str,
+    period_start: datetime,
+    period_end_at: datetime,
+) -> Subscription:
+    """A subscription created on Stripe's side (the dashboard, the API) for a customer of ours begins
+    here as a paid checkout's does (its trial ended or free plan replaced, entitlements, the period's
+    credits), with Stripe's period. Its first invoice's payment is recorded by that invoice's event.
+    Raises EffectNotApplicable when the user already has another paid subscription."""
+    config = tier_config_get(tier)
+    subscription = _paid_subscription_begin(
+        user=user,
+        stripe_fields={
+            "stripe_customer_id": stripe_customer_id or None,
+            "stripe_subscription_id": stripe_subscription_id,
+            "tier": tier,
+            "billing_cycle": billing_cycle,
+            "base_price_usd": config.price_for(billing_cycle),
+            "monthly_credit_allocation": config.monthly_credit_allocation,
+            "current_period_start": period_start,
+            "current_period_end": period_end_at,
+        },
+        reason="Created on Stripe's side",
+        paid_by=f"Stripe subscription {stripe_subscription_id}",
+    )
+    period_credits_allocate(subscription=subscription, at=timezone.now())
+    return subscription
+
+
 def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
     """The effect of a paid subscription checkout (offline at once, or checkout.session.completed):
     activates the paid subscription for a new period, records the invoice and payment, allocates the
@@ -373,23 +427,9 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
         "current_period_start": now,
         "current_period_end": period_end(now, billing_cycle),
     }
-    live = live_subscription_lock(user.pk)
-    if live is not None and live.status == Status.TRIAL and live.tier == tier:
-        previous = snapshot(live)
-        for field, value in stripe_fields.items():
-            setattr(live, field, value)
-        subscription = subscription_transition(
-            subscription=live, status=Status.ACTIVE, reason="Trial paid", previous=previous
-        )
-    elif live is None or live.tier == SubscriptionTier.FREE:
-        _replace_free(live, by_tier=tier)
-        subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
-        _audit(AuditAction.CREATE, subscription, actor=user, reason="Checkout paid")
-        entitlement_activate(user=user, tier=tier)
-    else:
-        raise EffectNotApplicable(
-            f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription."
-        )
+    subscription = _paid_subscription_begin(
+        user=user, stripe_fields=stripe_fields, reason="Checkout paid", paid_by=f"Checkout {session_id}"
+    )
     discount_usd = Decimal("0.00")
     if metadata.get("coupon_redemption_id"):
         discount_usd = discounts.checkout_discount_confirm(

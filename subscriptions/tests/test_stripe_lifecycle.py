@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.models import AdminAuditLog, AuditAction
 from credits.models import CreditAllocation
 from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
-from payments.models import OperationCleanup, OperationKind, OperationState, PaymentOperation
+from payments.models import OperationCleanup, OperationKind, OperationState, PaymentOperation, StripeCustomer
 from payments.tests.conftest import client_for
 from subscriptions.jobs import monthly_credits_allocate
 from subscriptions.models import DunningAttempt, DunningResult, Subscription, SubscriptionStatus, UserEntitlement
@@ -270,3 +270,122 @@ def test_a_paused_subscription_in_its_grace_period_is_not_suspended_while_paused
     with time_machine.travel(subscription.grace_period_ends_at + MINUTE, tick=False):
         assert dunning_run() == {"suspended": 1}
     assert UserEntitlement.objects.get(user=user).tier == "free"
+
+
+# A subscription created outside Checkout
+
+
+def created_outside_checkout(ids, **fields) -> dict:
+    """customer.subscription.created of a subscription made in Stripe's dashboard or API: its
+    metadata names no checkout of ours."""
+    start = timezone.now().replace(microsecond=0)
+    return stripe_event(
+        "customer.subscription.updated",
+        ids,
+        event_type="customer.subscription.created",
+        period=(start, start + MONTH),
+        metadata={},
+        **fields,
+    )
+
+
+def known_customer(email: str):
+    user = customer_register(email)
+    ids = StripeIds.new()
+    StripeCustomer.objects.create(user=user, stripe_customer_id=ids.customer)
+    return user, ids
+
+
+def test_a_subscription_created_outside_checkout_for_a_known_customer_begins_here(webhook_client):
+    user, ids = known_customer("dashboard@example.com")
+    event = created_outside_checkout(ids)
+    item = event["data"]["object"]["items"]["data"][0]
+
+    response = deliver(webhook_client, event)
+
+    assert (response.status_code, response.json()["status"]) == (200, "processed"), response.content
+    assert response.json()["result"]["action"] == "subscription_updated"
+    subscription = Subscription.objects.get(stripe_subscription_id=ids.subscription)
+    assert (subscription.user, subscription.status, subscription.tier, subscription.stripe_customer_id) == (
+        user,
+        Status.ACTIVE,
+        "pro",
+        ids.customer,
+    )
+    assert int(subscription.current_period_start.timestamp()) == item["current_period_start"]
+    assert int(subscription.current_period_end.timestamp()) == item["current_period_end"]
+    assert UserEntitlement.objects.get(user=user).tier == "pro"
+    assert allocations_of(subscription) == [(subscription.current_period_start, 20_000)]
+    assert not Subscription.objects.filter(user=user, tier="free", status=Status.ACTIVE).exists()
+    assert AdminAuditLog.objects.filter(resource_id=str(subscription.pk), action=AuditAction.CREATE).exists()
+
+    # its first invoice records the payment, once; the event again changes nothing
+    first_invoice = stripe_event(
+        "invoice.paid",
+        ids,
+        period=(subscription.current_period_start, subscription.current_period_end),
+        billing_reason="subscription_create",
+    )
+    first_invoice["data"]["object"]["parent"]["subscription_details"]["metadata"] = {}
+    paid = deliver(webhook_client, first_invoice)
+    assert paid.json()["result"]["action"] == "invoice_paid", paid.content
+    assert money_events(user=user) == [("invoice_paid", 1900)]
+    assert deliver(webhook_client, event).json()["replayed"] is True
+    assert Subscription.objects.filter(user=user, tier="pro").count() == 1
+    assert len(allocations_of(subscription)) == 1
+
+
+def test_a_subscription_created_outside_checkout_waits_for_its_first_payment(webhook_client):
+    user, ids = known_customer("incomplete@example.com")
+    now = timezone.now()
+
+    waiting = deliver(webhook_client, created_outside_checkout(ids, status="incomplete", created=now - MINUTE))
+
+    assert waiting.json()["result"] == {"action": "awaiting_first_payment", "stripe_subscription_id": ids.subscription}
+    assert not Subscription.objects.filter(stripe_subscription_id=ids.subscription).exists()
+
+    active = created_outside_checkout(ids, created=now)
+    active["type"] = "customer.subscription.updated"
+    deliver(webhook_client, active)
+
+    assert Subscription.objects.get(stripe_subscription_id=ids.subscription).status == Status.ACTIVE
+    assert UserEntitlement.objects.get(user=user).tier == "pro"
+
+
+def test_the_first_invoice_of_a_subscription_created_outside_checkout_may_come_first(webhook_client, stripe_http):
+    user, ids = known_customer("invoice-first@example.com")
+    stripe_http.subscription_add(ids.subscription, customer=ids.customer, unit_amount=3900)
+    start = timezone.now()
+    invoice = stripe_event("invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create")
+    invoice["data"]["object"]["parent"]["subscription_details"]["metadata"] = {}
+    invoice["data"]["object"]["amount_paid"] = 3900
+
+    response = deliver(webhook_client, invoice)
+
+    assert response.json()["status"] == "processed", response.content
+    assert ("GET", f"subscriptions/{ids.subscription}") in stripe_http.calls()
+    subscription = Subscription.objects.get(stripe_subscription_id=ids.subscription)
+    assert (subscription.user, subscription.tier, subscription.status) == (user, "pro_max", Status.ACTIVE)
+    assert money_events(user=user) == [("invoice_paid", 3900)]
+    created = deliver(webhook_client, created_outside_checkout(ids, created=start - MINUTE))
+    assert created.json()["result"]["action"] == "stale_event_skipped"
+    assert Subscription.objects.filter(user=user).exclude(tier="free").count() == 1
+
+
+def test_a_subscription_created_outside_checkout_stays_unmatched_when_it_cannot_begin_here(webhook_client):
+    stranger = StripeIds.new()  # a customer of no user here
+    unknown = deliver(webhook_client, created_outside_checkout(stranger))
+    assert (unknown.json()["status"], unknown.json()["result"]["reason"]) == (
+        "unmatched",
+        f"No subscription {stranger.subscription} here (customer.subscription.created).",
+    )
+
+    user, ids = known_customer("odd-price@example.com")
+    odd = created_outside_checkout(ids)
+    odd["data"]["object"]["items"]["data"][0]["price"]["unit_amount"] = 1234
+    odd_price = deliver(webhook_client, odd)
+    assert (odd_price.json()["status"], odd_price.json()["result"]["reason"]) == (
+        "unmatched",
+        f"Subscription {ids.subscription} bills a price that is no tier here.",
+    )
+    assert not Subscription.objects.filter(stripe_subscription_id__in=[stranger.subscription, ids.subscription])
