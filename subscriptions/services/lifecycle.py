@@ -760,6 +760,88 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: 
     _reprice_sync(subscription, tier=event.to_tier)
 
 
+def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: str, at: datetime) -> str:
+    """A price changed on Stripe's side (its dashboard, the portal) for a locked subscription, under
+    the project's own tier change rules (SPEC: upgrades now, prorated; downgrades at the period end),
+    as of `at` (when Stripe made it). Returns what was done: "upgrade", "downgrade" or "switched".
+
+    - An upgrade applies now: the tier, its price and entitlements, and the prorated difference of
+      credits (`proration.upgrade`, as `tier_change` computes it), granted once (its allocation is
+      keyed by the subscription and `at`). Stripe collects its own proration of the price on its
+      invoice, so nothing is charged here: the ProrationEvent records the numbers, net charge 0.
+    - A downgrade is scheduled for the period end (`scheduled_tier`, a pending ProrationEvent): the
+      tier and its credits stay until then, and the renewal applies it.
+    - A change of billing cycle starts a new billing on Stripe's side: the tier and cycle switch now,
+      nothing is prorated (the next invoice starts the new period)."""
+    config = tier_config_get(tier)
+    if billing_cycle != subscription.billing_cycle or tier == subscription.tier:
+        _stripe_price_set(subscription, config, billing_cycle)
+        return "switched"
+    new_price = config.price_for(billing_cycle)
+    upgrade = new_price > subscription.base_price_usd
+    if upgrade:
+        credit_start, credit_end = credit_period(subscription, at)
+        numbers = proration.upgrade(
+            old_price_usd=subscription.base_price_usd,
+            new_price_usd=new_price,
+            old_credits=subscription.monthly_credit_allocation,
+            new_credits=config.monthly_credit_allocation,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+            at=at,
+            credit_fraction_left=proration.fraction_left(period_start=credit_start, period_end=credit_end, at=at),
+        )
+    else:
+        numbers = proration.downgrade(
+            period_start=subscription.current_period_start, period_end=subscription.current_period_end, at=at
+        )
+    # A change on Stripe's side replaces a downgrade still waiting for the period end, as ours does.
+    ProrationEvent.objects.filter(subscription=subscription, status=ProrationStatus.PENDING).update(
+        status=ProrationStatus.REVERSED, updated_at=timezone.now()
+    )
+    event = ProrationEvent.objects.create(
+        user=subscription.user,
+        subscription=subscription,
+        from_tier=subscription.tier,
+        to_tier=tier,
+        change_type=ChangeType.UPGRADE if upgrade else ChangeType.DOWNGRADE,
+        days_remaining=numbers.days_remaining,
+        days_in_cycle=numbers.days_in_cycle,
+        unused_credit_value_usd=numbers.unused_credit_value_usd,
+        new_tier_prorated_cost_usd=numbers.new_tier_prorated_cost_usd,
+        net_charge_usd=Decimal("0.00"),
+        credits_adjustment=numbers.credits_adjustment,
+        effective_date=at if upgrade else subscription.current_period_end,
+        status=ProrationStatus.APPLIED if upgrade else ProrationStatus.PENDING,
+    )
+    if not upgrade:
+        subscription.scheduled_tier = tier
+        return "downgrade"
+    from_tier = subscription.tier
+    _stripe_price_set(subscription, config, billing_cycle)
+    if event.credits_adjustment > 0 and subscription.status == Status.ACTIVE and not subscription.paused_at:
+        credit_grant(
+            user=subscription.user,
+            amount=event.credits_adjustment,
+            source=CreditSource.PRORATION,
+            subscription_id=subscription.pk,
+            period_start=at,
+            period_end=credit_end,
+            expires_at=credit_end,
+            reason=f"Upgrade {from_tier} -> {tier} on Stripe's side, prorated",
+        )
+    return "upgrade"
+
+
+def _stripe_price_set(subscription: Subscription, config: TierConfig, billing_cycle: str) -> None:
+    """The tier and cycle Stripe now bills, from now on (saved by the caller), with its entitlements."""
+    subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = config.tier, billing_cycle, ""
+    subscription.base_price_usd = config.price_for(billing_cycle)
+    subscription.monthly_credit_allocation = config.monthly_credit_allocation
+    if subscription.status == Status.ACTIVE and not subscription.paused_at:
+        entitlement_activate(user=subscription.user, tier=config.tier)
+
+
 def upgrade_charge_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
     """The effect of a paid upgrade charge: the change applies now, once."""
     subscription = subscription_lock(operation.subject_id)

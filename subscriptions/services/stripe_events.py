@@ -37,6 +37,7 @@ from subscriptions.services.invoices import invoice_open_record
 from subscriptions.services.lifecycle import (
     period_credits_allocate,
     stripe_subscription_adopt,
+    stripe_tier_change,
     subscription_transition,
     transition_allowed,
 )
@@ -189,27 +190,22 @@ def _tier_of_price(
     return (at_amount[0], cycle) if len(at_amount) == 1 else None
 
 
-def _tier_mirror(subscription: Subscription, stripe_subscription: dict) -> bool:
+def _tier_mirror(subscription: Subscription, stripe_subscription: dict, *, at: datetime) -> str:
     """A price changed on Stripe's side (the dashboard, the portal) moves the subscription to the
-    tier Stripe now bills, from now on: its price, its next periods' credits, its entitlements. Our
-    own changes (an upgrade applied, a downgrade scheduled for the period end) are already here."""
+    tier Stripe now bills under the project's tier change rules (stripe_tier_change: an upgrade now
+    with its prorated credits, a downgrade at the period end). Our own changes (an upgrade applied,
+    a downgrade scheduled for the period end) are already here. Returns what was done, or ""."""
     billed = _tier_of_price(
         stripe_subscription, current_tier=subscription.tier, default_cycle=subscription.billing_cycle
     )
     if billed is None:
-        return False
+        return ""
     tier, cycle = billed
     if (tier, cycle) == (subscription.tier, subscription.billing_cycle) or tier == subscription.scheduled_tier:
-        return False
-    config = TierConfig.objects.filter(tier=tier, is_active=True).first()
-    if config is None:
-        return False
-    subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = tier, cycle, ""
-    subscription.base_price_usd = config.price_for(cycle)
-    subscription.monthly_credit_allocation = config.monthly_credit_allocation
-    if subscription.status == Status.ACTIVE and not subscription.paused_at:
-        entitlement_activate(user=subscription.user, tier=tier)
-    return True
+        return ""
+    if not TierConfig.objects.filter(tier=tier, is_active=True).exists():
+        return ""
+    return stripe_tier_change(subscription=subscription, tier=tier, billing_cycle=cycle, at=at)
 
 
 def _pause_mirror(subscription: Subscription, stripe_subscription: dict, *, at: datetime) -> str:
@@ -260,7 +256,7 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
         subscription_transition(
             subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
         )
-    tier_changed = _tier_mirror(subscription, stripe_subscription)
+    tier_change = _tier_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     pause = _pause_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
     subscription.cancel_at = timestamp_of(stripe_subscription.get("cancel_at"))
@@ -288,7 +284,7 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
         "cancel_at_period_end": subscription.cancel_at_period_end,
         "cancel_at": subscription.cancel_at,
         "tier": subscription.tier,
-        "tier_changed": tier_changed,
+        "tier_changed": tier_change in ("upgrade", "switched"),  # a downgrade waits for the period end
         "pause": pause,
     }
 

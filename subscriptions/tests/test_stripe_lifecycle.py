@@ -4,18 +4,30 @@ subscription and the periodic jobs, a price changed on Stripe's side, a subscrip
 outside Checkout."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
-from credits.models import CreditAllocation
+from billing_project.money import credits_floor
+from credits.models import CreditAllocation, CreditSource
 from licensing.models import LicenseStatus, PerpetualLicense, UpgradeStatus, VersionUpgrade
 from payments.models import OperationCleanup, OperationKind, OperationState, PaymentOperation, StripeCustomer
 from payments.tests.conftest import client_for
+from subscriptions import proration
 from subscriptions.jobs import monthly_credits_allocate
-from subscriptions.models import DunningAttempt, DunningResult, Subscription, SubscriptionStatus, UserEntitlement
+from subscriptions.models import (
+    ChangeType,
+    DunningAttempt,
+    DunningResult,
+    ProrationEvent,
+    ProrationStatus,
+    Subscription,
+    SubscriptionStatus,
+    UserEntitlement,
+)
 from subscriptions.periods import add_months
 from subscriptions.services import dunning_run
 from subscriptions.tests.conftest import (
@@ -389,3 +401,88 @@ def test_a_subscription_created_outside_checkout_stays_unmatched_when_it_cannot_
         f"Subscription {ids.subscription} bills a price that is no tier here.",
     )
     assert not Subscription.objects.filter(stripe_subscription_id__in=[stranger.subscription, ids.subscription])
+
+
+# A price changed on Stripe's side
+
+
+def price_changed(ids, unit_amount: int, *, created) -> dict:
+    event = stripe_event("customer.subscription.updated", ids, created=created)
+    item = event["data"]["object"]["items"]["data"][0]
+    item["price"]["unit_amount"], item["price"]["unit_amount_decimal"] = unit_amount, str(unit_amount)
+    return event
+
+
+def test_an_upgrade_on_stripes_side_grants_the_prorated_credits_once(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    changed_at = (subscription.current_period_start + 10 * DAY).replace(microsecond=0)
+    fraction = proration.fraction_left(
+        period_start=subscription.current_period_start, period_end=subscription.current_period_end, at=changed_at
+    )
+    expected = credits_floor((50_000 - 20_000) * fraction)
+
+    with time_machine.travel(changed_at, tick=False):
+        event = price_changed(ids, 3900, created=changed_at)
+        response = deliver(webhook_client, event)
+        replayed = deliver(webhook_client, event)
+        again = deliver(webhook_client, price_changed(ids, 3900, created=changed_at + MINUTE))
+        older = deliver(webhook_client, price_changed(ids, 1900, created=changed_at - MINUTE))
+
+    assert (response.json()["result"]["tier"], response.json()["result"]["tier_changed"]) == ("pro_max", True)
+    assert replayed.json()["replayed"] is True
+    assert again.json()["result"]["tier_changed"] is False
+    assert older.json()["result"]["action"] == "stale_event_skipped"
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.monthly_credit_allocation) == ("pro_max", 50_000)
+    (granted,) = CreditAllocation.objects.filter(subscription_id=subscription.pk, source=CreditSource.PRORATION)
+    assert (granted.amount, granted.period_start, granted.expires_at) == (
+        expected,
+        changed_at,
+        subscription.current_period_end,
+    )
+    assert 0 < expected < 30_000
+    event_row = ProrationEvent.objects.get(subscription=subscription)
+    assert (event_row.change_type, event_row.status, event_row.credits_adjustment, event_row.net_charge_usd) == (
+        ChangeType.UPGRADE,
+        ProrationStatus.APPLIED,
+        expected,
+        Decimal("0.00"),
+    )
+    assert UserEntitlement.objects.get(user=user).tier == "pro_max"
+
+
+def test_a_downgrade_on_stripes_side_waits_for_the_period_end_as_the_projects_own(webhook_client):
+    user = customer_register("downgrader@example.com")
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, user, ids, tier="pro_max", amount_cents=3900)
+
+    response = deliver(webhook_client, price_changed(ids, 1900, created=timezone.now()))
+
+    assert (response.json()["result"]["tier"], response.json()["result"]["tier_changed"]) == ("pro_max", False)
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.scheduled_tier, subscription.monthly_credit_allocation) == (
+        "pro_max",
+        "pro",
+        50_000,
+    )
+    assert UserEntitlement.objects.get(user=user).tier == "pro_max"
+    assert not CreditAllocation.objects.filter(source=CreditSource.PRORATION).exists()
+    pending = ProrationEvent.objects.get(subscription=subscription)
+    assert (pending.change_type, pending.status, pending.effective_date) == (
+        ChangeType.DOWNGRADE,
+        ProrationStatus.PENDING,
+        subscription.current_period_end,
+    )
+
+    # the renewal applies it: the new period at the lower tier and its credits
+    start = subscription.current_period_end
+    with time_machine.travel(start + MINUTE, tick=False):
+        renewal = stripe_event(
+            "invoice.paid", ids.next_invoice(), period=(start, start + MONTH), billing_reason="subscription_cycle"
+        )
+        deliver(webhook_client, renewal)
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.scheduled_tier) == ("pro", "")
+    assert ProrationEvent.objects.get(pk=pending.pk).status == ProrationStatus.APPLIED
+    assert allocations_of(subscription)[-1] == (subscription.current_period_start, 20_000)
+    assert UserEntitlement.objects.get(user=user).tier == "pro"
