@@ -13,8 +13,17 @@ class LicensingConfig(AppConfig):
         from payments.registry import PaymentReactions, effect_register, payment_reactions_register
 
         # Paid checkouts of our kinds come back here, from the offline provider or Stripe's webhook.
-        effect_register(OperationKind.LICENSE_CHECKOUT, succeeded=services.license_purchase_complete)
-        effect_register(OperationKind.LICENSE_UPGRADE_CHECKOUT, succeeded=services.license_upgrade_complete)
+        # One that ends unpaid (expired, its delayed payment failed) ends what it left pending.
+        effect_register(
+            OperationKind.LICENSE_CHECKOUT,
+            succeeded=services.license_purchase_complete,
+            failed=services.license_purchase_failed,
+        )
+        effect_register(
+            OperationKind.LICENSE_UPGRADE_CHECKOUT,
+            succeeded=services.license_upgrade_complete,
+            failed=services.license_upgrade_failed,
+        )
         # A refund or a dispute of a license's payment (an upgrade's payment is only recorded).
         payment_reactions_register(
             OperationKind.LICENSE_CHECKOUT,

@@ -204,6 +204,56 @@ def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> di
     return {"object_id": str(license_.pk)}
 
 
+CHECKOUT_UNPAID_REASON = "Its checkout ended unpaid"
+
+
+def _pending_of_checkout(pending, operation: PaymentOperation, metadata_key: str):
+    """The row of `pending` (the user's pending licenses or upgrades) the checkout's metadata names,
+    locked; None when it names none (a checkout opened from Stripe's metadata may name anything)."""
+    row_id = operation.params.get("metadata", {}).get(metadata_key)
+    if not row_id:
+        return None
+    try:
+        return pending.select_for_update(of=("self",)).filter(pk=row_id).first()
+    except ValidationError:  # not a UUID: nothing of ours
+        return None
+
+
+def license_purchase_failed(*, operation: PaymentOperation) -> None:
+    """A license checkout that ends unpaid (its session expired, its delayed payment failed) ends
+    the license it left pending: expired, never activatable, audited. A payment that still arrives
+    for it later is returned (the operation has failed), so the license is not brought back.
+    A license purchase holds no coupon; the checkout's one-off Stripe coupon goes with its session."""
+    license_ = _pending_of_checkout(
+        PerpetualLicense.objects.filter(user_id=operation.user_id, status=LicenseStatus.PENDING),
+        operation,
+        "license_id",
+    )
+    if license_ is None:
+        return
+    previous = snapshot(license_)
+    license_.status = LicenseStatus.EXPIRED
+    license_.status_reason = f"{CHECKOUT_UNPAID_REASON}: {operation.last_error}" if operation.last_error else ""
+    license_.save(update_fields=["status", "status_reason", "updated_at"])
+    audit_model_change(action=AuditAction.TRANSITION, instance=license_, previous_value=previous)
+
+
+def license_upgrade_failed(*, operation: PaymentOperation) -> None:
+    """An upgrade checkout that ends unpaid leaves its pending upgrade failed (audited); the
+    license keeps what it covered."""
+    upgrade = _pending_of_checkout(
+        VersionUpgrade.objects.filter(license__user_id=operation.user_id, status=UpgradeStatus.PENDING),
+        operation,
+        "upgrade_id",
+    )
+    if upgrade is None:
+        return
+    previous = snapshot(upgrade)
+    upgrade.status = UpgradeStatus.FAILED
+    upgrade.save(update_fields=["status", "updated_at"])
+    audit_model_change(action=AuditAction.TRANSITION, instance=upgrade, previous_value=previous)
+
+
 def full_keys_shown(*, license_ids: list) -> None:
     """Full license keys are secrets: every answer that shows them to staff (the staff API, the
     console) is an audited read, naming the licenses shown."""

@@ -6,6 +6,9 @@ class PaymentsConfig(AppConfig):
     verbose_name = "Payments"
 
     def ready(self):
+        from django.conf import settings
+        from django.db.models.signals import pre_delete
+
         from audit.history import history_track
         from payments.models import Payment, PaymentOperation, StripeCustomer
         from payments.registry import event_fetcher_register, event_handler_register
@@ -23,3 +26,7 @@ class PaymentsConfig(AppConfig):
         # WebhookEvent and PaymentEvent are their own records and are not tracked.
         for model in (Payment, PaymentOperation, StripeCustomer):
             history_track(model)
+        # Erasing a user empties the personal data of their Stripe objects kept on webhook events.
+        from payments.services.privacy import user_deleting
+
+        pre_delete.connect(user_deleting, sender=settings.AUTH_USER_MODEL, dispatch_uid="user-stripe-objects")

@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -383,6 +383,8 @@ def _roll_over_open(*, subscription_id, now: datetime) -> str | PaymentOperation
         return "cancelled"
     if subscription.status != Status.ACTIVE:
         return "nothing"
+    if subscription.paused_at:
+        return "paused"  # Stripe bills nothing while paused; its resumption starts the next period
     if subscription.stripe_subscription_id:
         return "awaiting_provider"
     new_start, new_end = _next_period_containing(subscription, now)
@@ -485,7 +487,10 @@ def subscription_allocate_current(*, subscription_id, now: datetime) -> bool:
 
 
 def subscriptions_due_for_roll_over(*, now: datetime) -> list:
-    due = Q(status=Status.ACTIVE) | Q(status__in=RESTORABLE, cancel_at_period_end=True)
+    # A paused subscription renews nothing; a cancellation at its period end still takes effect.
+    due = Q(status=Status.ACTIVE, paused_at__isnull=True) | Q(
+        status__in=(Status.ACTIVE, *RESTORABLE), cancel_at_period_end=True
+    )
     return list(
         Subscription.objects.filter(due, current_period_end__lte=now)
         .order_by("current_period_end")
@@ -495,7 +500,9 @@ def subscriptions_due_for_roll_over(*, now: datetime) -> list:
 
 def subscriptions_to_allocate(*, now: datetime) -> list:
     return list(
-        Subscription.objects.filter(status__in=ALLOCATED, monthly_credit_allocation__gt=0, current_period_end__gt=now)
+        Subscription.objects.filter(
+            status__in=ALLOCATED, monthly_credit_allocation__gt=0, current_period_end__gt=now, paused_at__isnull=True
+        )
         .order_by("current_period_end")
         .values_list("pk", flat=True)
     )
@@ -505,8 +512,11 @@ def subscriptions_to_allocate(*, now: datetime) -> list:
 
 
 def dunning_attempts_due(*, now: datetime) -> list:
+    """Retries of a subscription Stripe paused wait: nothing is charged while it is paused, and its
+    resumption moves them (and a grace period's end) later by the pause (`dunning_pause_shift`)."""
     return list(
         DunningAttempt.objects.filter(result=DunningResult.SCHEDULED, scheduled_at__lte=now)
+        .exclude(subscription__paused_at__isnull=False)
         .order_by("scheduled_at")
         .values_list("pk", flat=True)
     )
@@ -540,6 +550,8 @@ def _dunning_open(*, attempt_id, now: datetime) -> str | PaymentOperation:
     attempt = DunningAttempt.objects.select_for_update().select_related("invoice").get(pk=attempt_id)
     if attempt.result != DunningResult.SCHEDULED:
         return attempt.result
+    if subscription is not None and subscription.paused_at:
+        return "paused"  # paused since the job listed it: the attempt waits
     invoice = attempt.invoice
     if invoice.status == InvoiceStatus.PAID:
         attempt.attempted_at = now
@@ -624,7 +636,7 @@ def _dunning_attempt_failed(attempt: DunningAttempt, subscription: Subscription 
 
 def grace_periods_ended(*, now: datetime) -> list:
     return list(
-        Subscription.objects.filter(status=Status.GRACE_PERIOD, grace_period_ends_at__lte=now)
+        Subscription.objects.filter(status=Status.GRACE_PERIOD, grace_period_ends_at__lte=now, paused_at__isnull=True)
         .order_by("grace_period_ends_at")
         .values_list("pk", flat=True)
     )
@@ -633,10 +645,22 @@ def grace_periods_ended(*, now: datetime) -> list:
 @transaction.atomic
 def grace_period_end(*, subscription_id, now: datetime) -> bool:
     subscription = subscription_lock(subscription_id)
-    if subscription.status != Status.GRACE_PERIOD or subscription.grace_period_ends_at > now:
+    if subscription.status != Status.GRACE_PERIOD or subscription.grace_period_ends_at > now or subscription.paused_at:
         return False
     subscription_transition(subscription=subscription, status=Status.SUSPENDED, reason="Grace period ended unpaid")
     return True
+
+
+def dunning_pause_shift(*, subscription: Subscription, paused_for: timedelta) -> None:
+    """A locked subscription resumed after `paused_for`: its scheduled retries and the end of its
+    grace period move later by as much, so the pause takes none of the customer's time to pay."""
+    if paused_for <= timedelta(0):
+        return
+    DunningAttempt.objects.filter(subscription=subscription, result=DunningResult.SCHEDULED).update(
+        scheduled_at=F("scheduled_at") + paused_for, updated_at=timezone.now()
+    )
+    if subscription.status == Status.GRACE_PERIOD and subscription.grace_period_ends_at:
+        subscription.grace_period_ends_at += paused_for
 
 
 def dunning_run(*, now: datetime | None = None) -> Counter:

@@ -161,9 +161,10 @@ def credit_period(subscription: Subscription, at: datetime) -> tuple[datetime, d
 
 def period_credits_allocate(*, subscription: Subscription, at: datetime | None = None) -> bool:
     """Grants the tier's credits for the credit period containing `at`, once (the allocation is
-    unique per subscription, period start and source). True when it granted now."""
+    unique per subscription, period start and source). True when it granted now. A subscription
+    Stripe paused gets none: its service is paused (its resumption allocates the period it is in)."""
     at = at or timezone.now()
-    if subscription.status not in ALLOCATED or not subscription.monthly_credit_allocation:
+    if subscription.status not in ALLOCATED or subscription.paused_at or not subscription.monthly_credit_allocation:
         return False
     start, end = credit_period(subscription, at)
     result = credit_grant(
@@ -345,6 +346,60 @@ def _metadata_choice(metadata: dict, key: str, choices) -> str:
     return value
 
 
+def _paid_subscription_begin(*, user, stripe_fields: dict, reason: str, paid_by: str) -> Subscription:
+    """The user's paid subscription begins (active, its entitlements): it ends their trial of the
+    same tier, or replaces their free plan. Raises EffectNotApplicable, writing nothing, when they
+    already have another paid subscription."""
+    tier = stripe_fields["tier"]
+    live = live_subscription_lock(user.pk)
+    if live is not None and live.status == Status.TRIAL and live.tier == tier:
+        previous = snapshot(live)
+        for field, value in stripe_fields.items():
+            setattr(live, field, value)
+        return subscription_transition(subscription=live, status=Status.ACTIVE, reason="Trial paid", previous=previous)
+    if live is None or live.tier == SubscriptionTier.FREE:
+        _replace_free(live, by_tier=tier)
+        subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
+        _audit(AuditAction.CREATE, subscription, actor=user, reason=reason)
+        entitlement_activate(user=user, tier=tier)
+        return subscription
+    raise EffectNotApplicable(f"{paid_by} paid for {tier}, but the user already has a {live.tier} subscription.")
+
+
+def stripe_subscription_adopt(
+    *,
+    user,
+    tier: str,
+    billing_cycle: str,
+    stripe_subscription_id: str,
+    stripe_customer_id: str,
+    period_start: datetime,
+    period_end_at: datetime,
+) -> Subscription:
+    """A subscription created on Stripe's side (the dashboard, the API) for a customer of ours begins
+    here as a paid checkout's does (its trial ended or free plan replaced, entitlements, the period's
+    credits), with Stripe's period. Its first invoice's payment is recorded by that invoice's event.
+    Raises EffectNotApplicable when the user already has another paid subscription."""
+    config = tier_config_get(tier)
+    subscription = _paid_subscription_begin(
+        user=user,
+        stripe_fields={
+            "stripe_customer_id": stripe_customer_id or None,
+            "stripe_subscription_id": stripe_subscription_id,
+            "tier": tier,
+            "billing_cycle": billing_cycle,
+            "base_price_usd": config.price_for(billing_cycle),
+            "monthly_credit_allocation": config.monthly_credit_allocation,
+            "current_period_start": period_start,
+            "current_period_end": period_end_at,
+        },
+        reason="Created on Stripe's side",
+        paid_by=f"Stripe subscription {stripe_subscription_id}",
+    )
+    period_credits_allocate(subscription=subscription, at=timezone.now())
+    return subscription
+
+
 def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
     """The effect of a paid subscription checkout (offline at once, or checkout.session.completed):
     activates the paid subscription for a new period, records the invoice and payment, allocates the
@@ -372,23 +427,9 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
         "current_period_start": now,
         "current_period_end": period_end(now, billing_cycle),
     }
-    live = live_subscription_lock(user.pk)
-    if live is not None and live.status == Status.TRIAL and live.tier == tier:
-        previous = snapshot(live)
-        for field, value in stripe_fields.items():
-            setattr(live, field, value)
-        subscription = subscription_transition(
-            subscription=live, status=Status.ACTIVE, reason="Trial paid", previous=previous
-        )
-    elif live is None or live.tier == SubscriptionTier.FREE:
-        _replace_free(live, by_tier=tier)
-        subscription = Subscription.objects.create(user=user, status=Status.ACTIVE, **stripe_fields)
-        _audit(AuditAction.CREATE, subscription, actor=user, reason="Checkout paid")
-        entitlement_activate(user=user, tier=tier)
-    else:
-        raise EffectNotApplicable(
-            f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription."
-        )
+    subscription = _paid_subscription_begin(
+        user=user, stripe_fields=stripe_fields, reason="Checkout paid", paid_by=f"Checkout {session_id}"
+    )
     discount_usd = Decimal("0.00")
     if metadata.get("coupon_redemption_id"):
         discount_usd = discounts.checkout_discount_confirm(
@@ -717,6 +758,88 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: 
     event.status = ProrationStatus.APPLIED
     event.save(update_fields=["status", "updated_at"])
     _reprice_sync(subscription, tier=event.to_tier)
+
+
+def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: str, at: datetime) -> str:
+    """A price changed on Stripe's side (its dashboard, the portal) for a locked subscription, under
+    the project's own tier change rules (SPEC: upgrades now, prorated; downgrades at the period end),
+    as of `at` (when Stripe made it). Returns what was done: "upgrade", "downgrade" or "switched".
+
+    - An upgrade applies now: the tier, its price and entitlements, and the prorated difference of
+      credits (`proration.upgrade`, as `tier_change` computes it), granted once (its allocation is
+      keyed by the subscription and `at`). Stripe collects its own proration of the price on its
+      invoice, so nothing is charged here: the ProrationEvent records the numbers, net charge 0.
+    - A downgrade is scheduled for the period end (`scheduled_tier`, a pending ProrationEvent): the
+      tier and its credits stay until then, and the renewal applies it.
+    - A change of billing cycle starts a new billing on Stripe's side: the tier and cycle switch now,
+      nothing is prorated (the next invoice starts the new period)."""
+    config = tier_config_get(tier)
+    if billing_cycle != subscription.billing_cycle or tier == subscription.tier:
+        _stripe_price_set(subscription, config, billing_cycle)
+        return "switched"
+    new_price = config.price_for(billing_cycle)
+    upgrade = new_price > subscription.base_price_usd
+    if upgrade:
+        credit_start, credit_end = credit_period(subscription, at)
+        numbers = proration.upgrade(
+            old_price_usd=subscription.base_price_usd,
+            new_price_usd=new_price,
+            old_credits=subscription.monthly_credit_allocation,
+            new_credits=config.monthly_credit_allocation,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+            at=at,
+            credit_fraction_left=proration.fraction_left(period_start=credit_start, period_end=credit_end, at=at),
+        )
+    else:
+        numbers = proration.downgrade(
+            period_start=subscription.current_period_start, period_end=subscription.current_period_end, at=at
+        )
+    # A change on Stripe's side replaces a downgrade still waiting for the period end, as ours does.
+    ProrationEvent.objects.filter(subscription=subscription, status=ProrationStatus.PENDING).update(
+        status=ProrationStatus.REVERSED, updated_at=timezone.now()
+    )
+    event = ProrationEvent.objects.create(
+        user=subscription.user,
+        subscription=subscription,
+        from_tier=subscription.tier,
+        to_tier=tier,
+        change_type=ChangeType.UPGRADE if upgrade else ChangeType.DOWNGRADE,
+        days_remaining=numbers.days_remaining,
+        days_in_cycle=numbers.days_in_cycle,
+        unused_credit_value_usd=numbers.unused_credit_value_usd,
+        new_tier_prorated_cost_usd=numbers.new_tier_prorated_cost_usd,
+        net_charge_usd=Decimal("0.00"),
+        credits_adjustment=numbers.credits_adjustment,
+        effective_date=at if upgrade else subscription.current_period_end,
+        status=ProrationStatus.APPLIED if upgrade else ProrationStatus.PENDING,
+    )
+    if not upgrade:
+        subscription.scheduled_tier = tier
+        return "downgrade"
+    from_tier = subscription.tier
+    _stripe_price_set(subscription, config, billing_cycle)
+    if event.credits_adjustment > 0 and subscription.status == Status.ACTIVE and not subscription.paused_at:
+        credit_grant(
+            user=subscription.user,
+            amount=event.credits_adjustment,
+            source=CreditSource.PRORATION,
+            subscription_id=subscription.pk,
+            period_start=at,
+            period_end=credit_end,
+            expires_at=credit_end,
+            reason=f"Upgrade {from_tier} -> {tier} on Stripe's side, prorated",
+        )
+    return "upgrade"
+
+
+def _stripe_price_set(subscription: Subscription, config: TierConfig, billing_cycle: str) -> None:
+    """The tier and cycle Stripe now bills, from now on (saved by the caller), with its entitlements."""
+    subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = config.tier, billing_cycle, ""
+    subscription.base_price_usd = config.price_for(billing_cycle)
+    subscription.monthly_credit_allocation = config.monthly_credit_allocation
+    if subscription.status == Status.ACTIVE and not subscription.paused_at:
+        entitlement_activate(user=subscription.user, tier=config.tier)
 
 
 def upgrade_charge_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:

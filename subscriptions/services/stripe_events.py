@@ -17,8 +17,8 @@ from audit.services import audit_record, resource_type_of, snapshot
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.money import usd_to_cents
 from payments import stripe_api
-from payments.models import UNFINISHED_STATES, PaymentOperation, WebhookEvent
-from payments.registry import Unmatched
+from payments.models import UNFINISHED_STATES, PaymentOperation, StripeCustomer, WebhookEvent
+from payments.registry import EffectNotApplicable, Unmatched
 from payments.services.inbox import event_audit, event_object, event_record, timestamp_of
 from payments.services.operations import stripe_active
 from subscriptions.models import (
@@ -31,9 +31,16 @@ from subscriptions.models import (
     TierConfig,
 )
 from subscriptions.periods import period_end
+from subscriptions.services.billing import dunning_pause_shift
 from subscriptions.services.entitlements import entitlement_activate
 from subscriptions.services.invoices import invoice_amounts_update, invoice_open_record
-from subscriptions.services.lifecycle import subscription_transition, transition_allowed
+from subscriptions.services.lifecycle import (
+    period_credits_allocate,
+    stripe_subscription_adopt,
+    stripe_tier_change,
+    subscription_transition,
+    transition_allowed,
+)
 
 Status = SubscriptionStatus
 # Stripe's subscription statuses, as ours. Stripe's "trialing" and "incomplete" have no counterpart
@@ -89,15 +96,84 @@ def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) 
 
 # customer.subscription.*
 
+# Stripe's statuses of a subscription whose first payment has not been made (or a trial of Stripe's
+# own): one created on Stripe's side begins here once Stripe reports it active.
+NOT_YET_PAID = ("incomplete", "trialing")
 
-def _tier_of_price(stripe_subscription: dict, subscription: Subscription) -> tuple[str, str] | None:
+
+def _stripe_period(stripe_subscription: dict, billing_cycle: str) -> tuple[datetime, datetime]:
+    """A subscription's current period: its items' since Stripe's 2025 API versions, before that its own."""
+    items = (stripe_subscription.get("items") or {}).get("data") or []
+    for source in (*items[:1], stripe_subscription):
+        start, end = source.get("current_period_start"), source.get("current_period_end")
+        if start and end and end > start:
+            return timestamp_of(start), timestamp_of(end)
+    now = timezone.now()
+    return now, period_end(now, billing_cycle)
+
+
+def _customer_id(stripe_subscription: dict) -> str:
+    customer = stripe_subscription.get("customer") or ""
+    return customer.get("id", "") if isinstance(customer, dict) else customer
+
+
+def adoptable_user(stripe_subscription: dict):
+    """The user whose Stripe customer a subscription not known here belongs to, when it was created
+    outside Checkout (a checkout's names it in its metadata: that checkout creates it); else None."""
+    metadata = stripe_subscription.get("metadata") or {}
+    if metadata.get("operation_id") or metadata.get("kind"):
+        return None
+    known = (
+        StripeCustomer.objects.select_related("user")
+        .filter(stripe_customer_id=_customer_id(stripe_subscription))
+        .first()
+    )
+    return known.user if known else None
+
+
+def subscription_adopted(row: WebhookEvent, stripe_subscription: dict, *, user) -> Subscription | None:
+    """A subscription created outside Checkout (Stripe's dashboard, its API) for `user`'s customer
+    (adoptable_user), at a price of one of our tiers: begins here as a checkout's does
+    (stripe_subscription_adopt), locked. None while Stripe has not been paid for it yet. Unmatched
+    when its price is no tier here or the user already has another paid subscription."""
+    if stripe_subscription.get("status") in NOT_YET_PAID:
+        return None
+    if stripe_subscription.get("status") != "active":
+        raise Unmatched(
+            f"Subscription {stripe_subscription['id']} of a customer of ours is {stripe_subscription.get('status')}"
+            " and was never active here."
+        )
+    billed = _tier_of_price(stripe_subscription)
+    if billed is None:
+        raise Unmatched(f"Subscription {stripe_subscription['id']} bills a price that is no tier here.")
+    tier, cycle = billed
+    period_start, period_end_at = _stripe_period(stripe_subscription, cycle)
+    try:
+        adopted = stripe_subscription_adopt(
+            user=user,
+            tier=tier,
+            billing_cycle=cycle,
+            stripe_subscription_id=stripe_subscription["id"],
+            stripe_customer_id=_customer_id(stripe_subscription),
+            period_start=period_start,
+            period_end_at=period_end_at,
+        )
+    except EffectNotApplicable as refused:
+        raise Unmatched(str(refused)) from refused
+    return subscription_locked(adopted.stripe_subscription_id)
+
+
+def _tier_of_price(
+    stripe_subscription: dict, *, current_tier: str = "", default_cycle: str = BillingCycle.MONTHLY
+) -> tuple[str, str] | None:
     """The tier and billing cycle Stripe now bills: what the price names (its metadata or lookup
-    key), else the one catalog tier at its amount and interval. None when it cannot tell."""
+    key), else the one catalog tier at its amount and interval (the current tier when it is one of
+    several at that amount). None when it cannot tell."""
     items = (stripe_subscription.get("items") or {}).get("data") or []
     price = (items[0].get("price") or {}) if items else {}
     if not isinstance(price, dict) or not price:
         return None
-    cycle = STRIPE_INTERVALS.get((price.get("recurring") or {}).get("interval"), subscription.billing_cycle)
+    cycle = STRIPE_INTERVALS.get((price.get("recurring") or {}).get("interval"), default_cycle)
     named = (price.get("metadata") or {}).get("tier") or price.get("lookup_key")
     if named in SubscriptionTier.values:
         return named, cycle
@@ -109,44 +185,47 @@ def _tier_of_price(stripe_subscription: dict, subscription: Subscription) -> tup
         for config in TierConfig.objects.filter(is_active=True).exclude(tier=SubscriptionTier.FREE)
         if usd_to_cents(config.price_for(cycle)) == amount
     ]
-    if subscription.tier in at_amount:
-        return subscription.tier, cycle
+    if current_tier in at_amount:
+        return current_tier, cycle
     return (at_amount[0], cycle) if len(at_amount) == 1 else None
 
 
-def _tier_mirror(subscription: Subscription, stripe_subscription: dict) -> bool:
+def _tier_mirror(subscription: Subscription, stripe_subscription: dict, *, at: datetime) -> str:
     """A price changed on Stripe's side (the dashboard, the portal) moves the subscription to the
-    tier Stripe now bills, from now on: its price, its next periods' credits, its entitlements. Our
-    own changes (an upgrade applied, a downgrade scheduled for the period end) are already here."""
-    billed = _tier_of_price(stripe_subscription, subscription)
+    tier Stripe now bills under the project's tier change rules (stripe_tier_change: an upgrade now
+    with its prorated credits, a downgrade at the period end). Our own changes (an upgrade applied,
+    a downgrade scheduled for the period end) are already here. Returns what was done, or ""."""
+    billed = _tier_of_price(
+        stripe_subscription, current_tier=subscription.tier, default_cycle=subscription.billing_cycle
+    )
     if billed is None:
-        return False
+        return ""
     tier, cycle = billed
     if (tier, cycle) == (subscription.tier, subscription.billing_cycle) or tier == subscription.scheduled_tier:
-        return False
-    config = TierConfig.objects.filter(tier=tier, is_active=True).first()
-    if config is None:
-        return False
-    subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = tier, cycle, ""
-    subscription.base_price_usd = config.price_for(cycle)
-    subscription.monthly_credit_allocation = config.monthly_credit_allocation
-    if subscription.status == Status.ACTIVE and not subscription.paused_at:
-        entitlement_activate(user=subscription.user, tier=tier)
-    return True
+        return ""
+    if not TierConfig.objects.filter(tier=tier, is_active=True).exists():
+        return ""
+    return stripe_tier_change(subscription=subscription, tier=tier, billing_cycle=cycle, at=at)
 
 
-def _pause_mirror(subscription: Subscription, stripe_subscription: dict) -> str:
-    """Stripe's `paused` (a trial ended without a payment method, or paused by hand): no paid
-    access until it resumes; resumed: the tier's access again."""
+def _pause_mirror(subscription: Subscription, stripe_subscription: dict, *, at: datetime) -> str:
+    """Stripe's `paused` (a trial ended without a payment method, or paused by hand) pauses the
+    service as Stripe pauses the billing: the free tier's access, no new credits (those already
+    granted stay spendable), no renewal, no dunning retry, grace period end or suspension. Resumed:
+    the tier's access again, the current period's credits, and the retries and grace period moved
+    later by the pause. `at`: when Stripe paused or resumed it (the event's creation)."""
     paused = stripe_subscription.get("status") == "paused"
     if paused and not subscription.paused_at:
-        subscription.paused_at = timezone.now()
+        subscription.paused_at = at
         entitlement_activate(user=subscription.user, tier=SubscriptionTier.FREE)
         return "paused"
     if not paused and subscription.paused_at:
+        dunning_pause_shift(subscription=subscription, paused_for=at - subscription.paused_at)
         subscription.paused_at = None
         if subscription.status == Status.ACTIVE:
             entitlement_activate(user=subscription.user, tier=subscription.tier)
+            if subscription.current_period_end > timezone.now():  # else its renewal invoice allocates
+                period_credits_allocate(subscription=subscription, at=timezone.now())
         return "resumed"
     return ""
 
@@ -157,9 +236,16 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
     stripe_subscription = event_object(row)
     subscription = subscription_locked(stripe_subscription["id"])
     if subscription is None:
-        return _unknown(
-            row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
-        )
+        user = adoptable_user(stripe_subscription)
+        if user is None:
+            return _unknown(
+                row, stripe_subscription_id=stripe_subscription["id"], metadata=stripe_subscription.get("metadata")
+            )
+        subscription = subscription_adopted(row, stripe_subscription, user=user)
+        if subscription is None:
+            awaiting = {"action": "awaiting_first_payment", "stripe_subscription_id": stripe_subscription["id"]}
+            event_audit(row, **awaiting)
+            return awaiting
     if not newer_than_applied(subscription, row):
         skipped = {"action": "stale_event_skipped", "subscription_id": str(subscription.pk)}
         event_audit(row, **skipped)
@@ -170,8 +256,8 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
         subscription_transition(
             subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
         )
-    tier_changed = _tier_mirror(subscription, stripe_subscription)
-    pause = _pause_mirror(subscription, stripe_subscription)
+    tier_change = _tier_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
+    pause = _pause_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
     subscription.cancel_at = timestamp_of(stripe_subscription.get("cancel_at"))
     mark_applied(subscription, row)
@@ -198,7 +284,7 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
         "cancel_at_period_end": subscription.cancel_at_period_end,
         "cancel_at": subscription.cancel_at,
         "tier": subscription.tier,
-        "tier_changed": tier_changed,
+        "tier_changed": tier_change in ("upgrade", "switched"),  # a downgrade waits for the period end
         "pause": pause,
     }
 
@@ -313,7 +399,11 @@ def _invoice_state(row: WebhookEvent) -> dict:
             )
         if local is not None:
             invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
-        if status == InvoiceStatus.UNCOLLECTIBLE and subscription.status == Status.PAST_DUE:
+        if (
+            status == InvoiceStatus.UNCOLLECTIBLE
+            and subscription.status == Status.PAST_DUE
+            and not subscription.paused_at
+        ):
             subscription_transition(
                 subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe marked the invoice uncollectible"
             )

@@ -8,16 +8,18 @@ import logging
 
 from payments.models import PaymentEvent, WebhookEvent
 from payments.registry import Unmatched
-from payments.services.inbox import event_audit, event_object, event_record
+from payments.services.inbox import event_audit, event_object, event_record, fetched_object
 from payments.services.refunds import invoice_payment_ids
 from subscriptions.models import Subscription
 from subscriptions.services import billing
 from subscriptions.services.invoices import invoice_amounts_update, invoice_document_update
 from subscriptions.services.stripe_events import (
+    adoptable_user,
     invoice_period,
     invoice_subscription_id,
     mark_applied,
     newer_than_applied,
+    subscription_adopted,
     subscription_locked,
 )
 
@@ -41,6 +43,11 @@ def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]
     invoice = event_object(row)
     stripe_subscription_id = invoice_subscription_id(invoice)
     subscription = subscription_locked(stripe_subscription_id)
+    stripe_subscription = fetched_object(row, stripe_subscription_id) if stripe_subscription_id else None
+    user = adoptable_user(stripe_subscription) if subscription is None and stripe_subscription else None
+    if user is not None:
+        # The invoice of a subscription created on Stripe's side came first: it begins here now.
+        subscription = subscription_adopted(row, stripe_subscription, user=user)
     if subscription is None:
         if stripe_subscription_id:
             raise Unmatched(f"No subscription {stripe_subscription_id} here for invoice {invoice['id']}.")
