@@ -833,6 +833,23 @@ def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: 
     return "upgrade"
 
 
+def stripe_downgrade_withdraw(*, subscription: Subscription, at: datetime) -> str:
+    """Stripe bills the current tier again at `at` while a downgrade waits for the period end (the
+    price was lowered and raised back on Stripe's side): the downgrade is withdrawn, as the customer
+    keeps paying for the tier they have. Only a downgrade scheduled before `at` is: ours reprices
+    Stripe after commit, so an event made before it still shows the old price. Returns "withdrawn"
+    or ""."""
+    if not subscription.scheduled_tier:
+        return ""
+    withdrawn = ProrationEvent.objects.filter(
+        subscription=subscription, status=ProrationStatus.PENDING, created_at__lt=at
+    ).update(status=ProrationStatus.REVERSED, updated_at=timezone.now())
+    if not withdrawn:
+        return ""
+    subscription.scheduled_tier = ""
+    return "withdrawn"
+
+
 def _stripe_price_set(subscription: Subscription, config: TierConfig, billing_cycle: str) -> None:
     """The tier and cycle Stripe now bills, from now on (saved by the caller), with its entitlements."""
     subscription.tier, subscription.billing_cycle, subscription.scheduled_tier = config.tier, billing_cycle, ""

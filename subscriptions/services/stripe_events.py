@@ -36,6 +36,7 @@ from subscriptions.services.entitlements import entitlement_activate
 from subscriptions.services.invoices import invoice_amounts_update, invoice_open_record
 from subscriptions.services.lifecycle import (
     period_credits_allocate,
+    stripe_downgrade_withdraw,
     stripe_subscription_adopt,
     stripe_tier_change,
     subscription_transition,
@@ -201,7 +202,9 @@ def _tier_mirror(subscription: Subscription, stripe_subscription: dict, *, at: d
     if billed is None:
         return ""
     tier, cycle = billed
-    if (tier, cycle) == (subscription.tier, subscription.billing_cycle) or tier == subscription.scheduled_tier:
+    if (tier, cycle) == (subscription.tier, subscription.billing_cycle):
+        return stripe_downgrade_withdraw(subscription=subscription, at=at)
+    if tier == subscription.scheduled_tier:
         return ""
     if not TierConfig.objects.filter(tier=tier, is_active=True).exists():
         return ""

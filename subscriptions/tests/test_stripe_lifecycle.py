@@ -29,7 +29,7 @@ from subscriptions.models import (
     UserEntitlement,
 )
 from subscriptions.periods import add_months
-from subscriptions.services import dunning_run
+from subscriptions.services import dunning_run, tier_change
 from subscriptions.tests.conftest import (
     MONTH,
     StripeIds,
@@ -486,3 +486,49 @@ def test_a_downgrade_on_stripes_side_waits_for_the_period_end_as_the_projects_ow
     assert ProrationEvent.objects.get(pk=pending.pk).status == ProrationStatus.APPLIED
     assert allocations_of(subscription)[-1] == (subscription.current_period_start, 20_000)
     assert UserEntitlement.objects.get(user=user).tier == "pro"
+
+
+def test_a_price_raised_back_on_stripes_side_withdraws_the_downgrade_waiting_for_the_period_end(webhook_client):
+    user = customer_register("changed-mind@example.com")
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, user, ids, tier="pro_max", amount_cents=3900)
+    lowered_at = timezone.now().replace(microsecond=0) + MINUTE
+    with time_machine.travel(lowered_at, tick=False):
+        deliver(webhook_client, price_changed(ids, 1900, created=lowered_at))
+    pending = ProrationEvent.objects.get(subscription=subscription, status=ProrationStatus.PENDING)
+
+    raised_at = lowered_at + MINUTE
+    with time_machine.travel(raised_at, tick=False):
+        response = deliver(webhook_client, price_changed(ids, 3900, created=raised_at))
+
+    assert response.json()["result"]["tier"] == "pro_max"
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.scheduled_tier) == ("pro_max", "")
+    assert ProrationEvent.objects.get(pk=pending.pk).status == ProrationStatus.REVERSED
+
+    # the renewal keeps the tier the customer pays for
+    start = subscription.current_period_end
+    with time_machine.travel(start + MINUTE, tick=False):
+        renewal = stripe_event(
+            "invoice.paid", ids.next_invoice(), period=(start, start + MONTH), billing_reason="subscription_cycle"
+        )
+        deliver(webhook_client, renewal)
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.monthly_credit_allocation) == ("pro_max", 50_000)
+    assert UserEntitlement.objects.get(user=user).tier == "pro_max"
+
+
+def test_an_event_older_than_our_own_downgrade_does_not_withdraw_it(webhook_client):
+    user = customer_register("downgrades-here@example.com")
+    ids = StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, user, ids, tier="pro_max", amount_cents=3900)
+    before_ours = timezone.now().replace(microsecond=0) - MINUTE
+    tier_change(subscription_id=subscription.pk, user=user, tier="pro")
+    pending = ProrationEvent.objects.get(subscription=subscription, status=ProrationStatus.PENDING)
+
+    response = deliver(webhook_client, price_changed(ids, 3900, created=before_ours))
+
+    assert response.json()["result"]["action"] == "subscription_updated"
+    subscription.refresh_from_db()
+    assert (subscription.tier, subscription.scheduled_tier) == ("pro_max", "pro")
+    assert ProrationEvent.objects.get(pk=pending.pk).status == ProrationStatus.PENDING
