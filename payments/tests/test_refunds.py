@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
 from billing_project.service_tokens import service_token_issue
-from conftest import bearer, run_concurrently
+from conftest import access_token_for, bearer, role_grant, run_concurrently
 from credits.models import CreditDeductionLedger, UserCreditBalance, UserCreditSource
 from credits.services import pricing_catalog_seed
 from credits.tests.conftest import usage_event
@@ -122,17 +122,85 @@ def test_refund_events_count_each_refund_once_whichever_arrives_first(stripe_htt
     assert movements(payment) == [("refund", 5000), ("refund", 14900)]
 
 
-def test_a_failed_refund_is_recorded_without_lowering_the_refunded_amount(stripe_http, catalog, api_client):
+def test_a_failed_refund_lowers_the_refunded_amount_by_its_amount_once(stripe_http, catalog, api_client):
+    _, payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    kept, failing = refunded(payment, 3000, 5000)["refunds"]["data"]
+    post_event(api_client, "refund.created", kept)
+    post_event(api_client, "refund.created", {**failing, "status": "pending"})
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (8000, "partially_refunded")
+
+    result = post_event(api_client, "refund.failed", {**failing, "status": "failed"})
+    again = post_event(api_client, "refund.updated", {**failing, "status": "canceled"})
+
+    assert (result["result"]["action"], result["result"]["amount_refunded"]) == ("refund_failed_recorded", 3000)
+    assert again["result"]["action"] == "refund_already_recorded"
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status, payment.refunds[failing["id"]]["status"]) == (
+        3000,
+        "partially_refunded",
+        "failed",
+    )
+    assert movements(payment) == [("refund", 3000), ("refund", 5000), ("refund_failed", 5000)]
+
+
+def test_the_only_refund_failing_puts_the_payment_back_to_succeeded(stripe_http, catalog, api_client):
     _, payment = license_bought(stripe_http, api_client, "buyer@example.com")
     refund = refunded(payment, 5000)["refunds"]["data"][0]
     post_event(api_client, "refund.created", {**refund, "status": "pending"})
 
-    result = post_event(api_client, "refund.failed", {**refund, "status": "failed"})
+    post_event(api_client, "refund.failed", {**refund, "status": "failed"})
 
-    assert result["result"]["action"] == "refund_failed_recorded"
     payment.refresh_from_db()
-    assert (payment.amount_refunded, payment.refunds[refund["id"]]["status"]) == (5000, "failed")
+    assert (payment.amount_refunded, payment.status) == (0, "succeeded")
+
+
+def test_a_charge_total_reported_before_a_refund_failed_does_not_count_it_again(stripe_http, catalog, api_client):
+    _, payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    now = int(time.time())
+    charge = refunded(payment, 5000, status="pending")
+    refund = charge["refunds"]["data"][0]
+    post_event(api_client, "refund.failed", {**refund, "status": "failed"}, created=now)
+
+    late = post_event(api_client, "charge.refunded", charge, created=now - 60)
+
+    assert late["result"]["action"] == "refund_already_recorded"
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (0, "succeeded")
+
+
+def test_a_refund_first_seen_failed_lowers_what_the_charge_total_had_counted(stripe_http, catalog, api_client):
+    _, payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    now = int(time.time())
+    charge = refunded(payment, 5000)
+    refund = charge["refunds"]["data"][0]
+    post_event(api_client, "charge.refunded", {**charge, "refunds": None}, created=now - 60)  # not expanded
+
+    post_event(api_client, "refund.failed", {**refund, "status": "failed"}, created=now)
+
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (0, "succeeded")
     assert movements(payment) == [("refund", 5000), ("refund_failed", 5000)]
+
+
+def test_a_full_refund_that_fails_afterwards_lowers_the_amount_and_leaves_the_license_revoked(
+    stripe_http, catalog, api_client
+):
+    license_, payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    charge = refunded(payment, 19900)
+    post_event(api_client, "charge.refunded", charge)
+
+    result = post_event(api_client, "refund.failed", {**charge["refunds"]["data"][0], "status": "failed"})
+
+    assert (result["result"]["status"], result["result"]["effect"]) == ("succeeded", None)
+    payment.refresh_from_db()
+    license_.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (0, "succeeded")
+    assert license_.status == LicenseStatus.REVOKED  # never granted back by itself: left to staff
+    audit = AdminAuditLog.objects.filter(resource_type="payments.payment", resource_id=str(payment.pk)).latest(
+        "created_at"
+    )
+    assert (audit.previous_value["amount_refunded"], audit.new_value["amount_refunded"]) == (19900, 0)
 
 
 def test_an_older_partial_refund_after_the_full_one_changes_nothing(stripe_http, catalog, api_client):
@@ -248,6 +316,57 @@ def test_a_partial_refund_of_a_subscription_is_recorded_and_access_stays(stripe_
         4900,
         "49.00",
     )
+
+
+def test_a_failed_refund_of_a_subscription_lowers_the_invoice_payment_too(stripe_http, catalog, api_client):
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    charge = refunded(payment, 4900)
+    post_event(api_client, "charge.refunded", charge)
+
+    post_event(api_client, "refund.failed", {**charge["refunds"]["data"][0], "status": "failed"})
+
+    payment.refresh_from_db()
+    subscription.refresh_from_db()
+    assert (payment.amount_refunded, payment.status, subscription.status) == (0, "succeeded", "active")
+    transaction_row = PaymentTransaction.objects.get(invoice__stripe_invoice_id=payment.stripe_invoice_id)
+    assert (transaction_row.status, transaction_row.refunded_amount, str(transaction_row.refunded_amount_usd)) == (
+        PaymentStatus.SUCCEEDED,
+        0,
+        "0.00",
+    )
+
+
+def test_a_staff_refund_is_recorded_on_the_money_received_and_stripes_event_about_it_moves_nothing(
+    stripe_http, catalog, api_client, django_user_model
+):
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    transaction_row = PaymentTransaction.objects.get(invoice__stripe_invoice_id=payment.stripe_invoice_id)
+    staff = role_grant(
+        django_user_model.objects.create_user(username="finance@example.com", password="x", is_staff=True), "finance"
+    )
+    staff_client = APIClient()
+    staff_client.credentials(**bearer(access_token_for(staff)))
+
+    answer = staff_client.post(
+        f"/api/v1/admin/payments/{transaction_row.pk}/refund/",
+        {"amount_usd": "49.00", "reason": "Goodwill"},
+        format="json",
+    )
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["state"] == "succeeded", answer.content
+    (refund,) = stripe_http.objects_of("refund")
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status, list(payment.refunds)) == (
+        4900,
+        "partially_refunded",
+        [refund["id"]],
+    )
+    later = post_event(api_client, "refund.created", {**refund, "charge": charge_of(payment)})
+    assert later["result"]["action"] == "refund_already_recorded"
+    assert movements(payment) == [("refund", 4900)]
+    transaction_row.refresh_from_db()
+    assert (transaction_row.refunded_amount, transaction_row.status) == (4900, PaymentStatus.PARTIALLY_REFUNDED)
 
 
 def test_a_refund_is_matched_through_the_invoice_payment_event_when_the_invoice_names_no_payment(
