@@ -30,11 +30,17 @@ def movements(payment: Payment) -> list[tuple[str, int]]:
     return [(row.event_type, row.amount) for row in rows]
 
 
-def spend(user, output_tokens: int) -> None:
+def gateway(user) -> APIClient:
     pricing_catalog_seed()
     service = client_for(user)
     service.credentials(**bearer(service_token_issue(service="gateway", scopes=["usage:write"]).token))
-    response = service.post("/api/v1/usage/record/", usage_event(user, output_tokens=output_tokens), format="json")
+    return service
+
+
+def spend(user, output_tokens: int, **usage) -> None:
+    response = gateway(user).post(
+        "/api/v1/usage/record/", usage_event(user, output_tokens=output_tokens, **usage), format="json"
+    )
     assert response.status_code == 201, response.content
 
 
@@ -298,6 +304,35 @@ def test_a_full_refund_of_a_subscription_period_ends_access_and_claws_back_its_u
     transaction_row = PaymentTransaction.objects.get(invoice__stripe_invoice_id=payment.stripe_invoice_id)
     assert (transaction_row.status, transaction_row.refunded_amount) == (PaymentStatus.REFUNDED, payment.amount)
     assert movements(payment) == [("refund", payment.amount)]
+
+
+def test_a_full_refund_leaves_the_credits_a_live_hold_reserves_to_the_request_in_flight(
+    stripe_http, catalog, api_client
+):
+    # given a subscriber with a streaming call in flight holding part of the period's credits
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    user = subscription.user
+    unspent = period_grant(subscription).remaining
+    other_credits = UserCreditBalance.objects.get(user=user).amount - unspent  # the free tier's, spent first
+    assert 0 < other_credits < 40_000, other_credits
+    reserved = gateway(user).post(
+        "/api/v1/usage/reserve/", {"user_id": user.pk, "estimated_credits": 40_000}, format="json"
+    )
+    assert reserved.status_code == 201, reserved.content
+
+    # when the period's payment is refunded in full
+    result = post_event(api_client, "charge.refunded", refunded(payment, payment.amount))
+
+    # then what is neither spent nor held goes back (the hold is covered by the other credits first)
+    assert result["result"]["effect"]["credits_clawed_back"] == unspent - (40_000 - other_credits)
+    assert period_grant(subscription).remaining == 40_000 - other_credits
+    checked = gateway(user).post("/api/v1/usage/check/", {"user_id": user.pk, "estimated_credits": 1}, format="json")
+    free_tier_credits = checked.json()["balance"] - 40_000  # the free tier the user is back on
+    assert checked.json()["available"] == free_tier_credits >= 0
+    # and the call in flight is still charged from its hold, never below zero
+    spend(user, output_tokens=100_000, hold_id=reserved.json()["hold_id"])
+    balance = UserCreditBalance.objects.get(user=user).amount
+    assert 0 <= balance < 40_000 + free_tier_credits
 
 
 def test_a_partial_refund_of_a_subscription_is_recorded_and_access_stays(stripe_http, catalog, api_client):

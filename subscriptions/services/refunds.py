@@ -1,12 +1,14 @@
 """What a refund or a dispute of a subscription's payment does (registered with payments.registry;
 payments.services.refunds matches the event to the payment and decides when each runs).
 
-- Every growth of the refunded amount is mirrored on the invoice's payment (PaymentTransaction).
+- Every change of the refunded amount (a failed refund lowers it) is mirrored on the invoice's
+  payment (PaymentTransaction).
 - A full refund (or a lost dispute) of a period's payment claws back that period's unspent credits
-  (through the credits app's locked balance, one ledger row; spent credits stay spent, the balance
-  never goes below zero) and, when the period is not over, ends the paid access: the subscription is
-  cancelled now (the user is back on the free tier) and Stripe's subscription is cancelled once the
-  transaction commits. A full refund of a period already over only claws back its credits.
+  (through the credits app's locked balance, one ledger row; spent credits stay spent, credits live
+  holds reserve stay with the calls in flight, neither the balance nor `available` goes below zero)
+  and, when the period is not over, ends the paid access: the subscription is cancelled now (the
+  user is back on the free tier) and Stripe's subscription is cancelled once the transaction commits.
+  A full refund of a period already over only claws back its credits.
 - An open dispute suspends the subscription (through past_due, as the state machine allows:
   entitlements drop to the free tier); a dispute won makes a suspended subscription active again.
 """
