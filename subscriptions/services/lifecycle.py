@@ -390,11 +390,11 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
             f"Checkout {session_id} paid for {tier}, but the user already has a {live.tier} subscription."
         )
     discount_usd = Decimal("0.00")
+    currency = facts.get("currency") or operation.currency
     if metadata.get("coupon_redemption_id"):
         discount_usd = discounts.checkout_discount_confirm(
-            redemption_id=metadata["coupon_redemption_id"], subscription=subscription
+            redemption_id=metadata["coupon_redemption_id"], subscription=subscription, currency=currency
         )
-    currency = facts.get("currency") or operation.currency
     invoice_paid_record(
         subscription=subscription,
         amount=facts.get("amount", operation.amount),
