@@ -22,7 +22,9 @@ Policy (also in the README):
 - A partial refund is recorded: the payment is `partially_refunded`, access stays.
 - A full refund (the refunded amount reaches what was paid) is the owner's reaction: a
   license is revoked; a subscription period's paid access ends and the unspent credits of that
-  period are clawed back (credits already spent stay spent; the balance never goes below zero).
+  period are clawed back (credits already spent stay spent; the balance never goes below zero); an
+  upgrade (of a subscription's tier, of a license's version line) is undone while nothing has been
+  built on it since.
 - A dispute suspends the access while it is open; won, the access is restored; lost, it is treated
   as a full refund. A dispute's state only moves forward (open -> won | lost), so a late
   `charge.dispute.created` after its close changes nothing.

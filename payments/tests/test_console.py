@@ -7,7 +7,8 @@ from django.urls import reverse
 
 from audit.models import AdminAuditLog, AuditAction
 from payments.models import OperationKind, Payment, PaymentEvent, PaymentOperation
-from subscriptions.models import PaymentTransaction, Subscription
+from payments.tests.conftest import client_for
+from subscriptions.models import PaymentTransaction, ProrationEvent, Subscription
 from subscriptions.services import account_register, subscription_start, tier_catalog_seed
 
 pytestmark = pytest.mark.django_db
@@ -78,6 +79,22 @@ def test_a_full_offline_refund_of_a_period_ends_its_paid_access_as_the_policy_sa
     assert (paid.refunded_amount, paid.status) == (149_000, "refunded")
     assert Subscription.objects.get(pk=paid.subscription_id).status == "cancelled"
     assert Subscription.objects.get(user=paid.user, status="active").tier == "free"
+
+
+def test_a_full_offline_refund_of_an_upgrade_puts_the_earlier_tier_back(admin_client, paid):
+    changed = client_for(paid.user).post(
+        f"/api/v1/subscriptions/{paid.subscription_id}/change-tier/", {"tier": "enterprise_max"}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
+    upgrade_payment = PaymentTransaction.objects.exclude(pk=paid.pk).get(user=paid.user)
+
+    run_action(admin_client, PAYMENTS, "refund_payments", [upgrade_payment], reason="Upgrade by mistake")
+
+    received = Payment.objects.get(kind="upgrade_charge", user=paid.user)
+    assert (received.amount_refunded, received.status) == (received.amount, "refunded")
+    subscription = Subscription.objects.get(pk=paid.subscription_id)
+    assert (subscription.status, subscription.tier) == ("active", "enterprise_pro")
+    assert ProrationEvent.objects.get(subscription=subscription).status == "reversed"
 
 
 def test_a_refund_beyond_what_is_left_is_refused_and_changes_nothing(admin_client, paid):

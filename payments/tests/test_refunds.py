@@ -15,12 +15,13 @@ from conftest import access_token_for, bearer, role_grant, run_concurrently
 from credits.models import CreditDeductionLedger, UserCreditBalance, UserCreditSource
 from credits.services import pricing_catalog_seed
 from credits.tests.conftest import usage_event
+from licensing import versions
 from licensing.models import LicenseStatus
 from payments.models import Payment, PaymentEvent, WebhookEvent
 from payments.tests import stripe_objects
 from payments.tests.conftest import client_for, customer
 from payments.tests.webhook_flows import charge_of, disputed, license_bought, post_event, refunded, subscribed
-from subscriptions.models import PaymentStatus, PaymentTransaction, Subscription
+from subscriptions.models import PaymentStatus, PaymentTransaction, ProrationEvent, Subscription
 
 pytestmark = [pytest.mark.django_db]
 
@@ -224,6 +225,55 @@ def test_an_older_partial_refund_after_the_full_one_changes_nothing(stripe_http,
     assert movements(payment) == [("refund", 19900)]
 
 
+def license_upgraded(stripe_http, api_client, email: str, settings):
+    """A license bought for 1.0.0, then upgraded to the 2.x line once 2.0.0 is on sale, both paid
+    through Stripe Checkout."""
+    license_, _ = license_bought(stripe_http, api_client, email)
+    settings.LICENSE_CURRENT_VERSION = "2.0.0"
+    started = client_for(license_.user).post(
+        "/api/v1/licenses/upgrade/", {"license_key": license_.license_key}, format="json"
+    )
+    assert started.status_code == 201, started.content
+    session = stripe_http.checkout_complete(started.json()["checkout"]["session_id"])
+    assert post_event(api_client, "checkout.session.completed", session)["status"] == "processed"
+    return license_, Payment.objects.get(stripe_checkout_session_id=session["id"])
+
+
+def test_a_full_refund_of_a_license_upgrade_takes_the_license_back_to_its_previous_line(
+    stripe_http, catalog, api_client, settings
+):
+    license_, payment = license_upgraded(stripe_http, api_client, "buyer@example.com", settings)
+    license_.refresh_from_db()
+    upgrade = license_.upgrades.get()
+    before = license_.eligible_until_version
+    assert (payment.kind, payment.object_id) == ("license_upgrade_checkout", str(upgrade.pk))
+
+    partial = post_event(api_client, "charge.refunded", refunded(payment, 1000))
+    license_.refresh_from_db()
+    assert (partial["result"]["effect"], license_.eligible_until_version) == (None, before)
+
+    full = post_event(api_client, "charge.refunded", refunded(payment, 1000, payment.amount - 1000))
+
+    license_.refresh_from_db()
+    upgrade.refresh_from_db()
+    previous_line = versions.eligible_until_for(upgrade.from_version)
+    assert full["result"]["effect"] == {
+        "upgrade_id": str(upgrade.pk),
+        "license_id": str(license_.pk),
+        "reverted": True,
+        "eligible_until_version": previous_line,
+    }
+    assert (license_.status, license_.eligible_until_version, upgrade.status) == (
+        LicenseStatus.ACTIVE,
+        previous_line,
+        "refunded",
+    )
+    assert (before, previous_line) == ("2.999.999", "1.999.999")
+    assert AdminAuditLog.objects.filter(
+        resource_type="licensing.perpetuallicense", new_value__upgrade_id=str(upgrade.pk)
+    ).exists()
+
+
 def test_a_dispute_suspends_a_license_and_winning_it_restores_the_license(stripe_http, catalog, api_client):
     license_, payment = license_bought(stripe_http, api_client, "buyer@example.com")
 
@@ -402,6 +452,94 @@ def test_a_staff_refund_is_recorded_on_the_money_received_and_stripes_event_abou
     assert movements(payment) == [("refund", 4900)]
     transaction_row.refresh_from_db()
     assert (transaction_row.refunded_amount, transaction_row.status) == (4900, PaymentStatus.PARTIALLY_REFUNDED)
+
+
+def upgraded(stripe_http, api_client, email: str) -> tuple[Subscription, Payment]:
+    """Enterprise Pro bought through Checkout, then upgraded to Enterprise Max: the prorated charge paid."""
+    subscription, _ = subscribed(stripe_http, api_client, email)
+    changed = client_for(subscription.user).post(
+        f"/api/v1/subscriptions/{subscription.pk}/change-tier/", {"tier": "enterprise_max"}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
+    subscription.refresh_from_db()
+    assert subscription.tier == "enterprise_max"
+    return subscription, Payment.objects.get(kind="upgrade_charge", user=subscription.user)
+
+
+def proration_grant(subscription: Subscription) -> UserCreditSource:
+    return UserCreditSource.objects.get(
+        allocation__subscription_id=subscription.pk, allocation__source="proration", user=subscription.user
+    )
+
+
+def test_a_full_refund_of_an_upgrade_charge_puts_the_earlier_tier_back_and_claws_back_its_credits(
+    stripe_http, catalog, api_client
+):
+    # given an upgrade whose prorated credits are partly spent
+    subscription, payment = upgraded(stripe_http, api_client, "payer@example.com")
+    event = ProrationEvent.objects.get(subscription=subscription)
+    spend(subscription.user, output_tokens=300_000)
+    prorated_left = proration_grant(subscription).remaining
+    period_left = period_grant(subscription).remaining
+    assert 0 < prorated_left <= event.credits_adjustment
+
+    # when Stripe refunds the upgrade's charge in full
+    result = post_event(api_client, "charge.refunded", refunded(payment, payment.amount))
+
+    # then the subscription is back on Enterprise Pro, its period's access intact, the prorated credits gone
+    assert result["result"]["effect"] == {
+        "proration_event_id": str(event.pk),
+        "subscription_id": str(subscription.pk),
+        "reverted": True,
+        "tier": "enterprise_pro",
+        "credits_clawed_back": prorated_left,
+    }
+    subscription.refresh_from_db()
+    event.refresh_from_db()
+    assert (subscription.status, subscription.tier, str(subscription.base_price_usd)) == (
+        "active",
+        "enterprise_pro",
+        "149.00",
+    )
+    assert subscription.user.entitlement.tier == "enterprise_pro"
+    assert event.status == "reversed"
+    assert (proration_grant(subscription).remaining, period_grant(subscription).remaining) == (0, period_left)
+    transaction_row = PaymentTransaction.objects.get(invoice__stripe_invoice_id=payment.stripe_invoice_id)
+    assert (transaction_row.status, transaction_row.refunded_amount) == (PaymentStatus.REFUNDED, payment.amount)
+    assert AdminAuditLog.objects.filter(
+        resource_type="subscriptions.subscription",
+        resource_id=str(subscription.pk),
+        new_value__proration_event_id=str(event.pk),
+        new_value__tier="enterprise_pro",
+    ).exists()
+
+
+def test_a_dispute_of_an_upgrade_charge_suspends_nothing_and_lost_undoes_the_upgrade(stripe_http, catalog, api_client):
+    subscription, payment = upgraded(stripe_http, api_client, "payer@example.com")
+
+    opened = post_event(api_client, "charge.dispute.created", disputed(payment, "needs_response"))
+    subscription.refresh_from_db()
+    assert (opened["result"]["effect"]["suspended"], subscription.status) == (False, "active")
+
+    lost = post_event(api_client, "charge.dispute.closed", disputed(payment, "lost"))
+
+    subscription.refresh_from_db()
+    assert (lost["result"]["effect"]["reverted"], subscription.status, subscription.tier) == (
+        True,
+        "active",
+        "enterprise_pro",
+    )
+
+
+def test_a_refunded_upgrade_is_only_recorded_once_another_change_followed_it(stripe_http, catalog, api_client):
+    subscription, payment = upgraded(stripe_http, api_client, "payer@example.com")
+    Subscription.objects.filter(pk=subscription.pk).update(tier="enterprise_pro")  # a later change
+
+    result = post_event(api_client, "charge.refunded", refunded(payment, payment.amount))
+
+    assert (result["result"]["effect"]["reverted"], result["result"]["status"]) == (False, "refunded")
+    assert ProrationEvent.objects.get(subscription=subscription).status == "applied"
+    assert proration_grant(subscription).remaining > 0
 
 
 def test_a_refund_is_matched_through_the_invoice_payment_event_when_the_invoice_names_no_payment(

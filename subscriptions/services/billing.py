@@ -43,6 +43,7 @@ from subscriptions.models import (
     InvoiceStatus,
     PaymentStatus,
     PaymentTransaction,
+    ProrationEvent,
     Subscription,
     SubscriptionStatus,
 )
@@ -257,13 +258,19 @@ def _refunded_set(payment: PaymentTransaction, refunded: int, *, exact: bool = F
 
 # Refunds issued by staff
 
-PERIOD_PAYMENT_KINDS = (OperationKind.SUBSCRIPTION_CHECKOUT, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY)
+INVOICED_PAYMENT_KINDS = (
+    OperationKind.SUBSCRIPTION_CHECKOUT,
+    OperationKind.RENEWAL_CHARGE,
+    OperationKind.DUNNING_RETRY,
+    OperationKind.UPGRADE_CHARGE,
+)
 
 
 def _money_received_for(row: PaymentTransaction) -> Payment | None:
     """The money received (payments' `Payment`) an invoice's payment is: by the provider's ids. A
-    payment through the offline provider carries none; it is the offline period payment of the same
-    user, subscription (or invoice), amount and currency recorded with it, in the same transaction."""
+    payment through the offline provider carries none; it is the offline payment of the same user,
+    subscription (its invoice, or one of its changes), amount and currency recorded with it, in the
+    same transaction."""
     match = Q()
     for name, value in (
         ("stripe_payment_intent_id", row.stripe_payment_intent_id),
@@ -277,8 +284,17 @@ def _money_received_for(row: PaymentTransaction) -> Payment | None:
     offline = Payment.objects.filter(
         provider=WebhookProvider.OFFLINE,
         user_id=row.user_id,
-        kind__in=PERIOD_PAYMENT_KINDS,
-        object_id__in=[str(row.subscription_id), str(row.invoice_id)],
+        kind__in=INVOICED_PAYMENT_KINDS,
+        object_id__in=[
+            str(row.subscription_id),
+            str(row.invoice_id),
+            *(
+                str(pk)
+                for pk in ProrationEvent.objects.filter(subscription_id=row.subscription_id).values_list(
+                    "pk", flat=True
+                )
+            ),
+        ],
         amount=row.amount,
         currency=row.currency,
     )
