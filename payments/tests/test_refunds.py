@@ -190,6 +190,19 @@ def test_a_refund_first_seen_failed_lowers_what_the_charge_total_had_counted(str
     assert movements(payment) == [("refund", 5000), ("refund_failed", 5000)]
 
 
+def test_a_refund_never_counted_that_fails_leaves_the_refunds_counted_by_their_ids(stripe_http, catalog, api_client):
+    _, payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    kept, never_counted = refunded(payment, 5000, 3000)["refunds"]["data"]
+    post_event(api_client, "refund.created", kept)
+
+    result = post_event(api_client, "refund.failed", {**never_counted, "status": "failed"})
+
+    assert result["result"]["action"] == "refund_failed_recorded"
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (5000, "partially_refunded")
+    assert movements(payment) == [("refund", 5000), ("refund_failed", 3000)]
+
+
 def test_a_full_refund_that_fails_afterwards_lowers_the_amount_and_leaves_the_license_revoked(
     stripe_http, catalog, api_client
 ):
