@@ -336,7 +336,8 @@ OPERATIONS = {
     "v1_admin_analytics_coupon_performance_retrieve": Doc(
         "Coupon performance",
         f"{_STAFF} Redemptions, discount given, revenue after discount and conversions to paid, by coupon and "
-        "by campaign, over a date range.",
+        "by campaign, over a date range. Money is never converted: `discount_total_usd` and `revenue_usd` are "
+        "the USD redemptions', `by_currency` has each currency's `{discount_total, revenue}`.",
     ),
     # Staff: credits and pricing
     "v1_admin_credits_grant_create": Doc(

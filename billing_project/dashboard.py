@@ -20,15 +20,18 @@ from billing_project.money import minor_to_major, usd_round
 from coupons.models import CouponAnalyticsSnapshot
 from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
 from credits.services.ledger import days_between
+from payments.models import OperationKind, Payment
 from subscriptions.models import LIVE_STATUSES, PaymentStatus, PaymentTransaction, Subscription
 
 DEFAULT_DAYS = 30
+LICENSE_SALE_KINDS = (OperationKind.LICENSE_CHECKOUT, OperationKind.LICENSE_UPGRADE_CHECKOUT)
 LONGEST_RANGE_DAYS = 366
 # The dashboard reads these tables: it needs the view permission of each.
 DASHBOARD_PERMISSIONS = (
     "credits.view_creditusagedailysummary",
     "credits.view_tokenusagedailysummary",
     "subscriptions.view_paymenttransaction",
+    "payments.view_payment",
     "subscriptions.view_subscription",
     "coupons.view_couponanalyticssnapshot",
 )
@@ -172,11 +175,12 @@ def _cents(values: list[Decimal]) -> list[Decimal]:
     return [usd_round(value) for value in values]
 
 
-def _by_currency(rows, days: list[date]) -> dict[str, list[Decimal]]:
-    """Daily revenue in each currency's own unit (minor units summed, then shown exactly)."""
+def _by_currency(*sources, days: list[date]) -> dict[str, list[Decimal]]:
+    """Daily revenue in each currency's own unit (minor units summed over the sources, then shown exactly)."""
     minor: dict[str, dict] = {}
-    for row in rows:
-        minor.setdefault(row["currency"], {})[row["day"]] = row["total"] or 0
+    for row in (row for rows in sources for row in rows):
+        by_day = minor.setdefault(row["currency"], {})
+        by_day[row["day"]] = by_day.get(row["day"], 0) + (row["total"] or 0)
     return {
         currency: [minor_to_major(by_day.get(day, 0), currency) for day in days] for currency, by_day in minor.items()
     }
@@ -199,6 +203,18 @@ def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
         .annotate(total=Sum("amount") - Sum("refunded_amount"))
         .order_by("currency", "day")
     )
+    # License sales are not invoiced: their money received is the payment of the license checkout.
+    license_sales = (
+        Payment.objects.filter(
+            kind__in=LICENSE_SALE_KINDS,
+            paid_at__gte=_start_of(date_from),
+            paid_at__lt=_start_of(date_to + timedelta(days=1)),
+        )
+        .annotate(day=TruncDate("paid_at"))
+        .values("day", "currency")
+        .annotate(total=Sum("amount") - Sum("amount_refunded"))
+        .order_by("currency", "day")
+    )
     redemptions = CouponAnalyticsSnapshot.objects.filter(
         snapshot_date__gte=date_from, snapshot_date__lte=date_to
     ).values(day=F("snapshot_date"))
@@ -211,7 +227,7 @@ def dashboard_figures(*, date_from: date, date_to: date) -> Dashboard:
     return Dashboard(
         days=days,
         credits_used=_per_day(credits.annotate(total=Sum("total_deductions")), days, 0),
-        revenue_by_currency=_by_currency(payments, days),
+        revenue_by_currency=_by_currency(payments, license_sales, days=days),
         gross_margin_usd=_cents(_per_day(margin.annotate(total=Sum("total_gross_margin")), days, Decimal(0))),
         coupon_redemptions=_per_day(redemptions.annotate(total=Sum("redemptions")), days, 0),
         active_subscriptions_by_tier={row["tier"]: row["count"] for row in tiers},

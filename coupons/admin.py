@@ -277,9 +277,17 @@ class CouponAnalyticsSnapshotAdmin(ReadOnlyModelAdmin):
         "unique_users",
         "discount_total_usd",
         "revenue_usd",
+        "money_in_currencies",
         "conversions",
     )
     list_select_related = ("coupon",)
     search_fields = ("coupon__code",)
     date_hierarchy = "snapshot_date"
     ordering = ("-snapshot_date",)
+
+    @admin.display(description="Discount / revenue by currency")
+    def money_in_currencies(self, snapshot):
+        return "; ".join(
+            f"{currency.upper()} {figures['discount_total']} / {figures['revenue']}"
+            for currency, figures in snapshot.money_by_currency.items()
+        )

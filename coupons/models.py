@@ -233,6 +233,11 @@ class CouponRedemption(TimestampedModel):
     original_amount_usd = models.DecimalField(**MONEY, default=0)
     discount_applied_usd = models.DecimalField(**MONEY, default=0)
     final_amount_usd = models.DecimalField(**MONEY, default=0)
+    currency = models.CharField(
+        max_length=3,
+        default="usd",
+        help_text="ISO 4217 code, lower case: the currency of the amounts (named for USD, never converted).",
+    )
     credits_granted = models.PositiveIntegerField(default=0)
     months_granted = models.PositiveSmallIntegerField(default=0)
     credit_allocation = models.ForeignKey(
@@ -389,8 +394,13 @@ class CouponAnalyticsSnapshot(TimestampedModel):
     redemptions = models.PositiveIntegerField(default=0)
     failed_redemptions = models.PositiveIntegerField(default=0)
     unique_users = models.PositiveIntegerField(default=0)
-    discount_total_usd = models.DecimalField(**MONEY, default=0)
-    revenue_usd = models.DecimalField(**MONEY, default=0)
+    discount_total_usd = models.DecimalField(**MONEY, default=0, help_text="USD redemptions only.")
+    revenue_usd = models.DecimalField(**MONEY, default=0, help_text="USD redemptions only.")
+    money_by_currency = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per currency, never converted: {"eur": {"discount_total": "5.00", "revenue": "14.00"}}.',
+    )
     conversions = models.PositiveIntegerField(default=0)
 
     class Meta:

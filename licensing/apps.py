@@ -24,13 +24,21 @@ class LicensingConfig(AppConfig):
             succeeded=services.license_upgrade_complete,
             failed=services.license_upgrade_failed,
         )
-        # A refund or a dispute of a license's payment (an upgrade's payment is only recorded).
+        # A refund or a dispute of a license's payment, and of a version upgrade's.
         payment_reactions_register(
             OperationKind.LICENSE_CHECKOUT,
             PaymentReactions(
                 refunded_fully=services.license_payment_refunded,
                 dispute_opened=services.license_payment_disputed,
                 dispute_won=services.license_dispute_won,
+            ),
+        )
+        payment_reactions_register(
+            OperationKind.LICENSE_UPGRADE_CHECKOUT,
+            PaymentReactions(
+                refunded_fully=services.license_upgrade_payment_refunded,
+                dispute_opened=services.license_upgrade_payment_disputed,
+                dispute_won=services.license_upgrade_dispute_won,
             ),
         )
 

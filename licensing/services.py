@@ -690,3 +690,57 @@ def license_dispute_won(*, payment) -> dict:
     if restored:
         license_reactivate(license_id=license_.pk, actor=None, reason="The dispute of its payment was won")
     return {"license_id": str(license_.pk) if license_ else None, "restored": restored}
+
+
+# Refunds and disputes of a version upgrade's payment: a full refund or a lost dispute takes the
+# license back to the line it covered before, unless a later upgrade has raised it further (that
+# one was paid for too; the refunded upgrade is then only marked refunded). An open or won dispute
+# of an upgrade is recorded only: the license's own payment still pays for the license.
+
+UPGRADE_REFUNDED_REASON = "The payment of its version upgrade was refunded in full"
+
+
+def _upgrade_paid_by(payment) -> VersionUpgrade | None:
+    try:
+        return VersionUpgrade.objects.filter(pk=payment.object_id).first() if payment.object_id else None
+    except ValidationError:  # not an upgrade id: nothing of ours
+        return None
+
+
+def license_upgrade_payment_refunded(*, payment) -> dict:
+    upgrade = _upgrade_paid_by(payment)
+    if upgrade is None:
+        return {"upgrade_id": None, "reverted": False}
+    # The license row is the lock, as for every change to what a license covers.
+    license_ = PerpetualLicense.objects.select_for_update().get(pk=upgrade.license_id)
+    upgrade = VersionUpgrade.objects.get(pk=upgrade.pk)
+    if upgrade.status != UpgradeStatus.COMPLETED:
+        return {"upgrade_id": str(upgrade.pk), "license_id": str(license_.pk), "reverted": False}
+    previous = snapshot(license_)
+    reverted = license_.eligible_until_version == versions.eligible_until_for(upgrade.to_version)
+    if reverted:
+        license_.eligible_until_version = versions.eligible_until_for(upgrade.from_version)
+        license_.save(update_fields=["eligible_until_version", "updated_at"])
+    upgrade.status = UpgradeStatus.REFUNDED
+    upgrade.save(update_fields=["status", "updated_at"])
+    audit_record(
+        action=AuditAction.UPDATE,
+        resource_type=resource_type_of(license_),
+        resource_id=str(license_.pk),
+        previous_value=previous,
+        new_value={**snapshot(license_), "upgrade_id": str(upgrade.pk), "reason": UPGRADE_REFUNDED_REASON},
+    )
+    return {
+        "upgrade_id": str(upgrade.pk),
+        "license_id": str(license_.pk),
+        "reverted": reverted,
+        "eligible_until_version": license_.eligible_until_version,
+    }
+
+
+def license_upgrade_payment_disputed(*, payment) -> dict:
+    return {"upgrade_id": payment.object_id or None, "suspended": False}
+
+
+def license_upgrade_dispute_won(*, payment) -> dict:
+    return {"upgrade_id": payment.object_id or None, "restored": False}

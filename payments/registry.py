@@ -73,8 +73,9 @@ def event_fetchers(event_type: str) -> list[Callable]:
 @dataclass(frozen=True)
 class PaymentReactions:
     """Each takes `(*, payment)` and runs in the transaction that records the refund or dispute.
-    `refunded_fully` is called once, when the payment becomes fully refunded or its dispute is lost;
-    `refund_recorded` on every growth of the refunded amount (keeping the owner's own records in step)."""
+    `refunded_fully` is called when the payment becomes fully refunded or its dispute is lost;
+    `refund_recorded` on every change of the refunded amount, a growth or the lowering by a refund
+    the provider reports failed (keeping the owner's own records in step)."""
 
     refunded_fully: Callable[..., dict]
     dispute_opened: Callable[..., dict]

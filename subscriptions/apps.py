@@ -60,7 +60,7 @@ class SubscriptionsConfig(AppConfig):
         )
         effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)
-        # A refund or a dispute of a period's payment (an upgrade's prorated charge is only recorded).
+        # A refund or a dispute of a period's payment, and of an upgrade's prorated charge.
         period_payment = PaymentReactions(
             refunded_fully=refunds.subscription_payment_refunded,
             dispute_opened=refunds.subscription_payment_disputed,
@@ -69,6 +69,15 @@ class SubscriptionsConfig(AppConfig):
         )
         for kind in (OperationKind.SUBSCRIPTION_CHECKOUT, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY):
             payment_reactions_register(kind, period_payment)
+        payment_reactions_register(
+            OperationKind.UPGRADE_CHARGE,
+            PaymentReactions(
+                refunded_fully=refunds.upgrade_payment_refunded,
+                dispute_opened=refunds.upgrade_payment_disputed,
+                dispute_won=refunds.upgrade_dispute_won,
+                refund_recorded=refunds.subscription_refund_recorded,
+            ),
+        )
         for handlers in (webhooks.HANDLERS, stripe_events.HANDLERS):
             for event_type, handler in handlers.items():
                 event_handler_register(event_type, handler)

@@ -3,8 +3,9 @@ two functions in here from its AppConfig.ready(); subscriptions never imports it
 
 - `apply` reserves the coupon for a checkout (a pending redemption that takes a use) and says how
   much it takes off the first period, or raises the refusal's domain error;
-- `confirm` marks that redemption successful when the checkout is paid, linked to the subscription,
-  and returns the discount again for the invoice. It is idempotent, as webhooks are redelivered;
+- `confirm` marks that redemption successful when the checkout is paid, linked to the subscription
+  and in the currency the checkout was paid in, and returns the discount again for the invoice. It
+  is idempotent, as webhooks are redelivered;
 - `release` gives the coupon back when the checkout ends unpaid.
 """
 
@@ -53,8 +54,8 @@ def checkout_discount_apply(*, user, code: str, tier: str, billing_cycle: str, a
     )
 
 
-def checkout_discount_confirm(*, redemption_id: str, subscription) -> Decimal:
-    return _registered().confirm(redemption_id=redemption_id, subscription=subscription)
+def checkout_discount_confirm(*, redemption_id: str, subscription, currency: str = "usd") -> Decimal:
+    return _registered().confirm(redemption_id=redemption_id, subscription=subscription, currency=currency)
 
 
 def checkout_discount_release(*, redemption_id: str) -> bool:

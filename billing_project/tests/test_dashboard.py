@@ -10,6 +10,7 @@ from django.utils import timezone
 from billing_project.tests.factories import UserFactory
 from coupons.tests.factories import CouponAnalyticsSnapshotFactory
 from credits.models import CreditUsageDailySummary, TokenUsageDailySummary
+from payments.models import OperationKind, Payment
 from subscriptions.models import PaymentStatus, PaymentTransaction, SubscriptionStatus
 from subscriptions.tests.factories import SubscriptionFactory
 
@@ -148,6 +149,34 @@ def test_revenue_is_grouped_by_currency_and_never_converted(admin_client, histor
     content = response.content.decode()
     assert '<td data-total="revenue_kwd">19.105</td>' in content
     assert '<td data-total="revenue_jpy">2900</td>' in content
+
+
+def test_revenue_includes_license_sales_in_their_own_currency_net_of_refunds(admin_client, history):
+    # given a license sold in dollars (partly refunded), an upgrade sold in yen, and a subscription payment
+    user = UserFactory()
+    day_one, day_two = (timezone.make_aware(datetime(2026, 3, day, 12)) for day in (1, 2))
+    sales = (
+        (OperationKind.LICENSE_CHECKOUT, 19900, 4900, "usd", day_one),
+        (OperationKind.LICENSE_UPGRADE_CHECKOUT, 2900, 0, "jpy", day_two),
+        (OperationKind.SUBSCRIPTION_CHECKOUT, 4900, 0, "usd", day_two),  # counted by its invoice payment
+    )
+    for kind, amount, refunded, currency, paid_at in sales:
+        Payment.objects.create(
+            user=user,
+            kind=kind,
+            provider="stripe",
+            amount=amount,
+            amount_refunded=refunded,
+            currency=currency,
+            paid_at=paid_at,
+        )
+
+    response = admin_client.get(DASHBOARD, {"date_from": "2026-03-01", "date_to": "2026-03-02"})
+
+    data = _chart_data(response)
+    assert data["revenue_by_currency"] == {"jpy": ["0", "2900"], "usd": ["150.00", "59.00"]}
+    assert data["revenue_usd"] == ["150.00", "59.00"]
+    assert '<td data-total="revenue_jpy">2900</td>' in response.content.decode()
 
 
 def _charts(response) -> dict:

@@ -267,14 +267,23 @@ class PerformanceQuery(serializers.Serializer):
         return attrs
 
 
+class CurrencyMoneyOutput(serializers.Serializer):
+    discount_total = money_field(help_text="Discount given, in this currency.")
+    revenue = money_field(help_text="Revenue after discount, in this currency.")
+
+
 class PerformanceRowOutput(serializers.Serializer):
     key = serializers.CharField(help_text="The coupon's or campaign's id; empty for the totals or no campaign.")
     name = serializers.CharField()
     redemptions = serializers.IntegerField()
     failed_redemptions = serializers.IntegerField()
     unique_users = serializers.IntegerField()
-    discount_total_usd = money_field()
-    revenue_usd = money_field()
+    discount_total_usd = money_field(help_text="USD redemptions only (another currency is never converted).")
+    revenue_usd = money_field(help_text="USD redemptions only (another currency is never converted).")
+    by_currency = serializers.DictField(
+        child=CurrencyMoneyOutput(),
+        help_text="Every currency's figures by ISO 4217 code (lower case), never converted.",
+    )
     conversions = serializers.IntegerField()
     conversion_rate = serializers.DecimalField(max_digits=6, decimal_places=4)
 

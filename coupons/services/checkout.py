@@ -68,9 +68,10 @@ def coupon_checkout_hold(*, user, code: str, tier: str, billing_cycle: str, amou
 
 
 @transaction.atomic
-def coupon_checkout_confirm(*, redemption_id: str, subscription) -> Decimal:
-    """The checkout holding the coupon was paid: its redemption succeeds, linked to the subscription.
-    Idempotent. Returns the discount the checkout took off."""
+def coupon_checkout_confirm(*, redemption_id: str, subscription, currency: str = "usd") -> Decimal:
+    """The checkout holding the coupon was paid: its redemption succeeds, linked to the subscription
+    and in the checkout's currency (its amounts are that currency's, never converted, as the
+    invoice's are). Idempotent. Returns the discount the checkout took off."""
     redemption = CouponRedemption.objects.select_for_update().filter(pk=redemption_id).first()
     if redemption is None:
         logger.warning("a paid checkout names coupon redemption %s, which does not exist", redemption_id)
@@ -80,7 +81,8 @@ def coupon_checkout_confirm(*, redemption_id: str, subscription) -> Decimal:
         redemption.status = RedemptionStatus.SUCCESS
         redemption.subscription = subscription
         redemption.redemption_date = now
-        redemption.save(update_fields=["status", "subscription", "redemption_date", "updated_at"])
+        redemption.currency = currency.lower()
+        redemption.save(update_fields=["status", "subscription", "redemption_date", "currency", "updated_at"])
         usage_count(redemption, now)
         redemption_count(RedemptionStatus.SUCCESS)
     elif redemption.status != RedemptionStatus.SUCCESS:

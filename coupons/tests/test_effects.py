@@ -510,6 +510,32 @@ def test_with_stripe_a_coupon_at_start_is_held_pending_until_the_checkout_is_pai
     assert total_uses(coupon) == 1
 
 
+def test_a_coupon_at_a_checkout_paid_in_euros_is_redeemed_in_euros(customer, customer_client, stripe_http):
+    coupon = CouponFactory(discount_value=Decimal("20.00"))
+    body = start(customer_client, "enterprise_pro", coupon_code=coupon.code).json()
+    _, _, session_form = (call["form"] for call in stripe_http.requests)
+
+    event = stripe_event(
+        "checkout.session.completed",
+        replace(StripeIds.new(), session=body["checkout"]["session_id"]),
+        client_reference_id=str(customer.pk),
+        metadata=session_metadata(session_form),
+        amount_subtotal=14_900,
+        amount_total=11_920,
+        currency="eur",
+        customer_email=customer.email,
+    )
+    assert deliver(APIClient(), event).status_code == 200
+
+    redemption = CouponRedemption.objects.get(coupon=coupon)
+    assert (redemption.status, redemption.currency, redemption.discount_applied_usd) == (
+        RedemptionStatus.SUCCESS,
+        "eur",
+        Decimal("29.80"),
+    )
+    assert BillingInvoice.objects.get(subscription=redemption.subscription).currency == "eur"
+
+
 def _refused_coupon(kind: str):
     now = timezone.now()
     if kind == "expired":

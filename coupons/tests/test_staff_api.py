@@ -837,6 +837,38 @@ def test_coupon_performance_of_one_campaign(staff_client, performance_history):
     assert (body["totals"]["redemptions"], body["totals"]["revenue_usd"]) == (3, "68.20")
 
 
+def test_coupon_performance_keeps_each_currency_apart_and_the_usd_fields_usd_only(staff_client, performance_history):
+    # given SPRING also redeemed at checkouts paid in euros and in yen on day one
+    spring, campaign = performance_history["spring"], performance_history["campaign"]
+    for discount, final, currency in (("4.00", "36.00", "eur"), ("1.00", "9.00", "eur"), ("300.00", "2600.00", "jpy")):
+        CouponRedemptionFactory(
+            coupon=spring,
+            redemption_date=at(DAY_ONE, 12),
+            discount_applied_usd=Decimal(discount),
+            final_amount_usd=Decimal(final),
+            currency=currency,
+        )
+    coupon_analytics_snapshot(day=DAY_ONE)
+
+    body = staff_client.get(PERFORMANCE, {"date_from": "2024-03-10", "date_to": "2024-03-11"}).json()
+
+    (spring_row,) = [row for row in body["by_coupon"] if row["key"] == str(spring.pk)]
+    assert (spring_row["discount_total_usd"], spring_row["revenue_usd"]) == ("10.80", "68.20")  # as before
+    assert spring_row["by_currency"] == {
+        "eur": {"discount_total": "5.00", "revenue": "45.00"},
+        "jpy": {"discount_total": "300.00", "revenue": "2600.00"},
+        "usd": {"discount_total": "10.80", "revenue": "68.20"},
+    }
+    (campaign_row,) = [row for row in body["by_campaign"] if row["key"] == str(campaign.pk)]
+    assert campaign_row["by_currency"] == spring_row["by_currency"]
+    assert body["totals"]["by_currency"] == {
+        "eur": {"discount_total": "5.00", "revenue": "45.00"},
+        "jpy": {"discount_total": "300.00", "revenue": "2600.00"},
+        "usd": {"discount_total": "20.80", "revenue": "158.20"},
+    }
+    assert (body["totals"]["redemptions"], body["totals"]["revenue_usd"]) == (7, "158.20")
+
+
 def test_coupon_performance_of_days_without_snapshots_is_zero(staff_client):
     body = staff_client.get(PERFORMANCE, {"date_from": "2024-01-01", "date_to": "2024-01-31"}).json()
 

@@ -161,10 +161,12 @@ class LockedAccount:
         return deduction
 
     def take_grants(self, grant_ids: set, *, reason: str, **ledger_fields) -> CreditDeductionLedger | None:
-        """Takes everything left of the given grants (credits given for something since taken back):
-        one ledger row, or None when nothing is left of them. Credits already spent stay spent."""
+        """Takes what is left of the given grants (credits given for something since taken back), but
+        never the credits live holds reserve: at most what is available, so a request in flight is
+        still charged and `available` never goes below zero. One ledger row, or None when nothing can
+        be taken. Credits already spent stay spent."""
         taken = [grant for grant in self.grants if grant.pk in grant_ids and grant.remaining]
-        amount = sum(grant.remaining for grant in taken)
+        amount = min(sum(grant.remaining for grant in taken), self.available)
         if not amount:
             return None
         return self._write_deduction(amount=amount, reason=reason, paid_by=taken, **ledger_fields)

@@ -196,7 +196,9 @@ def users_with_overdue_grants(*, now: datetime):
 def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscription=None) -> int:
     """Takes back what is left of the credits of these allocations (a period whose payment was
     refunded): one `admin_adjustment` ledger row, drawn from exactly their grants, through the locked
-    account. Spent credits stay spent, so the balance never goes below zero. Returns the credits taken."""
+    account. Spent credits stay spent, and credits live holds reserve stay with the requests in flight
+    (at most what is available is taken), so neither the balance nor `available` goes below zero.
+    Returns the credits taken."""
     account = LockedAccount.open(user_id=user_id, now=timezone.now())
     if account is None:
         return 0

@@ -8,15 +8,23 @@ names only its invoice (`payment_intent` is null). So every paid checkout and in
 dispute is matched by charge id, then payment intent id.
 
 Policy (also in the README):
-- The refunded amount only grows. `charge.refunded` reports Stripe's total so far
-  (`amount_refunded`), each `refund.*` one refund (kept by its id); the larger of what is recorded
-  and what is reported wins, so an older partial refund arriving after the full one changes nothing.
-  A refund Stripe reports failed is recorded on the payment (a `refund_failed` payment event) and
-  left to staff: the amount is not lowered again.
+- `charge.refunded` reports Stripe's total so far (`amount_refunded`), each `refund.*` one refund
+  (kept by its id, its status only moving forward); the larger of what is recorded and what is
+  reported wins, so an older partial refund arriving after the full one changes nothing.
+- The refunded amount is lowered only by a refund Stripe reports failed or canceled (`refund.failed`,
+  `refund.updated`), once, by that refund's amount: the amount it added when it was counted here, or,
+  first seen failed, as much of it as a charge's total had counted without naming it. A charge's total
+  reported before a refund failed no longer counts that refund. The payment's status follows
+  (`refunded` -> `partially_refunded` -> `succeeded`), and so does the owner's record (the invoice's
+  payment). What a full refund had already done (a license revoked, a period's access ended and its
+  credits clawed back) stays done: it is recorded (`refund_failed`, audited) and left to staff, never
+  granted back by itself.
 - A partial refund is recorded: the payment is `partially_refunded`, access stays.
-- A full refund (the refunded amount reaches what was paid) is the owner's reaction, once: a
+- A full refund (the refunded amount reaches what was paid) is the owner's reaction: a
   license is revoked; a subscription period's paid access ends and the unspent credits of that
-  period are clawed back (credits already spent stay spent; the balance never goes below zero).
+  period are clawed back (credits already spent stay spent; the balance never goes below zero); an
+  upgrade (of a subscription's tier, of a license's version line) is undone while nothing has been
+  built on it since.
 - A dispute suspends the access while it is open; won, the access is restored; lost, it is treated
   as a full refund. A dispute's state only moves forward (open -> won | lost), so a late
   `charge.dispute.created` after its close changes nothing.
@@ -24,7 +32,12 @@ Policy (also in the README):
 
 Each event is applied in the inbox's transaction with its effects and one audit row; each movement
 of money writes one `PaymentEvent` (a second event about the same refund moves nothing and writes none).
+A refund staff issue (`payment_refund_record`, from the refund operation once the provider confirms
+it) takes the same path, keyed by its refund id, so Stripe's later events about it change nothing.
 """
+
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -40,6 +53,7 @@ STRIPE_IDS = ("stripe_payment_intent_id", "stripe_charge_id", "stripe_invoice_id
 # A refund's status only moves forward; these count as money on its way back to the customer.
 REFUND_STATUS_ORDER = {"requires_action": 0, "pending": 1, "succeeded": 2, "failed": 3, "canceled": 3}
 REFUND_COUNTED = ("pending", "succeeded")
+REFUND_FAILED = ("failed", "canceled")
 DISPUTE_CLOSED = {"won": DisputeStatus.WON, "warning_closed": DisputeStatus.WON, "lost": DisputeStatus.LOST}
 
 
@@ -163,13 +177,35 @@ def _payment_matched(*, charge_id: str, payment_intent_id: str) -> Payment | Non
     return payment
 
 
+@dataclass(frozen=True)
+class News:
+    """Where a refund or a dispute was learnt: a Stripe event, or a refund operation staff ran."""
+
+    event_id: str
+    event_type: str
+    created_at: datetime | None
+    customer_id: str = ""
+    webhook_event: WebhookEvent | None = None
+    operation_id: str = ""
+
+
+def _news_of(row: WebhookEvent) -> News:
+    return News(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        created_at=row.event_created_at,
+        customer_id=_id(row.payload["data"]["object"].get("customer")),
+        webhook_event=row,
+    )
+
+
 def charge_refunded(row: WebhookEvent) -> dict | None:
     charge = row.payload["data"]["object"]
     payment = _payment_matched(charge_id=charge["id"], payment_intent_id=_id(charge.get("payment_intent")))
     if payment is None:
         raise Unmatched(f"No payment here for charge {charge['id']} ({row.event_type}).")
     listed = (charge.get("refunds") or {}).get("data") or []
-    return _refunds_apply(row, payment, reported_total=charge.get("amount_refunded") or 0, refunds=listed)
+    return _refunds_apply(_news_of(row), payment, reported_total=charge.get("amount_refunded") or 0, refunds=listed)
 
 
 def refund_changed(row: WebhookEvent) -> dict | None:
@@ -178,40 +214,85 @@ def refund_changed(row: WebhookEvent) -> dict | None:
     payment = _payment_matched(charge_id=_id(refund.get("charge")), payment_intent_id=_id(refund.get("payment_intent")))
     if payment is None:
         raise Unmatched(f"No payment here for the charge of refund {refund['id']} ({row.event_type}).")
-    return _refunds_apply(row, payment, reported_total=0, refunds=[refund])
+    return _refunds_apply(_news_of(row), payment, reported_total=0, refunds=[refund])
 
 
-def _refunds_apply(row: WebhookEvent, payment: Payment, *, reported_total: int, refunds: list) -> dict:
+@transaction.atomic
+def payment_refund_record(*, payment_id, refund_id: str, amount: int, operation_id) -> dict:
+    """A refund staff issued and the provider confirmed (the offline provider at once), recorded on
+    the money received exactly as Stripe's event about it would be: by its refund id, so a later
+    `charge.refunded` or `refund.*` about the same refund moves nothing again."""
+    payment = Payment.objects.select_for_update().get(pk=payment_id)
+    news = News(event_id="", event_type="refund_operation", created_at=timezone.now(), operation_id=str(operation_id))
+    return _refunds_apply(news, payment, reported_total=0, refunds=[{"id": refund_id, "amount": amount}])
+
+
+def _counted(refunds: dict) -> int:
+    return sum(entry["amount"] for entry in refunds.values() if entry["status"] in REFUND_COUNTED)
+
+
+def _failed_after(entry: dict, moment: datetime | None) -> bool:
+    """Whether a refund known failed had not failed yet when Stripe reported a charge's total."""
+    if entry["status"] not in REFUND_FAILED:
+        return False
+    failed_at = entry.get("failed_at")
+    return moment is None or failed_at is None or datetime.fromisoformat(failed_at) > moment
+
+
+def _refunds_apply(news: News, payment: Payment, *, reported_total: int, refunds: list) -> dict:
     previous = {"amount_refunded": payment.amount_refunded, "status": payment.status}
-    newly_failed = []
+    unnamed = max(payment.amount_refunded - _counted(payment.refunds), 0)  # counted from a charge's total alone
+    lowered, first_seen_failed, newly_failed = 0, 0, []
     for refund in refunds:
         known = payment.refunds.get(refund["id"], {})
         status = refund.get("status") or "succeeded"
+        if known.get("status") in REFUND_FAILED:
+            continue  # failed or canceled is final
         if REFUND_STATUS_ORDER.get(status, 0) < REFUND_STATUS_ORDER.get(known.get("status"), -1):
             continue  # an older state of a refund already recorded further on
-        if status in ("failed", "canceled") and known.get("status") != status:
+        entry = {"amount": refund.get("amount") or 0, "status": status}
+        if status in REFUND_FAILED:
             newly_failed.append(refund)
-        payment.refunds[refund["id"]] = {"amount": refund.get("amount") or 0, "status": status}
-    counted = sum(entry["amount"] for entry in payment.refunds.values() if entry["status"] in REFUND_COUNTED)
-    total = min(payment.amount, max(payment.amount_refunded, reported_total, counted))
-    grown = total - payment.amount_refunded
+            if known.get("status") in REFUND_COUNTED:
+                lowered += known["amount"]
+            else:
+                first_seen_failed += entry["amount"]
+            entry["failed_at"] = (news.created_at or timezone.now()).isoformat()
+        payment.refunds[refund["id"]] = entry
+    lowered += min(first_seen_failed, unnamed)
+    recorded = max(payment.amount_refunded - lowered, 0)
+    if reported_total:
+        # Stripe's total leaves failed refunds out, except in a report made before they failed.
+        reported_total -= sum(
+            entry["amount"] for entry in payment.refunds.values() if _failed_after(entry, news.created_at)
+        )
+    total = min(payment.amount, max(recorded, reported_total, _counted(payment.refunds)))
+    change = total - payment.amount_refunded
     was_full = payment.status == PaymentStatus.REFUNDED
     payment.amount_refunded = total
-    if total:
-        payment.status = PaymentStatus.REFUNDED if total == payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+    payment.status = (
+        PaymentStatus.REFUNDED
+        if total == payment.amount
+        else PaymentStatus.PARTIALLY_REFUNDED
+        if total
+        else PaymentStatus.SUCCEEDED
+    )
     payment.save(update_fields=["refunds", "amount_refunded", "status", "updated_at"])
     reactions = payment_reactions_of(payment.kind)
     effect = None
-    if grown > 0:
-        _movement(row, payment, event_type="refund", amount=grown)
-        if reactions is not None and reactions.refund_recorded is not None:
-            reactions.refund_recorded(payment=payment)
-        if payment.status == PaymentStatus.REFUNDED and not was_full and payment.dispute_status != DisputeStatus.LOST:
-            effect = reactions.refunded_fully(payment=payment) if reactions is not None else None
+    if change > 0:
+        _movement(news, payment, event_type="refund", amount=change)
     for refund in newly_failed:
-        _movement(row, payment, event_type="refund_failed", amount=refund.get("amount") or 0)
-    action = "refund_recorded" if grown > 0 else "refund_failed_recorded" if newly_failed else "refund_already_recorded"
-    return _applied(row, payment, action=action, previous=previous, effect=effect)
+        _movement(news, payment, event_type="refund_failed", amount=refund.get("amount") or 0)
+    if change and reactions is not None and reactions.refund_recorded is not None:
+        reactions.refund_recorded(payment=payment)
+    fully_now = change > 0 and payment.status == PaymentStatus.REFUNDED and not was_full
+    if fully_now and payment.dispute_status != DisputeStatus.LOST and reactions is not None:
+        effect = reactions.refunded_fully(payment=payment)
+    action = (
+        "refund_recorded" if change > 0 else "refund_failed_recorded" if newly_failed else "refund_already_recorded"
+    )
+    return _applied(news, payment, action=action, previous=previous, effect=effect)
 
 
 def dispute_changed(row: WebhookEvent) -> dict | None:
@@ -226,11 +307,11 @@ def dispute_changed(row: WebhookEvent) -> dict | None:
     status = DISPUTE_CLOSED.get(dispute.get("status"), DisputeStatus.OPEN)
     known = payment.disputes.get(dispute["id"])
     if known in (DisputeStatus.WON, DisputeStatus.LOST) or known == status:
-        return _applied(row, payment, action="dispute_already_recorded", previous=previous)
+        return _applied(_news_of(row), payment, action="dispute_already_recorded", previous=previous)
     payment.disputes[dispute["id"]] = status
     payment.dispute_status = status
     payment.save(update_fields=["disputes", "dispute_status", "updated_at"])
-    _movement(row, payment, event_type=f"dispute_{status}", amount=dispute.get("amount"))
+    _movement(_news_of(row), payment, event_type=f"dispute_{status}", amount=dispute.get("amount"))
     reactions = payment_reactions_of(payment.kind)
     effect = None
     if reactions is not None:
@@ -240,30 +321,31 @@ def dispute_changed(row: WebhookEvent) -> dict | None:
             effect = reactions.dispute_won(payment=payment)
         elif payment.status != PaymentStatus.REFUNDED:
             effect = reactions.refunded_fully(payment=payment)
-    return _applied(row, payment, action=f"dispute_{status}", previous=previous, effect=effect)
+    return _applied(_news_of(row), payment, action=f"dispute_{status}", previous=previous, effect=effect)
 
 
-def _movement(row: WebhookEvent, payment: Payment, *, event_type: str, amount) -> None:
+def _movement(news: News, payment: Payment, *, event_type: str, amount) -> None:
     payment_event_record(
         event_type=event_type,
         user=payment.user,
         plan_code=payment.operation.params.get("plan_code", "") if payment.operation_id else "",
-        customer_id=_id(row.payload["data"]["object"].get("customer")),
+        customer_id=news.customer_id,
         invoice_id=payment.stripe_invoice_id,
         amount=amount,
         currency=payment.currency,
         metadata={
-            "stripe_event_id": row.event_id,
-            "stripe_event_type": row.event_type,
+            "stripe_event_id": news.event_id,
+            "stripe_event_type": news.event_type,
+            **({"operation_id": news.operation_id} if news.operation_id else {}),
             "payment_id": str(payment.pk),
             "charge_id": payment.stripe_charge_id,
             "payment_intent_id": payment.stripe_payment_intent_id,
         },
-        webhook_event=row,
+        webhook_event=news.webhook_event,
     )
 
 
-def _applied(row: WebhookEvent, payment: Payment, *, action: str, previous: dict, effect=None) -> dict:
+def _applied(news: News, payment: Payment, *, action: str, previous: dict, effect=None) -> dict:
     current = {
         "amount_refunded": payment.amount_refunded,
         "status": payment.status,
@@ -274,7 +356,13 @@ def _applied(row: WebhookEvent, payment: Payment, *, action: str, previous: dict
         resource_type=resource_type_of(payment),
         resource_id=str(payment.pk),
         previous_value=previous,
-        new_value={**current, "stripe_event_id": row.event_id, "event_type": row.event_type, "effect": effect},
+        new_value={
+            **current,
+            "stripe_event_id": news.event_id,
+            "event_type": news.event_type,
+            "operation_id": news.operation_id,
+            "effect": effect,
+        },
     )
     return {
         "action": action,

@@ -34,7 +34,7 @@ from payments.services.operations import (
     operation_unfinished_for,
     stripe_active,
 )
-from payments.services.refunds import payment_record
+from payments.services.refunds import payment_record, payment_refund_record
 from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     BillingInvoice,
@@ -43,6 +43,7 @@ from subscriptions.models import (
     InvoiceStatus,
     PaymentStatus,
     PaymentTransaction,
+    ProrationEvent,
     Subscription,
     SubscriptionStatus,
 )
@@ -219,7 +220,8 @@ def invoice_payment_failed(
 
 def payment_refund_recorded(*, payment: Payment) -> None:
     """Keeps the invoice's payment in step with the refunds recorded on the money received (the
-    payments app matches Stripe's refunds; this is its reaction for subscription payments)."""
+    payments app matches Stripe's refunds; this is its reaction for subscription payments): the same
+    refunded amount, lowered too when a refund Stripe reports failed is taken off it."""
     match = Q(pk__in=[])
     if payment.stripe_payment_intent_id:
         match |= Q(stripe_payment_intent_id=payment.stripe_payment_intent_id)
@@ -233,25 +235,70 @@ def payment_refund_recorded(*, payment: Payment) -> None:
     )
     if transaction_row is None:
         return
-    _refunded_set(transaction_row, payment.amount_refunded)
+    _refunded_set(transaction_row, payment.amount_refunded, exact=True)
     transaction_row.stripe_charge_id = transaction_row.stripe_charge_id or payment.stripe_charge_id
     transaction_row.save(
         update_fields=["refunded_amount", "refunded_amount_usd", "status", "stripe_charge_id", "updated_at"]
     )
 
 
-def _refunded_set(payment: PaymentTransaction, refunded: int) -> None:
-    """The refunded amount (minor units) only grows, up to what was paid."""
-    payment.refunded_amount = min(max(payment.refunded_amount, refunded), payment.amount)
+def _refunded_set(payment: PaymentTransaction, refunded: int, *, exact: bool = False) -> None:
+    """The refunded amount (minor units), up to what was paid: it only grows, unless `exact` (the
+    money received says so, a failed refund taken off included)."""
+    payment.refunded_amount = min(refunded if exact else max(payment.refunded_amount, refunded), payment.amount)
     payment.refunded_amount_usd = min(
         usd_round(minor_to_major(payment.refunded_amount, payment.currency)), payment.amount_usd
     )
     if payment.refunded_amount > 0:
         fully = payment.refunded_amount >= payment.amount
         payment.status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
+    elif payment.status in (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED):
+        payment.status = PaymentStatus.SUCCEEDED
 
 
 # Refunds issued by staff
+
+INVOICED_PAYMENT_KINDS = (
+    OperationKind.SUBSCRIPTION_CHECKOUT,
+    OperationKind.RENEWAL_CHARGE,
+    OperationKind.DUNNING_RETRY,
+    OperationKind.UPGRADE_CHARGE,
+)
+
+
+def _money_received_for(row: PaymentTransaction) -> Payment | None:
+    """The money received (payments' `Payment`) an invoice's payment is: by the provider's ids. A
+    payment through the offline provider carries none; it is the offline payment of the same user,
+    subscription (its invoice, or one of its changes), amount and currency recorded with it, in the
+    same transaction."""
+    match = Q()
+    for name, value in (
+        ("stripe_payment_intent_id", row.stripe_payment_intent_id),
+        ("stripe_charge_id", row.stripe_charge_id),
+        ("stripe_invoice_id", row.invoice.stripe_invoice_id if row.invoice_id else None),
+    ):
+        if value:
+            match |= Q(**{name: value})
+    if match:
+        return Payment.objects.filter(match).order_by("created_at").first()
+    offline = Payment.objects.filter(
+        provider=WebhookProvider.OFFLINE,
+        user_id=row.user_id,
+        kind__in=INVOICED_PAYMENT_KINDS,
+        object_id__in=[
+            str(row.subscription_id),
+            str(row.invoice_id),
+            *(
+                str(pk)
+                for pk in ProrationEvent.objects.filter(subscription_id=row.subscription_id).values_list(
+                    "pk", flat=True
+                )
+            ),
+        ],
+        amount=row.amount,
+        currency=row.currency,
+    )
+    return min(offline, key=lambda received: abs(received.created_at - row.created_at), default=None)
 
 
 def payment_refund(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
@@ -318,7 +365,18 @@ def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) 
 
 
 def refund_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
-    """A refund Stripe confirmed: the payment shows it (with every refund recorded so far)."""
+    """A refund the provider confirmed: the money received records it as Stripe's refund events
+    would (with what a full refund does), and the invoice's payment shows it (with every refund
+    recorded so far)."""
+    received = _money_received_for(PaymentTransaction.objects.select_related("invoice").get(pk=operation.subject_id))
+    if received is not None:
+        # The money received is locked first, as Stripe's refund events lock it, then the invoice's payment.
+        payment_refund_record(
+            payment_id=received.pk,
+            refund_id=operation.stripe_refund_id or f"operation_{operation.pk}",
+            amount=operation.amount,
+            operation_id=operation.pk,
+        )
     payment = PaymentTransaction.objects.select_for_update().get(pk=operation.subject_id)
     previous = snapshot(payment)
     earlier = PaymentOperation.objects.filter(

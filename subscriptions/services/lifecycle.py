@@ -23,8 +23,8 @@ from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
 from billing_project.money import major_to_minor, usd_to_cents
 from billing_project.net import ClientInfo
-from credits.models import CreditSource
-from credits.services import credit_grant
+from credits.models import CreditAllocation, CreditSource
+from credits.services import allocations_claw_back, credit_grant
 from payments.models import OperationKind, PaymentOperation
 from payments.registry import EffectNotApplicable
 from payments.services.checkouts import Checkout, checkout_open, checkout_run
@@ -431,11 +431,11 @@ def subscription_checkout_succeeded(*, operation: PaymentOperation, facts: dict)
         user=user, stripe_fields=stripe_fields, reason="Checkout paid", paid_by=f"Checkout {session_id}"
     )
     discount_usd = Decimal("0.00")
+    currency = facts.get("currency") or operation.currency
     if metadata.get("coupon_redemption_id"):
         discount_usd = discounts.checkout_discount_confirm(
-            redemption_id=metadata["coupon_redemption_id"], subscription=subscription
+            redemption_id=metadata["coupon_redemption_id"], subscription=subscription, currency=currency
         )
-    currency = facts.get("currency") or operation.currency
     invoice_paid_record(
         subscription=subscription,
         amount=facts.get("amount", operation.amount),
@@ -884,6 +884,50 @@ def upgrade_charge_succeeded(*, operation: PaymentOperation, facts: dict) -> dic
         operation_id=str(operation.pk),
     )
     return {"object_id": str(event.pk), "subscription_id": str(subscription.pk), "tier": subscription.tier}
+
+
+def upgrade_revert(*, subscription: Subscription, event: ProrationEvent, reason: str) -> int:
+    """Undoes an applied upgrade of a locked subscription still on its tier, in the period it was
+    made (its prorated charge was refunded in full): the tier, its price and entitlements go back,
+    the upgrade's prorated credits are clawed back through the credits door (what is spent or held
+    stays), the change is `reversed` and Stripe bills the earlier tier from the next invoice. Returns
+    the credits clawed back."""
+    previous = snapshot(subscription)
+    config = tier_config_get(event.from_tier)
+    subscription.tier = event.from_tier
+    subscription.base_price_usd = config.price_for(subscription.billing_cycle)
+    subscription.monthly_credit_allocation = config.monthly_credit_allocation
+    subscription.save()
+    # The upgrade's grant: the first prorated allocation of the subscription since the change was quoted.
+    allocation = (
+        CreditAllocation.objects.filter(
+            subscription_id=subscription.pk,
+            source=CreditSource.PRORATION,
+            period_start__gte=event.effective_date,
+            amount=event.credits_adjustment,
+        )
+        .order_by("period_start")
+        .first()
+    )
+    clawed_back = 0
+    if allocation is not None:
+        clawed_back = allocations_claw_back(
+            user_id=subscription.user_id, allocation_ids=[allocation.pk], reason=reason, subscription=subscription
+        )
+    entitlement_activate(user=subscription.user, tier=subscription.tier)
+    event.status = ProrationStatus.REVERSED
+    event.save(update_fields=["status", "updated_at"])
+    _reprice_sync(subscription, tier=event.from_tier)
+    _audit(
+        AuditAction.UPDATE,
+        subscription,
+        previous=previous,
+        actor=None,
+        reason=reason,
+        proration_event_id=str(event.pk),
+        credits_clawed_back=clawed_back,
+    )
+    return clawed_back
 
 
 def upgrade_charge_failed(*, operation: PaymentOperation) -> None:

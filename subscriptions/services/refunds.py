@@ -1,14 +1,22 @@
 """What a refund or a dispute of a subscription's payment does (registered with payments.registry;
 payments.services.refunds matches the event to the payment and decides when each runs).
 
-- Every growth of the refunded amount is mirrored on the invoice's payment (PaymentTransaction).
+- Every change of the refunded amount (a failed refund lowers it) is mirrored on the invoice's
+  payment (PaymentTransaction).
 - A full refund (or a lost dispute) of a period's payment claws back that period's unspent credits
-  (through the credits app's locked balance, one ledger row; spent credits stay spent, the balance
-  never goes below zero) and, when the period is not over, ends the paid access: the subscription is
-  cancelled now (the user is back on the free tier) and Stripe's subscription is cancelled once the
-  transaction commits. A full refund of a period already over only claws back its credits.
+  (through the credits app's locked balance, one ledger row; spent credits stay spent, credits live
+  holds reserve stay with the calls in flight, neither the balance nor `available` goes below zero)
+  and, when the period is not over, ends the paid access: the subscription is cancelled now (the
+  user is back on the free tier) and Stripe's subscription is cancelled once the transaction commits.
+  A full refund of a period already over only claws back its credits.
 - An open dispute suspends the subscription (through past_due, as the state machine allows:
   entitlements drop to the free tier); a dispute won makes a suspended subscription active again.
+- A full refund (or a lost dispute) of an upgrade's prorated charge undoes the upgrade while it is
+  the subscription's latest change in the period it was made (still on the upgraded tier, period not
+  over): the earlier tier, price and entitlements come back and the upgrade's prorated credits are
+  clawed back (spent or held ones stay). Otherwise (the period renewed, another change since) it is
+  recorded only, as undoing it would take away what was paid for later. An open or won dispute of an
+  upgrade's charge is recorded only: the period's own payment still pays for the access.
 """
 
 from django.core.exceptions import ValidationError
@@ -17,9 +25,22 @@ from django.utils import timezone
 from credits.models import CreditAllocation, CreditSource
 from credits.services import allocations_claw_back
 from payments.models import OperationKind, Payment
-from subscriptions.models import BillingInvoice, Subscription, SubscriptionStatus
+from subscriptions.models import (
+    LIVE_STATUSES,
+    BillingInvoice,
+    ProrationEvent,
+    ProrationStatus,
+    Subscription,
+    SubscriptionStatus,
+)
 from subscriptions.services.billing import payment_refund_recorded
-from subscriptions.services.lifecycle import stripe_subscription_sync, subscription_transition, transition_allowed
+from subscriptions.services.lifecycle import (
+    stripe_subscription_sync,
+    subscription_lock,
+    subscription_transition,
+    transition_allowed,
+    upgrade_revert,
+)
 
 Status = SubscriptionStatus
 REFUND_REASON = "The payment of the period was refunded in full"
@@ -104,3 +125,40 @@ def subscription_dispute_won(*, payment: Payment) -> dict:
 
 def subscription_refund_recorded(*, payment: Payment) -> None:
     payment_refund_recorded(payment=payment)
+
+
+# An upgrade's prorated charge
+
+UPGRADE_REFUND_REASON = "The upgrade's prorated charge was refunded in full"
+
+
+def upgrade_payment_refunded(*, payment: Payment) -> dict:
+    event = _by_pk(ProrationEvent.objects, payment.object_id)
+    if event is None:
+        return {"proration_event_id": None, "reverted": False}
+    # The subscription is locked before its change, as the upgrade's own settling locks them.
+    subscription = subscription_lock(event.subscription_id)
+    event = ProrationEvent.objects.select_for_update().get(pk=event.pk)
+    latest = (
+        event.status == ProrationStatus.APPLIED
+        and subscription.status in LIVE_STATUSES
+        and subscription.tier == event.to_tier
+        and subscription.current_period_start <= event.effective_date
+        and subscription.current_period_end > timezone.now()
+    )
+    clawed_back = upgrade_revert(subscription=subscription, event=event, reason=UPGRADE_REFUND_REASON) if latest else 0
+    return {
+        "proration_event_id": str(event.pk),
+        "subscription_id": str(subscription.pk),
+        "reverted": latest,
+        "tier": subscription.tier,
+        "credits_clawed_back": clawed_back,
+    }
+
+
+def upgrade_payment_disputed(*, payment: Payment) -> dict:
+    return {"proration_event_id": payment.object_id or None, "suspended": False}
+
+
+def upgrade_dispute_won(*, payment: Payment) -> dict:
+    return {"proration_event_id": payment.object_id or None, "restored": False}
