@@ -97,6 +97,24 @@ SECTION_OF = {
 }
 
 
+# What the page shows needs the view permission of each table it reads (the audit rows are shown
+# to those who may read the audit trail).
+CUSTOMER_PAGE_PERMISSIONS = (
+    "auth.view_user",
+    "subscriptions.view_subscription",
+    "subscriptions.view_prorationevent",
+    "subscriptions.view_billinginvoice",
+    "subscriptions.view_paymenttransaction",
+    "credits.view_usercreditsource",
+    "credits.view_credithold",
+    "credits.view_tokenusageledger",
+    "credits.view_creditconsumption",
+    "licensing.view_perpetuallicense",
+    "licensing.view_licenseactivation",
+    "coupons.view_couponredemption",
+)
+
+
 def _plural(model) -> str:
     """The model's plural name, "summaries" and not Django's default "summarys" where none is set."""
     opts = model._meta
@@ -106,9 +124,17 @@ def _plural(model) -> str:
     return capfirst(opts.verbose_name_plural)
 
 
+def may_open_customer_page(user) -> bool:
+    return user.has_perms(CUSTOMER_PAGE_PERMISSIONS)
+
+
 class ConsoleSite(admin.AdminSite):
     login_form = ConsoleLoginForm
     login_template = "admin/console_login.html"
+
+    def each_context(self, request):
+        """Links to the customer page (the index's search box, the user page) show only to staff who may open it."""
+        return {**super().each_context(request), "may_open_customer_page": may_open_customer_page(request.user)}
 
     def get_app_list(self, request, app_label=None):
         """The index and the side menu in sections by what staff do (customers, billing, credits ...)

@@ -5,8 +5,9 @@ service, audited, and refused without its permission)."""
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -153,6 +154,34 @@ def test_the_user_list_the_user_page_and_the_index_lead_to_the_customer_page(con
     several = console.get(search, {"q": "jan"})
     assert several.status_code == 200 and "janet@example.com" in several.content.decode()
     assert console.get(search, {"q": str(customer.pk)})["Location"] == page_url(customer)
+
+
+def test_staff_who_may_not_open_the_customer_page_are_not_offered_links_to_it(client, django_user_model):
+    member = django_user_model.objects.create_user(
+        username="accounts@example.com", email="accounts@example.com", password="correct horse battery", is_staff=True
+    )
+    member.user_permissions.set(
+        Permission.objects.filter(codename__in=("view_user", "change_user", "view_adminauditlog"))
+    )
+    client.force_login(member)
+    customer = UserFactory(email="jane@example.com", username="jane@example.com")
+    with transaction.atomic():
+        credit_grant_by_staff(user=customer, amount=10, reason="an audit row about jane")
+
+    pages = [
+        reverse("admin:auth_user_changelist"),
+        reverse("admin:auth_user_change", args=[customer.pk]),
+        reverse("admin:index"),
+        reverse("admin:audit_adminauditlog_changelist"),
+    ]
+    bodies = [client.get(url) for url in pages]
+
+    assert [response.status_code for response in bodies] == [200] * 4
+    for body in (response.content.decode() for response in bodies):
+        assert page_url(customer) not in body
+        assert reverse("admin:auth_user_customer_search") not in body
+    assert f"user {customer.pk}" in bodies[3].content.decode()
+    assert client.get(page_url(customer)).status_code == 403
 
 
 def test_staff_grant_credits_from_the_customer_page_with_an_expiry_and_it_is_audited(console, staff_user):
