@@ -17,7 +17,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import mark_safe
-from django.utils.text import capfirst
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp import login as otp_login
@@ -115,15 +114,6 @@ CUSTOMER_PAGE_PERMISSIONS = (
 )
 
 
-def _plural(model) -> str:
-    """The model's plural name, "summaries" and not Django's default "summarys" where none is set."""
-    opts = model._meta
-    name = opts.verbose_name
-    if "verbose_name_plural" not in opts.original_attrs and name[-1:] == "y" and name[-2:-1] not in "aeiou":
-        return capfirst(f"{name[:-1]}ies")
-    return capfirst(opts.verbose_name_plural)
-
-
 def may_open_customer_page(user) -> bool:
     return user.has_perms(CUSTOMER_PAGE_PERMISSIONS)
 
@@ -140,9 +130,6 @@ class ConsoleSite(admin.AdminSite):
         """The index and the side menu in sections by what staff do (customers, billing, credits ...)
         instead of one entry per app; an app's own page lists its models as Django does."""
         app_list = super().get_app_list(request, app_label)
-        for app in app_list:
-            for model_entry in app["models"]:
-                model_entry["name"] = _plural(model_entry["model"])
         if app_label is not None:
             return app_list
         sections = {name: [] for name in SECTIONS}
