@@ -31,6 +31,9 @@ SUBSCRIPTION_PERMISSION = "subscriptions.change_subscription"
 LICENSE_PERMISSION = "licensing.change_perpetuallicense"
 
 
+# Far enough back for any customer, short of an offset that makes the database walk the whole table.
+MAX_AUDIT_PAGE = 1000
+
 # The tiers a subscription changes to (free is reached by cancelling; perpetual is a license).
 NOT_CHANGEABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
 CHANGEABLE_TIERS = [(tier.value, tier.label) for tier in SubscriptionTier if tier not in NOT_CHANGEABLE]
@@ -59,11 +62,20 @@ def _customer(user_id):
     return get_object_or_404(get_user_model(), pk=user_id)
 
 
+def _page_number(value) -> int:
+    """A page number from the query string; anything else is the first page."""
+    return int(value) if value and value.isdigit() and 0 < int(value) <= MAX_AUDIT_PAGE else 1
+
+
 def customer_view(request, user_id):
     if not may_open_customer_page(request.user):
         raise PermissionDenied
     try:
-        page = customer_page(user_id=user_id, include_audit=request.user.has_perm(AUDIT_PERMISSION))
+        page = customer_page(
+            user_id=user_id,
+            include_audit=request.user.has_perm(AUDIT_PERMISSION),
+            audit_page=_page_number(request.GET.get("audit_page")),
+        )
     except get_user_model().DoesNotExist as missing:
         raise Http404("No such user.") from missing
     context = {

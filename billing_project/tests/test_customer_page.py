@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
+from audit.tests.factories import AdminAuditLogFactory
+from billing_project.customer_selectors import AUDIT_ROWS, RECENT_ROWS
 from billing_project.tests.factories import UserFactory
 from conftest import role_grant
 from coupons.tests.factories import CouponRedemptionFactory
@@ -122,6 +124,53 @@ def test_the_customer_page_reads_in_the_same_number_of_queries_whatever_the_hist
 
     assert len(four_rows_each) == len(one_row_each)
     assert len(one_row_each) <= 30, [query["sql"] for query in one_row_each]
+
+
+def test_older_rows_are_reached_from_the_customer_page_through_the_lists_filtered_to_the_customer(console):
+    customer, _ = customer_with_history(rows=RECENT_ROWS + 1)
+    someone_else = UserFactory()
+    TokenUsageLedgerFactory(user=someone_else)
+
+    response = console.get(page_url(customer))
+
+    page = response.context["page"]
+    assert len(page.usage) == len(page.redemptions) == len(page.invoices) == len(page.payments) == RECENT_ROWS
+    body = response.content.decode()
+    for section, changelist in (
+        ("usage", "admin:credits_tokenusageledger_changelist"),
+        ("redemptions", "admin:coupons_couponredemption_changelist"),
+        ("invoices", "admin:subscriptions_billinginvoice_changelist"),
+        ("payments", "admin:subscriptions_paymenttransaction_changelist"),
+    ):
+        link = f"{reverse(changelist)}?user__id__exact={customer.pk}"
+        assert f'id="older-{section}"' in body and link in body
+        listed = console.get(link).context["cl"]
+        assert listed.result_count == RECENT_ROWS + 1
+        assert {row.user_id for row in listed.result_list} == {customer.pk}
+
+
+def test_a_customer_with_few_rows_has_no_older_links_and_one_audit_page(console):
+    customer, _ = customer_with_history(rows=2)
+
+    body = console.get(page_url(customer)).content.decode()
+
+    assert "customer-older" not in body
+
+
+def test_the_customer_page_pages_through_the_audit_rows_newest_first(console):
+    customer = UserFactory(email="busy@example.com", username="busy@example.com")
+    rows = [AdminAuditLogFactory(actor=customer, resource_id=str(number)) for number in range(AUDIT_ROWS + 5)]
+    newest_first = [str(row.pk) for row in reversed(rows)]
+
+    first = console.get(page_url(customer))
+    second = console.get(page_url(customer), {"audit_page": 2})
+    beyond = console.get(page_url(customer), {"audit_page": "x"})
+
+    assert [str(row.pk) for row in first.context["page"].audit_rows] == newest_first[:AUDIT_ROWS]
+    assert 'id="audit-older"' in first.content.decode() and 'id="audit-newer"' not in first.content.decode()
+    assert [str(row.pk) for row in second.context["page"].audit_rows] == newest_first[AUDIT_ROWS:]
+    assert 'id="audit-newer"' in second.content.decode() and 'id="audit-older"' not in second.content.decode()
+    assert beyond.context["page"].audit_page == 1
 
 
 def _copy_history_to(customer, *, rows: int):
