@@ -61,16 +61,17 @@ from subscriptions.services.lifecycle import subscription_lock
 DEMO_EMAIL_DOMAIN = "demo.example.com"
 # Five weeks: the first customers' monthly renewals fall in them, the dashboard's 30 days are full.
 DEMO_DAYS = 35
-TRIAL_PAID, TRIAL_LAPSES, TRIAL_RUNNING = "paid", "lapses", "running"
-# (tier, customers, what becomes of them: a trial's end, or paid at once for tiers without one)
+PAYS, TRIAL_LAPSES, TRIAL_RUNNING = "pays", "lapses", "running"
+# (tier, customers, what becomes of them: PAYS (a trial converted, or bought at sign-up where the tier has no
+# trial), a trial that lapses, or one still running)
 DEMO_MIX = (
     (SubscriptionTier.FREE, 8, None),
     (SubscriptionTier.PRO, 2, TRIAL_LAPSES),
     (SubscriptionTier.PRO, 2, TRIAL_RUNNING),
-    (SubscriptionTier.PRO, 8, TRIAL_PAID),
-    (SubscriptionTier.PRO_MAX, 5, TRIAL_PAID),
-    (SubscriptionTier.ENTERPRISE_PRO, 3, TRIAL_PAID),
-    (SubscriptionTier.ENTERPRISE_MAX, 2, TRIAL_PAID),
+    (SubscriptionTier.PRO, 8, PAYS),
+    (SubscriptionTier.PRO_MAX, 5, PAYS),
+    (SubscriptionTier.ENTERPRISE_PRO, 3, PAYS),
+    (SubscriptionTier.ENTERPRISE_MAX, 2, PAYS),
 )
 TRIALS = (SubscriptionTier.PRO, SubscriptionTier.PRO_MAX)
 DEMO_MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4-turbo"), ("anthropic", "claude-3-5-sonnet"))
@@ -169,13 +170,13 @@ def _cast(chooser: random.Random) -> list[_Customer]:
                 signup_day = chooser.randint(last - 9, last)
             elif tier in TRIALS:
                 signup_day = chooser.randint(0, last - 4)
-            elif story == TRIAL_PAID:
+            elif story == PAYS:
                 signup_day = next(early_enterprise, None)
                 signup_day = chooser.randint(2, last - 2) if signup_day is None else signup_day
             else:
                 signup_day = chooser.randint(0, last)
             paid_day = None
-            if story == TRIAL_PAID:
+            if story == PAYS:
                 paid_day = signup_day + chooser.randint(2, min(12, last - signup_day)) if tier in TRIALS else signup_day
             customers.append(_Customer(len(customers) + 1, tier, story, signup_day, paid_day))
     return customers
@@ -190,7 +191,7 @@ class _Demo:
         self.staff = staff
         self.counts = Counter()
         self.declined: Subscription | None = None
-        enterprise = [c for c in customers if c.story == TRIAL_PAID and c.tier not in TRIALS]
+        enterprise = [c for c in customers if c.story == PAYS and c.tier not in TRIALS]
         self.declines_renewal = enterprise[0] if enterprise else None
         paid = [c for c in customers if c.paid_day is not None]
         self.refunded = min(paid, key=lambda c: (c.paid_day, c.number)) if paid else None

@@ -215,7 +215,7 @@ def test_staff_see_the_demo_activity_drawn_on_the_dashboard(browser_page, live_s
     chart_width = page.locator("#chart-credits").bounding_box()["width"]
     assert chart_width > page.locator("#content").bounding_box()["width"] * 0.9  # full width
     # Weeks of activity: credits used every day, payments and redemptions on many days.
-    drawn = json.loads(page.locator("#dashboard-data").inner_text())
+    drawn = json.loads(page.locator("#dashboard-data").text_content())
     assert all(drawn["credits_used"][:-1]), drawn["credits_used"]  # today's, so far, may still be 0
     assert sum(1 for revenue in drawn["revenue_by_currency"]["usd"] if Decimal(revenue)) >= 8
     assert sum(1 for redeemed in drawn["coupon_redemptions"] if redeemed) >= 5
