@@ -9,6 +9,7 @@ from audit.admin_export import CsvExportMixin
 from audit.models import AdminAuditLog, AuditChainHead
 from audit.selectors import customer_id_of, reason_of
 from audit.services import audit_chain_seal
+from billing_project.admin_site import may_open_customer_page
 
 
 @admin.register(AdminAuditLog)
@@ -33,6 +34,13 @@ class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     def chain_position(self, obj):
         return obj.position
 
+    def get_list_display(self, request):
+        """The customer links to their customer page for staff who may open it."""
+        shown = super().get_list_display(request)
+        if may_open_customer_page(request.user):
+            return shown
+        return ["customer_unlinked" if name == "customer" else name for name in shown]
+
     @admin.display(description="customer")
     def customer(self, obj):
         """The user the row is about: the resource itself, or the user its values name."""
@@ -40,6 +48,11 @@ class AdminAuditLogAdmin(CsvExportMixin, ReadOnlyModelAdmin):
         if user_id is None:
             return ""
         return format_html('<a href="{}">user {}</a>', reverse("admin:auth_user_customer", args=[user_id]), user_id)
+
+    @admin.display(description="customer")
+    def customer_unlinked(self, obj):
+        user_id = customer_id_of(obj)
+        return "" if user_id is None else f"user {user_id}"
 
     @admin.display(description="reason")
     def reason(self, obj):

@@ -28,6 +28,7 @@ from audit.redaction import REDACTED, mask_secret, redact
 from audit.services import audit_record, resource_type_of
 from billing_project import customer_console
 from billing_project.admin_actions import ReasonForm, form_action
+from billing_project.admin_site import may_open_customer_page
 from billing_project.gdpr import user_erase, user_export
 from billing_project.models import IdempotencyKey, RevokedTokenFamily, ServiceToken, StaffSession, VerifiedEmail
 from billing_project.service_tokens import service_token_revoke
@@ -88,6 +89,10 @@ class UserAdmin(GrantCreditsPermission, AdminAuditMixin, DjangoUserAdmin):
         "date_joined",
         "last_login",
     )
+
+    def get_list_display(self, request):
+        shown = super().get_list_display(request)
+        return shown if may_open_customer_page(request.user) else [name for name in shown if name != "customer_page"]
 
     @admin.display(description="customer page")
     def customer_page(self, obj):

@@ -17,7 +17,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import mark_safe
-from django.utils.text import capfirst
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp import login as otp_login
@@ -97,26 +96,40 @@ SECTION_OF = {
 }
 
 
-def _plural(model) -> str:
-    """The model's plural name, "summaries" and not Django's default "summarys" where none is set."""
-    opts = model._meta
-    name = opts.verbose_name
-    if "verbose_name_plural" not in opts.original_attrs and name[-1:] == "y" and name[-2:-1] not in "aeiou":
-        return capfirst(f"{name[:-1]}ies")
-    return capfirst(opts.verbose_name_plural)
+# What the page shows needs the view permission of each table it reads (the audit rows are shown
+# to those who may read the audit trail).
+CUSTOMER_PAGE_PERMISSIONS = (
+    "auth.view_user",
+    "subscriptions.view_subscription",
+    "subscriptions.view_prorationevent",
+    "subscriptions.view_billinginvoice",
+    "subscriptions.view_paymenttransaction",
+    "credits.view_usercreditsource",
+    "credits.view_credithold",
+    "credits.view_tokenusageledger",
+    "credits.view_creditconsumption",
+    "licensing.view_perpetuallicense",
+    "licensing.view_licenseactivation",
+    "coupons.view_couponredemption",
+)
+
+
+def may_open_customer_page(user) -> bool:
+    return user.has_perms(CUSTOMER_PAGE_PERMISSIONS)
 
 
 class ConsoleSite(admin.AdminSite):
     login_form = ConsoleLoginForm
     login_template = "admin/console_login.html"
 
+    def each_context(self, request):
+        """Links to the customer page (the index's search box, the user page) show only to staff who may open it."""
+        return {**super().each_context(request), "may_open_customer_page": may_open_customer_page(request.user)}
+
     def get_app_list(self, request, app_label=None):
         """The index and the side menu in sections by what staff do (customers, billing, credits ...)
         instead of one entry per app; an app's own page lists its models as Django does."""
         app_list = super().get_app_list(request, app_label)
-        for app in app_list:
-            for model_entry in app["models"]:
-                model_entry["name"] = _plural(model_entry["model"])
         if app_label is not None:
             return app_list
         sections = {name: [] for name in SECTIONS}

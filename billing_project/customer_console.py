@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from audit.redaction import mask_license_key
 from billing_project.admin_actions import ReasonForm
+from billing_project.admin_site import may_open_customer_page
 from billing_project.customer_selectors import customer_page, customers_matching
 from billing_project.errors import DomainError
 from credits.admin import GrantCreditsForm
@@ -24,27 +25,14 @@ from licensing.services import license_suspend
 from subscriptions.models import Subscription, SubscriptionTier
 from subscriptions.services import subscription_cancel, tier_change, tier_change_preview, trial_reminder_resend
 
-# What the page shows needs the view permission of each table it reads (the audit rows are shown
-# to those who may read the audit trail).
-CUSTOMER_PAGE_PERMISSIONS = (
-    "auth.view_user",
-    "subscriptions.view_subscription",
-    "subscriptions.view_prorationevent",
-    "subscriptions.view_billinginvoice",
-    "subscriptions.view_paymenttransaction",
-    "credits.view_usercreditsource",
-    "credits.view_credithold",
-    "credits.view_tokenusageledger",
-    "credits.view_creditconsumption",
-    "licensing.view_perpetuallicense",
-    "licensing.view_licenseactivation",
-    "coupons.view_couponredemption",
-)
 AUDIT_PERMISSION = "audit.view_adminauditlog"
 GRANT_PERMISSION = "credits.grant_credits"
 SUBSCRIPTION_PERMISSION = "subscriptions.change_subscription"
 LICENSE_PERMISSION = "licensing.change_perpetuallicense"
 
+
+# Far enough back for any customer, short of an offset that makes the database walk the whole table.
+MAX_AUDIT_PAGE = 1000
 
 # The tiers a subscription changes to (free is reached by cancelling; perpetual is a license).
 NOT_CHANGEABLE = (SubscriptionTier.FREE, SubscriptionTier.PERPETUAL)
@@ -74,11 +62,20 @@ def _customer(user_id):
     return get_object_or_404(get_user_model(), pk=user_id)
 
 
+def _page_number(value) -> int:
+    """A page number from the query string; anything else is the first page."""
+    return int(value) if value and value.isdigit() and 0 < int(value) <= MAX_AUDIT_PAGE else 1
+
+
 def customer_view(request, user_id):
-    if not request.user.has_perms(CUSTOMER_PAGE_PERMISSIONS):
+    if not may_open_customer_page(request.user):
         raise PermissionDenied
     try:
-        page = customer_page(user_id=user_id, include_audit=request.user.has_perm(AUDIT_PERMISSION))
+        page = customer_page(
+            user_id=user_id,
+            include_audit=request.user.has_perm(AUDIT_PERMISSION),
+            audit_page=_page_number(request.GET.get("audit_page")),
+        )
     except get_user_model().DoesNotExist as missing:
         raise Http404("No such user.") from missing
     context = {
@@ -99,7 +96,7 @@ def customer_view(request, user_id):
 
 def customer_search_view(request):
     """The index's search box: one match opens its page, several are listed."""
-    if not request.user.has_perms(CUSTOMER_PAGE_PERMISSIONS):
+    if not may_open_customer_page(request.user):
         raise PermissionDenied
     query = request.GET.get("q", "")
     matches = customers_matching(query=query)

@@ -32,7 +32,8 @@ from subscriptions.models import (
     UserEntitlement,
 )
 
-# The newest rows of each long history; older ones are in the model's own list.
+# The newest rows of each long history; the page links to the model's list, filtered to the customer,
+# for all of them. The audit rows, which no one list holds, are paged.
 RECENT_ROWS = 20
 AUDIT_ROWS = 50
 # The customer's rows whose audit rows are looked for (the newest grants, for one).
@@ -65,6 +66,19 @@ class CustomerPage:
     invoices: list[BillingInvoice]
     payments: list[PaymentTransaction]
     audit_rows: list[AdminAuditLog] | None
+    # The histories cut at RECENT_ROWS ("usage", "redemptions", "invoices", "payments").
+    cut: frozenset[str] = frozenset()
+    audit_page: int = 1
+    audit_older: bool = False
+
+
+def _newest(queryset, name: str, cut: set) -> list:
+    """The RECENT_ROWS newest rows; `name` goes into `cut` when there are older ones (one row more
+    is read to know, no count)."""
+    rows = list(queryset[: RECENT_ROWS + 1])
+    if len(rows) > RECENT_ROWS:
+        cut.add(name)
+    return rows[:RECENT_ROWS]
 
 
 def _subscription_timeline(subscriptions: list[Subscription]) -> list[TimelineEntry]:
@@ -104,19 +118,24 @@ def _subscription_timeline(subscriptions: list[Subscription]) -> list[TimelineEn
     return sorted(entries, key=lambda entry: entry.at, reverse=True)
 
 
-def _audit_rows_about(user, related: dict) -> list[AdminAuditLog]:
-    """The newest audit rows whose resource is the customer or one of their rows (`related`: model
-    -> ids), and the rows of what the customer did themselves."""
+def _audit_rows_about(user, related: dict, *, page: int) -> tuple[list[AdminAuditLog], bool]:
+    """One page (AUDIT_ROWS, newest first) of the audit rows whose resource is the customer or one of
+    their rows (`related`: model -> ids), and the rows of what the customer did themselves; and
+    whether there are older ones."""
     about = Q(resource_type=resource_type_of(user), resource_id=str(user.pk)) | Q(actor=user)
     for model, ids in related.items():
         if ids:
             about |= Q(resource_type=resource_type_of(model), resource_id__in=[str(pk) for pk in ids])
-    return list(AdminAuditLog.objects.filter(about).order_by("-timestamp", "-sequence")[:AUDIT_ROWS])
+    start = (page - 1) * AUDIT_ROWS
+    rows = list(AdminAuditLog.objects.filter(about).order_by("-timestamp", "-sequence")[start : start + AUDIT_ROWS + 1])
+    return rows[:AUDIT_ROWS], len(rows) > AUDIT_ROWS
 
 
-def customer_page(*, user_id, include_audit: bool = True) -> CustomerPage:
-    """The customer page of one user (raises DoesNotExist for an unknown id)."""
+def customer_page(*, user_id, include_audit: bool = True, audit_page: int = 1) -> CustomerPage:
+    """The customer page of one user (raises DoesNotExist for an unknown id), with the `audit_page`th
+    page of its audit rows."""
     now = timezone.now()
+    cut = set()
     user = get_user_model().objects.get(pk=user_id)
     subscriptions = list(
         Subscription.objects.filter(user=user)
@@ -144,23 +163,27 @@ def customer_page(*, user_id, include_audit: bool = True) -> CustomerPage:
     )
     balance = spendable(stored, (grant.remaining for grant in grants))
     held = sum(hold.amount - hold.captured_amount for hold in holds)
-    usage = list(
+    usage = _newest(
         TokenUsageLedger.objects.filter(user=user)
         .select_related("provider", "deduction")
         .prefetch_related("deduction__consumptions__source")
-        .order_by("-created_at")[:RECENT_ROWS]
+        .order_by("-created_at"),
+        "usage",
+        cut,
     )
     licenses = list(
         PerpetualLicense.objects.filter(user=user)
         .order_by("-created_at")
         .prefetch_related(Prefetch("activations", queryset=LicenseActivation.objects.order_by("-activated_at")))
     )
-    redemptions = list(
-        CouponRedemption.objects.filter(user=user).select_related("coupon").order_by("-redemption_date")[:RECENT_ROWS]
+    redemptions = _newest(
+        CouponRedemption.objects.filter(user=user).select_related("coupon").order_by("-redemption_date"),
+        "redemptions",
+        cut,
     )
-    invoices = list(BillingInvoice.objects.filter(user=user).order_by("-period_start")[:RECENT_ROWS])
-    payments = list(PaymentTransaction.objects.filter(user=user).order_by("-created_at")[:RECENT_ROWS])
-    audit_rows = None
+    invoices = _newest(BillingInvoice.objects.filter(user=user).order_by("-period_start"), "invoices", cut)
+    payments = _newest(PaymentTransaction.objects.filter(user=user).order_by("-created_at"), "payments", cut)
+    audit_rows, audit_older = None, False
     if include_audit:
         allocations = CreditAllocation.objects.filter(user=user).order_by("-created_at").values_list("pk", flat=True)
         related = {
@@ -171,7 +194,7 @@ def customer_page(*, user_id, include_audit: bool = True) -> CustomerPage:
             BillingInvoice: [row.pk for row in invoices],
             PaymentTransaction: [row.pk for row in payments],
         }
-        audit_rows = _audit_rows_about(user, related)
+        audit_rows, audit_older = _audit_rows_about(user, related, page=audit_page)
     return CustomerPage(
         user=user,
         tier=tier,
@@ -189,6 +212,9 @@ def customer_page(*, user_id, include_audit: bool = True) -> CustomerPage:
         invoices=invoices,
         payments=payments,
         audit_rows=audit_rows,
+        cut=frozenset(cut),
+        audit_page=audit_page,
+        audit_older=audit_older,
     )
 
 

@@ -142,5 +142,8 @@ class RevokedTokenFamily(BaseModel):
     )
     reason = models.CharField(max_length=200)
 
+    class Meta:
+        verbose_name_plural = "revoked token families"
+
     def __str__(self):
         return f"family {self.family} revoked"

@@ -375,7 +375,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Each task's outcome is kept (django-celery-results) for the console: when a job last ran, how it ended.
+# The periodic jobs' outcomes are kept (django-celery-results) for the console: when a job last ran, how it
+# ended. Other tasks (an e-mail) keep none, and neither does the audit sealer, which runs every few seconds
+# and whose work is the chain itself (CELERY_TASK_ANNOTATIONS, below the schedule).
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", default=7))
@@ -421,6 +424,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "coupons.tasks.release_abandoned_checkouts",
         "schedule": timedelta(hours=1),
     },
+}
+RESULTS_NOT_KEPT = {"seal-audit-chain"}
+CELERY_TASK_ANNOTATIONS = {
+    entry["task"]: {"ignore_result": False}
+    for name, entry in CELERY_BEAT_SCHEDULE.items()
+    if name not in RESULTS_NOT_KEPT
 }
 
 # The console's CSV exports (audit.admin_export) need the model's view permission.

@@ -654,6 +654,7 @@ class TokenUsageDailySummary(TimestampedModel):
     success_rate = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "token usage daily summaries"
         constraints = [
             models.UniqueConstraint(fields=["user", "summary_date"], name="token_summary_unique_per_day"),
         ]
@@ -676,6 +677,7 @@ class CreditUsageDailySummary(TimestampedModel):
     total_credits_expired = models.BigIntegerField(default=0)
 
     class Meta:
+        verbose_name_plural = "credit usage daily summaries"
         constraints = [
             models.UniqueConstraint(fields=["user", "summary_date"], name="credit_summary_unique_per_day"),
         ]

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html_join
 
-from audit.admin_base import AuditedModelAdmin
+from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
 from subscriptions import services
@@ -79,8 +79,8 @@ resend_trial_reminder = form_action(
 
 
 class PushesTierToCredits:
-    """Console edits of a subscription or an entitlement reach credits' copy of the user's tier in
-    the same transaction (see subscriptions.services.credits_tier_push)."""
+    """Console edits of a subscription reach credits' copy of the user's tier in the same transaction
+    (see subscriptions.services.credits_tier_push)."""
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -201,25 +201,25 @@ class PaymentTransactionAdmin(CsvExportMixin, AuditedModelAdmin):
 
 
 @admin.register(DunningAttempt)
-class DunningAttemptAdmin(AuditedModelAdmin):
+class DunningAttemptAdmin(ReadOnlyHistoryAdmin):
+    """Scheduled, run and settled by the dunning job and the payment webhooks only."""
+
     list_display = ("invoice", "user", "attempt_number", "scheduled_at", "attempted_at", "result")
     list_filter = ("result", "attempt_number")
     list_select_related = ("invoice", "user")
     search_fields = ("user__email", "invoice__stripe_invoice_id", "=invoice__id")
     date_hierarchy = "scheduled_at"
-    autocomplete_fields = ("user", "invoice", "subscription")
-    readonly_fields = ("created_at", "updated_at")
 
 
 @admin.register(UserEntitlement)
-class UserEntitlementAdmin(PushesTierToCredits, AuditedModelAdmin):
+class UserEntitlementAdmin(ReadOnlyHistoryAdmin):
+    """Follows the subscription (its start, tier change, status change and end, through their actions)."""
+
     list_display = ("user", "tier", "activated_at", "expires_at")
     list_filter = ("tier",)
     list_select_related = ("user",)
     search_fields = ("user__email",)
     date_hierarchy = "activated_at"
-    autocomplete_fields = ("user",)
-    readonly_fields = ("created_at", "updated_at")
 
 
 @admin.register(ProrationEvent)

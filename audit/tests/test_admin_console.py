@@ -44,10 +44,8 @@ REGISTERED = sorted(admin.site._registry, key=lambda model: model._meta.label)
 EDITABLE = {
     "subscriptions.TierConfig",
     "subscriptions.Subscription",
-    "subscriptions.UserEntitlement",
     "subscriptions.BillingInvoice",
     "subscriptions.PaymentTransaction",
-    "subscriptions.DunningAttempt",
     "subscriptions.ProrationEvent",
     "licensing.PerpetualLicense",
     "licensing.LicenseActivation",
@@ -64,6 +62,8 @@ TRACKED_READ_ONLY = {
     "coupons.CouponFraudDetection",
     "coupons.CouponRedemption",
     "coupons.CouponUsageLimit",
+    "subscriptions.DunningAttempt",
+    "subscriptions.UserEntitlement",
 }
 
 

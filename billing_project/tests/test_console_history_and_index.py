@@ -1,8 +1,11 @@
 """One history per object (field changes and audit rows together), the audit list's customer and
 reason, and the console's index in sections by what staff do."""
 
+import re
+
 import pytest
 from auditlog.models import LogEntry
+from django.contrib import admin
 from django.urls import reverse
 
 from audit.models import AdminAuditLog, AuditAction
@@ -112,6 +115,18 @@ def test_the_index_is_in_sections_by_what_staff_do_with_plural_names_right(admin
     assert {"AdminAuditLog", "LogEntry"} <= by_section["Audit"]
     body = response.content.decode()
     assert "Token usage daily summaries" in body and "summarys" not in body
+
+
+def test_every_console_table_is_named_in_a_proper_plural_in_its_breadcrumbs_and_title(admin_client):
+    wrong = {
+        model._meta.label: str(model._meta.verbose_name_plural)
+        for model in admin.site._registry
+        if re.search(r"[^aeiou]ys\b", str(model._meta.verbose_name_plural))
+    }
+    assert wrong == {}
+
+    page = admin_client.get(reverse("admin:credits_creditusagedailysummary_changelist")).content.decode()
+    assert "Credit usage daily summaries" in page and "summarys" not in page
 
 
 def test_an_apps_own_page_still_lists_its_models(admin_client):

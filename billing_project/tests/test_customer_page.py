@@ -5,13 +5,16 @@ service, audited, and refused without its permission)."""
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
+from audit.tests.factories import AdminAuditLogFactory
+from billing_project.customer_selectors import AUDIT_ROWS, RECENT_ROWS
 from billing_project.tests.factories import UserFactory
 from conftest import role_grant
 from coupons.tests.factories import CouponRedemptionFactory
@@ -123,6 +126,53 @@ def test_the_customer_page_reads_in_the_same_number_of_queries_whatever_the_hist
     assert len(one_row_each) <= 30, [query["sql"] for query in one_row_each]
 
 
+def test_older_rows_are_reached_from_the_customer_page_through_the_lists_filtered_to_the_customer(console):
+    customer, _ = customer_with_history(rows=RECENT_ROWS + 1)
+    someone_else = UserFactory()
+    TokenUsageLedgerFactory(user=someone_else)
+
+    response = console.get(page_url(customer))
+
+    page = response.context["page"]
+    assert len(page.usage) == len(page.redemptions) == len(page.invoices) == len(page.payments) == RECENT_ROWS
+    body = response.content.decode()
+    for section, changelist in (
+        ("usage", "admin:credits_tokenusageledger_changelist"),
+        ("redemptions", "admin:coupons_couponredemption_changelist"),
+        ("invoices", "admin:subscriptions_billinginvoice_changelist"),
+        ("payments", "admin:subscriptions_paymenttransaction_changelist"),
+    ):
+        link = f"{reverse(changelist)}?user__id__exact={customer.pk}"
+        assert f'id="older-{section}"' in body and link in body
+        listed = console.get(link).context["cl"]
+        assert listed.result_count == RECENT_ROWS + 1
+        assert {row.user_id for row in listed.result_list} == {customer.pk}
+
+
+def test_a_customer_with_few_rows_has_no_older_links_and_one_audit_page(console):
+    customer, _ = customer_with_history(rows=2)
+
+    body = console.get(page_url(customer)).content.decode()
+
+    assert "customer-older" not in body
+
+
+def test_the_customer_page_pages_through_the_audit_rows_newest_first(console):
+    customer = UserFactory(email="busy@example.com", username="busy@example.com")
+    rows = [AdminAuditLogFactory(actor=customer, resource_id=str(number)) for number in range(AUDIT_ROWS + 5)]
+    newest_first = [str(row.pk) for row in reversed(rows)]
+
+    first = console.get(page_url(customer))
+    second = console.get(page_url(customer), {"audit_page": 2})
+    beyond = console.get(page_url(customer), {"audit_page": "x"})
+
+    assert [str(row.pk) for row in first.context["page"].audit_rows] == newest_first[:AUDIT_ROWS]
+    assert 'id="audit-older"' in first.content.decode() and 'id="audit-newer"' not in first.content.decode()
+    assert [str(row.pk) for row in second.context["page"].audit_rows] == newest_first[AUDIT_ROWS:]
+    assert 'id="audit-newer"' in second.content.decode() and 'id="audit-older"' not in second.content.decode()
+    assert beyond.context["page"].audit_page == 1
+
+
 def _copy_history_to(customer, *, rows: int):
     subscription = SubscriptionFactory(user=customer)
     UserCreditBalance.objects.create(user=customer, amount=5_000 * rows)
@@ -153,6 +203,34 @@ def test_the_user_list_the_user_page_and_the_index_lead_to_the_customer_page(con
     several = console.get(search, {"q": "jan"})
     assert several.status_code == 200 and "janet@example.com" in several.content.decode()
     assert console.get(search, {"q": str(customer.pk)})["Location"] == page_url(customer)
+
+
+def test_staff_who_may_not_open_the_customer_page_are_not_offered_links_to_it(client, django_user_model):
+    member = django_user_model.objects.create_user(
+        username="accounts@example.com", email="accounts@example.com", password="correct horse battery", is_staff=True
+    )
+    member.user_permissions.set(
+        Permission.objects.filter(codename__in=("view_user", "change_user", "view_adminauditlog"))
+    )
+    client.force_login(member)
+    customer = UserFactory(email="jane@example.com", username="jane@example.com")
+    with transaction.atomic():
+        credit_grant_by_staff(user=customer, amount=10, reason="an audit row about jane")
+
+    pages = [
+        reverse("admin:auth_user_changelist"),
+        reverse("admin:auth_user_change", args=[customer.pk]),
+        reverse("admin:index"),
+        reverse("admin:audit_adminauditlog_changelist"),
+    ]
+    bodies = [client.get(url) for url in pages]
+
+    assert [response.status_code for response in bodies] == [200] * 4
+    for body in (response.content.decode() for response in bodies):
+        assert page_url(customer) not in body
+        assert reverse("admin:auth_user_customer_search") not in body
+    assert f"user {customer.pk}" in bodies[3].content.decode()
+    assert client.get(page_url(customer)).status_code == 403
 
 
 def test_staff_grant_credits_from_the_customer_page_with_an_expiry_and_it_is_audited(console, staff_user):

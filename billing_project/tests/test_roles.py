@@ -195,7 +195,6 @@ CONSOLE_ACTIONS = {
     ("payments.paymentoperation", "reconcile_operations"): F,
     ("payments.webhookevent", "replay_webhook_events"): F,
     ("subscriptions.billinginvoice", "delete_selected"): A,
-    ("subscriptions.dunningattempt", "delete_selected"): A,
     ("subscriptions.paymenttransaction", "delete_selected"): A,
     ("subscriptions.paymenttransaction", "refund_payments"): F,
     ("subscriptions.prorationevent", "delete_selected"): A,
@@ -203,7 +202,6 @@ CONSOLE_ACTIONS = {
     ("subscriptions.subscription", "resend_trial_reminder"): F,
     ("subscriptions.subscription", "delete_selected"): A,
     ("subscriptions.tierconfig", "delete_selected"): A,
-    ("subscriptions.userentitlement", "delete_selected"): A,
     ("token_blacklist.blacklistedtoken", "delete_selected"): A,
     ("token_blacklist.outstandingtoken", "revoke_refresh_tokens"): A,
 }

@@ -10,14 +10,17 @@ from celery import current_app
 from celery.schedules import crontab
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from audit.models import AdminAuditLog
+from audit.tasks import seal_audit_chain
 from billing_project.models import IdempotencyKey
 from billing_project.schedules import CodeDefaultsDatabaseScheduler, FileScheduler
+from billing_project.tasks import purge_idempotency_keys, send_email_verification
 from billing_project.tests.test_authorization_walk import staff_member
 
 pytestmark = pytest.mark.django_db
@@ -156,3 +159,25 @@ def test_running_a_job_now_from_the_console_runs_it_and_is_audited(user):
     assert not IdempotencyKey.objects.exists()  # without a broker the task ran in the request
     row = AdminAuditLog.objects.get(resource_type="django_celery_beat.periodictask")
     assert (row.action, row.resource_id, row.new_value["name"]) == ("process", str(job.pk), "purge-idempotency-keys")
+
+
+def test_results_are_kept_for_the_periodic_jobs_only(monkeypatch):
+    for task in (purge_idempotency_keys, send_email_verification, seal_audit_chain):
+        monkeypatch.setattr(task, "store_eager_result", True)  # the tests run tasks eagerly: store as a worker does
+
+    purge_idempotency_keys.apply()
+    send_email_verification.apply(args=(0, "https://example.com/verify/{token}"))
+    seal_audit_chain.apply()
+
+    kept = set(TaskResult.objects.values_list("task_name", flat=True))
+    assert kept == {"billing_project.tasks.purge_idempotency_keys"}
+    # Every job of the schedule but the sealer (every few seconds; its work is the chain) keeps its results.
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        assert current_app.tasks[entry["task"]].ignore_result is (name == "seal-audit-chain"), name
+
+
+def test_the_latest_result_of_each_job_is_read_from_an_index():
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, TaskResult._meta.db_table)
+
+    assert indexes["task_result_latest_by_job"]["columns"] == ["periodic_task_name", "date_done"]

@@ -320,19 +320,24 @@ DEMO_COUPONS = (
 )
 
 
+# The demo launch began before the weeks of history `seed_demo_activity` creates, which redeem its coupons.
+DEMO_LAUNCHED_DAYS_AGO = 90
+
+
 @transaction.atomic
 def demo_coupons_seed() -> int:
     """The development demo: a launch campaign with one coupon of each kind. Idempotent."""
     now = timezone.now()
+    launched = now - timedelta(days=DEMO_LAUNCHED_DAYS_AGO)
     campaign, _ = CouponCampaign.objects.get_or_create(
         name="Demo launch",
-        defaults={"starts_at": now, "ends_at": now + timedelta(days=365), "budget_usd": Decimal("1000.00")},
+        defaults={"starts_at": launched, "ends_at": now + timedelta(days=365), "budget_usd": Decimal("1000.00")},
     )
     created = 0
     for fields in DEMO_COUPONS:
         if coupons_by_code(fields["code"]).exists():
             continue
-        coupon = Coupon.objects.create(valid_from=now, description="Demo coupon", **fields)
+        coupon = Coupon.objects.create(valid_from=launched, description="Demo coupon", **fields)
         CouponUsageLimit.objects.create(coupon=coupon)
         CampaignCoupon.objects.create(campaign=campaign, coupon=coupon)
         created += 1

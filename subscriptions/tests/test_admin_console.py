@@ -10,7 +10,8 @@ from django.utils import timezone
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.enums import SubscriptionTier
 from payments.models import WebhookEvent, WebhookStatus
-from subscriptions.models import Subscription, SubscriptionStatus, UserEntitlement
+from subscriptions import services
+from subscriptions.models import DunningAttempt, Subscription, SubscriptionStatus, UserEntitlement
 from subscriptions.services import account_register, subscription_start, tier_catalog_seed
 from subscriptions.tests.factories import PaymentTransactionFactory, SubscriptionFactory
 
@@ -115,6 +116,37 @@ def test_the_money_and_lifecycle_fields_are_read_only_and_a_post_changes_nothing
 @pytest.mark.parametrize("model", ["subscription", "billinginvoice", "paymenttransaction", "prorationevent"])
 def test_subscriptions_invoices_payments_and_proration_events_cannot_be_added_by_hand(admin_client, model):
     assert admin_client.get(reverse(f"admin:subscriptions_{model}_add")).status_code == 403
+
+
+@pytest.mark.parametrize("model", ["userentitlement", "dunningattempt"])
+def test_entitlements_and_dunning_attempts_cannot_be_added_changed_or_deleted_by_hand(admin_client, model):
+    subscription = SubscriptionFactory(status=SubscriptionStatus.ACTIVE)
+    customer = subscription.user
+    services.entitlement_activate(user=customer, tier=subscription.tier)
+    services.invoice_payment_failed(
+        subscription=subscription,
+        amount_due=1900,
+        period_start=subscription.current_period_end,
+        period_end_at=subscription.current_period_end + timedelta(days=30),
+        reason="card declined",
+    )
+    row = (
+        {"userentitlement": UserEntitlement, "dunningattempt": DunningAttempt}[model]
+        .objects.filter(user=customer)
+        .first()
+    )
+    change = reverse(f"admin:subscriptions_{model}_change", args=[row.pk])
+    before = {field.name: getattr(row, field.name) for field in type(row)._meta.fields}
+
+    assert admin_client.get(reverse(f"admin:subscriptions_{model}_add")).status_code == 403
+    page = admin_client.get(change)
+    posted = admin_client.post(change, {"tier": "enterprise_max", "result": "succeeded", "attempt_number": 9})
+    deleted = admin_client.post(reverse(f"admin:subscriptions_{model}_delete", args=[row.pk]), {"post": "yes"})
+
+    assert page.status_code == 200 and not page.context["adminform"].form.fields
+    assert (posted.status_code, deleted.status_code) == (403, 403)
+    row.refresh_from_db()
+    assert {field.name: getattr(row, field.name) for field in type(row)._meta.fields} == before
 
 
 def test_invoice_and_payment_amounts_and_status_are_read_only(admin_client):

@@ -88,7 +88,9 @@ def test_a_webhook_renewal_that_restores_a_suspended_subscription_prices_at_its_
 
 
 @pytest.mark.usefixtures("catalogs")
-def test_a_console_edit_of_the_entitlement_prices_the_next_usage_record(admin_client, user):
+def test_the_entitlement_cannot_be_typed_over_in_the_console_so_usage_stays_priced_at_the_subscription(
+    admin_client, user
+):
     subscribed(user, "pro")
     credit_grant(user=user, amount=10_000, source="bonus", reason="usage in this test")
     entitlement = UserEntitlement.objects.get(user=user)
@@ -105,8 +107,10 @@ def test_a_console_edit_of_the_entitlement_prices_the_next_usage_record(admin_cl
         },
     )
 
-    assert response.status_code == 302, response.context["adminform"].form.errors
-    assert usage_priced(user)[:2] == ("pro_max", MARGIN["pro_max"])
+    assert response.status_code == 403
+    entitlement.refresh_from_db()
+    assert entitlement.tier == "pro"
+    assert usage_priced(user)[:2] == ("pro", MARGIN["pro"])
 
 
 @pytest.mark.usefixtures("catalogs")

@@ -6,8 +6,9 @@ from billing_project.demo_activity import DemoRefused, demo_activity_seed
 
 class Command(BaseCommand):
     help = (
-        "Development only: a few weeks of demo customers, subscriptions, usage, coupons and payments through "
-        "the services and the offline payment provider. Idempotent: does nothing once its customers exist."
+        "Development only: five weeks of demo customers, subscriptions, renewals, usage, coupons and payments, "
+        "lived day by day through the services and the offline payment provider. Idempotent: does nothing once "
+        "its customers exist."
     )
 
     def add_arguments(self, parser):
@@ -24,7 +25,9 @@ class Command(BaseCommand):
             self.stdout.write("The demo customers exist already: nothing to do.")
             return
         self.stdout.write(
-            f"Created {activity.customers} demo customers, {activity.subscriptions} subscriptions, "
+            f"Created {activity.customers} demo customers over {activity.days} days: "
+            f"{activity.subscriptions} subscriptions, {activity.renewals} paid renewals "
+            f"({activity.declined_payments} declined first and paid by a dunning retry), "
             f"{activity.usage_events} usage events, {activity.redemptions} coupon redemptions, "
             f"{activity.grants} staff grants and {activity.refunds} refund."
         )
