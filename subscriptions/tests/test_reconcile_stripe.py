@@ -405,6 +405,40 @@ def test_an_invoice_recorded_in_another_currency_than_stripes_is_corrected_by_fi
     assert reconcile_stripe()[1] == 0
 
 
+def test_a_dispute_stripe_prevented_is_fixed_as_won_without_suspending_and_an_appeal_of_a_lost_one_is_not_reported(
+    emulator,
+):
+    # given: a chargeback the card network prevented, and a lost dispute (applied here) Stripe shows under appeal
+    prevented = stripe_subscriber(emulator, "prevented@example.com")
+    appealed = stripe_subscriber(emulator, "appealed@example.com")
+    prevented_dispute = emulator.dispute_add(charge_of(emulator, prevented)["id"], status="prevented")
+    appealed_dispute = emulator.dispute_add(charge_of(emulator, appealed)["id"], status="lost")
+    assert deliver_event("charge.dispute.closed", dict(appealed_dispute))[0].status == "processed"
+    emulator.object(appealed_dispute["id"])["status"] = "appeal_needs_response"
+    money_before = money_events()
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    assert [line for line in lines[:-1] if line.startswith("dispute ")] == [
+        f"dispute {prevented_dispute['id']} status: here not recorded, at Stripe prevented"
+    ]
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    assert (received_of(prevented).dispute_status, Subscription.objects.get(pk=prevented.pk).status) == (
+        "won",
+        "active",
+    )
+    assert (received_of(appealed).dispute_status, Subscription.objects.get(pk=appealed.pk).status) == (
+        "lost",
+        "cancelled",
+    )
+    assert money_events() == money_before
+    assert reconcile_stripe()[1] == 0
+
+
 def test_reconcile_reports_a_subscription_stripe_bills_that_is_not_recorded_here_and_leaves_it_to_staff(emulator):
     emulator.subscription_add("sub_unknown_here", customer="cus_unknown_here")
 
