@@ -17,14 +17,14 @@ applied, and reports every difference:
 A charge or a dispute of no payment here is not ours to compare (its events are kept unmatched).
 
 In three phases, so that no transaction is ever open during a Stripe call: every object of the
-window is fetched first (the list endpoints, page by page); then compared (reads only); then, with
-`fix`, Stripe's state is applied through the webhook handlers: each differing object becomes a
-synthetic event (`reconcile:<object id>:<time>`, created now) accepted by the payments inbox, so it
-is stored, audited and ordered like any event Stripe sends, each in its own transaction. Finally
-the same fetched objects are compared again, the subscriptions that still differ read again first
-(a handler's effect may have reached Stripe once its transaction committed: a full refund here
-cancels the subscription there): what still differs is what the handlers would not apply, for staff
-to look at.
+window is fetched first (the list endpoints, page by page, refunds with their charge); then compared
+(reads only); then, with `fix`, Stripe's state is applied through the webhook handlers: each
+differing object becomes a synthetic event (`reconcile:<object id>:<time>`, created now) accepted
+by the payments inbox, so it is stored, audited and ordered like any event Stripe sends, each in
+its own transaction. Finally the same fetched objects are compared again, the subscriptions that
+still differ read again first (a handler's effect may have reached Stripe once its transaction
+committed: a full refund here cancels the subscription there): what still differs is what the
+handlers would not apply, for staff to look at.
 """
 
 import logging
@@ -137,19 +137,25 @@ def stripe_reconcile(*, since: datetime, fix: bool = False) -> Reconciliation:
 
 
 def stripe_state_fetch(*, since: datetime) -> StripeState:
-    """Every object of the window, page by page (`starting_after` while `has_more`)."""
+    """Every object of the window, page by page (`starting_after` while `has_more`). The refunds come
+    with their charge expanded, so the charges refunded in the window (a refund of a charge made
+    before it included) are read with the refunds' pages rather than one request each."""
     api = stripe_api.client().v1
     created = {"created": {"gte": int(since.timestamp())}}
     try:
         subscriptions = _every(api.subscriptions, {"status": "all", "current_period_end": created["created"]})
         invoices = _every(api.invoices, created)
-        refunds = _every(api.refunds, created)
+        refunds = _every(api.refunds, {**created, "expand": ["data.charge"]})
         disputes = _every(api.disputes, created)
-        charge_ids = dict.fromkeys(refund["charge"] for refund in refunds if refund.get("charge"))
-        charges = [api.charges.retrieve(charge_id).to_dict() for charge_id in charge_ids]
     except stripe.StripeError as error:
         raise stripe_api.mapped_error(error, what="reconciliation read") from error
-    return StripeState(subscriptions=subscriptions, invoices=invoices, charges=charges, disputes=disputes)
+    charges = {}
+    for refund in refunds:
+        if isinstance(refund.get("charge"), dict):
+            charges.setdefault(refund["charge"]["id"], refund["charge"])
+    return StripeState(
+        subscriptions=subscriptions, invoices=invoices, charges=list(charges.values()), disputes=disputes
+    )
 
 
 def subscriptions_reread(*, state: StripeState, differences: list[Difference]) -> StripeState:

@@ -189,6 +189,7 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
     assert lines[-1].startswith("Compared 10 subscriptions, 12 invoices, 2 refunded charges, 3 disputes since ")
     assert lines[-1].endswith(f": {len(differences) + len(documents)} difference(s).")
     assert any("starting_after" in request["url"] for request in emulator.requests), "the lists were paged"
+    assert not emulator.calls("GET", r"charges/.+"), "the refunded charges came with the refunds' pages"
     assert Subscription.objects.get(pk=cancelled.pk).status == "active", "a report changes nothing"
     assert not WebhookEvent.objects.filter(event_id__startswith="reconcile:").exists()
 
