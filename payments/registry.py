@@ -2,7 +2,9 @@
 
 - An operation kind's effect: what a settled operation does to the owning app's subject. `succeeded`
   runs in the transaction that marks the operation succeeded (once); `failed` in the one that marks
-  it failed (releasing what the operation held, such as a coupon or a pending tier change).
+  it failed (releasing what the operation held, such as a coupon or a pending tier change);
+  `invoice_corrected`, for a kind whose operation makes its own invoice, in the transaction of each
+  later event of that invoice once it is paid (Stripe's word on what it charged).
 - Event handlers: for each Stripe event type, the handlers to try in registration order. A handler
   takes the stored `WebhookEvent` and returns the result to store, or None when the event is not
   about anything it owns; the first result wins, and an event nobody claims is acknowledged. A
@@ -32,6 +34,7 @@ class Unmatched(Exception):
 class Effect:
     succeeded: Callable[..., dict]
     failed: Callable[..., None] | None = None
+    invoice_corrected: Callable[..., dict] | None = None
 
 
 _effects: dict[str, Effect] = {}
@@ -39,10 +42,19 @@ _event_handlers: dict[str, list[Callable]] = defaultdict(list)
 _event_fetchers: dict[str, list[Callable]] = defaultdict(list)
 
 
-def effect_register(kind: str, *, succeeded: Callable[..., dict], failed: Callable[..., None] | None = None) -> None:
+def effect_register(
+    kind: str,
+    *,
+    succeeded: Callable[..., dict],
+    failed: Callable[..., None] | None = None,
+    invoice_corrected: Callable[..., dict] | None = None,
+) -> None:
     """`succeeded(*, operation, facts) -> dict` applies the effect of a settled operation (facts: the
-    provider ids and amounts it learned); `failed(*, operation)` releases what it held."""
-    _effects[kind] = Effect(succeeded=succeeded, failed=failed)
+    provider ids and amounts it learned); `failed(*, operation)` releases what it held;
+    `invoice_corrected(*, operation, invoice, reason) -> dict` brings what the effect recorded of the
+    operation's paid invoice to the invoice's amounts as Stripe states them (a correction, no money
+    moved), returning {field: [before, after]} of what changed."""
+    _effects[kind] = Effect(succeeded=succeeded, failed=failed, invoice_corrected=invoice_corrected)
 
 
 def effect_of(kind: str) -> Effect:

@@ -37,7 +37,7 @@ class SubscriptionsConfig(AppConfig):
             event_handler_register,
             payment_reactions_register,
         )
-        from subscriptions.services import billing, lifecycle, refunds, stripe_events, webhooks
+        from subscriptions.services import billing, invoices, lifecycle, refunds, stripe_events, webhooks
 
         # What the payments that subscriptions starts do once Stripe (or the offline provider) settles them.
         effect_register(
@@ -45,18 +45,24 @@ class SubscriptionsConfig(AppConfig):
             succeeded=lifecycle.subscription_checkout_succeeded,
             failed=lifecycle.subscription_checkout_failed,
         )
+        # A charge's invoice is ours (operation_invoice_correct): Stripe's later word on it corrects it.
         effect_register(
             OperationKind.UPGRADE_CHARGE,
             succeeded=lifecycle.upgrade_charge_succeeded,
             failed=lifecycle.upgrade_charge_failed,
+            invoice_corrected=invoices.operation_invoice_corrected,
         )
         effect_register(
             OperationKind.RENEWAL_CHARGE,
             succeeded=billing.renewal_charge_succeeded,
             failed=billing.renewal_charge_failed,
+            invoice_corrected=invoices.operation_invoice_corrected,
         )
         effect_register(
-            OperationKind.DUNNING_RETRY, succeeded=billing.dunning_retry_succeeded, failed=billing.dunning_retry_failed
+            OperationKind.DUNNING_RETRY,
+            succeeded=billing.dunning_retry_succeeded,
+            failed=billing.dunning_retry_failed,
+            invoice_corrected=invoices.operation_invoice_corrected,
         )
         effect_register(OperationKind.REFUND, succeeded=billing.refund_succeeded)
         effect_register(OperationKind.SUBSCRIPTION_SYNC, succeeded=lifecycle.stripe_subscription_synced)

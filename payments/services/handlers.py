@@ -30,6 +30,7 @@ from payments.services.operations import (
     Outcome,
     checkout_session_facts,
     invoice_facts,
+    operation_invoice_correct,
     operation_open,
     operation_settle,
     stripe_active,
@@ -254,11 +255,15 @@ def _facts_of_invoice(invoice: dict, operation: PaymentOperation) -> dict:
 
 
 def invoice_paid(row: WebhookEvent) -> dict | None:
+    """Settles the operation; an operation settled already (by its own run, or an earlier event) has
+    what it recorded of the invoice corrected to Stripe's amounts, as any invoice of ours is."""
     invoice = event_object(row)
     operation = _invoice_operation(row, invoice)
     if operation is None:
         return None
-    return _settled(row, operation, Outcome(PAID, _facts_of_invoice(invoice, operation)))
+    result = _settled(row, operation, Outcome(PAID, _facts_of_invoice(invoice, operation)))
+    corrected = operation_invoice_correct(operation_id=operation.pk, invoice=invoice, reason=f"Stripe: {row.event_id}")
+    return {**result, "amounts_corrected": corrected}
 
 
 def invoice_payment_failed(row: WebhookEvent) -> dict | None:

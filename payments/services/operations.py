@@ -549,6 +549,19 @@ def operation_settle(*, operation_id, outcome: Outcome) -> PaymentOperation:
     return operation
 
 
+def operation_invoice_correct(*, operation_id, invoice: dict, reason: str) -> dict:
+    """Stripe's word on the paid invoice an operation that succeeded made, applied by its kind's
+    effect to what the effect recorded of it: the amounts Stripe charged, which a customer balance,
+    a discount or a tax can make differ from the operation's. A correction, not a movement of money
+    (no payment event). In the caller's transaction, after `operation_settle`; the inbox applies an
+    invoice's events in order, so this is the newest word on it. Returns {field: [before, after]}."""
+    operation = PaymentOperation.objects.get(pk=operation_id)
+    corrected = effect_of(operation.kind).invoice_corrected
+    if corrected is None or operation.effect != OperationEffect.SUCCEEDED or invoice.get("status") != "paid":
+        return {}
+    return corrected(operation=operation, invoice=invoice, reason=reason)
+
+
 def _facts_absorb(operation: PaymentOperation, facts: dict) -> None:
     for fact, field_name in (
         ("session_id", "stripe_checkout_session_id"),

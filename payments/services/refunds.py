@@ -27,7 +27,11 @@ Policy (also in the README):
   built on it since.
 - A dispute suspends the access while it is open; won, the access is restored; lost, it is treated
   as a full refund. A dispute's state only moves forward (open -> won | lost), so a late
-  `charge.dispute.created` after its close changes nothing.
+  `charge.dispute.created` after its close changes nothing. Stripe's `prevented` (the card network
+  stopped the chargeback before it was filed: no money taken) and `warning_closed` (an inquiry that
+  never became a chargeback) close it in our favour, as won. A dispute first known here already won
+  suspended nothing and, on balance, took no money: it is recorded, with no payment event and no
+  reaction (a subscription suspended for another reason stays so).
 - A charge, refund or dispute of no recorded payment is acknowledged, never retried for ever.
 
 Each event is applied in the inbox's transaction with its effects and one audit row; each movement
@@ -54,7 +58,19 @@ STRIPE_IDS = ("stripe_payment_intent_id", "stripe_charge_id", "stripe_invoice_id
 REFUND_STATUS_ORDER = {"requires_action": 0, "pending": 1, "succeeded": 2, "failed": 3, "canceled": 3}
 REFUND_COUNTED = ("pending", "succeeded")
 REFUND_FAILED = ("failed", "canceled")
-DISPUTE_CLOSED = {"won": DisputeStatus.WON, "warning_closed": DisputeStatus.WON, "lost": DisputeStatus.LOST}
+# Stripe's dispute statuses that close a dispute (the stripe SDK's Dispute.status); every other one
+# (needs_response, under_review, their warning_ and appeal_ forms) is a dispute still open.
+DISPUTE_CLOSED = {
+    "won": DisputeStatus.WON,
+    "warning_closed": DisputeStatus.WON,
+    "prevented": DisputeStatus.WON,
+    "lost": DisputeStatus.LOST,
+}
+
+
+def dispute_state(stripe_status: str | None) -> str:
+    """A Stripe dispute status as the payment's dispute state: open, won or lost."""
+    return DISPUTE_CLOSED.get(stripe_status or "", DisputeStatus.OPEN)
 
 
 # Recording what was paid
@@ -304,17 +320,19 @@ def dispute_changed(row: WebhookEvent) -> dict | None:
     if payment is None:
         raise Unmatched(f"No payment here for the charge of dispute {dispute['id']} ({row.event_type}).")
     previous = {"dispute_status": payment.dispute_status, "status": payment.status}
-    status = DISPUTE_CLOSED.get(dispute.get("status"), DisputeStatus.OPEN)
+    status = dispute_state(dispute.get("status"))
     known = payment.disputes.get(dispute["id"])
     if known in (DisputeStatus.WON, DisputeStatus.LOST) or known == status:
         return _applied(_news_of(row), payment, action="dispute_already_recorded", previous=previous)
     payment.disputes[dispute["id"]] = status
     payment.dispute_status = status
     payment.save(update_fields=["disputes", "dispute_status", "updated_at"])
-    _movement(_news_of(row), payment, event_type=f"dispute_{status}", amount=dispute.get("amount"))
+    won_unseen = status == DisputeStatus.WON and known != DisputeStatus.OPEN
+    if not won_unseen:
+        _movement(_news_of(row), payment, event_type=f"dispute_{status}", amount=dispute.get("amount"))
     reactions = payment_reactions_of(payment.kind)
     effect = None
-    if reactions is not None:
+    if reactions is not None and not won_unseen:
         if status == DisputeStatus.OPEN:
             effect = reactions.dispute_opened(payment=payment)
         elif status == DisputeStatus.WON:

@@ -753,7 +753,14 @@ class StripeEmulator:
             after = [obj["id"] for obj in found].index(params["starting_after"])
             found = found[after + 1 :]
         limit = int(params.get("limit", 10))
-        return {"object": "list", "url": f"/v1/{resource}", "has_more": len(found) > limit, "data": found[:limit]}
+        page = [self._expanded(obj, params.get("expand") or []) for obj in found[:limit]]
+        return {"object": "list", "url": f"/v1/{resource}", "has_more": len(found) > limit, "data": page}
+
+    def _expanded(self, obj: dict, expand: list) -> dict:
+        """The listed object with each `data.<field>` of `expand` in place of the id it names."""
+        fields = [path.removeprefix("data.") for path in expand if path.startswith("data.")]
+        named = {name: obj[name] for name in fields if isinstance(obj.get(name), str)}
+        return {**obj, **{name: self.state.objects[value] for name, value in named.items()}}
 
     @staticmethod
     def _range_matches(value: int, bounds) -> bool:

@@ -25,7 +25,7 @@ from coupons.tests.factories import CouponFactory
 from credits.services import pricing_catalog_seed
 from credits.tests.conftest import usage_event
 from licensing.models import LicenseStatus, PerpetualLicense
-from payments.models import OperationKind, OperationState, PaymentEvent, PaymentOperation, StripeCustomer
+from payments.models import OperationKind, OperationState, Payment, PaymentEvent, PaymentOperation, StripeCustomer
 from payments.services.reconcile import payments_reconcile
 from payments.tests.conftest import client_for, customer, ledger_is_consistent, stripe_subscriber
 from payments.tests.helpers import deliver_event
@@ -377,6 +377,34 @@ def test_a_renewal_charged_but_not_committed_is_renewed_once_by_the_next_run(str
 
     assert [charge["amount"] for charge in stripe.charges] == [1900]
     assert BillingInvoice.objects.filter(subscription=subscription, status="paid").count() == 1
+
+
+def test_stripes_later_word_on_a_renewal_charges_invoice_corrects_what_was_recorded_without_moving_money(stripe):
+    # given: a renewal the job charged 19.00 on an invoice of its own
+    subscription = offline_billed(stripe, "renewing@example.com")
+    assert jobs.monthly_credits_allocate()["renewed"] == 1
+    operation = PaymentOperation.objects.get(kind=OperationKind.RENEWAL_CHARGE, subject_id=str(subscription.pk))
+    money = list(PaymentEvent.objects.exclude(amount=None).values_list("event_type", "amount"))
+
+    # when: Stripe's invoice.paid says 17.00 was charged (the customer's balance paid the rest)
+    stripe_invoice = stripe.object(operation.stripe_invoice_id)
+    stripe_invoice.update(amount_due=1700, amount_paid=1700)
+    row, _ = deliver_event("invoice.paid", stripe_invoice)
+
+    # then: the invoice, its payment and the money received say 17.00, with Stripe's number; no money moved
+    assert (row.result["action"], row.result["amounts_corrected"]) == (
+        "operation_settled",
+        {"amount_due": [1900, 1700], "amount_paid": [1900, 1700]},
+    )
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=operation.stripe_invoice_id)
+    assert (invoice.amount_paid, invoice.amount_paid_usd, invoice.number) == (
+        1700,
+        Decimal("17.00"),
+        stripe_invoice["number"],
+    )
+    assert PaymentTransaction.objects.get(invoice=invoice).amount == 1700
+    assert Payment.objects.get(stripe_invoice_id=operation.stripe_invoice_id).amount == 1700
+    assert list(PaymentEvent.objects.exclude(amount=None).values_list("event_type", "amount")) == money
 
 
 def test_one_failing_subscription_does_not_stop_the_roll_over_job(stripe):

@@ -595,6 +595,37 @@ def test_a_disputed_subscription_is_suspended_then_restored_when_the_dispute_is_
     assert subscription.user.entitlement.tier == "enterprise_pro"
 
 
+def test_a_prevented_dispute_suspends_nothing_and_moves_no_money(stripe_http, catalog, api_client):
+    # given: a license and a subscription suspended for another reason (its grace period ended unpaid)
+    license_, license_payment = license_bought(stripe_http, api_client, "buyer@example.com")
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    Subscription.objects.filter(pk=subscription.pk).update(status="suspended")
+
+    # when: the card network stopped each chargeback before it was filed
+    prevented = post_event(api_client, "charge.dispute.created", disputed(license_payment, "prevented"))
+    post_event(api_client, "charge.dispute.closed", disputed(payment, "prevented", "dp_0002"))
+
+    # then: recorded as closed in our favour; the license stays active, the subscription stays suspended
+    license_.refresh_from_db()
+    license_payment.refresh_from_db()
+    assert (prevented["result"]["dispute_status"], prevented["result"]["effect"]) == ("won", None)
+    assert (license_.status, license_payment.dispute_status, license_payment.status) == ("active", "won", "succeeded")
+    assert Subscription.objects.get(pk=subscription.pk).status == "suspended"
+    assert movements(license_payment) == movements(payment) == []
+
+
+def test_a_dispute_prevented_after_it_opened_restores_the_access_as_a_won_one(stripe_http, catalog, api_client):
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    post_event(api_client, "charge.dispute.created", disputed(payment, "warning_needs_response"))
+    assert Subscription.objects.get(pk=subscription.pk).status == "suspended"
+
+    closed = post_event(api_client, "charge.dispute.closed", disputed(payment, "prevented"))
+
+    assert closed["result"]["effect"]["restored"] is True
+    assert Subscription.objects.get(pk=subscription.pk).status == "active"
+    assert movements(payment) == [("dispute_open", payment.amount), ("dispute_won", payment.amount)]
+
+
 def test_a_lost_dispute_of_a_subscription_is_a_full_refund(stripe_http, catalog, api_client):
     subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
     post_event(api_client, "charge.dispute.created", disputed(payment, "needs_response"))

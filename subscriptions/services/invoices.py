@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.money import minor_to_major, usd_round
+from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
 
@@ -176,7 +177,7 @@ def invoice_amounts_update(*, invoice: BillingInvoice, stripe_invoice: dict, rea
         target["amount_paid"] = stripe_invoice["amount_paid"]
     changed = {name: [getattr(invoice, name), to] for name, to in target.items() if getattr(invoice, name) != to}
     payments = PaymentTransaction.objects.select_for_update().filter(invoice=invoice)
-    if not changed or any(payment.refunded_amount for payment in payments):
+    if not changed or any(payment.refunded_amount for payment in payments) or _refunded_as_received(invoice):
         return {}
     for field, value in target.items():
         setattr(invoice, field, value)
@@ -200,6 +201,25 @@ def invoice_amounts_update(*, invoice: BillingInvoice, stripe_invoice: dict, rea
         new_value={**{field: after for field, (_, after) in changed.items()}, "reason": reason},
     )
     return changed
+
+
+def operation_invoice_corrected(*, operation, invoice: dict, reason: str) -> dict:
+    """The paid invoice one of our charges made (an upgrade's, a renewal's, a retry's), as a newer
+    event of Stripe's states it (payments.services.operations.operation_invoice_correct): its number
+    and links, and its amounts by invoice_amounts_update's rules."""
+    local = BillingInvoice.objects.select_for_update().filter(stripe_invoice_id=invoice["id"]).first()
+    if local is None:
+        return {}
+    invoice_document_update(invoice=local, stripe_invoice=invoice)
+    return invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=reason)
+
+
+def _refunded_as_received(invoice: BillingInvoice) -> bool:
+    """Refunds recorded on the money received for the invoice (those of a kind whose refunds are
+    only recorded, such as an upgrade's charge, never reach its PaymentTransaction)."""
+    return bool(invoice.stripe_invoice_id) and (
+        Payment.objects.filter(stripe_invoice_id=invoice.stripe_invoice_id, amount_refunded__gt=0).exists()
+    )
 
 
 def invoice_open_record(

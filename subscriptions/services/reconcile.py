@@ -11,19 +11,20 @@ applied, and reports every difference:
 - the charges of the refunds created since: the amount refunded in all, against the payment
   received here (`payments.Payment`, matched by charge, then payment intent, as the refund handlers
   match it);
-- disputes created since: open, won or lost, against that payment's dispute state (the handlers'
-  policy; a status it does not name, `prevented`, is not compared).
+- disputes created since: open, won or lost, against that payment's dispute state (Stripe's status
+  read by the handlers' policy, payments.services.refunds.dispute_state: `prevented` is won); a
+  dispute closed here is final, as it is for the handlers, so Stripe's appeal of it is not compared.
 A charge or a dispute of no payment here is not ours to compare (its events are kept unmatched).
 
 In three phases, so that no transaction is ever open during a Stripe call: every object of the
-window is fetched first (the list endpoints, page by page); then compared (reads only); then, with
-`fix`, Stripe's state is applied through the webhook handlers: each differing object becomes a
-synthetic event (`reconcile:<object id>:<time>`, created now) accepted by the payments inbox, so it
-is stored, audited and ordered like any event Stripe sends, each in its own transaction. Finally
-the same fetched objects are compared again, the subscriptions that still differ read again first
-(a handler's effect may have reached Stripe once its transaction committed: a full refund here
-cancels the subscription there): what still differs is what the handlers would not apply, for staff
-to look at.
+window is fetched first (the list endpoints, page by page, refunds with their charge); then compared
+(reads only); then, with `fix`, Stripe's state is applied through the webhook handlers: each
+differing object becomes a synthetic event (`reconcile:<object id>:<time>`, created now) accepted
+by the payments inbox, so it is stored, audited and ordered like any event Stripe sends, each in
+its own transaction. Finally the same fetched objects are compared again, the subscriptions that
+still differ read again first (a handler's effect may have reached Stripe once its transaction
+committed: a full refund here cancels the subscription there): what still differs is what the
+handlers would not apply, for staff to look at.
 """
 
 import logging
@@ -41,7 +42,7 @@ from billing_project.money import minor_to_major
 from payments import stripe_api
 from payments.models import DisputeStatus, Payment, WebhookEvent, WebhookStatus
 from payments.services.inbox import webhook_event_accept
-from payments.services.refunds import DISPUTE_CLOSED
+from payments.services.refunds import dispute_state
 from subscriptions.models import BillingInvoice, Subscription, SubscriptionStatus
 from subscriptions.services.invoices import invoice_document_differences, invoice_document_update
 
@@ -67,7 +68,6 @@ INVOICE_EVENTS = {
     "void": "invoice.voided",
     "uncollectible": "invoice.marked_uncollectible",
 }
-OPEN_DISPUTE_STATUSES = ("warning_needs_response", "warning_under_review", "needs_response", "under_review")
 NOT_RECORDED = "not recorded"
 
 
@@ -137,19 +137,25 @@ def stripe_reconcile(*, since: datetime, fix: bool = False) -> Reconciliation:
 
 
 def stripe_state_fetch(*, since: datetime) -> StripeState:
-    """Every object of the window, page by page (`starting_after` while `has_more`)."""
+    """Every object of the window, page by page (`starting_after` while `has_more`). The refunds come
+    with their charge expanded, so the charges refunded in the window (a refund of a charge made
+    before it included) are read with the refunds' pages rather than one request each."""
     api = stripe_api.client().v1
     created = {"created": {"gte": int(since.timestamp())}}
     try:
         subscriptions = _every(api.subscriptions, {"status": "all", "current_period_end": created["created"]})
         invoices = _every(api.invoices, created)
-        refunds = _every(api.refunds, created)
+        refunds = _every(api.refunds, {**created, "expand": ["data.charge"]})
         disputes = _every(api.disputes, created)
-        charge_ids = dict.fromkeys(refund["charge"] for refund in refunds if refund.get("charge"))
-        charges = [api.charges.retrieve(charge_id).to_dict() for charge_id in charge_ids]
     except stripe.StripeError as error:
         raise stripe_api.mapped_error(error, what="reconciliation read") from error
-    return StripeState(subscriptions=subscriptions, invoices=invoices, charges=charges, disputes=disputes)
+    charges = {}
+    for refund in refunds:
+        if isinstance(refund.get("charge"), dict):
+            charges.setdefault(refund["charge"]["id"], refund["charge"])
+    return StripeState(
+        subscriptions=subscriptions, invoices=invoices, charges=list(charges.values()), disputes=disputes
+    )
 
 
 def subscriptions_reread(*, state: StripeState, differences: list[Difference]) -> StripeState:
@@ -365,23 +371,17 @@ def _refund_differences(charges: list[dict]) -> list[Difference]:
     return differences
 
 
-def _dispute_state(stripe_status: str) -> str | None:
-    """A Stripe dispute status as the payment's dispute state (the handlers' policy); None for one
-    the policy does not name (`prevented`), which is not compared."""
-    if stripe_status in OPEN_DISPUTE_STATUSES:
-        return DisputeStatus.OPEN
-    return DISPUTE_CLOSED.get(stripe_status)
-
-
 def _dispute_differences(disputes: list[dict]) -> list[Difference]:
     """Each dispute's state (open, won, lost), against the payment it disputes."""
     payments = _payments_of(disputes)
     differences = []
     for dispute in disputes:
-        payment, state = payments.get(dispute["id"]), _dispute_state(dispute["status"])
-        if payment is None or state is None:
+        payment, state = payments.get(dispute["id"]), dispute_state(dispute["status"])
+        if payment is None:
             continue
-        here = payment.dispute_status if dispute["id"] in payment.disputes else NOT_RECORDED
+        here = payment.disputes.get(dispute["id"], NOT_RECORDED)
+        if here in (DisputeStatus.WON, DisputeStatus.LOST) and state == DisputeStatus.OPEN:
+            continue  # closed here for good: the handlers never reopen it
         if here != state:
             differences.append(Difference("dispute", dispute["id"], "status", here, dispute["status"]))
     return differences
@@ -420,7 +420,7 @@ def differences_apply(*, state: StripeState, differences: list[Difference]) -> t
             events.append(_accept("charge.refunded", charge, now=now))
     for dispute in state.disputes:
         if ("dispute", dispute["id"]) in by_object:
-            closed = _dispute_state(dispute["status"]) != DisputeStatus.OPEN
+            closed = dispute_state(dispute["status"]) != DisputeStatus.OPEN
             events.append(_accept("charge.dispute.closed" if closed else "charge.dispute.created", dispute, now=now))
     return events, documents
 

@@ -378,7 +378,8 @@ def _invoice_state(row: WebhookEvent) -> dict:
     """finalized: the invoice is owed (an open invoice here until paid, so a late payment of an
     older one restores nothing meanwhile); voided: nothing is owed, its retries stop;
     marked_uncollectible: Stripe gave up collecting it, its retries stop and a past_due
-    subscription enters its grace period, then suspension, as exhausted retries do."""
+    subscription enters its grace period, then suspension, as exhausted retries do. Each corrects
+    the amounts of an invoice we hold in the same state to Stripe's (invoice_amounts_update)."""
     invoice = event_object(row)
     stripe_subscription_id = invoice_subscription_id(invoice)
     subscription = subscription_locked(stripe_subscription_id)
@@ -387,10 +388,13 @@ def _invoice_state(row: WebhookEvent) -> dict:
             raise Unmatched(f"Invoice {invoice['id']} names no subscription and no payment of ours.")
         return _unknown(row, stripe_subscription_id=stripe_subscription_id, metadata=_invoice_metadata(invoice))
     local = BillingInvoice.objects.select_for_update().filter(stripe_invoice_id=invoice["id"]).first()
+    corrected = {}
     if row.event_type == "invoice.finalized":
         action = "invoice_finalized"
         if local is None and invoice.get("amount_due"):
             local = _open_invoice_record(subscription, invoice)
+        elif local is not None:  # the inbox skips it when older than an event of the invoice applied
+            corrected = invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
     else:
         status = InvoiceStatus.VOID if row.event_type == "invoice.voided" else InvoiceStatus.UNCOLLECTIBLE
         action = f"invoice_{status}"
@@ -401,7 +405,7 @@ def _invoice_state(row: WebhookEvent) -> dict:
                 result=DunningResult.CANCELLED, updated_at=timezone.now()
             )
         if local is not None:
-            invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
+            corrected = invoice_amounts_update(invoice=local, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
         if (
             status == InvoiceStatus.UNCOLLECTIBLE
             and subscription.status == Status.PAST_DUE
@@ -425,6 +429,7 @@ def _invoice_state(row: WebhookEvent) -> dict:
     return {
         "action": action,
         "invoice_id": str(local.pk) if local else None,
+        "amounts_corrected": corrected,
         "subscription_id": str(subscription.pk),
         "subscription_status": subscription.status,
     }

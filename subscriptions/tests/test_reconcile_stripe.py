@@ -13,9 +13,10 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from payments.models import Payment, PaymentEvent, WebhookEvent, WebhookStatus
+from audit.models import AdminAuditLog, AuditAction
+from payments.models import OperationKind, Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
 from payments.services.operations import invoice_facts
-from payments.tests.conftest import stripe_subscriber
+from payments.tests.conftest import client_for, stripe_subscriber
 from payments.tests.helpers import deliver_event
 from payments.tests.webhook_flows import license_bought
 from subscriptions import tasks
@@ -188,6 +189,7 @@ def test_reconcile_finds_each_difference_planted_at_stripe_and_fix_applies_them_
     assert lines[-1].startswith("Compared 10 subscriptions, 12 invoices, 2 refunded charges, 3 disputes since ")
     assert lines[-1].endswith(f": {len(differences) + len(documents)} difference(s).")
     assert any("starting_after" in request["url"] for request in emulator.requests), "the lists were paged"
+    assert not emulator.calls("GET", r"charges/.+"), "the refunded charges came with the refunds' pages"
     assert Subscription.objects.get(pk=cancelled.pk).status == "active", "a report changes nothing"
     assert not WebhookEvent.objects.filter(event_id__startswith="reconcile:").exists()
 
@@ -286,6 +288,84 @@ def test_an_invoice_amount_is_not_corrected_under_refunds_already_recorded_and_s
     )
 
 
+def upgraded(emulator, email: str) -> tuple[Subscription, BillingInvoice]:
+    """A Stripe subscriber who upgraded: the prorated difference charged on an invoice of its own."""
+    subscription = stripe_subscriber(emulator, email)
+    changed = client_for(subscription.user).post(
+        f"/api/v1/subscriptions/{subscription.pk}/change-tier/", {"tier": "enterprise_max"}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
+    operation = PaymentOperation.objects.get(kind=OperationKind.UPGRADE_CHARGE, subject_id=str(subscription.pk))
+    assert operation.stripe_objects["owns_invoice"]
+    return subscription, BillingInvoice.objects.get(stripe_invoice_id=operation.stripe_invoice_id)
+
+
+def test_the_amounts_of_an_invoice_our_own_charge_made_are_corrected_by_fix_through_its_operation(emulator):
+    # given: an upgrade's charge, for which Stripe took less than we recorded (a customer balance)
+    subscription, invoice = upgraded(emulator, "upgraded@example.com")
+    charged = invoice.amount_paid
+    amount_changed_at_stripe(emulator, invoice.stripe_invoice_id, charged - 100)
+    money_before = money_events()
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    assert f"invoice {invoice.stripe_invoice_id} amount_paid: here {usd(charged)}, at Stripe {usd(charged - 100)}" in (
+        lines
+    )
+
+    # when
+    lines, code = reconcile_stripe("--fix")
+
+    # then: corrected on the invoice, its payment and the money received, audited; no money moved
+    assert code == 0, lines
+    applied = WebhookEvent.objects.get(event_id__startswith=f"reconcile:{invoice.stripe_invoice_id}:")
+    assert applied.result["action"] == "operation_settled"
+    assert applied.result["amounts_corrected"] == {
+        "amount_due": [charged, charged - 100],
+        "amount_paid": [charged, charged - 100],
+    }
+    invoice.refresh_from_db()
+    assert (invoice.amount_due, invoice.amount_paid, invoice.amount_paid_usd) == (
+        charged - 100,
+        charged - 100,
+        Decimal(charged - 100) / 100,
+    )
+    assert invoice.number == emulator.object(invoice.stripe_invoice_id)["number"]
+    assert PaymentTransaction.objects.get(invoice=invoice).amount == charged - 100
+    assert Payment.objects.get(stripe_invoice_id=invoice.stripe_invoice_id).amount == charged - 100
+    assert money_events() == money_before
+    assert AdminAuditLog.objects.filter(
+        resource_type="subscriptions.billinginvoice",
+        resource_id=str(invoice.pk),
+        action=AuditAction.UPDATE,
+        previous_value__amount_paid=charged,
+        new_value__amount_paid=charged - 100,
+    ).exists()
+    assert reconcile_stripe()[1] == 0
+
+
+def test_the_amounts_of_our_own_charges_invoice_stay_under_refunds_recorded_on_the_money_received(emulator):
+    # given: an upgrade's charge partly refunded (recorded on the money received only), then another amount at Stripe
+    subscription, invoice = upgraded(emulator, "upgraded-refunded@example.com")
+    charged = invoice.amount_paid
+    received = Payment.objects.get(stripe_invoice_id=invoice.stripe_invoice_id)
+    charge = emulator.charge_add(received.stripe_payment_intent_id, amount=charged)
+    emulator.refund_add(charge["id"], amount=100)
+    assert deliver_event("charge.refunded", json.loads(json.dumps(charge)))[0].status == "processed"
+    amount_changed_at_stripe(emulator, invoice.stripe_invoice_id, charged - 100)
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 1
+    difference = f"invoice {invoice.stripe_invoice_id} amount_paid: here {usd(charged)}, at Stripe {usd(charged - 100)}"
+    assert f"still differs: {difference}" in lines
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid, PaymentTransaction.objects.get(invoice=invoice).amount) == (charged, charged)
+    received.refresh_from_db()
+    assert (received.amount, received.amount_refunded) == (charged, 100)
+
+
 def test_a_license_refunded_at_stripe_is_found_and_fix_revokes_it(emulator, api_client):
     license_, payment = license_bought(emulator, api_client, "license@example.com")
     charge = emulator.charge_add(payment.stripe_payment_intent_id, amount=payment.amount)
@@ -323,6 +403,40 @@ def test_an_invoice_recorded_in_another_currency_than_stripes_is_corrected_by_fi
     invoice.refresh_from_db()
     assert (invoice.currency, invoice.amount_paid) == ("eur", price)
     assert (payment_of(subscription).currency, received_of(subscription).currency) == ("eur", "eur")
+    assert reconcile_stripe()[1] == 0
+
+
+def test_a_dispute_stripe_prevented_is_fixed_as_won_without_suspending_and_an_appeal_of_a_lost_one_is_not_reported(
+    emulator,
+):
+    # given: a chargeback the card network prevented, and a lost dispute (applied here) Stripe shows under appeal
+    prevented = stripe_subscriber(emulator, "prevented@example.com")
+    appealed = stripe_subscriber(emulator, "appealed@example.com")
+    prevented_dispute = emulator.dispute_add(charge_of(emulator, prevented)["id"], status="prevented")
+    appealed_dispute = emulator.dispute_add(charge_of(emulator, appealed)["id"], status="lost")
+    assert deliver_event("charge.dispute.closed", dict(appealed_dispute))[0].status == "processed"
+    emulator.object(appealed_dispute["id"])["status"] = "appeal_needs_response"
+    money_before = money_events()
+
+    lines, code = reconcile_stripe()
+
+    assert code == 1
+    assert [line for line in lines[:-1] if line.startswith("dispute ")] == [
+        f"dispute {prevented_dispute['id']} status: here not recorded, at Stripe prevented"
+    ]
+
+    lines, code = reconcile_stripe("--fix")
+
+    assert code == 0, lines
+    assert (received_of(prevented).dispute_status, Subscription.objects.get(pk=prevented.pk).status) == (
+        "won",
+        "active",
+    )
+    assert (received_of(appealed).dispute_status, Subscription.objects.get(pk=appealed.pk).status) == (
+        "lost",
+        "cancelled",
+    )
+    assert money_events() == money_before
     assert reconcile_stripe()[1] == 0
 
 

@@ -395,6 +395,60 @@ def test_an_older_payment_failure_after_the_invoice_was_voided_changes_nothing(w
     assert not DunningAttempt.objects.exists()
 
 
+def test_a_newer_finalized_event_corrects_the_amount_owed_of_an_open_invoice_and_an_older_one_does_not(
+    webhook_client, subscriber
+):
+    # given: the renewal Stripe finalized at 19.00, open here
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    now = timezone.now()
+    open_fields = {"status": "open", "amount_paid": 0, "amount_remaining": 1900}
+    deliver(
+        webhook_client,
+        renewal_event(subscription, renewal, event_type="invoice.finalized", created=now - 3 * MINUTE, **open_fields),
+    )
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert (invoice.status, invoice.amount_due) == (InvoiceStatus.OPEN, 1900)
+
+    # when: Stripe's newer word on it is 15.00 owed, then an older one 17.00 arrives late
+    newer = deliver(
+        webhook_client,
+        renewal_event(
+            subscription,
+            renewal,
+            event_type="invoice.finalized",
+            created=now - MINUTE,
+            **open_fields | {"amount_due": 1500, "amount_remaining": 1500, "total": 1500, "subtotal": 1500},
+        ),
+    )
+    older = deliver(
+        webhook_client,
+        renewal_event(
+            subscription,
+            renewal,
+            event_type="invoice.finalized",
+            created=now - 2 * MINUTE,
+            **open_fields | {"amount_due": 1700, "amount_remaining": 1700, "total": 1700, "subtotal": 1700},
+        ),
+    )
+
+    # then: the open invoice owes what Stripe says, audited; no money moved
+    assert newer.json()["result"]["amounts_corrected"] == {"amount_due": [1900, 1500]}
+    assert older.json()["result"]["action"] == "stale_event_skipped"
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_due, invoice.amount_due_usd, invoice.amount_paid) == (
+        InvoiceStatus.OPEN,
+        1500,
+        Decimal("15.00"),
+        0,
+    )
+    assert money_events(invoice_id=renewal.invoice) == []
+    audited = AdminAuditLog.objects.filter(resource_type="subscriptions.billinginvoice", resource_id=str(invoice.pk))
+    assert audited.filter(
+        action=AuditAction.UPDATE, previous_value__amount_due=1900, new_value__amount_due=1500
+    ).exists()
+
+
 def test_an_older_customer_update_after_its_deletion_does_not_bring_it_back(webhook_client):
     user = customer_register("customer@example.com")
     ids = StripeIds.new()
