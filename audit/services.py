@@ -107,7 +107,8 @@ def _ip_field_value(ip: str | None) -> str | None:
     return AdminAuditLog._meta.get_field("ip_address").get_prep_value(ip) if ip else None
 
 
-@transaction.atomic
+# No savepoint of its own: a row that cannot be written fails the caller's transaction with it.
+@transaction.atomic(savepoint=False)
 def audit_record(
     *,
     action: AuditAction | str,

@@ -52,9 +52,10 @@ STRIPE_INTERVALS = {"month": BillingCycle.MONTHLY, "year": BillingCycle.ANNUAL}
 def subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
     if not stripe_subscription_id:
         return None
-    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains.
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked.
     return (
-        Subscription.objects.select_for_update(no_key=True)
+        Subscription.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("user")
         .filter(stripe_subscription_id=stripe_subscription_id)
         .first()
     )

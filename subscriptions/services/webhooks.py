@@ -81,6 +81,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         period_end_at=period_end_at,
         renews=invoice.get("billing_reason") == "subscription_cycle",
         stripe_invoice_id=invoice["id"],
+        stripe_invoice=invoice,
         **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
