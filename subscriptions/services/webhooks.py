@@ -14,9 +14,9 @@ from subscriptions.models import Subscription
 from subscriptions.services import billing
 from subscriptions.services.invoices import invoice_document_update
 from subscriptions.services.stripe_events import (
+    applied_save,
     invoice_period,
     invoice_subscription_id,
-    mark_applied,
     newer_than_applied,
     subscription_locked,
 )
@@ -85,8 +85,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     if already_recorded:
         event_audit(row, invoice_id=invoice["id"], already_recorded=True)
     else:
@@ -120,8 +119,7 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         subscription_current=newer_than_applied(subscription, row),
     )
     invoice_document_update(invoice=failed, stripe_invoice=invoice)
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     _record_invoice_event(
         row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
     )
