@@ -15,6 +15,8 @@ class RequestAudit:
     # Audit rows written without a status: they take the status of the response (AuditContextMiddleware).
     awaiting_status: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # The request's body as its audit rows keep it (redacted), once read: a request may write several.
+    recorded_body: tuple | None = None
 
     def mark_committed(self):
         self.committed_rows += 1

@@ -94,6 +94,15 @@ def _storable(value):
     return value
 
 
+def _recorded_body(request, state) -> object:
+    """The redacted body of the request, read once per request served (a webhook writes several rows)."""
+    if state is None or state.request is not request:
+        return _storable(to_json(_request_body(request)))
+    if state.recorded_body is None:
+        state.recorded_body = (_storable(to_json(_request_body(request))),)
+    return state.recorded_body[0]
+
+
 def _actor_of(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -107,7 +116,8 @@ def _ip_field_value(ip: str | None) -> str | None:
     return AdminAuditLog._meta.get_field("ip_address").get_prep_value(ip) if ip else None
 
 
-@transaction.atomic
+# No savepoint of its own: a row that cannot be written fails the caller's transaction with it.
+@transaction.atomic(savepoint=False)
 def audit_record(
     *,
     action: AuditAction | str,
@@ -149,7 +159,7 @@ def audit_record(
         method=request.method if request is not None else "",
         ip_address=_ip_field_value(client_ip(request)) if request is not None else None,
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:1000] if request is not None else "",
-        request_body=_storable(to_json(_request_body(request))) if request is not None else None,
+        request_body=_recorded_body(request, state) if request is not None else None,
         previous_value=to_json(previous_value),
         new_value=to_json(new_value),
         status_code=status_code,

@@ -38,7 +38,7 @@ def _account(user_id, now: datetime) -> LockedAccount:
 
 
 @conflict_retrying
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # its writes stand or fall with the caller's transaction
 def credit_grant(
     *,
     user,

@@ -35,6 +35,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
+from billing_project.rows import row_insert_unless_present
 from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
@@ -113,20 +114,18 @@ def _replay_counted() -> None:
 def webhook_event_accept(
     *, event_id: str, event_type: str, event: dict, raw_body: str = "", fetched: dict | None = None
 ) -> tuple[WebhookEvent, bool]:
-    row, created = WebhookEvent.objects.get_or_create(
+    row = WebhookEvent(
         provider=WebhookProvider.STRIPE,
         event_id=event_id,
-        defaults={
-            "event_type": event_type,
-            "payload": event,
-            "raw_body": raw_body.replace("\x00", "\ufffd"),
-            "event_created_at": timestamp_of(event.get("created")),
-            "object_id": _object_of(event).get("id") or "",
-            "fetched": fetched or {},
-        },
+        event_type=event_type,
+        payload=event,
+        raw_body=raw_body.replace("\x00", "\ufffd"),
+        event_created_at=timestamp_of(event.get("created")),
+        object_id=_object_of(event).get("id") or "",
+        fetched=fetched or {},
     )
-    if not created:
-        row = WebhookEvent.objects.select_for_update().get(pk=row.pk)
+    if not row_insert_unless_present(row, unique_fields=("provider", "event_id")):
+        row = WebhookEvent.objects.select_for_update().get(provider=WebhookProvider.STRIPE, event_id=event_id)
         if row.status in DONE:
             _replay_counted()
             return row, True
@@ -205,10 +204,13 @@ def _apply_in_order(row: WebhookEvent) -> dict | None:
     data_object = event_object(row)
     if not data_object.get("id"):
         return _dispatch(row)
-    version, _ = ProviderObjectVersion.objects.get_or_create(
-        provider=row.provider, object_id=data_object["id"], defaults={"object_type": data_object.get("object", "")}
+    version = ProviderObjectVersion(
+        provider=row.provider, object_id=data_object["id"], object_type=data_object.get("object", "")
     )
-    version = ProviderObjectVersion.objects.select_for_update().get(pk=version.pk)
+    if not row_insert_unless_present(version, unique_fields=("provider", "object_id")):
+        version = ProviderObjectVersion.objects.select_for_update().get(
+            provider=row.provider, object_id=data_object["id"]
+        )
     newest = version.event_created_at
     if newest is not None and row.event_created_at is not None and row.event_created_at < newest:
         skipped = {"action": "stale_event_skipped", "object_id": version.object_id, "newer_event_id": version.event_id}

@@ -112,9 +112,11 @@ def invoice_paid(
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
     stripe_charge_id: str = "",
+    stripe_invoice: dict | None = None,
 ) -> BillingInvoice:
     """A subscription invoice Stripe was paid (`amount_paid` in the minor units of `currency`): the
-    invoice, its payment and the payment row a refund is matched to, then what the payment does."""
+    invoice, its payment and the payment row a refund is matched to, then what the payment does.
+    `stripe_invoice` (the payload) gives a new invoice Stripe's document fields."""
     invoice = invoice_paid_record(
         subscription=subscription,
         amount=amount_paid,
@@ -124,6 +126,7 @@ def invoice_paid(
         description="Renewal" if renews else "Subscription payment",
         stripe_invoice_id=stripe_invoice_id,
         stripe_payment_intent_id=stripe_payment_intent_id,
+        stripe_invoice=stripe_invoice,
     )
     if stripe_payment_intent_id:
         _payment_intent_attach(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)

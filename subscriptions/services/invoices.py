@@ -22,14 +22,15 @@ def _usd_field(amount: int, currency: str) -> Decimal:
     return usd_round(minor_to_major(amount, currency))
 
 
-def _invoice_get_or_create(*, subscription: Subscription, stripe_invoice_id: str | None, **defaults) -> BillingInvoice:
+def _invoice_get_or_create(
+    *, subscription: Subscription, stripe_invoice_id: str | None, **defaults
+) -> tuple[BillingInvoice, bool]:
     defaults = {"user": subscription.user, "subscription": subscription, **defaults}
     if stripe_invoice_id:
-        invoice, _ = BillingInvoice.objects.select_for_update().get_or_create(
+        return BillingInvoice.objects.select_for_update().get_or_create(
             stripe_invoice_id=stripe_invoice_id, defaults=defaults
         )
-        return invoice
-    return BillingInvoice.objects.create(**defaults)
+    return BillingInvoice.objects.create(**defaults), True
 
 
 def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None, **fields) -> None:
@@ -52,20 +53,23 @@ def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | N
     """Marks an invoice paid with its successful payment. False when it already was."""
     if invoice.status == InvoiceStatus.PAID:
         return False
-    now = timezone.now()
     invoice.status = InvoiceStatus.PAID
     invoice.amount_paid_usd = invoice.amount_due_usd
     invoice.amount_paid = invoice.amount_due
-    invoice.paid_at = now
+    invoice.paid_at = timezone.now()
     invoice.save(update_fields=["status", "amount_paid_usd", "amount_paid", "paid_at", "updated_at"])
+    _payment_succeeded_record(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    return True
+
+
+def _payment_succeeded_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None) -> None:
     _payment_record(
         invoice=invoice,
         stripe_payment_intent_id=stripe_payment_intent_id,
         status=PaymentStatus.SUCCEEDED,
         failure_reason="",
-        completed_at=now,
+        completed_at=invoice.paid_at,
     )
-    return True
 
 
 def invoice_paid_record(
@@ -79,23 +83,34 @@ def invoice_paid_record(
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
     discount: int = 0,
+    stripe_invoice: dict | None = None,
 ) -> BillingInvoice:
     """The paid invoice of a subscription and its successful payment: `amount` (minor units of
-    `currency`) paid after `discount` (a coupon, same units) was taken off."""
+    `currency`) paid after `discount` (a coupon, same units) was taken off. A new invoice is written
+    paid at once, with Stripe's document fields when `stripe_invoice` (its payload) is given."""
     currency = currency.lower()
-    invoice = _invoice_get_or_create(
+    amount_usd = _usd_field(amount, currency)
+    invoice, created = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
         subtotal_usd=_usd_field(amount + discount, currency),
         discount_usd=_usd_field(discount, currency),
-        amount_due_usd=_usd_field(amount, currency),
+        amount_due_usd=amount_usd,
         amount_due=amount,
+        amount_paid_usd=amount_usd,
+        amount_paid=amount,
+        status=InvoiceStatus.PAID,
+        paid_at=timezone.now(),
         currency=currency,
         period_start=period_start,
         period_end=period_end_at,
         description=description,
+        **invoice_document_fields(stripe_invoice or {}),
     )
-    invoice_settle(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    if created:
+        _payment_succeeded_record(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    else:
+        invoice_settle(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
     return invoice
 
 
@@ -113,7 +128,7 @@ def invoice_failed_record(
     """The open invoice of a failed payment and the failed payment. An invoice paid meanwhile (the
     events crossed) stays paid."""
     currency = currency.lower()
-    invoice = _invoice_get_or_create(
+    invoice, _ = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
         subtotal_usd=_usd_field(amount_due, currency),
@@ -138,6 +153,11 @@ def invoice_failed_record(
 
 # What Stripe shows the customer of an invoice, by our field name and Stripe's.
 INVOICE_DOCUMENT_FIELDS = {"number": "number", "hosted_invoice_url": "hosted_invoice_url", "invoice_pdf": "invoice_pdf"}
+
+
+def invoice_document_fields(stripe_invoice: dict) -> dict[str, str]:
+    """The document fields Stripe filled in an invoice payload, by our field name."""
+    return {field: stripe_invoice[key] for field, key in INVOICE_DOCUMENT_FIELDS.items() if stripe_invoice.get(key)}
 
 
 def invoice_document_differences(*, invoice: BillingInvoice, stripe_invoice: dict) -> dict[str, tuple[str, str]]:
@@ -234,7 +254,7 @@ def invoice_open_record(
     """An invoice Stripe finalized for the subscription: owed (open) until its payment arrives.
     `amount_due` in minor units of `currency`."""
     currency = currency.lower()
-    return _invoice_get_or_create(
+    invoice, _ = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
         subtotal_usd=_usd_field(amount_due, currency),
@@ -246,3 +266,4 @@ def invoice_open_record(
         description="Renewal",
         status=InvoiceStatus.OPEN,
     )
+    return invoice

@@ -516,6 +516,18 @@ def subscription_renewal_discount_set(*, subscription: Subscription, discount_us
     _audit(AuditAction.UPDATE, subscription, previous=previous, reason=reason)
 
 
+# What a renewal changes on the subscription.
+RENEWED_FIELDS = (
+    "tier",
+    "base_price_usd",
+    "monthly_credit_allocation",
+    "scheduled_tier",
+    "current_period_start",
+    "current_period_end",
+    "renewal_discount_usd",
+)
+
+
 def subscription_renew(*, subscription: Subscription, new_start: datetime, new_end: datetime) -> None:
     """Moves a locked subscription into its next period: a downgrade scheduled for the period end
     applies now, then the new period's credits are allocated."""
@@ -532,7 +544,7 @@ def subscription_renew(*, subscription: Subscription, new_start: datetime, new_e
         ).update(status=ProrationStatus.APPLIED, updated_at=timezone.now())
     subscription.current_period_start, subscription.current_period_end = new_start, new_end
     subscription.renewal_discount_usd = Decimal("0.00")  # a coupon's discount is for one renewal
-    subscription.save()
+    subscription.save(update_fields=[*RENEWED_FIELDS, "updated_at"])
     _audit(AuditAction.UPDATE, subscription, previous=previous, reason="Renewed for a new period")
     if tier_changed:
         entitlement_activate(user=subscription.user, tier=subscription.tier)

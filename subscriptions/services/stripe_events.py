@@ -60,9 +60,10 @@ STRIPE_INTERVALS = {"month": BillingCycle.MONTHLY, "year": BillingCycle.ANNUAL}
 def subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
     if not stripe_subscription_id:
         return None
-    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains.
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked.
     return (
-        Subscription.objects.select_for_update(no_key=True)
+        Subscription.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("user")
         .filter(stripe_subscription_id=stripe_subscription_id)
         .first()
     )
@@ -78,6 +79,20 @@ def mark_applied(subscription: Subscription, row: WebhookEvent) -> None:
     """Remembers the event as the newest applied to the subscription (saved by the caller)."""
     if newer_than_applied(subscription, row) and row.event_created_at is not None:
         subscription.provider_updated_at = row.event_created_at
+
+
+def applied_save(subscription: Subscription, row: WebhookEvent) -> None:
+    """Remembers the event as the newest applied to the locked subscription, and writes it when it
+    moved. A plain update: this bookkeeping of event order is no change of the subscription a
+    reader of its history needs (the event's own audit row names the event), and the saved model's
+    history tracking would read the row again first."""
+    applied = subscription.provider_updated_at
+    mark_applied(subscription, row)
+    if subscription.provider_updated_at != applied:
+        subscription.updated_at = timezone.now()
+        Subscription.objects.filter(pk=subscription.pk).update(
+            provider_updated_at=subscription.provider_updated_at, updated_at=subscription.updated_at
+        )
 
 
 def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) -> dict:
@@ -301,8 +316,7 @@ def _subscription_deleted(row: WebhookEvent) -> dict:
         )
     if transition_allowed(subscription.status, Status.CANCELLED):
         subscription_transition(subscription=subscription, status=Status.CANCELLED, reason="Stripe ended it")
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     event_record(
         row,
         event_type="subscription_deleted",
@@ -414,8 +428,7 @@ def _invoice_state(row: WebhookEvent) -> dict:
             subscription_transition(
                 subscription=subscription, status=Status.GRACE_PERIOD, reason="Stripe marked the invoice uncollectible"
             )
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     event_record(
         row,
         event_type=action,

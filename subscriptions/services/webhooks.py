@@ -15,9 +15,9 @@ from subscriptions.services import billing
 from subscriptions.services.invoices import invoice_amounts_update, invoice_document_update
 from subscriptions.services.stripe_events import (
     adoptable_user,
+    applied_save,
     invoice_period,
     invoice_subscription_id,
-    mark_applied,
     newer_than_applied,
     subscription_adopted,
     subscription_locked,
@@ -88,12 +88,12 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         period_end_at=period_end_at,
         renews=invoice.get("billing_reason") == "subscription_cycle",
         stripe_invoice_id=invoice["id"],
+        stripe_invoice=invoice,
         **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)
     corrected = invoice_amounts_update(invoice=paid, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     if already_recorded:
         event_audit(row, invoice_id=invoice["id"], already_recorded=True, amounts_corrected=corrected)
     else:
@@ -129,8 +129,7 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
     )
     invoice_document_update(invoice=failed, stripe_invoice=invoice)
     invoice_amounts_update(invoice=failed, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
-    mark_applied(subscription, row)
-    subscription.save(update_fields=["provider_updated_at", "updated_at"])
+    applied_save(subscription, row)
     _record_invoice_event(
         row, event_type="invoice_payment_failed", subscription=subscription, amount=invoice.get("amount_due")
     )

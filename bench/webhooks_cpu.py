@@ -1,0 +1,108 @@
+"""CPU time and queries of one Stripe renewal webhook in one process, on PostgreSQL.
+
+    .venv/bin/python bench/webhooks_cpu.py [--rounds 300] [--subscriptions 50] [--profile 30]
+
+It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
+seeds it as `bench/webhooks.py` does (users each with a Pro subscription billed by Stripe), then posts
+signed `invoice.paid` renewals (billing_reason subscription_cycle) to the webhook endpoint through
+Django's WSGI handler, one by one, audit sealing off as with a broker. `process_time` counts this
+process's CPU only (the database's work is not in it), so the figure moves little with the machine's
+load; queries per event are exact. `--profile N` prints the N heaviest functions (cProfile, cumulative)
+over the timed rounds, in CPU time. The scratch database is dropped at the end.
+"""
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import secrets
+import statistics
+import sys
+import time
+
+import harness
+import webhooks
+
+ROOT = harness.ROOT
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=300, help="Renewals posted (timed one by one).")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--subscriptions", type=int, default=50)
+    parser.add_argument("--profile", type=int, default=0, help="Print the N heaviest functions.")
+    parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
+    parser.add_argument("--only", default="", help="Only the functions whose path matches this pattern.")
+    parser.add_argument("--queries", action="store_true", help="Print the SQL of the last renewal.")
+    arguments = parser.parse_args()
+
+    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name, database_url = harness.create_database(base_url, "bench_webhooks_cpu")
+    webhook_secret = f"whsec_{secrets.token_hex(24)}"
+    try:
+        environment = webhooks.server_environment(database_url, webhook_secret)
+        environment["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+        os.environ.update(environment)
+        sys.path.insert(0, str(ROOT))
+        data = webhooks.prepare(arguments.subscriptions)
+        from django.db import connection, reset_queries
+        from django.test import Client
+
+        client = Client(SERVER_NAME="127.0.0.1")
+        events = webhooks.Events(data["subscriptions"])
+
+        def post(payload: str) -> None:
+            timestamp = int(time.time())
+            signature = webhooks.hmac.new(
+                webhook_secret.encode(), f"{timestamp}.{payload}".encode(), webhooks.hashlib.sha256
+            ).hexdigest()
+            response = client.post(
+                webhooks.PATH,
+                data=payload,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=f"t={timestamp},v1={signature}",
+            )
+            assert response.status_code == 200, (response.status_code, response.content[:300])
+
+        connection.force_debug_cursor = True  # counts queries with DEBUG off
+        for _ in range(arguments.warmup):
+            post(events.next_renewal())
+        payloads = [events.next_renewal() for _ in range(arguments.rounds)]
+        profiler = cProfile.Profile(time.process_time) if arguments.profile else None
+        cpu, wall, queries = [], [], []
+        for payload in payloads:
+            reset_queries()
+            started_cpu, started_wall = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            post(payload)
+            if profiler:
+                profiler.disable()
+            cpu.append(time.process_time() - started_cpu)
+            wall.append(time.perf_counter() - started_wall)
+            queries.append(len(connection.queries))
+        if arguments.queries:
+            for query in connection.queries:
+                print(query["sql"][:300])
+        print(
+            f"invoice.paid renewal, {arguments.rounds} events: CPU median {statistics.median(cpu) * 1000:.2f} ms "
+            f"(tenth percentile {sorted(cpu)[len(cpu) // 10] * 1000:.2f}), "
+            f"wall median {statistics.median(wall) * 1000:.2f} ms, "
+            f"queries {statistics.median(queries):.0f} (min {min(queries)}, max {max(queries)})"
+        )
+        if profiler:
+            out = io.StringIO()
+            restrictions = [arguments.only, arguments.profile] if arguments.only else [arguments.profile]
+            pstats.Stats(profiler, stream=out).sort_stats(arguments.sort).print_stats(*restrictions)
+            print(out.getvalue())
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        harness.drop_database(base_url, name)
+
+
+if __name__ == "__main__":
+    main()
