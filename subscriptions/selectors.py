@@ -1,5 +1,7 @@
 from django.core.cache import cache
 
+from audit.models import AdminAuditLog, AuditAction
+from audit.services import resource_type_of
 from billing_project.enums import SubscriptionTier
 from payments.services.customers import customer_id_of
 from subscriptions.models import LIVE_STATUSES, BillingInvoice, Subscription, TierConfig, UserEntitlement
@@ -79,3 +81,18 @@ def invoices_for(*, user):
 
 def subscriptions_for_staff():
     return Subscription.objects.select_related("user").order_by("-created_at")
+
+
+def last_transition_reason(*, subscription: Subscription) -> str:
+    """The reason recorded with the subscription's latest status change ("" when none was)."""
+    latest = (
+        AdminAuditLog.objects.filter(
+            resource_type=resource_type_of(subscription),
+            resource_id=str(subscription.pk),
+            action=AuditAction.TRANSITION,
+        )
+        .order_by("-timestamp", "-id")
+        .values_list("new_value", flat=True)
+        .first()
+    )
+    return (latest or {}).get("reason", "")

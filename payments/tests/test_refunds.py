@@ -6,6 +6,7 @@ import time
 
 import pytest
 import stripe as stripe_sdk
+from django.db import transaction
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
@@ -22,6 +23,8 @@ from payments.tests import stripe_objects
 from payments.tests.conftest import client_for, customer
 from payments.tests.webhook_flows import charge_of, disputed, license_bought, post_event, refunded, subscribed
 from subscriptions.models import PaymentStatus, PaymentTransaction, ProrationEvent, Subscription
+from subscriptions.services import subscription_transition
+from subscriptions.services.lifecycle import subscription_lock
 
 pytestmark = [pytest.mark.django_db]
 
@@ -593,6 +596,21 @@ def test_a_disputed_subscription_is_suspended_then_restored_when_the_dispute_is_
     subscription.refresh_from_db()
     assert subscription.status == "active"
     assert subscription.user.entitlement.tier == "enterprise_pro"
+
+
+def test_a_won_dispute_leaves_a_subscription_suspended_for_another_reason_suspended(stripe_http, catalog, api_client):
+    subscription, payment = subscribed(stripe_http, api_client, "payer@example.com")
+    post_event(api_client, "charge.dispute.created", disputed(payment, "needs_response"))
+    with transaction.atomic():
+        locked = subscription_lock(subscription.pk)
+        subscription_transition(subscription=locked, status="active", reason="Paid by other means")
+        subscription_transition(subscription=locked, status="past_due", reason="The renewal failed")
+        subscription_transition(subscription=locked, status="suspended", reason="Grace period ended unpaid")
+
+    closed = post_event(api_client, "charge.dispute.closed", disputed(payment, "won"))
+
+    assert closed["result"]["effect"]["restored"] is False
+    assert Subscription.objects.get(pk=subscription.pk).status == "suspended"
 
 
 def test_a_prevented_dispute_suspends_nothing_and_moves_no_money(stripe_http, catalog, api_client):

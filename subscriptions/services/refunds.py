@@ -33,6 +33,7 @@ from subscriptions.models import (
     Subscription,
     SubscriptionStatus,
 )
+from subscriptions.selectors import last_transition_reason
 from subscriptions.services.billing import payment_refund_recorded
 from subscriptions.services.lifecycle import (
     stripe_subscription_sync,
@@ -117,7 +118,10 @@ def subscription_dispute_won(*, payment: Payment) -> dict:
     subscription, _ = _paid_for(payment)
     if subscription is None:
         return {"subscription_id": None}
-    restored = subscription.status == Status.SUSPENDED
+    # Only a suspension the dispute made is lifted: one for another reason (dunning) stays.
+    restored = (
+        subscription.status == Status.SUSPENDED and last_transition_reason(subscription=subscription) == DISPUTE_REASON
+    )
     if restored:
         subscription_transition(subscription=subscription, status=Status.ACTIVE, reason="The dispute was won")
     return {"subscription_id": str(subscription.pk), "restored": restored}
