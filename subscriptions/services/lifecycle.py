@@ -585,7 +585,12 @@ def _tier_change_quote(subscription: Subscription, tier: str, at: datetime) -> T
         )
     if tier == subscription.tier:
         raise RuleViolation("The subscription is already on this tier.", code=ErrorCode.SAME_TIER)
-    config = _subscribable_config(tier)
+    return _tier_change_numbers(subscription, _subscribable_config(tier), at)
+
+
+def _tier_change_numbers(subscription: Subscription, config: TierConfig, at: datetime) -> TierChangeQuote:
+    """The proration of moving the subscription to `config`'s tier at `at` (SPEC: an upgrade now,
+    prorated; a downgrade at the period end), in its billing cycle."""
     new_price = config.price_for(subscription.billing_cycle)
     if new_price > subscription.base_price_usd:
         credit_start, credit_end = credit_period(subscription, at)
@@ -789,24 +794,8 @@ def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: 
     if billing_cycle != subscription.billing_cycle or tier == subscription.tier:
         _stripe_price_set(subscription, config, billing_cycle)
         return "switched"
-    new_price = config.price_for(billing_cycle)
-    upgrade = new_price > subscription.base_price_usd
-    if upgrade:
-        credit_start, credit_end = credit_period(subscription, at)
-        numbers = proration.upgrade(
-            old_price_usd=subscription.base_price_usd,
-            new_price_usd=new_price,
-            old_credits=subscription.monthly_credit_allocation,
-            new_credits=config.monthly_credit_allocation,
-            period_start=subscription.current_period_start,
-            period_end=subscription.current_period_end,
-            at=at,
-            credit_fraction_left=proration.fraction_left(period_start=credit_start, period_end=credit_end, at=at),
-        )
-    else:
-        numbers = proration.downgrade(
-            period_start=subscription.current_period_start, period_end=subscription.current_period_end, at=at
-        )
+    quote = _tier_change_numbers(subscription, config, at)
+    upgrade, numbers = quote.change_type == ChangeType.UPGRADE, quote.numbers
     # A change on Stripe's side replaces a downgrade still waiting for the period end, as ours does.
     ProrationEvent.objects.filter(subscription=subscription, status=ProrationStatus.PENDING).update(
         status=ProrationStatus.REVERSED, updated_at=timezone.now()
@@ -823,7 +812,7 @@ def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: 
         new_tier_prorated_cost_usd=numbers.new_tier_prorated_cost_usd,
         net_charge_usd=Decimal("0.00"),
         credits_adjustment=numbers.credits_adjustment,
-        effective_date=at if upgrade else subscription.current_period_end,
+        effective_date=quote.effective_date,
         status=ProrationStatus.APPLIED if upgrade else ProrationStatus.PENDING,
     )
     if not upgrade:
@@ -832,6 +821,7 @@ def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: 
     from_tier = subscription.tier
     _stripe_price_set(subscription, config, billing_cycle)
     if event.credits_adjustment > 0 and subscription.status == Status.ACTIVE and not subscription.paused_at:
+        _, credit_end = credit_period(subscription, at)
         credit_grant(
             user=subscription.user,
             amount=event.credits_adjustment,
