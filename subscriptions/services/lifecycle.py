@@ -760,15 +760,10 @@ def _upgrade_apply(subscription: Subscription, event: ProrationEvent, *, facts: 
     subscription.scheduled_tier = ""
     subscription.save()
     if event.credits_adjustment > 0:
-        _, credit_end = credit_period(subscription, now)
-        credit_grant(
-            user=subscription.user,
-            amount=event.credits_adjustment,
-            source=CreditSource.PRORATION,
-            subscription_id=subscription.pk,
-            period_start=now,
-            period_end=credit_end,
-            expires_at=credit_end,
+        _upgrade_credits_grant(
+            subscription,
+            event.credits_adjustment,
+            at=now,
             reason=f"Upgrade {event.from_tier} -> {event.to_tier}, prorated",
         )
     entitlement_activate(user=subscription.user, tier=subscription.tier)
@@ -821,18 +816,28 @@ def stripe_tier_change(*, subscription: Subscription, tier: str, billing_cycle: 
     from_tier = subscription.tier
     _stripe_price_set(subscription, config, billing_cycle)
     if event.credits_adjustment > 0 and subscription.status == Status.ACTIVE and not subscription.paused_at:
-        _, credit_end = credit_period(subscription, at)
-        credit_grant(
-            user=subscription.user,
-            amount=event.credits_adjustment,
-            source=CreditSource.PRORATION,
-            subscription_id=subscription.pk,
-            period_start=at,
-            period_end=credit_end,
-            expires_at=credit_end,
+        _upgrade_credits_grant(
+            subscription,
+            event.credits_adjustment,
+            at=at,
             reason=f"Upgrade {from_tier} -> {tier} on Stripe's side, prorated",
         )
     return "upgrade"
+
+
+def _upgrade_credits_grant(subscription: Subscription, amount: int, *, at: datetime, reason: str) -> None:
+    """An upgrade's prorated credits, from `at` to the end of the credit period it falls in."""
+    _, credit_end = credit_period(subscription, at)
+    credit_grant(
+        user=subscription.user,
+        amount=amount,
+        source=CreditSource.PRORATION,
+        subscription_id=subscription.pk,
+        period_start=at,
+        period_end=credit_end,
+        expires_at=credit_end,
+        reason=reason,
+    )
 
 
 def stripe_downgrade_withdraw(*, subscription: Subscription, at: datetime) -> str:
