@@ -1,5 +1,6 @@
 """Base classes every table uses, the idempotency-key store of the API, service tokens and staff
-sessions, and the account records of people: verified e-mail addresses and revoked refresh-token families."""
+sessions, the account records of people (verified e-mail addresses, revoked refresh-token families),
+and what the service tells the outside: notifications and outbound webhooks (an outbox)."""
 
 import uuid
 
@@ -7,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from audit.redaction import mask_secret
+from billing_project.enums import EventType
 
 
 class BaseModel(models.Model):
@@ -147,3 +149,119 @@ class RevokedTokenFamily(BaseModel):
 
     def __str__(self):
         return f"family {self.family} revoked"
+
+
+class WebhookEndpoint(TimestampedModel):
+    """A receiver of outbound events, registered by staff. Events are signed with its secret following
+    the Standard Webhooks specification. Invariant: a disabled endpoint gets no new deliveries."""
+
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=200, blank=True)
+    secret = models.CharField(max_length=100, help_text="Standard Webhooks secret, 'whsec_' + base64.")
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="Event types or families ('credits') it receives; empty: every event."
+    )
+    is_active = models.BooleanField(default=True)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failed delivery since its last successful one."
+    )
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["is_active"], name="webhook_endpoint_active_idx")]
+
+    def __str__(self):
+        return self.url
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types or event_type.split(".")[0] in self.event_types
+
+
+class OutboundEvent(BaseModel):
+    """Something that happened, written in the transaction of the change (the outbox): a rolled-back
+    change leaves no event. Append-only. Its id is the `webhook-id` every delivery of it carries, so
+    receivers deduplicate on it; events of one subject are delivered in `created_at` order."""
+
+    type = models.CharField(max_length=64, choices=EventType.choices)
+    subject = models.CharField(max_length=100, help_text="What it is about, e.g. 'subscription:<id>' or 'user:<id>'.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [choices_check("type", EventType)]
+        indexes = [
+            models.Index(fields=["subject", "created_at"], name="outbound_event_subject_idx"),
+            models.Index(fields=["type", "created_at"], name="outbound_event_type_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.type} {self.subject}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending (to be sent, or retried at next_attempt_at)"
+    DELIVERED = "delivered", "Delivered (the endpoint answered 2xx)"
+    FAILED = "failed", "Failed (retries exhausted, or the endpoint was disabled)"
+
+
+class WebhookDelivery(TimestampedModel):
+    """One event to one endpoint: its attempts, retried with exponential backoff for up to three days.
+    Invariant: one row per (endpoint, event); a resend makes it pending again."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(OutboundEvent, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            choices_check("status", DeliveryStatus),
+            models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_delivery_once_per_endpoint"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_due_idx",
+            ),
+            models.Index(fields=["endpoint", "created_at"], name="webhook_delivery_log_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.event} -> {self.endpoint}"
+
+
+class Notification(BaseModel):
+    """One occurrence told to a person: an e-mail (text and HTML) and the outbound event of the same
+    type. Invariant: one row per (kind, occurrence), so each occurrence is told once however many
+    times the code path that notices it runs."""
+
+    kind = models.CharField(max_length=64, choices=EventType.choices)
+    occurrence = models.CharField(
+        max_length=200, help_text="What makes this occurrence unique, e.g. '<user id>:2026-12:80'."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+    context = models.JSONField(default=dict, blank=True)
+    event = models.ForeignKey(OutboundEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            choices_check("kind", EventType),
+            models.UniqueConstraint(fields=["kind", "occurrence"], name="notification_once_per_occurrence"),
+        ]
+        indexes = [models.Index(fields=["user", "created_at"], name="notification_user_idx")]
+
+    def __str__(self):
+        return f"{self.kind} {self.occurrence}"

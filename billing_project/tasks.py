@@ -1,12 +1,12 @@
 from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
+from django.core.mail import EmailMultiAlternatives, send_mail
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from billing_project.email_verification import email_is_verified, email_verification_token
-from billing_project.models import IdempotencyKey
+from billing_project.models import IdempotencyKey, Notification
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -34,3 +34,41 @@ def send_email_verification(user_id: int, link_template: str) -> bool:
         recipient_list=[user.email],
     )
     return True
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def notification_email_send(notification_id: str) -> bool:
+    """The notification's e-mail (text and HTML), once. The row is claimed (emailed_at set) before
+    the mail server is called, outside any transaction; a failed send gives the claim back, so the
+    retry sends it and two runs of the task never both do."""
+    claimed = Notification.objects.filter(pk=notification_id, emailed_at__isnull=True).update(emailed_at=timezone.now())
+    if not claimed:
+        return False
+    notification = Notification.objects.select_related("user").get(pk=notification_id)
+    recipients = [notification.user.email] if notification.user else staff_notification_recipients()
+    recipients = [address for address in recipients if address]
+    if not recipients:
+        return False
+    context = {**notification.context, "user": notification.user, "kind": notification.kind}
+    template = "notifications/email/" + notification.kind.replace(".", "_")
+    message = EmailMultiAlternatives(
+        subject=render_to_string(f"{template}_subject.txt", context).strip(),
+        body=render_to_string(f"{template}.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=recipients,
+    )
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    try:
+        message.send()
+    except Exception:
+        Notification.objects.filter(pk=notification_id).update(emailed_at=None)
+        raise
+    return True
+
+
+def staff_notification_recipients() -> list[str]:
+    """STAFF_NOTIFICATION_EMAILS, or else every active superuser's address."""
+    if settings.STAFF_NOTIFICATION_EMAILS:
+        return list(settings.STAFF_NOTIFICATION_EMAILS)
+    users = get_user_model()._default_manager.filter(is_superuser=True, is_active=True).exclude(email="")
+    return list(users.values_list("email", flat=True))

@@ -60,6 +60,7 @@ class CreditSource(models.TextChoices):
     COUPON = "coupon"
     ADMIN_GRANT = "admin_grant"
     PRORATION = "proration"
+    PURCHASE = "purchase"
 
 
 # Why a ledger row lowers (or, for a reversal, restores) a balance: a usage type or a bookkeeping reason.
@@ -685,3 +686,29 @@ class CreditUsageDailySummary(TimestampedModel):
 
     def __str__(self):
         return f"{self.user_id} {self.summary_date}"
+
+
+class CreditPack(TimestampedModel):
+    """Credits a customer can buy once (`credits/purchase/`) or have bought for them by auto-recharge.
+    A pack already sold is never repriced in place: its purchases keep the amounts they were sold at
+    on their payment operation, so staff retire a pack (is_active off) and add a new one."""
+
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField(help_text="Credits granted per purchase.")
+    price = models.DecimalField(max_digits=12, decimal_places=2, help_text="In the currency's major unit.")
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217 code, lower case.")
+    credit_expiry_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Purchased credits expire this many days after purchase (empty: never)."
+    )
+    is_active = models.BooleanField(default=True, help_text="Offered for purchase and auto-recharge.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="credit_pack_credits_positive"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="credit_pack_price_positive"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"), name="credit_pack_currency_code"),
+        ]
+        indexes = [models.Index(fields=["is_active", "price"], name="credit_pack_offer_idx")]
+
+    def __str__(self):
+        return f"{self.name} ({self.credits} credits)"

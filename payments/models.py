@@ -142,14 +142,22 @@ class OperationKind(models.TextChoices):
     DUNNING_RETRY = "dunning_retry"
     REFUND = "refund"
     SUBSCRIPTION_SYNC = "subscription_sync"
+    CREDIT_PACK_CHECKOUT = "credit_pack_checkout"
+    CREDIT_RECHARGE = "credit_recharge"
 
 
 CHECKOUT_KINDS = (
     OperationKind.SUBSCRIPTION_CHECKOUT,
     OperationKind.LICENSE_CHECKOUT,
     OperationKind.LICENSE_UPGRADE_CHECKOUT,
+    OperationKind.CREDIT_PACK_CHECKOUT,
 )
-CHARGE_KINDS = (OperationKind.UPGRADE_CHARGE, OperationKind.RENEWAL_CHARGE, OperationKind.DUNNING_RETRY)
+CHARGE_KINDS = (
+    OperationKind.UPGRADE_CHARGE,
+    OperationKind.RENEWAL_CHARGE,
+    OperationKind.DUNNING_RETRY,
+    OperationKind.CREDIT_RECHARGE,
+)
 
 
 class OperationState(models.TextChoices):

@@ -42,6 +42,7 @@ CHECKOUT_KINDS_BY_NAME = {
     "subscription": OperationKind.SUBSCRIPTION_CHECKOUT,
     "license": OperationKind.LICENSE_CHECKOUT,
     "license_upgrade": OperationKind.LICENSE_UPGRADE_CHECKOUT,
+    "credit_pack": OperationKind.CREDIT_PACK_CHECKOUT,
 }
 PAID_STATUSES = ("paid", "no_payment_required")
 

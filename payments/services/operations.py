@@ -66,12 +66,14 @@ CHECKOUT_METADATA_KIND = {
     OperationKind.SUBSCRIPTION_CHECKOUT: "subscription",
     OperationKind.LICENSE_CHECKOUT: "license",
     OperationKind.LICENSE_UPGRADE_CHECKOUT: "license_upgrade",
+    OperationKind.CREDIT_PACK_CHECKOUT: "credit_pack",
 }
 PAYMENT_EVENT_TYPES = {
     **dict.fromkeys(CHECKOUT_KINDS, "checkout_completed"),
     OperationKind.UPGRADE_CHARGE: "charge_succeeded",
     OperationKind.RENEWAL_CHARGE: "charge_succeeded",
     OperationKind.DUNNING_RETRY: "invoice_paid",
+    OperationKind.CREDIT_RECHARGE: "charge_succeeded",
     OperationKind.REFUND: "refund_issued",
 }
 
