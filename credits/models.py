@@ -371,6 +371,13 @@ class CreditAllocation(AppendOnlyModel):
     granted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    payment_operation_id = models.UUIDField(
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="The payment these credits were bought with (payments.PaymentOperation; a plain id, "
+        "unique: a payment grants its credits once).",
+    )
 
     class Meta:
         constraints = [

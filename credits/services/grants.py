@@ -50,10 +50,12 @@ def credit_grant(
     expires_at: datetime | None = None,
     reason: str = "",
     granted_by=None,
+    payment_operation_id=None,
 ) -> GrantResult:
     """Adds credits: the allocation, its grant and the balance, together.
 
-    Idempotent per (subscription, period_start, source): a period is never allocated twice.
+    Idempotent per (subscription, period_start, source): a period is never allocated twice; and per
+    payment operation: a purchase grants its credits once.
     """
     if amount <= 0:
         raise RuleViolation("A grant must be a positive number of credits.", code=ErrorCode.INVALID_AMOUNT)
@@ -67,6 +69,10 @@ def credit_grant(
         ).first()
         if existing is not None:
             return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
+    if payment_operation_id is not None:
+        existing = CreditAllocation.objects.filter(payment_operation_id=payment_operation_id).first()
+        if existing is not None:
+            return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
     allocation = CreditAllocation(
         user_id=user.pk,
         subscription_id=subscription_id,
@@ -78,6 +84,7 @@ def credit_grant(
         applied_to_balance_at=now,
         reason=reason,
         granted_by_id=granted_by.pk if granted_by is not None else None,
+        payment_operation_id=payment_operation_id,
     )
     account.grant(allocation)
     account.flush()
