@@ -1,6 +1,7 @@
 """The LiteLLM plug-in against a running backend: LiteLLM's offline `mock_response` plays the model."""
 
 import asyncio
+import importlib
 import math
 import time
 import uuid
@@ -11,7 +12,7 @@ import litellm
 import pytest
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
-from rephlo_litellm import BillingError, CreditBilling, CreditsRefused
+from rephlo_litellm import BillingError, BillingUnavailable, CreditBilling, CreditsRefused
 from rephlo_litellm.callback import hold_id_for, request_id_for
 
 from conftest import access_token_for
@@ -345,3 +346,32 @@ def test_a_call_naming_no_user_is_refused_before_the_model(billing, model_calls)
     assert refused.value.code == "billing_user_missing"
     assert model_calls.call_ids == []
     assert not CreditHold.objects.exists()
+
+
+def test_an_unreachable_backend_refuses_the_call_without_revealing_the_token(model_calls, caplog):
+    # given a plug-in pointed at a port nobody listens on
+    plugin = CreditBilling(base_url="http://127.0.0.1:9", service_token="secret-service-token", timeout=1)
+    litellm.callbacks = [plugin, model_calls]
+    try:
+        # when a call is made
+        with pytest.raises(BillingUnavailable) as unavailable:
+            asyncio.run(litellm.acompletion(model="gpt-4o", messages=PROMPT, mock_response=ANSWER, user="7"))
+    finally:
+        for callback in (plugin, model_calls):
+            litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
+
+    # then it is refused (503 on a proxy) before the model, and the token is in neither the error nor the logs
+    assert (unavailable.value.status_code, unavailable.value.code) == (503, "unreachable")
+    assert model_calls.call_ids == []
+    assert "secret-service-token" not in repr(unavailable.value.args) + repr(plugin.backend) + caplog.text
+
+
+def test_the_proxy_module_configures_the_callback_from_the_environment(monkeypatch):
+    monkeypatch.setenv("REPHLO_BILLING_URL", "https://billing.example.com/")
+    monkeypatch.setenv("REPHLO_SERVICE_TOKEN", "token-from-the-environment")
+    monkeypatch.setenv("REPHLO_BILLING_TIMEOUT", "2.5")
+
+    proxy = importlib.import_module("rephlo_litellm.proxy")
+
+    assert isinstance(proxy.credit_billing, CreditBilling)
+    assert proxy.credit_billing.backend.api_url == "https://billing.example.com/api/v1/"
