@@ -70,6 +70,27 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+def usage_fields(usage: dict) -> dict:
+    """The tokens of a usage/record body: LiteLLM's usage object as it is (OpenAI's chat shape), or, when
+    it reports prompt-cache writes, which that shape cannot say, the flat fields with the same meaning."""
+    written = usage.get("cache_creation_input_tokens") or 0
+    if not written:
+        return {"usage_format": "openai_chat", "usage": usage}
+    # LiteLLM counts cache reads and writes inside prompt_tokens, as the flat input_tokens does.
+    input_details = usage.get("prompt_tokens_details") or {}
+    output_details = usage.get("completion_tokens_details") or {}
+    return {
+        "usage_format": "flat",
+        "input_tokens": usage["prompt_tokens"],
+        "output_tokens": usage["completion_tokens"],
+        "cached_input_tokens": input_details.get("cached_tokens") or 0,
+        "cache_write_tokens": written,
+        "audio_input_tokens": input_details.get("audio_tokens") or 0,
+        "reasoning_tokens": output_details.get("reasoning_tokens") or 0,
+        "audio_output_tokens": output_details.get("audio_tokens") or 0,
+    }
+
+
 @dataclass(frozen=True)
 class Reservation:
     user_id: int
@@ -229,8 +250,7 @@ class CreditBilling(CustomLogger):
             "user_id": user_id,
             "provider": self.provider_names.get(provider, provider),
             "model": kwargs["model"],
-            "usage_format": "openai_chat",
-            "usage": usage.model_dump(exclude_none=True),
+            **usage_fields(usage.model_dump(exclude_none=True)),
             "request_type": "chat",
             "request_started_at": _utc(start_time),
             "request_completed_at": _utc(end_time),

@@ -182,6 +182,44 @@ def test_a_streamed_async_completion_is_recorded_from_the_assembled_response(bil
     assert hold_of(call_id).status == HoldStatus.CAPTURED
 
 
+def test_prompt_cache_writes_reported_by_litellm_are_priced_at_the_cache_write_price(billing, backend, user):
+    # given a user with 10,000 credits, and a Claude answer that read 1,500 prompt tokens from the cache
+    # and wrote 1,000 to it (LiteLLM counts both inside prompt_tokens)
+    credit_grant(user=user, amount=10_000, source="bonus", reason="test funds")
+    user_token = access_token_for(user)
+    cached_answer = litellm.ModelResponse(
+        model="claude-3-5-sonnet",
+        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}],
+        usage=litellm.Usage(
+            prompt_tokens=3000,
+            completion_tokens=200,
+            total_tokens=3200,
+            cache_creation_input_tokens=1000,
+            cache_read_input_tokens=1500,
+        ),
+    )
+
+    # when the call is made
+    async def scenario():
+        await litellm.acompletion(
+            model="anthropic/claude-3-5-sonnet", messages=PROMPT, mock_response=cached_answer, user=str(user.pk)
+        )
+        return await await_for(lambda: my_usage(backend["url"], user_token))
+
+    (row,) = asyncio.run(scenario())
+
+    # then each part is priced once at its seeded price: 500 fresh x 0.003, 1,000 written x 0.00075,
+    # 1,500 read x 0.0003 and 200 out x 0.015 per 1k = 0.0057 USD, x 2.0 = 11.4, so 12 credits
+    assert (row["provider"], row["model_name"]) == ("anthropic", "claude-3-5-sonnet")
+    assert {key: row["breakdown"][key] for key in ("input", "cache_read", "cache_write_5m", "output")} == {
+        "input": 500,
+        "cache_read": 1500,
+        "cache_write_5m": 1000,
+        "output": 200,
+    }
+    assert row["credits_deducted"] == 12
+
+
 def test_a_synchronous_completion_through_the_plugin_is_reserved_and_recorded(billing, user, model_calls):
     # given a user with 10,000 credits
     credit_grant(user=user, amount=10_000, source="bonus", reason="test funds")
