@@ -197,9 +197,12 @@ class CreditBilling(CustomLogger):
     # Before the call
 
     async def async_pre_call_deployment_hook(self, kwargs: dict, call_type):
-        # On the proxy the pre-call hook has already reserved this call (same call id).
-        if _call_type(call_type) in BILLED_CALL_TYPES and not self._reserved(kwargs["litellm_call_id"]):
-            await self.areserve(kwargs)
+        if _call_type(call_type) not in BILLED_CALL_TYPES or self._reserved(kwargs["litellm_call_id"]):
+            return None  # on the proxy, async_pre_call_hook has reserved this call already
+        if kwargs.get("proxy_server_request") is not None:
+            # A proxy request's metadata and user come from its client: only the API key says whom to bill.
+            raise BillingError("The proxy did not reserve this call for its API key.", code="billing_user_missing")
+        await self.areserve(kwargs)
         return None
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):

@@ -369,7 +369,17 @@ def test_the_proxy_hook_bills_the_keys_user_and_refuses_with_402(billing, user, 
     with pytest.raises(BillingError) as nobody:
         asyncio.run(billing.async_pre_call_hook(UserAPIKeyAuth(), None, request(), "acompletion"))
 
-    # then the key's user is held for, the broke one is answered 402, a key without a user 400
+    # and a proxy request the pre-call hook did not reserve reaches the router's deployment hook
+    with pytest.raises(BillingError) as unreserved:
+        asyncio.run(
+            billing.async_pre_call_deployment_hook(
+                request(user=str(user.pk), proxy_server_request={"body": {}}), "acompletion"
+            )
+        )
+
+    # then the key's user is held for, the broke one is answered 402, a key without a user 400, and the
+    # request body alone never names whom to bill
+    assert unreserved.value.code == "billing_user_missing"
     hold = hold_of(paid["litellm_call_id"])
     assert (hold.user_id, hold.status) == (user.pk, HoldStatus.HELD)
     assert (refused.value.status_code, refused.value.code) == (402, "insufficient_credits")
