@@ -19,6 +19,10 @@ from conftest import access_token_for
 from credits.models import CreditHold, HoldStatus, TokenUsageLedger, UserCreditBalance
 from credits.services import credit_grant, pricing_catalog_seed
 
+# The live server answers LiteLLM's background events while the test reads: concurrent writers that
+# SQLite's table locks turn away.
+pytestmark = pytest.mark.postgres
+
 # About 1,500 prompt tokens and 300 output tokens: enough for the price to show in the credits.
 PROMPT = [{"role": "user", "content": "Summarize the quarterly report. " * 300}]
 ANSWER = "Revenue grew. " * 100
