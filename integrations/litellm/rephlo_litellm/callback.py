@@ -16,9 +16,11 @@ a UUID, else a UUID5 of it, and the hold id is a UUID5 of the request id, so a r
 and records once.
 """
 
+import asyncio
 import logging
 import math
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from decimal import Decimal
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
-from rephlo_litellm.client import BillingBackend, BillingError
+from rephlo_litellm.client import BillingBackend, BillingError, BillingUnavailable
 
 logger = logging.getLogger("rephlo_litellm")
 
@@ -35,6 +37,10 @@ logger = logging.getLogger("rephlo_litellm")
 CALL_ID_NAMESPACE = uuid.UUID("5f0b8f36-5a47-4a9c-9d3e-6f1d2e7c9a10")
 BILLED_CALL_TYPES = frozenset({"completion", "acompletion"})
 USER_ID_KEY = "billing_user_id"
+# A record the backend could not take is sent again (it is idempotent on its request id), after
+# RECORD_RETRY_SECONDS, then twice that.
+RECORD_ATTEMPTS = 3
+RECORD_RETRY_SECONDS = 0.5
 # LiteLLM's provider names that the backend's price book spells differently.
 PROVIDER_NAMES = {"gemini": "google", "text-completion-openai": "openai"}
 
@@ -269,7 +275,7 @@ class CreditBilling(CustomLogger):
         if body is None:
             return
         try:
-            answer = self.backend.post("usage/record/", body)
+            answer = self._send_record(body)
         except BillingError as error:
             self._record_failed(call_id, body, error)
             if "hold_id" in body:
@@ -282,13 +288,31 @@ class CreditBilling(CustomLogger):
         if body is None:
             return
         try:
-            answer = await self.backend.apost("usage/record/", body)
+            answer = await self._asend_record(body)
         except BillingError as error:
             self._record_failed(call_id, body, error)
             if "hold_id" in body:
                 await self._arelease_hold(call_id, body["hold_id"])
         else:
             self._recorded(call_id, answer)
+
+    def _send_record(self, body: dict) -> dict:
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return self.backend.post("usage/record/", body)
+            except BillingUnavailable:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                time.sleep(RECORD_RETRY_SECONDS * attempt)
+
+    async def _asend_record(self, body: dict) -> dict:
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return await self.backend.apost("usage/record/", body)
+            except BillingUnavailable:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                await asyncio.sleep(RECORD_RETRY_SECONDS * attempt)
 
     def log_failure_event(self, kwargs, response_obj, start_time, end_time):
         self._release(kwargs.get("litellm_call_id") or "")

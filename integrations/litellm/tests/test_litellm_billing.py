@@ -12,7 +12,7 @@ import litellm
 import pytest
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
-from rephlo_litellm import BillingError, BillingUnavailable, CreditBilling, CreditsRefused
+from rephlo_litellm import BillingBackend, BillingError, BillingUnavailable, CreditBilling, CreditsRefused
 from rephlo_litellm.callback import hold_id_for, request_id_for
 
 from conftest import access_token_for
@@ -222,6 +222,48 @@ def test_prompt_cache_writes_reported_by_litellm_are_priced_at_the_cache_write_p
         "output": 200,
     }
     assert row["credits_deducted"] == 12
+
+
+class BackendDownForAWhile(BillingBackend):
+    """The backend, whose usage/record/ answers 503 the first `outages` times."""
+
+    def __init__(self, *, outages: int, **config):
+        super().__init__(**config)
+        self.outages = outages
+
+    async def apost(self, path: str, body: dict) -> dict:
+        if path == "usage/record/" and self.outages:
+            self.outages -= 1
+            raise BillingUnavailable("The database is unavailable; retry shortly.", code="database_unavailable")
+        return await super().apost(path, body)
+
+
+def test_a_record_the_backend_turns_away_for_a_moment_is_sent_again(backend, user, model_calls):
+    # given a user with 10,000 credits and a backend that cannot take the first two records
+    credit_grant(user=user, amount=10_000, source="bonus", reason="test funds")
+    user_token = access_token_for(user)
+    flaky = BackendDownForAWhile(outages=2, base_url=backend["url"], service_token=backend["token"], timeout=10)
+    plugin = CreditBilling(backend=flaky)
+    litellm.callbacks = [plugin, model_calls]
+
+    # when a call is made
+    async def scenario():
+        await litellm.acompletion(
+            model="gpt-4o", messages=PROMPT, max_tokens=500, mock_response=answer(), user=str(user.pk)
+        )
+        return await await_for(lambda: my_usage(backend["url"], user_token))
+
+    try:
+        (row,) = asyncio.run(scenario())
+    finally:
+        for callback in (plugin, model_calls):
+            litellm.logging_callback_manager.remove_callback_from_all_lists(callback)
+
+    # then the third attempt records it, once, capturing its hold
+    assert flaky.outages == 0
+    assert row["credits_deducted"] == seeded_gpt_4o_credits(answer().usage)
+    assert list(CreditHold.objects.values_list("status", flat=True)) == [HoldStatus.CAPTURED]
+    assert TokenUsageLedger.objects.count() == 1
 
 
 def test_a_synchronous_completion_through_the_plugin_is_reserved_and_recorded(billing, user, model_calls):
