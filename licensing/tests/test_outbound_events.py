@@ -9,8 +9,10 @@ import time_machine
 from django.core import mail
 from django.test import TestCase
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from billing_project.models import Notification, OutboundEvent
+from conftest import access_token_for, bearer
 from licensing.models import LicenseActivation, PerpetualLicense
 from licensing.services import license_issue
 from licensing.tests.factories import LicenseActivationFactory
@@ -88,7 +90,9 @@ def test_an_activation_refused_for_want_of_a_seat_tells_the_owner_once_a_day(use
     }
 
     with time_machine.travel(timezone.now() + timedelta(days=1)):
-        activate(user_client, owned_license, "four")  # the next day: told again
+        next_day = APIClient()  # signed in afresh: yesterday's access token has expired
+        next_day.credentials(**bearer(access_token_for(user)))
+        assert activate(next_day, owned_license, "four").status_code == 409  # told again
 
     assert len(mail.outbox) == 2
     assert len(events("license.device_limit_reached")) == 2

@@ -227,7 +227,7 @@ def test_a_change_rolled_back_emits_nothing(clock, staff_user):
 
     with pytest.raises(RuntimeError), transaction.atomic():
         services.subscription_status_change(
-            subscription_id=subscription.pk, status="suspended", reason="Fraud check", actor=staff_user
+            subscription_id=subscription.pk, status="past_due", reason="Card check", actor=staff_user
         )
         raise RuntimeError("the caller fails after the change")
 
