@@ -329,7 +329,7 @@ def invoice_payment_action_required(row: WebhookEvent) -> dict:
                     "stripe_invoice_id": invoice["id"],
                     "payment_intent_id": payment_intent_id,
                     "amount": minor_to_text(invoice.get("amount_due") or 0, currency),
-                    "currency": currency.upper(),
+                    "currency": currency,
                     "description": invoice.get("description")
                     or (operation.description if operation else "")
                     or "invoice",

@@ -109,9 +109,10 @@ def payment_failed_notify(*, invoice: BillingInvoice, attempt: int, reason: str)
         context={
             "invoice_id": str(invoice.pk),
             "subscription_id": str(subscription.pk) if subscription else None,
-            "tier": SubscriptionTier(subscription.tier).label if subscription else "",
+            "tier": subscription.tier if subscription else "",
+            "tier_name": SubscriptionTier(subscription.tier).label if subscription else "",
             "amount_due": minor_to_text(invoice.amount_due, invoice.currency),
-            "currency": invoice.currency.upper(),
+            "currency": invoice.currency,
             "attempt": attempt,
             "reason": reason,
             "hosted_invoice_url": invoice.hosted_invoice_url,

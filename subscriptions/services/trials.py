@@ -32,7 +32,8 @@ def trial_ending_notify(*, subscription: Subscription, days_left: int, occurrenc
         subject=f"subscription:{subscription.pk}",
         context={
             "subscription_id": str(subscription.pk),
-            "tier": SubscriptionTier(subscription.tier).label,
+            "tier": subscription.tier,
+            "tier_name": SubscriptionTier(subscription.tier).label,
             "days_left": days_left,
             "trial_ends_at": ends_at.isoformat(),
             "trial_ends_on": f"{ends_at.astimezone(UTC):%-d %B %Y, %H:%M} UTC",

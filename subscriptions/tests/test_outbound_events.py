@@ -257,9 +257,10 @@ def test_a_failed_payment_tells_the_customer_once_per_attempt_in_text_and_html(c
     assert event.data == {
         "invoice_id": str(invoice.pk),
         "subscription_id": str(subscription.pk),
-        "tier": "Enterprise Pro",
+        "tier": "enterprise_pro",
+        "tier_name": "Enterprise Pro",
         "amount_due": "149.00",
-        "currency": "USD",
+        "currency": "usd",
         "attempt": 1,
         "reason": "Your card was declined.",
         "hosted_invoice_url": "",

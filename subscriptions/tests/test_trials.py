@@ -144,7 +144,8 @@ def test_a_reminder_is_one_trial_ending_notification_and_event_even_when_its_sen
     assert (event.subject, event.user) == (f"subscription:{subscription.pk}", subscription.user)
     assert event.data == {
         "subscription_id": str(subscription.pk),
-        "tier": "Pro",
+        "tier": "pro",
+        "tier_name": "Pro",
         "days_left": 1,
         "trial_ends_at": TRIAL_END.isoformat(),
         "trial_ends_on": "16 March 2026, 09:00 UTC",
