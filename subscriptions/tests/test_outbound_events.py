@@ -10,6 +10,8 @@ import time_machine
 from django.core import mail
 from django.db import transaction
 from django.test import TestCase
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from billing_project.errors import RuleViolation
 from billing_project.models import Notification, OutboundEvent
@@ -19,6 +21,7 @@ from subscriptions import services
 from subscriptions.models import BillingInvoice, Subscription
 from subscriptions.periods import add_months
 from subscriptions.services.lifecycle import subscription_lock
+from subscriptions.tests.conftest import StripeIds, deliver, stripe_event, subscribe_through_checkout
 
 pytestmark = pytest.mark.django_db
 
@@ -292,3 +295,28 @@ def test_a_declined_dunning_retry_tells_the_customer_once_even_when_dunning_runs
     assert Notification.objects.get(kind="payment.failed", occurrence=f"{invoice.pk}:2")
     assert [event.data["attempt"] for event in events("payment.failed")] == [1, 2]
     assert len(events("invoice.payment_failed")) == 2
+
+
+def test_changes_stripe_reports_emit_one_event_each(stripe_http):
+    webhook_client, ids = APIClient(), StripeIds.new()
+    subscription = subscribe_through_checkout(webhook_client, customer(), ids)
+    later = timezone.now()
+
+    def reported(name: str, **fields):
+        nonlocal later
+        later += timedelta(minutes=1)
+        response = deliver(webhook_client, stripe_event(name, ids, created=later, **fields))
+        assert response.status_code == 200, response.content
+
+    reported("customer.subscription.updated", status="active", cancel_at_period_end=True)
+    reported("customer.subscription.updated", status="active", cancel_at_period_end=True)  # nothing changed
+    reported("customer.subscription.updated", status="past_due", cancel_at_period_end=False)
+    reported("customer.subscription.deleted", status="canceled")
+
+    assert [event.data["previous"] for event in events("subscription.updated")] == [
+        {"cancel_at_period_end": False},
+        {"status": "active"},  # the transition, told by itself
+        {"cancel_at_period_end": True},  # then the rest of the same report
+    ]
+    (cancelled,) = events("subscription.cancelled")
+    assert (cancelled.subject, cancelled.data["status"]) == (f"subscription:{subscription.pk}", "cancelled")
