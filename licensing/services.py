@@ -19,8 +19,10 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.redaction import mask_license_key
 from audit.services import audit_model_change, audit_record, resource_type_of, snapshot
+from billing_project.enums import EventType
 from billing_project.errors import Conflict, NotFound, RuleViolation, TooManyRequests
 from billing_project.money import minor_to_major, usd_round
+from billing_project.outbound import event_emit, notify
 from licensing import keys, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import (
@@ -46,6 +48,28 @@ logger = logging.getLogger(__name__)
 
 DEVICE_CHANGE_WINDOW = timedelta(hours=24)
 KEY_ATTEMPTS = 3
+
+
+def license_created_emit(*, license_: PerpetualLicense, source: str) -> None:
+    """license.created: a license became active (`source`: purchase, staff or coupon). The key is
+    a secret and stays out of it; its owner reads it from `me/licenses/`."""
+    event_emit(
+        type=EventType.LICENSE_CREATED,
+        subject=f"license:{license_.pk}",
+        data={
+            "id": str(license_.pk),
+            "user_id": str(license_.user_id),
+            "status": license_.status,
+            "source": source,
+            "purchased_version": license_.purchased_version,
+            "eligible_until_version": license_.eligible_until_version,
+            "max_activations": license_.max_activations,
+            "byok_enabled": license_.byok_enabled,
+            "purchase_price_usd": f"{license_.purchase_price_usd:.2f}",
+            "activated_at": license_.activated_at.isoformat() if license_.activated_at else None,
+        },
+        user=license_.user,
+    )
 
 
 def _license_create(**fields) -> PerpetualLicense:
@@ -200,6 +224,7 @@ def license_purchase_complete(*, operation: PaymentOperation, facts: dict) -> di
             "updated_at",
         ]
     )
+    license_created_emit(license_=license_, source="purchase")
     logger.info("license %s activated by checkout %s", mask_license_key(license_.license_key), session_id)
     return {"object_id": str(license_.pk)}
 
@@ -292,6 +317,7 @@ def license_issue(
         activated_at=timezone.now(),
     )
     audit_model_change(action=AuditAction.CREATE, instance=license_, actor=actor)
+    license_created_emit(license_=license_, source="staff")
     return license_
 
 
@@ -302,7 +328,7 @@ def license_grant_by_coupon(*, user, coupon_code: str) -> PerpetualLicense:
     """The perpetual license a BYOK-migration coupon grants (SPEC 4): active at once, price 0,
     every future version, BYOK on, and the coupon named as how it was acquired. The coupon's
     redemption row records the grant; the caller's transaction holds both."""
-    return _license_create(
+    license_ = _license_create(
         user=user,
         purchase_price_usd=Decimal("0.00"),
         purchased_version=settings.LICENSE_CURRENT_VERSION,
@@ -312,6 +338,8 @@ def license_grant_by_coupon(*, user, coupon_code: str) -> PerpetualLicense:
         status=LicenseStatus.ACTIVE,
         activated_at=timezone.now(),
     )
+    license_created_emit(license_=license_, source="coupon")
+    return license_
 
 
 @dataclass(frozen=True)
@@ -387,7 +415,22 @@ def _require_active(license_: PerpetualLicense) -> None:
         )
 
 
-@transaction.atomic
+class ActivationLimitReached(Conflict):
+    """Every seat of the license is taken (409 `activation_limit_reached`, the active devices listed)."""
+
+    def __init__(self, license_: PerpetualLicense, active: list[LicenseActivation]):
+        super().__init__(
+            f"All {license_.max_activations} activations are in use: deactivate a device first.",
+            code=ErrorCode.ACTIVATION_LIMIT_REACHED,
+            extra={
+                "max_activations": license_.max_activations,
+                "activations_used": len(active),
+                "active_devices": [_device(activation) for activation in active],
+            },
+        )
+        self.license_ = license_
+
+
 def activation_create(
     *, user, license_key: str, device_fingerprint: str, device_name: str = "", os_type: str = "", app_version: str = ""
 ) -> ActivationResult:
@@ -395,9 +438,49 @@ def activation_create(
 
     Idempotent per device: an already active device is answered with its activation and costs no
     seat and no device change; nor does a first activation into a seat never used before. Refused
-    with 409 when every seat is taken (the active devices are listed) and with 429 past the daily
-    device-change limit.
+    with 409 when every seat is taken (the active devices are listed), and the owner told of it
+    (license.device_limit_reached, once a day per license however often the client retries), and
+    with 429 past the daily device-change limit.
     """
+    try:
+        return _activation_create(
+            user=user,
+            license_key=license_key,
+            device_fingerprint=device_fingerprint,
+            device_name=device_name,
+            os_type=os_type,
+            app_version=app_version,
+        )
+    except ActivationLimitReached as refused:
+        # The refusal rolled its transaction back: the notification is written in one of its own.
+        device_limit_reached_notify(
+            user=user, license_=refused.license_, activations_used=refused.extra["activations_used"]
+        )
+        raise
+
+
+@transaction.atomic
+def device_limit_reached_notify(*, user, license_: PerpetualLicense, activations_used: int) -> None:
+    today = timezone.now().date().isoformat()
+    notify(
+        user=user,
+        kind=EventType.LICENSE_DEVICE_LIMIT_REACHED,
+        occurrence=f"{license_.pk}:{today}",
+        subject=f"license:{license_.pk}",
+        context={
+            "license_id": str(license_.pk),
+            "license_key_masked": mask_license_key(license_.license_key),
+            "max_activations": license_.max_activations,
+            "activations_used": activations_used,
+            "date": today,
+        },
+    )
+
+
+@transaction.atomic
+def _activation_create(
+    *, user, license_key: str, device_fingerprint: str, device_name: str, os_type: str, app_version: str
+) -> ActivationResult:
     if app_version:
         version_checked(app_version, field="app_version")
     # The license row is the lock: the seat count and the change count below are exact under it.
@@ -416,15 +499,7 @@ def activation_create(
             activation=current, activations_used=len(active), max_activations=license_.max_activations
         )
     if len(active) >= license_.max_activations:
-        raise Conflict(
-            f"All {license_.max_activations} activations are in use: deactivate a device first.",
-            code=ErrorCode.ACTIVATION_LIMIT_REACHED,
-            extra={
-                "max_activations": license_.max_activations,
-                "activations_used": len(active),
-                "active_devices": [_device(activation) for activation in active],
-            },
-        )
+        raise ActivationLimitReached(license_, active)
     history = _device_history(license_)
     if len(active) < history.seats_used:  # a seat another device freed: a device change
         _device_change_allow(history=history, now=now)

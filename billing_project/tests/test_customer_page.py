@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection, transaction
+from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -315,7 +316,8 @@ def test_staff_suspend_a_license_and_resend_a_trial_reminder_from_the_customer_p
     console.post(
         reverse("admin:auth_user_customer_license_suspend", args=[customer.pk, license_.pk]), {"reason": "Chargeback"}
     )
-    console.post(reverse("admin:auth_user_customer_trial_reminder", args=[customer.pk, trial.pk]))
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the reminder's e-mail goes after commit
+        console.post(reverse("admin:auth_user_customer_trial_reminder", args=[customer.pk, trial.pk]))
 
     license_.refresh_from_db()
     assert license_.status == LicenseStatus.SUSPENDED and license_.status_reason == "Chargeback"

@@ -16,6 +16,7 @@ from coupons.selectors.validation import Purchase, coupon_assess
 from coupons.services.redemption import (
     CouponRefused,
     coupon_lock,
+    coupon_redeemed_emit,
     detections_record,
     guessing_blocked,
     redemption_count,
@@ -84,6 +85,8 @@ def coupon_checkout_confirm(*, redemption_id: str, subscription, currency: str =
         redemption.currency = currency.lower()
         redemption.save(update_fields=["status", "subscription", "redemption_date", "currency", "updated_at"])
         usage_count(redemption, now)
+        if redemption.coupon_id:
+            coupon_redeemed_emit(redemption=redemption, coupon=redemption.coupon)
         redemption_count(RedemptionStatus.SUCCESS)
     elif redemption.status != RedemptionStatus.SUCCESS:
         logger.error("checkout paid with coupon redemption %s, which is %s", redemption_id, redemption.status)

@@ -18,9 +18,11 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from billing_project.enums import EventType
 from billing_project.errors import RuleViolation
 from billing_project.metrics import COUPON_REDEMPTIONS
 from billing_project.net import ClientInfo
+from billing_project.outbound import event_emit
 from billing_project.transactions import conflict_retrying
 from coupons.codes import Reason
 from coupons.models import (
@@ -197,6 +199,31 @@ def detections_record(
     )
 
 
+def coupon_redeemed_emit(*, redemption: CouponRedemption, coupon: Coupon) -> None:
+    """coupon.redeemed: a redemption succeeded (at once, or when the checkout holding it was paid)."""
+    event_emit(
+        type=EventType.COUPON_REDEEMED,
+        subject=f"coupon:{coupon.pk}",
+        data={
+            "redemption_id": str(redemption.pk),
+            "coupon_id": str(coupon.pk),
+            "coupon_code": coupon.code,
+            "coupon_type": coupon.coupon_type,
+            "discount_type": coupon.discount_type,
+            "user_id": str(redemption.user_id),
+            "subscription_id": str(redemption.subscription_id) if redemption.subscription_id else None,
+            "discount_applied_usd": f"{redemption.discount_applied_usd:.2f}",
+            "final_amount_usd": f"{redemption.final_amount_usd:.2f}",
+            "currency": redemption.currency,
+            "credits_granted": redemption.credits_granted,
+            "months_granted": redemption.months_granted,
+            "license_id": str(redemption.license_granted_id) if redemption.license_granted_id else None,
+            "redeemed_at": redemption.redemption_date.isoformat(),
+        },
+        user=redemption.user,
+    )
+
+
 def redemption_count(result: str) -> None:
     transaction.on_commit(lambda: COUPON_REDEMPTIONS.labels(result=result).inc())
 
@@ -250,6 +277,7 @@ def _redeem(*, user, code, tier, billing_cycle, amount_usd, client: ClientInfo, 
     _effect_apply(coupon=coupon, redemption=redemption, user=user, subscription=subscription, preview=preview, now=now)
     usage_count(redemption, now)
     detections_record(verdict.signals, coupon=coupon, user=user, redemption=redemption, client=client, now=now)
+    coupon_redeemed_emit(redemption=redemption, coupon=coupon)
     redemption_count(RedemptionStatus.SUCCESS)
     return redemption
 

@@ -3,14 +3,12 @@ charge's invoice) and the events about the user's Stripe customer. Registered fi
 types (payments.apps), so an event about an operation's checkout or invoice settles that operation;
 any other invoice goes on to the handlers of the apps above."""
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
-from django.template.loader import render_to_string
 
-from billing_project.money import minor_to_major
+from billing_project.enums import EventType
+from billing_project.money import minor_to_major, minor_to_text
+from billing_project.outbound import notify
 from payments import stripe_api
 from payments.models import (
     CHECKOUT_KINDS,
@@ -35,6 +33,7 @@ from payments.services.operations import (
     operation_settle,
     stripe_active,
 )
+from payments.services.refunds import invoice_payment_ids
 
 # What a checkout's metadata.kind names. Checkouts started before operations were recorded (or whose
 # operation is gone) name only their kind: the operation is opened from the session then.
@@ -293,9 +292,9 @@ def invoice_state_noted(row: WebhookEvent) -> dict | None:
 
 
 def invoice_payment_action_required(row: WebhookEvent) -> dict:
-    """The customer's bank asks them to confirm a payment (3-D Secure): they are e-mailed the hosted
-    invoice page where they confirm it, once the event is stored. The payment itself waits for the
-    invoice's paid or failed event."""
+    """The customer's bank asks them to confirm a payment (3-D Secure): they are told (the
+    payment.action_required notification, once per payment intent) of the hosted invoice page where
+    they confirm it. The payment itself waits for the invoice's paid or failed event."""
     invoice = event_object(row)
     operation = _invoice_operation(row, invoice)
     if operation is not None and operation.kind in CHECKOUT_KINDS:
@@ -314,27 +313,32 @@ def invoice_payment_action_required(row: WebhookEvent) -> dict:
         subscription_id=_invoice_subscription_id(invoice),
         currency=invoice.get("currency") or "",
     )
+    told = False
     if link:
-        context = {
-            "user": user,
-            "amount": minor_to_major(invoice.get("amount_due") or 0, invoice.get("currency") or "usd"),
-            "currency": (invoice.get("currency") or "usd").upper(),
-            "description": invoice.get("description") or (operation.description if operation else "") or "invoice",
-            "hosted_invoice_url": link,
-        }
-        transaction.on_commit(lambda: payment_action_email_send(email=user.email, context=context), robust=True)
-    return {"action": "customer_asked_to_confirm", "user_id": user.pk, "emailed": bool(link)}
-
-
-def payment_action_email_send(*, email: str, context: dict) -> None:
-    message = EmailMultiAlternatives(
-        subject=render_to_string("payments/email/payment_action_required_subject.txt", context).strip(),
-        body=render_to_string("payments/email/payment_action_required.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[email],
-    )
-    message.attach_alternative(render_to_string("payments/email/payment_action_required.html", context), "text/html")
-    message.send()
+        currency = invoice.get("currency") or "usd"
+        payment_intent_id = invoice_payment_ids(invoice)["stripe_payment_intent_id"]
+        # Once per payment intent: Stripe asking again about the same confirmation tells nothing more.
+        # An invoice of the pinned API version names none: its attempt stands for the payment intent.
+        occurrence = payment_intent_id or f"{invoice['id']}:{invoice.get('attempt_count') or 0}"
+        told = (
+            notify(
+                user=user,
+                kind=EventType.PAYMENT_ACTION_REQUIRED,
+                occurrence=occurrence,
+                context={
+                    "stripe_invoice_id": invoice["id"],
+                    "payment_intent_id": payment_intent_id,
+                    "amount": minor_to_text(invoice.get("amount_due") or 0, currency),
+                    "currency": currency,
+                    "description": invoice.get("description")
+                    or (operation.description if operation else "")
+                    or "invoice",
+                    "hosted_invoice_url": link,
+                },
+            )
+            is not None
+        )
+    return {"action": "customer_asked_to_confirm", "user_id": user.pk, "emailed": told}
 
 
 HANDLERS = {

@@ -35,7 +35,9 @@ Policy (also in the README):
 - A charge, refund or dispute of no recorded payment is acknowledged, never retried for ever.
 
 Each event is applied in the inbox's transaction with its effects and one audit row; each movement
-of money writes one `PaymentEvent` (a second event about the same refund moves nothing and writes none).
+of money writes one `PaymentEvent` (a second event about the same refund moves nothing and writes none)
+and one outbound event: payment.succeeded when a payment is first recorded, payment.refunded each
+time the refunded amount grows.
 A refund staff issue (`payment_refund_record`, from the refund operation once the provider confirms
 it) takes the same path, keyed by its refund id, so Stripe's later events about it change nothing.
 """
@@ -49,6 +51,9 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project.enums import EventType
+from billing_project.money import minor_to_text
+from billing_project.outbound import event_emit
 from payments.models import DisputeStatus, Payment, PaymentOperation, PaymentStatus, WebhookEvent
 from payments.registry import Unmatched, payment_reactions_of
 from payments.services.events import payment_event_record
@@ -94,7 +99,7 @@ def payment_record(
     if payment is None:
         try:
             with transaction.atomic():  # a concurrent first record of the same payment wins the unique ids
-                return Payment.objects.create(
+                payment = Payment.objects.create(
                     kind=kind,
                     user=user,
                     object_id=str(object_id or ""),
@@ -107,8 +112,29 @@ def payment_record(
                 )
         except IntegrityError:
             payment = _payment_locked(ids)
+        else:
+            event_emit(
+                type=EventType.PAYMENT_SUCCEEDED, subject=f"payment:{payment.pk}", data=payment_data(payment), user=user
+            )
+            return payment
     _ids_complete(payment, ids, object_id=object_id, operation=operation)
     return payment
+
+
+def payment_data(payment: Payment) -> dict:
+    """What payment.succeeded and payment.refunded say of the money received."""
+    return {
+        "id": str(payment.pk),
+        "user_id": str(payment.user_id) if payment.user_id else None,
+        "kind": payment.kind,
+        "object_id": payment.object_id,
+        "provider": payment.provider,
+        "amount": minor_to_text(payment.amount, payment.currency),
+        "amount_refunded": minor_to_text(payment.amount_refunded, payment.currency),
+        "currency": payment.currency,
+        "status": payment.status,
+        "paid_at": payment.paid_at.isoformat(),
+    }
 
 
 def _payment_locked(ids: dict) -> Payment | None:
@@ -298,6 +324,12 @@ def _refunds_apply(news: News, payment: Payment, *, reported_total: int, refunds
     effect = None
     if change > 0:
         _movement(news, payment, event_type="refund", amount=change)
+        event_emit(
+            type=EventType.PAYMENT_REFUNDED,
+            subject=f"payment:{payment.pk}",
+            data={**payment_data(payment), "refunded_now": minor_to_text(change, payment.currency)},
+            user=payment.user,
+        )
     for refund in newly_failed:
         _movement(news, payment, event_type="refund_failed", amount=refund.get("amount") or 0)
     if change and reactions is not None and reactions.refund_recorded is not None:

@@ -50,6 +50,7 @@ from subscriptions.models import (
 from subscriptions.periods import period_end
 from subscriptions.selectors import customer_to_charge
 from subscriptions.services.entitlements import tier_config_get
+from subscriptions.services.events import invoice_payment_failed_emit, payment_failed_notify
 from subscriptions.services.invoices import invoice_failed_record, invoice_paid_record, invoice_settle
 from subscriptions.services.lifecycle import (
     ALLOCATED,
@@ -169,6 +170,8 @@ def invoice_payment_failed(
     stripe_payment_intent_id: str | None = None,
     stripe_gave_up: bool = False,
     subscription_current: bool = True,
+    attempt: int = 1,
+    stripe_invoice: dict | None = None,
 ) -> BillingInvoice:
     """A failed payment: the open invoice, the failed payment, past_due, and the retries.
 
@@ -178,7 +181,8 @@ def invoice_payment_failed(
     of ours; Stripe's last failed attempt (`stripe_gave_up`) starts the grace period, as exhausted
     retries do. A charge the project made itself is always retried by the project. A failure older
     than the newest Stripe event applied to the subscription (`subscription_current` false) is
-    recorded on its invoice only."""
+    recorded on its invoice only. The customer is told once per invoice and `attempt` (Stripe's
+    attempt count; the project's first charge is attempt 1, its retries follow)."""
     invoice = invoice_failed_record(
         subscription=subscription,
         amount_due=amount_due,
@@ -188,8 +192,12 @@ def invoice_payment_failed(
         reason=reason,
         stripe_invoice_id=stripe_invoice_id,
         stripe_payment_intent_id=stripe_payment_intent_id,
+        stripe_invoice=stripe_invoice,
     )
-    if invoice.status == InvoiceStatus.PAID or not subscription_current:
+    if invoice.status == InvoiceStatus.PAID:
+        return invoice
+    payment_failed_notify(invoice=invoice, attempt=attempt, reason=reason)
+    if not subscription_current:
         return invoice
     if subscription.status == Status.ACTIVE:
         subscription_transition(subscription=subscription, status=Status.PAST_DUE, reason=f"Payment failed: {reason}")
@@ -688,6 +696,9 @@ def _dunning_attempt_failed(attempt: DunningAttempt, subscription: Subscription 
     attempt.failure_reason = reason[:1000]
     attempt.attempted_at = attempt.attempted_at or timezone.now()
     attempt.save(update_fields=["result", "failure_reason", "attempted_at", "updated_at"])
+    invoice_payment_failed_emit(invoice=attempt.invoice, reason=reason)
+    # The first charge was attempt 1: retry n is the invoice's attempt n + 1.
+    payment_failed_notify(invoice=attempt.invoice, attempt=attempt.attempt_number + 1, reason=reason)
     retries_left = attempt.invoice.dunning_attempts.filter(result=DunningResult.SCHEDULED).exists()
     if not retries_left and subscription is not None and subscription.status == Status.PAST_DUE:
         subscription_transition(

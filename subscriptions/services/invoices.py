@@ -16,6 +16,7 @@ from billing_project.money import minor_to_major, usd_round
 from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
+from subscriptions.services.events import invoice_paid_emit, invoice_payment_failed_emit
 
 
 def _usd_field(amount: int, currency: str) -> Decimal:
@@ -63,6 +64,8 @@ def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | N
 
 
 def _payment_succeeded_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None) -> None:
+    """The invoice just became paid (written paid, or settled): its payment, and invoice.paid."""
+    invoice_paid_emit(invoice=invoice)
     _payment_record(
         invoice=invoice,
         stripe_payment_intent_id=stripe_payment_intent_id,
@@ -124,9 +127,11 @@ def invoice_failed_record(
     reason: str,
     stripe_invoice_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
+    stripe_invoice: dict | None = None,
 ) -> BillingInvoice:
     """The open invoice of a failed payment and the failed payment. An invoice paid meanwhile (the
-    events crossed) stays paid."""
+    events crossed) stays paid. `stripe_invoice` (the payload) gives it Stripe's document fields
+    first, so what is told of the failure links to the page where the customer pays."""
     currency = currency.lower()
     invoice, _ = _invoice_get_or_create(
         subscription=subscription,
@@ -140,6 +145,8 @@ def invoice_failed_record(
         description="Renewal",
         status=InvoiceStatus.OPEN,
     )
+    if stripe_invoice:
+        invoice_document_update(invoice=invoice, stripe_invoice=stripe_invoice)
     if invoice.status == InvoiceStatus.PAID:
         return invoice
     _payment_record(
@@ -148,6 +155,7 @@ def invoice_failed_record(
         status=PaymentStatus.FAILED,
         failure_reason=reason[:1000],
     )
+    invoice_payment_failed_emit(invoice=invoice, reason=reason)
     return invoice
 
 

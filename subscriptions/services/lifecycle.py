@@ -49,6 +49,7 @@ from subscriptions.models import (
 from subscriptions.periods import add_months, period_end
 from subscriptions.selectors import customer_to_charge
 from subscriptions.services.entitlements import credits_tier_push, entitlement_activate, tier_config_get
+from subscriptions.services.events import subscription_changed_emit, subscription_created_emit
 from subscriptions.services.invoices import invoice_paid_record
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,13 @@ def live_subscription_lock(user_id) -> Subscription | None:
 
 
 def _audit(action: AuditAction, subscription: Subscription, *, previous=None, actor=None, **extra) -> None:
+    """Audits a change of the subscription and tells the outside of it (subscription.created, or
+    .updated/.cancelled when its status, tier or cancellation changed since `previous`): every
+    change of the lifecycle comes through here, in its transaction."""
+    if action == AuditAction.CREATE:
+        subscription_created_emit(subscription=subscription)
+    elif previous is not None:
+        subscription_changed_emit(subscription=subscription, previous=previous)
     audit_record(
         action=action,
         resource_type=resource_type_of(subscription),

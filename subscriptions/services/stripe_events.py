@@ -33,6 +33,7 @@ from subscriptions.models import (
 from subscriptions.periods import period_end
 from subscriptions.services.billing import dunning_pause_shift
 from subscriptions.services.entitlements import entitlement_activate
+from subscriptions.services.events import subscription_changed_emit, watched_fields
 from subscriptions.services.invoices import invoice_amounts_update, invoice_open_record
 from subscriptions.services.lifecycle import (
     period_credits_allocate,
@@ -274,12 +275,14 @@ def _subscription_mirror(row: WebhookEvent) -> dict:
         subscription_transition(
             subscription=subscription, status=target, reason=f"Stripe reports {stripe_subscription['status']}"
         )
+    transitioned = watched_fields(subscription)  # the transition told its own change
     tier_change = _tier_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     pause = _pause_mirror(subscription, stripe_subscription, at=row.event_created_at or timezone.now())
     subscription.cancel_at_period_end = bool(stripe_subscription.get("cancel_at_period_end"))
     subscription.cancel_at = timestamp_of(stripe_subscription.get("cancel_at"))
     mark_applied(subscription, row)
     subscription.save()
+    subscription_changed_emit(subscription=subscription, previous=transitioned)
     audit_record(
         action=AuditAction.UPDATE,
         resource_type=resource_type_of(subscription),

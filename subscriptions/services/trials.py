@@ -1,18 +1,17 @@
-"""Trials: reminder e-mails before the end, and the end itself (hourly task, manage.py expire_trials)."""
+"""Trials: reminders before the end (the subscription.trial_ending notification), and the end itself
+(hourly task, manage.py expire_trials)."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
-from billing_project.enums import SubscriptionTier
+from billing_project.enums import EventType, SubscriptionTier
 from billing_project.errors import Conflict
 from billing_project.metrics import TRIAL_EXPIRATIONS, TRIAL_REMINDERS_SENT
+from billing_project.outbound import notify
 from subscriptions.codes import ErrorCode
 from subscriptions.models import Subscription, SubscriptionStatus
 from subscriptions.services.lifecycle import subscription_lock, subscription_transition
@@ -22,22 +21,27 @@ Status = SubscriptionStatus
 REMINDERS = ((1, "trial_reminder_1d_sent_at"), (3, "trial_reminder_3d_sent_at"))
 
 
-def trial_reminder_email_send(*, subscription: Subscription, days_left: int) -> None:
-    context = {
-        "user": subscription.user,
-        "tier": SubscriptionTier(subscription.tier).label,
-        "days_left": days_left,
-        "trial_ends_at": subscription.trial_ends_at,
-    }
-    message = EmailMultiAlternatives(
-        subject=render_to_string("subscriptions/email/trial_reminder_subject.txt", context).strip(),
-        body=render_to_string("subscriptions/email/trial_reminder.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[subscription.user.email],
+def trial_ending_notify(*, subscription: Subscription, days_left: int, occurrence: str) -> bool:
+    """Tells the customer their trial ends in `days_left` days (subscription.trial_ending: the
+    e-mail and the outbound event), once per `occurrence`. True when told now."""
+    ends_at = subscription.trial_ends_at
+    told = notify(
+        user=subscription.user,
+        kind=EventType.SUBSCRIPTION_TRIAL_ENDING,
+        occurrence=occurrence,
+        subject=f"subscription:{subscription.pk}",
+        context={
+            "subscription_id": str(subscription.pk),
+            "tier": subscription.tier,
+            "tier_name": SubscriptionTier(subscription.tier).label,
+            "days_left": days_left,
+            "trial_ends_at": ends_at.isoformat(),
+            "trial_ends_on": f"{ends_at.astimezone(UTC):%-d %B %Y, %H:%M} UTC",
+        },
     )
-    message.attach_alternative(render_to_string("subscriptions/email/trial_reminder.html", context), "text/html")
-    message.send()
-    TRIAL_REMINDERS_SENT.labels(days=str(days_left)).inc()
+    if told is not None:
+        TRIAL_REMINDERS_SENT.labels(days=str(days_left)).inc()
+    return told is not None
 
 
 def _reminder_due(subscription: Subscription, now: datetime) -> tuple[int, str] | None:
@@ -69,8 +73,9 @@ def trials_due_a_reminder(*, now: datetime) -> list:
 
 @transaction.atomic
 def trial_reminder_send(*, subscription_id, now: datetime) -> bool:
-    """Sends the reminder this trial is due, once. The mark is written with the send, so a failed
-    send is retried by the next run. A trial the customer cancelled gets none: it ends anyway."""
+    """Tells the customer of the reminder this trial is due, once (the notification is unique per
+    trial and reminder day; its e-mail goes once this commits, retried by its task). A trial the
+    customer cancelled gets none: it ends anyway."""
     subscription = subscription_lock(subscription_id)
     if subscription.status != Status.TRIAL or subscription.cancel_at_period_end or subscription.trial_ends_at <= now:
         return False
@@ -78,7 +83,7 @@ def trial_reminder_send(*, subscription_id, now: datetime) -> bool:
     if due is None:
         return False
     days, field = due
-    trial_reminder_email_send(subscription=subscription, days_left=days)
+    trial_ending_notify(subscription=subscription, days_left=days, occurrence=f"{subscription.pk}:{days}d")
     setattr(subscription, field, now)
     subscription.save(update_fields=[field, "updated_at"])
     return True
@@ -92,7 +97,9 @@ def trial_reminder_resend(*, subscription_id, actor) -> int:
         raise Conflict("Only a subscription in its trial gets trial reminders.", code=ErrorCode.NOT_IN_TRIAL)
     seconds_left = (subscription.trial_ends_at - timezone.now()).total_seconds()
     days_left = max(round(seconds_left / 86_400), 0)
-    trial_reminder_email_send(subscription=subscription, days_left=days_left)
+    # Each resend is an occurrence of its own: staff asked for this one.
+    occurrence = f"{subscription.pk}:resent:{timezone.now().isoformat()}"
+    trial_ending_notify(subscription=subscription, days_left=days_left, occurrence=occurrence)
     audit_record(
         action=AuditAction.PROCESS,
         resource_type=resource_type_of(subscription),

@@ -126,8 +126,9 @@ def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
         stripe_payment_intent_id=_invoice_payment(invoice).get("stripe_payment_intent_id"),
         stripe_gave_up=invoice.get("next_payment_attempt") is None,
         subscription_current=newer_than_applied(subscription, row),
+        attempt=attempt or 1,
+        stripe_invoice=invoice,
     )
-    invoice_document_update(invoice=failed, stripe_invoice=invoice)
     invoice_amounts_update(invoice=failed, stripe_invoice=invoice, reason=f"Stripe: {row.event_id}")
     applied_save(subscription, row)
     _record_invoice_event(

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
@@ -163,7 +164,8 @@ def test_resend_trial_reminder_action_sends_the_email_and_audits(admin_client, a
     customer = account_register(email="trialist@example.com", password="a long enough passphrase")
     trial = subscription_start(user=customer, tier=SubscriptionTier.PRO).subscription
 
-    response = run_action(admin_client, SUBSCRIPTIONS, "resend_trial_reminder", [trial])
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = run_action(admin_client, SUBSCRIPTIONS, "resend_trial_reminder", [trial])
 
     assert response.status_code == 200
     (message,) = mail.outbox

@@ -12,6 +12,7 @@ import time_machine
 from django.core import mail
 from django.core.management import call_command
 from django.db.models import Sum
+from django.test import TestCase
 from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
@@ -88,7 +89,8 @@ def stripe_invoice(invoice_id, *, period_start, period_end, paid=True, reason="s
 
 
 def hourly_reminders() -> int:
-    return tasks.send_trial_reminders.delay().get()
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the reminders' e-mails go after commit
+        return tasks.send_trial_reminders.delay().get()
 
 
 def allocations(subscription) -> list[tuple[datetime, int]]:

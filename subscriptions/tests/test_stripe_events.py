@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AdminAuditLog, AuditAction
+from billing_project.models import Notification, OutboundEvent
 from coupons.models import CouponRedemption, RedemptionStatus
 from coupons.tests.factories import CouponFactory
 from licensing.models import LicenseStatus, PerpetualLicense
@@ -509,26 +510,35 @@ def test_a_late_payment_of_an_older_invoice_does_not_reactivate_and_dunning_goes
 # Invoices
 
 
-def test_an_invoice_needing_the_customers_action_emails_its_hosted_link(
+def test_an_invoice_needing_the_customers_action_emails_its_hosted_link_once_per_payment(
     webhook_client, subscriber, django_capture_on_commit_callbacks
 ):
     user, subscription, ids = subscriber
     renewal = ids.next_invoice()
     link = f"https://invoice.stripe.com/i/acct_1Sample/{renewal.invoice}"
-    event = renewal_event(
-        subscription, renewal, event_type="invoice.payment_action_required", status="open", hosted_invoice_url=link
-    )
+
+    def asked():
+        return renewal_event(
+            subscription, renewal, event_type="invoice.payment_action_required", status="open", hosted_invoice_url=link
+        )
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = deliver(webhook_client, event)
+        response = deliver(webhook_client, asked())
+    with django_capture_on_commit_callbacks(execute=True):
+        again = deliver(webhook_client, asked())  # Stripe asks again about the same payment
 
     assert response.json()["result"] == {"action": "customer_asked_to_confirm", "user_id": user.pk, "emailed": True}
+    assert again.json()["result"]["emailed"] is False
+    (notification,) = Notification.objects.filter(kind="payment.action_required")
+    assert notification.occurrence == f"{renewal.invoice}:1"  # the invoice's attempt: it names no payment intent
+    (outbound,) = OutboundEvent.objects.filter(type="payment.action_required")
+    assert (outbound.user, outbound.data["hosted_invoice_url"], outbound.data["amount"]) == (user, link, "19.00")
     (message,) = mail.outbox
     assert message.to == [user.email]
     assert message.subject == "Your payment of 19.00 USD needs your confirmation"
     assert link in message.body
     assert link in message.alternatives[0][0]
-    fact = PaymentEvent.objects.get(event_type="invoice_payment_action_required")
+    fact = PaymentEvent.objects.filter(event_type="invoice_payment_action_required").first()
     assert (fact.user, fact.invoice_id, fact.subscription_id, fact.amount) == (
         user,
         renewal.invoice,

@@ -8,10 +8,12 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.management import call_command
+from django.test import TestCase
 from prometheus_client import REGISTRY
 
 from audit.models import AdminAuditLog
 from billing_project.errors import Conflict
+from billing_project.models import Notification, OutboundEvent
 from credits.models import CreditAllocation
 from subscriptions import jobs, selectors, services, tasks
 from subscriptions.models import Subscription, TierConfig, UserEntitlement
@@ -39,6 +41,12 @@ def trial_started(email: str = "ada@example.com") -> Subscription:
     return services.subscription_start(user=user, tier="pro").subscription
 
 
+def reminders_run() -> int:
+    """The hourly task, and what it leaves for after its commit: the reminders' e-mails."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return tasks.send_trial_reminders.delay().get()
+
+
 def reminder_days() -> list[int]:
     """The days each sent reminder announces, in the order sent (from the subject)."""
     return [int(message.subject.split(" ends in ")[1].split()[0]) for message in mail.outbox]
@@ -50,7 +58,8 @@ def expirations() -> float:
 
 def run(*args) -> str:
     out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        call_command(*args, stdout=out, stderr=StringIO())
     return out.getvalue()
 
 
@@ -79,7 +88,7 @@ def test_the_reminder_sent_depends_on_the_time_left(clock, before_end, sent):
     trial_started()
 
     clock.move_to(TRIAL_END - before_end)
-    assert tasks.send_trial_reminders.delay().get() == len(sent)
+    assert reminders_run() == len(sent)
 
     assert reminder_days() == sent
 
@@ -90,7 +99,7 @@ def test_an_hourly_job_over_the_whole_trial_sends_each_reminder_once(clock):
     sent_at = []
     for hour in range(14 * 24 + 2):
         clock.move_to(T0 + timedelta(hours=hour))
-        if tasks.send_trial_reminders.delay().get():
+        if reminders_run():
             sent_at.append(T0 + timedelta(hours=hour))
 
     assert sent_at == [TRIAL_END - 3 * DAY, TRIAL_END - DAY]
@@ -104,7 +113,8 @@ def test_a_reminder_is_an_html_and_text_email_naming_the_days_and_the_end(clock)
     subscription = trial_started()
 
     clock.move_to(TRIAL_END - DAY)
-    jobs.trial_reminders_send()
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        jobs.trial_reminders_send()
 
     (message,) = mail.outbox
     assert message.to == [subscription.user.email]
@@ -116,13 +126,39 @@ def test_a_reminder_is_an_html_and_text_email_naming_the_days_and_the_end(clock)
     assert "16 March 2026, 09:00" in html
 
 
+def test_a_reminder_is_one_trial_ending_notification_and_event_even_when_its_send_runs_twice(clock):
+    subscription = trial_started()
+    clock.move_to(TRIAL_END - DAY)
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert services.trial_reminder_send(subscription_id=subscription.pk, now=TRIAL_END - DAY)
+    # the job's mark lost (a restore, a hand edit): the notification still goes once
+    Subscription.objects.filter(pk=subscription.pk).update(trial_reminder_1d_sent_at=None)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        services.trial_reminder_send(subscription_id=subscription.pk, now=TRIAL_END - DAY)
+
+    assert len(mail.outbox) == 1
+    (notification,) = Notification.objects.filter(kind="subscription.trial_ending")
+    assert notification.occurrence == f"{subscription.pk}:1d"
+    (event,) = OutboundEvent.objects.filter(type="subscription.trial_ending")
+    assert (event.subject, event.user) == (f"subscription:{subscription.pk}", subscription.user)
+    assert event.data == {
+        "subscription_id": str(subscription.pk),
+        "tier": "pro",
+        "tier_name": "Pro",
+        "days_left": 1,
+        "trial_ends_at": TRIAL_END.isoformat(),
+        "trial_ends_on": "16 March 2026, 09:00 UTC",
+    }
+
+
 def test_a_trial_shorter_than_three_days_gets_only_the_one_day_reminder(clock):
     TierConfig.objects.filter(tier="pro").update(trial_days=2)
     subscription = trial_started()
 
     for hour in range(2 * 24 + 2):
         clock.move_to(T0 + timedelta(hours=hour))
-        tasks.send_trial_reminders.delay().get()
+        reminders_run()
 
     assert reminder_days() == [1]
     subscription.refresh_from_db()
@@ -136,7 +172,7 @@ def test_a_trial_the_customer_cancelled_gets_no_reminder(clock):
 
     for before_end in (3 * DAY, DAY):
         clock.move_to(TRIAL_END - before_end)
-        assert tasks.send_trial_reminders.delay().get() == 0
+        assert reminders_run() == 0
 
     assert mail.outbox == []
 
@@ -153,7 +189,7 @@ def test_a_trial_that_ended_gets_no_reminder(clock, staff_user, ended_by):
 
     for before_end in (3 * DAY, DAY):
         clock.move_to(TRIAL_END - before_end)
-        assert tasks.send_trial_reminders.delay().get() == 0
+        assert reminders_run() == 0
 
     assert mail.outbox == []
 
@@ -272,7 +308,8 @@ def test_staff_resend_the_reminder_and_it_is_audited(clock, staff_user):
     subscription = trial_started()
     clock.move_to(T0 + 4 * DAY)
 
-    days_left = services.trial_reminder_resend(subscription_id=subscription.pk, actor=staff_user)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        days_left = services.trial_reminder_resend(subscription_id=subscription.pk, actor=staff_user)
 
     assert days_left == 10
     (message,) = mail.outbox
