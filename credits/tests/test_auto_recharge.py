@@ -20,8 +20,9 @@ from credits.services import pricing_catalog_seed, usage_record
 from credits.services.recharge import AutoRechargeChange, auto_recharge_set
 from credits.tasks import auto_recharge_run
 from credits.tests.conftest import fund, usage_event
-from payments.models import OperationKind, OperationState, PaymentOperation, StripeCustomer
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, StripeCustomer
 from payments.services.customers import customer_ensure
+from payments.services.refunds import payment_refund_record
 from payments.tests.helpers import deliver_event
 
 ME = "/api/v1/me/credits/auto-recharge/"
@@ -398,3 +399,24 @@ def test_staff_get_a_problem_for_an_unknown_user_and_support_cannot_change(
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_user"
     assert forbidden.status_code == 403
     assert readable.status_code == 200
+
+
+# Refunds
+
+
+def test_a_refunded_recharge_takes_back_what_is_left_of_its_credits(user, offline, pack, queue):
+    # given a recharge of 5000 credits, 70 of them spent
+    pricing_catalog_seed()
+    recharge_on(user, pack, threshold=1000)
+    operation = PaymentOperation.objects.get(pk=auto_recharge_run(user.pk))
+    usage_record(event=_event(user))
+    payment = Payment.objects.get(operation=operation)
+
+    # when its payment is refunded in full
+    result = payment_refund_record(
+        payment_id=payment.pk, refund_id="re_recharge", amount=payment.amount, operation_id=uuid.uuid4()
+    )
+
+    # then the credits left of it are taken back, the spent ones stay spent
+    assert result["effect"] == {"action": "credits_clawed_back", "credits": 5000 - REQUEST_CREDITS}
+    assert UserCreditBalance.objects.get(user=user).amount == 0
