@@ -420,3 +420,41 @@ def test_a_refunded_recharge_takes_back_what_is_left_of_its_credits(user, offlin
     # then the credits left of it are taken back, the spent ones stay spent
     assert result["effect"] == {"action": "credits_clawed_back", "credits": 5000 - REQUEST_CREDITS}
     assert UserCreditBalance.objects.get(user=user).amount == 0
+
+
+def test_a_retired_pack_pauses_auto_recharge_with_a_notification(user, offline, pack, queue):
+    # given auto-recharge on a pack staff have since retired
+    recharge_on(user, pack, threshold=1000)
+    pack.is_active = False
+    pack.save()
+
+    # when a check runs
+    opened = auto_recharge_run(user.pk)
+
+    # then nothing is charged; auto-recharge is paused and the user told why
+    assert opened is None and recharges(user).count() == 0
+    setting = AutoRecharge.objects.get(user=user)
+    assert setting.paused_at is not None and "no longer offered" in setting.pause_reason
+    (paused,) = notified(user, EventType.CREDITS_RECHARGE_PAUSED)
+    assert paused.context["pause_reason"] == setting.pause_reason
+    assert UserCreditBalance.objects.get(user=user).auto_recharge_below is None
+
+
+def test_deductions_below_the_threshold_queue_one_check_per_window(
+    user, offline, pack, queue, django_capture_on_commit_callbacks
+):
+    # given a user whose recharge is due (enabling below the threshold queued the first check)
+    pricing_catalog_seed()
+    fund(user, 1050)
+    with django_capture_on_commit_callbacks(execute=True):
+        recharge_on(user, pack, threshold=2000)
+    assert queue == [user.pk]
+
+    # when more requests are recorded below the threshold, while that check is still queued
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            usage_record(event=_event(user))
+        assert callbacks
+
+    # then no second check is queued within AUTO_RECHARGE_QUEUE_SECONDS
+    assert queue == [user.pk]
