@@ -39,7 +39,7 @@ from credits.models import (
 from credits.selectors import balance_invalidate, spendable
 
 # Balance fields `me/credits/` does not show: changing them keeps its cached copy.
-TIER_FIELDS = {"tier", "subscription_id", "auto_recharge_below"}
+UNSHOWN_BALANCE_FIELDS = {"tier", "subscription_id", "auto_recharge_below"}
 LAST_DEDUCTION_FIELDS = ("last_deduction_at", "last_deduction_amount")
 
 
@@ -340,7 +340,7 @@ class LockedAccount:
         for row, fields in self._updates.values():
             row.updated_at = self.now
             writes.append(ledger_sql.update(row, sorted(fields | {"updated_at"})))
-        if writes or self._balance_fields - TIER_FIELDS:
+        if writes or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
             # What `me/credits/` shows changes: its cached copy goes when this commits.
             balance_invalidate(user_id=self.user_id)
         if self._recharge_due:
