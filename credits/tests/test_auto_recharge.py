@@ -282,6 +282,31 @@ def test_a_card_needing_authentication_is_told_then_the_paid_invoice_grants_the_
     assert len(notified(user, EventType.CREDITS_RECHARGE_FAILED)) == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_asynchronous_recharge_that_fails_later_is_settled_by_its_webhook(user, pack, stripe, queue):
+    # given a recharge paid by a method that settles later
+    customer_ensure(user=user)
+    recharge_on(user, pack, threshold=1000)
+    stripe.pay_mode = "async"
+    operation = PaymentOperation.objects.get(pk=auto_recharge_run(user.pk))
+    assert operation.state == OperationState.SUBMITTED
+    assert notified(user, EventType.CREDITS_RECHARGE_FAILED) == []
+
+    # when the payment fails and Stripe's invoice.payment_failed arrives
+    invoice = stripe.async_payment_settle(operation.stripe_invoice_id, succeeded=False)
+    row, _ = deliver_event("invoice.payment_failed", {**invoice, "attempt_count": 1})
+
+    # then the recharge is failed, counted and told once; no credits
+    assert row.status == "processed", row.error
+    operation.refresh_from_db()
+    assert operation.effect == "failed"
+    (failed,) = notified(user, EventType.CREDITS_RECHARGE_FAILED)
+    assert failed.occurrence == str(operation.pk) and failed.context["reason"] == "declined"
+    assert AutoRecharge.objects.get(user=user).consecutive_failures == 1
+    assert not CreditAllocation.objects.filter(user=user, source=CreditSource.PURCHASE).exists()
+
+
 # The API
 
 
