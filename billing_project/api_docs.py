@@ -209,6 +209,18 @@ OPERATIONS = {
     "v1_me_credits_retrieve": Doc(
         "Get my credit balance", "The caller's balance, the credits held for calls in progress, and the live grants."
     ),
+    "v1_me_credits_auto_recharge_retrieve": Doc(
+        "Get my auto-recharge",
+        "The caller's auto-recharge: the threshold (credits), the pack each recharge buys, the monthly cap and "
+        "what this month's recharges charged (money in the pack's currency), and whether it is paused after "
+        "failed recharges. Off (`enabled` false, no pack) until it is set.",
+    ),
+    "v1_me_credits_auto_recharge_update": Doc(
+        "Set my auto-recharge",
+        "When a deduction leaves the spendable balance below `threshold`, one recharge charges the saved card "
+        "for `pack`, at most `monthly_cap` a calendar month (UTC). Enabling needs an active pack, a cap of at "
+        "least one pack's price and a saved card (422 otherwise); enabling a paused auto-recharge resumes it.",
+    ),
     "v1_me_usage_list": Doc(
         "List my usage",
         "The caller's recorded LLM requests, newest first (cursor pagination), each with its cost, the "
@@ -344,6 +356,13 @@ OPERATIONS = {
         "Grant credits",
         f"{_STAFF} Grants a user credits with a reason and an optional expiry; audited. 201 "
         "`{allocation_id, balance_after}`.",
+    ),
+    "v1_admin_credits_auto_recharge_retrieve": Doc(
+        "Get a user's auto-recharge", f"{_STAFF} A user's auto-recharge, as `GET me/credits/auto-recharge/` shows it."
+    ),
+    "v1_admin_credits_auto_recharge_update": Doc(
+        "Set a user's auto-recharge",
+        f"{_STAFF} Sets a user's auto-recharge with the rules of `PUT me/credits/auto-recharge/`; audited.",
     ),
     "v1_admin_credits_deductions_list": Doc(
         "List credit deductions",

@@ -62,6 +62,10 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CREDIT_VALUE_USD = Decimal(env.str("CREDIT_VALUE_USD", default="0.001"))
 DEFAULT_MARGIN_MULTIPLIER = Decimal(env.str("DEFAULT_MARGIN_MULTIPLIER", default="1.5"))
 CREDIT_HOLD_TTL = timedelta(seconds=env.int("CREDIT_HOLD_TTL", default=15 * 60))
+# Auto-recharge pauses after this many failed recharges in a row (declined, or waiting for the customer).
+AUTO_RECHARGE_MAX_FAILURES = env.int("AUTO_RECHARGE_MAX_FAILURES", default=3)
+# At most one auto-recharge check is queued per user in this many seconds (deductions below the threshold).
+AUTO_RECHARGE_QUEUE_SECONDS = env.int("AUTO_RECHARGE_QUEUE_SECONDS", default=30)
 LICENSE_DEVICE_CHANGES_PER_DAY = env.int("LICENSE_DEVICE_CHANGES_PER_DAY", default=6)
 # Perpetual licenses: the release on sale, its price, and paid upgrades to the next major version.
 LICENSE_CURRENT_VERSION = env.str("LICENSE_CURRENT_VERSION", default="1.0.0")

@@ -8,12 +8,13 @@ from django.contrib.admin.widgets import AdminSplitDateTime
 from django.urls import reverse
 from django.utils.html import format_html_join
 
-from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyModelAdmin
+from audit.admin_base import AuditedModelAdmin, CreatorStampAdminMixin, ReadOnlyHistoryAdmin, ReadOnlyModelAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
 from billing_project.errors import DomainError
 from credits.models import (
     PER_1K_PRICE_FIELDS,
+    AutoRecharge,
     CreditAllocation,
     CreditConsumption,
     CreditDeductionLedger,
@@ -414,3 +415,14 @@ class CreditUsageDailySummaryAdmin(ReadOnlyModelAdmin):
     search_fields = ("user__email",)
     date_hierarchy = "summary_date"
     ordering = ("-summary_date",)
+
+
+@admin.register(AutoRecharge)
+class AutoRechargeAdmin(ReadOnlyHistoryAdmin):
+    """Set by the user or by staff through the API (`admin/credits/auto-recharge/{user_id}/`), which
+    checks the pack, the cap and the saved card and keeps the balance row's threshold in step."""
+
+    list_display = ("user", "enabled", "threshold", "pack", "monthly_cap", "consecutive_failures", "paused_at")
+    list_filter = ("enabled", ("paused_at", admin.EmptyFieldListFilter), "pack")
+    list_select_related = ("user", "pack")
+    search_fields = ("user__email",)

@@ -31,3 +31,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_PRICING_CONFIG = "unknown_pricing_config"
     NOT_PENDING = "not_pending"
     SELF_APPROVAL = "self_approval"
+    UNKNOWN_PACK = "unknown_pack"
+    PACK_INACTIVE = "pack_inactive"
+    CAP_BELOW_PACK_PRICE = "cap_below_pack_price"
+    NO_SAVED_CARD = "no_saved_card"

@@ -122,7 +122,7 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
 
 
 # What opening an account reads of the balance row (see `balance_of`).
-BALANCE_COLUMNS = ("id", "amount", "tier", "subscription_id")
+BALANCE_COLUMNS = ("id", "amount", "tier", "subscription_id", "auto_recharge_below")
 
 
 def balance_lock_statement(user_id) -> Statement:

@@ -417,6 +417,12 @@ class UserCreditBalance(TimestampedModel):
     subscription_id = models.UUIDField(
         null=True, blank=True, help_text="The user's live subscription as subscriptions last set it (a plain id)."
     )
+    auto_recharge_below = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Credits: the user's auto-recharge threshold while it is enabled and not paused (empty: off). "
+        "Kept here so a deduction knows, from the row it locks, that it should queue a recharge.",
+    )
 
     class Meta:
         constraints = [
@@ -719,3 +725,43 @@ class CreditPack(TimestampedModel):
 
     def __str__(self):
         return f"{self.name} ({self.credits} credits)"
+
+
+class AutoRecharge(TimestampedModel):
+    """A user's auto-recharge: when a deduction leaves their spendable credits below `threshold`, one
+    `credit_recharge` payment operation charges their saved card for `pack` (credits.services.recharge).
+
+    Invariants: one row per user; at most one unfinished recharge operation per row (the row is the
+    operation's subject, and payments allows one unfinished charge per subject); the money charged by
+    the recharges of a calendar month (UTC), succeeded or in flight, never exceeds `monthly_cap`; the
+    user's balance row carries `threshold` in `auto_recharge_below` exactly while the row is enabled and
+    not paused (both are changed together, under the lock of this row and then of the balance)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="auto_recharge")
+    enabled = models.BooleanField(default=False)
+    threshold = models.PositiveIntegerField(help_text="Credits: a recharge is due below this spendable balance.")
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="auto_recharges")
+    monthly_cap = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        help_text="Most money auto-recharge may charge per calendar month (UTC), in the pack's currency.",
+    )
+    consecutive_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Recharges declined or waiting for the customer since the last one that succeeded."
+    )
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="Paused after AUTO_RECHARGE_MAX_FAILURES failures; enabling again resumes it."
+    )
+    pause_reason = models.CharField(max_length=255, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(monthly_cap__gte=0), name="auto_recharge_cap_not_negative"),
+        ]
+        indexes = [models.Index(fields=["enabled", "paused_at"], name="auto_recharge_state_idx")]
+
+    def __str__(self):
+        return f"auto-recharge below {self.threshold} credits"

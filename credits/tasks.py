@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from credits.services import credits_expire_for_user, holds_expire, users_with_overdue_grants
 from credits.services.ledger import usage_rollup_day
+from credits.services.recharge import auto_recharge_attempt
 
 RETRY = {"acks_late": True, "autoretry_for": (Exception,), "retry_backoff": True, "max_retries": 5}
 
@@ -28,3 +29,11 @@ def rollup_usage_daily() -> int:
     """Yesterday's summaries, final, and today's so far."""
     today = timezone.now().date()
     return usage_rollup_day(day=today - timedelta(days=1)) + usage_rollup_day(day=today)
+
+
+@shared_task(acks_late=True)
+def auto_recharge_run(user_id: int) -> str | None:
+    """One auto-recharge check of the user, queued by a deduction below their threshold. Not retried:
+    an operation it opened and could not finish is resumed by reconcile_payments."""
+    operation = auto_recharge_attempt(user_id=user_id)
+    return str(operation.pk) if operation else None

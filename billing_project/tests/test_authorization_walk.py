@@ -105,6 +105,8 @@ STAFF_ROUTE_ROLES = {
     ("post", f"api/v1/admin/licenses/(?P<pk>{UUID})/revoke/"): SUPPORT,
     ("post", f"api/v1/admin/licenses/(?P<pk>{UUID})/suspend/"): SUPPORT,
     ("post", "api/v1/admin/credits/grant/"): FINANCE,
+    ("get", "api/v1/admin/credits/auto-recharge/<int:user_id>/"): SUPPORT,
+    ("put", "api/v1/admin/credits/auto-recharge/<int:user_id>/"): FINANCE,
     ("get", "api/v1/admin/credits/deductions/"): SUPPORT,
     ("post", "api/v1/admin/credits/deductions/<uuid:deduction_id>/reverse/"): FINANCE,
     ("get", "api/v1/admin/providers/"): SUPPORT,

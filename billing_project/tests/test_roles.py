@@ -114,6 +114,7 @@ CONSOLE_LISTS = {
     "coupons.couponredemption": S,
     "coupons.couponusagelimit": S,
     "coupons.couponvalidationrule": S,
+    "credits.autorecharge": S,
     "credits.creditallocation": S,
     "credits.creditconsumption": S,
     "credits.creditdeductionledger": S,

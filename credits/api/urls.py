@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from credits.api import views
+from credits.api import recharge_views, views
 
 router = SimpleRouter()
 router.register("admin/providers", views.ProviderViewSet, basename="admin-provider")
@@ -17,6 +17,12 @@ urlpatterns = [
     path("me/credits/", views.MeCreditsView.as_view(), name="me-credits"),
     path("me/usage/", views.MeUsageView.as_view(), name="me-usage"),
     path("me/usage/daily/", views.MeUsageDailyView.as_view(), name="me-usage-daily"),
+    path("me/credits/auto-recharge/", recharge_views.MeAutoRechargeView.as_view(), name="me-auto-recharge"),
+    path(
+        "admin/credits/auto-recharge/<int:user_id>/",
+        recharge_views.StaffAutoRechargeView.as_view(),
+        name="admin-auto-recharge",
+    ),
     path("admin/credits/grant/", views.StaffCreditGrantView.as_view(), name="admin-credit-grant"),
     path("admin/credits/deductions/", views.StaffDeductionListView.as_view(), name="admin-deductions"),
     path(

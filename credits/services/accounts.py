@@ -16,7 +16,9 @@ The ledger rows are the history of balances and grants: they are not tracked by 
 
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -36,7 +38,8 @@ from credits.models import (
 )
 from credits.selectors import balance_invalidate, spendable
 
-TIER_FIELDS = {"tier", "subscription_id"}
+# Balance fields `me/credits/` does not show: changing them keeps its cached copy.
+UNSHOWN_BALANCE_FIELDS = {"tier", "subscription_id", "auto_recharge_below"}
 LAST_DEDUCTION_FIELDS = ("last_deduction_at", "last_deduction_amount")
 
 
@@ -70,6 +73,7 @@ class LockedAccount:
         self.held = held
         self.now = now
         self._balance_fields: set[str] = set()
+        self._recharge_due = False
         # Rows to insert, by table, in an order that satisfies their foreign keys.
         self.allocations: list[CreditAllocation] = []
         self.new_grants: list[UserCreditSource] = []
@@ -155,6 +159,9 @@ class LockedAccount:
         if left:
             raise ValueError(f"debit of {amount} exceeds the spendable {self.spendable}")
         deduction = self._write_deduction(amount=amount, reason=reason, paid_by=paid_by, **ledger_fields)
+        below = self.balance.auto_recharge_below
+        if below is not None and self.spendable < below:
+            self._recharge_due = True
         self.balance.last_deduction_at = self.now
         self.balance.last_deduction_amount = amount
         self._balance_fields.update(LAST_DEDUCTION_FIELDS)
@@ -288,6 +295,12 @@ class LockedAccount:
             self.balance.tier, self.balance.subscription_id = tier, subscription_id
             self._balance_fields |= {"tier", "subscription_id"}
 
+    def auto_recharge_arm(self, threshold: int | None) -> None:
+        """The auto-recharge threshold deductions compare with (None: auto-recharge is off or paused)."""
+        if self.balance.auto_recharge_below != threshold:
+            self.balance.auto_recharge_below = threshold
+            self._balance_fields.add("auto_recharge_below")
+
     def repair(self, *, balance: int, grant_remainders: dict) -> None:
         """Sets the balance and the given grants' remainders (grant id -> credits) to what the ledger
         says; opened with `expire_overdue=False`, so nothing else changes."""
@@ -327,9 +340,13 @@ class LockedAccount:
         for row, fields in self._updates.values():
             row.updated_at = self.now
             writes.append(ledger_sql.update(row, sorted(fields | {"updated_at"})))
-        if writes or self._balance_fields - TIER_FIELDS:
+        if writes or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
             # What `me/credits/` shows changes: its cached copy goes when this commits.
             balance_invalidate(user_id=self.user_id)
+        if self._recharge_due:
+            self._recharge_due = False
+            # After commit, outside the request's transaction: the recharge itself runs in a task.
+            transaction.on_commit(lambda user_id=self.user_id: recharge_queue(user_id=user_id), robust=True)
         if self._balance_fields:
             self.balance.updated_at = self.now
             writes.append(ledger_sql.update(self.balance, sorted(self._balance_fields | {"updated_at"})))
@@ -340,6 +357,17 @@ class LockedAccount:
 
     def flush(self) -> None:
         ledger_sql.execute_all(self.statements())
+
+
+def recharge_queue(*, user_id) -> None:
+    """Queues one auto-recharge check of the user. Deductions below the threshold keep coming while a
+    recharge is in flight (or the month's cap is reached): one check per user per
+    AUTO_RECHARGE_QUEUE_SECONDS is queued, the others are dropped here (the check itself is exact)."""
+    if not cache.add(f"credits:recharge-queued:{user_id}", 1, timeout=settings.AUTO_RECHARGE_QUEUE_SECONDS):
+        return
+    from credits.tasks import auto_recharge_run
+
+    auto_recharge_run.delay(user_id)
 
 
 @transaction.atomic

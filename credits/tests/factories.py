@@ -10,10 +10,12 @@ from billing_project.enums import SubscriptionTier
 from billing_project.tests.factories import UserFactory
 from credits.models import (
     ApprovalStatus,
+    AutoRecharge,
     CreditAllocation,
     CreditConsumption,
     CreditDeductionLedger,
     CreditHold,
+    CreditPack,
     CreditSource,
     CreditUsageDailySummary,
     DeductionReason,
@@ -247,3 +249,23 @@ class CreditUsageDailySummaryFactory(DjangoModelFactory):
     total_vendor_cost = Decimal("0.125")
     total_gross_margin = Decimal("0.0625")
     total_credits_granted = 1_000
+
+
+class CreditPackFactory(DjangoModelFactory):
+    class Meta:
+        model = CreditPack
+
+    name = factory.Sequence(lambda n: f"Pack {n}")
+    credits = 5_000
+    price = Decimal("10.00")
+
+
+class AutoRechargeFactory(DjangoModelFactory):
+    class Meta:
+        model = AutoRecharge
+
+    user = factory.SubFactory(UserFactory)
+    enabled = True
+    threshold = 1_000
+    pack = factory.SubFactory(CreditPackFactory)
+    monthly_cap = Decimal("50.00")
