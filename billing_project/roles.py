@@ -100,6 +100,7 @@ FINANCE = {
     "credits.marginauditlog": (VIEW,),
     "credits.creditallocation": (VIEW, "grant_credits"),
     "credits.creditdeductionledger": (VIEW, "reverse_deduction"),
+    "credits.usercreditbalance": (VIEW, CHANGE),
 }
 
 ALL_PERMISSIONS = "__all__"

@@ -62,6 +62,9 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CREDIT_VALUE_USD = Decimal(env.str("CREDIT_VALUE_USD", default="0.001"))
 DEFAULT_MARGIN_MULTIPLIER = Decimal(env.str("DEFAULT_MARGIN_MULTIPLIER", default="1.5"))
 CREDIT_HOLD_TTL = timedelta(seconds=env.int("CREDIT_HOLD_TTL", default=15 * 60))
+# A usage deduction that leaves fewer spendable credits than this tells the user once (credits.balance_low):
+# a fixed number, 200 credits (USD 0.20) by default, a tenth of the free tier's monthly allocation.
+CREDITS_LOW_BALANCE_THRESHOLD = env.int("CREDITS_LOW_BALANCE_THRESHOLD", default=200)
 LICENSE_DEVICE_CHANGES_PER_DAY = env.int("LICENSE_DEVICE_CHANGES_PER_DAY", default=6)
 # Perpetual licenses: the release on sale, its price, and paid upgrades to the next major version.
 LICENSE_CURRENT_VERSION = env.str("LICENSE_CURRENT_VERSION", default="1.0.0")
