@@ -20,6 +20,11 @@ def month_key(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m")
 
 
+def month_start(moment: datetime) -> datetime:
+    """The first instant of `moment`'s month (UTC)."""
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
 def next_month_start(moment: datetime) -> datetime:
     """The first instant of the month after `moment`'s (UTC): when a month's spend stops counting."""
     moment = moment.astimezone(UTC)

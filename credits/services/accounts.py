@@ -295,6 +295,13 @@ class LockedAccount:
         self.balance.budget_hard_limit = hard_limit
         self._balance_fields |= {"budget_monthly_credits", "budget_hard_limit"}
 
+    def budget_recount(self, *, spent: int) -> None:
+        """Starts this month's count at `spent` (read from the ledger) on a row that has not counted
+        this month yet: one whose usage predates budgets."""
+        balance = self.balance
+        balance.budget_month, balance.budget_spent, balance.budget_notified_percent = month_key(self.now), spent, 0
+        self._balance_fields.update(BUDGET_COUNT_FIELDS)
+
     def _budget_count(self, amount: int) -> None:
         balance = self.balance
         month = month_key(self.now)

@@ -3,16 +3,32 @@ The budget lives on the balance row, so it is written through the user's LockedA
 change of that row, and a hard limit applies from the next request the lock lets through."""
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.errors import NotFound, RuleViolation
 from billing_project.transactions import conflict_retrying
-from credits.budgets import Budget
+from credits.budgets import Budget, month_key, month_start
 from credits.codes import ErrorCode
-from credits.models import UserCreditBalance
-from credits.services.accounts import LockedAccount
+from credits.models import CreditDeductionLedger, DeductionReason, UserCreditBalance
+from credits.services.accounts import SPENDING_REASONS, LockedAccount
+
+
+def _month_spend_of_ledger(*, user_id, now) -> int:
+    """This month's usage spend as the ledger tells it: usage deductions of the month, less the
+    reversals of those (the rule the balance row's count follows)."""
+    start = month_start(now)
+    this_month = CreditDeductionLedger.objects.filter(user_id=user_id, created_at__gte=start)
+    spent = this_month.filter(reason__in=SPENDING_REASONS).aggregate(total=Sum("amount"))["total"] or 0
+    given_back = (
+        this_month.filter(
+            reason=DeductionReason.REVERSAL, reverses__reason__in=SPENDING_REASONS, reverses__created_at__gte=start
+        ).aggregate(total=Sum("amount"))["total"]
+        or 0
+    )
+    return max(spent - given_back, 0)
 
 
 def _budget_change(*, user_id, monthly_credits: int | None, hard_limit: bool) -> tuple[Budget, Budget]:
@@ -24,6 +40,10 @@ def _budget_change(*, user_id, monthly_credits: int | None, hard_limit: bool) ->
     account = LockedAccount.open(user_id=user_id, now=timezone.now(), expire_overdue=False)
     if account is None:
         raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
+    if account.balance.budget_month != month_key(account.now):
+        # Counting starts with the first usage of a month; a row that has none counted this month may
+        # hold usage recorded before budgets existed: the ledger says what it was.
+        account.budget_recount(spent=_month_spend_of_ledger(user_id=user_id, now=account.now))
     before = account.budget
     account.budget_set(monthly_credits=monthly_credits, hard_limit=hard_limit)
     account.flush()

@@ -304,3 +304,22 @@ def test_a_request_refused_for_the_budget_notifies_nothing(gateway, user):
 
     assert refused.status_code == 402
     assert Notification.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_budget_set_on_a_row_that_has_not_counted_this_month_counts_the_months_usage_from_the_ledger(
+    gateway, user, staff_user
+):
+    # given this month's usage recorded before budgets counted it (two requests, one reversed)
+    fund(user, 1000)
+    gateway.post(RECORD, usage_event(user), format="json")
+    reversed_deduction = usage_record(event=usage_event_parse(usage_event(user))[0]).usage.deduction
+    deduction_reverse(deduction_id=reversed_deduction.pk, reason="outage", actor=staff_user)
+    UserCreditBalance.objects.filter(user=user).update(budget_month="", budget_spent=0)
+
+    # when a budget is set
+    budget = budget_set(user_id=user.pk, monthly_credits=100, hard_limit=True)
+
+    # then it starts from what the ledger says was spent
+    assert (budget.spent_this_month, budget.remaining) == (COST, 100 - COST)
+    assert gateway.post(RECORD, usage_event(user), format="json").json()["code"] == "budget_exceeded"
