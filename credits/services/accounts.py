@@ -12,7 +12,8 @@ of usage costs the same round trips as recording one event. Nothing else writes 
 
 The same lock guards the user's monthly budget (credits.budgets), counted on the balance row by every
 usage debit, and the low-balance, depleted and budget-threshold notifications, whose "already told"
-marks live on that row too: a debit that crosses a threshold notifies in its own transaction, once.
+marks live on that row too: a debit that crosses a threshold notifies once, in the debit's transaction
+(a refused request writes nothing, so it notifies nothing).
 
 The ledger rows are the history of balances and grants: they are not tracked by django-auditlog
 (see credits.apps), and staff actions on them also write an AdminAuditLog row.
@@ -238,9 +239,8 @@ class LockedAccount:
         )
         self.deductions.append(reversal)
         balance = self.balance
-        if deduction.reason in SPENDING_REASONS and month_key(
-            deduction.created_at
-        ) == balance.budget_month == month_key(self.now):
+        deducted_this_month = month_key(deduction.created_at) == balance.budget_month == month_key(self.now)
+        if deduction.reason in SPENDING_REASONS and deducted_this_month:
             # Only this month's spend comes back to this month's budget (credits.budgets).
             balance.budget_spent = max(balance.budget_spent - deduction.amount, 0)
             self._balance_fields.update(BUDGET_COUNT_FIELDS)
@@ -286,6 +286,8 @@ class LockedAccount:
     def budget_available(self) -> int | None:
         """Credits a hard budget still lets be spent or held this month, live holds counted as spent;
         None when no hard limit applies."""
+        if not self.balance.budget_hard_limit:
+            return None  # the common case, asked once per event: no arithmetic
         return self.budget.available(held=self.held)
 
     def budget_set(self, *, monthly_credits: int | None, hard_limit: bool) -> None:
