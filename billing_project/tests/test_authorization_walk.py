@@ -105,6 +105,7 @@ STAFF_ROUTE_ROLES = {
     ("post", f"api/v1/admin/licenses/(?P<pk>{UUID})/revoke/"): SUPPORT,
     ("post", f"api/v1/admin/licenses/(?P<pk>{UUID})/suspend/"): SUPPORT,
     ("post", "api/v1/admin/credits/grant/"): FINANCE,
+    ("put", "api/v1/admin/credits/budget/<int:user_id>/"): FINANCE,
     ("get", "api/v1/admin/credits/deductions/"): SUPPORT,
     ("post", "api/v1/admin/credits/deductions/<uuid:deduction_id>/reverse/"): FINANCE,
     ("get", "api/v1/admin/providers/"): SUPPORT,
