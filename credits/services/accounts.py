@@ -282,13 +282,12 @@ class LockedAccount:
             now=self.now,
         )
 
-    @property
-    def budget_available(self) -> int | None:
-        """Credits a hard budget still lets be spent or held this month, live holds counted as spent;
-        None when no hard limit applies."""
+    def budget_available(self, *, freed: int = 0) -> int | None:
+        """Credits a hard budget still lets be spent or held this month, live holds (but the `freed`
+        credits of the hold being captured) counted as spent; None when no hard limit applies."""
         if not self.balance.budget_hard_limit:
             return None  # the common case, asked once per event: no arithmetic
-        return self.budget.available(held=self.held)
+        return self.budget.available(held=self.held - freed)
 
     def budget_set(self, *, monthly_credits: int | None, hard_limit: bool) -> None:
         """The user's monthly budget (None: none) and whether it refuses usage past it. The month's

@@ -151,19 +151,18 @@ class _UserSession:
         quote = self._quote(event)
         hold = self._hold_of(event)
         account = self.account
-        budget_available = account.budget_available
         if hold is not None:
             freed = hold.amount if account.hold_is_live(hold) else 0
             # The call has happened: take what the hold and balance (and a hard budget) cover, never more.
             charged = min(quote.credits, max(account.spendable - account.held + freed, 0))
-            if budget_available is not None:
-                charged = min(charged, budget_available + freed)
+            if (budget_available := account.budget_available(freed=freed)) is not None:
+                charged = min(charged, budget_available)
             account.capture(hold, charged=charged, request_id=event.request_id)
         elif quote.credits > account.available:
             raise insufficient_credits(
                 needed=quote.credits, balance=account.balance.amount, available=account.available
             )
-        elif budget_available is not None and quote.credits > budget_available:
+        elif (budget_available := account.budget_available()) is not None and quote.credits > budget_available:
             raise budget_exceeded(needed=quote.credits, budget_available=budget_available)
         else:
             charged = quote.credits
@@ -381,7 +380,7 @@ def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None =
         raise insufficient_credits(
             needed=estimated_credits, balance=account.balance.amount, available=account.available
         )
-    budget_available = account.budget_available
+    budget_available = account.budget_available()
     if budget_available is not None and estimated_credits > budget_available:
         raise budget_exceeded(needed=estimated_credits, budget_available=budget_available)
     hold = account.hold(estimated_credits, hold_id=hold_id or uuid4(), expires_at=now + settings.CREDIT_HOLD_TTL)

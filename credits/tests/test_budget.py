@@ -144,6 +144,22 @@ def test_a_capture_past_a_hard_budget_takes_only_what_the_hold_and_budget_cover(
 
 
 @pytest.mark.django_db
+def test_a_capture_counts_the_other_holds_against_the_budget(gateway, user):
+    # given two holds made before a hard budget smaller than both together
+    fund(user, 10_000)
+    first = gateway.post(RESERVE, {"user_id": user.pk, "estimated_credits": 100}, format="json").json()["hold_id"]
+    gateway.post(RESERVE, {"user_id": user.pk, "estimated_credits": 50}, format="json")
+    budget_set(user_id=user.pk, monthly_credits=100, hard_limit=True)
+
+    # when the first is captured for its call of 70 credits
+    captured = gateway.post(RECORD, usage_event(user, hold_id=first), format="json")
+
+    # then it takes only what the budget leaves beside the other hold
+    assert (captured.json()["credits_deducted"], captured.json()["status"]) == (50, "partial")
+    assert spent(user) == 50
+
+
+@pytest.mark.django_db
 def test_a_soft_budget_lets_usage_through_and_notifies_each_threshold_once(
     gateway, user, django_capture_on_commit_callbacks
 ):
