@@ -207,7 +207,21 @@ OPERATIONS = {
     ),
     # Credits and usage
     "v1_me_credits_retrieve": Doc(
-        "Get my credit balance", "The caller's balance, the credits held for calls in progress, and the live grants."
+        "Get my credit balance",
+        "The caller's balance, the live grants in spending order, and the monthly budget (`budget`, null when "
+        "none is set).",
+    ),
+    "v1_me_credits_budget_retrieve": Doc(
+        "Get my monthly budget",
+        "The caller's monthly credit budget (calendar month, UTC), whether it is a hard limit, this month's "
+        "spend, what is left of it and the thresholds (50, 80, 100 %) already notified this month.",
+    ),
+    "v1_me_credits_budget_update": Doc(
+        "Set my monthly budget",
+        "Sets the caller's monthly credit budget; `monthly_credits` null removes it. Each threshold (50, 80, "
+        "100 %) is notified once a month. With `hard_limit`, usage past the budget is refused with 402 "
+        "`budget_exceeded` even with credits left; a hard limit without a budget is a 422 "
+        "`hard_limit_without_budget`. This month's spend is kept.",
     ),
     "v1_me_credits_auto_recharge_retrieve": Doc(
         "Get my auto-recharge",
@@ -236,7 +250,8 @@ OPERATIONS = {
         "Service endpoint. Prices the request's tokens with the vendor price in force when it started, deducts "
         "the credits (soonest-expiring grants first) and answers 201 with the deduction. The same `request_id` "
         "again answers 200 with the first body and changes nothing. Not enough credits: 402 "
-        "`insufficient_credits` with `required`, `balance` and `available`, and nothing is written. A "
+        "`insufficient_credits` with `required`, `balance` and `available`, and nothing is written; past the "
+        "user's hard monthly budget: 402 `budget_exceeded` with `required` and `budget_available`. A "
         "`hold_id` captures a reservation made with `usage/reserve/`.",
     ),
     "v1_usage_record_batch_create": Doc(
@@ -247,14 +262,16 @@ OPERATIONS = {
     ),
     "v1_usage_check_create": Doc(
         "Check credits before a request",
-        "Service endpoint. Would a request of `estimated_credits` be allowed now? Answers the balance and what "
-        "is available after holds. Changes nothing.",
+        "Service endpoint. Would a request of `estimated_credits` be allowed now? Answers the balance, what "
+        "is available after holds, what a hard monthly budget still allows, and when not allowed the `reason` "
+        "(`insufficient_credits` or `budget_exceeded`). Changes nothing.",
     ),
     "v1_usage_reserve_create": Doc(
         "Reserve credits",
         "Service endpoint. Holds credits for a streaming call whose cost is known only at its end; capture them "
         "with the `hold_id` on `usage/record/`, or free them with `usage/release/`. Unreleased holds expire. "
-        "402 `insufficient_credits` when the amount cannot be held.",
+        "402 `insufficient_credits` when the amount cannot be held, `budget_exceeded` when the user's hard "
+        "monthly budget does not allow it.",
     ),
     "v1_usage_release_create": Doc(
         "Release a reservation", "Service endpoint. Frees the credits of a hold that will not be captured."
@@ -363,6 +380,10 @@ OPERATIONS = {
     "v1_admin_credits_auto_recharge_update": Doc(
         "Set a user's auto-recharge",
         f"{_STAFF} Sets a user's auto-recharge with the rules of `PUT me/credits/auto-recharge/`; audited.",
+    ),
+    "v1_admin_credits_budget_update": Doc(
+        "Set a user's monthly budget",
+        f"{_STAFF} Sets a user's monthly credit budget and hard limit for them (as `PUT me/credits/budget/`); audited.",
     ),
     "v1_admin_credits_deductions_list": Doc(
         "List credit deductions",
@@ -480,6 +501,13 @@ SUCCESS_EXAMPLES = {
                     "expires_at": "2026-04-01T00:00:00Z",
                 }
             ],
+            "budget": {
+                "monthly_credits": 5000,
+                "hard_limit": True,
+                "spent_this_month": 4100,
+                "remaining": 900,
+                "thresholds_notified": [50, 80],
+            },
         }
     },
     "v1_usage_record_create": {
@@ -496,7 +524,15 @@ SUCCESS_EXAMPLES = {
             "deduction_id": "8d7e6f5a-4b3c-4d2e-9f1a-0b1c2d3e4f5a",
         }
     },
-    "v1_usage_check_create": {200: {"allowed": True, "balance": 2000, "available": 1500}},
+    "v1_usage_check_create": {
+        200: {
+            "allowed": False,
+            "reason": "budget_exceeded",
+            "balance": 2000,
+            "available": 1500,
+            "budget_available": 400,
+        }
+    },
     "v1_usage_reserve_create": {
         201: {
             "hold_id": "5f0e8e58-3a55-4d2b-8d1e-2b0f6f1f3c11",
@@ -542,6 +578,7 @@ REQUEST_EXAMPLES = {
     },
     "v1_usage_reserve_create": {"reserve": {"user_id": 42, "estimated_credits": 500}},
     "v1_usage_check_create": {"check": {"user_id": 42, "estimated_credits": 500}},
+    "v1_me_credits_budget_update": {"budget": {"monthly_credits": 5000, "hard_limit": True}},
     "v1_admin_credits_grant_create": {"grant": {"user_id": 42, "amount": 5000, "reason": "Goodwill for an outage"}},
 }
 
@@ -553,6 +590,11 @@ PROBLEM_EXAMPLES = {
         "required": 1200,
         "balance": 1000,
         "available": 800,
+    },
+    "budget_exceeded": {
+        "detail": "This needs 500 credits; the monthly budget allows 400 more.",
+        "required": 500,
+        "budget_available": 400,
     },
     "payment_declined": {"detail": "Your card was declined.", "decline_code": "card_declined"},
     "payment_provider_unavailable": {"retry_after": 30},

@@ -102,6 +102,7 @@ FINANCE = {
     "credits.creditallocation": (VIEW, "grant_credits"),
     "credits.creditdeductionledger": (VIEW, "reverse_deduction"),
     "credits.autorecharge": (VIEW, CHANGE),
+    "credits.usercreditbalance": (VIEW, CHANGE),
 }
 
 ALL_PERMISSIONS = "__all__"

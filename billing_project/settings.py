@@ -66,6 +66,9 @@ CREDIT_HOLD_TTL = timedelta(seconds=env.int("CREDIT_HOLD_TTL", default=15 * 60))
 AUTO_RECHARGE_MAX_FAILURES = env.int("AUTO_RECHARGE_MAX_FAILURES", default=3)
 # At most one auto-recharge check is queued per user in this many seconds (deductions below the threshold).
 AUTO_RECHARGE_QUEUE_SECONDS = env.int("AUTO_RECHARGE_QUEUE_SECONDS", default=30)
+# A usage deduction that leaves fewer spendable credits than this tells the user once (credits.balance_low):
+# a fixed number, 200 credits (USD 0.20) by default, a tenth of the free tier's monthly allocation.
+CREDITS_LOW_BALANCE_THRESHOLD = env.int("CREDITS_LOW_BALANCE_THRESHOLD", default=200)
 LICENSE_DEVICE_CHANGES_PER_DAY = env.int("LICENSE_DEVICE_CHANGES_PER_DAY", default=6)
 # Perpetual licenses: the release on sale, its price, and paid upgrades to the next major version.
 LICENSE_CURRENT_VERSION = env.str("LICENSE_CURRENT_VERSION", default="1.0.0")

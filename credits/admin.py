@@ -299,7 +299,16 @@ class LedgerHistoryAdmin(ReadOnlyModelAdmin):
 
 @admin.register(UserCreditBalance)
 class UserCreditBalanceAdmin(GrantCreditsPermission, LedgerHistoryAdmin):
-    list_display = ("user", "amount", "tier", "last_deduction_at", "last_deduction_amount", "updated_at")
+    list_display = (
+        "user",
+        "amount",
+        "tier",
+        "budget_monthly_credits",
+        "budget_hard_limit",
+        "budget_spent",
+        "last_deduction_at",
+        "updated_at",
+    )
     list_filter = ("tier",)
     list_select_related = ("user",)
     search_fields = ("user__email", "=subscription_id")

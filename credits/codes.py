@@ -6,6 +6,8 @@ from enum import StrEnum
 
 class ErrorCode(StrEnum):
     INSUFFICIENT_CREDITS = "insufficient_credits"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    HARD_LIMIT_WITHOUT_BUDGET = "hard_limit_without_budget"
     UNKNOWN_USER = "unknown_user"
     REQUEST_ID_CONFLICT = "request_id_conflict"
     UNKNOWN_PROVIDER = "unknown_provider"

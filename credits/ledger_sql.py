@@ -121,8 +121,26 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
         return results
 
 
+# The budget columns of the balance row (credits.budgets), read with it wherever it is read.
+BUDGET_COLUMNS = (
+    "budget_monthly_credits",
+    "budget_hard_limit",
+    "budget_month",
+    "budget_spent",
+    "budget_notified_percent",
+)
 # What opening an account reads of the balance row (see `balance_of`).
-BALANCE_COLUMNS = ("id", "amount", "tier", "subscription_id", "auto_recharge_below")
+BALANCE_COLUMNS = (
+    "id",
+    "amount",
+    "tier",
+    "subscription_id",
+    "auto_recharge_below",
+    *BUDGET_COLUMNS,
+    "balance_alerts_armed_by",
+    "low_balance_notified",
+    "depleted_notified",
+)
 
 
 def balance_lock_statement(user_id) -> Statement:
@@ -209,17 +227,19 @@ def holds_live_amount(user_id, now) -> int:
     return int(held)
 
 
-def balance_and_live_grants(user_id, now) -> tuple[int, list[dict]]:
-    """The stored balance and the unexpired grants with credits left, in spending order, in one query
-    (`me/credits/` is the most frequent read of the API)."""
+def balance_and_live_grants(user_id, now) -> tuple[int, list[dict], dict | None]:
+    """The stored balance, the unexpired grants with credits left, in spending order, and the
+    BUDGET_COLUMNS of the balance row (None without one), in one query (`me/credits/` is the most
+    frequent read of the API)."""
     db = _db()
     balance, grant = _table(UserCreditBalance), _table(UserCreditSource)
     expires = f"g.{_column(UserCreditSource, 'expires_at')}"
     names = ("id", "source", "remaining", "original_amount", "expires_at")
     columns = ", ".join(f"g.{_column(UserCreditSource, name)}" for name in names)
+    budget_columns = ", ".join(f"b.{_column(UserCreditBalance, name)}" for name in BUDGET_COLUMNS)
     with db.cursor() as cursor:
         cursor.execute(
-            f"SELECT b.{_column(UserCreditBalance, 'amount')}, {columns} FROM {balance} b "
+            f"SELECT b.{_column(UserCreditBalance, 'amount')}, {budget_columns}, {columns} FROM {balance} b "
             f"LEFT JOIN {grant} g ON g.{_column(UserCreditSource, 'user')} = b.{_column(UserCreditBalance, 'user')} "
             f"AND g.{_column(UserCreditSource, 'remaining')} > 0 AND ({expires} IS NULL OR {expires} > %s) "
             f"WHERE b.{_column(UserCreditBalance, 'user')} = %s "
@@ -229,11 +249,14 @@ def balance_and_live_grants(user_id, now) -> tuple[int, list[dict]]:
         )
         rows = cursor.fetchall()
     if not rows:
-        return 0, []
+        return 0, [], None
+    budget_fields = [UserCreditBalance._meta.get_field(name) for name in BUDGET_COLUMNS]
+    budget = {field.name: _convert(field, value) for field, value in zip(budget_fields, rows[0][1:], strict=False)}
     fields = [UserCreditSource._meta.get_field(name) for name in names]
+    first_grant_column = 1 + len(BUDGET_COLUMNS)
     grants = [
-        {field.name: _convert(field, value) for field, value in zip(fields, row[1:], strict=True)}
+        {field.name: _convert(field, value) for field, value in zip(fields, row[first_grant_column:], strict=True)}
         for row in rows
-        if row[1] is not None
+        if row[first_grant_column] is not None
     ]
-    return rows[0][0], grants
+    return rows[0][0], grants, budget

@@ -423,11 +423,40 @@ class UserCreditBalance(TimestampedModel):
         help_text="Credits: the user's auto-recharge threshold while it is enabled and not paused (empty: off). "
         "Kept here so a deduction knows, from the row it locks, that it should queue a recharge.",
     )
+    # The monthly budget and its month's spend live on the locked row, so a hard limit is exactly as
+    # strict under concurrency as the balance itself (see credits.budgets).
+    budget_monthly_credits = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Credits the user allows themself per calendar month (UTC); empty: no budget."
+    )
+    budget_hard_limit = models.BooleanField(
+        default=False, help_text="Refuse usage (402 budget_exceeded) that would spend past the budget."
+    )
+    budget_month = models.CharField(
+        max_length=7, blank=True, help_text="The month (YYYY-MM, UTC) budget_spent and budget_notified_percent count."
+    )
+    budget_spent = models.PositiveIntegerField(
+        default=0, help_text="Credits spent on usage in budget_month, less the reversals of that month's usage."
+    )
+    budget_notified_percent = models.PositiveSmallIntegerField(
+        default=0, help_text="The highest budget threshold (50, 80, 100 %) already notified in budget_month."
+    )
+    balance_alerts_armed_by = models.UUIDField(
+        null=True, blank=True, help_text="The grant that last re-armed the low-balance and depleted notifications."
+    )
+    low_balance_notified = models.BooleanField(
+        default=False, help_text="The low-balance notification went out since the last re-arming grant."
+    )
+    depleted_notified = models.BooleanField(
+        default=False, help_text="The depleted-balance notification went out since the last re-arming grant."
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="balance_not_negative"),
             choices_check("tier", SubscriptionTier),
+            models.CheckConstraint(
+                condition=Q(budget_hard_limit=False) | Q(budget_monthly_credits__gt=0), name="hard_limit_has_budget"
+            ),
         ]
 
     def __str__(self):

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
+from credits.budgets import Budget, next_month_start
 from credits.models import (
     PER_1K_PRICE_FIELDS,
     ApprovalStatus,
@@ -23,6 +24,7 @@ from credits.models import (
     PricingScope,
     Provider,
     TokenUsageLedger,
+    UserCreditBalance,
 )
 from credits.usage_objects import FLAT_FIELDS, TokenBreakdown, breakdown_from_flat
 
@@ -162,14 +164,40 @@ def spendable(balance: int, remaining: Iterable[int]) -> int:
     return min(balance, sum(remaining))
 
 
+def _budget_of(columns: dict | None, now) -> Budget:
+    """The budget of a balance row's BUDGET_COLUMNS (no row: no budget, nothing spent)."""
+    if columns is None:
+        return Budget(monthly_credits=None, hard_limit=False, spent_this_month=0, notified_percent=0)
+    return Budget.of(
+        monthly_credits=columns["budget_monthly_credits"],
+        hard_limit=columns["budget_hard_limit"],
+        month=columns["budget_month"],
+        spent=columns["budget_spent"],
+        notified_percent=columns["budget_notified_percent"],
+        now=now,
+    )
+
+
 def credits_available(*, user_id: int) -> dict:
     """What a user may spend now: unexpired grants minus live holds (read without locking), by the
-    same statements the recording path uses under its lock."""
+    same statements the recording path uses under its lock; and what a hard budget still allows
+    (`budget_available`, None without one)."""
     now = timezone.now()
-    stored, grants = ledger_sql.balance_and_live_grants(user_id, now)
+    stored, grants, budget_columns = ledger_sql.balance_and_live_grants(user_id, now)
     balance = spendable(stored, (grant["remaining"] for grant in grants))
     held = ledger_sql.holds_live_amount(user_id, now)
-    return {"balance": balance, "held": held, "available": max(balance - held, 0)}
+    return {
+        "balance": balance,
+        "held": held,
+        "available": max(balance - held, 0),
+        "budget_available": _budget_of(budget_columns, now).available(held=held),
+    }
+
+
+def budget_get(*, user_id) -> Budget:
+    """A user's monthly budget and this month's spend (read without locking)."""
+    columns = UserCreditBalance.objects.filter(user_id=user_id).values(*ledger_sql.BUDGET_COLUMNS).first()
+    return _budget_of(columns, timezone.now())
 
 
 # `me/credits/` is the most frequent read of the API, so it is served from a per-user cache entry.
@@ -193,11 +221,18 @@ def balance_get(*, user) -> dict:
     if entry is not None and entry[0] == generation:
         return entry[1]
     now = timezone.now()
-    stored, grants = ledger_sql.balance_and_live_grants(user.pk, now)
+    stored, grants, budget_columns = ledger_sql.balance_and_live_grants(user.pk, now)
+    budget = _budget_of(budget_columns, now)
     # A grant past its expiry is not spendable even before the expiry job writes its ledger row, so
     # it is not shown either.
-    body = {"balance": spendable(stored, (grant["remaining"] for grant in grants)), "grants": grants}
+    body = {
+        "balance": spendable(stored, (grant["remaining"] for grant in grants)),
+        "grants": grants,
+        "budget": budget.as_dict() if budget.monthly_credits is not None else None,
+    }
+    # Nor does an entry outlive the month whose spend it shows.
     expiries = [(grant["expires_at"] - now).total_seconds() for grant in grants if grant["expires_at"]]
+    expiries.append((next_month_start(now) - now).total_seconds())
     cache.set(entry_key, (generation, body), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
     return body
 

@@ -107,6 +107,7 @@ STAFF_ROUTE_ROLES = {
     ("post", "api/v1/admin/credits/grant/"): FINANCE,
     ("get", "api/v1/admin/credits/auto-recharge/<int:user_id>/"): SUPPORT,
     ("put", "api/v1/admin/credits/auto-recharge/<int:user_id>/"): FINANCE,
+    ("put", "api/v1/admin/credits/budget/<int:user_id>/"): FINANCE,
     ("get", "api/v1/admin/credits/deductions/"): SUPPORT,
     ("post", "api/v1/admin/credits/deductions/<uuid:deduction_id>/reverse/"): FINANCE,
     ("get", "api/v1/admin/providers/"): SUPPORT,

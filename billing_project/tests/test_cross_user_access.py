@@ -42,6 +42,8 @@ CALLERS_OWN_ROUTES = {
     ("get", "api/v1/me/entitlements/"),
     ("get", "api/v1/me/invoices/"),
     ("get", "api/v1/me/credits/"),
+    ("get", "api/v1/me/credits/budget/"),
+    ("put", "api/v1/me/credits/budget/"),
     ("get", "api/v1/me/usage/"),
     ("get", "api/v1/me/usage/daily/"),
     ("get", "api/v1/me/licenses/"),

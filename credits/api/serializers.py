@@ -146,8 +146,16 @@ class CreditCheckInput(serializers.Serializer):
 
 class CreditCheckOutput(serializers.Serializer):
     allowed = serializers.BooleanField()
+    reason = serializers.ChoiceField(
+        choices=["insufficient_credits", "budget_exceeded"],
+        allow_null=True,
+        help_text="Why not, when not allowed: the problem code usage/record would answer.",
+    )
     balance = serializers.IntegerField()
     available = serializers.IntegerField(help_text="Balance minus live holds.")
+    budget_available = serializers.IntegerField(
+        allow_null=True, help_text="What the hard monthly budget still allows (live holds counted); null: no limit."
+    )
 
 
 class HoldReserveInput(serializers.Serializer):
@@ -176,9 +184,27 @@ class GrantOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
+class BudgetOutput(serializers.Serializer):
+    monthly_credits = serializers.IntegerField(allow_null=True, help_text="Credits per calendar month (UTC).")
+    hard_limit = serializers.BooleanField(help_text="Usage past the budget is refused (402 budget_exceeded).")
+    spent_this_month = serializers.IntegerField(help_text="Credits spent on usage this month, less its reversals.")
+    remaining = serializers.IntegerField(allow_null=True, help_text="monthly_credits - spent_this_month, at least 0.")
+    thresholds_notified = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The thresholds (50, 80, 100 %) already notified this month."
+    )
+
+
+class BudgetInput(serializers.Serializer):
+    monthly_credits = serializers.IntegerField(
+        min_value=1, max_value=2_147_483_647, allow_null=True, help_text="Credits per calendar month; null: no budget."
+    )
+    hard_limit = serializers.BooleanField(default=False)
+
+
 class CreditsOutput(serializers.Serializer):
     balance = serializers.IntegerField()
     grants = GrantOutput(many=True)
+    budget = BudgetOutput(allow_null=True, help_text="The monthly budget; null when none is set.")
 
 
 class PaidByOutput(serializers.Serializer):

@@ -15,6 +15,7 @@ urlpatterns = [
     path("usage/reserve/", views.UsageReserveView.as_view(), name="usage-reserve"),
     path("usage/release/", views.UsageReleaseView.as_view(), name="usage-release"),
     path("me/credits/", views.MeCreditsView.as_view(), name="me-credits"),
+    path("me/credits/budget/", views.MeCreditsBudgetView.as_view(), name="me-credits-budget"),
     path("me/usage/", views.MeUsageView.as_view(), name="me-usage"),
     path("me/usage/daily/", views.MeUsageDailyView.as_view(), name="me-usage-daily"),
     path("me/credits/auto-recharge/", recharge_views.MeAutoRechargeView.as_view(), name="me-auto-recharge"),
@@ -24,6 +25,7 @@ urlpatterns = [
         name="admin-auto-recharge",
     ),
     path("admin/credits/grant/", views.StaffCreditGrantView.as_view(), name="admin-credit-grant"),
+    path("admin/credits/budget/<int:user_id>/", views.StaffCreditBudgetView.as_view(), name="admin-credit-budget"),
     path("admin/credits/deductions/", views.StaffDeductionListView.as_view(), name="admin-deductions"),
     path(
         "admin/credits/deductions/<uuid:deduction_id>/reverse/",

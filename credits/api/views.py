@@ -97,8 +97,20 @@ class UsageCheckView(APIView):
         if not get_user_model().objects.filter(pk=user_id).exists():
             raise NotFound(f"No user with id {user_id}.", code=ErrorCode.UNKNOWN_USER)
         figures = selectors.credits_available(user_id=user_id)
-        allowed = data.validated_data["estimated_credits"] <= figures["available"]
-        return Response({"allowed": allowed, "balance": figures["balance"], "available": figures["available"]})
+        estimated, budget_available = data.validated_data["estimated_credits"], figures["budget_available"]
+        reason = None
+        if estimated > figures["available"]:
+            reason = ErrorCode.INSUFFICIENT_CREDITS
+        elif budget_available is not None and estimated > budget_available:
+            reason = ErrorCode.BUDGET_EXCEEDED
+        body = {
+            "allowed": reason is None,
+            "reason": reason,
+            "balance": figures["balance"],
+            "available": figures["available"],
+            "budget_available": budget_available,
+        }
+        return Response(s.CreditCheckOutput(body).data)
 
 
 def _hold_body(hold, available=None) -> dict:
@@ -141,6 +153,35 @@ class MeCreditsView(APIView):
     @extend_schema(responses=s.CreditsOutput)
     def get(self, request):
         return Response(s.CreditsOutput(selectors.balance_get(user=request.user)).data)
+
+
+class MeCreditsBudgetView(APIView):
+    """The caller's monthly credit budget: read it, or set it (monthly_credits null removes it)."""
+
+    @extend_schema(responses=s.BudgetOutput)
+    def get(self, request):
+        return Response(s.BudgetOutput(selectors.budget_get(user_id=request.user.pk).as_dict()).data)
+
+    @extend_schema(request=s.BudgetInput, responses=s.BudgetOutput)
+    def put(self, request):
+        data = s.BudgetInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        budget = services.budget_set(user_id=request.user.pk, **data.validated_data)
+        return Response(s.BudgetOutput(budget.as_dict()).data)
+
+
+class StaffCreditBudgetView(APIView):
+    """Sets a user's monthly credit budget for them (audited)."""
+
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {"put": ["credits.change_usercreditbalance"]}
+
+    @extend_schema(request=s.BudgetInput, responses=s.BudgetOutput)
+    def put(self, request, user_id):
+        data = s.BudgetInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        budget = services.budget_set_by_staff(user_id=user_id, actor=request.user, **data.validated_data)
+        return Response(s.BudgetOutput(budget.as_dict()).data)
 
 
 class UsageCursorPagination(CursorPagination):

@@ -2,6 +2,7 @@
 it with its ledger rows in the caller's transaction (see `accounts.LockedAccount`)."""
 
 from credits.services.accounts import account_tier_set
+from credits.services.budgets import budget_set, budget_set_by_staff
 from credits.services.grants import (
     GrantResult,
     ReversalResult,
@@ -41,6 +42,8 @@ __all__ = [
     "UsageResult",
     "account_tier_set",
     "allocations_claw_back",
+    "budget_set",
+    "budget_set_by_staff",
     "credit_grant",
     "credit_grant_by_staff",
     "credits_expire_for_user",

@@ -10,6 +10,11 @@ all, with the balance row, in one statement on PostgreSQL (credits.ledger_sql), 
 of usage costs the same round trips as recording one event. Nothing else writes a balance
 (credits/tests/test_door.py checks the code and every service path).
 
+The same lock guards the user's monthly budget (credits.budgets), counted on the balance row by every
+usage debit, and the low-balance, depleted and budget-threshold notifications, whose "already told"
+marks live on that row too: a debit that crosses a threshold notifies once, in the debit's transaction
+(a refused request writes nothing, so it notifies nothing).
+
 The ledger rows are the history of balances and grants: they are not tracked by django-auditlog
 (see credits.apps), and staff actions on them also write an AdminAuditLog row.
 """
@@ -24,6 +29,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from credits import ledger_sql
+from credits.budgets import Budget, month_key, thresholds_crossed
 from credits.models import (
     CreditAllocation,
     CreditConsumption,
@@ -37,10 +43,15 @@ from credits.models import (
     UserCreditSource,
 )
 from credits.selectors import balance_invalidate, spendable
+from credits.services.alerts import Alert, alerts_send
 
 # Balance fields `me/credits/` does not show: changing them keeps its cached copy.
 UNSHOWN_BALANCE_FIELDS = {"tier", "subscription_id", "auto_recharge_below"}
 LAST_DEDUCTION_FIELDS = ("last_deduction_at", "last_deduction_amount")
+BUDGET_COUNT_FIELDS = ("budget_month", "budget_spent", "budget_notified_percent")
+ALERT_FIELDS = ("balance_alerts_armed_by", "low_balance_notified", "depleted_notified")
+# The deductions a budget counts: spending on usage (not expiry, claw-backs or repairs).
+SPENDING_REASONS = {DeductionReason.INFERENCE, DeductionReason.EMBEDDING}
 
 
 def _balance_create(user_id) -> bool:
@@ -74,6 +85,7 @@ class LockedAccount:
         self.now = now
         self._balance_fields: set[str] = set()
         self._recharge_due = False
+        self._spent = False  # a debit happened since the last flush: thresholds may have been crossed
         # Rows to insert, by table, in an order that satisfies their foreign keys.
         self.allocations: list[CreditAllocation] = []
         self.new_grants: list[UserCreditSource] = []
@@ -165,6 +177,8 @@ class LockedAccount:
         self.balance.last_deduction_at = self.now
         self.balance.last_deduction_amount = amount
         self._balance_fields.update(LAST_DEDUCTION_FIELDS)
+        if reason in SPENDING_REASONS:
+            self._budget_count(amount)
         return deduction
 
     def take_grants(self, grant_ids: set, *, reason: str, **ledger_fields) -> CreditDeductionLedger | None:
@@ -230,6 +244,12 @@ class LockedAccount:
             reversal_reason=reason,
         )
         self.deductions.append(reversal)
+        balance = self.balance
+        deducted_this_month = month_key(deduction.created_at) == balance.budget_month == month_key(self.now)
+        if deduction.reason in SPENDING_REASONS and deducted_this_month:
+            # Only this month's spend comes back to this month's budget (credits.budgets).
+            balance.budget_spent = max(balance.budget_spent - deduction.amount, 0)
+            self._balance_fields.update(BUDGET_COUNT_FIELDS)
         grant = self._add_grant(
             amount=deduction.amount, source=GrantSource.REVERSAL, expires_at=expires_at, reversal_of=deduction
         )
@@ -251,7 +271,97 @@ class LockedAccount:
             self.grants = sorted(
                 [*self.grants, grant], key=lambda each: (each.expires_at is None, each.expires_at or self.now)
             )
+            self._alerts_rearm(grant)
         return grant
+
+    # The monthly budget and the notifications of spending
+
+    @property
+    def budget(self) -> Budget:
+        balance = self.balance
+        return Budget.of(
+            monthly_credits=balance.budget_monthly_credits,
+            hard_limit=balance.budget_hard_limit,
+            month=balance.budget_month,
+            spent=balance.budget_spent,
+            notified_percent=balance.budget_notified_percent,
+            now=self.now,
+        )
+
+    def budget_available(self, *, freed: int = 0) -> int | None:
+        """Credits a hard budget still lets be spent or held this month, live holds (but the `freed`
+        credits of the hold being captured) counted as spent; None when no hard limit applies."""
+        if not self.balance.budget_hard_limit:
+            return None  # the common case, asked once per event: no arithmetic
+        return self.budget.available(held=self.held - freed)
+
+    def budget_set(self, *, monthly_credits: int | None, hard_limit: bool) -> None:
+        """The user's monthly budget (None: none) and whether it refuses usage past it. The month's
+        spend and the thresholds already notified stay as they are."""
+        self.balance.budget_monthly_credits = monthly_credits
+        self.balance.budget_hard_limit = hard_limit
+        self._balance_fields |= {"budget_monthly_credits", "budget_hard_limit"}
+
+    def budget_recount(self, *, spent: int) -> None:
+        """Starts this month's count at `spent` (read from the ledger) on a row that has not counted
+        this month yet: one whose usage predates budgets."""
+        balance = self.balance
+        balance.budget_month, balance.budget_spent, balance.budget_notified_percent = month_key(self.now), spent, 0
+        self._balance_fields.update(BUDGET_COUNT_FIELDS)
+
+    def _budget_count(self, amount: int) -> None:
+        balance = self.balance
+        month = month_key(self.now)
+        if balance.budget_month != month:
+            balance.budget_month, balance.budget_spent, balance.budget_notified_percent = month, 0, 0
+        balance.budget_spent += amount
+        self._balance_fields.update(BUDGET_COUNT_FIELDS)
+        self._spent = True
+
+    def _alerts_rearm(self, grant: UserCreditSource) -> None:
+        """A grant that brings the balance back up makes the next fall notify again, as a new occurrence."""
+        balance = self.balance
+        rearm_low = balance.low_balance_notified and self.spendable >= settings.CREDITS_LOW_BALANCE_THRESHOLD
+        rearm_depleted = balance.depleted_notified and self.spendable > 0
+        if rearm_low or rearm_depleted:
+            balance.low_balance_notified = balance.low_balance_notified and not rearm_low
+            balance.depleted_notified = balance.depleted_notified and not rearm_depleted
+            balance.balance_alerts_armed_by = grant.pk
+            self._balance_fields.update(ALERT_FIELDS)
+
+    def _alerts_due(self) -> list[Alert]:
+        """What the debits since the last flush crossed, each marked on the balance row (written with
+        it under the lock, so concurrent requests cannot both notify)."""
+        balance, alerts = self.balance, []
+        budget = self.budget
+        if budget.monthly_credits:
+            crossed = thresholds_crossed(
+                monthly_credits=budget.monthly_credits,
+                spent=budget.spent_this_month,
+                notified_percent=budget.notified_percent,
+            )
+            alerts += [
+                Alert.budget_threshold(user_id=self.user_id, month=balance.budget_month, budget=budget, percent=each)
+                for each in crossed
+            ]
+            if crossed:
+                balance.budget_notified_percent = crossed[-1]
+                self._balance_fields.update(BUDGET_COUNT_FIELDS)
+        spendable = self.spendable
+        threshold = settings.CREDITS_LOW_BALANCE_THRESHOLD
+        armed_by = balance.balance_alerts_armed_by
+        if spendable == 0 and not balance.depleted_notified:
+            alerts.append(Alert.balance_depleted(user_id=self.user_id, armed_by=armed_by))
+            # Nothing lower is left to warn about until a grant re-arms both.
+            balance.depleted_notified = balance.low_balance_notified = True
+            self._balance_fields.update(ALERT_FIELDS)
+        elif spendable < threshold and not balance.low_balance_notified:
+            alerts.append(
+                Alert.balance_low(user_id=self.user_id, armed_by=armed_by, balance=spendable, threshold=threshold)
+            )
+            balance.low_balance_notified = True
+            self._balance_fields.update(ALERT_FIELDS)
+        return alerts
 
     # Holds
 
@@ -356,7 +466,11 @@ class LockedAccount:
         return writes
 
     def flush(self) -> None:
+        alerts = self._alerts_due() if self._spent else []
+        self._spent = False
         ledger_sql.execute_all(self.statements())
+        if alerts:
+            alerts_send(user_id=self.user_id, alerts=alerts)
 
 
 def recharge_queue(*, user_id) -> None:

@@ -93,6 +93,14 @@ def insufficient_credits(*, needed: int, balance: int, available: int) -> Paymen
     )
 
 
+def budget_exceeded(*, needed: int, budget_available: int) -> PaymentRequired:
+    return PaymentRequired(
+        f"This needs {needed} credits; the monthly budget allows {budget_available} more.",
+        code=ErrorCode.BUDGET_EXCEEDED,
+        extra={"required": needed, "budget_available": budget_available},
+    )
+
+
 class _UserSession:
     """Records one user's events through their locked account; collects rows, writes them at the end."""
 
@@ -145,13 +153,17 @@ class _UserSession:
         account = self.account
         if hold is not None:
             freed = hold.amount if account.hold_is_live(hold) else 0
-            # The call has happened: take what the hold and balance cover, never more.
+            # The call has happened: take what the hold and balance (and a hard budget) cover, never more.
             charged = min(quote.credits, max(account.spendable - account.held + freed, 0))
+            if (budget_available := account.budget_available(freed=freed)) is not None:
+                charged = min(charged, budget_available)
             account.capture(hold, charged=charged, request_id=event.request_id)
         elif quote.credits > account.available:
             raise insufficient_credits(
                 needed=quote.credits, balance=account.balance.amount, available=account.available
             )
+        elif (budget_available := account.budget_available()) is not None and quote.credits > budget_available:
+            raise budget_exceeded(needed=quote.credits, budget_available=budget_available)
         else:
             charged = quote.credits
         deduction = None
@@ -314,7 +326,8 @@ def _count(outcomes: list[Outcome]) -> None:
 
 def usage_record(*, event: UsageEvent) -> UsageResult:
     """Records one request: its cost in credits, the deduction and the usage row, or a refusal
-    (402 when credits are short, 422 for an unknown model) with nothing written."""
+    (402 when credits are short or a hard budget is reached, 422 for an unknown model) with nothing
+    written."""
     (outcome,) = _record_user(event.user_id, [event])
     _count([outcome])
     if isinstance(outcome, DomainError):
@@ -367,6 +380,9 @@ def hold_reserve(*, user_id: int, estimated_credits: int, hold_id: UUID | None =
         raise insufficient_credits(
             needed=estimated_credits, balance=account.balance.amount, available=account.available
         )
+    budget_available = account.budget_available()
+    if budget_available is not None and estimated_credits > budget_available:
+        raise budget_exceeded(needed=estimated_credits, budget_available=budget_available)
     hold = account.hold(estimated_credits, hold_id=hold_id or uuid4(), expires_at=now + settings.CREDIT_HOLD_TTL)
     account.flush()
     return HoldResult(hold=hold, available=account.available, created=True)

@@ -18,6 +18,7 @@ from credits.api.events import usage_event_parse
 from credits.models import CreditDeductionLedger, UserCreditBalance, UserCreditSource
 from credits.services import (
     account_tier_set,
+    budget_set,
     credit_grant,
     credits_expire_for_user,
     deduction_reverse,
@@ -121,6 +122,10 @@ def _tier(user, staff):
     return lambda: account_tier_set(user_id=user.pk, tier="pro", subscription_id=uuid.uuid4())
 
 
+def _budget(user, staff):
+    return lambda: budget_set(user_id=user.pk, monthly_credits=5000, hard_limit=True)
+
+
 # operation: (set-up returning the operation, the tables its one flush writes)
 OPERATIONS = {
     "debit": (_debit, SPENT | {"tokenusageledger"}),
@@ -132,6 +137,7 @@ OPERATIONS = {
     "expiry": (_expiry, SPENT),
     "repair": (_repair, {BALANCE, "usercreditsource"}),
     "tier": (_tier, {BALANCE}),
+    "budget": (_budget, {BALANCE}),
 }
 
 

@@ -33,7 +33,13 @@ def test_reserve_holds_credits_that_nobody_else_can_spend(service_client, user):
     assert held.status_code == 201
     body = held.json()
     assert (body["held"], body["available"], body["status"]) == (60, 40, "held")
-    assert check.json() == {"allowed": False, "balance": 100, "available": 40}
+    assert check.json() == {
+        "allowed": False,
+        "reason": "insufficient_credits",
+        "balance": 100,
+        "available": 40,
+        "budget_available": None,
+    }
     assert record.status_code == 402
     assert record.json()["available"] == 40
     assert UserCreditBalance.objects.get(user=user).amount == 100
@@ -72,7 +78,7 @@ def test_record_with_a_hold_captures_the_actual_cost_and_frees_the_rest(service_
     hold = CreditHold.objects.get()
     assert (hold.status, hold.captured_amount) == ("captured", 70)
     check = service_client.post(CHECK, {"user_id": user.pk, "estimated_credits": 130}, format="json")
-    assert check.json() == {"allowed": True, "balance": 130, "available": 130}
+    assert check.json() == {"allowed": True, "reason": None, "balance": 130, "available": 130, "budget_available": None}
 
 
 def test_capture_may_exceed_the_hold_when_the_balance_allows(service_client, user):

@@ -335,8 +335,20 @@ def test_check_says_whether_an_estimate_fits_and_changes_nothing(service_client,
     allowed = service_client.post("/api/v1/usage/check/", {"user_id": user.pk, "estimated_credits": 100}, format="json")
     refused = service_client.post("/api/v1/usage/check/", {"user_id": user.pk, "estimated_credits": 101}, format="json")
 
-    assert allowed.json() == {"allowed": True, "balance": 100, "available": 100}
-    assert refused.json() == {"allowed": False, "balance": 100, "available": 100}
+    assert allowed.json() == {
+        "allowed": True,
+        "reason": None,
+        "balance": 100,
+        "available": 100,
+        "budget_available": None,
+    }
+    assert refused.json() == {
+        "allowed": False,
+        "reason": "insufficient_credits",
+        "balance": 100,
+        "available": 100,
+        "budget_available": None,
+    }
     assert counts() == (0, 0, 0)
 
 

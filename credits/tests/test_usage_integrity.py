@@ -200,4 +200,10 @@ def test_check_never_counts_a_grant_past_its_expiry(service_client, user):
             "/api/v1/usage/check/", {"user_id": user.pk, "estimated_credits": 120}, format="json"
         ).json()
 
-    assert body == {"allowed": False, "balance": 100, "available": 100}
+    assert body == {
+        "allowed": False,
+        "reason": "insufficient_credits",
+        "balance": 100,
+        "available": 100,
+        "budget_available": None,
+    }
