@@ -195,6 +195,7 @@ class OutboundEvent(BaseModel):
         indexes = [
             models.Index(fields=["subject", "created_at"], name="outbound_event_subject_idx"),
             models.Index(fields=["type", "created_at"], name="outbound_event_type_idx"),
+            models.Index(fields=["created_at"], name="outbound_event_created_idx"),
         ]
 
     def __str__(self):
@@ -234,6 +235,13 @@ class WebhookDelivery(TimestampedModel):
                 name="webhook_delivery_due_idx",
             ),
             models.Index(fields=["endpoint", "created_at"], name="webhook_delivery_log_idx"),
+            models.Index(fields=["created_at"], name="webhook_delivery_created_idx"),
+            # What keeps a subject's later events waiting: the endpoint's deliveries still pending.
+            models.Index(
+                fields=["endpoint", "event"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_pending_idx",
+            ),
         ]
 
     def __str__(self):
