@@ -144,6 +144,12 @@ def endpoints_for_staff() -> QuerySet[WebhookEndpoint]:
 
 def deliveries_of_endpoint(*, endpoint_id) -> QuerySet[WebhookDelivery]:
     """The endpoint's delivery log, newest first (index webhook_delivery_log_idx)."""
+    try:
+        exists = WebhookEndpoint.objects.filter(pk=endpoint_id).exists()
+    except ValidationError:
+        exists = False
+    if not exists:
+        raise NotFound("No webhook endpoint with this id.", code=ErrorCode.WEBHOOK_ENDPOINT_NOT_FOUND)
     return (
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id).select_related("event").order_by("-created_at", "-id")
     )
