@@ -6,17 +6,20 @@ import json
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 import pytest
 import time_machine
+from auditlog.models import LogEntry
 from django.apps import apps
 from django.core import mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from audit.models import AdminAuditLog
+from billing_project import webhook_delivery
 from billing_project.enums import EventType
 from billing_project.models import DeliveryStatus, Notification, OutboundEvent, WebhookDelivery, WebhookEndpoint
 from billing_project.outbound import event_emit, notify
@@ -251,6 +254,37 @@ def test_resend_from_the_console_sends_the_same_webhook_id_again_and_is_audited(
     assert (row.action, row.resource_id, row.new_value["status"]) == ("process", str(delivery.pk), "pending")
 
 
+def test_the_console_shows_a_new_endpoints_secret_once_then_masked_and_disables_it_audited(
+    django_capture_on_commit_callbacks,
+):
+    console = Client()
+    console.force_login(staff_member("superuser"))
+
+    created = console.post(
+        "/admin/billing_project/webhookendpoint/add/",
+        {"url": "https://app.example.com/hooks", "description": "web app", "event_types": ["credits", "invoice.paid"]},
+        follow=True,
+    )
+    endpoint = WebhookEndpoint.objects.get()
+    change_page = console.get(f"/admin/billing_project/webhookendpoint/{endpoint.pk}/change/")
+    with django_capture_on_commit_callbacks(execute=True):
+        console.post(
+            "/admin/billing_project/webhookendpoint/",
+            {"action": "disable_endpoints", "_selected_action": [str(endpoint.pk)]},
+        )
+
+    assert endpoint.secret in created.content.decode()
+    assert (endpoint.event_types, endpoint.description) == (["credits", "invoice.paid"], "web app")
+    assert endpoint.secret not in change_page.content.decode()
+    assert endpoint.secret[:10] in change_page.content.decode()
+    endpoint.refresh_from_db()
+    assert not endpoint.is_active and endpoint.disabled_at is not None
+    rows = AdminAuditLog.objects.filter(resource_type="billing_project.webhookendpoint").order_by("timestamp")
+    assert [row.action for row in rows] == ["create", "deactivate"]
+    assert rows[0].new_value["secret"] == "[redacted]"
+    assert all("secret" not in entry.changes_dict for entry in LogEntry.objects.get_for_object(endpoint))
+
+
 def test_endpoints_receive_only_the_event_types_and_families_they_chose(staff_user, django_capture_on_commit_callbacks):
     families = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["credits"])
     one_type = endpoint_create(actor=staff_user, url="https://b.example.com/hooks", event_types=["invoice.paid"])
@@ -302,9 +336,18 @@ def test_workers_claiming_the_same_due_delivery_concurrently_send_it_once(receiv
     event = OutboundEvent.objects.create(type=EventType.CREDITS_GRANTED, subject="user:1", data={"amount": 1})
     WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=timezone.now())
 
-    results = run_concurrently(lambda _: webhook_deliveries_send_due(), list(range(4)))
+    open_transactions = []
+    post = webhook_delivery._post
+
+    def post_recording_transactions(**kwargs):
+        open_transactions.append(connection.in_atomic_block)
+        return post(**kwargs)
+
+    with mock.patch.object(webhook_delivery, "_post", post_recording_transactions):
+        results = run_concurrently(lambda _: webhook_deliveries_send_due(), list(range(4)))
 
     assert all(not isinstance(result, Exception) for result in results), results
+    assert open_transactions == [False]  # one call, and no transaction open during it
     assert receiver.delivered_ids() == [str(event.pk)]
     delivery = WebhookDelivery.objects.get(event=event)
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 1)
