@@ -1,6 +1,6 @@
 """Outbound webhooks in the console: endpoints (created with a secret shown once, enabled and
-disabled through audited actions), the events (read-only) and each endpoint's delivery log with a
-resend action."""
+disabled through audited actions), the events and the notifications (read-only) and each endpoint's
+delivery log with a resend action."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from audit.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin
 from audit.redaction import mask_secret
 from billing_project.errors import DomainError
-from billing_project.models import OutboundEvent, WebhookDelivery, WebhookEndpoint
+from billing_project.models import Notification, OutboundEvent, WebhookDelivery, WebhookEndpoint
 from billing_project.webhook_delivery import endpoint_secret_generate
 from billing_project.webhook_endpoints import (
     EVENT_TYPE_CHOICES,
@@ -107,6 +107,18 @@ class OutboundEventAdmin(ReadOnlyModelAdmin):
     list_filter = ("type",)
     list_select_related = ("user",)
     search_fields = ("=subject", "=id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyModelAdmin):
+    """Each occurrence told to a person (or to staff), once: its e-mail and its outbound event."""
+
+    list_display = ("created_at", "kind", "user", "occurrence", "emailed_at", "event")
+    list_filter = ("kind", ("emailed_at", admin.EmptyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("user__email", "=occurrence")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
 

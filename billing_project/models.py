@@ -269,7 +269,10 @@ class Notification(BaseModel):
             choices_check("kind", EventType),
             models.UniqueConstraint(fields=["kind", "occurrence"], name="notification_once_per_occurrence"),
         ]
-        indexes = [models.Index(fields=["user", "created_at"], name="notification_user_idx")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="notification_user_idx"),
+            models.Index(fields=["created_at"], name="notification_created_idx"),
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.occurrence}"

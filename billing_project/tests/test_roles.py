@@ -105,6 +105,7 @@ CONSOLE_LISTS = {
     "billing_project.servicetoken": A,
     "billing_project.staffsession": A,
     "billing_project.verifiedemail": S,
+    "billing_project.notification": A,
     "billing_project.outboundevent": S,
     "billing_project.webhookdelivery": S,
     "billing_project.webhookendpoint": A,
