@@ -47,8 +47,9 @@ def to_json(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-# Credentials a row may hold: a password hash, an authenticator's secret, an idempotency key.
-SECRET_FIELDS = frozenset({"password", "key"})
+# Credentials a row may hold: a password hash, an authenticator's secret, an idempotency key, a
+# webhook endpoint's signing secret.
+SECRET_FIELDS = frozenset({"password", "key", "secret"})
 
 
 def _recordable(field, instance):

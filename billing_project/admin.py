@@ -366,5 +366,6 @@ class RevokedTokenFamilyAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "created_at"
 
 
-# The periodic jobs and their results, registered in place of the stock pages.
-import billing_project.admin_schedules  # noqa: E402, F401
+# The periodic jobs and their results (in place of the stock pages), and the outbound webhooks.
+import billing_project.admin_schedules  # noqa: E402
+import billing_project.admin_webhooks  # noqa: E402, F401

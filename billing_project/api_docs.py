@@ -28,6 +28,7 @@ TAGS = {
     "vendor prices and margin changes.",
     "staff: payments": "Staff: payment events and payment operations.",
     "staff: audit": "Staff: the audit trail.",
+    "staff: webhooks": "Staff: outbound webhook endpoints, their delivery logs and resends.",
 }
 
 # Longest prefix first: the tag of a path under /api/v1/.
@@ -47,6 +48,7 @@ _TAG_PREFIXES = [
     ("admin/payment-events/", "staff: payments"),
     ("admin/payment-operations/", "staff: payments"),
     ("admin/audit-logs/", "staff: audit"),
+    ("admin/webhook-endpoints/", "staff: webhooks"),
     ("auth/", "auth"),
     ("me/credits/", "credits and usage"),
     ("me/usage/", "credits and usage"),
@@ -481,6 +483,34 @@ OPERATIONS = {
         "Seal the audit chain now",
         f"{_STAFF} Appends every committed unsealed audit row to the hash chain (the sealer job does this every "
         "few seconds) and answers how many were sealed and where the chain ends.",
+    ),
+    # Staff: outbound webhooks
+    "v1_admin_webhook_endpoints_list": Doc("List webhook endpoints", f"{_STAFF} Filter: active."),
+    "v1_admin_webhook_endpoints_create": Doc(
+        "Register a webhook endpoint",
+        f"{_STAFF} The answer holds the signing secret in full, this once (later answers show its first "
+        "characters). `event_types` lists event types or whole families (`credits`); empty: every event. Audited.",
+    ),
+    "v1_admin_webhook_endpoints_retrieve": Doc("Get a webhook endpoint", _STAFF),
+    "v1_admin_webhook_endpoints_update": Doc("Change a webhook endpoint", f"{_STAFF} Audited."),
+    "v1_admin_webhook_endpoints_partial_update": Doc("Change some fields of a webhook endpoint", f"{_STAFF} Audited."),
+    "v1_admin_webhook_endpoints_destroy": Doc(
+        "Disable a webhook endpoint",
+        f"{_STAFF} The endpoint gets no new events and its pending deliveries fail; it and its delivery log "
+        "stay. Audited.",
+    ),
+    "v1_admin_webhook_endpoints_enable_create": Doc(
+        "Enable a webhook endpoint", f"{_STAFF} It receives new events again, with a clean failure record. Audited."
+    ),
+    "v1_admin_webhook_endpoints_deliveries_list": Doc(
+        "List an endpoint's deliveries",
+        f"{_STAFF} Newest first, paginated, filter `status`: each event sent to the endpoint, its attempts and "
+        "the last answer.",
+    ),
+    "v1_admin_webhook_endpoints_deliveries_resend_create": Doc(
+        "Resend a delivery",
+        f"{_STAFF} Sends the event again now, with the same `webhook-id`, and retries it as a new delivery. "
+        "409 `webhook_endpoint_disabled` while the endpoint is disabled. Audited.",
     ),
 }
 

@@ -17,7 +17,12 @@ class BillingProjectConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_delete, post_save
 
+        from audit.history import history_track
         from billing_project import auth, checks, gdpr, observability, schema, signin  # noqa: F401  (checks, schema)
+        from billing_project.models import WebhookEndpoint
+
+        # The signing secret is a credential: its changes are not logged.
+        history_track(WebhookEndpoint, exclude_fields=("updated_at", "secret"))
 
         # Saving or deleting a user ends what ActiveUserTokenAuthentication has cached about them.
         post_save.connect(auth.user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="active-user-saved")

@@ -42,3 +42,7 @@ class ErrorCode(StrEnum):
     USER_NOT_FOUND = "user_not_found"
     CANNOT_ERASE_SELF = "cannot_erase_self"
     CANNOT_ERASE_SUPERUSER = "cannot_erase_superuser"
+    WEBHOOK_ENDPOINT_NOT_FOUND = "webhook_endpoint_not_found"
+    WEBHOOK_ENDPOINT_INVALID = "webhook_endpoint_invalid"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
+    WEBHOOK_DELIVERY_NOT_FOUND = "webhook_delivery_not_found"

@@ -44,6 +44,7 @@ class EventType(models.TextChoices):
     LICENSE_CREATED = "license.created"
     LICENSE_DEVICE_LIMIT_REACHED = "license.device_limit_reached"
     COUPON_REDEEMED = "coupon.redeemed"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
 
 
 EVENT_FAMILIES = sorted({value.split(".")[0] for value in EventType.values})

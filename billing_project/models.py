@@ -195,6 +195,7 @@ class OutboundEvent(BaseModel):
         indexes = [
             models.Index(fields=["subject", "created_at"], name="outbound_event_subject_idx"),
             models.Index(fields=["type", "created_at"], name="outbound_event_type_idx"),
+            models.Index(fields=["created_at"], name="outbound_event_created_idx"),
         ]
 
     def __str__(self):
@@ -234,6 +235,13 @@ class WebhookDelivery(TimestampedModel):
                 name="webhook_delivery_due_idx",
             ),
             models.Index(fields=["endpoint", "created_at"], name="webhook_delivery_log_idx"),
+            models.Index(fields=["created_at"], name="webhook_delivery_created_idx"),
+            # What keeps a subject's later events waiting: the endpoint's deliveries still pending.
+            models.Index(
+                fields=["endpoint", "event"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_pending_idx",
+            ),
         ]
 
     def __str__(self):
@@ -261,7 +269,10 @@ class Notification(BaseModel):
             choices_check("kind", EventType),
             models.UniqueConstraint(fields=["kind", "occurrence"], name="notification_once_per_occurrence"),
         ]
-        indexes = [models.Index(fields=["user", "created_at"], name="notification_user_idx")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="notification_user_idx"),
+            models.Index(fields=["created_at"], name="notification_created_idx"),
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.occurrence}"

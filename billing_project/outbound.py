@@ -20,7 +20,10 @@ def event_emit(*, type: EventType | str, subject: str, data: dict, user=None) ->
     endpoints = [endpoint for endpoint in WebhookEndpoint.objects.filter(is_active=True) if endpoint.wants(event.type)]
     if endpoints:
         WebhookDelivery.objects.bulk_create(
-            WebhookDelivery(endpoint=endpoint, event=event, status=DeliveryStatus.PENDING) for endpoint in endpoints
+            WebhookDelivery(
+                endpoint=endpoint, event=event, status=DeliveryStatus.PENDING, next_attempt_at=event.created_at
+            )
+            for endpoint in endpoints
         )
         transaction.on_commit(lambda: _deliveries_start(event.pk))
     return event

@@ -71,6 +71,10 @@ SUPPORT = {
     "credits.tokenusagedailysummary": (VIEW,),
     "credits.creditusagedailysummary": (VIEW,),
     "credits.autorecharge": (VIEW,),
+    # Whether the product heard of a customer's change: the events and their deliveries (not the
+    # endpoints, whose secrets and configuration are the admins').
+    "billing_project.outboundevent": (VIEW,),
+    "billing_project.webhookdelivery": (VIEW,),
 }
 
 # Money and prices: everything support holds, plus credits, subscriptions' states, invoices,

@@ -299,6 +299,23 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
 # Who is told of what needs staff (an outbound webhook endpoint disabled); empty: every active superuser.
 STAFF_NOTIFICATION_EMAILS = env.list("STAFF_NOTIFICATION_EMAILS", default=[])
 
+# Outbound webhooks (billing_project.webhook_delivery). A receiver answers quickly or the attempt fails.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# The wait after each failed attempt (each with +-10 % jitter), about three days in all; then the
+# delivery fails. The Standard Webhooks specification's own schedule, continued to three days.
+WEBHOOK_RETRY_DELAYS = [
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    *[timedelta(hours=10)] * 6,
+]
+# An endpoint failing this long with no success since is disabled and staff are told.
+WEBHOOK_ENDPOINT_DISABLE_AFTER = timedelta(days=env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_DAYS", default=5))
+# How long a claimed delivery is kept from other workers: a worker that dies mid-send gives it back then.
+WEBHOOK_CLAIM_SECONDS = 60
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "billing_project.auth.ServiceTokenAuthentication",
@@ -414,6 +431,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
     },
     "expire-credit-holds": {"task": "credits.tasks.expire_credit_holds", "schedule": timedelta(minutes=1)},
+    "deliver-webhooks": {"task": "billing_project.tasks.webhook_deliveries_send_due", "schedule": timedelta(minutes=1)},
     "expire-credits": {"task": "credits.tasks.expire_credits", "schedule": timedelta(minutes=15)},
     "rollup-usage": {"task": "credits.tasks.rollup_usage_daily", "schedule": crontab(hour=0, minute=30)},
     "allocate-monthly-credits": {

@@ -7,6 +7,8 @@ from django.utils import timezone
 
 from billing_project.email_verification import email_is_verified, email_verification_token
 from billing_project.models import IdempotencyKey, Notification
+from billing_project.webhook_delivery import webhook_deliveries_send_due as deliveries_send_due
+from billing_project.webhook_delivery import webhook_event_deliver as event_deliver
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -72,3 +74,16 @@ def staff_notification_recipients() -> list[str]:
         return list(settings.STAFF_NOTIFICATION_EMAILS)
     users = get_user_model()._default_manager.filter(is_superuser=True, is_active=True).exclude(email="")
     return list(users.values_list("email", flat=True))
+
+
+@shared_task(acks_late=True)
+def webhook_event_deliver(event_id: str) -> dict:
+    """The event's deliveries, right after the change committed. Not retried by Celery: a failed
+    attempt is rescheduled on its row, and the beat job sends it when due."""
+    return event_deliver(event_id=event_id)
+
+
+@shared_task(acks_late=True)
+def webhook_deliveries_send_due() -> dict:
+    """Every minute: every pending delivery whose time has come."""
+    return deliveries_send_due()

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("coupons.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("payments.api.urls")),
+    path("", include("billing_project.webhooks_urls")),
 ]
 
 admin.site.index_template = "admin/billing_index.html"

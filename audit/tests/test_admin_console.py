@@ -57,6 +57,7 @@ EDITABLE = {
     "coupons.Coupon",
     "coupons.CampaignCoupon",
     "coupons.CouponValidationRule",
+    "billing_project.WebhookEndpoint",
 }
 TRACKED_READ_ONLY = {
     "coupons.CouponFraudDetection",

@@ -159,6 +159,15 @@ STAFF_ROUTE_ROLES = {
     ("get", "api/v1/admin/payments/unmatched/"): FINANCE,
     ("get", "api/v1/admin/payments/unmatched/(?P<event_id>[A-Za-z0-9_-]+)/"): FINANCE,
     ("post", "api/v1/admin/payments/unmatched/(?P<event_id>[A-Za-z0-9_-]+)/reprocess/"): FINANCE,
+    ("get", "api/v1/admin/webhook-endpoints/"): ADMIN,
+    ("post", "api/v1/admin/webhook-endpoints/"): ADMIN,
+    ("get", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/"): ADMIN,
+    ("put", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/"): ADMIN,
+    ("patch", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/"): ADMIN,
+    ("delete", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/"): ADMIN,
+    ("post", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/enable/"): ADMIN,
+    ("get", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/deliveries/"): SUPPORT,
+    ("post", f"api/v1/admin/webhook-endpoints/(?P<pk>{UUID})/deliveries/(?P<delivery_id>{UUID})/resend/"): ADMIN,
 }
 IDENTITIES = ("no permission", SUPPORT, FINANCE, ADMIN, "superuser")
 
