@@ -70,6 +70,7 @@ SUPPORT = {
     "credits.tokenusageledger": (VIEW,),
     "credits.tokenusagedailysummary": (VIEW,),
     "credits.creditusagedailysummary": (VIEW,),
+    "credits.creditpack": (VIEW,),
 }
 
 # Money and prices: everything support holds, plus credits, subscriptions' states, invoices,
@@ -100,6 +101,7 @@ FINANCE = {
     "credits.marginauditlog": (VIEW,),
     "credits.creditallocation": (VIEW, "grant_credits"),
     "credits.creditdeductionledger": (VIEW, "reverse_deduction"),
+    "credits.creditpack": (VIEW, ADD, CHANGE),
 }
 
 ALL_PERMISSIONS = "__all__"

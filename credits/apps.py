@@ -8,14 +8,34 @@ class CreditsConfig(AppConfig):
 
     def ready(self):
         from audit.history import history_track
-        from credits.models import ModelProviderPricing, PricingConfig, Provider
+        from credits.models import CreditPack, ModelProviderPricing, PricingConfig, Provider
+        from credits.services import packs
+        from payments.models import OperationKind
+        from payments.registry import PaymentReactions, effect_register, payment_reactions_register
 
         # Object history for the console. Balances and grants are not tracked: the ledger is their
         # history (every change writes ledger rows, through credits.services.accounts, and the console
         # links a balance to them). The append-only ledgers, holds and daily summaries are their own
         # record and high-volume: they are not tracked either.
-        for model in (Provider, ModelProviderPricing, PricingConfig):
+        for model in (Provider, ModelProviderPricing, PricingConfig, CreditPack):
             history_track(model)
+
+        # A paid pack checkout, from the offline provider or Stripe's webhook, grants its credits; one
+        # that ends unpaid grants nothing. Its refunds and disputes take back what is left of them.
+        effect_register(
+            OperationKind.CREDIT_PACK_CHECKOUT,
+            succeeded=packs.credit_pack_purchase_complete,
+            failed=packs.credit_pack_purchase_failed,
+        )
+        payment_reactions_register(
+            OperationKind.CREDIT_PACK_CHECKOUT,
+            PaymentReactions(
+                refunded_fully=packs.credit_pack_payment_refunded,
+                dispute_opened=packs.credit_pack_payment_disputed,
+                dispute_won=packs.credit_pack_dispute_won,
+                refund_recorded=packs.credit_pack_refund_recorded,
+            ),
+        )
 
         # Any change to what prices a request, from any path (services, console, shell), makes every
         # process reload its pricing book.

@@ -31,3 +31,5 @@ class ErrorCode(StrEnum):
     UNKNOWN_PRICING_CONFIG = "unknown_pricing_config"
     NOT_PENDING = "not_pending"
     SELF_APPROVAL = "self_approval"
+    UNKNOWN_PACK = "unknown_pack"
+    PACK_SOLD = "pack_sold"

@@ -200,12 +200,14 @@ def users_with_overdue_grants(*, now: datetime):
 
 
 @transaction.atomic
-def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscription=None) -> int:
+def allocations_claw_back(
+    *, user_id, allocation_ids: list, reason: str, subscription=None, limit: int | None = None
+) -> int:
     """Takes back what is left of the credits of these allocations (a period whose payment was
-    refunded): one `admin_adjustment` ledger row, drawn from exactly their grants, through the locked
-    account. Spent credits stay spent, and credits live holds reserve stay with the requests in flight
-    (at most what is available is taken), so neither the balance nor `available` goes below zero.
-    Returns the credits taken."""
+    refunded), at most `limit` credits when given (a share of them): one `admin_adjustment` ledger
+    row, drawn from exactly their grants, through the locked account. Spent credits stay spent, and
+    credits live holds reserve stay with the requests in flight (at most what is available is taken),
+    so neither the balance nor `available` goes below zero. Returns the credits taken."""
     account = LockedAccount.open(user_id=user_id, now=timezone.now())
     if account is None:
         return 0
@@ -214,7 +216,10 @@ def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscri
         UserCreditSource.objects.filter(user_id=user_id, allocation_id__in=allocation_ids).values_list("pk", flat=True)
     )
     deduction = account.take_grants(
-        grant_ids, reason=DeductionReason.ADMIN_ADJUSTMENT, subscription_id=getattr(subscription, "pk", None)
+        grant_ids,
+        reason=DeductionReason.ADMIN_ADJUSTMENT,
+        limit=limit,
+        subscription_id=getattr(subscription, "pk", None),
     )
     account.flush()
     if deduction is None:
