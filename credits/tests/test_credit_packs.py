@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from billing_project.models import Notification, OutboundEvent
 from billing_project.service_tokens import service_token_issue
-from conftest import bearer
+from conftest import bearer, run_concurrently
 from credits.models import CreditAllocation, CreditDeductionLedger, CreditPack, UserCreditBalance, UserCreditSource
 from credits.services import hold_reserve, pricing_catalog_seed
 from credits.tests.conftest import usage_event
@@ -415,3 +415,24 @@ def test_a_won_dispute_leaves_the_credits(stripe_http, api_client, user, pack):
 
     assert balance_of(user) == 5000
     assert not CreditDeductionLedger.objects.filter(user=user, reason="admin_adjustment").exists()
+
+
+# Concurrency
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_events_about_one_paid_checkout_grant_its_credits_once(stripe_http, user, pack):
+    started = client_for(user).post(PURCHASE, {"pack": str(pack.pk)}, format="json")
+    operation = PaymentOperation.objects.get(pk=started.json()["operation_id"])
+    session = stripe_http.checkout_complete(operation.stripe_checkout_session_id)
+
+    # Each a different event (completed, then async_payment_succeeded, retried...): the inbox cannot
+    # deduplicate them by id; the operation's lock and the grant's uniqueness do.
+    answers = run_concurrently(lambda _: post_event(APIClient(), "checkout.session.completed", session), range(6))
+
+    assert all(isinstance(answer, dict) and answer["status"] == "processed" for answer in answers), answers
+    assert len(purchase_grants(user)) == 1
+    assert balance_of(user) == 5000
+    assert Notification.objects.filter(user=user, kind="credits.purchase_succeeded").count() == 1
+    assert ledger_is_consistent()
