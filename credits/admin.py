@@ -319,7 +319,7 @@ class CreditAllocationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("created_at", "user", "amount", "source", "period_start", "period_end", "expires_at", "granted_by")
     list_filter = ("source",)
     list_select_related = ("user", "granted_by")
-    search_fields = ("user__email", "reason", "=subscription_id", "=id")
+    search_fields = ("user__email", "reason", "=subscription_id", "=payment_operation_id", "=id")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
 
