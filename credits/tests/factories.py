@@ -14,6 +14,7 @@ from credits.models import (
     CreditConsumption,
     CreditDeductionLedger,
     CreditHold,
+    CreditPack,
     CreditSource,
     CreditUsageDailySummary,
     DeductionReason,
@@ -247,3 +248,13 @@ class CreditUsageDailySummaryFactory(DjangoModelFactory):
     total_vendor_cost = Decimal("0.125")
     total_gross_margin = Decimal("0.0625")
     total_credits_granted = 1_000
+
+
+class CreditPackFactory(DjangoModelFactory):
+    name = factory.Sequence(lambda n: f"Pack {n}")
+    credits = 5_000
+    price = Decimal("5.00")
+    currency = "usd"
+
+    class Meta:
+        model = CreditPack
