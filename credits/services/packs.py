@@ -35,7 +35,6 @@ from payments.services.checkouts import Checkout, checkout_open, checkout_run
 
 # What a sale fixes: a pack with a paid purchase keeps these as they were sold.
 PACK_TERMS = ("price", "currency", "credits", "credit_expiry_days")
-PACK_FIELDS = ("name", *PACK_TERMS, "is_active")
 
 
 # Staff: defining packs (the console and the staff API), each write audited in its transaction
