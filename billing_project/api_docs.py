@@ -24,8 +24,8 @@ TAGS = {
     "staff: customers": "Staff: subscriptions, refunds and users (export, erasure).",
     "staff: licensing": "Staff: licenses.",
     "staff: coupons": "Staff: coupons, campaigns, fraud detections and coupon analytics.",
-    "staff: credits and pricing": "Staff: credit grants, deductions and their reversal, providers, "
-    "vendor prices and margin changes.",
+    "staff: credits and pricing": "Staff: credit grants, deductions and their reversal, credit packs, "
+    "providers, vendor prices and margin changes.",
     "staff: payments": "Staff: payment events and payment operations.",
     "staff: audit": "Staff: the audit trail.",
     "staff: webhooks": "Staff: outbound webhook endpoints, their delivery logs and resends.",
@@ -42,6 +42,7 @@ _TAG_PREFIXES = [
     ("admin/fraud-detection/", "staff: coupons"),
     ("admin/analytics/", "staff: coupons"),
     ("admin/credits/", "staff: credits and pricing"),
+    ("admin/credit-packs/", "staff: credits and pricing"),
     ("admin/providers/", "staff: credits and pricing"),
     ("admin/model-pricing/", "staff: credits and pricing"),
     ("admin/pricing-configs/", "staff: credits and pricing"),
@@ -51,6 +52,7 @@ _TAG_PREFIXES = [
     ("admin/webhook-endpoints/", "staff: webhooks"),
     ("auth/", "auth"),
     ("me/credits/", "credits and usage"),
+    ("credits/", "credits and usage"),
     ("me/usage/", "credits and usage"),
     ("me/licenses/", "licensing"),
     ("me/subscription/", "subscriptions"),
@@ -208,6 +210,19 @@ OPERATIONS = {
         "problem whose `code` is the reason.",
     ),
     # Credits and usage
+    "v1_credits_packs_list": Doc(
+        "List the credit packs on sale",
+        "The packs a signed-in user can buy, cheapest first: credits, price (a string in the currency's major "
+        "unit) and how many days the credits last after the purchase (null: they never expire).",
+    ),
+    "v1_credits_purchase_create": Doc(
+        "Buy a credit pack",
+        "Starts the purchase of an active pack and answers 201 with its payment: pay at `checkout_url` (Stripe "
+        "Checkout; the credits arrive when Stripe confirms the payment), or `completed` true when it is already "
+        "paid and the credits are in the balance. The purchase keeps what it sold whatever happens to the pack "
+        "later. Starting it again while it is unpaid answers the same checkout. 404 `unknown_pack` for a pack "
+        "not on sale; 503 when the payment provider did not answer (retry: the same purchase resumes).",
+    ),
     "v1_me_credits_retrieve": Doc(
         "Get my credit balance",
         "The caller's balance, the live grants in spending order, and the monthly budget (`budget`, null when "
@@ -397,6 +412,25 @@ OPERATIONS = {
         "Reverse a deduction",
         f"{_STAFF} Gives the credits of a deduction back as a new grant, with a reason; audited. The deduction "
         "stays; a reversal row records the change. 409 `already_reversed`, `not_reversible`.",
+    ),
+    "v1_admin_credit_packs_list": Doc(
+        "List credit packs", f"{_STAFF} Every pack, retired ones included, newest first. Filters: active, currency."
+    ),
+    "v1_admin_credit_packs_create": Doc(
+        "Add a credit pack",
+        f"{_STAFF} Audited. The price is in the currency's major unit, with no fraction of its minor unit "
+        "(422 `invalid_price`).",
+    ),
+    "v1_admin_credit_packs_retrieve": Doc("Get a credit pack", _STAFF),
+    "v1_admin_credit_packs_update": Doc(
+        "Change a credit pack",
+        f"{_STAFF} Audited. Once a purchase of the pack is paid, its price, currency, credits and expiry stay as "
+        "sold (409 `pack_sold`): retire it (`is_active` false) and add another. Packs are never deleted.",
+    ),
+    "v1_admin_credit_packs_partial_update": Doc(
+        "Change some fields of a credit pack",
+        f"{_STAFF} Audited. A pack once paid for keeps its price, currency, credits and expiry (409 `pack_sold`); "
+        "its name and whether it is on sale can change.",
     ),
     "v1_admin_providers_list": Doc("List LLM providers", f"{_STAFF} Filters: API type, enabled."),
     "v1_admin_providers_create": Doc("Add an LLM provider", f"{_STAFF} Audited."),

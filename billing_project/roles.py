@@ -75,6 +75,7 @@ SUPPORT = {
     # endpoints, whose secrets and configuration are the admins').
     "billing_project.outboundevent": (VIEW,),
     "billing_project.webhookdelivery": (VIEW,),
+    "credits.creditpack": (VIEW,),
 }
 
 # Money and prices: everything support holds, plus credits, subscriptions' states, invoices,
@@ -107,6 +108,7 @@ FINANCE = {
     "credits.creditdeductionledger": (VIEW, "reverse_deduction"),
     "credits.autorecharge": (VIEW, CHANGE),
     "credits.usercreditbalance": (VIEW, CHANGE),
+    "credits.creditpack": (VIEW, ADD, CHANGE),
 }
 
 ALL_PERMISSIONS = "__all__"

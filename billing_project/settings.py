@@ -82,6 +82,9 @@ LICENSE_CHECKOUT_CANCEL_URL = env.str("LICENSE_CHECKOUT_CANCEL_URL", default="")
 # ... and after starting a subscription.
 SUBSCRIPTION_CHECKOUT_SUCCESS_URL = env.str("SUBSCRIPTION_CHECKOUT_SUCCESS_URL", default="")
 SUBSCRIPTION_CHECKOUT_CANCEL_URL = env.str("SUBSCRIPTION_CHECKOUT_CANCEL_URL", default="")
+# ... and after buying a credit pack.
+CREDIT_PACK_CHECKOUT_SUCCESS_URL = env.str("CREDIT_PACK_CHECKOUT_SUCCESS_URL", default="")
+CREDIT_PACK_CHECKOUT_CANCEL_URL = env.str("CREDIT_PACK_CHECKOUT_CANCEL_URL", default="")
 # Where Stripe's customer portal sends the customer back (unset: the portal configuration's default).
 BILLING_PORTAL_RETURN_URL = env.str("BILLING_PORTAL_RETURN_URL", default="")
 # Dunning: retries of a failed payment, in days after the failure, then a grace period before suspension.

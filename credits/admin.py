@@ -19,6 +19,7 @@ from credits.models import (
     CreditConsumption,
     CreditDeductionLedger,
     CreditHold,
+    CreditPack,
     CreditUsageDailySummary,
     MarginAuditLog,
     ModelProviderPricing,
@@ -29,9 +30,10 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
-from credits.selectors import model_price_history
+from credits.selectors import credit_pack_sold, model_price_history
 from credits.services import credit_grant_by_staff, deduction_reverse, pricing_config_approve, pricing_config_reject
 from credits.services.grants import GRANTABLE_BY_STAFF
+from credits.services.packs import PACK_TERMS, credit_pack_terms_check, credit_pack_terms_locked
 from credits.services.pricing_changes import model_price_create, price_book_normalized, price_start_check
 
 
@@ -249,6 +251,60 @@ class PricingConfigAdmin(CreatorStampAdminMixin, AuditedModelAdmin):
         return request.user.has_perm("credits.approve_pricingconfig")
 
 
+class CreditPackForm(forms.ModelForm):
+    """A pack checked as the staff API checks one: a price Stripe can charge in its currency, and
+    the terms of a pack already paid for left as sold."""
+
+    class Meta:
+        model = CreditPack
+        fields = ("name", *PACK_TERMS, "is_active")
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        try:
+            if "price" in cleaned:
+                cleaned["currency"] = credit_pack_terms_check(price=cleaned["price"], currency=cleaned["currency"])
+            if not self.instance._state.adding:
+                stored = CreditPack.objects.get(pk=self.instance.pk)
+                changes = {name: cleaned[name] for name in PACK_TERMS if name in cleaned}
+                credit_pack_terms_locked(pack=stored, changes=changes)
+        except DomainError as refused:
+            raise forms.ValidationError(refused.detail) from refused
+        return cleaned
+
+
+@admin.register(CreditPack)
+class CreditPackAdmin(AuditedModelAdmin):
+    """Packs on sale. Once a purchase is paid, a pack's terms are read-only and it cannot be deleted:
+    staff retire it (untick active) and add another, so what each customer bought stays as sold."""
+
+    form = CreditPackForm
+    list_display = ("name", "credits", "price", "currency", "credit_expiry_days", "is_active", "created_at")
+    list_filter = ("is_active", "currency")
+    search_fields = ("name", "=id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and credit_pack_sold(pack=obj):
+            return (*PACK_TERMS, *self.readonly_fields)
+        return self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and credit_pack_sold(pack=obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # A bulk delete would not ask each pack whether it was sold.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 @admin.register(MarginAuditLog)
 class MarginAuditLogAdmin(ReadOnlyModelAdmin):
     list_display = ("created_at", "pricing_config", "change_type", "changed_by", "old_multiplier", "new_multiplier")
@@ -264,7 +320,7 @@ class CreditAllocationAdmin(CsvExportMixin, ReadOnlyModelAdmin):
     list_display = ("created_at", "user", "amount", "source", "period_start", "period_end", "expires_at", "granted_by")
     list_filter = ("source",)
     list_select_related = ("user", "granted_by")
-    search_fields = ("user__email", "reason", "=subscription_id", "=id")
+    search_fields = ("user__email", "reason", "=subscription_id", "=payment_operation_id", "=id")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
 

@@ -1,4 +1,5 @@
-"""The vendor price list and the tier margins that `manage.py seed_catalog` loads (USD per 1,000 tokens)."""
+"""The vendor price list (USD per 1,000 tokens), the tier margins and the demo credit packs that
+`manage.py seed_catalog` loads."""
 
 from decimal import Decimal
 
@@ -30,3 +31,16 @@ TIER_MARGINS = {
     "enterprise_max": Decimal("1.2"),
     "perpetual": Decimal("1.5"),
 }
+
+# Credit packs on sale in a fresh install (1 credit = USD 0.001: a pack is sold at face value or below).
+CREDIT_PACKS = [
+    {"name": "Starter 5,000", "credits": 5_000, "price": Decimal("5.00"), "currency": "usd"},
+    {"name": "Builder 25,000", "credits": 25_000, "price": Decimal("22.50"), "currency": "usd"},
+    {
+        "name": "Scale 120,000",
+        "credits": 120_000,
+        "price": Decimal("100.00"),
+        "currency": "usd",
+        "credit_expiry_days": 365,
+    },
+]

@@ -37,3 +37,4 @@ class ErrorCode(StrEnum):
     PACK_INACTIVE = "pack_inactive"
     CAP_BELOW_PACK_PRICE = "cap_below_pack_price"
     NO_SAVED_CARD = "no_saved_card"
+    PACK_SOLD = "pack_sold"

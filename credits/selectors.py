@@ -8,10 +8,11 @@ from uuid import uuid4
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Case, Count, F, Sum, Value, When
+from django.db.models import Case, Count, F, Q, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from audit.services import resource_type_of
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.budgets import Budget, next_month_start
@@ -19,6 +20,7 @@ from credits.models import (
     PER_1K_PRICE_FIELDS,
     ApprovalStatus,
     CreditDeductionLedger,
+    CreditPack,
     ModelProviderPricing,
     PricingConfig,
     PricingScope,
@@ -27,6 +29,7 @@ from credits.models import (
     UserCreditBalance,
 )
 from credits.usage_objects import FLAT_FIELDS, TokenBreakdown, breakdown_from_flat
+from payments.models import OperationEffect, OperationKind, PaymentOperation
 
 PRICING_VERSION_KEY = "credits:pricing-book-version"
 PRICING_VERSION_SECONDS = 300
@@ -334,3 +337,19 @@ def pricing_config_simulate(*, config: PricingConfig, days: int = 30) -> dict:
         "projected_margin_usd": usd_round(projected - vendor_total),
         "expected_margin_change_usd": usd_round(projected - current),
     }
+
+
+# Credit packs
+
+
+def credit_packs_on_sale():
+    """The packs customers may buy, cheapest first."""
+    return CreditPack.objects.filter(is_active=True).order_by("price", "credits", "id")
+
+
+def credit_pack_sold(*, pack) -> bool:
+    """Whether a purchase of the pack, by checkout or by auto-recharge, has been paid (its terms are
+    then fixed)."""
+    checkout = Q(kind=OperationKind.CREDIT_PACK_CHECKOUT, subject_type=resource_type_of(pack), subject_id=str(pack.pk))
+    recharge = Q(kind=OperationKind.CREDIT_RECHARGE, params__pack_id=str(pack.pk))
+    return PaymentOperation.objects.filter(checkout | recharge, effect=OperationEffect.SUCCEEDED).exists()

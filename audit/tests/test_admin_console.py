@@ -53,6 +53,7 @@ EDITABLE = {
     "credits.Provider",
     "credits.ModelProviderPricing",
     "credits.PricingConfig",
+    "credits.CreditPack",
     "coupons.CouponCampaign",
     "coupons.Coupon",
     "coupons.CampaignCoupon",

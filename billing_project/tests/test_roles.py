@@ -123,6 +123,7 @@ CONSOLE_LISTS = {
     "credits.creditconsumption": S,
     "credits.creditdeductionledger": S,
     "credits.credithold": S,
+    "credits.creditpack": S,
     "credits.creditusagedailysummary": S,
     "credits.marginauditlog": F,
     "credits.modelproviderpricing": S,

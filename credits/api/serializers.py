@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -6,6 +8,7 @@ from credits import selectors
 from credits.models import (
     PER_1K_PRICE_FIELDS,
     CreditDeductionLedger,
+    CreditPack,
     CreditSource,
     GrantSource,
     ModelProviderPricing,
@@ -500,3 +503,65 @@ class StaffDeductionOutput(serializers.ModelSerializer):
             "reversed_by_id",
             "reversal_reason",
         ]
+
+
+class CreditPackOutput(serializers.ModelSerializer):
+    """A pack on sale. `price` is in the currency's major unit, as a string ("10.00")."""
+
+    credit_expiry_days = serializers.IntegerField(
+        allow_null=True, help_text="The credits expire this many days after the purchase; null: never."
+    )
+
+    class Meta:
+        model = CreditPack
+        fields = ["id", "name", "credits", "price", "currency", "credit_expiry_days"]
+
+
+class StaffCreditPackOutput(CreditPackOutput):
+    class Meta:
+        model = CreditPack
+        fields = [*CreditPackOutput.Meta.fields, "is_active", "created_at", "updated_at"]
+
+
+class CreditPackInput(serializers.Serializer):
+    """A pack's definition. Once a purchase of it is paid, price, currency, credits and
+    credit_expiry_days are fixed (409 `pack_sold`): retire it and create another."""
+
+    name = serializers.CharField(max_length=100)
+    credits = serializers.IntegerField(min_value=1, max_value=1_000_000_000)
+    price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=Decimal("0.01"), help_text="In the currency's major unit."
+    )
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", default="usd", help_text="ISO 4217 code.")
+    credit_expiry_days = serializers.IntegerField(
+        min_value=1, max_value=36_500, required=False, allow_null=True, help_text="Empty or null: never expire."
+    )
+    is_active = serializers.BooleanField(default=True)
+
+    def validate_currency(self, value):
+        return value.lower()
+
+
+class PackPurchaseInput(serializers.Serializer):
+    pack = serializers.UUIDField(help_text="The id of an active credit pack (`credits/packs/`).")
+
+
+class PackSoldOutput(serializers.Serializer):
+    id = serializers.UUIDField(allow_null=True)
+    name = serializers.CharField()
+    credits = serializers.IntegerField()
+    credit_expiry_days = serializers.IntegerField(allow_null=True)
+
+
+class PackPurchaseOutput(serializers.Serializer):
+    """The purchase's payment: `succeeded` when the credits are already granted (the offline
+    provider), otherwise the customer pays at `checkout_url` and the credits arrive with Stripe's
+    confirmation."""
+
+    operation_id = serializers.UUIDField(help_text="The payment operation of this purchase.")
+    status = serializers.CharField(help_text="The payment operation's state: pending, submitted, succeeded, failed...")
+    completed = serializers.BooleanField(help_text="Paid, and the credits granted.")
+    checkout_url = serializers.URLField(allow_null=True, help_text="Where the customer pays; null when paid.")
+    amount = serializers.CharField(help_text="What the purchase costs, in the currency's major unit.")
+    currency = serializers.CharField()
+    pack = PackSoldOutput(help_text="What the purchase sells, as it was when the purchase started.")

@@ -7,6 +7,7 @@ router = SimpleRouter()
 router.register("admin/providers", views.ProviderViewSet, basename="admin-provider")
 router.register("admin/model-pricing", views.ModelPriceViewSet, basename="admin-model-pricing")
 router.register("admin/pricing-configs", views.PricingConfigViewSet, basename="admin-pricing-config")
+router.register("admin/credit-packs", views.CreditPackViewSet, basename="admin-credit-pack")
 
 urlpatterns = [
     path("usage/record/", views.UsageRecordView.as_view(), name="usage-record"),
@@ -16,6 +17,8 @@ urlpatterns = [
     path("usage/release/", views.UsageReleaseView.as_view(), name="usage-release"),
     path("me/credits/", views.MeCreditsView.as_view(), name="me-credits"),
     path("me/credits/budget/", views.MeCreditsBudgetView.as_view(), name="me-credits-budget"),
+    path("credits/packs/", views.CreditPackListView.as_view(), name="credit-packs"),
+    path("credits/purchase/", views.CreditPackPurchaseView.as_view(), name="credit-pack-purchase"),
     path("me/usage/", views.MeUsageView.as_view(), name="me-usage"),
     path("me/usage/daily/", views.MeUsageDailyView.as_view(), name="me-usage-daily"),
     path("me/credits/auto-recharge/", recharge_views.MeAutoRechargeView.as_view(), name="me-auto-recharge"),

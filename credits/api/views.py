@@ -18,13 +18,15 @@ from billing_project.auth import (
     service_scope,
 )
 from billing_project.errors import DomainError, NotFound
+from billing_project.money import minor_to_text
 from billing_project.parsers import text_problem
 from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
 from credits.api.filters import StaffDeductionFilter
 from credits.codes import ErrorCode
-from credits.models import ModelProviderPricing, PricingConfig, Provider
+from credits.models import CreditPack, ModelProviderPricing, PricingConfig, Provider
+from credits.services import packs
 
 UsageWrite = service_scope("usage:write")
 MAX_BATCH = 1000
@@ -375,3 +377,84 @@ class PricingConfigViewSet(
         """The margin and revenue this change would have moved over the last 30 days. Changes nothing."""
         simulation = selectors.pricing_config_simulate(config=self.get_object())
         return Response(s.PricingSimulationOutput(simulation).data)
+
+
+class CreditPackListView(generics.ListAPIView):
+    """The credit packs on sale, cheapest first."""
+
+    serializer_class = s.CreditPackOutput
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.credit_packs_on_sale()
+
+
+def _purchase_body(purchase: packs.PackPurchase) -> dict:
+    operation = purchase.operation
+    sold = operation.params.get("metadata") or {}
+    return {
+        "operation_id": operation.pk,
+        "status": operation.state,
+        "completed": purchase.checkout.completed,
+        "checkout_url": None if purchase.checkout.completed else purchase.checkout.url,
+        "amount": minor_to_text(operation.amount, operation.currency),
+        "currency": operation.currency,
+        "pack": {
+            "id": sold.get("pack_id") or None,
+            "name": sold.get("pack_name", ""),
+            "credits": int(sold.get("credits") or 0),
+            "credit_expiry_days": int(sold["credit_expiry_days"]) if sold.get("credit_expiry_days") else None,
+        },
+    }
+
+
+class CreditPackPurchaseView(APIView):
+    """Buys a credit pack: 201 with the payment, already succeeded (offline provider: the credits are
+    in the balance) or waiting at the Stripe Checkout URL. 404 `unknown_pack` for a pack not on sale;
+    503 when Stripe did not answer: the same request again resumes the same purchase."""
+
+    calls_payment_provider = True
+
+    @extend_schema(request=s.PackPurchaseInput, responses={201: s.PackPurchaseOutput})
+    def post(self, request):
+        data = s.PackPurchaseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        purchase = packs.credit_pack_purchase(user=request.user, pack_id=data.validated_data["pack"])
+        return Response(s.PackPurchaseOutput(_purchase_body(purchase)).data, status=status.HTTP_201_CREATED)
+
+
+class CreditPackViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Credit packs for staff. A pack once paid for keeps its price, currency, credits and expiry (409
+    `pack_sold`) and is never deleted: retire it (is_active false) and create another."""
+
+    permission_classes = [HasStaffPermission]
+    staff_permissions = {
+        "list": ["credits.view_creditpack"],
+        "retrieve": ["credits.view_creditpack"],
+        "create": ["credits.add_creditpack"],
+        "update": ["credits.change_creditpack"],
+        "partial_update": ["credits.change_creditpack"],
+    }
+    queryset = CreditPack.objects.order_by("-created_at", "-id")
+    serializer_class = s.StaffCreditPackOutput
+    filterset_fields = ["is_active", "currency"]
+
+    @extend_schema(request=s.CreditPackInput, responses={201: s.StaffCreditPackOutput})
+    def create(self, request, *args, **kwargs):
+        data = s.CreditPackInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        pack = packs.credit_pack_create(actor=request.user, **data.validated_data)
+        return Response(s.StaffCreditPackOutput(pack).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.CreditPackInput, responses=s.StaffCreditPackOutput)
+    def update(self, request, *args, **kwargs):
+        data = s.CreditPackInput(data=request.data, partial=kwargs.get("partial", False))
+        data.is_valid(raise_exception=True)
+        pack = packs.credit_pack_update(pack_id=kwargs["pk"], actor=request.user, **data.validated_data)
+        return Response(s.StaffCreditPackOutput(pack).data)

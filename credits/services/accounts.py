@@ -181,13 +181,17 @@ class LockedAccount:
             self._budget_count(amount)
         return deduction
 
-    def take_grants(self, grant_ids: set, *, reason: str, **ledger_fields) -> CreditDeductionLedger | None:
-        """Takes what is left of the given grants (credits given for something since taken back), but
-        never the credits live holds reserve: at most what is available, so a request in flight is
-        still charged and `available` never goes below zero. One ledger row, or None when nothing can
-        be taken. Credits already spent stay spent."""
+    def take_grants(
+        self, grant_ids: set, *, reason: str, limit: int | None = None, **ledger_fields
+    ) -> CreditDeductionLedger | None:
+        """Takes what is left of the given grants (credits given for something since taken back), at
+        most `limit` credits when given, but never the credits live holds reserve: at most what is
+        available, so a request in flight is still charged and `available` never goes below zero. One
+        ledger row, or None when nothing can be taken. Credits already spent stay spent."""
         taken = [grant for grant in self.grants if grant.pk in grant_ids and grant.remaining]
         amount = min(sum(grant.remaining for grant in taken), self.available)
+        if limit is not None:
+            amount = min(amount, max(limit, 0))
         if not amount:
             return None
         return self._write_deduction(amount=amount, reason=reason, paid_by=taken, **ledger_fields)

@@ -10,7 +10,9 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project.enums import EventType
 from billing_project.errors import Conflict, NotFound, RuleViolation
+from billing_project.outbound import event_emit
 from billing_project.transactions import conflict_retrying
 from credits.codes import ErrorCode
 from credits.models import (
@@ -88,6 +90,20 @@ def credit_grant(
     )
     account.grant(allocation)
     account.flush()
+    event_emit(
+        type=EventType.CREDITS_GRANTED,
+        subject=f"user:{user.pk}",
+        user=user,
+        data={
+            "allocation_id": str(allocation.pk),
+            "user_id": user.pk,
+            "amount": amount,
+            "source": source,
+            "subscription_id": str(subscription_id) if subscription_id else None,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "balance_after": account.balance.amount,
+        },
+    )
     return GrantResult(allocation=allocation, balance_after=account.balance.amount, created=True)
 
 
@@ -200,12 +216,14 @@ def users_with_overdue_grants(*, now: datetime):
 
 
 @transaction.atomic
-def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscription=None) -> int:
+def allocations_claw_back(
+    *, user_id, allocation_ids: list, reason: str, subscription=None, limit: int | None = None
+) -> int:
     """Takes back what is left of the credits of these allocations (a period whose payment was
-    refunded): one `admin_adjustment` ledger row, drawn from exactly their grants, through the locked
-    account. Spent credits stay spent, and credits live holds reserve stay with the requests in flight
-    (at most what is available is taken), so neither the balance nor `available` goes below zero.
-    Returns the credits taken."""
+    refunded), at most `limit` credits when given (a share of them): one `admin_adjustment` ledger
+    row, drawn from exactly their grants, through the locked account. Spent credits stay spent, and
+    credits live holds reserve stay with the requests in flight (at most what is available is taken),
+    so neither the balance nor `available` goes below zero. Returns the credits taken."""
     account = LockedAccount.open(user_id=user_id, now=timezone.now())
     if account is None:
         return 0
@@ -214,7 +232,10 @@ def allocations_claw_back(*, user_id, allocation_ids: list, reason: str, subscri
         UserCreditSource.objects.filter(user_id=user_id, allocation_id__in=allocation_ids).values_list("pk", flat=True)
     )
     deduction = account.take_grants(
-        grant_ids, reason=DeductionReason.ADMIN_ADJUSTMENT, subscription_id=getattr(subscription, "pk", None)
+        grant_ids,
+        reason=DeductionReason.ADMIN_ADJUSTMENT,
+        limit=limit,
+        subscription_id=getattr(subscription, "pk", None),
     )
     account.flush()
     if deduction is None:

@@ -31,10 +31,10 @@ from billing_project.errors import RuleViolation
 from billing_project.money import major_to_minor, minor_to_major
 from billing_project.outbound import notify
 from credits.codes import ErrorCode
-from credits.models import AutoRecharge, CreditAllocation, CreditPack, CreditSource
+from credits.models import AutoRecharge, CreditPack, CreditSource
 from credits.selectors import credits_available
 from credits.services.accounts import LockedAccount, recharge_queue
-from credits.services.grants import allocations_claw_back, credit_grant
+from credits.services.grants import credit_grant
 from payments import stripe_api
 from payments.models import UNFINISHED_STATES, OperationEffect, OperationKind, PaymentOperation
 from payments.services.customers import customer_id_of
@@ -351,24 +351,3 @@ def _failure_count(setting: AutoRecharge, operation: PaymentOperation, *, reason
             occurrence=str(operation.pk),
             context=context,
         )
-
-
-# Refunds and disputes of a recharge's payment (registered in credits.apps)
-
-
-def recharge_payment_refunded(*, payment) -> dict:
-    """A recharge refunded in full (or its dispute lost): what is left of its credits is taken back."""
-    allocation_ids = list(
-        CreditAllocation.objects.filter(payment_operation_id=payment.operation_id).values_list("pk", flat=True)
-    )
-    if not allocation_ids:
-        return {"action": "nothing_granted"}
-    taken = allocations_claw_back(
-        user_id=payment.user_id, allocation_ids=allocation_ids, reason=f"Auto-recharge payment {payment.pk} refunded."
-    )
-    return {"action": "credits_clawed_back", "credits": taken}
-
-
-def recharge_payment_dispute_noted(*, payment) -> dict:
-    """A dispute opened or won changes nothing: a lost one arrives as a full refund."""
-    return {"action": "noted"}

@@ -258,6 +258,7 @@ class CreditPackFactory(DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Pack {n}")
     credits = 5_000
     price = Decimal("10.00")
+    currency = "usd"
 
 
 class AutoRechargeFactory(DjangoModelFactory):

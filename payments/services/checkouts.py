@@ -5,7 +5,7 @@ no transaction open, creates the session (or, offline, completes at once)."""
 from dataclasses import dataclass
 from decimal import Decimal
 
-from billing_project.money import cents_to_usd, usd_to_cents
+from billing_project.money import major_to_minor, minor_to_major
 from payments.models import OperationState, PaymentOperation
 from payments.services.customers import customer_id_of
 from payments.services.operations import operation_open, operation_run
@@ -45,17 +45,20 @@ def checkout_open(
     coupon_name: str = "",
     success_url: str | None = None,
     cancel_url: str | None = None,
+    currency: str = "usd",
 ) -> PaymentOperation:
     """Records a checkout of `amount_usd` less `discount_usd` once (a coupon: the first period only
-    when recurring). `metadata` (string values) travels with the session and comes back with its
-    events; with `interval` ("month" or "year") Stripe bills it as a subscription carrying it too."""
-    list_amount = usd_to_cents(amount_usd)
-    discount = min(usd_to_cents(discount_usd), list_amount)
+    when recurring); both are in the major unit of `currency` (USD unless said otherwise). `metadata`
+    (string values) travels with the session and comes back with its events; with `interval`
+    ("month" or "year") Stripe bills it as a subscription carrying it too."""
+    list_amount = major_to_minor(amount_usd, currency)
+    discount = min(major_to_minor(discount_usd, currency), list_amount)
     return operation_open(
         kind=kind,
         user=user,
         subject=subject,
-        amount_usd=cents_to_usd(list_amount - discount),
+        amount_usd=minor_to_major(list_amount - discount, currency),
+        currency=currency,
         description=description,
         stripe_customer_id=customer_id_of(user_id=user.pk) or "",
         params={
