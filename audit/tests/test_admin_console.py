@@ -61,6 +61,7 @@ EDITABLE = {
     "billing_project.WebhookEndpoint",
 }
 TRACKED_READ_ONLY = {
+    "credits.AutoRecharge",
     "coupons.CouponFraudDetection",
     "coupons.CouponRedemption",
     "coupons.CouponUsageLimit",

@@ -15,7 +15,15 @@ from billing_project.roles import roles_sync
 from billing_project.service_tokens import service_token_issue
 from conftest import bearer, run_concurrently
 from credits.api.events import usage_event_parse
-from credits.models import AutoRecharge, CreditAllocation, CreditPack, CreditSource, UserCreditBalance
+from credits.models import (
+    AutoRecharge,
+    CreditAllocation,
+    CreditDeductionLedger,
+    CreditPack,
+    CreditSource,
+    DeductionReason,
+    UserCreditBalance,
+)
 from credits.services import pricing_catalog_seed, usage_record
 from credits.services.recharge import AutoRechargeChange, auto_recharge_set
 from credits.tasks import auto_recharge_run
@@ -438,12 +446,13 @@ def test_a_refunded_recharge_takes_back_what_is_left_of_its_credits(user, offlin
     payment = Payment.objects.get(operation=operation)
 
     # when its payment is refunded in full
-    result = payment_refund_record(
+    payment_refund_record(
         payment_id=payment.pk, refund_id="re_recharge", amount=payment.amount, operation_id=uuid.uuid4()
     )
 
-    # then the credits left of it are taken back, the spent ones stay spent
-    assert result["effect"] == {"action": "credits_clawed_back", "credits": 5000 - REQUEST_CREDITS}
+    # then the credits left of it are taken back, once, the spent ones stay spent
+    taken = CreditDeductionLedger.objects.filter(user=user, reason=DeductionReason.ADMIN_ADJUSTMENT)
+    assert list(taken.values_list("amount", flat=True)) == [5000 - REQUEST_CREDITS]
     assert UserCreditBalance.objects.get(user=user).amount == 0
 
 
