@@ -14,7 +14,18 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from billing_project.models import IdempotencyKey, RevokedTokenFamily, ServiceToken, StaffSession, VerifiedEmail
+from billing_project.enums import EventType
+from billing_project.models import (
+    IdempotencyKey,
+    Notification,
+    OutboundEvent,
+    RevokedTokenFamily,
+    ServiceToken,
+    StaffSession,
+    VerifiedEmail,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 def model_factories(module: ModuleType) -> list[type[DjangoModelFactory]]:
@@ -87,3 +98,41 @@ class RevokedTokenFamilyFactory(DjangoModelFactory):
     family = factory.LazyFunction(lambda: uuid.uuid4().hex)
     user = factory.SubFactory(UserFactory)
     reason = "A rotated refresh token was presented again."
+
+
+class WebhookEndpointFactory(DjangoModelFactory):
+    class Meta:
+        model = WebhookEndpoint
+
+    url = factory.Sequence(lambda n: f"https://hooks{n}.example.test/billing")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    event_types = factory.LazyFunction(list)
+
+
+class OutboundEventFactory(DjangoModelFactory):
+    class Meta:
+        model = OutboundEvent
+
+    type = EventType.CREDITS_GRANTED
+    user = factory.SubFactory(UserFactory)
+    subject = factory.LazyAttribute(lambda event: f"user:{event.user.pk}")
+    data = factory.LazyFunction(lambda: {"amount": 100})
+
+
+class WebhookDeliveryFactory(DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    endpoint = factory.SubFactory(WebhookEndpointFactory)
+    event = factory.SubFactory(OutboundEventFactory)
+    next_attempt_at = factory.LazyFunction(timezone.now)
+
+
+class NotificationFactory(DjangoModelFactory):
+    class Meta:
+        model = Notification
+
+    kind = EventType.CREDITS_BALANCE_LOW
+    user = factory.SubFactory(UserFactory)
+    occurrence = factory.Sequence(lambda n: f"occurrence-{n}")
+    context = factory.LazyFunction(lambda: {"balance": 150, "threshold": 200})

@@ -44,6 +44,10 @@ CALLERS_OWN_ROUTES = {
     ("get", "api/v1/me/credits/"),
     ("get", "api/v1/me/credits/budget/"),
     ("put", "api/v1/me/credits/budget/"),
+    ("get", "api/v1/me/credits/auto-recharge/"),
+    ("put", "api/v1/me/credits/auto-recharge/"),
+    ("get", "api/v1/credits/packs/"),
+    ("post", "api/v1/credits/purchase/"),
     ("get", "api/v1/me/usage/"),
     ("get", "api/v1/me/usage/daily/"),
     ("get", "api/v1/me/licenses/"),
@@ -157,7 +161,8 @@ def test_the_callers_own_routes_show_only_the_callers_data(owner_and_intruder):
 def test_staff_can_read_every_admin_list(staff_client):
     lists = sorted(
         {route.values[1] for route in ADMIN_ROUTES if route.values[2] == "get" and "(?P<" not in route.values[0]}
-        - {"/api/v1/admin/users/999999/"}
+        # One user's page, not a list: an unknown user is a 404.
+        - {"/api/v1/admin/users/999999/", "/api/v1/admin/credits/auto-recharge/999999/"}
     )
 
     answers = {path: staff_client.get(path).status_code for path in lists if "analytics" not in path}

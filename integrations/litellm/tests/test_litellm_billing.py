@@ -82,7 +82,7 @@ def hold_of(call_id: str) -> CreditHold:
     return CreditHold.objects.get(hold_id=hold_id_for(request_id_for(call_id)))
 
 
-def wait_for(condition, timeout: float = 15.0):
+def wait_for(condition, timeout: float = 60.0):
     """Success and failure events of synchronous calls run on LiteLLM's background threads."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
@@ -91,7 +91,7 @@ def wait_for(condition, timeout: float = 15.0):
     return result
 
 
-async def await_for(condition, timeout: float = 15.0):
+async def await_for(condition, timeout: float = 60.0):
     """Async success and failure events run as tasks of the caller's event loop: wait inside it."""
     deadline = time.monotonic() + timeout
     while not (result := await condition()):
