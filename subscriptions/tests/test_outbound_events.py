@@ -110,10 +110,10 @@ def renewal_fails(subscription: Subscription, *, attempt: int = 1, stripe=None) 
 # subscription.*
 
 
-def test_the_free_plan_of_a_new_account_emits_nothing():
+def test_the_free_plan_of_a_new_account_announces_only_its_free_credits():
     customer()
 
-    assert not OutboundEvent.objects.exists()
+    assert list(OutboundEvent.objects.values_list("type", flat=True)) == ["credits.granted"]
 
 
 def test_a_trial_start_emits_subscription_created_once_with_its_data(clock):
@@ -164,11 +164,12 @@ def test_cancelling_at_the_period_end_emits_subscription_updated_once_with_what_
 def test_a_refused_cancellation_emits_nothing(clock):
     user = customer()
     free = Subscription.objects.get(user=user)
+    announced = OutboundEvent.objects.count()
 
     with pytest.raises(RuleViolation):
         services.subscription_cancel(subscription_id=free.pk, user=user)
 
-    assert not OutboundEvent.objects.exists()
+    assert OutboundEvent.objects.count() == announced
 
 
 def test_an_upgrade_emits_subscription_updated_with_the_previous_tier(clock):
