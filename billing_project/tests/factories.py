@@ -26,6 +26,7 @@ from billing_project.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from billing_project.webhook_delivery import endpoint_secret_generate
 
 
 def model_factories(module: ModuleType) -> list[type[DjangoModelFactory]]:
@@ -105,7 +106,7 @@ class WebhookEndpointFactory(DjangoModelFactory):
         model = WebhookEndpoint
 
     url = factory.Sequence(lambda n: f"https://hooks{n}.example.test/billing")
-    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    secret = factory.LazyFunction(endpoint_secret_generate)
     event_types = factory.LazyFunction(list)
 
 
