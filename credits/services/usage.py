@@ -147,6 +147,7 @@ class _UserSession:
         if done is not None:
             if done.user_id != self.user_id:
                 raise Conflict("This request_id was recorded for another user.", code=ErrorCode.REQUEST_ID_CONFLICT)
+            self._hold_free_on_repeat(event)
             return UsageResult(status_code=200, usage=done)
         quote = self._quote(event)
         hold = self._hold_of(event)
@@ -258,6 +259,15 @@ class _UserSession:
                 code=ErrorCode.UNPRICED_FEE,
                 extra={"fee": unpriced.fee},
             ) from unpriced
+
+    def _hold_free_on_repeat(self, event: UsageEvent) -> None:
+        """A repeat of a recorded request that names a hold still held frees it: the request it was
+        reserved for is recorded (a retried call whose first record went without the hold), and
+        nothing else may capture it."""
+        hold = self.holds.get(event.hold_id) if event.hold_id else None
+        if hold is not None and hold.user_id == self.user_id and hold.status == HoldStatus.HELD:
+            self.account.release(hold)
+            self.records_anything = True
 
     def _hold_of(self, event: UsageEvent) -> CreditHold | None:
         if event.hold_id is None:

@@ -81,6 +81,37 @@ def test_record_with_a_hold_captures_the_actual_cost_and_frees_the_rest(service_
     assert check.json() == {"allowed": True, "reason": None, "balance": 130, "available": 130, "budget_available": None}
 
 
+def test_a_repeat_naming_a_hold_its_first_record_went_without_frees_the_hold(service_client, user):
+    # a retried call: its first record arrived without the hold, its repeat names the hold
+    fund(user, 200)
+    hold_id = reserve(service_client, user, 100).json()["hold_id"]
+    event = usage_event(user)
+    first = service_client.post(RECORD, event, format="json")
+
+    again = service_client.post(RECORD, {**event, "hold_id": hold_id}, format="json")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["credits_deducted"] == 70
+    assert CreditHold.objects.get().status == "released"
+    assert TokenUsageLedger.objects.count() == CreditDeductionLedger.objects.count() == 1
+    check = service_client.post(CHECK, {"user_id": user.pk, "estimated_credits": 130}, format="json")
+    assert (check.json()["balance"], check.json()["available"]) == (130, 130)
+
+
+def test_a_repeat_of_the_record_that_captured_its_hold_changes_nothing(service_client, user):
+    fund(user, 200)
+    hold_id = reserve(service_client, user, 100).json()["hold_id"]
+    event = usage_event(user, hold_id=hold_id)
+    service_client.post(RECORD, event, format="json")
+
+    again = service_client.post(RECORD, event, format="json")
+
+    assert again.status_code == 200
+    hold = CreditHold.objects.get()
+    assert (hold.status, hold.captured_amount) == ("captured", 70)
+    assert UserCreditBalance.objects.get(user=user).amount == 130
+
+
 def test_capture_may_exceed_the_hold_when_the_balance_allows(service_client, user):
     fund(user, 200)
     hold_id = reserve(service_client, user, 10).json()["hold_id"]

@@ -7,6 +7,11 @@ row. A processed event answers every later delivery with its first result. A han
 its effects rolled back (savepoint) while the row keeps the error, and the request answers 500 so
 that Stripe delivers it again.
 
+What an event changes is recorded by the inbox: the row itself (with the verified body), the
+`PaymentEvent` ledger and the audit chain rows the handlers write. The object history of
+django-auditlog is not written meanwhile (it would repeat each change, at a read and a write per
+row): it shows what staff and the services change outside the inbox.
+
 Handlers come from the registry (`payments.registry.event_handler_register`): payments' own (the
 operations it settles), then those the apps above register for their objects.
 
@@ -27,6 +32,7 @@ import logging
 from datetime import UTC, datetime
 
 import stripe
+from auditlog.context import disable_auditlog
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -169,7 +175,7 @@ def _process(row: WebhookEvent) -> None:
     row.attempts += 1
     fields = ["status", "result", "error", "unmatched_reason", "fetched", "attempts", "updated_at"]
     try:
-        with transaction.atomic():
+        with disable_auditlog(), transaction.atomic():
             result = _apply_in_order(row)
     except Unmatched as unmatched:  # nothing it names is known here: acknowledged, kept for staff
         reason = str(unmatched)

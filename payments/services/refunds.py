@@ -45,7 +45,7 @@ it) takes the same path, keyed by its refund id, so Stripe's later events about 
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -54,6 +54,7 @@ from audit.services import audit_record, resource_type_of
 from billing_project.enums import EventType
 from billing_project.money import minor_to_text
 from billing_project.outbound import event_emit
+from billing_project.rows import row_insert_unless_present
 from payments.models import DisputeStatus, Payment, PaymentOperation, PaymentStatus, WebhookEvent
 from payments.registry import Unmatched, payment_reactions_of
 from payments.services.events import payment_event_record
@@ -97,26 +98,24 @@ def payment_record(
     ids = {name: stripe_ids.get(name) or "" for name in STRIPE_IDS}
     payment = _payment_locked(ids)
     if payment is None:
-        try:
-            with transaction.atomic():  # a concurrent first record of the same payment wins the unique ids
-                payment = Payment.objects.create(
-                    kind=kind,
-                    user=user,
-                    object_id=str(object_id or ""),
-                    operation=operation,
-                    provider=provider,
-                    amount=amount,
-                    currency=currency.lower(),
-                    paid_at=timezone.now(),
-                    **ids,
-                )
-        except IntegrityError:
-            payment = _payment_locked(ids)
-        else:
+        payment = Payment(
+            kind=kind,
+            user=user,
+            object_id=str(object_id or ""),
+            operation=operation,
+            provider=provider,
+            amount=amount,
+            currency=currency.lower(),
+            paid_at=timezone.now(),
+            **ids,
+        )
+        # A concurrent first record of the same payment wins the unique ids; this one then finds it.
+        if row_insert_unless_present(payment, unique_fields=None):
             event_emit(
                 type=EventType.PAYMENT_SUCCEEDED, subject=f"payment:{payment.pk}", data=payment_data(payment), user=user
             )
             return payment
+        payment = _payment_locked(ids)
     _ids_complete(payment, ids, object_id=object_id, operation=operation)
     return payment
 

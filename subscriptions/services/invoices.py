@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.money import minor_to_major, usd_round
+from billing_project.rows import row_insert_unless_present
 from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
@@ -27,11 +28,12 @@ def _invoice_get_or_create(
     *, subscription: Subscription, stripe_invoice_id: str | None, **defaults
 ) -> tuple[BillingInvoice, bool]:
     defaults = {"user": subscription.user, "subscription": subscription, **defaults}
-    if stripe_invoice_id:
-        return BillingInvoice.objects.select_for_update().get_or_create(
-            stripe_invoice_id=stripe_invoice_id, defaults=defaults
-        )
-    return BillingInvoice.objects.create(**defaults), True
+    if not stripe_invoice_id:
+        return BillingInvoice.objects.create(**defaults), True
+    invoice = BillingInvoice(stripe_invoice_id=stripe_invoice_id, **defaults)
+    if row_insert_unless_present(invoice, unique_fields=("stripe_invoice_id",)):
+        return invoice, True
+    return BillingInvoice.objects.select_for_update().get(stripe_invoice_id=stripe_invoice_id), False
 
 
 def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None, **fields) -> None:

@@ -9,6 +9,7 @@ from io import StringIO
 
 import pytest
 import time_machine
+from auditlog.models import LogEntry
 from django.core.management import CommandError, call_command
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
@@ -673,6 +674,23 @@ def test_cycle_invoice_renews_into_its_line_period_and_allocates_its_credits_onc
     assert [(a.amount, a.period_start) for a in allocations][1:] == [(20_000, subscription.current_period_start)]
     assert allocations.count() == 2
     assert balance_of(user) == 2_000 + 20_000 + 20_000
+
+
+def test_a_renewal_is_recorded_by_the_inbox_and_the_audit_chain_not_by_the_object_history(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    history_before = LogEntry.objects.count()
+
+    response = deliver(webhook_client, renewal_event(subscription, renewal))
+
+    assert response.status_code == 200
+    assert LogEntry.objects.count() == history_before
+    event_id = response.json()["event_id"]
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert PaymentEvent.objects.get(invoice_id=renewal.invoice).webhook_event.event_id == event_id
+    renewed = AdminAuditLog.objects.get(resource_id=str(subscription.pk), action=AuditAction.UPDATE)
+    assert renewed.new_value["current_period_start"] == invoice.period_start.isoformat().replace("+00:00", "Z")
+    assert AdminAuditLog.objects.filter(resource_id=event_id, action=AuditAction.PROCESS).exists()
 
 
 @pytest.mark.parametrize("again", ["same_event_replayed", "invoice_payment_succeeded"])
