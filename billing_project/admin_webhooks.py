@@ -11,7 +11,7 @@ from audit.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin
 from audit.redaction import mask_secret
 from billing_project.errors import DomainError
 from billing_project.models import Notification, OutboundEvent, WebhookDelivery, WebhookEndpoint
-from billing_project.webhook_delivery import endpoint_secret_generate
+from billing_project.webhook_delivery import endpoint_secret_generate, endpoint_url_problem
 from billing_project.webhook_endpoints import (
     EVENT_TYPE_CHOICES,
     delivery_resend,
@@ -32,6 +32,12 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ("url", "description", "event_types")
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        if problem := endpoint_url_problem(url):
+            raise forms.ValidationError(problem)
+        return url
 
 
 def _switch(modeladmin, request, queryset, *, service, verb: str):

@@ -318,6 +318,10 @@ WEBHOOK_RETRY_DELAYS = [
 WEBHOOK_ENDPOINT_DISABLE_AFTER = timedelta(days=env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_DAYS", default=5))
 # How long a claimed delivery is kept from other workers: a worker that dies mid-send gives it back then.
 WEBHOOK_CLAIM_SECONDS = 60
+# Endpoints reach public addresses only: an endpoint URL naming (or resolving to, at each attempt) a
+# loopback, private, link-local or reserved address is refused, so that nobody with the console can make
+# the service call its own network. On for local development (DEBUG) and behind a private egress proxy.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -13,13 +13,17 @@ later ones.
 """
 
 import base64
+import http.client
+import ipaddress
 import json
 import logging
 import random
 import secrets
+import socket
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -70,6 +74,70 @@ def delivery_headers(*, endpoint: WebhookEndpoint, event: OutboundEvent, body: s
     }
 
 
+class NonPublicAddress(OSError):
+    """The endpoint's host is, at this attempt, an address of our own network."""
+
+
+def address_is_public(ip: str) -> bool:
+    """Whether an address is on the public internet: not loopback, private, link-local, shared,
+    reserved or multicast (an IPv4 address mapped into IPv6 is judged as itself)."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def endpoint_url_problem(url: str) -> str | None:
+    """Why staff cannot register this URL, or None. A name is judged where it resolves, at each
+    attempt (it may resolve elsewhere by then); an address or `localhost` is judged here."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        return "An endpoint URL starts with https:// (or http://)."
+    if settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        return None
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is this machine: endpoints reach public addresses only."
+    try:
+        public = address_is_public(host)
+    except ValueError:
+        return None
+    return None if public else f"{host} is not a public address: endpoints reach public addresses only."
+
+
+def _public_connection(address, *args, **kwargs):
+    """socket.create_connection that drops a peer which is not a public address, once connected and
+    before a byte of the request is sent: whatever the name resolved to this time is what counts."""
+    sock = socket.create_connection(address, *args, **kwargs)
+    peer = sock.getpeername()[0]
+    if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES and not address_is_public(peer):
+        sock.close()
+        raise NonPublicAddress(f"{address[0]} is {peer}, not a public address")
+    return sock
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, request, **kwargs):
+        return super().do_open(_PublicHTTPConnection, request, **kwargs)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, request, **kwargs):
+        return super().do_open(_PublicHTTPSConnection, request, **kwargs)
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is an answer other than 2xx: the attempt fails rather than posting elsewhere."""
 
@@ -77,7 +145,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+_OPENER = urllib.request.build_opener(_NoRedirects, _PublicHTTPHandler, _PublicHTTPSHandler)
 
 
 def _post(*, url: str, body: str, headers: dict) -> tuple[int | None, str]:

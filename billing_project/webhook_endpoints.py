@@ -12,7 +12,7 @@ from billing_project.codes import ErrorCode
 from billing_project.enums import EVENT_FAMILIES, EventType
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from billing_project.webhook_delivery import endpoint_deactivate, endpoint_secret_generate
+from billing_project.webhook_delivery import endpoint_deactivate, endpoint_secret_generate, endpoint_url_problem
 
 ENDPOINT_FIELDS = frozenset({"url", "description", "event_types"})
 EVENT_TYPE_CHOICES = [*EVENT_FAMILIES, *EventType.values]
@@ -29,6 +29,8 @@ def _endpoint_save(endpoint: WebhookEndpoint) -> None:
         endpoint.full_clean()
     except ValidationError as invalid:
         errors = invalid.message_dict
+    if "url" not in errors and (problem := endpoint_url_problem(endpoint.url)):
+        errors["url"] = [problem]
     if not isinstance(endpoint.event_types, list) or not all(isinstance(name, str) for name in endpoint.event_types):
         errors["event_types"] = ["A list of event types or families."]
     elif unknown := event_types_invalid(endpoint.event_types):

@@ -401,6 +401,62 @@ def test_an_unknown_event_type_is_a_400_problem_and_nothing_is_registered(roles_
     assert not WebhookEndpoint.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hooks",
+        "https://localhost/hooks",
+        "https://10.0.0.7/hooks",
+        "https://192.168.1.20/hooks",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://[::1]/hooks",
+        "https://[::ffff:127.0.0.1]/hooks",
+        "ftp://files.example.com/hooks",
+    ],
+)
+def test_an_endpoint_on_this_machine_or_a_private_network_is_refused_and_nothing_is_registered(
+    roles_with_webhooks, staff_client, settings, url
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False
+
+    response = staff_client.post(ENDPOINTS, {"url": url}, format="json")
+
+    assert response.status_code == 422, response.json()
+    assert response.json()["code"] == "webhook_endpoint_invalid"
+    assert response["Content-Type"] == "application/problem+json"
+    assert "url" in response.json()["errors"]
+    assert not WebhookEndpoint.objects.exists()
+    assert not AdminAuditLog.objects.filter(resource_type="billing_project.webhookendpoint").exists()
+
+
+def test_the_console_refuses_an_endpoint_on_a_private_address_with_the_reason(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False
+    console = Client()
+    console.force_login(staff_member("superuser"))
+
+    response = console.post(
+        "/admin/billing_project/webhookendpoint/add/", {"url": "http://10.1.2.3/hooks", "description": "internal"}
+    )
+
+    assert response.status_code == 200
+    assert "10.1.2.3 is not a public address" in response.content.decode()
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_a_delivery_whose_host_is_now_a_private_address_is_refused_before_a_byte_is_sent(
+    receiver, endpoint, settings, django_capture_on_commit_callbacks
+):
+    # registered while allowed; the name an endpoint gives may later resolve into our own network
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False
+
+    event = emit(django_capture_on_commit_callbacks)
+
+    assert receiver.requests == []
+    delivery = WebhookDelivery.objects.get(event=event)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (DeliveryStatus.PENDING, 1, None)
+    assert "127.0.0.1, not a public address" in delivery.last_error
+
+
 def test_staff_change_and_disable_an_endpoint_and_its_pending_deliveries_fail(
     roles_with_webhooks, staff_client, staff_user
 ):
