@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
@@ -201,16 +201,34 @@ def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
     return filled
 
 
-@transaction.atomic
+# Not worth a wait for the disk on every audited request: a crash in the next moment loses only the
+# status, and the rows are then sealed without one (AUDIT_STATUS_WAIT_SECONDS). One round trip for the
+# transaction, as the response is on its way.
+STATUS_FILL_SQL = """
+BEGIN;
+SET LOCAL synchronous_commit = off;
+UPDATE audit_adminauditlog SET status_code = %s WHERE id = ANY(%s) AND status_code IS NULL AND sequence IS NULL;
+COMMIT;
+"""
+
+
 def _status_fill(*, row_ids: list, status_code: int) -> int:
-    if connection.vendor == "postgresql":
-        # Not worth a wait for the disk on every audited request: a crash in the next moment loses
-        # only the status, and the rows are then sealed without one (AUDIT_STATUS_WAIT_SECONDS).
+    if connection.vendor == "postgresql" and connection.get_autocommit():
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-    return AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True).unsealed_update(
-        status_code=status_code
-    )
+            try:
+                cursor.execute(STATUS_FILL_SQL, [status_code, list(row_ids)])
+            except DatabaseError:
+                cursor.execute("ROLLBACK")  # the explicit transaction failed midway: end it
+                raise
+            # The results come in order: BEGIN, SET, UPDATE (its row count), COMMIT.
+            cursor.nextset()
+            cursor.nextset()
+            return cursor.rowcount
+    # Inside a caller's transaction (or on SQLite): the same update, in a savepoint of its own.
+    with transaction.atomic():
+        return AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True).unsealed_update(
+            status_code=status_code
+        )
 
 
 @dataclass(frozen=True)

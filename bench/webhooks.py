@@ -10,7 +10,8 @@ job does in production (AUDIT_SEAL_ON_WRITE off). Two phases:
 
 - `paid`: signed `invoice.paid` events (billing_reason subscription_cycle), each a new event id and a
   new invoice renewing one subscription for its next period (new invoice, payment, credit allocation,
-  payment event, audit rows), spread round-robin over all subscriptions.
+  payment event, audit rows), spread round-robin over all subscriptions. They are built before the
+  load starts and signed as they are sent.
 - `replay`: duplicate deliveries of events already processed (re-signed each time, as Stripe does),
   answered from the stored record.
 
@@ -42,6 +43,8 @@ FIXTURE = ROOT / "subscriptions/tests/fixtures/stripe/invoice.paid.json"
 SAMPLE = {"customer": "cus_QhSample0001", "subscription": "sub_1PqSample0001", "invoice": "in_1PqSample0001"}
 MONTH_SECONDS = 30 * 24 * 3600
 REPLAY_POOL = 64
+# Renewals built ahead per second of load: above what the server answers on a small machine.
+RENEWALS_AHEAD = 250
 
 
 def server_environment(database_url: str, webhook_secret: str) -> dict:
@@ -207,11 +210,17 @@ def run_load(spec: dict, results) -> None:
     secret = spec["webhook_secret"]
     pool: list[str] = []
     counter = iter(range(10**9))
+    # The renewals are built before the load (the loader shares the machine's cores with the server);
+    # each is signed as it is sent, as Stripe does.
+    ahead: list[str] = []
+    if spec["phase"] == "paid":
+        ahead = [events.next_renewal() for _ in range(int((spec["warmup"] + spec["duration"]) * RENEWALS_AHEAD))]
+        ahead.reverse()
 
     def next_request():
         if spec["phase"] == "replay":
             return signed_request(pool[next(counter) % len(pool)], secret)
-        return signed_request(events.next_renewal(), secret)
+        return signed_request(ahead.pop() if ahead else events.next_renewal(), secret)
 
     async def main():
         if spec["phase"] == "replay":  # the events to deliver again, delivered once first

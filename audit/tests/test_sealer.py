@@ -9,10 +9,12 @@ from uuid import UUID
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
+from audit.context import RequestAudit, current_request_audit
 from audit.models import AdminAuditLog, AuditChainHead
 from audit.selectors import audit_chain_verify
-from audit.services import audit_chain_seal, audit_record
+from audit.services import STATUS_FILL_SQL, audit_chain_seal, audit_record, audit_rows_answered
 from conftest import run_concurrently
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -247,3 +249,42 @@ def test_verify_reports_rows_left_unsealed_longer_than_the_threshold(staff_user,
     assert code == 1
     assert "3 audit rows left unsealed longer than 0:00:00" in message
     assert _verify()[0] == 0  # sealing them is what the sealer is for
+
+
+PROVIDER = {"name": "mistral", "api_type": "mistral"}
+
+
+def _awaiting_status(staff_user, rf) -> AdminAuditLog:
+    """A row written while its request is being answered: no status yet."""
+    token = current_request_audit.set(RequestAudit(request=rf.post("/api/v1/admin/probe/")))
+    try:
+        return audit_record(action="update", resource_type="probe", actor=staff_user)
+    finally:
+        current_request_audit.reset(token)
+
+
+def test_the_status_a_client_got_is_written_after_commit_in_one_round_trip(staff_client):
+    with CaptureQueriesContext(connection) as queries:
+        created = staff_client.post("/api/v1/admin/providers/", PROVIDER, format="json")
+
+    assert created.status_code == 201
+    row = AdminAuditLog.objects.get(action="create", resource_type="credits.provider")
+    assert (row.status_code, row.sequence) == (201, None)
+    (fill,) = [query["sql"] for query in queries if "SET status_code" in query["sql"]]
+    assert fill.lstrip().startswith("BEGIN;") and fill.rstrip().endswith("COMMIT;")
+    assert audit_chain_seal().sealed == 1
+    row.refresh_from_db()
+    assert (row.status_code, row.row_hash) == (201, row.compute_hash())
+
+
+def test_a_status_write_that_fails_midway_ends_its_transaction_and_the_connection_goes_on(staff_user, rf):
+    row = _awaiting_status(staff_user, rf)
+    failing = STATUS_FILL_SQL.replace("status_code = %s", "status_code = %s / 0")
+
+    with mock.patch("audit.services.STATUS_FILL_SQL", failing), pytest.raises(DatabaseError):
+        audit_rows_answered(row_ids=[row.pk], status_code=200)
+
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    assert audit_rows_answered(row_ids=[row.pk], status_code=200) == 1
+    row.refresh_from_db()
+    assert row.status_code == 200
