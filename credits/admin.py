@@ -31,7 +31,13 @@ from credits.models import (
     UserCreditSource,
 )
 from credits.selectors import credit_pack_sold, model_price_history
-from credits.services import credit_grant_by_staff, deduction_reverse, pricing_config_approve, pricing_config_reject
+from credits.services import (
+    budget_set_by_staff,
+    credit_grant_by_staff,
+    deduction_reverse,
+    pricing_config_approve,
+    pricing_config_reject,
+)
 from credits.services.grants import GRANTABLE_BY_STAFF
 from credits.services.packs import PACK_TERMS, credit_pack_terms_check, credit_pack_terms_locked
 from credits.services.pricing_changes import model_price_create, price_book_normalized, price_start_check
@@ -68,6 +74,41 @@ class GrantCreditsPermission:
 
     def has_grant_permission(self, request):
         return request.user.has_perm("credits.grant_credits")
+
+
+class BudgetForm(forms.Form):
+    monthly_credits = forms.IntegerField(
+        required=False, min_value=1, max_value=2_147_483_647, help_text="Credits per calendar month (UTC); empty: none."
+    )
+    hard_limit = forms.BooleanField(
+        required=False, help_text="Refuse usage (402 budget_exceeded) once the month's spend reaches the budget."
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("hard_limit") and cleaned.get("monthly_credits") is None:
+            raise forms.ValidationError("A hard limit needs a monthly budget.")
+        return cleaned
+
+
+def _budget(*, request, obj, monthly_credits, hard_limit):
+    budget = budget_set_by_staff(
+        user_id=obj.user_id, monthly_credits=monthly_credits, hard_limit=hard_limit, actor=request.user
+    )
+    if budget.monthly_credits is None:
+        return f"{obj.user}: no budget"
+    limit = "hard limit" if budget.hard_limit else "notifications only"
+    return f"{obj.user}: {budget.monthly_credits} credits a month ({limit}), {budget.spent_this_month} spent this month"
+
+
+set_budget = form_action(
+    form_class=BudgetForm,
+    description="Set the monthly budget",
+    perform=_budget,
+    name="set_budget",
+    permissions=["budget"],
+    describe=lambda balance: f"{balance.user}: budget {balance.budget_monthly_credits or 'none'}",
+)
 
 
 def _reverse(*, request, obj, reason):
@@ -369,7 +410,11 @@ class UserCreditBalanceAdmin(GrantCreditsPermission, LedgerHistoryAdmin):
     list_select_related = ("user",)
     search_fields = ("user__email", "=subscription_id")
     ordering = ("-updated_at",)
-    actions = [grant_credits]
+    actions = [grant_credits, set_budget]
+
+    def has_budget_permission(self, request):
+        # The permission the staff API's budget endpoint asks for; the page itself stays read-only.
+        return request.user.has_perm("credits.change_usercreditbalance")
 
 
 @admin.register(UserCreditSource)

@@ -187,6 +187,7 @@ CONSOLE_ACTIONS = {
     ("credits.pricingconfig", "delete_selected"): A,
     ("credits.provider", "delete_selected"): A,
     ("credits.usercreditbalance", "grant_credits"): F,
+    ("credits.usercreditbalance", "set_budget"): F,
     ("django_celery_beat.clockedschedule", "delete_selected"): A,
     ("django_celery_beat.crontabschedule", "delete_selected"): A,
     ("django_celery_beat.intervalschedule", "delete_selected"): A,

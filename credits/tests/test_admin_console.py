@@ -60,6 +60,46 @@ def test_grant_credits_action_with_an_invalid_amount_shows_the_form_again(consol
     assert not UserCreditBalance.objects.filter(user=user, amount__gt=0).exists()
 
 
+def test_set_budget_action_sets_a_hard_monthly_budget_audited_and_usage_beyond_it_is_refused(
+    console, service_client, user
+):
+    fund(user, 1_000)
+    balance = UserCreditBalance.objects.get(user=user)
+    selection = {"action": "set_budget", ACTION_CHECKBOX_NAME: [balance.pk]}
+
+    form_page = console.post("/admin/credits/usercreditbalance/", selection)
+    done = console.post(
+        "/admin/credits/usercreditbalance/", {**selection, "apply": "1", "monthly_credits": "100", "hard_limit": "on"}
+    )
+
+    assert form_page.status_code == 200 and b'name="monthly_credits"' in form_page.content
+    assert done.status_code == 302
+    balance.refresh_from_db()
+    assert (balance.budget_monthly_credits, balance.budget_hard_limit) == (100, True)
+    row = AdminAuditLog.objects.get(action="update", resource_type="credits.usercreditbalance")
+    assert (row.actor, row.new_value["monthly_credits"], row.new_value["hard_limit"]) == (console.admin, 100, True)
+    first = service_client.post("/api/v1/usage/record/", usage_event(user), format="json")  # 70 credits
+    second = service_client.post("/api/v1/usage/record/", usage_event(user), format="json")
+    assert first.status_code == 201
+    assert (second.status_code, second.json()["code"]) == (402, "budget_exceeded")
+
+
+def test_set_budget_action_refuses_a_hard_limit_without_a_budget_and_changes_nothing(console, user):
+    fund(user, 1_000)
+    balance = UserCreditBalance.objects.get(user=user)
+
+    response = console.post(
+        "/admin/credits/usercreditbalance/",
+        {"action": "set_budget", ACTION_CHECKBOX_NAME: [balance.pk], "apply": "1", "hard_limit": "on"},
+    )
+
+    assert response.status_code == 200
+    assert b"A hard limit needs a monthly budget." in response.content
+    balance.refresh_from_db()
+    assert (balance.budget_monthly_credits, balance.budget_hard_limit) == (None, False)
+    assert not AdminAuditLog.objects.filter(resource_type="credits.usercreditbalance").exists()
+
+
 def test_reverse_action_restores_the_credits(console, service_client, user):
     fund(user, 100)
     service_client.post("/api/v1/usage/record/", usage_event(user), format="json")

@@ -395,7 +395,9 @@ def test_the_same_call_id_twice_is_recorded_once(billing, backend, user, model_c
     rows = list(TokenUsageLedger.objects.filter(user=user))
     assert [row.request_id for row in rows] == [request_id_for("client-retry-42")]
     assert balance_of(user) == 10_000 - rows[0].credits_deducted
-    assert list(CreditHold.objects.values_list("status", flat=True)) == [HoldStatus.CAPTURED]
+    # The two success events race: the first recorded charges; if it went without the hold (the other
+    # event had taken the reservation), the repeat that names the hold frees it. Nothing stays held.
+    assert list(CreditHold.objects.values_list("status", flat=True)) in ([HoldStatus.CAPTURED], [HoldStatus.RELEASED])
 
 
 def test_the_proxy_hook_bills_the_keys_user_and_refuses_with_402(billing, user, other_user):
