@@ -41,6 +41,7 @@ from credits.services import (
 from credits.services.grants import GRANTABLE_BY_STAFF
 from credits.services.packs import PACK_TERMS, credit_pack_terms_check, credit_pack_terms_locked
 from credits.services.pricing_changes import model_price_create, price_book_normalized, price_start_check
+from credits.services.recharge import AutoRechargeChange, auto_recharge_set
 
 
 class GrantCreditsForm(forms.Form):
@@ -108,6 +109,37 @@ set_budget = form_action(
     name="set_budget",
     permissions=["budget"],
     describe=lambda balance: f"{balance.user}: budget {balance.budget_monthly_credits or 'none'}",
+)
+
+
+def _auto_recharge_switch(*, request, obj, enabled: bool) -> str:
+    change = AutoRechargeChange(
+        enabled=enabled, threshold=obj.threshold, pack_id=obj.pack_id, monthly_cap=obj.monthly_cap
+    )
+    setting = auto_recharge_set(user=obj.user, change=change, actor=request.user, audited=True)
+    return f"{obj.user}: {'on' if setting.enabled else 'off'}"
+
+
+def _describe_auto_recharge(setting: AutoRecharge) -> str:
+    state = "paused" if setting.paused_at else ("on" if setting.enabled else "off")
+    return f"{setting.user}: {state}, below {setting.threshold} credits buys {setting.pack}"
+
+
+auto_recharge_turn_off = form_action(
+    form_class=forms.Form,  # a confirmation page
+    description="Turn the selected auto-recharges off",
+    perform=lambda *, request, obj: _auto_recharge_switch(request=request, obj=obj, enabled=False),
+    name="auto_recharge_turn_off",
+    permissions=["switch"],
+    describe=_describe_auto_recharge,
+)
+auto_recharge_turn_on = form_action(
+    form_class=forms.Form,
+    description="Turn the selected auto-recharges on (resumes paused ones)",
+    perform=lambda *, request, obj: _auto_recharge_switch(request=request, obj=obj, enabled=True),
+    name="auto_recharge_turn_on",
+    permissions=["switch"],
+    describe=_describe_auto_recharge,
 )
 
 
@@ -530,9 +562,14 @@ class CreditUsageDailySummaryAdmin(ReadOnlyModelAdmin):
 @admin.register(AutoRecharge)
 class AutoRechargeAdmin(ReadOnlyHistoryAdmin):
     """Set by the user or by staff through the API (`admin/credits/auto-recharge/{user_id}/`), which
-    checks the pack, the cap and the saved card and keeps the balance row's threshold in step."""
+    checks the pack, the cap and the saved card and keeps the balance row's threshold in step. Staff
+    turn settings off and on here (on resumes a paused one), through the same service, audited."""
 
     list_display = ("user", "enabled", "threshold", "pack", "monthly_cap", "consecutive_failures", "paused_at")
     list_filter = ("enabled", ("paused_at", admin.EmptyFieldListFilter), "pack")
     list_select_related = ("user", "pack")
     search_fields = ("user__email",)
+    actions = [auto_recharge_turn_off, auto_recharge_turn_on]
+
+    def has_switch_permission(self, request):
+        return request.user.has_perm("credits.change_autorecharge")

@@ -188,6 +188,8 @@ CONSOLE_ACTIONS = {
     ("credits.provider", "delete_selected"): A,
     ("credits.usercreditbalance", "grant_credits"): F,
     ("credits.usercreditbalance", "set_budget"): F,
+    ("credits.autorecharge", "auto_recharge_turn_off"): F,
+    ("credits.autorecharge", "auto_recharge_turn_on"): F,
     ("django_celery_beat.clockedschedule", "delete_selected"): A,
     ("django_celery_beat.crontabschedule", "delete_selected"): A,
     ("django_celery_beat.intervalschedule", "delete_selected"): A,

@@ -421,6 +421,32 @@ def test_staff_set_a_users_auto_recharge_with_an_audit_row(roles_synced, user, s
     assert staff_client.get(url).json()["threshold"] == 2000
 
 
+def test_staff_turn_a_users_auto_recharge_off_and_a_paused_one_back_on_from_the_console(
+    roles_synced, user, staff_user, client, offline, pack
+):
+    setting = recharge_on(user, pack)
+    client.force_login(staff_user)
+    selection = {"_selected_action": [str(setting.pk)], "apply": "1"}
+
+    off = client.post("/admin/credits/autorecharge/", {**selection, "action": "auto_recharge_turn_off"})
+
+    assert off.status_code == 302
+    setting.refresh_from_db()
+    assert setting.enabled is False and setting.updated_by == staff_user
+    assert UserCreditBalance.objects.get(user=user).auto_recharge_below is None
+    setting.paused_at, setting.pause_reason, setting.consecutive_failures = datetime.now(UTC), "3 failed", 3
+    setting.save()
+
+    on = client.post("/admin/credits/autorecharge/", {**selection, "action": "auto_recharge_turn_on"})
+
+    assert on.status_code == 302
+    setting.refresh_from_db()
+    assert (setting.enabled, setting.paused_at, setting.consecutive_failures) == (True, None, 0)
+    assert UserCreditBalance.objects.get(user=user).auto_recharge_below == setting.threshold
+    rows = AdminAuditLog.objects.filter(resource_id=str(setting.pk)).order_by("timestamp")
+    assert [(row.new_value["enabled"], row.actor) for row in rows] == [(False, staff_user), (True, staff_user)]
+
+
 def test_staff_get_a_problem_for_an_unknown_user_and_support_cannot_change(
     roles_synced, support_client, staff_client, user, pack
 ):
