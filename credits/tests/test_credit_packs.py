@@ -6,16 +6,19 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.apps import apps
 from django.db import connection
 from rest_framework.test import APIClient
 
+from audit.models import AdminAuditLog
 from billing_project.models import Notification, OutboundEvent
+from billing_project.roles import roles_sync
 from billing_project.service_tokens import service_token_issue
 from conftest import bearer, run_concurrently
 from credits.models import CreditAllocation, CreditDeductionLedger, CreditPack, UserCreditBalance, UserCreditSource
 from credits.services import hold_reserve, pricing_catalog_seed
 from credits.tests.conftest import usage_event
-from payments.models import OperationKind, OperationState, Payment, PaymentOperation
+from payments.models import OperationKind, OperationState, Payment, PaymentEvent, PaymentOperation
 from payments.tests import stripe_objects
 from payments.tests.conftest import client_for, ledger_is_consistent
 from payments.tests.stripe_emulator import event_payload, form_nested, signature_header
@@ -436,3 +439,82 @@ def test_concurrent_events_about_one_paid_checkout_grant_its_credits_once(stripe
     assert balance_of(user) == 5000
     assert Notification.objects.filter(user=user, kind="credits.purchase_succeeded").count() == 1
     assert ledger_is_consistent()
+
+
+# Refunds staff issue
+
+
+@pytest.fixture
+def roles_synced(db):
+    """The role groups as `roles_sync` leaves them once the credit models exist."""
+    roles_sync(apps=apps)
+
+
+def staff_refund(staff_client, payment: Payment, amount: str | None, **headers):
+    body = {"reason": "Goodwill", **({"amount_usd": amount} if amount else {})}
+    return staff_client.post(f"/api/v1/admin/payments/{payment.pk}/refund/", body, format="json", **headers)
+
+
+def test_staff_refund_an_offline_pack_purchase_in_full_and_what_is_left_is_taken_back(
+    roles_synced, staff_client, user_client, user, pack
+):
+    user_client.post(PURCHASE, {"pack": str(pack.pk)}, format="json")
+    payment = Payment.objects.get(kind="credit_pack_checkout")
+    spent = spend(user, output_tokens=2000)
+
+    response = staff_refund(staff_client, payment, None)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["state"] == "succeeded"
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (500, "refunded")
+    assert balance_of(user) == 0
+    [clawback] = CreditDeductionLedger.objects.filter(user=user, reason="admin_adjustment")
+    assert clawback.amount == 5000 - spent
+    operation = PaymentOperation.objects.get(kind=OperationKind.REFUND)
+    assert (operation.subject_type, operation.subject_id) == ("payments.payment", str(payment.pk))
+    assert AdminAuditLog.objects.filter(resource_id=str(operation.pk), action="create").count() == 1
+    assert PaymentEvent.objects.filter(event_type="refund_issued").count() == 1
+    assert ledger_is_consistent()
+    again = staff_refund(staff_client, payment, None)
+    assert (again.status_code, again.json()["code"]) == (409, "payment_not_refundable")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_refund_part_of_a_stripe_pack_purchase_once_through_a_failure_at_stripe(
+    roles_synced, stripe, api_client, staff_client, user, pack
+):
+    payment = bought_on_stripe(stripe, api_client, user, pack)
+    stripe.inject("POST", "refunds", "unavailable")
+    key = {"HTTP_IDEMPOTENCY_KEY": "pack-refund-1"}
+
+    first = staff_refund(staff_client, payment, "2.00", **key)
+    again = staff_refund(staff_client, payment, "2.00", **key)
+
+    assert first.status_code == 503, first.content
+    assert (again.status_code, again.json()["state"]) == (200, "succeeded")
+    (refund,) = stripe.objects_of("refund")
+    assert (refund["amount"], refund["payment_intent"]) == (200, payment.stripe_payment_intent_id)
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (200, "partially_refunded")
+    assert balance_of(user) == 5000 - 2000  # ceil(5,000 credits x 2.00 / 5.00)
+    # Stripe's own event about the same refund moves nothing again.
+    post_event(api_client, "charge.refunded", charge_with(payment, refund))
+    assert balance_of(user) == 3000
+    assert ledger_is_consistent()
+
+
+def test_a_refund_of_someone_elses_kind_of_payment_is_a_404(roles_synced, staff_client, user, pack):
+    other = Payment.objects.create(
+        kind=OperationKind.LICENSE_CHECKOUT,
+        user=user,
+        provider="offline",
+        amount=1000,
+        currency="usd",
+        paid_at=pack.created_at,
+    )
+
+    response = staff_refund(staff_client, other, None)
+
+    assert (response.status_code, response.json()["code"]) == (404, "payment_not_found")
+    assert not PaymentOperation.objects.filter(kind=OperationKind.REFUND).exists()

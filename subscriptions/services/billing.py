@@ -312,26 +312,40 @@ def _money_received_for(row: PaymentTransaction) -> Payment | None:
     return min(offline, key=lambda received: abs(received.created_at - row.created_at), default=None)
 
 
+# Money received for credits (a pack bought at checkout, an auto-recharge): no invoice of ours, so
+# staff refund the `payments.Payment` itself; its refund reactions take the credits back.
+CREDIT_PAYMENT_KINDS = (OperationKind.CREDIT_PACK_CHECKOUT, OperationKind.CREDIT_RECHARGE)
+
+
 def payment_refund(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
-    """Staff refund a payment, fully (no amount) or partly. The refund is recorded before Stripe is
-    asked and carries its idempotency key, so a retry never refunds twice; the payment shows it once
-    Stripe confirms. Raises ProviderUnavailable (503, a retry resumes it) or ProviderError (502)."""
+    """Staff refund a payment, fully (no amount) or partly: an invoice's payment, or a credit
+    purchase (`payments.Payment` of a pack or an auto-recharge). The refund is recorded before Stripe
+    is asked and carries its idempotency key, so a retry never refunds twice; the payment shows it
+    once Stripe confirms. Raises ProviderUnavailable (503, a retry resumes it) or ProviderError (502)."""
     operation = _refund_open(payment_id=payment_id, amount_usd=amount_usd, reason=reason, actor=actor)
     return operation_run(operation_id=operation.pk)
+
+
+def _refundable_locked(payment_id) -> PaymentTransaction | Payment:
+    payment = PaymentTransaction.objects.select_for_update().filter(pk=payment_id).first()
+    if payment is None:
+        payment = Payment.objects.select_for_update().filter(pk=payment_id, kind__in=CREDIT_PAYMENT_KINDS).first()
+    if payment is None:
+        raise NotFound("No such payment.", code=ErrorCode.PAYMENT_NOT_FOUND)
+    return payment
 
 
 @transaction.atomic
 def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) -> PaymentOperation:
     if not reason.strip():
         raise RuleViolation("A refund needs a reason.", code=ErrorCode.REASON_REQUIRED)
-    payment = PaymentTransaction.objects.select_for_update().filter(pk=payment_id).first()
-    if payment is None:
-        raise NotFound("No such payment.", code=ErrorCode.PAYMENT_NOT_FOUND)
+    payment = _refundable_locked(payment_id)
     unfinished = operation_unfinished_for(kind=OperationKind.REFUND, subject=payment)
     if unfinished is not None:
         return unfinished
     # Staff give amounts in the payment's own currency (its major unit); kept in its minor units.
-    refundable = payment.amount - payment.refunded_amount
+    refunded = payment.amount_refunded if isinstance(payment, Payment) else payment.refunded_amount
+    refundable = payment.amount - refunded
     amount = refundable if amount_usd is None else major_to_minor(amount_usd, payment.currency)
     if payment.status not in REFUNDABLE or refundable <= 0:
         raise Conflict(f"A {payment.status} payment cannot be refunded.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
@@ -357,7 +371,7 @@ def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) 
             "charge": payment.stripe_charge_id,
             "reason": reason,
             "actor_id": actor.pk,
-            "plan_code": payment.subscription.tier if payment.subscription_id else "",
+            "plan_code": payment.subscription.tier if getattr(payment, "subscription_id", None) else "",
         },
     )
     audit_record(
@@ -379,6 +393,14 @@ def refund_succeeded(*, operation: PaymentOperation, facts: dict) -> dict:
     """A refund the provider confirmed: the money received records it as Stripe's refund events
     would (with what a full refund does), and the invoice's payment shows it (with every refund
     recorded so far)."""
+    if operation.subject_type == resource_type_of(Payment):
+        # A credit purchase: the money received is the subject; its reactions take the credits back.
+        return payment_refund_record(
+            payment_id=operation.subject_id,
+            refund_id=operation.stripe_refund_id or f"operation_{operation.pk}",
+            amount=operation.amount,
+            operation_id=operation.pk,
+        )
     received = _money_received_for(PaymentTransaction.objects.select_related("invoice").get(pk=operation.subject_id))
     if received is not None:
         # The money received is locked first, as Stripe's refund events lock it, then the invoice's payment.
