@@ -482,6 +482,31 @@ def test_a_refunded_recharge_takes_back_what_is_left_of_its_credits(user, offlin
     assert UserCreditBalance.objects.get(user=user).amount == 0
 
 
+def test_staff_refund_half_a_recharge_and_half_its_credits_are_taken_back(
+    roles_synced, staff_client, user, offline, pack, queue
+):
+    # given a recharge of 5000 credits for 10.00, 70 of them spent
+    pricing_catalog_seed()
+    recharge_on(user, pack, threshold=1000)
+    operation = PaymentOperation.objects.get(pk=auto_recharge_run(user.pk))
+    usage_record(event=_event(user))
+    payment = Payment.objects.get(operation=operation)
+
+    # when staff refund 5.00 of it
+    response = staff_client.post(
+        f"/api/v1/admin/payments/{payment.pk}/refund/", {"amount_usd": "5.00", "reason": "Goodwill"}, format="json"
+    )
+
+    # then half the credits are taken back and the payment shows the refund
+    assert response.status_code == 200, response.content
+    assert response.json()["state"] == "succeeded"
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (500, "partially_refunded")
+    taken = CreditDeductionLedger.objects.filter(user=user, reason=DeductionReason.ADMIN_ADJUSTMENT)
+    assert list(taken.values_list("amount", flat=True)) == [2500]
+    assert UserCreditBalance.objects.get(user=user).amount == 5000 - REQUEST_CREDITS - 2500
+
+
 def test_a_retired_pack_pauses_auto_recharge_with_a_notification(user, offline, pack, queue):
     # given auto-recharge on a pack staff have since retired
     recharge_on(user, pack, threshold=1000)
