@@ -2,8 +2,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.apps import apps
 from django.utils import timezone
 
+from billing_project.roles import roles_sync
 from credits.services import credit_grant, pricing_catalog_seed
 
 
@@ -33,3 +35,21 @@ def usage_event(user, **overrides) -> dict:
 
 def fund(user, amount: int, *, expires_at=None, source="bonus"):
     return credit_grant(user=user, amount=amount, source=source, expires_at=expires_at, reason="test funds")
+
+
+@pytest.fixture
+def roles_synced(db):
+    """The role groups as `roles_sync` leaves them once the credit models exist (a data migration
+    re-syncs them on deploy)."""
+    roles_sync(apps=apps)
+
+
+@pytest.fixture
+def console(client, django_user_model):
+    """The console signed in as a superuser (`console.admin`)."""
+    admin = django_user_model.objects.create_superuser(
+        username="root@example.com", email="root@example.com", password="pw"
+    )
+    client.force_login(admin)
+    client.admin = admin
+    return client

@@ -23,16 +23,6 @@ from credits.tests.factories import ModelProviderPricingFactory, PricingConfigFa
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
 
 
-@pytest.fixture
-def console(client, django_user_model):
-    admin = django_user_model.objects.create_superuser(
-        username="root@example.com", email="root@example.com", password="pw"
-    )
-    client.force_login(admin)
-    client.admin = admin
-    return client
-
-
 def test_grant_credits_action_on_users_asks_for_the_amount_then_grants(console, user):
     url = "/admin/auth/user/"
     selection = {"action": "grant_credits", ACTION_CHECKBOX_NAME: [user.pk]}

@@ -11,7 +11,6 @@ from rest_framework.test import APIClient
 from audit.models import AdminAuditLog
 from billing_project.enums import EventType
 from billing_project.models import Notification
-from billing_project.roles import roles_sync
 from billing_project.service_tokens import service_token_issue
 from conftest import bearer, run_concurrently
 from credits.api.events import usage_event_parse
@@ -316,14 +315,6 @@ def test_an_asynchronous_recharge_that_fails_later_is_settled_by_its_webhook(use
 
 
 # The API
-
-
-@pytest.fixture
-def roles_synced(db):
-    """The role groups given the permissions of this model (a data migration re-syncs them on deploy)."""
-    from django.apps import apps
-
-    roles_sync(apps=apps)
 
 
 def test_a_user_without_auto_recharge_reads_it_off(user_client):

@@ -6,13 +6,11 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.apps import apps
 from django.db import connection
 from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
 from billing_project.models import Notification, OutboundEvent
-from billing_project.roles import roles_sync
 from billing_project.service_tokens import service_token_issue
 from conftest import bearer, run_concurrently
 from credits.models import CreditAllocation, CreditDeductionLedger, CreditPack, UserCreditBalance, UserCreditSource
@@ -442,12 +440,6 @@ def test_concurrent_events_about_one_paid_checkout_grant_its_credits_once(stripe
 
 
 # Refunds staff issue
-
-
-@pytest.fixture
-def roles_synced(db):
-    """The role groups as `roles_sync` leaves them once the credit models exist."""
-    roles_sync(apps=apps)
 
 
 def staff_refund(staff_client, payment: Payment, amount: str | None, **headers):

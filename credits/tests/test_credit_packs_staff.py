@@ -5,33 +5,15 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.apps import apps
 from django.core.management import call_command
 
 from audit.models import AdminAuditLog
-from billing_project.roles import roles_sync
 from credits.models import CreditAllocation, CreditPack
 from credits.services.packs import credit_pack_purchase
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("roles_synced")]
 
 STAFF_PACKS = "/api/v1/admin/credit-packs/"
-
-
-@pytest.fixture(autouse=True)
-def _roles_with_packs(db):
-    """The role groups as `roles_sync` leaves them once the credit pack model exists."""
-    roles_sync(apps=apps)
-
-
-@pytest.fixture
-def console(client, django_user_model):
-    admin = django_user_model.objects.create_superuser(
-        username="root@example.com", email="root@example.com", password="pw"
-    )
-    client.force_login(admin)
-    client.admin = admin
-    return client
 
 
 @pytest.fixture
