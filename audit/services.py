@@ -204,19 +204,16 @@ def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
 # Not worth a wait for the disk on every audited request: a crash in the next moment loses only the
 # status, and the rows are then sealed without one (AUDIT_STATUS_WAIT_SECONDS). One round trip for the
 # transaction, as the response is on its way.
-STATUS_FILL_SQL = """
-BEGIN;
-SET LOCAL synchronous_commit = off;
-UPDATE audit_adminauditlog SET status_code = %s WHERE id = ANY(%s) AND status_code IS NULL AND sequence IS NULL;
-COMMIT;
-"""
+STATUS_FILL_TRANSACTION = "BEGIN; SET LOCAL synchronous_commit = off; {update}; COMMIT;"
 
 
 def _status_fill(*, row_ids: list, status_code: int) -> int:
+    rows = AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True)
     if connection.vendor == "postgresql" and connection.get_autocommit():
+        update, params = rows.unsealed_update_sql(connection, status_code=status_code)
         with connection.cursor() as cursor:
             try:
-                cursor.execute(STATUS_FILL_SQL, [status_code, list(row_ids)])
+                cursor.execute(STATUS_FILL_TRANSACTION.format(update=update), params)
             except DatabaseError:
                 cursor.execute("ROLLBACK")  # the explicit transaction failed midway: end it
                 raise
@@ -226,9 +223,7 @@ def _status_fill(*, row_ids: list, status_code: int) -> int:
             return cursor.rowcount
     # Inside a caller's transaction (or on SQLite): the same update, in a savepoint of its own.
     with transaction.atomic():
-        return AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True).unsealed_update(
-            status_code=status_code
-        )
+        return rows.unsealed_update(status_code=status_code)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from audit.context import RequestAudit, current_request_audit
 from audit.models import AdminAuditLog, AuditChainHead
 from audit.selectors import audit_chain_verify
-from audit.services import STATUS_FILL_SQL, audit_chain_seal, audit_record, audit_rows_answered
+from audit.services import STATUS_FILL_TRANSACTION, audit_chain_seal, audit_record, audit_rows_answered
 from conftest import run_concurrently
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -270,7 +270,7 @@ def test_the_status_a_client_got_is_written_after_commit_in_one_round_trip(staff
     assert created.status_code == 201
     row = AdminAuditLog.objects.get(action="create", resource_type="credits.provider")
     assert (row.status_code, row.sequence) == (201, None)
-    (fill,) = [query["sql"] for query in queries if "SET status_code" in query["sql"]]
+    (fill,) = [query["sql"] for query in queries if "synchronous_commit" in query["sql"]]
     assert fill.lstrip().startswith("BEGIN;") and fill.rstrip().endswith("COMMIT;")
     assert audit_chain_seal().sealed == 1
     row.refresh_from_db()
@@ -279,9 +279,9 @@ def test_the_status_a_client_got_is_written_after_commit_in_one_round_trip(staff
 
 def test_a_status_write_that_fails_midway_ends_its_transaction_and_the_connection_goes_on(staff_user, rf):
     row = _awaiting_status(staff_user, rf)
-    failing = STATUS_FILL_SQL.replace("status_code = %s", "status_code = %s / 0")
+    failing = STATUS_FILL_TRANSACTION.replace("{update};", "{update}; SELECT 1 / 0;")
 
-    with mock.patch("audit.services.STATUS_FILL_SQL", failing), pytest.raises(DatabaseError):
+    with mock.patch("audit.services.STATUS_FILL_TRANSACTION", failing), pytest.raises(DatabaseError):
         audit_rows_answered(row_ids=[row.pk], status_code=200)
 
     assert connection.get_autocommit() and not connection.in_atomic_block
