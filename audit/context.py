@@ -25,6 +25,15 @@ class RequestAudit:
 current_request_audit: ContextVar[RequestAudit | None] = ContextVar("current_request_audit", default=None)
 
 
+def request_body_recorded_as(reference: dict) -> None:
+    """What the audit rows of the request being served keep instead of its body, for a body the
+    service stores in full itself (a Stripe event, in the webhook inbox): a reference to the stored
+    copy and its digest. The rows then hold no copy of the body, nor of personal data it carries."""
+    state = current_request_audit.get()
+    if state is not None:
+        state.recorded_body = (reference,)
+
+
 def note_unexpected_error(exc: BaseException) -> None:
     """Keeps the cause of a 500 for the failure row of an admin write (staff-only, never the client)."""
     state = current_request_audit.get()

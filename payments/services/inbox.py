@@ -8,7 +8,8 @@ its effects rolled back (savepoint) while the row keeps the error, and the reque
 that Stripe delivers it again.
 
 What an event changes is recorded by the inbox: the row itself (with the verified body), the
-`PaymentEvent` ledger and the audit chain rows the handlers write. The object history of
+`PaymentEvent` ledger and the audit chain rows the handlers write (which refer to the stored body by
+the event id and its SHA-256 digest rather than hold a copy). The object history of
 django-auditlog is not written meanwhile (it would repeat each change, at a read and a write per
 row): it shows what staff and the services change outside the inbox.
 
@@ -27,6 +28,7 @@ here is kept as `unmatched` with the reason and answered 200; `webhook_replay` p
 once staff have linked it. A handler's own failure still answers 500, so Stripe delivers it again.
 """
 
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from audit.context import request_body_recorded_as
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
@@ -82,6 +85,14 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
     except (stripe.SignatureVerificationError, ValueError, KeyError, TypeError) as error:
         WEBHOOK_INVALID_SIGNATURES.inc()
         raise InvalidSignature(f"The Stripe-Signature header does not verify this body: {error}") from error
+    # The inbox keeps the verified body: its audit rows refer to it, so erasing it leaves no copy behind.
+    request_body_recorded_as(
+        {
+            "stripe_event_id": event_id,
+            "stored_in": "payments.webhookevent",
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+    )
     # A finished event never changes back: a redelivery is answered from a plain read, no transaction.
     finished = (
         WebhookEvent.objects.defer("payload", "raw_body")

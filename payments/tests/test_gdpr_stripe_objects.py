@@ -2,6 +2,7 @@
 Stripe for them) are part of the user's data: in the export, and emptied of personal data when the
 user is erased, while the events stay for the financial record."""
 
+import hashlib
 import json
 
 import pytest
@@ -84,6 +85,21 @@ def test_the_export_holds_the_stripe_objects_of_the_users_events(staff_client, s
     assert body[2]["fetched"][fetched_customer]["email"] == user.email
 
 
+def test_the_audit_rows_of_a_stripe_event_refer_to_its_verified_body_and_hold_no_copy(stripe_history):
+    user, _, _ = stripe_history
+    rows = AdminAuditLog.objects.filter(endpoint="/api/v1/billing/webhooks/stripe/")
+
+    assert rows.count() >= 2
+    for row in rows:
+        event = WebhookEvent.objects.get(event_id=row.request_body["stripe_event_id"])
+        assert row.request_body == {
+            "stripe_event_id": event.event_id,
+            "stored_in": "payments.webhookevent",
+            "sha256": hashlib.sha256(event.raw_body.encode()).hexdigest(),
+        }
+        assert user.email not in json.dumps(row.request_body)
+
+
 def test_erasing_the_user_empties_the_personal_data_of_their_stripe_objects_and_keeps_the_events(
     staff_client, stripe_history
 ):
@@ -106,5 +122,6 @@ def test_erasing_the_user_empties_the_personal_data_of_their_stripe_objects_and_
     assert (fetched["id"], fetched["email"], fetched["metadata"]) == (fetched_customer, None, None)
     untouched = WebhookEvent.objects.get(event_id=others_event)
     assert carries(untouched, "other@example.com") and untouched.raw_body
+    assert not any(user.email in json.dumps(row.request_body) for row in AdminAuditLog.objects.all())
     audit = AdminAuditLog.objects.get(resource_type="payments.webhookevent", action=AuditAction.UPDATE)
     assert audit.new_value == {"personal_data_erased_for_user": user.pk, "events": 3}
