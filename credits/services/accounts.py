@@ -28,6 +28,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from billing_project import sql
 from credits import ledger_sql
 from credits.budgets import Budget, month_key, thresholds_crossed
 from credits.models import (
@@ -108,7 +109,7 @@ class LockedAccount:
 
     @classmethod
     def open_reading(
-        cls, *, user_id, now: datetime, reads: list[ledger_sql.Statement], expire_overdue: bool = True
+        cls, *, user_id, now: datetime, reads: list[sql.Statement], expire_overdue: bool = True
     ) -> "tuple[LockedAccount, list[list[tuple]]] | None":
         """Like `open`, and runs the `reads` statements after the lock, in the same round trip: the
         account and the rows of each read."""
@@ -118,12 +119,12 @@ class LockedAccount:
             ledger_sql.holds_live_statement(user_id, now),
             *reads,
         ]
-        locked, grants, held, *results = ledger_sql.read_all(statements)
+        locked, grants, held, *results = sql.read_all(statements)
         if not locked:
             if not _balance_create(user_id):
                 return None
             # The reads ran without the lock: read again, under it.
-            locked, grants, held, *results = ledger_sql.read_all(statements)
+            locked, grants, held, *results = sql.read_all(statements)
         account = cls(
             balance=ledger_sql.balance_of(user_id, locked[0]),
             grants=ledger_sql.grants_of(user_id, grants),
@@ -434,7 +435,7 @@ class LockedAccount:
         _, known = self._updates.setdefault((type(row), row.pk), (row, set()))
         known.update(fields)
 
-    def statements(self) -> list[ledger_sql.Statement]:
+    def statements(self) -> list[sql.Statement]:
         """The writes of everything collected since the last call, the balance row last."""
         inserted = [
             rows
@@ -448,12 +449,12 @@ class LockedAccount:
             )
             if rows
         ]
-        writes = [ledger_sql.insert(rows) for rows in inserted]
+        writes = [sql.insert(rows) for rows in inserted]
         for row in (row for rows in inserted for row in rows):
             row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
         for row, fields in self._updates.values():
             row.updated_at = self.now
-            writes.append(ledger_sql.update(row, sorted(fields | {"updated_at"})))
+            writes.append(sql.update(row, sorted(fields | {"updated_at"})))
         if writes or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
             # What `me/credits/` shows changes: its cached copy goes when this commits.
             balance_invalidate(user_id=self.user_id)
@@ -463,7 +464,7 @@ class LockedAccount:
             transaction.on_commit(lambda user_id=self.user_id: recharge_queue(user_id=user_id), robust=True)
         if self._balance_fields:
             self.balance.updated_at = self.now
-            writes.append(ledger_sql.update(self.balance, sorted(self._balance_fields | {"updated_at"})))
+            writes.append(sql.update(self.balance, sorted(self._balance_fields | {"updated_at"})))
         self._balance_fields = set()
         self.allocations, self.new_grants, self.deductions, self.consumptions = [], [], [], []
         self.new_holds, self.usage, self._updates = [], [], {}
@@ -472,7 +473,7 @@ class LockedAccount:
     def flush(self) -> None:
         alerts = self._alerts_due() if self._spent else []
         self._spent = False
-        ledger_sql.execute_all(self.statements())
+        sql.execute_all(self.statements())
         if alerts:
             alerts_send(user_id=self.user_id, alerts=alerts)
 
