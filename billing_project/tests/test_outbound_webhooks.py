@@ -15,6 +15,7 @@ from django.apps import apps
 from django.core import mail
 from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -301,6 +302,25 @@ def test_endpoints_receive_only_the_event_types_and_families_they_chose(staff_us
     assert receivers_of(credits) == {families.pk, everything.pk}
     assert receivers_of(invoice) == {one_type.pk, everything.pk}
     assert receivers_of(license_event) == {everything.pk}
+
+
+def test_an_event_is_written_and_its_endpoints_read_in_one_round_trip_on_postgresql(staff_user):
+    endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["credits"])
+    inactive = endpoint_create(actor=staff_user, url="https://b.example.com/hooks")
+    WebhookEndpoint.objects.filter(pk=inactive.pk).update(is_active=False)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        event = event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={"amount": "19.00"})
+
+    assert len(queries) == (1 if connection.vendor == "postgresql" else 2)
+    stored = OutboundEvent.objects.get(pk=event.pk)
+    assert (stored.type, stored.subject, stored.data, stored.created_at) == (
+        "invoice.paid",
+        "invoice:1",
+        {"amount": "19.00"},
+        event.created_at,
+    )
+    assert not WebhookDelivery.objects.exists()  # one endpoint wants credits only, the other is off
 
 
 def test_notify_tells_one_occurrence_once_with_one_email_and_one_event(
