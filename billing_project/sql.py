@@ -79,7 +79,7 @@ def update(obj: Model, fields: list[str]) -> Statement:
     assignments, params = [], []
     for name in fields:
         field = model._meta.get_field(name)
-        assignments.append(f"{default_connection().ops.quote_name(field.column)} = %s")
+        assignments.append(f"{db.ops.quote_name(field.column)} = %s")
         params.append(field.get_db_prep_save(getattr(obj, field.attname), db))
     params.append(model._meta.pk.get_db_prep_value(obj.pk, db))
     return f"UPDATE {table(model)} SET {', '.join(assignments)} WHERE {column(model, 'id')} = %s", params

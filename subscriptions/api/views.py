@@ -200,10 +200,9 @@ class StaffSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 class StaffPaymentRefundView(APIView):
     """Staff: refund a payment (an invoice's payment, or a credit purchase: the `payments.Payment` of a
     pack or an auto-recharge, whose credits are taken back as far as they are left), fully (no amount)
-    or partly, with a reason; audited. 200 with the
-    refund's operation (`succeeded`, or `submitted` while Stripe processes it); 409
-    `payment_not_refundable`; 422 `refund_amount_invalid`; 503 when Stripe did not answer (the same
-    request again resumes the same refund, never a second one)."""
+    or partly, with a reason; audited. 200 with the refund's operation (`succeeded`, or `submitted`
+    while Stripe processes it); 409 `payment_not_refundable`; 422 `refund_amount_invalid`; 503 when
+    Stripe did not answer (the same request again resumes the same refund, never a second one)."""
 
     permission_classes = [HasStaffPermission]
     staff_permissions = {"post": ["subscriptions.refund_payment"]}
