@@ -47,9 +47,12 @@ PASSED_AS_IS = (
 )
 
 
-def _prepared(field, obj, db):
-    value = field.pre_save(obj, add=True)
+def _json_value(field, value, db):
     return value if isinstance(field, PASSED_AS_IS) else field.get_db_prep_save(value, db)
+
+
+def _prepared(field, obj, db):
+    return _json_value(field, field.pre_save(obj, add=True), db)
 
 
 def insert(objs: list[Model]) -> Statement:
@@ -83,6 +86,32 @@ def update(obj: Model, fields: list[str]) -> Statement:
         params.append(field.get_db_prep_save(getattr(obj, field.attname), db))
     params.append(model._meta.pk.get_db_prep_value(obj.pk, db))
     return f"UPDATE {table(model)} SET {', '.join(assignments)} WHERE {column(model, 'id')} = %s", params
+
+
+def update_many(objs: list[Model], fields: list[str]) -> list[Statement]:
+    """UPDATEs of the same fields of several rows of one model, by primary key. On PostgreSQL one
+    statement, the rows' values travelling as one JSON parameter as in `insert`."""
+    db = default_connection()
+    if db.vendor != "postgresql" or len(objs) == 1:
+        return [update(obj, fields) for obj in objs]
+    model = type(objs[0])
+    pk = model._meta.pk
+    changed = [model._meta.get_field(name) for name in fields]
+    rows = [
+        {pk.column: obj.pk, **{field.column: _json_value(field, getattr(obj, field.attname), db) for field in changed}}
+        for obj in objs
+    ]
+    assignments = ", ".join(
+        f"{db.ops.quote_name(field.column)} = new.{db.ops.quote_name(field.column)}" for field in changed
+    )
+    return [
+        (
+            f"UPDATE {table(model)} SET {assignments} "
+            f"FROM jsonb_populate_recordset(NULL::{table(model)}, %s::jsonb) AS new "
+            f"WHERE {table(model)}.{db.ops.quote_name(pk.column)} = new.{db.ops.quote_name(pk.column)}",
+            [json.dumps(rows, default=str)],
+        )
+    ]
 
 
 def execute_all(statements: list[Statement]) -> None:

@@ -28,21 +28,28 @@ BALANCE_COLUMNS = (
 )
 
 
-def balance_lock_statement(user_id) -> Statement:
-    """The BALANCE_COLUMNS of the user's balance row, locked FOR UPDATE until the transaction ends."""
+def _in(values: list) -> str:
+    return f"IN ({', '.join(['%s'] * len(values))})"
+
+
+def balances_lock_statement(user_ids: list) -> Statement:
+    """The users' balance rows (user id, then the BALANCE_COLUMNS), locked FOR UPDATE until the
+    transaction ends, in ascending user id: one statement takes them all in the documented order."""
     lock = " FOR UPDATE" if default_connection().features.has_select_for_update else ""
+    user = column(UserCreditBalance, "user")
     columns = ", ".join(column(UserCreditBalance, name) for name in BALANCE_COLUMNS)
     return (
-        f"SELECT {columns} FROM {table(UserCreditBalance)} WHERE {column(UserCreditBalance, 'user')} = %s{lock}",
-        [user_id],
+        f"SELECT {user}, {columns} FROM {table(UserCreditBalance)} WHERE {user} {_in(user_ids)} ORDER BY {user}{lock}",
+        list(user_ids),
     )
 
 
-def balance_of(user_id, row: tuple) -> UserCreditBalance:
+def balance_of(row: tuple) -> UserCreditBalance:
+    """A balance row of `balances_lock_statement`."""
     fields = [UserCreditBalance._meta.get_field(name) for name in BALANCE_COLUMNS]
     return UserCreditBalance(
-        **{field.attname: converted(field, value) for field, value in zip(fields, row, strict=True)},
-        user_id=user_id,
+        **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
+        user_id=row[0],
     )
 
 
@@ -51,7 +58,7 @@ def request_ids_statement(request_ids: list) -> Statement:
     field = TokenUsageLedger._meta.get_field("request_id")
     return (
         f"SELECT {column(TokenUsageLedger, 'request_id')} FROM {table(TokenUsageLedger)} "
-        f"WHERE {column(TokenUsageLedger, 'request_id')} IN ({', '.join(['%s'] * len(request_ids))})",
+        f"WHERE {column(TokenUsageLedger, 'request_id')} {_in(request_ids)}",
         [field.get_db_prep_value(request_id, default_connection()) for request_id in request_ids],
     )
 
@@ -61,44 +68,52 @@ def request_ids_of(rows: list[tuple]) -> set:
     return {converted(field, row[0]) for row in rows}
 
 
-def grants_statement(user_id) -> Statement:
-    """The user's grants with credits left, in spending order (soonest expiry first, none last);
-    only the fields spending needs (see `grants_of`)."""
-    expires = column(UserCreditSource, "expires_at")
+def grants_statement(user_ids: list) -> Statement:
+    """The users' grants with credits left, by user, each user's in spending order (soonest expiry
+    first, none last); only the fields spending needs (see `grants_of`)."""
+    user, expires = column(UserCreditSource, "user"), column(UserCreditSource, "expires_at")
     return (
-        f"SELECT {column(UserCreditSource, 'id')}, {column(UserCreditSource, 'remaining')}, {expires} "
+        f"SELECT {user}, {column(UserCreditSource, 'id')}, {column(UserCreditSource, 'remaining')}, {expires} "
         f"FROM {table(UserCreditSource)} "
-        f"WHERE {column(UserCreditSource, 'user')} = %s AND {column(UserCreditSource, 'remaining')} > 0 "
-        f"ORDER BY {expires} IS NULL, {expires}, {column(UserCreditSource, 'created_at')}, "
+        f"WHERE {user} {_in(user_ids)} AND {column(UserCreditSource, 'remaining')} > 0 "
+        f"ORDER BY {user}, {expires} IS NULL, {expires}, {column(UserCreditSource, 'created_at')}, "
         f"{column(UserCreditSource, 'id')}",
-        [user_id],
+        list(user_ids),
     )
 
 
-def grants_of(user_id, rows: list[tuple]) -> list[UserCreditSource]:
+def grants_of(rows: list[tuple]) -> dict[int, list[UserCreditSource]]:
+    """The rows of `grants_statement` as grants, by user id, in spending order."""
     fields = [UserCreditSource._meta.get_field(name) for name in ("id", "remaining", "expires_at")]
-    return [
-        UserCreditSource(
-            **{field.attname: converted(field, value) for field, value in zip(fields, row, strict=True)},
-            user_id=user_id,
+    grants: dict[int, list[UserCreditSource]] = {}
+    for row in rows:
+        grants.setdefault(row[0], []).append(
+            UserCreditSource(
+                **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
+                user_id=row[0],
+            )
         )
-        for row in rows
-    ]
+    return grants
 
 
-def holds_live_statement(user_id, now) -> Statement:
-    """Credits held by the user's live holds (held and not past their expiry): one row, one number."""
+def holds_live_statement(user_ids: list, now) -> Statement:
+    """Credits held by each user's live holds (held and not past their expiry): (user id, credits)
+    for the users who have any (see `holds_live_of`)."""
+    user = column(CreditHold, "user")
     return (
-        f"SELECT COALESCE(SUM({column(CreditHold, 'amount')}), 0) FROM {table(CreditHold)} "
-        f"WHERE {column(CreditHold, 'user')} = %s AND {column(CreditHold, 'status')} = 'held' "
-        f"AND {column(CreditHold, 'expires_at')} > %s",
-        [user_id, CreditHold._meta.get_field("expires_at").get_db_prep_value(now, default_connection())],
+        f"SELECT {user}, SUM({column(CreditHold, 'amount')}) FROM {table(CreditHold)} "
+        f"WHERE {user} {_in(user_ids)} AND {column(CreditHold, 'status')} = 'held' "
+        f"AND {column(CreditHold, 'expires_at')} > %s GROUP BY {user}",
+        [*user_ids, CreditHold._meta.get_field("expires_at").get_db_prep_value(now, default_connection())],
     )
+
+
+def holds_live_of(rows: list[tuple]) -> dict[int, int]:
+    return {user_id: int(held) for user_id, held in rows}
 
 
 def holds_live_amount(user_id, now) -> int:
-    ((held,),) = read_all([holds_live_statement(user_id, now)])[0]
-    return int(held)
+    return holds_live_of(read_all([holds_live_statement([user_id], now)])[0]).get(user_id, 0)
 
 
 def balance_and_live_grants(user_id, now) -> tuple[int, list[dict], dict | None]:

@@ -15,23 +15,41 @@ from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense
 
 
-def license_use_statement(*, user_id) -> tuple[str, list]:
-    """How the user's active licenses bear on their usage: one row, (one has BYOK on: usage is free;
-    one has BYOK off: usage is priced at the perpetual tier). Read for every usage record, with the
-    credits engine's other reads under the balance lock (one round trip); EXISTS on the (user, status)
-    index, nothing cached, so no invalidation to forget."""
-    exists = f"EXISTS (SELECT 1 FROM {PerpetualLicense._meta.db_table} WHERE user_id = %s AND status = %s AND "
+@dataclass(frozen=True)
+class LicenseUse:
+    """How a user's active licenses bear on their usage: one has BYOK on (usage is free), one has
+    BYOK off (usage is priced at the perpetual tier)."""
+
+    byok: bool = False
+    licensed_without_byok: bool = False
+
+
+def license_use_statement(*, user_ids: list) -> tuple[str, list]:
+    """The `LicenseUse` of each of these users who holds an active license (see `license_uses_of`).
+    Read for every usage record, with the credits engine's other reads under the balance lock (one
+    round trip); on the (user, status) index, nothing cached, so no invalidation to forget."""
+    byok = "CASE WHEN byok_enabled THEN 1 ELSE 0 END"
     return (
-        f"SELECT {exists}byok_enabled), {exists}NOT byok_enabled)",
-        [user_id, LicenseStatus.ACTIVE, user_id, LicenseStatus.ACTIVE],
+        f"SELECT user_id, MAX({byok}), MIN({byok}) "
+        f"FROM {PerpetualLicense._meta.db_table} "
+        f"WHERE user_id IN ({', '.join(['%s'] * len(user_ids))}) AND status = %s GROUP BY user_id",
+        [*user_ids, LicenseStatus.ACTIVE],
     )
+
+
+def license_uses_of(rows: list[tuple]) -> dict[int, LicenseUse]:
+    """The rows of `license_use_statement` by user id; a user without a row has no active license."""
+    return {
+        user_id: LicenseUse(byok=bool(any_byok), licensed_without_byok=not all_byok)
+        for user_id, any_byok, all_byok in rows
+    }
 
 
 def byok_active_for(*, user_id) -> bool:
     """True when the user holds an active license with BYOK on."""
     with connection.cursor() as cursor:
-        cursor.execute(*license_use_statement(user_id=user_id))
-        return bool(cursor.fetchone()[0])
+        cursor.execute(*license_use_statement(user_ids=[user_id]))
+        return license_uses_of(cursor.fetchall()).get(user_id, LicenseUse()).byok
 
 
 def license_key_checked(raw: str) -> str:

@@ -19,7 +19,9 @@ The ledger rows are the history of balances and grants: they are not tracked by 
 (see credits.apps), and staff actions on them also write an AdminAuditLog row.
 """
 
+from collections import defaultdict
 from datetime import datetime
+from itertools import chain
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -113,26 +115,46 @@ class LockedAccount:
     ) -> "tuple[LockedAccount, list[list[tuple]]] | None":
         """Like `open`, and runs the `reads` statements after the lock, in the same round trip: the
         account and the rows of each read."""
-        statements = [
-            ledger_sql.balance_lock_statement(user_id),
-            ledger_sql.grants_statement(user_id),
-            ledger_sql.holds_live_statement(user_id, now),
-            *reads,
-        ]
-        locked, grants, held, *results = sql.read_all(statements)
-        if not locked:
+        accounts, results = cls.open_many_reading(
+            user_ids=[user_id], now=now, reads=reads, expire_overdue=expire_overdue
+        )
+        if not accounts:
             if not _balance_create(user_id):
                 return None
             # The reads ran without the lock: read again, under it.
-            locked, grants, held, *results = sql.read_all(statements)
-        account = cls(
-            balance=ledger_sql.balance_of(user_id, locked[0]),
-            grants=ledger_sql.grants_of(user_id, grants),
-            held=int(held[0][0]),
-            now=now,
-            expire_overdue=expire_overdue,
-        )
+            accounts, results = cls.open_many_reading(
+                user_ids=[user_id], now=now, reads=reads, expire_overdue=expire_overdue
+            )
+        (account,) = accounts.values()
         return account, results
+
+    @classmethod
+    def open_many_reading(
+        cls, *, user_ids: list, now: datetime, reads: list[sql.Statement], expire_overdue: bool = True
+    ) -> "tuple[dict[int, LockedAccount], list[list[tuple]]]":
+        """The accounts of those users who have a balance row (none is created here), by user id,
+        their rows locked in ascending user id by one statement (the lock order), and the rows of
+        each of `reads`, run after the lock in the same round trip."""
+        locked, grants, held, *results = sql.read_all(
+            [
+                ledger_sql.balances_lock_statement(sorted(user_ids)),
+                ledger_sql.grants_statement(user_ids),
+                ledger_sql.holds_live_statement(user_ids, now),
+                *reads,
+            ]
+        )
+        grants_by_user, held_by_user = ledger_sql.grants_of(grants), ledger_sql.holds_live_of(held)
+        accounts = {}
+        for row in locked:
+            balance = ledger_sql.balance_of(row)
+            accounts[balance.user_id] = cls(
+                balance=balance,
+                grants=grants_by_user.get(balance.user_id, []),
+                held=held_by_user.get(balance.user_id, 0),
+                now=now,
+                expire_overdue=expire_overdue,
+            )
+        return accounts, results
 
     @property
     def user_id(self):
@@ -435,27 +457,29 @@ class LockedAccount:
         _, known = self._updates.setdefault((type(row), row.pk), (row, set()))
         known.update(fields)
 
-    def statements(self) -> list[sql.Statement]:
-        """The writes of everything collected since the last call, the balance row last."""
+    def _alerts_taken(self) -> list[Alert]:
+        """The alerts the debits since the last flush made due (marked on the balance row)."""
+        alerts = self._alerts_due() if self._spent else []
+        self._spent = False
+        return alerts
+
+    def _rows_taken(self) -> tuple[list[list[Model]], list[tuple[Model, tuple[str, ...]]]]:
+        """The rows collected since the last call: to insert, by table (in an order that satisfies
+        their foreign keys), and to update, each with its changed fields (the balance row last).
+        Registers what follows their commit."""
         inserted = [
-            rows
-            for rows in (
-                self.allocations,
-                self.new_grants,
-                self.deductions,
-                self.consumptions,
-                self.new_holds,
-                self.usage,
-            )
-            if rows
+            self.allocations,
+            self.new_grants,
+            self.deductions,
+            self.consumptions,
+            self.new_holds,
+            self.usage,
         ]
-        writes = [sql.insert(rows) for rows in inserted]
-        for row in (row for rows in inserted for row in rows):
-            row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
+        updated = []
         for row, fields in self._updates.values():
             row.updated_at = self.now
-            writes.append(sql.update(row, sorted(fields | {"updated_at"})))
-        if writes or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
+            updated.append((row, tuple(sorted(fields | {"updated_at"}))))
+        if any(inserted) or updated or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
             # What `me/credits/` shows changes: its cached copy goes when this commits.
             balance_invalidate(user_id=self.user_id)
         if self._recharge_due:
@@ -464,18 +488,37 @@ class LockedAccount:
             transaction.on_commit(lambda user_id=self.user_id: recharge_queue(user_id=user_id), robust=True)
         if self._balance_fields:
             self.balance.updated_at = self.now
-            writes.append(sql.update(self.balance, sorted(self._balance_fields | {"updated_at"})))
+            updated.append((self.balance, tuple(sorted(self._balance_fields | {"updated_at"}))))
         self._balance_fields = set()
         self.allocations, self.new_grants, self.deductions, self.consumptions = [], [], [], []
         self.new_holds, self.usage, self._updates = [], [], {}
-        return writes
+        return inserted, updated
 
     def flush(self) -> None:
-        alerts = self._alerts_due() if self._spent else []
-        self._spent = False
-        sql.execute_all(self.statements())
-        if alerts:
-            alerts_send(user_id=self.user_id, alerts=alerts)
+        accounts_flush([self])
+
+
+def accounts_flush(accounts: list[LockedAccount]) -> None:
+    """Writes what the accounts collected, with their balance rows; on PostgreSQL in one statement,
+    where each table's new rows are one INSERT and the rows changed alike (same table, same fields)
+    one UPDATE, so a batch over a hundred users costs the round trip of one. Then sends the alerts
+    that became due."""
+    alerts = [(account.user_id, account._alerts_taken()) for account in accounts]
+    taken = [account._rows_taken() for account in accounts]
+    inserted = [list(chain.from_iterable(tables)) for tables in zip(*(rows for rows, _ in taken), strict=True)]
+    updated: dict[tuple, list[Model]] = defaultdict(list)
+    for _, rows in taken:
+        for row, fields in rows:
+            updated[type(row), fields].append(row)
+    statements = [sql.insert(rows) for rows in inserted if rows]
+    for row in (row for rows in inserted for row in rows):
+        row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
+    for (_, fields), rows in updated.items():
+        statements += sql.update_many(rows, list(fields))
+    sql.execute_all(statements)
+    for user_id, due in alerts:
+        if due:
+            alerts_send(user_id=user_id, alerts=due)
 
 
 def recharge_queue(*, user_id) -> None:

@@ -1,10 +1,12 @@
 """Recording LLM usage against credits, and reservations (holds) for streaming calls.
 
-A request's events are grouped by user; each user's events are recorded in one transaction under one
-lock of their balance row, so a batch of 500 events costs a handful of round trips per user, and the
-single-event endpoint is simply a batch of one. Every refusal leaves nothing written for that event.
+A request's events are grouped by user and recorded in one transaction, the users' balance rows
+locked together, so a batch of 1,000 events over 200 users costs the handful of round trips of one
+event: the reads under the locks in one, the writes in one. The single-event endpoint is simply a
+batch of one. Every refusal leaves nothing written for that event.
 """
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,9 +34,9 @@ from credits.models import (
     UsageStatus,
 )
 from credits.selectors import pricing_book
-from credits.services.accounts import LockedAccount
+from credits.services.accounts import LockedAccount, accounts_flush
 from credits.usage_objects import TokenBreakdown
-from licensing.selectors import license_use_statement
+from licensing.selectors import LicenseUse, license_use_statement, license_uses_of
 
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
@@ -85,6 +87,9 @@ class UsageResult:
         }
 
 
+Outcome = UsageResult | DomainError
+
+
 def insufficient_credits(*, needed: int, balance: int, available: int) -> PaymentRequired:
     return PaymentRequired(
         f"This needs {needed} credits; {available} are available.",
@@ -102,43 +107,85 @@ def budget_exceeded(*, needed: int, budget_available: int) -> PaymentRequired:
 
 
 class _UserSession:
-    """Records one user's events through their locked account; collects rows, writes them at the end."""
+    """Records one user's events through their locked account; collects rows, written at the end."""
 
-    def __init__(self, *, user_id: int, events: list[UsageEvent], now: datetime):
-        self.now = now
-        self.user_id = user_id
-        # Everything a price and a refusal depend on, read under the lock in one round trip: the
-        # account (its balance row carries the tier), the request ids, the licenses. The request ids
-        # are checked under the lock too: a concurrent duplicate has either committed (found here) or waits.
+    def __init__(
+        self,
+        *,
+        account: LockedAccount | None,
+        recorded: dict[UUID, TokenUsageLedger],
+        holds: dict[UUID, CreditHold],
+        license_use: LicenseUse,
+        book,
+    ):
+        self.account = account
+        self.recorded = recorded
+        self.holds = holds
+        self.byok = license_use.byok
+        if account is not None:
+            self.user_id = account.user_id
+            self.tier = pricing.pricing_tier(
+                tier=account.balance.tier, licensed_without_byok=license_use.licensed_without_byok
+            )
+            self.subscription_id = account.balance.subscription_id
+        self.book = book
+        self.records_anything = False
+
+    @classmethod
+    def open_many(cls, *, events_by_user: dict[int, list[UsageEvent]], now: datetime) -> "dict[int, _UserSession]":
+        """The sessions of those users who have a balance row, by user id. Everything a price and a
+        refusal depend on is read under the locks, in one round trip: the accounts (a balance row
+        carries the tier), the request ids, the licenses. The request ids are checked under the
+        lock: a concurrent duplicate has either committed (found here) or waits."""
+        events = [event for user_events in events_by_user.values() for event in user_events]
+        accounts, (recorded, license_uses) = LockedAccount.open_many_reading(
+            user_ids=list(events_by_user),
+            now=now,
+            reads=[
+                ledger_sql.request_ids_statement([event.request_id for event in events]),
+                license_use_statement(user_ids=list(events_by_user)),
+            ],
+        )
+        return cls._sessions(accounts, recorded, license_uses, events)
+
+    @classmethod
+    def open(cls, *, user_id: int, events: list[UsageEvent], now: datetime) -> "_UserSession":
+        """The session of one user, their balance row created on first use (`account` is None for
+        an unknown user)."""
         opened = LockedAccount.open_reading(
             user_id=user_id,
             now=now,
             reads=[
                 ledger_sql.request_ids_statement([event.request_id for event in events]),
-                license_use_statement(user_id=user_id),
+                license_use_statement(user_ids=[user_id]),
             ],
         )
         if opened is None:
-            self.account = None
-            return
-        self.account, (recorded, ((byok, licensed_without_byok),)) = opened
+            return cls(account=None, recorded={}, holds={}, license_use=LicenseUse(), book=None)
+        account, (recorded, license_uses) = opened
+        return cls._sessions({user_id: account}, recorded, license_uses, events)[user_id]
+
+    @classmethod
+    def _sessions(cls, accounts, recorded, license_uses, events) -> "dict[int, _UserSession]":
         recorded_ids = ledger_sql.request_ids_of(recorded)
-        self.recorded = (
+        recorded_rows = (
             {row.request_id: row for row in TokenUsageLedger.objects.filter(request_id__in=recorded_ids)}
             if recorded_ids
             else {}
         )
         hold_ids = [event.hold_id for event in events if event.hold_id]
-        self.holds = (
-            {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
-        )
-        self.byok = bool(byok)
-        self.tier = pricing.pricing_tier(
-            tier=self.account.balance.tier, licensed_without_byok=bool(licensed_without_byok)
-        )
-        self.subscription_id = self.account.balance.subscription_id
-        self.book = pricing_book()
-        self.records_anything = False
+        holds = {hold.hold_id: hold for hold in CreditHold.objects.filter(hold_id__in=hold_ids)} if hold_ids else {}
+        uses, book = license_uses_of(license_uses), pricing_book()
+        return {
+            user_id: cls(
+                account=account,
+                recorded=recorded_rows,
+                holds=holds,
+                license_use=uses.get(user_id, LicenseUse()),
+                book=book,
+            )
+            for user_id, account in accounts.items()
+        }
 
     def record(self, event: UsageEvent) -> UsageResult:
         if self.account is None:
@@ -279,12 +326,14 @@ class _UserSession:
             raise Conflict("This hold has already been captured.", code=ErrorCode.HOLD_ALREADY_CAPTURED)
         return hold
 
-    def flush(self) -> None:
-        """All the writes of this user's events, in one statement on PostgreSQL."""
-        self.account.flush()
-
-
-Outcome = UsageResult | DomainError
+    def record_all(self, events: list[UsageEvent]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for event in events:
+            try:
+                outcomes.append(self.record(event))
+            except DomainError as refusal:
+                outcomes.append(refusal)
+        return outcomes
 
 
 @conflict_retrying
@@ -293,15 +342,10 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                session = _UserSession(user_id=user_id, events=events, now=timezone.now())
-                outcomes: list[Outcome] = []
-                for event in events:
-                    try:
-                        outcomes.append(session.record(event))
-                    except DomainError as refusal:
-                        outcomes.append(refusal)
-                if session.account is not None and session.records_anything:
-                    session.flush()
+                session = _UserSession.open(user_id=user_id, events=events, now=timezone.now())
+                outcomes = session.record_all(events)
+                if session.records_anything:
+                    session.account.flush()
                 else:
                     # Refusals and repeats write nothing at all (SPEC: a 402 writes nothing): not the
                     # expiry rows of overdue grants, nor a balance row created by this first use.
@@ -318,6 +362,19 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
                 return [RuleViolation("The database cannot store this event.", code=ErrorCode.UNRECORDABLE_EVENT)]
             return [outcome for event in events for outcome in _record_user(user_id, [event])]
     raise AssertionError("unreachable")
+
+
+@conflict_retrying
+def _record_users(events_by_user: dict[int, list[UsageEvent]]) -> dict[int, list[Outcome]]:
+    """Records the events of those users who have a balance row in one transaction, their balances
+    locked by one statement in ascending user id: the round trips of a single user, however many
+    users a batch spans. Users whose events are all refused or repeats write nothing (the others,
+    first uses and unknown users, go through `_record_user`)."""
+    with transaction.atomic():
+        sessions = _UserSession.open_many(events_by_user=events_by_user, now=timezone.now())
+        outcomes = {user_id: session.record_all(events_by_user[user_id]) for user_id, session in sessions.items()}
+        accounts_flush([session.account for session in sessions.values() if session.records_anything])
+    return outcomes
 
 
 def _count(outcomes: list[Outcome]) -> None:
@@ -348,15 +405,24 @@ def usage_record(*, event: UsageEvent) -> UsageResult:
 def usage_record_batch(*, events: list[UsageEvent]) -> list[Outcome]:
     """Records many requests; outcomes come back in the order of `events`.
 
-    Users are processed in id order, each in its own transaction under one lock of their balance.
+    The users' events are recorded in one transaction, their balances locked in ascending user id.
+    When the database refuses a write of it (a request_id recorded at the same moment under another
+    lock, a value it cannot hold), each user is recorded in a transaction of their own instead, so
+    one user's failing event fails no other user's.
     """
     by_user: dict[int, list[int]] = defaultdict(list)
     for index, event in enumerate(events):
         by_user[event.user_id].append(index)
+    events_by_user = {user_id: [events[index] for index in by_user[user_id]] for user_id in sorted(by_user)}
+    recorded: dict[int, list[Outcome]] = {}
+    if len(events_by_user) > 1:
+        # On a refused write each user is recorded in a transaction of their own below.
+        with contextlib.suppress(IntegrityError, DataError):
+            recorded = _record_users(events_by_user)
     outcomes: list[Outcome | None] = [None] * len(events)
-    for user_id in sorted(by_user):
-        indexes = by_user[user_id]
-        for index, outcome in zip(indexes, _record_user(user_id, [events[i] for i in indexes]), strict=True):
+    for user_id, user_events in events_by_user.items():
+        user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)
+        for index, outcome in zip(by_user[user_id], user_outcomes, strict=True):
             outcomes[index] = outcome
     _count(outcomes)
     return outcomes
