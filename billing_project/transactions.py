@@ -19,7 +19,8 @@ Lock order. A transaction that locks more than one row takes them in this order,
 4. the coupon, then its campaign (`coupons.Coupon`, `coupons.CouponCampaign`);
 5. the license (`licensing.License`);
 6. the user's credit balance (`credits.UserCreditBalance`, the locked-account door), then that
-   user's grants and holds; several users' balances one transaction each, in ascending user id;
+   user's grants and holds; several users' balances (a usage batch) by one statement, in ascending
+   user id;
 7. the coupon's running totals (`coupons.CouponUsageLimit`), counted last by a redemption.
 
 A row inserted under a later lock takes FOR KEY SHARE on the rows its foreign keys name (a ledger row
