@@ -33,6 +33,7 @@ import harness
 
 ROOT = harness.ROOT
 CONNECTIONS = 16
+REFERENCE_PORT = os.environ.get("BENCH_REFERENCE_PORT", "8000")
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,18 @@ def milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def reference_run(directory: str, endpoint: str, duration: float) -> Figure:
-    """One `run_django.sh` run of the reference (2 sync workers, 16 connections); its TSV line."""
+def reference_run(directory: str, endpoint: str, duration: float, environment: dict) -> Figure:
+    """One `run_django.sh` run of the reference (2 sync workers, 16 connections) in `environment`
+    (this process's, without the project's settings); its TSV line."""
     completed = subprocess.run(
         ["./run_django.sh", "sync:2", endpoint, str(CONNECTIONS)],
         cwd=directory,
-        env={**os.environ, "DURATION": str(int(duration))},
+        env={**environment, "DURATION": str(int(duration)), "PORT": REFERENCE_PORT},
         capture_output=True,
         text=True,
-        check=True,
     )
+    if completed.returncode:
+        raise RuntimeError(f"the reference's {endpoint} run failed: {completed.stderr.strip()}")
     line = completed.stdout.strip().splitlines()[-1]
     values = dict(part.split("=", 1) for part in line.split("\t") if "=" in part)
     return Figure(
@@ -121,7 +124,9 @@ def project_run(directory: str, phase: Phase, data: dict, duration: float, port:
         text=True,
         check=True,
     ).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
+    if set(latency) != {"50", "99"}:
+        raise RuntimeError(f"wrk answered no latency figures:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return Figure(
         per_second=float(re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)[1]) * phase.rows,
@@ -164,6 +169,7 @@ def main() -> None:
     directory = os.path.abspath(arguments.reference)
     phases = arguments.phases.split(",")
 
+    reference_environment = dict(os.environ)
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     name, database_url = harness.create_database(base_url, "bench_ratios")
     server = None
@@ -187,7 +193,7 @@ def main() -> None:
             print(f"round {round_number}")
             for phase_name in phases:
                 phase = PHASES[phase_name]
-                reference = reference_run(directory, phase.reference, arguments.duration)
+                reference = reference_run(directory, phase.reference, arguments.duration, reference_environment)
                 project = project_run(directory, phase, data, arguments.duration, usage.PORT)
                 print(line(phase_name, phase, project, reference), flush=True)
         server.terminate()

@@ -45,7 +45,7 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
-from credits.selectors import balance_invalidate, spendable
+from credits.selectors import balances_invalidate, spendable
 from credits.services.alerts import Alert, alerts_send
 
 # Balance fields `me/credits/` does not show: changing them keeps its cached copy.
@@ -463,10 +463,10 @@ class LockedAccount:
         self._spent = False
         return alerts
 
-    def _rows_taken(self) -> tuple[list[list[Model]], list[tuple[Model, tuple[str, ...]]]]:
+    def _rows_taken(self) -> tuple[list[list[Model]], list[tuple[Model, tuple[str, ...]]], bool]:
         """The rows collected since the last call: to insert, by table (in an order that satisfies
-        their foreign keys), and to update, each with its changed fields (the balance row last).
-        Registers what follows their commit."""
+        their foreign keys), and to update, each with its changed fields (the balance row last);
+        and whether what `me/credits/` shows changes. Registers the recharge that follows their commit."""
         inserted = [
             self.allocations,
             self.new_grants,
@@ -479,9 +479,7 @@ class LockedAccount:
         for row, fields in self._updates.values():
             row.updated_at = self.now
             updated.append((row, tuple(sorted(fields | {"updated_at"}))))
-        if any(inserted) or updated or self._balance_fields - UNSHOWN_BALANCE_FIELDS:
-            # What `me/credits/` shows changes: its cached copy goes when this commits.
-            balance_invalidate(user_id=self.user_id)
+        shown_changed = bool(any(inserted) or updated or self._balance_fields - UNSHOWN_BALANCE_FIELDS)
         if self._recharge_due:
             self._recharge_due = False
             # After commit, outside the request's transaction: the recharge itself runs in a task.
@@ -492,7 +490,7 @@ class LockedAccount:
         self._balance_fields = set()
         self.allocations, self.new_grants, self.deductions, self.consumptions = [], [], [], []
         self.new_holds, self.usage, self._updates = [], [], {}
-        return inserted, updated
+        return inserted, updated, shown_changed
 
     def flush(self) -> None:
         accounts_flush([self])
@@ -505,11 +503,15 @@ def accounts_flush(accounts: list[LockedAccount]) -> None:
     that became due."""
     alerts = [(account.user_id, account._alerts_taken()) for account in accounts]
     taken = [account._rows_taken() for account in accounts]
-    inserted = [list(chain.from_iterable(tables)) for tables in zip(*(rows for rows, _ in taken), strict=True)]
+    inserted = [list(chain.from_iterable(tables)) for tables in zip(*(rows for rows, _, _ in taken), strict=True)]
     updated: dict[tuple, list[Model]] = defaultdict(list)
-    for _, rows in taken:
+    for _, rows, _ in taken:
         for row, fields in rows:
             updated[type(row), fields].append(row)
+    shown_changed = [account.user_id for account, (_, _, shown) in zip(accounts, taken, strict=True) if shown]
+    if shown_changed:
+        # Their cached `me/credits/` copies go when this commits.
+        balances_invalidate(user_ids=shown_changed)
     statements = [sql.insert(rows) for rows in inserted if rows]
     for row in (row for rows in inserted for row in rows):
         row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
