@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import harness
@@ -74,6 +75,7 @@ class Figure:
     p50_ms: float
     p99_ms: float
     non_2xx: int
+    socket_errors: str = ""
 
 
 def milliseconds(text: str) -> float:
@@ -115,10 +117,13 @@ def project_run(directory: str, phase: Phase, data: dict, duration: float, port:
     }
     script = ["-s", f"{directory}/wrk/{phase.script}"] if phase.script else []
     url = f"http://127.0.0.1:{port}{phase.path}"
-    base = ["wrk", "-t2", f"-c{CONNECTIONS}", "--timeout", "30s", *script, url]
-    subprocess.run([*base[:3], "-d2s", *base[3:]], env=environment, capture_output=True, check=True)
+    options = ["--timeout", "30s", *script, url]
+    # One connection warms up, and its last request is answered before the measured run: requests a
+    # wrk run leaves in flight would still be served during the next.
+    subprocess.run(["wrk", "-t1", "-c1", "-d2s", *options], env=environment, capture_output=True, check=True)
+    time.sleep(phase.rows / 500 + 0.5)
     output = subprocess.run(
-        [*base[:3], f"-d{int(duration)}s", "--latency", *base[3:]],
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(duration)}s", "--latency", *options],
         env=environment,
         capture_output=True,
         text=True,
@@ -128,11 +133,13 @@ def project_run(directory: str, phase: Phase, data: dict, duration: float, port:
     if set(latency) != {"50", "99"}:
         raise RuntimeError(f"wrk answered no latency figures:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)$", output, re.MULTILINE)
     return Figure(
         per_second=float(re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)[1]) * phase.rows,
         p50_ms=milliseconds(latency["50"]),
         p99_ms=milliseconds(latency["99"]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=socket_errors[1] if socket_errors else "",
     )
 
 
@@ -140,6 +147,7 @@ def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
     ratio = project.per_second / reference.per_second
     mark = "meets" if ratio >= phase.target else "below"
     failed = f", {project.non_2xx} non-2xx" if project.non_2xx else ""
+    failed += f", socket errors: {project.socket_errors}" if project.socket_errors else ""
     return (
         f"{name:<10} project {project.per_second:9,.0f} {phase.unit:<8} p50 {project.p50_ms:7.1f} ms "
         f"p99 {project.p99_ms:7.1f} ms{failed} | reference {phase.reference} {reference.per_second:9,.0f} "
