@@ -1,7 +1,9 @@
 """What the benchmarks share: a scratch PostgreSQL database and gunicorn started on it with the
 production configuration. Imported by the scripts next to it (`python bench/usage.py`)."""
 
+import contextlib
 import os
+import secrets
 import subprocess
 import time
 import urllib.request
@@ -9,6 +11,67 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+BASE_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def server_environment(database_url: str, *, port: int, redis_database: int) -> dict:
+    """The production settings (DEBUG off) on the scratch database, with fresh secrets."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "billing_project.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{redis_database}"),
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def database_migrate_and_seed() -> None:
+    """Django set up in this process on DATABASE_URL, migrated, the catalog seeded, the cache empty."""
+    import django
+
+    django.setup()
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_catalog", verbosity=0)
+    cache.clear()
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str):
+    """A new database next to BENCH_DATABASE_URL for the block (its URL), dropped after it with this
+    process's connections to it closed."""
+    name, database_url = create_database(BASE_DATABASE_URL, prefix)
+    try:
+        yield database_url
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(BASE_DATABASE_URL, name)
+
+
+@contextlib.contextmanager
+def serving(environment: dict, *, workers: int, port: int, options: list[str] | None = None):
+    """gunicorn (start_server) for the block, stopped after it. This process's connections are closed
+    first, so none of the seeding's holds a lock or a slot meanwhile."""
+    from django.db import connections
+
+    connections.close_all()
+    server = start_server(environment, workers=workers, port=port, options=options)
+    try:
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def create_database(base_url: str, prefix: str) -> tuple[str, str]:
@@ -37,8 +100,8 @@ def port_check_free(port: int) -> None:
             raise RuntimeError(f"{HOST}:{port} is in use: is another benchmark running?")
 
 
-def start_server(environment: dict, *, workers: int, port: int) -> subprocess.Popen:
-    """gunicorn with gunicorn.conf.py and BENCH_GUNICORN_ARGS, once /health answers."""
+def start_server(environment: dict, *, workers: int, port: int, options: list[str] | None = None) -> subprocess.Popen:
+    """gunicorn with gunicorn.conf.py and `options` (default: BENCH_GUNICORN_ARGS), once /health answers."""
     port_check_free(port)
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
@@ -48,7 +111,7 @@ def start_server(environment: dict, *, workers: int, port: int) -> subprocess.Po
         str(workers),
         "--bind",
         f"{HOST}:{port}",
-        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
+        *(os.environ.get("BENCH_GUNICORN_ARGS", "").split() if options is None else options),
         "--access-logfile",
         "/dev/null",
         "billing_project.wsgi:application",

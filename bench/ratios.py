@@ -17,24 +17,35 @@ then the project, so machine noise falls on both:
 | batch1000 | the same with 1,000 events over 200 users | `batch` rows/s | 1.5 |
 | credits | `GET me/credits/` | `cached` | 0.8 |
 | health | `GET /health` | `ping` | 0.8 |
+| paid | signed `invoice.paid` renewals, each new (`bench/webhooks.py`'s events) | `usage` | 0.5 |
+| replay | deliveries of events already processed, answered from the stored record | `ping` | 0.5 |
 
-At the end `verify_ledger` runs on the project's database and must report nothing. New `invoice.paid`
-webhooks and replays are measured by `bench/webhooks.py`.
+The webhook phases renew --subscriptions Stripe-billed subscriptions of the same server: the deliveries
+are built and signed before each run and sent by wrk (`bench/wrk/stripe_webhook.lua`), and a thread of
+this process seals the audit chain every 5 s as the beat job does in production.
+At the end `verify_ledger` runs on the project's database and must report nothing, and the audit chain
+is sealed to its end and verified.
 """
 
 import argparse
 import os
 import re
+import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import harness
+import usage
+import webhooks
 
 ROOT = harness.ROOT
 CONNECTIONS = 16
 REFERENCE_PORT = os.environ.get("BENCH_REFERENCE_PORT", "8000")
+# New renewals prepared per second of load: well above what 2 workers answer on a small machine.
+RENEWALS_PER_SECOND = 600
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class Phase:
     target: float = 0.8
     unit: str = "req/s"
     env: dict = field(default_factory=dict)
+    webhook: str | None = None  # a bench/webhooks.py phase instead of a wrk script
 
 
 PHASES = {
@@ -66,6 +78,8 @@ PHASES = {
     ),
     "credits": Phase(reference="cached", script="proj_credits.lua", token="user"),
     "health": Phase(reference="ping", script=None, path="/health"),
+    "paid": Phase(reference="usage", script=None, target=0.5, unit="events/s", webhook="paid"),
+    "replay": Phase(reference="ping", script=None, target=0.5, webhook="replay"),
 }
 
 
@@ -105,30 +119,69 @@ def reference_run(directory: str, endpoint: str, duration: float, environment: d
     )
 
 
-def project_run(directory: str, phase: Phase, data: dict, duration: float, port: int) -> Figure:
+def deliveries_file(payloads: list[str], secret: str, threads: int, directory: str) -> str:
+    """The payloads signed now, dealt round-robin into one file per wrk thread (FILE.0, FILE.1, ...) as
+    bench/wrk/stripe_webhook.lua reads them; returns FILE."""
+    prefix = tempfile.mktemp(prefix="deliveries-", dir=directory)
+    for thread in range(threads):
+        with open(f"{prefix}.{thread}", "w") as file:
+            for payload in payloads[thread::threads]:
+                file.write(f"{webhooks.signature(payload, secret)}\t{payload}\n")
+    return prefix
+
+
+def webhook_environments(phase: Phase, data: dict, duration: float, directory: str) -> tuple[dict, dict]:
+    """The warm-up's and the measured run's environments for bench/wrk/stripe_webhook.lua. New
+    renewals: RENEWALS_PER_SECOND for each second, none sent twice (the script reports a thread that
+    runs out). Replays: a pool of events delivered once now, then sent again and again."""
+    events, secret = data["events"], data["webhook_secret"]
+    if phase.webhook == "paid":
+        warm_up = [events.next_renewal() for _ in range(2 * RENEWALS_PER_SECOND)]
+        measured = [events.next_renewal() for _ in range(int(duration * RENEWALS_PER_SECOND))]
+        cycle = "0"
+    else:
+        if not data.get("replay_pool"):
+            data["replay_pool"] = [events.next_renewal() for _ in range(webhooks.REPLAY_POOL)]
+            for payload in data["replay_pool"]:
+                delivered = webhooks.delivered(payload, secret, port=data["port"])
+                if delivered != 200:
+                    raise RuntimeError(f"a delivery to replay was answered {delivered}")
+        warm_up = measured = data["replay_pool"]
+        cycle = "1"
+    return (
+        {"WEBHOOK_FILE": deliveries_file(warm_up, secret, 1, directory), "WEBHOOK_CYCLE": "1"},
+        {"WEBHOOK_FILE": deliveries_file(measured, secret, 2, directory), "WEBHOOK_CYCLE": cycle},
+    )
+
+
+def project_run(phase: Phase, data: dict, duration: float, port: int, scratch: str) -> Figure:
     """wrk against the project with the phase's script, after a 2-second warm-up."""
-    ids = data["user_ids"][: phase.users] if phase.users else data["user_ids"]
-    environment = {
-        **os.environ,
-        **phase.env,
-        "TOKEN": data["service_token"] if phase.token == "service" else data["user_tokens"][0],
-        "USER_MIN": str(min(ids)),
-        "USER_MAX": str(max(ids)),
-    }
-    script = ["-s", f"{directory}/wrk/{phase.script}"] if phase.script else []
+    if phase.webhook:
+        warm_up_settings, settings = webhook_environments(phase, data, duration, scratch)
+        script = str(ROOT / "bench/wrk/stripe_webhook.lua")
+    else:
+        ids = data["user_ids"][: phase.users] if phase.users else data["user_ids"]
+        token = data["service_token"] if phase.token == "service" else data["user_tokens"][0]
+        settings = {**phase.env, "TOKEN": token, "USER_MIN": str(min(ids)), "USER_MAX": str(max(ids))}
+        warm_up_settings = settings
+        script = f"{data['reference']}/wrk/{phase.script}" if phase.script else None
     url = f"http://127.0.0.1:{port}{phase.path}"
-    options = ["--timeout", "30s", *script, url]
+    options = ["--timeout", "30s", *(["-s", script] if script else []), url]
     # One connection warms up, and its last request is answered before the measured run: requests a
     # wrk run leaves in flight would still be served during the next.
-    subprocess.run(["wrk", "-t1", "-c1", "-d2s", *options], env=environment, capture_output=True, check=True)
+    subprocess.run(
+        ["wrk", "-t1", "-c1", "-d2s", *options], env={**os.environ, **warm_up_settings}, capture_output=True, check=True
+    )
     time.sleep(phase.rows / 500 + 0.5)
     output = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(duration)}s", "--latency", *options],
-        env=environment,
+        env={**os.environ, **settings},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    if (ran_out := re.search(r"threads that ran out of deliveries: (\d+)", output)) and int(ran_out[1]):
+        raise RuntimeError("the prepared renewals ran out: raise RENEWALS_PER_SECOND")
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     if set(latency) != {"50", "99"}:
         raise RuntimeError(f"wrk answered no latency figures:\n{output}")
@@ -172,50 +225,45 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of load per run.")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--subscriptions", type=int, default=500)
     parser.add_argument("--phases", default=",".join(PHASES))
     arguments = parser.parse_args()
     directory = os.path.abspath(arguments.reference)
     phases = arguments.phases.split(",")
+    workers = int(os.environ.get("BENCH_WORKERS", 2))
 
     reference_environment = dict(os.environ)
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = harness.create_database(base_url, "bench_ratios")
-    server = None
     sys.path.insert(0, str(ROOT))
-    import usage
-
-    try:
-        environment = usage.server_environment(database_url)
+    webhook_secret = f"whsec_{secrets.token_hex(24)}"
+    with harness.scratch_database("bench_ratios") as database_url:
+        environment = webhooks.server_environment(database_url, webhook_secret, port=usage.PORT)
         os.environ.update(environment)
-        data = usage.prepare(arguments.users)
-        from django.db import connections
-
-        connections.close_all()
-        workers = int(os.environ.get("BENCH_WORKERS", 2))
-        server = harness.start_server(environment, workers=workers, port=usage.PORT)
-        print(
-            f"wrk: 2 threads, {CONNECTIONS} connections, {arguments.duration:.0f} s per run; "
-            f"gunicorn: reference 2, project {workers} sync workers"
-        )
-        for round_number in range(1, arguments.rounds + 1):
-            print(f"round {round_number}")
-            for phase_name in phases:
-                phase = PHASES[phase_name]
-                reference = reference_run(directory, phase.reference, arguments.duration, reference_environment)
-                project = project_run(directory, phase, data, arguments.duration, usage.PORT)
-                print(line(phase_name, phase, project, reference), flush=True)
-        server.terminate()
-        server.wait(timeout=30)
-        server = None
+        data = {
+            **usage.prepare(arguments.users),
+            "reference": directory,
+            "webhook_secret": webhook_secret,
+            "port": usage.PORT,
+        }
+        if {"paid", "replay"} & set(phases):
+            data["events"] = webhooks.Events(webhooks.prepare(arguments.subscriptions)["subscriptions"])
+        with (
+            harness.serving(environment, workers=workers, port=usage.PORT),
+            harness.Sealer() as sealer,
+            tempfile.TemporaryDirectory() as scratch,
+        ):
+            print(
+                f"wrk: 2 threads, {CONNECTIONS} connections, {arguments.duration:.0f} s per run; "
+                f"gunicorn: reference 2, project {workers} sync workers"
+            )
+            for round_number in range(1, arguments.rounds + 1):
+                print(f"round {round_number}")
+                for phase_name in phases:
+                    phase = PHASES[phase_name]
+                    reference = reference_run(directory, phase.reference, arguments.duration, reference_environment)
+                    project = project_run(phase, data, arguments.duration, usage.PORT, scratch)
+                    print(line(phase_name, phase, project, reference), flush=True)
         print(f"verify_ledger: {ledger_verified()}")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        from django.db import connections
-
-        connections.close_all()
-        harness.drop_database(base_url, name)
+        print(sealer.report())
 
 
 if __name__ == "__main__":

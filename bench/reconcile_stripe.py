@@ -135,16 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscriptions", type=int, default=2000)
     arguments = parser.parse_args()
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, url = harness.create_database(base_url, "bench_reconcile")
-    os.environ.update(DJANGO_SETTINGS_MODULE="billing_project.settings", DATABASE_URL=url, LOG_LEVEL="WARNING")
-    try:
+    with harness.scratch_database("bench_reconcile") as url:
+        os.environ.update(DJANGO_SETTINGS_MODULE="billing_project.settings", DATABASE_URL=url, LOG_LEVEL="WARNING")
         run(arguments.subscriptions)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":

@@ -29,41 +29,20 @@ HOST, PORT = "127.0.0.1", int(os.environ.get("BENCH_PORT", 8765))
 
 
 def server_environment(database_url: str) -> dict:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "billing_project.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
-        # No money moves here: the offline provider, named, as production requires.
-        "PAYMENTS_PROVIDER": "offline",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "PORT": str(PORT),
-        "LOG_LEVEL": "WARNING",
-    }
+    # No money moves here: the offline provider, named, as production requires.
+    return {**harness.server_environment(database_url, port=PORT, redis_database=14), "PAYMENTS_PROVIDER": "offline"}
 
 
 def prepare(users: int) -> dict:
     """Migrates and seeds the scratch database (in this process); returns what the load needs."""
-    import django
-
-    django.setup()
+    harness.database_migrate_and_seed()
     from django.contrib.auth import get_user_model
-    from django.core.cache import cache
-    from django.core.management import call_command
     from rest_framework_simplejwt.tokens import RefreshToken
 
     from billing_project.service_tokens import service_token_issue
     from credits.services import credit_grant
     from subscriptions.services import account_register
 
-    call_command("migrate", verbosity=0)
-    call_command("seed_catalog", verbosity=0)
-    cache.clear()
     user_model = get_user_model()
     ids, tokens = [], []
     for index in range(users):
@@ -188,6 +167,31 @@ def measure(spec: dict) -> dict:
     }
 
 
+def run_phase(phase: str, data: dict, arguments) -> None:
+    spec = {
+        **data,
+        "phase": phase,
+        "connections": arguments.connections,
+        "duration": arguments.duration,
+        "warmup": arguments.warmup,
+        "batch_size": arguments.batch_size,
+    }
+    figures = measure(spec)
+    if phase == "batch":
+        events = figures["per_second"] * arguments.batch_size
+        print(
+            f"record-batch ({arguments.batch_size}/batch): {events:,.0f} events/s "
+            f"({figures['per_second']:.1f} batches/s, p50 {figures['p50_ms']:.0f} ms, "
+            f"p99 {figures['p99_ms']:.0f} ms) statuses {figures['statuses']}"
+        )
+    else:
+        label = "usage/record" if phase == "record" else "me/credits"
+        print(
+            f"{label}: {figures['per_second']:,.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
+            f"p99 {figures['p99_ms']:.1f} ms, statuses {figures['statuses']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of load per phase.")
@@ -199,53 +203,18 @@ def main() -> None:
     parser.add_argument("--phases", default="record,batch,credits")
     arguments = parser.parse_args()
 
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = harness.create_database(base_url, "bench_usage")
-    server = None
-    try:
+    with harness.scratch_database("bench_usage") as database_url:
         environment = server_environment(database_url)
         os.environ.update(environment)
         sys.path.insert(0, str(ROOT))
         data = prepare(arguments.users)
-        from django.db import connections
-
-        connections.close_all()
-        server = harness.start_server(environment, workers=arguments.workers, port=PORT)
-        print(
-            f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
-            f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up"
-        )
-        for phase in arguments.phases.split(","):
-            spec = {
-                **data,
-                "phase": phase,
-                "connections": arguments.connections,
-                "duration": arguments.duration,
-                "warmup": arguments.warmup,
-                "batch_size": arguments.batch_size,
-            }
-            figures = measure(spec)
-            if phase == "batch":
-                events = figures["per_second"] * arguments.batch_size
-                print(
-                    f"record-batch ({arguments.batch_size}/batch): {events:,.0f} events/s "
-                    f"({figures['per_second']:.1f} batches/s, p50 {figures['p50_ms']:.0f} ms, "
-                    f"p99 {figures['p99_ms']:.0f} ms) statuses {figures['statuses']}"
-                )
-            else:
-                label = "usage/record" if phase == "record" else "me/credits"
-                print(
-                    f"{label}: {figures['per_second']:,.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
-                    f"p99 {figures['p99_ms']:.1f} ms, statuses {figures['statuses']}"
-                )
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        from django.db import connections
-
-        connections.close_all()
-        harness.drop_database(base_url, name)
+        with harness.serving(environment, workers=arguments.workers, port=PORT):
+            print(
+                f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
+                f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up"
+            )
+            for phase in arguments.phases.split(","):
+                run_phase(phase, data, arguments)
 
 
 if __name__ == "__main__":

@@ -60,31 +60,22 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5)
     arguments = parser.parse_args()
 
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = harness.create_database(base_url, "bench_usage_cpu")
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="billing_project.settings",
-        DATABASE_URL=database_url,
-        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-    )
-    sys.path.insert(0, str(ROOT))
-    import django
+    with harness.scratch_database("bench_usage_cpu") as database_url:
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="billing_project.settings",
+            DATABASE_URL=database_url,
+            REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+            DEBUG="false",
+            LOG_LEVEL="WARNING",
+        )
+        sys.path.insert(0, str(ROOT))
+        harness.database_migrate_and_seed()
+        from django.db import connection
 
-    django.setup()
-    from django.core.cache import cache
-    from django.core.management import call_command
-    from django.db import connection, connections
+        from credits.api.events import usage_event_parse
+        from credits.services import credit_grant, usage_record, usage_record_batch
+        from subscriptions.services import account_register
 
-    from credits.api.events import usage_event_parse
-    from credits.services import credit_grant, usage_record, usage_record_batch
-    from subscriptions.services import account_register
-
-    try:
-        call_command("migrate", verbosity=0)
-        call_command("seed_catalog", verbosity=0)
-        cache.clear()
         users = []
         for index in range(arguments.users):
             user = account_register(email=f"cpu{index}@example.com", password=uuid.uuid4().hex)
@@ -109,9 +100,6 @@ def main() -> None:
             f"usage_record_batch, {arguments.batch_size} events ({arguments.users} users): "
             f"CPU {batched[0]:.1f} ms, wall {batched[1]:.1f} ms, {batched[2]:.0f} queries"
         )
-    finally:
-        connections.close_all()
-        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":

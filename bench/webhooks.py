@@ -32,6 +32,7 @@ import secrets
 import statistics
 import sys
 import time
+import urllib.request
 import uuid
 
 import harness
@@ -47,23 +48,12 @@ REPLAY_POOL = 64
 RENEWALS_AHEAD = 250
 
 
-def server_environment(database_url: str, webhook_secret: str) -> dict:
+def server_environment(database_url: str, webhook_secret: str, port: int = PORT) -> dict:
     return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "billing_project.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "JWT_SECRET": secrets.token_urlsafe(48),
-        "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
+        **harness.server_environment(database_url, port=port, redis_database=15),
         "STRIPE_WEBHOOK_SECRET": webhook_secret,
         # Stripe's key is required in production; events are only received here, nothing is sent.
         "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(16),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "PORT": str(PORT),
-        "LOG_LEVEL": "WARNING",
         # Audit rows are sealed by the beat job, as with a broker in production (harness.Sealer).
         "AUDIT_SEAL_ON_WRITE": "false",
     }
@@ -73,20 +63,13 @@ def prepare(count: int) -> dict:
     """Migrates and seeds the scratch database (in this process): `count` users on Pro, each paid
     through a Stripe checkout as its webhook records it. Returns each subscription's Stripe ids and
     the end of its current period (where its next invoice starts)."""
-    import django
-
-    django.setup()
+    harness.database_migrate_and_seed()
     from django.contrib.auth import get_user_model
-    from django.core.cache import cache
-    from django.core.management import call_command
 
     from payments.services.inbox import webhook_event_accept
     from subscriptions.models import Subscription
     from subscriptions.services import subscription_start_free
 
-    call_command("migrate", verbosity=0)
-    call_command("seed_catalog", verbosity=0)
-    cache.clear()
     subscriptions = []
     for index in range(count):
         email = f"hooks{index}@example.com"
@@ -148,13 +131,30 @@ class Events:
         return json.dumps(event)
 
 
-def signed_request(payload: str, secret: str) -> bytes:
-    """A POST as Stripe sends it: `Stripe-Signature: t=<time>,v1=<HMAC-SHA256 of "<time>.<body>">`."""
+def signature(payload: str, secret: str) -> str:
+    """Stripe's `Stripe-Signature` header for the payload sent now: `t=<time>,v1=<HMAC-SHA256 of
+    "<time>.<body>">`."""
     timestamp = int(time.time())
-    signature = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def delivered(payload: str, secret: str, *, port: int) -> int:
+    """One delivery, signed now; the status it was answered."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}{PATH}",
+        data=payload.encode(),
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(payload, secret)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+def signed_request(payload: str, secret: str) -> bytes:
+    """A POST as Stripe sends it, signed now."""
     body = payload.encode()
     head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nStripe-Signature: t={timestamp},v1={signature}\r\n"
+        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nStripe-Signature: {signature(payload, secret)}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -178,7 +178,7 @@ async def exchange(reader, writer, data: bytes) -> tuple[int, bool, bytes]:
     return int(status_line.split()[1]), closes, body
 
 
-async def connection_loop(make_request, deadline: float, latencies: list, tally: dict) -> None:
+async def connection_loop(make_request, port: int, deadline: float, latencies: list, tally: dict) -> None:
     """One client connection, reopened whenever the server closes it (gunicorn's sync workers close
     after each response)."""
     reader = writer = None
@@ -186,7 +186,7 @@ async def connection_loop(make_request, deadline: float, latencies: list, tally:
         data = make_request()
         started = time.perf_counter()
         if writer is None:
-            reader, writer = await asyncio.open_connection(HOST, PORT)
+            reader, writer = await asyncio.open_connection(HOST, port)
         try:
             status, closes, body = await exchange(reader, writer, data)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -207,7 +207,7 @@ async def connection_loop(make_request, deadline: float, latencies: list, tally:
 def run_load(spec: dict, results) -> None:
     """The load generator, in its own process: `connections` connections for `duration` s."""
     events = Events(spec["subscriptions"])
-    secret = spec["webhook_secret"]
+    secret, port = spec["webhook_secret"], spec["port"]
     pool: list[str] = []
     counter = iter(range(10**9))
     # The renewals are built before the load (the loader shares the machine's cores with the server);
@@ -227,25 +227,26 @@ def run_load(spec: dict, results) -> None:
             pool.extend(events.next_renewal() for _ in range(REPLAY_POOL))
             reader, writer = None, None
             for payload in pool:
-                reader, writer = await asyncio.open_connection(HOST, PORT)
+                reader, writer = await asyncio.open_connection(HOST, port)
                 status, _, _ = await exchange(reader, writer, signed_request(payload, secret))
                 writer.close()
                 assert status == 200, status
         latencies, tally = [], {}
         warmup = time.perf_counter() + spec["warmup"]
-        await asyncio.gather(*(connection_loop(next_request, warmup, [], {}) for _ in range(spec["connections"])))
+        await asyncio.gather(*(connection_loop(next_request, port, warmup, [], {}) for _ in range(spec["connections"])))
         began = time.perf_counter()
         deadline = began + spec["duration"]
         await asyncio.gather(
-            *(connection_loop(next_request, deadline, latencies, tally) for _ in range(spec["connections"]))
+            *(connection_loop(next_request, port, deadline, latencies, tally) for _ in range(spec["connections"]))
         )
         return latencies, tally, time.perf_counter() - began
 
     latencies, tally, elapsed = asyncio.run(main())
-    results.put({"latencies": latencies, "tally": tally, "elapsed": elapsed})
+    results.put({"latencies": latencies, "tally": tally, "elapsed": elapsed, "subscriptions": events.subscriptions})
 
 
 def measure(spec: dict) -> dict:
+    """One phase's figures; `subscriptions` in them is where each subscription's next renewal starts."""
     results = multiprocessing.Queue()
     process = multiprocessing.Process(target=run_load, args=(spec, results))
     process.start()
@@ -259,6 +260,7 @@ def measure(spec: dict) -> dict:
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
         "tally": outcome["tally"],
+        "subscriptions": outcome["subscriptions"],
     }
 
 
@@ -280,12 +282,14 @@ def run_phase(phase: str, data: dict, webhook_secret: str, arguments) -> None:
     spec = {
         **data,
         "phase": phase,
+        "port": PORT,
         "webhook_secret": webhook_secret,
         "connections": arguments.connections,
         "duration": arguments.duration,
         "warmup": arguments.warmup,
     }
     figures = measure(spec)
+    data["subscriptions"] = figures["subscriptions"]
     label = "invoice.paid, new events" if phase == "paid" else "replayed deliveries"
     print(
         f"{label}: {figures['per_second']:,.1f} events/s, p50 {figures['p50_ms']:.1f} ms, "
@@ -303,37 +307,23 @@ def main() -> None:
     parser.add_argument("--phases", default="paid,replay")
     arguments = parser.parse_args()
 
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = harness.create_database(base_url, "bench_webhooks")
     webhook_secret = f"whsec_{secrets.token_hex(24)}"
-    server = None
-    try:
+    with harness.scratch_database("bench_webhooks") as database_url:
         environment = server_environment(database_url, webhook_secret)
         os.environ.update(environment)
         sys.path.insert(0, str(ROOT))
         data = prepare(arguments.subscriptions)
-        from django.db import connections
-
-        connections.close_all()
-        server = harness.start_server(environment, workers=arguments.workers, port=PORT)
-        print(
-            f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
-            f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up; "
-            f"{arguments.subscriptions} Stripe-billed subscriptions"
-        )
-        with harness.Sealer() as sealer:
-            for phase in arguments.phases.split(","):
-                run_phase(phase, data, webhook_secret, arguments)
+        with harness.serving(environment, workers=arguments.workers, port=PORT):
+            print(
+                f"gunicorn: {arguments.workers} sync workers; load: {arguments.connections} connections, "
+                f"{arguments.duration:.0f} s per phase after {arguments.warmup:.0f} s warm-up; "
+                f"{arguments.subscriptions} Stripe-billed subscriptions"
+            )
+            with harness.Sealer() as sealer:
+                for phase in arguments.phases.split(","):
+                    run_phase(phase, data, webhook_secret, arguments)
         print(stored_figures())
         print(sealer.report())
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        from django.db import connections
-
-        connections.close_all()
-        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ def main() -> None:
     parser.add_argument("--queries", action="store_true", help="Print the SQL of the last renewal.")
     arguments = parser.parse_args()
 
-    base_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, database_url = harness.create_database(base_url, "bench_webhooks_cpu")
     webhook_secret = f"whsec_{secrets.token_hex(24)}"
-    try:
+    with harness.scratch_database("bench_webhooks_cpu") as database_url:
         environment = webhooks.server_environment(database_url, webhook_secret)
         environment["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
         os.environ.update(environment)
@@ -54,15 +52,11 @@ def main() -> None:
         events = webhooks.Events(data["subscriptions"])
 
         def post(payload: str) -> None:
-            timestamp = int(time.time())
-            signature = webhooks.hmac.new(
-                webhook_secret.encode(), f"{timestamp}.{payload}".encode(), webhooks.hashlib.sha256
-            ).hexdigest()
             response = client.post(
                 webhooks.PATH,
                 data=payload,
                 content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=f"t={timestamp},v1={signature}",
+                HTTP_STRIPE_SIGNATURE=webhooks.signature(payload, webhook_secret),
             )
             assert response.status_code == 200, (response.status_code, response.content[:300])
 
@@ -97,11 +91,6 @@ def main() -> None:
             restrictions = [arguments.only, arguments.profile] if arguments.only else [arguments.profile]
             pstats.Stats(profiler, stream=out).sort_stats(arguments.sort).print_stats(*restrictions)
             print(out.getvalue())
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        harness.drop_database(base_url, name)
 
 
 if __name__ == "__main__":
