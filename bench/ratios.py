@@ -154,7 +154,9 @@ def webhook_environments(phase: Phase, data: dict, duration: float, directory: s
     )
 
 
-def project_run(phase: Phase, data: dict, duration: float, port: int, scratch: str) -> Figure:
+def project_run(
+    phase: Phase, data: dict, duration: float, port: int, scratch: str, connections: int = CONNECTIONS
+) -> Figure:
     """wrk against the project with the phase's script, after a 2-second warm-up."""
     if phase.webhook:
         warm_up_settings, settings = webhook_environments(phase, data, duration, scratch)
@@ -174,7 +176,7 @@ def project_run(phase: Phase, data: dict, duration: float, port: int, scratch: s
     )
     time.sleep(phase.rows / 500 + 0.5)
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(duration)}s", "--latency", *options],
+        ["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", *options],
         env={**os.environ, **settings},
         capture_output=True,
         text=True,
