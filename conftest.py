@@ -34,12 +34,13 @@ def _fast_password_hashing(settings):
 def forget_test_cache() -> None:
     """Deletes this run's cache entries and nothing else: the keys under the run's own prefix on
     Redis (a database that may be shared with a live server), or the process's own local memory."""
-    from django.core.cache import cache
+    from django.core.cache import cache, caches
 
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")
     else:
         cache.clear()
+    caches["process"].clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,9 @@
 """gunicorn settings for production: `gunicorn -c gunicorn.conf.py billing_project.wsgi:application`.
 
-One sync worker per core with persistent database connections (DB_CONN_MAX_AGE). Every worker
+Sync workers, one per core plus one (WEB_CONCURRENCY), with persistent database connections
+(DB_CONN_MAX_AGE): measured against gthread and other counts with bench/workers.py (README,
+"Processes"). No access log unless GUNICORN_ACCESS_LOG names one ("-" for stdout): the reverse proxy
+in front keeps one, and writing it costs a tenth of a small request's time. Every worker
 writes its metrics to one folder (prometheus_client's multiprocess mode) and /metrics sums them,
 whichever worker answers: PROMETHEUS_MULTIPROC_DIR when set, else a folder of this server's own
 under RUNTIME_DIR (or the system's temporary folder), removed when the server stops.
@@ -12,14 +15,14 @@ import shutil
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 worker_class = "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
-accesslog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

@@ -112,8 +112,6 @@ def start_server(environment: dict, *, workers: int, port: int, options: list[st
         "--bind",
         f"{HOST}:{port}",
         *(os.environ.get("BENCH_GUNICORN_ARGS", "").split() if options is None else options),
-        "--access-logfile",
-        "/dev/null",
         "billing_project.wsgi:application",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=environment)

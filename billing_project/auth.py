@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import jwt
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.utils import timezone
 from django_otp import user_has_device
@@ -109,8 +109,12 @@ def service_token_cache_key(token_id: str) -> str:
 
 def service_token_check(*, token_id: str) -> bool:
     """True while the token's record exists, is not revoked and has not expired; also records its
-    last use, at most once a minute (not a write on every call). One cache round trip per call."""
+    last use, at most once a minute (not a write on every call). One cache round trip per call, none
+    while this worker remembers the answer (PROCESS_CACHE_SECONDS)."""
     key, used_key = service_token_cache_key(token_id), f"{service_token_cache_key(token_id)}:used"
+    remembered = caches["process"].get(key)
+    if remembered is not None:
+        return remembered > timezone.now().timestamp()
     cached = cache.get_many([key, used_key])
     live_until = cached.get(key)
     if live_until is None:
@@ -118,6 +122,7 @@ def service_token_check(*, token_id: str) -> bool:
         live_until = 0 if record is None or record["revoked_at"] else record["expires_at"].timestamp()
         # add, not set: a revocation written meanwhile must not be overwritten by this older read.
         cache.add(key, live_until, timeout=SERVICE_TOKEN_CACHE_SECONDS)
+    caches["process"].set(key, live_until)
     live = live_until > timezone.now().timestamp()
     if live and used_key not in cached and cache.add(used_key, 1, timeout=SERVICE_TOKEN_TOUCH_SECONDS):
         ServiceToken.objects.filter(pk=token_id).update(last_used_at=timezone.now())
@@ -209,22 +214,29 @@ def _active_user_key(user_id) -> str:
 class ActiveUserTokenAuthentication(UserTokenAuthentication):
     """For frequent reads that need only the caller's id (`me/credits/`): `request.user` is the token's
     user (simplejwt's TokenUser), with no user query once the user is known to exist and be active.
-    That is cached for a minute and dropped when the user row is saved or deleted; a change made
-    without save() (a queryset update) takes effect within the minute."""
+    That is cached for a minute and dropped when the user row is saved or deleted (other workers
+    remember it for PROCESS_CACHE_SECONDS more); a change made without save() (a queryset update)
+    takes effect within the minute."""
 
     def get_user(self, validated_token):
         user_id = validated_token.get(settings.SIMPLE_JWT["USER_ID_CLAIM"])
         key = _active_user_key(user_id)
-        if user_id is None or not cache.get(key):
+        if user_id is None or not (caches["process"].get(key) or cache.get(key)):
             super().get_user(validated_token)  # raises for a missing or inactive user
             cache.set(key, True, timeout=ACTIVE_USER_CACHE_SECONDS)
+        caches["process"].set(key, True)
         return TokenUser(validated_token)
 
 
 def user_changed(sender, instance, **kwargs):
     """post_save and post_delete of the user model: forget that the user was known to be active."""
     key = _active_user_key(instance.pk)
-    transaction.on_commit(lambda: cache.delete(key))
+
+    def forgotten():
+        cache.delete(key)
+        caches["process"].delete(key)
+
+    transaction.on_commit(forgotten)
 
 
 def user_caller(user_id) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.utils import timezone
 
@@ -88,5 +88,10 @@ def service_token_revoke(*, token_id, actor=None, reason: str = "") -> ServiceTo
     record.save(update_fields=["revoked_at", "revoked_by", "revoked_reason", "updated_at"])
     audit_model_change(action=AuditAction.REVOKE, instance=record, previous_value=previous, actor=actor)
     key = service_token_cache_key(str(record.pk))
-    transaction.on_commit(lambda: cache.set(key, 0, timeout=SERVICE_TOKEN_CACHE_SECONDS))
+
+    def revoked_everywhere():
+        cache.set(key, 0, timeout=SERVICE_TOKEN_CACHE_SECONDS)
+        caches["process"].delete(key)
+
+    transaction.on_commit(revoked_everywhere)
     return record

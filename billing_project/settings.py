@@ -243,12 +243,15 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db_url_config(DATABASE_URL or f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Persistent connections with a health check: one connection per worker, reused across requests.
+    # Persistent connections with a health check: one connection per worker, reused across requests,
+    # checked when it has been idle DB_HEALTH_CHECK_IDLE_SECONDS (billing_project/postgresql).
+    DATABASES["default"]["ENGINE"] = "billing_project.postgresql"
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # A service transaction (billing_project.transactions) or a request (billing_project.middleware) that
 # meets a deadlock or serialization failure runs again this many times, after a random pause of up
@@ -278,6 +281,15 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# What one worker remembers of the shared cache's answers on the hottest paths (a service token or a
+# user still live, the price book's version), for PROCESS_CACHE_SECONDS: a change made by another
+# worker reaches it within that time; the worker that makes it forgets its own copy at once.
+PROCESS_CACHE_SECONDS = env.float("PROCESS_CACHE_SECONDS", default=1.0)
+CACHES["process"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "LOCATION": "process",
+    "TIMEOUT": PROCESS_CACHE_SECONDS,
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -6,7 +6,7 @@ from decimal import Decimal
 from uuid import uuid4
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.db.models import Case, Count, F, Q, Sum, Value, When
 from django.db.models.functions import TruncDate
@@ -130,14 +130,17 @@ def model_price_history(*, provider, model_name: str, region: str = ""):
 
 def pricing_book() -> pricing.PricingBook:
     """Every price and approved margin, loaded once per process and reloaded when the shared
-    version in the cache changes (any change to a provider, price or margin bumps it). The version
-    lives PRICING_VERSION_SECONDS, so a bump lost to a cache outage is made up within that time."""
+    version in the cache changes (any change to a provider, price or margin bumps it; other workers
+    see the bump within PROCESS_CACHE_SECONDS). The version lives PRICING_VERSION_SECONDS, so a bump
+    lost to a cache outage is made up within that time."""
     global _book_cache
-    version = cache.get(PRICING_VERSION_KEY)
+    version = caches["process"].get(PRICING_VERSION_KEY) or cache.get(PRICING_VERSION_KEY)
     if version is None:
         # First reader after a flush (or the cache is down: then every call reloads, still correct).
         cache.add(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS)
         version = cache.get(PRICING_VERSION_KEY)
+    if version is not None:
+        caches["process"].set(PRICING_VERSION_KEY, version)
     cached = _book_cache
     if version is not None and cached is not None and cached[0] == version:
         return cached[1]
@@ -149,7 +152,12 @@ def pricing_book() -> pricing.PricingBook:
 
 def pricing_book_invalidate() -> None:
     """Makes every process reload the book, once the change that called this has committed."""
-    transaction.on_commit(lambda: cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS))
+
+    def bumped():
+        cache.set(PRICING_VERSION_KEY, uuid4().hex, timeout=PRICING_VERSION_SECONDS)
+        caches["process"].delete(PRICING_VERSION_KEY)
+
+    transaction.on_commit(bumped)
 
 
 def day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:

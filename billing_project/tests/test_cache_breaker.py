@@ -69,12 +69,13 @@ def breaker_cache(settings, redis_server):
     settings.CACHE_BREAKER_FAILURES = FAILURES
     settings.CACHE_BREAKER_COOLDOWN_SECONDS = COOLDOWN
     settings.CACHES = {
+        **settings.CACHES,
         "default": {
             "BACKEND": "billing_project.cache_breaker.CircuitBreakerRedisCache",
             "LOCATION": f"redis://127.0.0.1:{redis_server.port}/0",
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": False},
             "KEY_PREFIX": "test",
-        }
+        },
     }
     cache_breaker.breakers_reset()
     yield caches["default"]

@@ -79,11 +79,12 @@ def test_readiness_503_when_database_unreachable(client, tmp_path):
 def test_readiness_503_when_redis_cache_unreachable(client, settings):
     # The production cache settings, pointed at a port where no Redis listens.
     settings.CACHES = {
+        **settings.CACHES,
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": True},
-        }
+        },
     }
 
     response = client.get("/health/ready")

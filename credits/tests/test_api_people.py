@@ -145,7 +145,7 @@ def test_me_credits_never_keeps_a_balance_read_before_a_change_committed(
 
 
 def test_me_credits_drops_a_grant_when_it_expires_even_when_cached(user_client, user, settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {**settings.CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     fund(user, 100)
     fund(user, 40, expires_at=timezone.now() + timedelta(seconds=30))
     assert len(user_client.get(ME_CREDITS).json()["grants"]) == 2

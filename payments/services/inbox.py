@@ -94,10 +94,14 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
         }
     )
     # A finished event never changes back: a redelivery is answered from a plain read, no transaction.
-    finished = (
-        WebhookEvent.objects.defer("payload", "raw_body")
-        .filter(provider=WebhookProvider.STRIPE, event_id=event_id, status__in=DONE)
-        .first()
+    # At most one row (unique per provider and event id): no ORDER BY for the planner to honour.
+    finished = next(
+        iter(
+            WebhookEvent.objects.defer("payload", "raw_body")
+            .filter(provider=WebhookProvider.STRIPE, event_id=event_id, status__in=DONE)
+            .order_by()[:1]
+        ),
+        None,
     )
     if finished is not None:
         _replay_counted()
@@ -221,13 +225,22 @@ def _apply_in_order(row: WebhookEvent) -> dict | None:
     data_object = event_object(row)
     if not data_object.get("id"):
         return _dispatch(row)
+    # The object's first event is stamped as applied in the INSERT itself (a failing handler rolls the
+    # row back with its savepoint); only an event that applies nothing takes the stamp off again.
     version = ProviderObjectVersion(
-        provider=row.provider, object_id=data_object["id"], object_type=data_object.get("object", "")
+        provider=row.provider,
+        object_id=data_object["id"],
+        object_type=data_object.get("object", ""),
+        event_created_at=row.event_created_at,
+        event_id=row.event_id if row.event_created_at is not None else "",
     )
-    if not row_insert_unless_present(version, unique_fields=("provider", "object_id")):
-        version = ProviderObjectVersion.objects.select_for_update().get(
-            provider=row.provider, object_id=data_object["id"]
-        )
+    if row_insert_unless_present(version, unique_fields=("provider", "object_id")):
+        result = _dispatch(row)
+        if result is None and version.event_created_at is not None:
+            version.event_created_at, version.event_id = None, ""
+            version.save(update_fields=["event_created_at", "event_id", "updated_at"])
+        return result
+    version = ProviderObjectVersion.objects.select_for_update().get(provider=row.provider, object_id=data_object["id"])
     newest = version.event_created_at
     if newest is not None and row.event_created_at is not None and row.event_created_at < newest:
         skipped = {"action": "stale_event_skipped", "object_id": version.object_id, "newer_event_id": version.event_id}
