@@ -58,6 +58,16 @@ def _test_cache_namespace():
 
 
 @pytest.fixture(autouse=True)
+def _tasks_run_as_in_the_web_process():
+    """Tasks run eagerly in this process, where `.get()` on a result is allowed. Celery keeps a
+    process-wide "inside a worker's pool process" flag that forbids it; in a full CI run something
+    before a test left it on (it failed two tests that pass alone), so each test starts with it off."""
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     forget_test_cache()
     yield
