@@ -210,6 +210,23 @@ def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
     )
 
 
+def project_prepare(database_url: str, *, reference: str, users: int, subscriptions: int, webhooks_too: bool):
+    """The project's server environment on the scratch database (this process's too) and what its
+    loads need: funded users and tokens, and with webhooks_too Stripe-billed subscriptions to renew."""
+    webhook_secret = f"whsec_{secrets.token_hex(24)}"
+    environment = webhooks.server_environment(database_url, webhook_secret, port=usage.PORT)
+    os.environ.update(environment)
+    data = {
+        **usage.prepare(users),
+        "reference": os.path.abspath(reference),
+        "webhook_secret": webhook_secret,
+        "port": usage.PORT,
+    }
+    if webhooks_too:
+        data["events"] = webhooks.Events(webhooks.prepare(subscriptions)["subscriptions"])
+    return environment, data
+
+
 def ledger_verified() -> str:
     """verify_ledger's report (it exits 1, ending the benchmark, when a user does not reconcile)."""
     from io import StringIO
@@ -236,18 +253,14 @@ def main() -> None:
 
     reference_environment = dict(os.environ)
     sys.path.insert(0, str(ROOT))
-    webhook_secret = f"whsec_{secrets.token_hex(24)}"
     with harness.scratch_database("bench_ratios") as database_url:
-        environment = webhooks.server_environment(database_url, webhook_secret, port=usage.PORT)
-        os.environ.update(environment)
-        data = {
-            **usage.prepare(arguments.users),
-            "reference": directory,
-            "webhook_secret": webhook_secret,
-            "port": usage.PORT,
-        }
-        if {"paid", "replay"} & set(phases):
-            data["events"] = webhooks.Events(webhooks.prepare(arguments.subscriptions)["subscriptions"])
+        environment, data = project_prepare(
+            database_url,
+            reference=arguments.reference,
+            users=arguments.users,
+            subscriptions=arguments.subscriptions,
+            webhooks_too=bool({"paid", "replay"} & set(phases)),
+        )
         with (
             harness.serving(environment, workers=workers, port=usage.PORT),
             harness.Sealer() as sealer,

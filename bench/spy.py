@@ -16,7 +16,6 @@ import argparse
 import collections
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,6 @@ import threading
 import harness
 import ratios
 import usage
-import webhooks
 
 ROOT = harness.ROOT
 RATE = 200
@@ -82,18 +80,14 @@ def main() -> None:
     workers = int(os.environ.get("BENCH_WORKERS", 2))
 
     sys.path.insert(0, str(ROOT))
-    webhook_secret = f"whsec_{secrets.token_hex(24)}"
     with harness.scratch_database("bench_spy") as database_url:
-        environment = webhooks.server_environment(database_url, webhook_secret, port=usage.PORT)
-        os.environ.update(environment)
-        data = {
-            **usage.prepare(arguments.users),
-            "reference": os.path.abspath(arguments.reference),
-            "webhook_secret": webhook_secret,
-            "port": usage.PORT,
-        }
-        if phase.webhook:
-            data["events"] = webhooks.Events(webhooks.prepare(arguments.subscriptions)["subscriptions"])
+        environment, data = ratios.project_prepare(
+            database_url,
+            reference=arguments.reference,
+            users=arguments.users,
+            subscriptions=arguments.subscriptions,
+            webhooks_too=bool(phase.webhook),
+        )
         with (
             harness.serving(environment, workers=workers, port=usage.PORT) as server,
             harness.Sealer(),

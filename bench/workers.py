@@ -12,8 +12,6 @@ the rounds per shape. `verify_ledger` must report nothing at the end.
 """
 
 import argparse
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -21,7 +19,6 @@ import tempfile
 import harness
 import ratios
 import usage
-import webhooks
 
 ROOT = harness.ROOT
 
@@ -52,19 +49,15 @@ def main() -> None:
     connection_counts = [int(count) for count in arguments.connections.split(",")]
 
     sys.path.insert(0, str(ROOT))
-    webhook_secret = f"whsec_{secrets.token_hex(24)}"
     figures: dict[tuple[str, int, str], list[float]] = {}
     with harness.scratch_database("bench_workers") as database_url:
-        environment = webhooks.server_environment(database_url, webhook_secret, port=usage.PORT)
-        os.environ.update(environment)
-        data = {
-            **usage.prepare(arguments.users),
-            "reference": os.path.abspath(arguments.reference),
-            "webhook_secret": webhook_secret,
-            "port": usage.PORT,
-        }
-        if "paid" in phases:
-            data["events"] = webhooks.Events(webhooks.prepare(arguments.subscriptions)["subscriptions"])
+        environment, data = ratios.project_prepare(
+            database_url,
+            reference=arguments.reference,
+            users=arguments.users,
+            subscriptions=arguments.subscriptions,
+            webhooks_too=bool("paid" in phases),
+        )
         with harness.Sealer() as sealer, tempfile.TemporaryDirectory() as scratch:
             for round_number in range(1, arguments.rounds + 1):
                 print(f"round {round_number}")
