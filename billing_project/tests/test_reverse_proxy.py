@@ -86,6 +86,7 @@ def nginx_port(tmp_path, gunicorn_port):
     server = EXAMPLE.read_text()
     server = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", server)
     server = re.sub(r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{gunicorn_port};", server)
+    server = re.sub(r"access_log \S+", f"access_log {tmp_path / 'access.log'}", server)
     (tmp_path / "billing.conf").write_text(server)
     temp_directives = (
         "client_body_temp_path",
@@ -186,3 +187,21 @@ def test_the_example_proxy_refuses_a_huge_body_with_a_413_problem(nginx_port):
     assert response.status == 413
     assert response.getheader("Content-Type") == "application/problem+json"
     assert b'"code": "request_too_large"' in body
+
+
+def test_the_example_proxy_logs_a_license_key_with_only_its_last_group(nginx_port, tmp_path):
+    connection = http.client.HTTPConnection("127.0.0.1", nginx_port, timeout=10)
+    try:
+        connection.request("GET", "/api/v1/licenses/REPHLO-AB12-CD34-EF56-GH78/eligibility/?x=1")
+        connection.getresponse().read()
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+    deadline = time.monotonic() + 5
+    while "/health" not in (log := (tmp_path / "access.log").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "GET /api/v1/licenses/REPHLO-****-****-****-GH78/eligibility/?x=1 HTTP/1.1" in log
+    assert "AB12" not in log and "CD34" not in log and "EF56" not in log
+    assert "GET /health HTTP/1.1" in log
