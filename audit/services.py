@@ -33,6 +33,7 @@ from django.utils import timezone
 from audit.context import current_request_audit
 from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead
 from audit.redaction import REDACTED, mask_license_key, redact
+from billing_project.appends import append
 from billing_project.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,10 @@ def audit_record(
         status_code=status_code,
         error_message=error_message,
     )
-    row.save(force_insert=True)
+    if settings.AUDIT_SEAL_ON_WRITE and not answered_later:
+        row.save(force_insert=True)  # sealed below, so written now
+    else:
+        append(row)
     if state is not None:
         transaction.on_commit(state.mark_committed)
         if answered_later:

@@ -11,6 +11,7 @@ from functools import cache
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 
 from billing_project import sql
+from billing_project.appends import append
 from billing_project.enums import EventType
 from billing_project.models import DeliveryStatus, Notification, OutboundEvent, WebhookDelivery, WebhookEndpoint
 
@@ -20,7 +21,19 @@ def event_emit(*, type: EventType | str, subject: str, data: dict, user=None) ->
     about ('subscription:<id>'); receivers get one subject's events in the order they were emitted.
     `data` must be JSON (ids and amounts as strings, credits as integers)."""
     event = OutboundEvent(type=type, subject=subject, data=data, user=user)
-    endpoints = [endpoint for endpoint in _inserted_with_active_endpoints(event) if endpoint.wants(event.type)]
+    # An event is emitted in most money operations (a renewal emits three): the row and the read of
+    # the active endpoints go with the operation's other appended rows (billing_project.appends).
+    append(event, read=_active_endpoints_statement(), then=lambda endpoint_rows: _deliveries_add(event, endpoint_rows))
+    return event
+
+
+def _deliveries_add(event: OutboundEvent, endpoint_rows: list[tuple]) -> None:
+    event_types = WebhookEndpoint._meta.get_field("event_types")
+    endpoints = [
+        WebhookEndpoint(id=sql.converted(WebhookEndpoint._meta.pk, pk), event_types=sql.converted(event_types, types))
+        for pk, types in endpoint_rows
+    ]
+    endpoints = [endpoint for endpoint in endpoints if endpoint.wants(event.type)]
     if endpoints:
         WebhookDelivery.objects.bulk_create(
             WebhookDelivery(
@@ -29,23 +42,6 @@ def event_emit(*, type: EventType | str, subject: str, data: dict, user=None) ->
             for endpoint in endpoints
         )
         transaction.on_commit(lambda: _deliveries_start(event.pk))
-    return event
-
-
-def _inserted_with_active_endpoints(event: OutboundEvent) -> list[WebhookEndpoint]:
-    """Inserts the event and reads the active endpoints, in one round trip on PostgreSQL: an event is
-    emitted in most money operations (a renewal emits three), and two ORM queries each cost more
-    than the writes themselves."""
-    insert_sql, insert_params = sql.insert([event])
-    _, endpoint_rows = sql.read_all(
-        [(f"{insert_sql} RETURNING {sql.column(OutboundEvent, 'id')}", insert_params), _active_endpoints_statement()]
-    )
-    event._state.adding, event._state.db = False, DEFAULT_DB_ALIAS
-    event_types = WebhookEndpoint._meta.get_field("event_types")
-    return [
-        WebhookEndpoint(id=sql.converted(WebhookEndpoint._meta.pk, pk), event_types=sql.converted(event_types, types))
-        for pk, types in endpoint_rows
-    ]
 
 
 @cache

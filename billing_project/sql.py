@@ -120,14 +120,41 @@ def execute_all(statements: list[Statement]) -> None:
         return
     db = default_connection()
     with db.cursor() as cursor:
-        if db.vendor != "postgresql" or len(statements) == 1:
+        if db.vendor != "postgresql":
             for sql, params in statements:
                 cursor.execute(sql, params)
             return
-        *first, (last_sql, last_params) = statements
-        ctes = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
-        params = [param for _, statement_params in first for param in statement_params] + last_params
-        cursor.execute(f"WITH {ctes} {last_sql}", params)
+        cursor.execute(*_one_statement(statements))
+
+
+def _one_statement(statements: list[Statement]) -> Statement:
+    """Writes as one statement: all but the last as data-modifying CTEs, which PostgreSQL runs to
+    completion whether or not the last one reads them."""
+    if len(statements) == 1:
+        return statements[0]
+    *first, (last_sql, last_params) = statements
+    ctes = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
+    params = [param for _, statement_params in first for param in statement_params] + last_params
+    return f"WITH {ctes} {last_sql}", params
+
+
+def written_then_read(writes: list[Statement], reads: list[Statement]) -> list[list[tuple]]:
+    """Runs the writes, then the reads, and returns the rows of each read; on PostgreSQL as one
+    round trip."""
+    db = default_connection()
+    if db.vendor != "postgresql" or not writes or not reads:
+        execute_all(writes)
+        return read_all(reads) if reads else []
+    write_sql, write_params = _one_statement(writes)
+    with db.cursor() as cursor:
+        cursor.execute(
+            "; ".join([write_sql, *(sql for sql, _ in reads)]),
+            write_params + [param for _, params in reads for param in params],
+        )
+        results = []
+        while cursor.nextset():
+            results.append(cursor.fetchall())
+        return results
 
 
 def read_all(statements: list[Statement]) -> list[list[tuple]]:

@@ -1,6 +1,7 @@
 """The payment facts log (`PaymentEvent`): one row per movement of money or provider fact handled."""
 
 from audit.services import to_json
+from billing_project.appends import append
 from payments.models import PaymentEvent
 
 
@@ -17,7 +18,7 @@ def payment_event_record(
     metadata: dict | None = None,
     webhook_event=None,
 ) -> PaymentEvent:
-    return PaymentEvent.objects.create(
+    event = PaymentEvent(
         user=user,
         event_type=event_type,
         plan_code=plan_code,
@@ -29,3 +30,5 @@ def payment_event_record(
         metadata=to_json(metadata or {}),
         webhook_event=webhook_event,
     )
+    append(event)
+    return event

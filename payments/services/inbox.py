@@ -4,8 +4,8 @@ The `WebhookEvent` row is the record of record, with the raw body whose signatur
 is written in the transaction that applies the event's effects, and its unique (provider, event_id)
 settles concurrent deliveries: the second insert waits for the first transaction and then finds its
 row. A processed event answers every later delivery with its first result. A handler that fails has
-its effects rolled back (savepoint) while the row keeps the error, and the request answers 500 so
-that Stripe delivers it again.
+its effects rolled back with its transaction; a second one stores the row with the error, and the
+request answers 500 so that Stripe delivers it again.
 
 What an event changes is recorded by the inbox: the row itself (with the verified body), the
 `PaymentEvent` ledger and the audit chain rows the handlers write (which refer to the stored body by
@@ -42,6 +42,8 @@ from django.utils import timezone
 from audit.context import request_body_recorded_as
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
+from billing_project import sql
+from billing_project.appends import appends_deferred
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
 from billing_project.rows import row_insert_unless_present
@@ -130,11 +132,23 @@ def _replay_counted() -> None:
     IDEMPOTENT_HITS.labels(operation="webhook").inc()
 
 
-@conflict_retrying
-@transaction.atomic
 def webhook_event_accept(
     *, event_id: str, event_type: str, event: dict, raw_body: str = "", fetched: dict | None = None
 ) -> tuple[WebhookEvent, bool]:
+    arguments = dict(event_id=event_id, event_type=event_type, event=event, raw_body=raw_body, fetched=fetched)
+    try:
+        return _accept(**arguments)
+    except HandlerFailed as failure:
+        return _accept(**arguments, failure=failure)
+
+
+@conflict_retrying
+@transaction.atomic
+def _accept(
+    *, event_id: str, event_type: str, event: dict, raw_body: str, fetched: dict | None, failure=None
+) -> tuple[WebhookEvent, bool]:
+    """Stores and applies the event, or (`failure`: the handlers failed and their transaction was
+    rolled back) stores what went wrong."""
     row = WebhookEvent(
         provider=WebhookProvider.STRIPE,
         event_id=event_id,
@@ -152,7 +166,7 @@ def webhook_event_accept(
             return row, True
         if fetched:
             row.fetched = fetched
-    _process(row)
+    _process(row, failure)
     return row, False
 
 
@@ -164,17 +178,21 @@ def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
     stored = WebhookEvent.objects.filter(event_id=event_id).only("payload").first()
     if stored is None:
         raise NotFound(f"No stored webhook event {event_id}.", code=ErrorCode.WEBHOOK_EVENT_NOT_FOUND)
-    return _replay(event_id=event_id, fetched=provider_objects_fetch(stored.payload), actor=actor)
+    fetched = provider_objects_fetch(stored.payload)
+    try:
+        return _replay(event_id=event_id, fetched=fetched, actor=actor)
+    except HandlerFailed as failure:
+        return _replay(event_id=event_id, fetched=fetched, actor=actor, failure=failure)
 
 
 @conflict_retrying
 @transaction.atomic
-def _replay(*, event_id: str, fetched: dict, actor) -> WebhookEvent:
+def _replay(*, event_id: str, fetched: dict, actor, failure=None) -> WebhookEvent:
     row = WebhookEvent.objects.select_for_update().get(event_id=event_id)
     previous = {"status": row.status, "result": row.result, "error": row.error}
     if fetched:
         row.fetched = fetched
-    _process(row)
+    _process(row, failure)
     audit_record(
         action=AuditAction.PROCESS,
         resource_type=resource_type_of(row),
@@ -186,33 +204,56 @@ def _replay(*, event_id: str, fetched: dict, actor) -> WebhookEvent:
     return row
 
 
-def _process(row: WebhookEvent) -> None:
+class HandlerFailed(Exception):
+    """The event's handlers failed (or found nothing they know): raised out of the transaction so
+    that everything they wrote is rolled back, then stored on the row by a second transaction."""
+
+    def __init__(self, status: WebhookStatus, *, error: str = "", unmatched_reason: str = "", result=None):
+        super().__init__(error or unmatched_reason)
+        self.status, self.error, self.unmatched_reason, self.result = status, error, unmatched_reason, result
+
+
+OUTCOME_FIELDS = ["status", "result", "error", "unmatched_reason", "processed_at", "fetched", "attempts", "updated_at"]
+
+
+def _process(row: WebhookEvent, failure: HandlerFailed | None) -> None:
+    """Applies the event and writes its outcome on the row, in the caller's transaction (the rows
+    the handlers append and the row's outcome go to the database in one round trip), or writes the
+    `failure` of an earlier attempt."""
     row.attempts += 1
-    fields = ["status", "result", "error", "unmatched_reason", "fetched", "attempts", "updated_at"]
+    row.updated_at = timezone.now()
+    if failure is not None:
+        row.status, row.error, row.unmatched_reason, row.result = (
+            failure.status,
+            failure.error,
+            failure.unmatched_reason,
+            failure.result,
+        )
+        row.save(update_fields=OUTCOME_FIELDS)
+        return
     try:
-        with disable_auditlog(), transaction.atomic():
+        with disable_auditlog(), appends_deferred() as appends:
             result = _apply_in_order(row)
+            row.status = WebhookStatus.IGNORED if result is None else WebhookStatus.PROCESSED
+            row.result = to_json(result)
+            row.error = row.unmatched_reason = ""
+            row.processed_at = row.updated_at
+            appends.write(last=sql.update(row, OUTCOME_FIELDS))
     except Unmatched as unmatched:  # nothing it names is known here: acknowledged, kept for staff
         reason = str(unmatched)
         if row.fetched.get("fetch_error"):
             reason = f"{reason} (Stripe could not be read: {row.fetched['fetch_error']})"
         logger.warning("webhook %s (%s) unmatched: %s", row.event_id, row.event_type, reason)
-        row.status, row.unmatched_reason, row.error = WebhookStatus.UNMATCHED, reason[:5000], ""
-        row.result = {"action": "unmatched", "reason": reason[:5000]}
-        row.save(update_fields=fields)
-        return
-    except Exception as error:  # the row keeps what went wrong; its effects rolled back with the savepoint
+        raise HandlerFailed(
+            WebhookStatus.UNMATCHED,
+            unmatched_reason=reason[:5000],
+            result={"action": "unmatched", "reason": reason[:5000]},
+        ) from unmatched
+    except Exception as error:
         if isinstance(error, DatabaseError) and retryable_conflict_of(error):
-            raise  # not the event's fault: the whole transaction runs again (webhook_event_accept)
+            raise  # not the event's fault: the whole transaction runs again (conflict_retrying)
         logger.exception("webhook %s (%s) failed", row.event_id, row.event_type)
-        row.status, row.error, row.result = WebhookStatus.FAILED, f"{type(error).__name__}: {error}"[:5000], None
-        row.save(update_fields=fields)
-        return
-    row.status = WebhookStatus.IGNORED if result is None else WebhookStatus.PROCESSED
-    row.result = to_json(result)
-    row.error = row.unmatched_reason = ""
-    row.processed_at = timezone.now()
-    row.save(update_fields=[*fields, "processed_at"])
+        raise HandlerFailed(WebhookStatus.FAILED, error=f"{type(error).__name__}: {error}"[:5000]) from error
 
 
 def _object_of(event: dict) -> dict:
@@ -226,7 +267,7 @@ def _apply_in_order(row: WebhookEvent) -> dict | None:
     if not data_object.get("id"):
         return _dispatch(row)
     # The object's first event is stamped as applied in the INSERT itself (a failing handler rolls the
-    # row back with its savepoint); only an event that applies nothing takes the stamp off again.
+    # row back with its transaction); only an event that applies nothing takes the stamp off again.
     version = ProviderObjectVersion(
         provider=row.provider,
         object_id=data_object["id"],

@@ -75,13 +75,17 @@ REFUNDABLE = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED)
 # Payments of a subscription's invoices
 
 
-def payment_received(*, subscription: Subscription, invoice: BillingInvoice, renews: bool) -> None:
-    """What a paid invoice does to its locked subscription: dunning stops, a subscription behind on
-    payments is active again, and a renewal invoice for a later period starts that period (once: an
-    older or repeated invoice never moves the period back)."""
-    DunningAttempt.objects.filter(invoice=invoice, result=DunningResult.SCHEDULED).update(
-        result=DunningResult.CANCELLED, updated_at=timezone.now()
-    )
+def payment_received(
+    *, subscription: Subscription, invoice: BillingInvoice, renews: bool, invoice_new: bool = False
+) -> None:
+    """What a paid invoice does to its locked subscription: dunning stops (an invoice written paid
+    just now, `invoice_new`, has none), a subscription behind on payments is active again, and a
+    renewal invoice for a later period starts that period (once: an older or repeated invoice never
+    moves the period back)."""
+    if not invoice_new:
+        DunningAttempt.objects.filter(invoice=invoice, result=DunningResult.SCHEDULED).update(
+            result=DunningResult.CANCELLED, updated_at=timezone.now()
+        )
     if subscription.status in RESTORABLE and not _other_invoice_unpaid(subscription, invoice):
         subscription_transition(subscription=subscription, status=Status.ACTIVE, reason="Payment received")
     if renews and subscription.status == Status.ACTIVE and invoice.period_start > subscription.current_period_start:
@@ -118,7 +122,7 @@ def invoice_paid(
     """A subscription invoice Stripe was paid (`amount_paid` in the minor units of `currency`): the
     invoice, its payment and the payment row a refund is matched to, then what the payment does.
     `stripe_invoice` (the payload) gives a new invoice Stripe's document fields."""
-    invoice = invoice_paid_record(
+    invoice, invoice_new = invoice_paid_record(
         subscription=subscription,
         amount=amount_paid,
         currency=currency,
@@ -143,7 +147,7 @@ def invoice_paid(
             stripe_payment_intent_id=stripe_payment_intent_id or "",
             stripe_charge_id=stripe_charge_id,
         )
-    payment_received(subscription=subscription, invoice=invoice, renews=renews)
+    payment_received(subscription=subscription, invoice=invoice, renews=renews, invoice_new=invoice_new)
     return invoice
 
 

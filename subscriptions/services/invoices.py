@@ -89,10 +89,11 @@ def invoice_paid_record(
     stripe_payment_intent_id: str | None = None,
     discount: int = 0,
     stripe_invoice: dict | None = None,
-) -> BillingInvoice:
+) -> tuple[BillingInvoice, bool]:
     """The paid invoice of a subscription and its successful payment: `amount` (minor units of
     `currency`) paid after `discount` (a coupon, same units) was taken off. A new invoice is written
-    paid at once, with Stripe's document fields when `stripe_invoice` (its payload) is given."""
+    paid at once, with Stripe's document fields when `stripe_invoice` (its payload) is given. Returns
+    the invoice and whether it is new."""
     currency = currency.lower()
     amount_usd = _usd_field(amount, currency)
     invoice, created = _invoice_get_or_create(
@@ -116,7 +117,7 @@ def invoice_paid_record(
         _payment_succeeded_record(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
     else:
         invoice_settle(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
-    return invoice
+    return invoice, created
 
 
 def invoice_failed_record(

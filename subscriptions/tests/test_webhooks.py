@@ -12,11 +12,14 @@ import time_machine
 from auditlog.models import LogEntry
 from django.core.management import CommandError, call_command
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from audit.models import AdminAuditLog, AuditAction
+from billing_project.models import OutboundEvent
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
 from payments.tests.stripe_emulator import event_payload, signature_header
@@ -691,6 +694,29 @@ def test_a_renewal_is_recorded_by_the_inbox_and_the_audit_chain_not_by_the_objec
     renewed = AdminAuditLog.objects.get(resource_id=str(subscription.pk), action=AuditAction.UPDATE)
     assert renewed.new_value["current_period_start"] == invoice.period_start.isoformat().replace("+00:00", "Z")
     assert AdminAuditLog.objects.filter(resource_id=event_id, action=AuditAction.PROCESS).exists()
+
+
+@pytest.mark.postgres
+def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new_invoice_has_no_dunning_to_stop(
+    webhook_client, subscriber
+):
+    user, subscription, ids = subscriber
+
+    with CaptureQueriesContext(connection) as queries:
+        response = deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))
+
+    assert response.status_code == 200
+    statements = [query["sql"] for query in queries.captured_queries]
+    appended = (
+        'INSERT INTO "billing_project_outboundevent"',
+        'INSERT INTO "audit_adminauditlog"',
+        'INSERT INTO "payments_paymentevent"',
+    )
+    (outcome,) = [statement for statement in statements if 'UPDATE "payments_webhookevent"' in statement]
+    assert all(insert in outcome for insert in appended)
+    assert not [statement for statement in statements if statement.startswith(appended)]
+    assert not [statement for statement in statements if '"subscriptions_dunningattempt"' in statement]
+    assert OutboundEvent.objects.filter(user=user).count() >= 3
 
 
 @pytest.mark.parametrize("again", ["same_event_replayed", "invoice_payment_succeeded"])

@@ -1,0 +1,76 @@
+"""New rows of append-only records (outbound events, audit rows, payment events) written together at
+the end of a block of a transaction instead of one round trip each.
+
+A Stripe renewal writes six such rows between its other statements; inside `appends_deferred()` they
+are kept and, when the block ends, written by one statement per model, all sent in one round trip
+with the caller's last write (the webhook row's outcome) and the reads that follow from them (the
+webhook endpoints that want the outbound events). Nothing in the block reads them back, and their
+foreign keys are checked at commit (PostgreSQL's and SQLite's constraints are deferred), so a row may
+name one written after it. Outside a block, `append` writes the row at once.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from django.db import DEFAULT_DB_ALIAS, models
+
+from billing_project import sql
+
+
+@dataclass
+class Appends:
+    rows: list[models.Model] = field(default_factory=list)
+    # Reads sent after the rows (each once, by its SQL and parameters), and what to do with their rows.
+    reads: dict[tuple[str, tuple], list[Callable[[list[tuple]], None]]] = field(default_factory=dict)
+
+    def write(self, last: sql.Statement | None = None) -> None:
+        """Writes the kept rows and then `last`, in one round trip on PostgreSQL, and hands each read
+        its rows."""
+        by_model: dict[type, list[models.Model]] = {}
+        for row in self.rows:
+            by_model.setdefault(type(row), []).append(row)
+        writes = [sql.insert(rows) for rows in by_model.values()] + ([last] if last else [])
+        reads = list(self.reads)
+        results = sql.written_then_read(writes, [(statement, list(params)) for statement, params in reads])
+        for row in self.rows:
+            row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
+        for read, rows in zip(reads, results, strict=True):
+            for then in self.reads[read]:
+                then(rows)
+        self.rows, self.reads = [], {}
+
+    def add(self, row: models.Model, read: sql.Statement | None, then) -> None:
+        self.rows.append(row)
+        if read is not None:
+            self.reads.setdefault((read[0], tuple(read[1])), []).append(then)
+
+
+_current: ContextVar[Appends | None] = ContextVar("appends", default=None)
+
+
+@contextmanager
+def appends_deferred() -> Iterator[Appends]:
+    """Keeps the rows appended in the block; the caller ends it with `write()` (a block left by an
+    exception writes nothing: its transaction is rolled back)."""
+    appends = Appends()
+    token = _current.set(appends)
+    try:
+        yield appends
+    finally:
+        _current.reset(token)
+
+
+def append(
+    row: models.Model, *, read: sql.Statement | None = None, then: Callable[[list[tuple]], None] | None = None
+) -> None:
+    """Writes a new append-only row, now or with the block around it. `read` is run after the row is
+    written (an equal read once for all the rows that ask for it) and its rows passed to `then`."""
+    appends = _current.get()
+    if appends is None:
+        appends = Appends()
+        appends.add(row, read, then)
+        appends.write()
+    else:
+        appends.add(row, read, then)

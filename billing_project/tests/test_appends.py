@@ -1,0 +1,50 @@
+"""billing_project.appends: new rows of append-only records kept by a block and written together at
+its end, with the block's last write and the reads they ask for."""
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from billing_project import sql
+from billing_project.appends import appends_deferred
+from billing_project.enums import EventType
+from billing_project.models import OutboundEvent, WebhookDelivery, WebhookEndpoint
+from billing_project.outbound import event_emit
+from billing_project.webhook_endpoints import endpoint_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_rows_appended_in_a_block_are_written_at_its_end_with_its_last_write_in_one_round_trip(staff_user):
+    wants_invoices = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred() as appends:
+        paid = event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={"amount": "19.00"})
+        granted = event_emit(type=EventType.CREDITS_GRANTED, subject="user:1", data={"amount": 20_000})
+        assert not OutboundEvent.objects.exists()  # kept, not yet written
+        wants_invoices.description = "renamed by the block's last write"
+        with CaptureQueriesContext(connection) as queries:
+            appends.write(last=sql.update(wants_invoices, ["description"]))
+
+    # The events, the last write and one read of the endpoints; then the one delivery wanted.
+    assert len(queries) == (2 if connection.vendor == "postgresql" else 4)
+    assert set(OutboundEvent.objects.values_list("pk", "type")) == {
+        (paid.pk, "invoice.paid"),
+        (granted.pk, "credits.granted"),
+    }
+    assert list(WebhookDelivery.objects.values_list("event_id", "endpoint_id")) == [(paid.pk, wants_invoices.pk)]
+    assert WebhookEndpoint.objects.get(pk=wants_invoices.pk).description == "renamed by the block's last write"
+    assert not paid._state.adding
+
+
+def test_a_block_left_by_an_exception_writes_nothing():
+    with pytest.raises(RuntimeError), transaction.atomic(), appends_deferred():
+        event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={})
+        raise RuntimeError("the operation failed")
+
+    assert not OutboundEvent.objects.exists()
+
+
+def test_outside_a_block_a_row_is_written_at_once():
+    event = event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={"amount": "19.00"})
+
+    assert OutboundEvent.objects.get(pk=event.pk).data == {"amount": "19.00"}
