@@ -192,3 +192,14 @@ def converted(field, value):
     for converter in converters:
         value = converter(value, expression, db)
     return value
+
+
+def instances(model: type[Model], field_names: tuple[str, ...], rows: list[tuple]) -> list[Model]:
+    """Rows of `field_names` (attribute names, in that order) as the ORM would have loaded them."""
+    fields = [model._meta.get_field(name) for name in field_names]
+    return [
+        model.from_db(
+            DEFAULT_DB_ALIAS, field_names, [converted(field, value) for field, value in zip(fields, row, strict=True)]
+        )
+        for row in rows
+    ]
