@@ -6,7 +6,11 @@ are kept and, when the block ends, written by one statement per model, all sent 
 with the caller's last write (the webhook row's outcome) and the reads that follow from them (the
 webhook endpoints that want the outbound events). Nothing in the block reads them back, and their
 foreign keys are checked at commit (PostgreSQL's and SQLite's constraints are deferred), so a row may
-name one written after it. Outside a block, `append` writes the row at once.
+name one written after it.
+
+A row is written at once outside a block, and inside a savepoint opened within the block: that
+savepoint may be rolled back while the block goes on (an effect that no longer applies), and the row
+must go with it.
 """
 
 from collections.abc import Callable, Iterator
@@ -19,8 +23,14 @@ from django.db import DEFAULT_DB_ALIAS, models
 from billing_project import sql
 
 
+def _savepoints() -> int:
+    """How many savepoints the transaction has open (an atomic block without one counts none)."""
+    return sum(1 for sid in sql.default_connection().savepoint_ids if sid)
+
+
 @dataclass
 class Appends:
+    savepoints: int = 0  # open when the block began
     rows: list[models.Model] = field(default_factory=list)
     # Reads sent after the rows (each once, by its SQL and parameters), and what to do with their rows.
     reads: dict[tuple[str, tuple], list[Callable[[list[tuple]], None]]] = field(default_factory=dict)
@@ -52,12 +62,14 @@ _current: ContextVar[Appends | None] = ContextVar("appends", default=None)
 
 @contextmanager
 def appends_deferred() -> Iterator[Appends]:
-    """Keeps the rows appended in the block; the caller ends it with `write()` (a block left by an
-    exception writes nothing: its transaction is rolled back)."""
-    appends = Appends()
+    """Keeps the rows appended in the block and writes them when it ends, unless the caller did with
+    its last write (`write(last=...)`). A block left by an exception writes nothing: its transaction
+    is rolled back."""
+    appends = Appends(savepoints=_savepoints())
     token = _current.set(appends)
     try:
         yield appends
+        appends.write()
     finally:
         _current.reset(token)
 
@@ -68,7 +80,7 @@ def append(
     """Writes a new append-only row, now or with the block around it. `read` is run after the row is
     written (an equal read once for all the rows that ask for it) and its rows passed to `then`."""
     appends = _current.get()
-    if appends is None:
+    if appends is None or _savepoints() > appends.savepoints:
         appends = Appends()
         appends.add(row, read, then)
         appends.write()

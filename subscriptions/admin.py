@@ -5,6 +5,8 @@ from django.utils.html import format_html_join
 from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
+from payments.admin import PaymentAdmin
+from payments.models import Payment
 from subscriptions import services
 from subscriptions.models import (
     BillingInvoice,
@@ -45,7 +47,8 @@ class RefundForm(ReasonForm):
         decimal_places=2,
         min_value=0.01,
         required=False,
-        help_text="Leave empty to refund what is left of each selected payment.",
+        label="Amount",
+        help_text="In each payment's own currency; leave empty to refund what is left of each selected payment.",
     )
     field_order = ["amount_usd", "reason"]
 
@@ -198,6 +201,21 @@ class PaymentTransactionAdmin(CsvExportMixin, AuditedModelAdmin):
 
     def has_refund_permission(self, request):
         return request.user.has_perm("subscriptions.refund_payment")
+
+
+class RefundablePaymentAdmin(PaymentAdmin):
+    """The money received, with the refund action for credit purchases (a pack, an auto-recharge);
+    an invoice's payment is refunded from the payment transactions. The refund service lives in this
+    app, above payments, so the action is added here."""
+
+    actions = [*(PaymentAdmin.actions or []), refund_payments]
+
+    def has_refund_permission(self, request):
+        return request.user.has_perm("subscriptions.refund_payment")
+
+
+admin.site.unregister(Payment)
+admin.site.register(Payment, RefundablePaymentAdmin)
 
 
 @admin.register(DunningAttempt)

@@ -44,6 +44,16 @@ def test_a_block_left_by_an_exception_writes_nothing():
     assert not OutboundEvent.objects.exists()
 
 
+def test_a_row_appended_in_a_savepoint_that_is_rolled_back_within_the_block_is_not_written():
+    with transaction.atomic(), appends_deferred():
+        event_emit(type=EventType.INVOICE_PAID, subject="invoice:kept", data={})
+        with pytest.raises(RuntimeError), transaction.atomic():
+            event_emit(type=EventType.INVOICE_PAID, subject="invoice:rolled-back", data={})
+            raise RuntimeError("the effect no longer applies")
+
+    assert list(OutboundEvent.objects.values_list("subject", flat=True)) == ["invoice:kept"]
+
+
 def test_outside_a_block_a_row_is_written_at_once():
     event = event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={"amount": "19.00"})
 

@@ -204,6 +204,7 @@ CONSOLE_ACTIONS = {
     ("licensing.versionupgrade", "delete_selected"): A,
     ("otp_static.staticdevice", "delete_selected"): A,
     ("otp_totp.totpdevice", "delete_selected"): A,
+    ("payments.payment", "refund_payments"): F,
     ("payments.paymentoperation", "reconcile_operations"): F,
     ("payments.webhookevent", "replay_webhook_events"): F,
     ("subscriptions.billinginvoice", "delete_selected"): A,

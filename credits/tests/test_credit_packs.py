@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from audit.models import AdminAuditLog
@@ -493,6 +494,34 @@ def test_staff_refund_part_of_a_stripe_pack_purchase_once_through_a_failure_at_s
     # Stripe's own event about the same refund moves nothing again.
     post_event(api_client, "charge.refunded", charge_with(payment, refund))
     assert balance_of(user) == 3000
+    assert ledger_is_consistent()
+
+
+def test_staff_refund_part_of_a_pack_purchase_from_the_consoles_payments_page(
+    admin_client, admin_user, user_client, user, pack
+):
+    user_client.post(PURCHASE, {"pack": str(pack.pk)}, format="json")
+    payment = Payment.objects.get(kind="credit_pack_checkout")
+
+    response = admin_client.post(
+        reverse("admin:payments_payment_changelist"),
+        {
+            "action": "refund_payments",
+            "_selected_action": [str(payment.pk)],
+            "apply": "1",
+            "amount_usd": "2.00",
+            "reason": "Goodwill",
+        },
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert [str(message) for message in response.context["messages"]] == [f"{payment}: refund succeeded"]
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (200, "partially_refunded")
+    assert balance_of(user) == 5000 - 2000
+    operation = PaymentOperation.objects.get(kind=OperationKind.REFUND)
+    assert AdminAuditLog.objects.filter(resource_id=str(operation.pk), action="create", actor=admin_user).count() == 1
     assert ledger_is_consistent()
 
 
