@@ -525,6 +525,28 @@ def test_staff_refund_part_of_a_pack_purchase_from_the_consoles_payments_page(
     assert ledger_is_consistent()
 
 
+def test_the_consoles_payments_page_sends_an_invoices_payment_to_its_payment_transaction(admin_client, user, pack):
+    renewal = Payment.objects.create(
+        kind=OperationKind.RENEWAL_CHARGE,
+        user=user,
+        provider="offline",
+        amount=1900,
+        currency="usd",
+        paid_at=pack.created_at,
+    )
+
+    response = admin_client.post(
+        reverse("admin:payments_payment_changelist"),
+        {"action": "refund_payments", "_selected_action": [str(renewal.pk)], "apply": "1", "reason": "Goodwill"},
+        follow=True,
+    )
+
+    assert [str(message) for message in response.context["messages"]] == [
+        f"Refused: {renewal}: an invoice's payment is refunded from its payment transaction"
+    ]
+    assert not PaymentOperation.objects.filter(kind=OperationKind.REFUND).exists()
+
+
 def test_a_refund_of_someone_elses_kind_of_payment_is_a_404(roles_synced, staff_client, user, pack):
     other = Payment.objects.create(
         kind=OperationKind.LICENSE_CHECKOUT,
