@@ -5,11 +5,9 @@ from django.utils.html import format_html_join
 from audit.admin_base import AuditedModelAdmin, ReadOnlyHistoryAdmin
 from audit.admin_export import CsvExportMixin
 from billing_project.admin_actions import ReasonForm, form_action
-from billing_project.errors import Conflict
 from payments.admin import PaymentAdmin
 from payments.models import Payment
 from subscriptions import services
-from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     BillingInvoice,
     DunningAttempt,
@@ -20,7 +18,6 @@ from subscriptions.models import (
     TierConfig,
     UserEntitlement,
 )
-from subscriptions.services.billing import CREDIT_PAYMENT_KINDS
 
 
 def service_owned_fields(model) -> list[str]:
@@ -61,14 +58,6 @@ def _payment_refund(*, request, obj, amount_usd, reason):
     return f"{obj}: refund {operation.state}"
 
 
-def _credit_purchase_refund(*, request, obj, amount_usd, reason):
-    if obj.kind not in CREDIT_PAYMENT_KINDS:
-        raise Conflict(
-            "an invoice's payment is refunded from its payment transaction", code=ErrorCode.PAYMENT_NOT_REFUNDABLE
-        )
-    return _payment_refund(request=request, obj=obj, amount_usd=amount_usd, reason=reason)
-
-
 change_subscription_status = form_action(
     form_class=StatusChangeForm,
     description="Change the status of the selected subscriptions",
@@ -80,13 +69,6 @@ refund_payments = form_action(
     form_class=RefundForm,
     description="Refund the selected payments",
     perform=_payment_refund,
-    name="refund_payments",
-    permissions=["refund"],
-)
-refund_credit_purchases = form_action(
-    form_class=RefundForm,
-    description="Refund the selected payments",
-    perform=_credit_purchase_refund,
     name="refund_payments",
     permissions=["refund"],
 )
@@ -226,7 +208,7 @@ class RefundablePaymentAdmin(PaymentAdmin):
     an invoice's payment is refunded from the payment transactions. The refund service lives in this
     app, above payments, so the action is added here."""
 
-    actions = [*(PaymentAdmin.actions or []), refund_credit_purchases]
+    actions = [*(PaymentAdmin.actions or []), refund_payments]
 
     def has_refund_permission(self, request):
         return request.user.has_perm("subscriptions.refund_payment")

@@ -497,23 +497,28 @@ def test_staff_refund_part_of_a_stripe_pack_purchase_once_through_a_failure_at_s
     assert ledger_is_consistent()
 
 
+def console_refund(admin_client, payment: Payment, **fields):
+    """The console's "Refund the selected payments" on the payments page, applied to one payment."""
+    return admin_client.post(
+        reverse("admin:payments_payment_changelist"),
+        {
+            "action": "refund_payments",
+            "_selected_action": [str(payment.pk)],
+            "apply": "1",
+            "reason": "Goodwill",
+            **fields,
+        },
+        follow=True,
+    )
+
+
 def test_staff_refund_part_of_a_pack_purchase_from_the_consoles_payments_page(
     admin_client, admin_user, user_client, user, pack
 ):
     user_client.post(PURCHASE, {"pack": str(pack.pk)}, format="json")
     payment = Payment.objects.get(kind="credit_pack_checkout")
 
-    response = admin_client.post(
-        reverse("admin:payments_payment_changelist"),
-        {
-            "action": "refund_payments",
-            "_selected_action": [str(payment.pk)],
-            "apply": "1",
-            "amount_usd": "2.00",
-            "reason": "Goodwill",
-        },
-        follow=True,
-    )
+    response = console_refund(admin_client, payment, amount_usd="2.00")
 
     assert response.status_code == 200
     assert [str(message) for message in response.context["messages"]] == [f"{payment}: refund succeeded"]
@@ -535,14 +540,10 @@ def test_the_consoles_payments_page_sends_an_invoices_payment_to_its_payment_tra
         paid_at=pack.created_at,
     )
 
-    response = admin_client.post(
-        reverse("admin:payments_payment_changelist"),
-        {"action": "refund_payments", "_selected_action": [str(renewal.pk)], "apply": "1", "reason": "Goodwill"},
-        follow=True,
-    )
+    response = console_refund(admin_client, renewal)
 
     assert [str(message) for message in response.context["messages"]] == [
-        f"Refused: {renewal}: an invoice's payment is refunded from its payment transaction"
+        f"Refused: {renewal}: An invoice's payment is refunded from its payment transaction."
     ]
     assert not PaymentOperation.objects.filter(kind=OperationKind.REFUND).exists()
 

@@ -335,7 +335,10 @@ def _refundable_locked(payment_id) -> PaymentTransaction | Payment:
     if payment is None:
         payment = Payment.objects.select_for_update().filter(pk=payment_id, kind__in=CREDIT_PAYMENT_KINDS).first()
     if payment is None:
-        raise NotFound("No such payment.", code=ErrorCode.PAYMENT_NOT_FOUND)
+        detail = "No such payment."
+        if Payment.objects.filter(pk=payment_id).exists():
+            detail = "An invoice's payment is refunded from its payment transaction."
+        raise NotFound(detail, code=ErrorCode.PAYMENT_NOT_FOUND)
     return payment
 
 
