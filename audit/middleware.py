@@ -1,12 +1,8 @@
 import json
 import logging
 
-from auditlog.middleware import AuditlogMiddleware
-from django.utils.functional import SimpleLazyObject
-
 from audit.context import RequestAudit, current_request_audit, note_unexpected_error
 from audit.models import AuditAction
-from billing_project.net import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -105,22 +101,3 @@ class AuditContextMiddleware:
             )
         except Exception:
             logger.exception("could not record a failed admin write to %s", request.path)
-
-
-def _signed_in_user(request):
-    user = getattr(request, "user", None)
-    return user if user is not None and user.is_authenticated and getattr(user, "pk", None) else None
-
-
-class AuditlogContextMiddleware(AuditlogMiddleware):
-    """django-auditlog's middleware with two corrections: the actor is resolved when a history entry
-    is written (a JWT caller is known only once DRF has authenticated it), and the IP is
-    billing_project.net.client_ip's instead of any X-Forwarded-For."""
-
-    @staticmethod
-    def _get_remote_addr(request):
-        return client_ip(request)
-
-    @staticmethod
-    def _get_actor(request):
-        return SimpleLazyObject(lambda: _signed_in_user(request))

@@ -1,9 +1,15 @@
-"""Request-level guards of the API: bodies too large to read, and transactions that met a concurrent one."""
+"""Request-level guards of the API (bodies too large to read, transactions that met a concurrent one),
+and the console's browser-session middlewares confined to the console."""
 
 import logging
 
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connection
+from django_otp.middleware import OTPMiddleware
 
 from billing_project.codes import ErrorCode
 from billing_project.errors import RETRYABLE_CONFLICT, problem_response
@@ -13,6 +19,7 @@ from billing_project.transactions import conflict_pause
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+CONSOLE_PREFIX = "/admin/"
 
 
 def _content_length(request) -> int:
@@ -76,3 +83,37 @@ class TransactionRetryMiddleware:
             attempt += 1
             DB_TRANSACTION_CONFLICTS.labels(kind=kind, outcome="retried", operation="request").inc()
             conflict_pause(attempt)
+
+
+class ConsoleOnly:
+    """For a middleware that serves the staff console's browser sessions (the session, the signed-in
+    user, the second factor, flash messages): every other path (the API, whose callers present
+    tokens, health, metrics, the schema) passes straight through it. None of those reads a session,
+    and together these middlewares cost a fifth of a small request's time in the worker."""
+
+    def __call__(self, request):
+        if request.path_info.startswith(CONSOLE_PREFIX):
+            return super().__call__(request)
+        return self.pass_through(request)
+
+    def pass_through(self, request):
+        return self.get_response(request)
+
+
+class ConsoleSessionMiddleware(ConsoleOnly, SessionMiddleware):
+    pass
+
+
+class ConsoleAuthenticationMiddleware(ConsoleOnly, AuthenticationMiddleware):
+    def pass_through(self, request):
+        # Nobody until DRF authenticates the caller's token (it sets the request's user then).
+        request.user = AnonymousUser()
+        return self.get_response(request)
+
+
+class ConsoleOTPMiddleware(ConsoleOnly, OTPMiddleware):
+    pass
+
+
+class ConsoleMessageMiddleware(ConsoleOnly, MessageMiddleware):
+    pass

@@ -33,6 +33,12 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
+def request_id_now() -> str | None:
+    """The id of the request or task being served: django-auditlog's correlation id (AUDITLOG_CID_GETTER),
+    so an object's history entry leads to the request's log lines."""
+    return current_request_id.get()
+
+
 def request_id_from_header(value: str | None) -> str:
     """The caller's id when it is a sane token (it ends up in logs and headers), else a fresh one."""
     if value and _SANE_REQUEST_ID.fullmatch(value):

@@ -178,14 +178,15 @@ MIDDLEWARE = [
     # Before anything reads the body (and inside CORS, so browsers can read the answer): a body too
     # large is a 413 problem, not RequestDataTooBig.
     "billing_project.middleware.RequestBodyLimitMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # The console's browser session: the API, health and metrics pass through these four.
+    "billing_project.middleware.ConsoleSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django_otp.middleware.OTPMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "billing_project.middleware.ConsoleAuthenticationMiddleware",
+    "billing_project.middleware.ConsoleOTPMiddleware",
+    "billing_project.middleware.ConsoleMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "audit.middleware.AuditlogContextMiddleware",
+    # Also names the actor and address of django-auditlog's history entries (audit.history).
     "audit.middleware.AuditContextMiddleware",
     # Outside the idempotency key: a retried request takes its key afresh, a conflict is never stored.
     "billing_project.middleware.TransactionRetryMiddleware",
@@ -193,6 +194,9 @@ MIDDLEWARE = [
     # Last: turns a sign-in lockout into the console's lockout page (the API answers its own 429).
     "axes.middleware.AxesMiddleware",
 ]
+
+# An object's history entry carries the id of the request (or task) that made the change.
+AUDITLOG_CID_GETTER = "billing_project.observability.request_id_now"
 
 AUTHENTICATION_BACKENDS = [
     # First: refuses every attempt on a locked-out account or address before a password is checked.
