@@ -7,12 +7,15 @@ is live, checked on every call through the cache.
 """
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 import jwt
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
 from django_otp import user_has_device
 from rest_framework import authentication, exceptions, permissions
@@ -82,6 +85,11 @@ def service_token_encode(*, token_id: str, service: str, scopes: list[str], issu
 def service_token_decode(raw: str) -> ServicePrincipal:
     """Checks the signature (with the key its `kid` names) and the claims; not whether the token
     was revoked. A token without a `kid` or an id predates token records and is refused."""
+    return _service_token_claims(raw)[0]
+
+
+def _service_token_claims(raw: str) -> tuple[ServicePrincipal, float]:
+    """service_token_decode's principal, and when the token expires (a Unix time)."""
     secret = service_signing_keys().get(jwt.get_unverified_header(raw).get("kid"))
     if secret is None:
         raise jwt.InvalidTokenError("unknown signing key")
@@ -93,7 +101,41 @@ def service_token_decode(raw: str) -> ServicePrincipal:
     )
     if claims["token_type"] != SERVICE_TOKEN_TYPE:
         raise jwt.InvalidTokenError("not a service token")
-    return ServicePrincipal(name=claims["service"], scopes=frozenset(claims["scopes"]), token_id=claims["jti"])
+    principal = ServicePrincipal(name=claims["service"], scopes=frozenset(claims["scopes"]), token_id=claims["jti"])
+    return principal, float(claims["exp"])
+
+
+# Tokens this worker has verified, by their exact text (their signature included), with what they
+# proved: a client sends the same token on every call until it expires, and decoding and verifying it
+# again (twice for a service token) was a tenth of a small request's time. The expiry is checked on
+# every use, the revocation of a service token and the state of a user as before; a signing key is
+# removed by a restart, which forgets the tokens it verified.
+VERIFIED_TOKENS_MAX = 4096
+_verified_tokens: dict[str, tuple[float, ServicePrincipal | AccessToken]] = {}
+
+
+def _verified(raw: str) -> ServicePrincipal | AccessToken | None:
+    """What this worker proved about the token, while it has not expired."""
+    known = _verified_tokens.get(raw)
+    if known is None or known[0] <= time.time():
+        return None
+    return known[1]
+
+
+def _remember(raw: str, expires_at: float, proved: ServicePrincipal | AccessToken) -> None:
+    if len(_verified_tokens) >= VERIFIED_TOKENS_MAX:
+        _verified_tokens.clear()
+    _verified_tokens[raw] = (expires_at, proved)
+
+
+SIGNING_SETTINGS = frozenset({"SERVICE_JWT_SECRET", "SERVICE_JWT_PREVIOUS_SECRET", "SIMPLE_JWT", "JWT_SECRET"})
+
+
+@receiver(setting_changed)
+def _signing_keys_changed(setting, **kwargs):
+    """A changed signing key (a test's override; in production a restart) forgets what the old ones proved."""
+    if setting in SIGNING_SETTINGS:
+        _verified_tokens.clear()
 
 
 # How long the workers trust what one of them read about a token. A revocation overwrites the entry
@@ -150,10 +192,29 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         raw = bearer_token(request)
-        if raw is None or not _is_service_token(raw):
+        if raw is None:
+            return None
+        principal = _verified(raw)
+        if isinstance(principal, AccessToken):
+            return None
+        if principal is None:
+            principal = self._decoded(raw)
+            if principal is None:
+                return None
+        if not service_token_check(token_id=principal.token_id):
+            SERVICE_AUTH_ATTEMPTS.labels(result="revoked").inc()
+            raise exceptions.AuthenticationFailed(
+                "The service token was revoked or is unknown; ask for a new one.", code=ErrorCode.TOKEN_REVOKED
+            )
+        SERVICE_AUTH_ATTEMPTS.labels(result="success").inc()
+        return principal, raw
+
+    @staticmethod
+    def _decoded(raw: str) -> ServicePrincipal | None:
+        if not _is_service_token(raw):
             return None
         try:
-            principal = service_token_decode(raw)
+            principal, expires_at = _service_token_claims(raw)
         except jwt.ExpiredSignatureError as error:
             SERVICE_AUTH_ATTEMPTS.labels(result="expired").inc()
             raise exceptions.AuthenticationFailed(
@@ -164,13 +225,8 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The service token is invalid.", code=ErrorCode.TOKEN_INVALID
             ) from error
-        if not service_token_check(token_id=principal.token_id):
-            SERVICE_AUTH_ATTEMPTS.labels(result="revoked").inc()
-            raise exceptions.AuthenticationFailed(
-                "The service token was revoked or is unknown; ask for a new one.", code=ErrorCode.TOKEN_REVOKED
-            )
-        SERVICE_AUTH_ATTEMPTS.labels(result="success").inc()
-        return principal, raw
+        _remember(raw, expires_at, principal)
+        return principal
 
     def authenticate_header(self, request):
         return AUTH_HEADER
@@ -198,6 +254,15 @@ class UserTokenAuthentication(JWTAuthentication):
             verified = bool(token.get(OTP_CLAIM))
             user.is_verified = lambda: verified
         return authenticated
+
+    def get_validated_token(self, raw_token):
+        raw = raw_token.decode() if isinstance(raw_token, bytes) else raw_token
+        token = _verified(raw)
+        if isinstance(token, AccessToken):
+            return token
+        token = super().get_validated_token(raw_token)
+        _remember(raw, float(token["exp"]), token)
+        return token
 
     def authenticate_header(self, request):
         return AUTH_HEADER
@@ -251,13 +316,16 @@ def caller_identity(request) -> str | None:
     raw = bearer_token(request)
     if raw is None:
         return None
-    if _is_service_token(raw):
+    token = _verified(raw)
+    if isinstance(token, ServicePrincipal):
+        return str(token)
+    if token is None and _is_service_token(raw):
         try:
             return str(service_token_decode(raw))
         except jwt.PyJWTError:
             return None
     try:
-        token = AccessToken(raw)
+        token = token or AccessToken(raw)
     except TokenError:
         return None
     return user_caller(token[settings.SIMPLE_JWT["USER_ID_CLAIM"]])
