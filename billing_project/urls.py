@@ -7,14 +7,16 @@ from billing_project.dashboard import dashboard_view
 from billing_project.errors_views import api_not_found, bad_request, server_error
 from billing_project.schema_views import CachedSchemaView
 
+# The busiest routes first (usage, balances, then Stripe's deliveries): Django tries the patterns in
+# order, each miss costing a little. No two apps' patterns match the same path (test_urls).
 api_v1 = [
+    path("", include("credits.api.urls")),
+    path("", include("payments.api.urls")),
     path("", include("billing_project.accounts_urls")),
     path("", include("subscriptions.api.urls")),
     path("", include("licensing.api.urls")),
-    path("", include("credits.api.urls")),
     path("", include("coupons.api.urls")),
     path("", include("audit.api.urls")),
-    path("", include("payments.api.urls")),
     path("", include("billing_project.webhooks_urls")),
 ]
 
