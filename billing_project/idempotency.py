@@ -32,6 +32,7 @@ from billing_project.metrics import IDEMPOTENT_HITS
 from billing_project.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
+HEADER_META = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 PENDING_STATUS = 0
 
@@ -41,8 +42,10 @@ class IdempotencyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        key = request.headers.get(HEADER)
-        if request.method != "POST" or key is None or not request.path.startswith("/api/"):
+        if request.method != "POST" or not request.path.startswith("/api/"):
+            return self.get_response(request)
+        key = request.META.get(HEADER_META)
+        if key is None:
             return self.get_response(request)
         if not key or len(key) > MAX_KEY_LENGTH:
             return problem_response(

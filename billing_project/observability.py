@@ -12,8 +12,8 @@ and the JSON log formatter used in production.
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from contextvars import ContextVar, Token
 from functools import lru_cache
 
@@ -24,6 +24,7 @@ from audit.redaction import mask_license_key
 from billing_project.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_META = "HTTP_X_REQUEST_ID"
 # Name of the Celery message header that carries the request id to the worker.
 TASK_REQUEST_ID_HEADER = "x_request_id"
 UNMATCHED_ROUTE = "unmatched"
@@ -43,7 +44,7 @@ def request_id_from_header(value: str | None) -> str:
     """The caller's id when it is a sane token (it ends up in logs and headers), else a fresh one."""
     if value and _SANE_REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -54,7 +55,7 @@ class ObservabilityMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = request_id_from_header(request.headers.get(REQUEST_ID_HEADER))
+        request_id = request_id_from_header(request.META.get(REQUEST_ID_META))
         request.request_id = request_id
         token = current_request_id.set(request_id)
         started = time.perf_counter()
@@ -69,11 +70,23 @@ class ObservabilityMiddleware:
             current_request_id.reset(token)
 
 
+# (method, route, status) -> its latency histogram and its counter: finding a labelled child is a
+# lock and a few lookups each time, and the label sets are bounded (routes are patterns).
+_request_metrics: dict[tuple, tuple] = {}
+
+
 def _record_request(request, status_code: int, seconds: float) -> None:
     method = request.method if request.method in KNOWN_METHODS else "OTHER"
     route = route_label(getattr(request, "resolver_match", None))
-    HTTP_REQUEST_DURATION.labels(method=method, route=route, status=f"{status_code // 100}xx").observe(seconds)
-    HTTP_REQUESTS.labels(method=method, route=route, status=str(status_code)).inc()
+    key = (method, route, status_code)
+    metrics = _request_metrics.get(key)
+    if metrics is None:
+        metrics = _request_metrics[key] = (
+            HTTP_REQUEST_DURATION.labels(method=method, route=route, status=f"{status_code // 100}xx"),
+            HTTP_REQUESTS.labels(method=method, route=route, status=str(status_code)),
+        )
+    metrics[0].observe(seconds)
+    metrics[1].inc()
 
 
 def route_label(resolver_match) -> str:

@@ -46,6 +46,16 @@ def test_cors_answers_a_configured_origin_only(client, settings):
     assert "Access-Control-Allow-Credentials" not in allowed
 
 
+def test_cors_is_answered_on_the_api_only(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = [APP]
+
+    api = client.get("/api/v1/billing/portal/offline/", HTTP_ORIGIN=APP)
+    health = client.get("/health", HTTP_ORIGIN=APP)
+
+    assert api["Access-Control-Allow-Origin"] == APP
+    assert "Access-Control-Allow-Origin" not in health
+
+
 def test_no_origin_is_allowed_by_default():
     assert settings.CORS_ALLOWED_ORIGINS == []
     assert not getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False)
