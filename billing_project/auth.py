@@ -107,7 +107,8 @@ def _service_token_claims(raw: str) -> tuple[ServicePrincipal, float]:
 
 # Tokens this worker has verified, by their exact text (their signature included), with what they
 # proved: a client sends the same token on every call until it expires, and decoding and verifying it
-# again (twice for a service token) was a tenth of a small request's time. The expiry is checked on
+# again (three times for a service token: its kind, its key, its claims) was a tenth of a small
+# request's time. The expiry is checked on
 # every use, the revocation of a service token and the state of a user as before; a signing key is
 # removed by a restart, which forgets the tokens it verified.
 VERIFIED_TOKENS_MAX = 4096
