@@ -101,7 +101,7 @@ class ConsoleOnly:
 
 
 class ConsoleSessionMiddleware(ConsoleOnly, SessionMiddleware):
-    pass
+    """The session cookie, read and written under `/admin/` only."""
 
 
 class ConsoleAuthenticationMiddleware(ConsoleOnly, AuthenticationMiddleware):
@@ -112,8 +112,8 @@ class ConsoleAuthenticationMiddleware(ConsoleOnly, AuthenticationMiddleware):
 
 
 class ConsoleOTPMiddleware(ConsoleOnly, OTPMiddleware):
-    pass
+    """The console user's verified second factor, under `/admin/` only."""
 
 
 class ConsoleMessageMiddleware(ConsoleOnly, MessageMiddleware):
-    pass
+    """The console's flash messages, under `/admin/` only."""
