@@ -530,15 +530,15 @@ def test_staff_refund_part_of_a_pack_purchase_from_the_consoles_payments_page(
     assert ledger_is_consistent()
 
 
-def test_the_consoles_payments_page_sends_an_invoices_payment_to_its_payment_transaction(admin_client, user, pack):
-    renewal = Payment.objects.create(
-        kind=OperationKind.RENEWAL_CHARGE,
-        user=user,
-        provider="offline",
-        amount=1900,
-        currency="usd",
-        paid_at=pack.created_at,
+def _paid_offline(user, *, kind, amount, paid_at) -> Payment:
+    """A payment of another kind than a credit pack, paid in dollars on the offline provider."""
+    return Payment.objects.create(
+        kind=kind, user=user, provider="offline", amount=amount, currency="usd", paid_at=paid_at
     )
+
+
+def test_the_consoles_payments_page_sends_an_invoices_payment_to_its_payment_transaction(admin_client, user, pack):
+    renewal = _paid_offline(user, kind=OperationKind.RENEWAL_CHARGE, amount=1900, paid_at=pack.created_at)
 
     response = console_refund(admin_client, renewal)
 
@@ -549,14 +549,7 @@ def test_the_consoles_payments_page_sends_an_invoices_payment_to_its_payment_tra
 
 
 def test_a_refund_of_someone_elses_kind_of_payment_is_a_404(roles_synced, staff_client, user, pack):
-    other = Payment.objects.create(
-        kind=OperationKind.LICENSE_CHECKOUT,
-        user=user,
-        provider="offline",
-        amount=1000,
-        currency="usd",
-        paid_at=pack.created_at,
-    )
+    other = _paid_offline(user, kind=OperationKind.LICENSE_CHECKOUT, amount=1000, paid_at=pack.created_at)
 
     response = staff_refund(staff_client, other, None)
 
