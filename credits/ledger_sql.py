@@ -3,7 +3,7 @@ On PostgreSQL all the writes of a transaction go in one statement (data-modifyin
 the reads under the balance lock in one round trip; SQLite, the embedded default, runs them one by one.
 """
 
-from billing_project.sql import Statement, column, converted, default_connection, read_all, table
+from billing_project.sql import Statement, column, converted, default_connection, new_row, one_of, read_all, table
 from credits.models import CreditHold, TokenUsageLedger, UserCreditBalance, UserCreditSource
 
 # The budget columns of the balance row (credits.budgets), read with it wherever it is read.
@@ -28,26 +28,24 @@ BALANCE_COLUMNS = (
 )
 
 
-def _in(values: list) -> str:
-    return f"IN ({', '.join(['%s'] * len(values))})"
-
-
 def balances_lock_statement(user_ids: list) -> Statement:
     """The users' balance rows (user id, then the BALANCE_COLUMNS), locked FOR UPDATE until the
     transaction ends, in ascending user id: one statement takes them all in the documented order."""
     lock = " FOR UPDATE" if default_connection().features.has_select_for_update else ""
     user = column(UserCreditBalance, "user")
     columns = ", ".join(column(UserCreditBalance, name) for name in BALANCE_COLUMNS)
+    among, params = one_of(user_ids)
     return (
-        f"SELECT {user}, {columns} FROM {table(UserCreditBalance)} WHERE {user} {_in(user_ids)} ORDER BY {user}{lock}",
-        list(user_ids),
+        f"SELECT {user}, {columns} FROM {table(UserCreditBalance)} WHERE {user} {among} ORDER BY {user}{lock}",
+        params,
     )
 
 
 def balance_of(row: tuple) -> UserCreditBalance:
     """A balance row of `balances_lock_statement`."""
     fields = [UserCreditBalance._meta.get_field(name) for name in BALANCE_COLUMNS]
-    return UserCreditBalance(
+    return new_row(
+        UserCreditBalance,
         **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
         user_id=row[0],
     )
@@ -56,10 +54,11 @@ def balance_of(row: tuple) -> UserCreditBalance:
 def request_ids_statement(request_ids: list) -> Statement:
     """Which of these request ids already have a usage row (see `request_ids_of`)."""
     field = TokenUsageLedger._meta.get_field("request_id")
+    among, params = one_of([field.get_db_prep_value(request_id, default_connection()) for request_id in request_ids])
     return (
         f"SELECT {column(TokenUsageLedger, 'request_id')} FROM {table(TokenUsageLedger)} "
-        f"WHERE {column(TokenUsageLedger, 'request_id')} {_in(request_ids)}",
-        [field.get_db_prep_value(request_id, default_connection()) for request_id in request_ids],
+        f"WHERE {column(TokenUsageLedger, 'request_id')} {among}",
+        params,
     )
 
 
@@ -72,13 +71,14 @@ def grants_statement(user_ids: list) -> Statement:
     """The users' grants with credits left, by user, each user's in spending order (soonest expiry
     first, none last); only the fields spending needs (see `grants_of`)."""
     user, expires = column(UserCreditSource, "user"), column(UserCreditSource, "expires_at")
+    among, params = one_of(user_ids)
     return (
         f"SELECT {user}, {column(UserCreditSource, 'id')}, {column(UserCreditSource, 'remaining')}, {expires} "
         f"FROM {table(UserCreditSource)} "
-        f"WHERE {user} {_in(user_ids)} AND {column(UserCreditSource, 'remaining')} > 0 "
+        f"WHERE {user} {among} AND {column(UserCreditSource, 'remaining')} > 0 "
         f"ORDER BY {user}, {expires} IS NULL, {expires}, {column(UserCreditSource, 'created_at')}, "
         f"{column(UserCreditSource, 'id')}",
-        list(user_ids),
+        params,
     )
 
 
@@ -88,7 +88,8 @@ def grants_of(rows: list[tuple]) -> dict[int, list[UserCreditSource]]:
     grants: dict[int, list[UserCreditSource]] = {}
     for row in rows:
         grants.setdefault(row[0], []).append(
-            UserCreditSource(
+            new_row(
+                UserCreditSource,
                 **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
                 user_id=row[0],
             )
@@ -100,11 +101,12 @@ def holds_live_statement(user_ids: list, now) -> Statement:
     """Credits held by each user's live holds (held and not past their expiry): (user id, credits)
     for the users who have any (see `holds_live_of`)."""
     user = column(CreditHold, "user")
+    among, params = one_of(user_ids)
     return (
         f"SELECT {user}, SUM({column(CreditHold, 'amount')}) FROM {table(CreditHold)} "
-        f"WHERE {user} {_in(user_ids)} AND {column(CreditHold, 'status')} = 'held' "
+        f"WHERE {user} {among} AND {column(CreditHold, 'status')} = 'held' "
         f"AND {column(CreditHold, 'expires_at')} > %s GROUP BY {user}",
-        [*user_ids, CreditHold._meta.get_field("expires_at").get_db_prep_value(now, default_connection())],
+        [*params, CreditHold._meta.get_field("expires_at").get_db_prep_value(now, default_connection())],
     )
 
 

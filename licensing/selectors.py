@@ -10,6 +10,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from billing_project.errors import NotFound, RuleViolation
+from billing_project.sql import one_of
 from licensing import keys, pricing, versions
 from licensing.codes import ErrorCode, InvalidReason
 from licensing.models import LicenseActivation, LicenseStatus, PerpetualLicense
@@ -29,11 +30,12 @@ def license_use_statement(*, user_ids: list) -> tuple[str, list]:
     Read for every usage record, with the credits engine's other reads under the balance lock (one
     round trip); on the (user, status) index, nothing cached, so no invalidation to forget."""
     byok = "CASE WHEN byok_enabled THEN 1 ELSE 0 END"
+    among, params = one_of(user_ids)
     return (
         f"SELECT user_id, MAX({byok}), MIN({byok}) "
         f"FROM {PerpetualLicense._meta.db_table} "
-        f"WHERE user_id IN ({', '.join(['%s'] * len(user_ids))}) AND status = %s GROUP BY user_id",
-        [*user_ids, LicenseStatus.ACTIVE],
+        f"WHERE user_id {among} AND status = %s GROUP BY user_id",
+        [*params, LicenseStatus.ACTIVE],
     )
 
 

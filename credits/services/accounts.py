@@ -221,7 +221,8 @@ class LockedAccount:
 
     def _write_deduction(self, *, amount: int, reason: str, paid_by, **ledger_fields) -> CreditDeductionLedger:
         before = self.balance.amount
-        deduction = CreditDeductionLedger(
+        deduction = sql.new_row(
+            CreditDeductionLedger,
             user_id=self.user_id,
             amount=amount,
             balance_before=before,
@@ -234,7 +235,9 @@ class LockedAccount:
             taken = min(left, grant.remaining)
             grant.remaining -= taken
             self._update(grant, "remaining")
-            self.consumptions.append(CreditConsumption(deduction=deduction, source_id=grant.pk, amount=taken))
+            self.consumptions.append(
+                sql.new_row(CreditConsumption, deduction=deduction, source_id=grant.pk, amount=taken)
+            )
             left -= taken
         self._amount_set(before - amount)
         self.deductions.append(deduction)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
+from billing_project import sql
 from billing_project.errors import Conflict, DomainError, NotFound, PaymentRequired, RuleViolation
 from billing_project.metrics import CREDITS_DEDUCTED, USAGE_RECORDING_ATTEMPTS
 from billing_project.money import quantize_half_up
@@ -228,7 +229,8 @@ class _UserSession:
                 gross_margin=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
             )
         tokens = event.tokens
-        usage = TokenUsageLedger(
+        usage = sql.new_row(
+            TokenUsageLedger,
             request_id=event.request_id,
             user_id=self.user_id,
             subscription_id=self.subscription_id,

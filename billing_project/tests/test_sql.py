@@ -1,0 +1,81 @@
+"""The hot path's statement helpers: rows built like the constructor builds them, set membership."""
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db.models import signals
+
+from billing_project import sql
+from billing_project.tests.factories import UserFactory
+from credits.models import CreditConsumption, CreditDeductionLedger, TokenUsageLedger
+
+MADE_PER_ROW = {"id"}  # a fresh UUID each time, compared apart
+
+
+def _values(row) -> dict:
+    return {field.attname: getattr(row, field.attname) for field in type(row)._meta.concrete_fields}
+
+
+def _without_made(values: dict) -> dict:
+    return {name: value for name, value in values.items() if name not in MADE_PER_ROW}
+
+
+def test_new_row_matches_the_constructor_with_defaults_for_the_fields_not_given():
+    given = {
+        "user_id": 7,
+        "amount": 30,
+        "balance_before": 100,
+        "balance_after": 70,
+        "reason": "inference",
+        "request_id": uuid.uuid4(),
+        "token_vendor_cost": Decimal("0.0012500000"),
+    }
+
+    built, constructed = sql.new_row(CreditDeductionLedger, **given), CreditDeductionLedger(**given)
+
+    assert _without_made(_values(built)) == _without_made(_values(constructed))
+    assert isinstance(built.id, uuid.UUID) and built.id != sql.new_row(CreditDeductionLedger, **given).id
+    assert built._state.adding and built._state.db is None
+
+
+def test_new_row_takes_a_related_instance_by_the_relation_name():
+    deduction = sql.new_row(CreditDeductionLedger, user_id=1, amount=5, balance_before=5, balance_after=0)
+
+    consumption = sql.new_row(CreditConsumption, deduction=deduction, source_id=uuid.uuid4(), amount=5)
+    usage = sql.new_row(TokenUsageLedger, request_id=uuid.uuid4(), user_id=1, deduction=None)
+
+    assert consumption.deduction_id == deduction.id and consumption.deduction is deduction
+    assert usage.deduction_id is None and usage.deduction is None
+    assert usage.fee_units == {} and usage.fee_units is not sql.new_row(TokenUsageLedger, user_id=1).fee_units
+
+
+def test_new_row_refuses_a_name_the_model_does_not_have():
+    with pytest.raises(TypeError, match="no field named colour"):
+        sql.new_row(CreditConsumption, amount=1, colour="red")
+
+
+def test_new_row_builds_through_the_constructor_when_its_signals_are_listened_to():
+    seen = []
+
+    def listener(sender, instance, **kwargs):
+        seen.append(instance)
+
+    signals.post_init.connect(listener, sender=CreditConsumption)
+    try:
+        row = sql.new_row(CreditConsumption, amount=3)
+    finally:
+        signals.post_init.disconnect(listener, sender=CreditConsumption)
+
+    assert seen == [row] and row.amount == 3
+
+
+@pytest.mark.django_db
+def test_one_of_matches_exactly_the_values_given():
+    users = UserFactory.create_batch(3)
+    among, params = sql.one_of([users[0].pk, users[2].pk])
+
+    (rows,) = sql.read_all([(f"SELECT id FROM auth_user WHERE id {among} ORDER BY id", params)])
+
+    assert [row[0] for row in rows] == [users[0].pk, users[2].pk]
+    assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {sql.one_of([-1])[0]}", sql.one_of([-1])[1])]) == [[]]
