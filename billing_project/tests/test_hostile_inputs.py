@@ -145,6 +145,31 @@ def test_a_lone_surrogate_in_a_key_is_a_400_problem_that_does_not_echo_it(user_c
     assert list(problem["errors"]) == ["extra.\ufffd"]
 
 
+def test_an_upper_case_surrogate_escape_is_refused_like_a_lower_case_one(user_client):
+    response = post_raw(user_client, "/api/v1/coupons/validate/", b'{"code": "X", "extra": {"\\uDFFF": 1}}')
+
+    problem = assert_problem(response, 400, "validation_error")
+    assert list(problem["errors"]) == ["extra.\ufffd"]
+
+
+def test_a_surrogate_escape_in_a_utf16_body_is_refused(user_client):
+    body = '{"code": "X", "extra": {"\\udfff": 1}}'.encode("utf-16")
+
+    response = user_client.generic(
+        "POST", "/api/v1/coupons/validate/", body, content_type="application/json; charset=utf-16"
+    )
+
+    problem = assert_problem(response, 400, "validation_error")
+    assert list(problem["errors"]) == ["extra.\ufffd"]
+
+
+def test_an_escaped_backslash_before_u0000_is_plain_text(user_client):
+    response = post_raw(user_client, "/api/v1/coupons/validate/", b'{"code": "a\\\\u0000b"}')
+
+    assert response.status_code == 200, response.content
+    assert response.json()["reason_code"] == "coupon_not_found"
+
+
 def test_paired_surrogates_are_the_character_they_encode(user_client):
     response = post_raw(user_client, "/api/v1/coupons/validate/", b'{"code": "\\ud83d\\ude00"}')
 
