@@ -86,9 +86,23 @@ def _deeper_than(data, depth: int) -> bool:
     return False
 
 
+def _flat_and_storable(data: dict) -> bool:
+    """Whether `data` holds no container and none of its keys and texts anything unstorable: an
+    event of a batch, judged by one search instead of the walk."""
+    texts = [*data]
+    for value in data.values():
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict | list):
+            return False
+    return UNSTORABLE.search("".join(texts)) is None
+
+
 def text_problems(data) -> dict[str, list[str]]:
     """What the parser would refuse in `data`, by field name: for a view that judges the items of a
     list itself (`items_judged_by_view`) and refuses such an item alone."""
+    if isinstance(data, dict) and _flat_and_storable(data):
+        return {}
     problems: dict[str, list[str]] = {}
     for path, message in _problems(data):
         problems.setdefault(_field_name(path), []).append(message)

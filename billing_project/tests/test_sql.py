@@ -1,5 +1,6 @@
 """The hot path's statement helpers: rows built like the constructor builds them, set membership."""
 
+import json
 import uuid
 from decimal import Decimal
 
@@ -79,3 +80,28 @@ def test_one_of_matches_exactly_the_values_given():
 
     assert [row[0] for row in rows] == [users[0].pk, users[2].pk]
     assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {sql.one_of([-1])[0]}", sql.one_of([-1])[1])]) == [[]]
+
+
+@pytest.mark.django_db
+def test_an_insert_carries_every_value_and_an_integer_past_64_bits_is_left_to_the_database():
+    request_id = uuid.uuid4()
+    row = sql.new_row(
+        CreditDeductionLedger,
+        user_id=1,
+        amount=2**70,
+        balance_before=0,
+        balance_after=-(2**70),
+        reason="inference",
+        request_id=request_id,
+        token_vendor_cost=Decimal("1E-10"),
+    )
+
+    _, (rows_json,) = sql.insert([row])
+
+    (written,) = json.loads(rows_json)
+    assert (written["amount"], written["request_id"], Decimal(written["token_vendor_cost"])) == (
+        2**70,
+        str(request_id),
+        Decimal("1E-10"),
+    )
+    assert written["id"] == str(row.id) and written["created_at"]
