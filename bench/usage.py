@@ -46,7 +46,7 @@ def prepare(users: int) -> dict:
     user_model = get_user_model()
     ids, tokens = [], []
     for index in range(users):
-        # Hex: sharing at most eight letters with the address, it can never read as "too similar" to it.
+        # Hex shares at most a dozen characters with the address: never "too similar" to it.
         user = account_register(email=f"bench{index}@example.com", password=secrets.token_hex(16))
         credit_grant(user=user_model.objects.get(pk=user.pk), amount=500_000_000, source="bonus", reason="bench")
         ids.append(user.pk)
