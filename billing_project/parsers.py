@@ -115,15 +115,16 @@ def _invalid(path: tuple, message: str) -> exceptions.ValidationError:
 
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        context = parser_context or {}
         body = stream.read()
         try:
-            data = super().parse(io.BytesIO(body), media_type, parser_context)
+            data = super().parse(io.BytesIO(body), media_type, context)
         except RecursionError:
             raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
-        utf8 = get_encoding(parser_context or {}).lower().replace("-", "").replace("_", "") == "utf8"
+        utf8 = get_encoding(context).lower().replace("-", "").replace("_", "") == "utf8"
         if utf8 and not UNSTORABLE_ESCAPE.search(body) and not _deeper_than(data, MAX_DEPTH):
             return data  # nothing to refuse: the walk below costs a batch of 1,000 events milliseconds
-        view = (parser_context or {}).get("view")
+        view = context.get("view")
         problem = next(_problems(data, items_judged_by_view=getattr(view, "items_judged_by_view", None)), None)
         if problem is not None:
             raise _invalid(*problem)

@@ -79,7 +79,8 @@ def test_one_of_matches_exactly_the_values_given():
     (rows,) = sql.read_all([(f"SELECT id FROM auth_user WHERE id {among} ORDER BY id", params)])
 
     assert [row[0] for row in rows] == [users[0].pk, users[2].pk]
-    assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {sql.one_of([-1])[0]}", sql.one_of([-1])[1])]) == [[]]
+    among, params = sql.one_of([-1])
+    assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {among}", params)]) == [[]]
 
 
 @pytest.mark.django_db
