@@ -1,9 +1,10 @@
 """Recording LLM usage against credits, and reservations (holds) for streaming calls.
 
-A request's events are grouped by user and recorded in one transaction, the users' balance rows
-locked together, so a batch of 1,000 events over 200 users costs the handful of round trips of one
-event: the reads under the locks in one, the writes in one. The single-event endpoint is simply a
-batch of one. Every refusal leaves nothing written for that event.
+A request's events are grouped by user, and the users recorded in groups of about fifty events, each
+group in one transaction with its users' balance rows locked together: a group over many users costs
+the handful of round trips of one event (the reads under the locks in one, the writes in one), and
+two batches over the same users follow one another group by group. The single-event endpoint is
+simply a batch of one. Every refusal leaves nothing written for that event.
 """
 
 import contextlib
@@ -42,6 +43,10 @@ from licensing.selectors import LicenseUse, license_use_statement, license_uses_
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
 MILLISECOND = timedelta(milliseconds=1)
+# A batch is recorded in transactions of about this many events. Two batches over the same users
+# then follow one another group by group, each group's locks held only until its commit, instead of
+# one waiting for the other's whole batch; a smaller group pays more round trips and commits.
+BATCH_GROUP_EVENTS = 50
 
 
 @dataclass(frozen=True)
@@ -404,28 +409,45 @@ def usage_record(*, event: UsageEvent) -> UsageResult:
     return outcome
 
 
+def _user_groups(events_by_user: dict[int, list[UsageEvent]]):
+    """The users (in ascending id) cut into groups of about BATCH_GROUP_EVENTS events, each user's
+    events whole in one group."""
+    group: dict[int, list[UsageEvent]] = {}
+    count = 0
+    for user_id, user_events in events_by_user.items():
+        if group and count + len(user_events) > BATCH_GROUP_EVENTS:
+            yield group
+            group, count = {}, 0
+        group[user_id] = user_events
+        count += len(user_events)
+    if group:
+        yield group
+
+
 def usage_record_batch(*, events: list[UsageEvent]) -> list[Outcome]:
     """Records many requests; outcomes come back in the order of `events`.
 
-    The users' events are recorded in one transaction, their balances locked in ascending user id.
-    When the database refuses a write of it (a request_id recorded at the same moment under another
-    lock, a value it cannot hold), each user is recorded in a transaction of their own instead, so
-    one user's failing event fails no other user's.
+    The users, in ascending id, are recorded in groups of about BATCH_GROUP_EVENTS events, each
+    group in one transaction with its balances locked in that order; a user's events are never
+    split. When the database refuses a group's write (a request_id recorded at the same moment under
+    another lock, a value it cannot hold), each of its users is recorded in a transaction of their
+    own instead, so one user's failing event fails no other user's.
     """
     by_user: dict[int, list[int]] = defaultdict(list)
     for index, event in enumerate(events):
         by_user[event.user_id].append(index)
     events_by_user = {user_id: [events[index] for index in by_user[user_id]] for user_id in sorted(by_user)}
-    recorded: dict[int, list[Outcome]] = {}
-    if len(events_by_user) > 1:
-        # On a refused write each user is recorded in a transaction of their own below.
-        with contextlib.suppress(IntegrityError, DataError):
-            recorded = _record_users(events_by_user)
     outcomes: list[Outcome | None] = [None] * len(events)
-    for user_id, user_events in events_by_user.items():
-        user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)
-        for index, outcome in zip(by_user[user_id], user_outcomes, strict=True):
-            outcomes[index] = outcome
+    for group in _user_groups(events_by_user):
+        recorded: dict[int, list[Outcome]] = {}
+        if len(group) > 1:
+            # On a refused write each user is recorded in a transaction of their own below.
+            with contextlib.suppress(IntegrityError, DataError):
+                recorded = _record_users(group)
+        for user_id, user_events in group.items():
+            user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)
+            for index, outcome in zip(by_user[user_id], user_outcomes, strict=True):
+                outcomes[index] = outcome
     _count(outcomes)
     return outcomes
 

@@ -1,5 +1,6 @@
-"""A batch of usage over many users: one transaction whose round trips do not grow with its users, the
-same outcomes a user would get alone, and a write the database refuses kept to its own user."""
+"""A batch of usage over many users: groups of whole users, each one transaction whose round trips do not
+grow with its users, the same outcomes a user would get alone, and a write the database refuses kept to
+its own user."""
 
 import random
 import threading
@@ -16,6 +17,7 @@ from credits.api.events import usage_event_parse
 from credits.models import CreditDeductionLedger, TokenUsageLedger, UserCreditBalance
 from credits.services import pricing_catalog_seed, usage_record, usage_record_batch
 from credits.services.ledger import ledger_figures
+from credits.services.usage import BATCH_GROUP_EVENTS
 from credits.tests.conftest import fund, usage_event
 
 BATCH = "/api/v1/usage/record-batch/"
@@ -40,18 +42,48 @@ def parsed(user, **overrides):
 @pytest.mark.postgres
 @pytest.mark.django_db
 @pytest.mark.usefixtures("price_catalog")
-def test_a_batch_over_thirty_users_costs_the_round_trips_of_a_batch_over_one(django_user_model):
-    users = users_funded(django_user_model, 31, 10_000)
+def test_a_batch_over_a_group_of_users_costs_the_round_trips_of_a_batch_over_one(django_user_model):
+    group_users = BATCH_GROUP_EVENTS // 2
+    users = users_funded(django_user_model, 1 + group_users, 10_000)
     usage_record_batch(events=[parsed(users[0])])  # the pricing book and the connection, read once
 
     with CaptureQueriesContext(connection) as one_user:
         usage_record_batch(events=[parsed(users[0]), parsed(users[0])])
-    with CaptureQueriesContext(connection) as thirty_users:
+    with CaptureQueriesContext(connection) as many_users:
         usage_record_batch(events=[parsed(user) for user in users[1:] for _ in range(2)])
 
-    assert len(thirty_users) == len(one_user)
-    assert TokenUsageLedger.objects.count() == 1 + 2 + 60
+    assert len(many_users) == len(one_user)
+    assert TokenUsageLedger.objects.count() == 1 + 2 + 2 * group_users
     assert set(UserCreditBalance.objects.filter(user__in=users[1:]).values_list("amount", flat=True)) == {10_000 - 140}
+    assert all(figures.problems == [] for figures in ledger_figures(user_ids=[user.pk for user in users]))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.usefixtures("price_catalog")
+def test_a_long_batch_is_recorded_in_groups_of_whole_users(django_user_model):
+    group_users = BATCH_GROUP_EVENTS // 2
+    users = users_funded(django_user_model, 1 + 3 * group_users, 10_000)
+    busy, others = users[0], users[1:]
+    usage_record_batch(events=[parsed(busy)])  # the pricing book and the connection, read once
+    with CaptureQueriesContext(connection) as one_user:
+        usage_record_batch(events=[parsed(busy), parsed(busy)])
+
+    # when a batch spans three groups' worth of users, and another sends one user more than a group
+    with CaptureQueriesContext(connection) as three_groups:
+        outcomes = usage_record_batch(events=[parsed(user) for user in others for _ in range(2)])
+    with CaptureQueriesContext(connection) as one_busy_user:
+        busy_outcomes = usage_record_batch(events=[parsed(busy) for _ in range(BATCH_GROUP_EVENTS + 10)])
+
+    # then the first costs three groups' round trips, the busy user's events are never split, and all add up
+    assert len(three_groups) == 3 * len(one_user)
+    assert len(one_busy_user) == len(one_user)
+    assert [outcome.status_code for outcome in outcomes + busy_outcomes] == [201] * (
+        6 * group_users + BATCH_GROUP_EVENTS + 10
+    )
+    assert [outcome.usage.user_id for outcome in outcomes] == [user.pk for user in others for _ in range(2)]
+    assert set(UserCreditBalance.objects.filter(user__in=others).values_list("amount", flat=True)) == {10_000 - 140}
+    assert UserCreditBalance.objects.get(user=busy).amount == 10_000 - 70 * (3 + BATCH_GROUP_EVENTS + 10)
     assert all(figures.problems == [] for figures in ledger_figures(user_ids=[user.pk for user in users]))
 
 
@@ -191,9 +223,9 @@ def test_parallel_batches_over_overlapping_users_neither_deadlock_nor_overspend(
     pricing_catalog_seed()
     users = users_funded(django_user_model, 12, 700)
     rng = random.Random(7)
-    batches = [[rng.choice(users) for _ in range(30)] for _ in range(8)]
+    batches = [[rng.choice(users) for _ in range(size)] for size in (30, 120) * 4]
 
-    # when 8 threads each record a batch of 30 events over those users, in no particular order
+    # when 8 threads each record a batch of 30 or 120 events (groups of users) over those users
     outcomes = run_concurrently(lambda batch: usage_record_batch(events=[parsed(user) for user in batch]), batches)
 
     # then no batch fails, every user spent at most what they had, and the ledger adds up
