@@ -467,7 +467,11 @@ class UserCreditSource(TimestampedModel):
     """A grant: credits from one allocation (or reversal) and what is left of them.
     Invariant: 0 <= remaining <= original_amount; spent soonest-expiring first, never-expiring last."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_sources")
+    # No index of its own: grant_user_expiry_idx leads with the user. Every index costs each grant
+    # insert and each change of `remaining` (not a HOT update: grant_live_expiry_idx's condition reads it).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_sources", db_index=False
+    )
     source = models.CharField(max_length=16, choices=GrantSource.choices)
     original_amount = models.PositiveIntegerField()
     remaining = models.PositiveIntegerField()
