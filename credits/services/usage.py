@@ -9,6 +9,7 @@ simply a batch of one. Every refusal leaves nothing written for that event.
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -409,7 +410,7 @@ def usage_record(*, event: UsageEvent) -> UsageResult:
     return outcome
 
 
-def _user_groups(events_by_user: dict[int, list[UsageEvent]]):
+def _user_groups(events_by_user: dict[int, list[UsageEvent]]) -> Iterator[dict[int, list[UsageEvent]]]:
     """The users (in ascending id) cut into groups of about BATCH_GROUP_EVENTS events, each user's
     events whole in one group."""
     group: dict[int, list[UsageEvent]] = {}
