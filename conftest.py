@@ -20,7 +20,7 @@ STRIPE_TEST_KEY = "sk_test_0123456789abcdefghijklmnopqrstuv"
 def pytest_collection_modifyitems(config, items):
     if connection.vendor == "postgresql":
         return
-    skip = pytest.mark.skip(reason="needs PostgreSQL row locking: set DATABASE_URL to run it")
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL to run it")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)

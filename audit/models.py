@@ -4,7 +4,6 @@ import json
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from billing_project.models import BaseModel, TimestampedModel, choices_check
@@ -74,12 +73,6 @@ class AuditLogQuerySet(AppendOnlyQuerySet):
         `sequence`/`prev_hash`/`row_hash`, and the status of the response its request got
         (PostgreSQL's trigger refuses anything else, and any change at all to a sealed row)."""
         return models.QuerySet.update(self.filter(sequence__isnull=True), **values)
-
-    def unsealed_update_sql(self, connection, **values) -> tuple[str, tuple]:
-        """The statement `unsealed_update` runs, for a caller that sends it inside SQL of its own."""
-        query = self.filter(sequence__isnull=True).query.chain(UpdateQuery)
-        query.add_update_values(values)
-        return query.get_compiler(connection=connection).as_sql()
 
 
 class AdminAuditLog(AppendOnlyModel):

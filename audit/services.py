@@ -23,6 +23,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -33,6 +34,7 @@ from django.utils import timezone
 from audit.context import current_request_audit
 from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead
 from audit.redaction import REDACTED, mask_license_key, redact
+from billing_project import sql
 from billing_project.appends import append
 from billing_project.net import client_ip
 
@@ -211,13 +213,24 @@ def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
 STATUS_FILL_TRANSACTION = "BEGIN; SET LOCAL synchronous_commit = off; {update}; COMMIT;"
 
 
+@cache
+def _status_update_statement() -> str:
+    """`unsealed_update` of the status, written out once (the ORM compiled it on every audited request)."""
+    status_code, sequence = sql.column(AdminAuditLog, "status_code"), sql.column(AdminAuditLog, "sequence")
+    return (
+        f"UPDATE {sql.table(AdminAuditLog)} SET {status_code} = %s WHERE {sql.column(AdminAuditLog, 'id')} = "
+        f"ANY(%s::uuid[]) AND {status_code} IS NULL AND {sequence} IS NULL"
+    )
+
+
 def _status_fill(*, row_ids: list, status_code: int) -> int:
-    rows = AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True)
     if connection.vendor == "postgresql" and connection.get_autocommit():
-        update, params = rows.unsealed_update_sql(connection, status_code=status_code)
         with connection.cursor() as cursor:
             try:
-                cursor.execute(STATUS_FILL_TRANSACTION.format(update=update), params)
+                cursor.execute(
+                    STATUS_FILL_TRANSACTION.format(update=_status_update_statement()),
+                    [status_code, [str(row_id) for row_id in row_ids]],
+                )
             except DatabaseError:
                 cursor.execute("ROLLBACK")  # the explicit transaction failed midway: end it
                 raise
@@ -227,7 +240,9 @@ def _status_fill(*, row_ids: list, status_code: int) -> int:
             return cursor.rowcount
     # Inside a caller's transaction (or on SQLite): the same update, in a savepoint of its own.
     with transaction.atomic():
-        return rows.unsealed_update(status_code=status_code)
+        return AdminAuditLog.objects.filter(pk__in=row_ids, status_code__isnull=True).unsealed_update(
+            status_code=status_code
+        )
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,25 @@
-"""The hot path's statement helpers: rows built like the constructor builds them, set membership."""
+"""The hot path's statement helpers: rows built like the constructor builds them, set membership,
+rows read as the ORM reads them, inserts unless present."""
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db.models import signals
 
 from billing_project import sql
+from billing_project.rows import row_insert_unless_present
 from billing_project.tests.factories import UserFactory
-from credits.models import CreditConsumption, CreditDeductionLedger, TokenUsageLedger
+from credits.models import (
+    CreditAllocation,
+    CreditConsumption,
+    CreditDeductionLedger,
+    CreditSource,
+    TokenUsageLedger,
+)
+from payments.models import WebhookEvent
 
 MADE_PER_ROW = {"id"}  # a fresh UUID each time, compared apart
 
@@ -84,6 +94,7 @@ def test_one_of_matches_exactly_the_values_given():
 
 
 @pytest.mark.django_db
+@pytest.mark.postgres  # the rows travel as one JSON parameter on PostgreSQL only
 def test_an_insert_carries_every_value_and_an_integer_past_64_bits_is_left_to_the_database():
     request_id = uuid.uuid4()
     row = sql.new_row(
@@ -106,3 +117,64 @@ def test_an_insert_carries_every_value_and_an_integer_past_64_bits_is_left_to_th
         Decimal("1E-10"),
     )
     assert written["id"] == str(row.id) and written["created_at"]
+
+
+def _allocations(user, starts: list[datetime]) -> list[CreditAllocation]:
+    subscription_id = uuid.uuid4()
+    return [
+        CreditAllocation.objects.create(
+            user=user,
+            subscription_id=subscription_id,
+            amount=100 + index,
+            source=CreditSource.SUBSCRIPTION,
+            period_start=start,
+            expires_at=start + timedelta(days=30),
+            reason="Pro credits",
+        )
+        for index, start in enumerate(starts)
+    ]
+
+
+@pytest.mark.django_db
+def test_first_loads_the_row_the_orm_loads_in_the_order_given():
+    user = UserFactory()
+    early, late = _allocations(user, [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)])
+    where = "user_id = %s"
+
+    oldest = sql.first(CreditAllocation, where, [user.pk], order_by="period_start")
+    newest = sql.first(CreditAllocation, where, [user.pk], order_by="period_start DESC")
+
+    assert _values(oldest) == _values(CreditAllocation.objects.get(pk=early.pk))
+    assert _values(newest) == _values(CreditAllocation.objects.get(pk=late.pk))
+    assert not oldest._state.adding and oldest._state.db == "default"
+    assert sql.first(CreditAllocation, where, [-1]) is None
+
+
+@pytest.mark.django_db
+def test_first_and_exists_match_uuids_and_datetimes_given_as_the_database_stores_them():
+    user = UserFactory()
+    (allocation,) = _allocations(user, [datetime(2026, 3, 1, 12, 30, tzinfo=UTC)])
+    where = "subscription_id = %s AND period_start = %s"
+    match = sql.values_of(
+        CreditAllocation, subscription_id=allocation.subscription_id, period_start=allocation.period_start
+    )
+    miss = sql.values_of(
+        CreditAllocation, subscription_id=allocation.subscription_id, period_start=datetime(2026, 3, 2, tzinfo=UTC)
+    )
+
+    assert sql.first(CreditAllocation, where, match).pk == allocation.pk
+    assert sql.exists(CreditAllocation, where, match) and not sql.exists(CreditAllocation, where, miss)
+
+
+@pytest.mark.django_db
+def test_a_row_is_inserted_unless_one_with_its_unique_fields_is_present():
+    payload = {"id": "evt_1", "data": {"object": {"id": "in_1", "lines": [1, 2.5, None]}}, "note": "naïve ✓"}
+    first = WebhookEvent(provider="stripe", event_id="evt_1", event_type="invoice.paid", payload=payload)
+    again = WebhookEvent(provider="stripe", event_id="evt_1", event_type="invoice.paid", payload={})
+
+    assert row_insert_unless_present(first, unique_fields=("provider", "event_id"))
+    assert not row_insert_unless_present(again, unique_fields=("provider", "event_id"))
+
+    stored = WebhookEvent.objects.get(event_id="evt_1")
+    assert (stored.pk, stored.payload, stored.event_type) == (first.pk, payload, "invoice.paid")
+    assert not first._state.adding and again._state.adding

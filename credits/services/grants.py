@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project import sql
 from billing_project.enums import EventType
 from billing_project.errors import Conflict, NotFound, RuleViolation
 from billing_project.outbound import event_emit
@@ -66,9 +67,11 @@ def credit_grant(
     if subscription_id is not None:
         # Checked under the balance lock of the subscription's user, so a concurrent allocation of the
         # same period has committed (found here) or waits; the unique constraint backs it up.
-        existing = CreditAllocation.objects.filter(
-            subscription_id=subscription_id, period_start=period_start, source=source
-        ).first()
+        existing = sql.first(
+            CreditAllocation,
+            "subscription_id = %s AND period_start = %s AND source = %s",
+            sql.values_of(CreditAllocation, subscription_id=subscription_id, period_start=period_start, source=source),
+        )
         if existing is not None:
             return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
     if payment_operation_id is not None:

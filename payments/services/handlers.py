@@ -6,6 +6,7 @@ any other invoice goes on to the handlers of the apps above."""
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
+from billing_project import sql
 from billing_project.enums import EventType
 from billing_project.money import minor_to_major, minor_to_text
 from billing_project.outbound import notify
@@ -236,7 +237,7 @@ def _invoice_operation(row: WebhookEvent, invoice: dict) -> PaymentOperation | N
     subscription invoice whose operation is over belongs to the subscription's own handlers."""
     operation = _by_id(_invoice_operation_id(row, invoice))
     if operation is None:
-        operation = PaymentOperation.objects.filter(stripe_invoice_id=invoice["id"]).order_by("-created_at").first()
+        operation = sql.first(PaymentOperation, "stripe_invoice_id = %s", [invoice["id"]], order_by="created_at DESC")
     if operation is None:
         return None
     if operation.stripe_objects.get("owns_invoice") or operation.state in UNFINISHED_STATES:

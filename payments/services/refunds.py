@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project import sql
 from billing_project.enums import EventType
 from billing_project.money import minor_to_text
 from billing_project.outbound import event_emit
@@ -137,14 +137,12 @@ def payment_data(payment: Payment) -> dict:
 
 
 def _payment_locked(ids: dict) -> Payment | None:
-    match = Q()
-    for name, value in ids.items():
-        if value:
-            match |= Q(**{name: value})
-    if not match:
+    present = {name: value for name, value in ids.items() if value}
+    if not present:
         return None
     # The payment row is the lock of its refunds and disputes: events about it apply one at a time.
-    return Payment.objects.select_for_update().filter(match).order_by("created_at").first()
+    match = " OR ".join(f"{sql.column(Payment, name)} = %s" for name in present)
+    return sql.first(Payment, match, list(present.values()), order_by="created_at", lock="FOR UPDATE")
 
 
 def _ids_complete(payment: Payment, ids: dict, *, object_id="", operation=None) -> None:

@@ -10,10 +10,12 @@ event never overwrites what a newer event of the subscription or of its invoices
 
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
+from billing_project import sql
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.money import usd_to_cents
 from payments import stripe_api
@@ -61,13 +63,22 @@ STRIPE_INTERVALS = {"month": BillingCycle.MONTHLY, "year": BillingCycle.ANNUAL}
 def subscription_locked(stripe_subscription_id: str | None) -> Subscription | None:
     if not stripe_subscription_id:
         return None
-    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked.
-    return (
-        Subscription.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("user")
-        .filter(stripe_subscription_id=stripe_subscription_id)
-        .first()
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked, in
+    # the same round trip (the second read runs once the first holds the subscription's row).
+    user_of_subscription = f"id = (SELECT user_id FROM {sql.table(Subscription)} WHERE stripe_subscription_id = %s)"
+    subscription_rows, user_rows = sql.read_all(
+        [
+            (
+                sql.first_statement(Subscription, "stripe_subscription_id = %s", lock="FOR NO KEY UPDATE"),
+                [stripe_subscription_id],
+            ),
+            (sql.first_statement(get_user_model(), user_of_subscription), [stripe_subscription_id]),
+        ]
     )
+    subscription = sql.loaded(Subscription, subscription_rows)
+    if subscription is not None:
+        subscription.user = sql.loaded(get_user_model(), user_rows)
+    return subscription
 
 
 def newer_than_applied(subscription: Subscription, row: WebhookEvent) -> bool:
@@ -91,9 +102,7 @@ def applied_save(subscription: Subscription, row: WebhookEvent) -> None:
     mark_applied(subscription, row)
     if subscription.provider_updated_at != applied:
         subscription.updated_at = timezone.now()
-        Subscription.objects.filter(pk=subscription.pk).update(
-            provider_updated_at=subscription.provider_updated_at, updated_at=subscription.updated_at
-        )
+        sql.execute_all([sql.update(subscription, ["provider_updated_at", "updated_at"])])
 
 
 def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) -> dict:
@@ -474,7 +483,7 @@ def invoice_subscription_fetch(data_object: dict) -> dict:
         not stripe_active()
         or not stripe_subscription_id
         or _invoice_metadata(data_object).get("operation_id")
-        or Subscription.objects.filter(stripe_subscription_id=stripe_subscription_id).exists()
+        or sql.exists(Subscription, "stripe_subscription_id = %s", [stripe_subscription_id])
     ):
         return {}
     stripe_subscription = stripe_api.object_read("subscription", stripe_subscription_id)

@@ -6,6 +6,7 @@ are handled by payments before these are tried."""
 
 import logging
 
+from billing_project import sql
 from payments.models import PaymentEvent, WebhookEvent
 from payments.registry import Unmatched
 from payments.services.inbox import event_audit, event_object, event_record, fetched_object
@@ -58,7 +59,8 @@ def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]
 def _money_recorded(invoice_id: str) -> bool:
     """invoice.paid and invoice.payment_succeeded are one payment (as is a checkout's first
     invoice): the money is recorded by whichever came first."""
-    return PaymentEvent.objects.filter(invoice_id=invoice_id, event_type__in=MONEY_IN_EVENT_TYPES).exists()
+    event_types, event_types_params = sql.one_of(list(MONEY_IN_EVENT_TYPES))
+    return sql.exists(PaymentEvent, f"invoice_id = %s AND event_type {event_types}", [invoice_id, *event_types_params])
 
 
 def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: Subscription, amount) -> None:
