@@ -1,6 +1,6 @@
 """CPU time and queries of one Stripe renewal webhook in one process, on PostgreSQL.
 
-    .venv/bin/python bench/webhooks_cpu.py [--rounds 300] [--subscriptions 50] [--profile 30]
+    .venv/bin/python bench/webhooks_cpu.py [--rounds 300] [--subscriptions 50] [--profile 30] [--replay]
 
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
 seeds it as `bench/webhooks.py` does (users each with a Pro subscription billed by Stripe), then posts
@@ -8,7 +8,8 @@ signed `invoice.paid` renewals (billing_reason subscription_cycle) to the webhoo
 Django's WSGI handler, one by one, audit sealing off as with a broker. `process_time` counts this
 process's CPU only (the database's work is not in it), so the figure moves little with the machine's
 load; queries per event are exact. `--profile N` prints the N heaviest functions (cProfile, cumulative)
-over the timed rounds, in CPU time. The scratch database is dropped at the end.
+over the timed rounds, in CPU time. `--replay` times redeliveries of events already processed (each
+renewal is posted once untimed, then again). The scratch database is dropped at the end.
 """
 
 import argparse
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
     parser.add_argument("--only", default="", help="Only the functions whose path matches this pattern.")
     parser.add_argument("--queries", action="store_true", help="Print the SQL of the last renewal.")
+    parser.add_argument(
+        "--replay", action="store_true", help="Time redeliveries of the renewals (each posted once before)."
+    )
     arguments = parser.parse_args()
 
     webhook_secret = f"whsec_{secrets.token_hex(24)}"
@@ -64,6 +68,9 @@ def main() -> None:
         for _ in range(arguments.warmup):
             post(events.next_renewal())
         payloads = [events.next_renewal() for _ in range(arguments.rounds)]
+        if arguments.replay:
+            for payload in payloads:
+                post(payload)
         profiler = cProfile.Profile(time.process_time) if arguments.profile else None
         cpu, wall, queries = [], [], []
         for payload in payloads:
@@ -81,7 +88,8 @@ def main() -> None:
             for query in connection.queries:
                 print(query["sql"][:300])
         print(
-            f"invoice.paid renewal, {arguments.rounds} events: CPU median {statistics.median(cpu) * 1000:.2f} ms "
+            f"invoice.paid {'redelivery' if arguments.replay else 'renewal'}, {arguments.rounds} events: "
+            f"CPU median {statistics.median(cpu) * 1000:.2f} ms "
             f"(tenth percentile {sorted(cpu)[len(cpu) // 10] * 1000:.2f}), "
             f"wall median {statistics.median(wall) * 1000:.2f} ms, "
             f"queries {statistics.median(queries):.0f} (min {min(queries)}, max {max(queries)})"
