@@ -23,7 +23,6 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,9 +31,8 @@ from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from audit.context import current_request_audit
-from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead
+from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead, AuditLogQuerySet
 from audit.redaction import REDACTED, mask_license_key, redact
-from billing_project import sql
 from billing_project.appends import append
 from billing_project.net import client_ip
 
@@ -213,22 +211,12 @@ def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
 STATUS_FILL_TRANSACTION = "BEGIN; SET LOCAL synchronous_commit = off; {update}; COMMIT;"
 
 
-@cache
-def _status_update_statement() -> str:
-    """`unsealed_update` of the status, written out once (the ORM compiled it on every audited request)."""
-    status_code, sequence = sql.column(AdminAuditLog, "status_code"), sql.column(AdminAuditLog, "sequence")
-    return (
-        f"UPDATE {sql.table(AdminAuditLog)} SET {status_code} = %s WHERE {sql.column(AdminAuditLog, 'id')} = "
-        f"ANY(%s::uuid[]) AND {status_code} IS NULL AND {sequence} IS NULL"
-    )
-
-
 def _status_fill(*, row_ids: list, status_code: int) -> int:
     if connection.vendor == "postgresql" and connection.get_autocommit():
         with connection.cursor() as cursor:
             try:
                 cursor.execute(
-                    STATUS_FILL_TRANSACTION.format(update=_status_update_statement()),
+                    STATUS_FILL_TRANSACTION.format(update=AuditLogQuerySet.unsealed_status_update_sql()),
                     [status_code, [str(row_id) for row_id in row_ids]],
                 )
             except DatabaseError:
