@@ -285,21 +285,27 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
         return results
 
 
-# Field -> whether its raw values from the default database need converting: on PostgreSQL most
-# fields' do not, and finding that out for every value of a batch was a tenth of its time.
-_CONVERTS: dict = {}
+# Field -> the column expression and converters its raw values from the default database go
+# through (none for most fields on PostgreSQL): finding them out for every value of a batch was a
+# tenth of its time. The converters do not depend on which thread's connection found them.
+_CONVERTERS: dict = {}
 
 
 def converted(field, value):
     """A raw value of `field` as the ORM would have returned it."""
-    if _CONVERTS.get(field) is False:
-        return value
-    db = default_connection()
-    expression = field.get_col(field.model._meta.db_table)
-    converters = db.ops.get_db_converters(expression) + expression.get_db_converters(db)
-    _CONVERTS[field] = bool(converters)
-    for converter in converters:
-        value = converter(value, expression, db)
+    found = _CONVERTERS.get(field)
+    if found is None:
+        db = default_connection()
+        expression = field.get_col(field.model._meta.db_table)
+        found = _CONVERTERS[field] = (
+            expression,
+            db.ops.get_db_converters(expression) + expression.get_db_converters(db),
+        )
+    expression, converters = found
+    if converters:
+        db = default_connection()
+        for converter in converters:
+            value = converter(value, expression, db)
     return value
 
 

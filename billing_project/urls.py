@@ -6,10 +6,12 @@ from billing_project import health
 from billing_project.dashboard import dashboard_view
 from billing_project.errors_views import api_not_found, bad_request, server_error
 from billing_project.schema_views import CachedSchemaView
+from payments.api.urls import webhook_urlpatterns
 
-# The busiest routes first (usage, balances, then Stripe's deliveries): Django tries the patterns in
-# order, each miss costing a little. No two apps' patterns match the same path (test_urls).
+# The busiest routes first (Stripe's deliveries, one pattern, then usage and balances): Django tries
+# the patterns in order, each miss costing a little. No two apps' patterns match the same path (test_urls).
 api_v1 = [
+    *webhook_urlpatterns,
     path("", include("credits.api.urls")),
     path("", include("payments.api.urls")),
     path("", include("billing_project.accounts_urls")),
