@@ -1,6 +1,7 @@
 """Row writes the ORM has no call for."""
 
 from django.db.models import Model
+from django.db.models.signals import post_save
 
 from billing_project import sql
 
@@ -11,7 +12,8 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
     alike): one statement instead of get_or_create's read, savepoint, insert and release. True when
     this call inserted it; the caller then holds the new row until its transaction ends. A
     concurrent insert of the same key waits for the first transaction and finds its row (False).
-    No model signal is sent."""
+    A new row sends post_save as the ORM's create does: django-auditlog's object history listens to it
+    (no pre_save: nothing listening to it applies to a row not yet there)."""
     model = type(instance)
     statement, params = sql.insert([instance])
     target = ""
@@ -21,5 +23,7 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
         cursor.execute(f"{statement} ON CONFLICT {target} DO NOTHING RETURNING 1", params)
         inserted = cursor.fetchone() is not None
     if inserted:
-        instance._state.adding, instance._state.db = False, sql.default_connection().alias
+        alias = sql.default_connection().alias
+        instance._state.adding, instance._state.db = False, alias
+        post_save.send(sender=model, instance=instance, created=True, update_fields=None, raw=False, using=alias)
     return inserted

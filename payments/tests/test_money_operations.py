@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 import time_machine
+from auditlog.models import LogEntry
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
@@ -377,6 +378,18 @@ def test_a_renewal_charged_but_not_committed_is_renewed_once_by_the_next_run(str
 
     assert [charge["amount"] for charge in stripe.charges] == [1900]
     assert BillingInvoice.objects.filter(subscription=subscription, status="paid").count() == 1
+
+
+def test_a_renewal_the_job_charged_has_its_invoice_and_payments_in_the_object_history(stripe):
+    subscription = offline_billed(stripe, "renewing@example.com")
+
+    assert jobs.monthly_credits_allocate()["renewed"] == 1
+
+    operation = PaymentOperation.objects.get(kind=OperationKind.RENEWAL_CHARGE, subject_id=str(subscription.pk))
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=operation.stripe_invoice_id)
+    created = [invoice, PaymentTransaction.objects.get(invoice=invoice), Payment.objects.get(operation=operation)]
+    for row in created:
+        assert LogEntry.objects.get_for_object(row).filter(action=LogEntry.Action.CREATE).count() == 1, row
 
 
 def test_stripes_later_word_on_a_renewal_charges_invoice_corrects_what_was_recorded_without_moving_money(stripe):
