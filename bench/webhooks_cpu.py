@@ -6,26 +6,47 @@ It creates a scratch database next to BENCH_DATABASE_URL (default: the local Pos
 seeds it as `bench/webhooks.py` does (users each with a Pro subscription billed by Stripe), then posts
 signed `invoice.paid` renewals (billing_reason subscription_cycle) to the webhook endpoint through
 Django's WSGI handler, one by one, audit sealing off as with a broker. `process_time` counts this
-process's CPU only (the database's work is not in it), so the figure moves little with the machine's
-load; queries per event are exact. `--profile N` prints the N heaviest functions (cProfile, cumulative)
-over the timed rounds, in CPU time. `--replay` times redeliveries of events already processed (each
-renewal is posted once untimed, then again). The scratch database is dropped at the end.
+process's CPU only, so the figure moves little with the machine's load; the database server's CPU for
+the same events is printed beside it when its process can be read here (a local server on Linux:
+/proc of the connection's backend). Queries per event are exact. `--profile N` prints the N heaviest
+functions (cProfile, cumulative) over the timed rounds, in CPU time. `--replay` times redeliveries of
+events already processed (each renewal is posted once untimed, then again). The scratch database is dropped at the end.
 """
 
 import argparse
 import cProfile
 import io
+import math
 import os
 import pstats
 import secrets
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import harness
 import webhooks
 
 ROOT = harness.ROOT
+
+
+def _backend_cpu_reader(connection):
+    """A function giving the CPU seconds the connection's server process has used, or NaN when that
+    process is not on this machine."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return lambda: math.nan
+
+    def used() -> float:
+        # utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return used
 
 
 def main() -> None:
@@ -71,6 +92,8 @@ def main() -> None:
         if arguments.replay:
             for payload in payloads:
                 post(payload)
+        backend_cpu = _backend_cpu_reader(connection)
+        backend_started = backend_cpu()
         profiler = cProfile.Profile(time.process_time) if arguments.profile else None
         cpu, wall, queries = [], [], []
         for payload in payloads:
@@ -84,6 +107,7 @@ def main() -> None:
             cpu.append(time.process_time() - started_cpu)
             wall.append(time.perf_counter() - started_wall)
             queries.append(len(connection.queries))
+        backend_used = backend_cpu() - backend_started
         if arguments.queries:
             for query in connection.queries:
                 print(query["sql"][:300])
@@ -94,6 +118,8 @@ def main() -> None:
             f"wall median {statistics.median(wall) * 1000:.2f} ms, "
             f"queries {statistics.median(queries):.0f} (min {min(queries)}, max {max(queries)})"
         )
+        if not math.isnan(backend_used):
+            print(f"database backend CPU per event {backend_used / len(payloads) * 1000:.2f} ms (mean)")
         if profiler:
             out = io.StringIO()
             restrictions = [arguments.only, arguments.profile] if arguments.only else [arguments.profile]
