@@ -528,8 +528,9 @@ class CreditDeductionLedger(AppendOnlyModel):
     status = models.CharField(max_length=16, choices=DeductionStatus.choices, default=DeductionStatus.COMPLETED)
     reverses = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="reversal")
     reversed_at = models.DateTimeField(null=True, blank=True)
+    # Indexed only where set (deduction_reversed_by_idx): empty on all but reversals.
     reversed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     reversal_reason = models.TextField(blank=True)
     processed_at = models.DateTimeField(auto_now_add=True)
@@ -560,6 +561,10 @@ class CreditDeductionLedger(AppendOnlyModel):
             models.Index(fields=["reason", "created_at"], name="deduction_reason_time_idx"),
             # The staff list (admin/credits/deductions/): newest first, or a date range, of all users.
             models.Index(fields=["created_at", "id"], name="deduction_time_idx"),
+            # Erasing a staff member empties the field where it names them (SET_NULL).
+            models.Index(
+                fields=["reversed_by"], condition=Q(reversed_by__isnull=False), name="deduction_reversed_by_idx"
+            ),
         ]
 
     def __str__(self):

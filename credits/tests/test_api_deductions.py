@@ -103,6 +103,23 @@ def test_a_deduction_found_in_the_staff_list_is_reversed_by_its_id(staff_client,
     assert [row["reverses_id"] for row in reversal] == [listed["id"]]
 
 
+def test_erasing_the_staff_member_who_reversed_a_deduction_keeps_the_reversal_without_their_name(
+    staff_client, staff_user, service_client, user
+):
+    fund(user, 10_000)
+    record(service_client, user)
+    original = CreditDeductionLedger.objects.get(user=user)
+    staff_client.post(f"{DEDUCTIONS}{original.pk}/reverse/", {"reason": "Upstream failure."}, format="json")
+    reversal = CreditDeductionLedger.objects.get(reverses=original)
+    assert reversal.reversed_by_id == staff_user.pk
+
+    staff_user.delete()
+
+    reversal.refresh_from_db()
+    assert (reversal.reversed_by_id, reversal.reversal_reason) == (None, "Upstream failure.")
+    assert UserCreditBalance.objects.get(user=user).amount == 10_000
+
+
 def test_the_deduction_list_is_for_staff_with_the_permission(user_client, support_client, api_client):
     assert api_client.get(DEDUCTIONS).status_code == 401
     forbidden = user_client.get(DEDUCTIONS)
