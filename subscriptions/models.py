@@ -269,6 +269,11 @@ class PaymentTransaction(TimestampedModel):
     def __str__(self):
         return f"{self.amount_usd} {self.currency} ({self.status})"
 
+    @property
+    def amount_refunded(self) -> int:
+        """`refunded_amount` under payments.Payment's name: a refund reads either kind of payment alike."""
+        return self.refunded_amount
+
 
 class DunningAttempt(TimestampedModel):
     """A scheduled retry of a failed invoice payment (days 1, 3, 5, 7). Invariant: one row per

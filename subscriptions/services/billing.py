@@ -351,8 +351,7 @@ def _refund_open(*, payment_id, amount_usd: Decimal | None, reason: str, actor) 
     if unfinished is not None:
         return unfinished
     # Staff give amounts in the payment's own currency (its major unit); kept in its minor units.
-    refunded = payment.amount_refunded if isinstance(payment, Payment) else payment.refunded_amount
-    refundable = payment.amount - refunded
+    refundable = payment.amount - payment.amount_refunded
     amount = refundable if amount_usd is None else major_to_minor(amount_usd, payment.currency)
     if payment.status not in REFUNDABLE or refundable <= 0:
         raise Conflict(f"A {payment.status} payment cannot be refunded.", code=ErrorCode.PAYMENT_NOT_REFUNDABLE)
