@@ -180,10 +180,10 @@ MIDDLEWARE = [
     # Before anything reads the body (and inside CORS, so browsers can read the answer): a body too
     # large is a 413 problem, not RequestDataTooBig.
     "billing_project.middleware.RequestBodyLimitMiddleware",
-    # The console's browser session: the API, health and metrics pass through these four.
+    # The console's browser session: the API, health and metrics pass through the Console* ones.
     "billing_project.middleware.ConsoleSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    "billing_project.middleware.ConsoleCsrfViewMiddleware",
     "billing_project.middleware.ConsoleAuthenticationMiddleware",
     "billing_project.middleware.ConsoleOTPMiddleware",
     "billing_project.middleware.ConsoleMessageMiddleware",
@@ -194,8 +194,10 @@ MIDDLEWARE = [
     "billing_project.middleware.TransactionRetryMiddleware",
     "billing_project.idempotency.IdempotencyMiddleware",
     # Last: turns a sign-in lockout into the console's lockout page (the API answers its own 429).
-    "axes.middleware.AxesMiddleware",
+    "billing_project.middleware.ConsoleAxesMiddleware",
 ]
+# django-axes looks for its middleware by name; ConsoleAxesMiddleware is it, confined to the console.
+SILENCED_SYSTEM_CHECKS = ["axes.W002"]
 
 # An object's history entry carries the id of the request (or task) that made the change.
 AUDITLOG_CID_GETTER = "billing_project.observability.request_id_now"

@@ -24,15 +24,16 @@ api_v1 = [
 
 admin.site.index_template = "admin/billing_index.html"
 
+# The API and the probes first, the console after: each pattern tried before the match costs a little.
 urlpatterns = [
-    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
-    path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", CachedSchemaView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("health", health.liveness, name="health"),
     path("health/ready", health.readiness, name="health-ready"),
     path("metrics", health.metrics, name="metrics"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", CachedSchemaView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
 
 handler400 = bad_request
