@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin
 from audit.models import AdminAuditLog, AuditAction
 from audit.tests import factories as audit_factories
+from audit.tests.console import admin_url, change_form_data
 from billing_project.tests import factories as platform_factories
 from coupons.models import Coupon
 from coupons.tests import factories as coupon_factories
@@ -72,22 +73,6 @@ TRACKED_READ_ONLY = {
 
 def label(model) -> str:
     return model._meta.label
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def change_form_data(response) -> dict:
-    """What a change form posts when nothing is edited (for forms without split or multi-value widgets)."""
-    form = response.context["adminform"].form
-    data = {}
-    for name in form.fields:
-        value = form[name].value()
-        if value is None or value is False:  # an empty field; an unticked checkbox sends nothing
-            continue
-        data[name] = value
-    return data
 
 
 def test_every_model_is_registered_read_only_or_audited():

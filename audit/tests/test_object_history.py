@@ -6,7 +6,7 @@ import pytest
 from auditlog.models import LogEntry
 
 from audit.services import snapshot
-from audit.tests.test_admin_console import admin_url, change_form_data
+from audit.tests.console import admin_url, change_form_data
 from subscriptions.models import Subscription, TierConfig
 from subscriptions.services import account_register, tier_catalog_seed
 from subscriptions.tests.factories import TierConfigFactory
