@@ -719,6 +719,24 @@ def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new
     assert OutboundEvent.objects.filter(user=user).count() >= 3
 
 
+@pytest.mark.parametrize("accept", ["*/*; q=0.5, application/xml", "text/html"])
+def test_a_delivery_is_answered_in_json_whatever_its_accept_header(webhook_client, subscriber, accept):
+    _, subscription, ids = subscriber
+    payload = json.dumps(renewal_event(subscription, ids.next_invoice()))
+
+    response = webhook_client.post(
+        WEBHOOK_URL,
+        data=payload,
+        content_type="application/json",
+        HTTP_ACCEPT=accept,
+        HTTP_STRIPE_SIGNATURE=signature_header(payload),
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["result"]["action"] == "invoice_paid"
+
+
 @pytest.mark.parametrize("again", ["same_event_replayed", "invoice_payment_succeeded"])
 def test_renewal_delivered_again_changes_nothing(webhook_client, subscriber, again):
     user, subscription, ids = subscriber
