@@ -14,6 +14,10 @@ class RequestAudit:
     error_message: str = ""
     # Audit rows written without a status: they take the status of the response (AuditContextMiddleware).
     awaiting_status: list = field(default_factory=list)
+    # The answer the view gives once its service has committed, when it knows it beforehand
+    # (`audit_status_expected`): rows are written with it, and corrected only should the response differ.
+    status_expected: int | None = None
+    written_expecting: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     # The request's body as its audit rows keep it (redacted), once read: a request may write several.
     recorded_body: tuple | None = None
@@ -32,6 +36,16 @@ def request_body_recorded_as(reference: dict) -> None:
     state = current_request_audit.get()
     if state is not None:
         state.recorded_body = (reference,)
+
+
+def audit_status_expected(status_code: int) -> None:
+    """The status the request being served answers with once its service has committed (a Stripe
+    delivery: 200 whatever the event's outcome; a failing handler rolls its rows back). Its audit
+    rows are written with it, which spares the request the transaction that fills the status in
+    afterwards."""
+    state = current_request_audit.get()
+    if state is not None:
+        state.status_expected = status_code
 
 
 def note_unexpected_error(exc: BaseException) -> None:

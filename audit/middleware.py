@@ -55,7 +55,9 @@ class AuditContextMiddleware:
     gets, and records admin writes that failed.
 
     The status is known only once the response is built, after the service's transaction committed,
-    so the rows are written without one and take it here (before the sealer seals them). A failed
+    so the rows are written without one and take it here (before the sealer seals them). A view that
+    knows its answer beforehand has them written with it (`audit_status_expected`); they are
+    corrected here should the response differ. A failed
     write rolls back with its own audit row, so the failure is written here, afterwards, in a
     transaction of its own.
     """
@@ -72,6 +74,8 @@ class AuditContextMiddleware:
             current_request_audit.reset(token)
         if state.awaiting_status:
             self._record_status(request, response, state)
+        if state.written_expecting:
+            self._settle_expected_status(request, response, state)
         if _is_failed_admin_write(request, response.status_code) and not state.committed_rows:
             self._record_failure(request, response, state)
         return response
@@ -87,6 +91,16 @@ class AuditContextMiddleware:
         except Exception:
             # The rows stand; the sealer seals them without a status once AUDIT_STATUS_WAIT_SECONDS pass.
             logger.exception("could not record the status of %s on its audit rows", request.path)
+
+    def _settle_expected_status(self, request, response, state: RequestAudit) -> None:
+        from audit.services import audit_rows_answered_as_expected
+
+        try:
+            audit_rows_answered_as_expected(
+                row_ids=state.written_expecting, expected=state.status_expected, status_code=response.status_code
+            )
+        except Exception:
+            logger.exception("could not correct the status of %s on its audit rows", request.path)
 
     def _record_failure(self, request, response, state: RequestAudit) -> None:
         from audit.services import audit_record

@@ -137,7 +137,8 @@ def audit_record(
     The request (endpoint, method, IP, user agent, redacted body, actor) comes from the argument or
     from the request being served; tasks and commands pass `actor` and no request. `status_code`
     defaults to the status of the response the request being served gets (filled in once it is
-    known), and to 200 outside a request.
+    known, or the one its view expects to give: `audit.context.audit_status_expected`), and to 200
+    outside a request.
     """
     state = current_request_audit.get()
     if request is None and state is not None:
@@ -148,6 +149,9 @@ def audit_record(
     elif request is not None:
         actor, actor_email = _actor_of(request)
 
+    expecting = status_code is None and state is not None and state.status_expected is not None
+    if expecting:
+        status_code = state.status_expected
     answered_later = status_code is None and state is not None
     if status_code is None and state is None:
         status_code = 200  # a task or a command: no client
@@ -167,7 +171,8 @@ def audit_record(
         status_code=status_code,
         error_message=error_message,
     )
-    if settings.AUDIT_SEAL_ON_WRITE and not answered_later:
+    sealed_now = settings.AUDIT_SEAL_ON_WRITE and not (answered_later or expecting)
+    if sealed_now:
         row.save(force_insert=True)  # sealed below, so written now
     else:
         append(row)
@@ -175,7 +180,9 @@ def audit_record(
         transaction.on_commit(state.mark_committed)
         if answered_later:
             state.awaiting_status.append(row.pk)
-    if settings.AUDIT_SEAL_ON_WRITE and not answered_later:
+        elif expecting:
+            state.written_expecting.append(row.pk)
+    if sealed_now:
         audit_chain_seal()
         row.refresh_from_db(fields=["sequence", "prev_hash", "row_hash"])
     return row
@@ -203,6 +210,22 @@ def audit_rows_answered(*, row_ids: list, status_code: int) -> int:
     if settings.AUDIT_SEAL_ON_WRITE:
         audit_chain_seal()
     return filled
+
+
+def audit_rows_answered_as_expected(*, row_ids: list, expected: int, status_code: int) -> int:
+    """The rows a request wrote with the answer it expected to give (`audit.context.audit_status_expected`),
+    once the client got `status_code`: corrected if that is another (a row the sealer sealed meanwhile
+    keeps what it was sealed with, and the log says so). Returns how many rows were corrected."""
+    corrected = 0
+    if status_code != expected:
+        with transaction.atomic():
+            corrected = AdminAuditLog.objects.filter(pk__in=row_ids).unsealed_update(status_code=status_code)
+            sealed = AdminAuditLog.objects.filter(pk__in=row_ids, sequence__isnull=False)
+            for row in sealed.exclude(status_code=status_code).only("id", "status_code"):
+                logger.error("audit row %s sealed with status %s; the client got %s", row.pk, expected, status_code)
+    if settings.AUDIT_SEAL_ON_WRITE:
+        audit_chain_seal()
+    return corrected
 
 
 # Not worth a wait for the disk on every audited request: a crash in the next moment loses only the

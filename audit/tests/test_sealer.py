@@ -9,9 +9,11 @@ from uuid import UUID
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
+from django.http import HttpResponse
 from django.test.utils import CaptureQueriesContext
 
-from audit.context import RequestAudit, current_request_audit
+from audit.context import RequestAudit, audit_status_expected, current_request_audit
+from audit.middleware import AuditContextMiddleware
 from audit.models import AdminAuditLog, AuditChainHead
 from audit.selectors import audit_chain_verify
 from audit.services import STATUS_FILL_TRANSACTION, audit_chain_seal, audit_record, audit_rows_answered
@@ -218,7 +220,7 @@ def test_a_sealed_row_changed_through_sql_is_detected(staff_user, tampering, rep
     assert "Audit chain broken" in message and reported in message
 
 
-def test_the_database_refuses_changes_to_a_sealed_row_and_all_but_the_seal_and_status_to_an_unsealed_one(
+def test_the_database_refuses_changes_to_a_sealed_row_and_all_but_the_seal_and_status_of_an_unsealed_one(
     staff_user,
 ):
     (sealed,) = _write(staff_user, 1)
@@ -228,7 +230,6 @@ def test_the_database_refuses_changes_to_a_sealed_row_and_all_but_the_seal_and_s
         ("UPDATE audit_adminauditlog SET status_code = 500 WHERE id = %s", sealed.id),
         ("UPDATE audit_adminauditlog SET sequence = NULL WHERE id = %s", sealed.id),
         ("UPDATE audit_adminauditlog SET error_message = 'x' WHERE id = %s", unsealed.id),
-        ("UPDATE audit_adminauditlog SET status_code = 500 WHERE id = %s", unsealed.id),  # it has one already
         ("DELETE FROM audit_adminauditlog WHERE id = %s", unsealed.id),
     ]
     for sql, row_id in refused:
@@ -236,6 +237,8 @@ def test_the_database_refuses_changes_to_a_sealed_row_and_all_but_the_seal_and_s
             cursor.execute(sql, [str(row_id)])
 
     assert AdminAuditLog.objects.filter(pk=sealed.pk).unsealed_update(status_code=500) == 0
+    # An unsealed row's status may be corrected (written with the answer its request expected to give).
+    assert AdminAuditLog.objects.filter(pk=unsealed.pk).unsealed_update(status_code=502) == 1
     assert audit_chain_seal().sealed == 1
     assert audit_chain_verify() is None
 
@@ -288,3 +291,45 @@ def test_a_status_write_that_fails_midway_ends_its_transaction_and_the_connectio
     assert audit_rows_answered(row_ids=[row.pk], status_code=200) == 1
     row.refresh_from_db()
     assert row.status_code == 200
+
+
+def _served_expecting(rf, staff_user, *, answered: int, sealed_meanwhile: bool = False):
+    """A request whose view expects to answer 200 once its service committed, and answers `answered`."""
+
+    def view(request):
+        audit_status_expected(200)
+        with transaction.atomic():
+            audit_record(action="process", resource_type="probe", actor=staff_user)
+        if sealed_meanwhile:
+            audit_chain_seal()
+        return HttpResponse(status=answered)
+
+    return AuditContextMiddleware(view)(rf.post("/api/v1/webhooks/stripe/"))
+
+
+def test_rows_written_with_the_expected_answer_need_no_second_transaction(staff_user, rf):
+    with CaptureQueriesContext(connection) as queries:
+        assert _served_expecting(rf, staff_user, answered=200).status_code == 200
+
+    row = AdminAuditLog.objects.get(resource_type="probe")
+    assert (row.status_code, row.sequence) == (200, None)
+    assert not [query for query in queries if "UPDATE" in query["sql"]]
+    assert audit_chain_seal().sealed == 1
+
+
+def test_rows_written_with_the_expected_answer_take_the_one_the_client_got_instead(staff_user, rf):
+    assert _served_expecting(rf, staff_user, answered=502).status_code == 502
+
+    row = AdminAuditLog.objects.get(resource_type="probe")
+    assert (row.status_code, row.sequence) == (502, None)
+    assert audit_chain_seal().sealed == 1
+    assert audit_chain_verify() is None
+
+
+def test_a_row_sealed_before_its_answer_differed_keeps_its_seal_and_the_log_says_so(staff_user, rf, caplog):
+    _served_expecting(rf, staff_user, answered=500, sealed_meanwhile=True)
+
+    row = AdminAuditLog.objects.get(resource_type="probe")
+    assert (row.status_code, row.sequence) == (200, 1)
+    assert f"audit row {row.pk} sealed with status 200; the client got 500" in caplog.text
+    assert audit_chain_verify() is None

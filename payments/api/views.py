@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.context import audit_status_expected
 from billing_project.auth import HasStaffPermission, NoAuthentication
 from payments import selectors
 from payments.api.filters import PaymentEventFilter, PaymentOperationFilter
@@ -44,6 +45,8 @@ class StripeWebhookView(APIView):
 
     @extend_schema(request=None, responses={200: WebhookOutput}, auth=[])
     def post(self, request):
+        # Stored events are answered 200 (a failed one's rows are rolled back): the audit rows take it as written.
+        audit_status_expected(200)
         event, replayed = webhook_receive(
             payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
         )

@@ -717,6 +717,9 @@ def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new
     assert not [statement for statement in statements if statement.startswith(appended)]
     assert not [statement for statement in statements if '"subscriptions_dunningattempt"' in statement]
     assert OutboundEvent.objects.filter(user=user).count() >= 3
+    # Its audit rows are written with the answer it got: no transaction afterwards to fill it in.
+    assert not [statement for statement in statements if 'UPDATE "audit_adminauditlog" SET "status_code"' in statement]
+    assert set(AdminAuditLog.objects.values_list("status_code", flat=True)) == {200}
 
 
 @pytest.mark.parametrize("accept", ["*/*; q=0.5, application/xml", "text/html"])
