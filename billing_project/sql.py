@@ -352,13 +352,14 @@ def first(model: type[Model], where: str, params: list, *, order_by: str = "", l
 
 
 @cache
-def _exists_statement(model: type[Model], where: str) -> str:
+def exists_statement(model: type[Model], where: str) -> str:
+    """A row (1) when a row of `model` where `where` holds exists, none otherwise."""
     return f"SELECT 1 FROM {table(model)} WHERE {where} LIMIT 1"
 
 
 def exists(model: type[Model], where: str, params: list) -> bool:
     """Whether a row of `model` where `where` holds exists."""
-    (rows,) = read_all([(_exists_statement(model, where), params)])
+    (rows,) = read_all([(exists_statement(model, where), params)])
     return bool(rows)
 
 

@@ -33,11 +33,12 @@ class GrantResult:
     created: bool
 
 
-def _account(user_id, now: datetime) -> LockedAccount:
-    account = LockedAccount.open(user_id=user_id, now=now, expire_overdue=False)
-    if account is None:
+def _account_reading(user_id, now: datetime, reads: list[sql.Statement]) -> tuple[LockedAccount, list[list[tuple]]]:
+    """The user's locked account, and the rows of `reads` run under its lock in the same round trip."""
+    opened = LockedAccount.open_reading(user_id=user_id, now=now, reads=reads, expire_overdue=False)
+    if opened is None:
         raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
-    return account
+    return opened
 
 
 @conflict_retrying
@@ -63,17 +64,22 @@ def credit_grant(
     if amount <= 0:
         raise RuleViolation("A grant must be a positive number of credits.", code=ErrorCode.INVALID_AMOUNT)
     now = timezone.now()
-    account = _account(user.pk, now)
+    period_read = []
     if subscription_id is not None:
-        # Checked under the balance lock of the subscription's user, so a concurrent allocation of the
-        # same period has committed (found here) or waits; the unique constraint backs it up.
-        existing = sql.first(
-            CreditAllocation,
-            "subscription_id = %s AND period_start = %s AND source = %s",
-            sql.values_of(CreditAllocation, subscription_id=subscription_id, period_start=period_start, source=source),
+        # Read under the balance lock of the subscription's user (in the lock's round trip), so a
+        # concurrent allocation of the same period has committed (found here) or waits; the unique
+        # constraint backs it up.
+        period_read.append(
+            (
+                sql.first_statement(CreditAllocation, "subscription_id = %s AND period_start = %s AND source = %s"),
+                sql.values_of(
+                    CreditAllocation, subscription_id=subscription_id, period_start=period_start, source=source
+                ),
+            )
         )
-        if existing is not None:
-            return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
+    account, results = _account_reading(user.pk, now, period_read)
+    if results and (existing := sql.loaded(CreditAllocation, results[0])) is not None:
+        return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
     if payment_operation_id is not None:
         existing = CreditAllocation.objects.filter(payment_operation_id=payment_operation_id).first()
         if existing is not None:
@@ -169,7 +175,7 @@ def deduction_reverse(*, deduction_id, reason: str, actor=None, expires_at: date
     deduction = CreditDeductionLedger.objects.filter(pk=deduction_id).first()
     if deduction is None:
         raise NotFound("No such deduction.", code=ErrorCode.UNKNOWN_DEDUCTION)
-    account = _account(deduction.user_id, timezone.now())
+    account, _ = _account_reading(deduction.user_id, timezone.now(), [])
     # Checked under the lock: a concurrent reversal of the same row has committed or not.
     if deduction.reason == DeductionReason.REVERSAL:
         raise Conflict("A reversal cannot itself be reversed.", code=ErrorCode.NOT_REVERSIBLE)

@@ -21,7 +21,7 @@ from subscriptions.services.stripe_events import (
     invoice_subscription_id,
     newer_than_applied,
     subscription_adopted,
-    subscription_locked,
+    subscription_locked_reading,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,13 @@ def _invoice_payment(invoice: dict) -> dict:
     }
 
 
-def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]:
+def _invoice_subscription(
+    row: WebhookEvent, reads: list[sql.Statement]
+) -> tuple[dict, Subscription, list[list[tuple]]]:
+    """The invoice, its locked subscription, and the rows of `reads` (run in the lock's round trip)."""
     invoice = event_object(row)
     stripe_subscription_id = invoice_subscription_id(invoice)
-    subscription = subscription_locked(stripe_subscription_id)
+    subscription, results = subscription_locked_reading(stripe_subscription_id, reads)
     stripe_subscription = fetched_object(row, stripe_subscription_id) if stripe_subscription_id else None
     user = adoptable_user(stripe_subscription) if subscription is None and stripe_subscription else None
     if user is not None:
@@ -53,14 +56,16 @@ def _invoice_subscription(row: WebhookEvent) -> tuple[dict, Subscription | None]
         if stripe_subscription_id:
             raise Unmatched(f"No subscription {stripe_subscription_id} here for invoice {invoice['id']}.")
         raise Unmatched(f"Invoice {invoice['id']} names no subscription and no payment of ours.")
-    return invoice, subscription
+    return invoice, subscription, results
 
 
-def _money_recorded(invoice_id: str) -> bool:
-    """invoice.paid and invoice.payment_succeeded are one payment (as is a checkout's first
-    invoice): the money is recorded by whichever came first."""
+def _money_recorded_read(invoice_id: str) -> sql.Statement:
+    """Whether the money of the invoice is recorded (a row): invoice.paid and
+    invoice.payment_succeeded are one payment (as is a checkout's first invoice), recorded by
+    whichever came first."""
     event_types, event_types_params = sql.one_of(list(MONEY_IN_EVENT_TYPES))
-    return sql.exists(PaymentEvent, f"invoice_id = %s AND event_type {event_types}", [invoice_id, *event_types_params])
+    where = f"invoice_id = %s AND event_type {event_types}"
+    return sql.exists_statement(PaymentEvent, where), [invoice_id, *event_types_params]
 
 
 def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: Subscription, amount) -> None:
@@ -79,8 +84,10 @@ def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: S
 
 
 def _invoice_paid(row: WebhookEvent) -> dict | None:
-    invoice, subscription = _invoice_subscription(row)
-    already_recorded = _money_recorded(invoice["id"])
+    invoice, subscription, (money_recorded,) = _invoice_subscription(
+        row, [_money_recorded_read(event_object(row)["id"])]
+    )
+    already_recorded = bool(money_recorded)
     period_start, period_end_at = invoice_period(invoice, subscription)
     paid = billing.invoice_paid(
         subscription=subscription,
@@ -114,7 +121,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
 
 
 def _invoice_payment_failed(row: WebhookEvent) -> dict | None:
-    invoice, subscription = _invoice_subscription(row)
+    invoice, subscription, _ = _invoice_subscription(row, [])
     period_start, period_end_at = invoice_period(invoice, subscription)
     attempt = invoice.get("attempt_count")
     failed = billing.invoice_payment_failed(

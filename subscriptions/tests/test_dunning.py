@@ -412,21 +412,21 @@ def test_a_retry_racing_the_invoice_paid_webhook_neither_deadlocks_nor_charges_t
         clock.move_to(failed_at + DAY)
 
         retry_locking, webhook_locked = threading.Event(), threading.Event()
-        lock_for_retry, lock_for_webhook = billing.subscription_lock, webhooks.subscription_locked
+        lock_for_retry, lock_for_webhook = billing.subscription_lock, webhooks.subscription_locked_reading
 
         def retry_takes_the_subscription(subscription_id):
             retry_locking.set()
             webhook_locked.wait(timeout=10)
             return lock_for_retry(subscription_id)
 
-        def webhook_takes_the_subscription(stripe_subscription_id):
+        def webhook_takes_the_subscription(stripe_subscription_id, reads):
             retry_locking.wait(timeout=10)
-            locked = lock_for_webhook(stripe_subscription_id)
+            locked = lock_for_webhook(stripe_subscription_id, reads)
             webhook_locked.set()
             return locked
 
         monkeypatch.setattr(billing, "subscription_lock", retry_takes_the_subscription)
-        monkeypatch.setattr(webhooks, "subscription_locked", webhook_takes_the_subscription)
+        monkeypatch.setattr(webhooks, "subscription_locked_reading", webhook_takes_the_subscription)
         paid = {**stripe_invoice_paid(invoice), "subscription": subscription.stripe_subscription_id}
         payload = event_payload("invoice.paid", paid, event_id="evt_overdue_paid")
 
