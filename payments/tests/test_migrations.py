@@ -60,3 +60,22 @@ def test_the_move_keeps_every_row_and_link(before_the_move):
     with connection.cursor() as cursor:
         cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'payments_paymentevent'::regclass")
         assert ("payments_paymentevent_append_only",) in cursor.fetchall()
+
+
+def _body_compression() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'payments_webhookevent'::regclass "
+            "AND attname IN ('payload', 'raw_body')"
+        )
+        return dict(cursor.fetchall())
+
+
+def test_a_stripe_events_body_is_stored_with_lz4_and_the_reversal_restores_the_default():
+    assert _body_compression() == {"payload": "l", "raw_body": "l"}
+    try:
+        migrate([("payments", "0006_credit_operation_kinds")])
+        assert _body_compression() == {"payload": "", "raw_body": ""}
+    finally:
+        migrate()
+    assert _body_compression() == {"payload": "l", "raw_body": "l"}
