@@ -7,6 +7,8 @@ the WSGI entry point runs the same list and refuses to start. Only active with D
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.module_loading import import_string
 
 MIN_SECRET_LENGTH = 32
 PLACEHOLDER_MARKERS = (
@@ -91,3 +93,19 @@ def refuse_unsafe_production_start() -> None:
     problems = production_problems()
     if problems:
         raise ImproperlyConfigured("Refusing to start in production mode:\n- " + "\n- ".join(problems))
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_csrf_middleware(app_configs, **kwargs):
+    """Django's own check (security.W003, silenced in the settings) looks for its CSRF middleware by
+    its exact name; here it is `ConsoleCsrfViewMiddleware`, a subclass confined to the console (the
+    only place a cookie authenticates anyone). This one accepts any subclass, and still warns
+    without one."""
+    if any(issubclass(import_string(path), CsrfViewMiddleware) for path in settings.MIDDLEWARE):
+        return []
+    return [
+        checks.Warning(
+            "No CSRF middleware in MIDDLEWARE: the console's forms are not protected against cross-site requests.",
+            id="billing.W001",
+        )
+    ]

@@ -196,8 +196,9 @@ MIDDLEWARE = [
     # Last: turns a sign-in lockout into the console's lockout page (the API answers its own 429).
     "billing_project.middleware.ConsoleAxesMiddleware",
 ]
-# django-axes looks for its middleware by name; ConsoleAxesMiddleware is it, confined to the console.
-SILENCED_SYSTEM_CHECKS = ["axes.W002"]
+# django-axes and Django's CSRF check look for their middleware by name; ConsoleAxesMiddleware and
+# ConsoleCsrfViewMiddleware are them, confined to the console (billing_project.checks checks the CSRF one).
+SILENCED_SYSTEM_CHECKS = ["axes.W002", "security.W003"]
 
 # An object's history entry carries the id of the request (or task) that made the change.
 AUDITLOG_CID_GETTER = "billing_project.observability.request_id_now"

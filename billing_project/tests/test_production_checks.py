@@ -5,7 +5,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from billing_project.checks import production_problems, refuse_unsafe_production_start
+from billing_project.checks import check_csrf_middleware, production_problems, refuse_unsafe_production_start
 
 
 @pytest.fixture
@@ -116,3 +116,19 @@ def test_debug_mode_is_not_checked(settings):
     settings.SECRET_KEY = "short"
 
     assert production_problems() == []
+
+
+def test_check_deploy_finds_the_consoles_csrf_protection(production):
+    out = StringIO()
+
+    call_command("check", "--deploy", "--tag", "security", stdout=out, stderr=out)
+
+    assert "W003" not in out.getvalue() and "billing.W001" not in out.getvalue()
+
+
+def test_no_csrf_middleware_at_all_is_warned_about(production):
+    production.MIDDLEWARE = [path for path in production.MIDDLEWARE if "Csrf" not in path]
+
+    (warning,) = check_csrf_middleware(None)
+
+    assert warning.id == "billing.W001"

@@ -56,9 +56,9 @@ def test_a_staff_grant_that_meets_a_conflict_is_retried_inside_the_service_and_a
 ):
     before = conflicts(kind, "retried", GRANT_OPERATION)
     requests_before = conflicts(kind, "retried", "request")
-    locked, calls = failing_first(2, grants._account, sqlstate)
+    locked, calls = failing_first(2, grants._account_reading, sqlstate)
 
-    with mock.patch.object(grants, "_account", locked):
+    with mock.patch.object(grants, "_account_reading", locked):
         response = staff_client.post(
             "/api/v1/admin/credits/grant/", {"user_id": user.pk, "amount": 500, "reason": "outage"}, format="json"
         )
@@ -74,9 +74,9 @@ def test_a_staff_grant_that_meets_a_conflict_is_retried_inside_the_service_and_a
 
 def test_a_service_gives_up_after_its_bounded_attempts_with_nothing_written(staff_user, user, settings):
     before = conflicts("deadlock", "gave_up", GRANT_OPERATION)
-    locked, calls = failing_first(100, grants._account)
+    locked, calls = failing_first(100, grants._account_reading)
 
-    with mock.patch.object(grants, "_account", locked), pytest.raises(DatabaseError):
+    with mock.patch.object(grants, "_account_reading", locked), pytest.raises(DatabaseError):
         grants.credit_grant_by_staff(user=user, amount=500, reason="outage", actor=staff_user)
 
     assert len(calls) == 1 + settings.DB_CONFLICT_RETRIES
@@ -86,9 +86,9 @@ def test_a_service_gives_up_after_its_bounded_attempts_with_nothing_written(staf
 
 
 def test_inside_a_transaction_already_open_the_service_runs_once_and_the_outer_owner_decides(staff_user, user):
-    locked, calls = failing_first(1, grants._account)
+    locked, calls = failing_first(1, grants._account_reading)
 
-    with mock.patch.object(grants, "_account", locked), pytest.raises(DatabaseError), transaction.atomic():
+    with mock.patch.object(grants, "_account_reading", locked), pytest.raises(DatabaseError), transaction.atomic():
         grants.credit_grant_by_staff(user=user, amount=500, reason="outage", actor=staff_user)
 
     assert len(calls) == 1
