@@ -221,8 +221,8 @@ def audit_rows_answered_as_expected(*, row_ids: list, expected: int, status_code
         with transaction.atomic():
             corrected = AdminAuditLog.objects.filter(pk__in=row_ids).unsealed_update(status_code=status_code)
             sealed = AdminAuditLog.objects.filter(pk__in=row_ids, sequence__isnull=False)
-            for row in sealed.exclude(status_code=status_code).only("id", "status_code"):
-                logger.error("audit row %s sealed with status %s; the client got %s", row.pk, expected, status_code)
+            for row_id in sealed.exclude(status_code=status_code).values_list("pk", flat=True):
+                logger.error("audit row %s sealed with status %s; the client got %s", row_id, expected, status_code)
     if settings.AUDIT_SEAL_ON_WRITE:
         audit_chain_seal()
     return corrected

@@ -25,6 +25,7 @@ STATUS_CORRECTABLE_RULE = """        -- Since 0006 it may also be corrected (a S
 assert STATUS_ONCE_RULE in STATUS_ONCE
 STATUS_CORRECTABLE = STATUS_ONCE.replace(STATUS_ONCE_RULE, STATUS_CORRECTABLE_RULE)
 
+
 def guard_replace(sql: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
