@@ -77,6 +77,19 @@ class AuditLogQuerySet(AppendOnlyQuerySet):
         return models.QuerySet.update(self.filter(sequence__isnull=True), **values)
 
     @staticmethod
+    def seals_write(rows: "list[AdminAuditLog]") -> int:
+        """`unsealed_update` of the sealer's `sequence`, `prev_hash` and `row_hash` of each row, in one
+        statement on PostgreSQL (an UPDATE from the rows' values: a CASE per column cost 0.4 ms per
+        row for the ORM to compile, bench/webhooks_cpu.py). Returns how many rows were unsealed."""
+        sequence = f"{sql.table(AdminAuditLog)}.{sql.column(AdminAuditLog, 'sequence')}"
+        written = 0
+        with sql.default_connection().cursor() as cursor:
+            for statement in sql.update_many(rows, ["sequence", "prev_hash", "row_hash"], where=f"{sequence} IS NULL"):
+                cursor.execute(*statement)
+                written += cursor.rowcount
+        return written
+
+    @staticmethod
     @cache
     def unsealed_status_update_sql() -> str:
         """`unsealed_update` of the status of rows by id, for a caller that sends it inside SQL of its

@@ -27,7 +27,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.context import current_request_audit
@@ -294,17 +294,7 @@ def _seal_batch(*, batch_size: int) -> tuple[int, AuditChainHead]:
         row.sequence, row.prev_hash = head.sequence + 1, head.row_hash
         row.row_hash = row.compute_hash()
         head.sequence, head.row_hash = row.sequence, row.row_hash
-
-    def each_row(name: str) -> Case:
-        field = AdminAuditLog._meta.get_field(name)
-        return Case(
-            *(When(pk=row.pk, then=Value(getattr(row, name), output_field=field)) for row in rows), output_field=field
-        )
-
-    # One statement for the batch; it matches only rows still unsealed.
-    updated = AdminAuditLog.objects.filter(pk__in=[row.pk for row in rows]).unsealed_update(
-        sequence=each_row("sequence"), prev_hash=each_row("prev_hash"), row_hash=each_row("row_hash")
-    )
+    updated = AuditLogQuerySet.seals_write(rows)
     if updated != len(rows):
         raise ChainForked(f"{len(rows) - updated} of the audit rows being sealed were sealed by another sealer")
     head.save(update_fields=["sequence", "row_hash", "updated_at"])

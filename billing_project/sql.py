@@ -178,8 +178,8 @@ def insert(objs: list[Model]) -> Statement:
     return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * len(objs))}", params
 
 
-def update(obj: Model, fields: list[str]) -> Statement:
-    """UPDATE of some fields of one row, by primary key."""
+def update(obj: Model, fields: list[str], *, where: str = "") -> Statement:
+    """UPDATE of some fields of one row, by primary key (and `where`, as in `update_many`)."""
     model = type(obj)
     db = default_connection()
     params = []
@@ -187,21 +187,23 @@ def update(obj: Model, fields: list[str]) -> Statement:
         field = model._meta.get_field(name)
         params.append(field.get_db_prep_save(getattr(obj, field.attname), db))
     params.append(model._meta.pk.get_db_prep_value(obj.pk, db))
-    return _update_sql(model, tuple(fields)), params
+    return _update_sql(model, tuple(fields), where), params
 
 
 @cache
-def _update_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+def _update_sql(model: type[Model], fields: tuple[str, ...], where: str) -> str:
     assignments = ", ".join(f"{column(model, name)} = %s" for name in fields)
-    return f"UPDATE {table(model)} SET {assignments} WHERE {column(model, 'id')} = %s"
+    return f"UPDATE {table(model)} SET {assignments} WHERE {column(model, 'id')} = %s{f' AND {where}' if where else ''}"
 
 
-def update_many(objs: list[Model], fields: list[str]) -> list[Statement]:
+def update_many(objs: list[Model], fields: list[str], *, where: str = "") -> list[Statement]:
     """UPDATEs of the same fields of several rows of one model, by primary key. On PostgreSQL one
-    statement, the rows' values travelling as one JSON parameter as in `insert`."""
+    statement, the rows' values travelling as one JSON parameter as in `insert`. `where`: a further
+    condition a row must meet to be updated, over the table's columns named with the table
+    (`table(model).column(model, name)`)."""
     db = default_connection()
     if db.vendor != "postgresql" or len(objs) == 1:
-        return [update(obj, fields) for obj in objs]
+        return [update(obj, fields, where=where) for obj in objs]
     model = type(objs[0])
     pk = model._meta.pk
     changed = [model._meta.get_field(name) for name in fields]
@@ -209,17 +211,17 @@ def update_many(objs: list[Model], fields: list[str]) -> list[Statement]:
         {pk.column: obj.pk, **{field.column: _json_value(field, getattr(obj, field.attname), db) for field in changed}}
         for obj in objs
     ]
-    return [(_update_many_sql(model, tuple(fields)), [_json(rows)])]
+    return [(_update_many_sql(model, tuple(fields), where), [_json(rows)])]
 
 
 @cache
-def _update_many_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+def _update_many_sql(model: type[Model], fields: tuple[str, ...], where: str) -> str:
     assignments = ", ".join(f"{column(model, name)} = new.{column(model, name)}" for name in fields)
     pk = column(model, model._meta.pk.name)
     return (
         f"UPDATE {table(model)} SET {assignments} "
         f"FROM jsonb_populate_recordset(NULL::{table(model)}, %s::jsonb) AS new "
-        f"WHERE {table(model)}.{pk} = new.{pk}"
+        f"WHERE {table(model)}.{pk} = new.{pk}{f' AND {where}' if where else ''}"
     )
 
 
