@@ -12,7 +12,8 @@ the same events is printed beside it when its process can be read here (a local 
 /proc of the connection's backend). Queries per event are exact. `--profile N` prints the N heaviest
 functions (cProfile, cumulative) over the timed rounds, in CPU time. `--replay` times redeliveries of
 events already processed (each renewal is posted once untimed, then again); otherwise the audit rows
-the renewals wrote are then sealed (as the beat job would) and that is timed too. The scratch database is dropped at the end.
+the renewals wrote are then sealed (as the beat job would) and that is timed too. The scratch
+database is dropped at the end.
 """
 
 import argparse

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connections
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -56,6 +57,10 @@ def browser_page(monkeypatch):
         page.set_default_timeout(15_000)
         yield page
         browser.close()
+        # With Playwright's event loop running in this thread, Django keeps the test's connections in
+        # a context of their own (asgiref's thread-critical Local): closed here, or they outlive the
+        # test and hold the test database open.
+        connections.close_all()
 
 
 def test_staff_sign_in_see_the_dashboard_grant_credits_and_find_the_audit_row(
