@@ -85,7 +85,7 @@ class AuditLogQuerySet(AppendOnlyQuerySet):
         written = 0
         with sql.default_connection().cursor() as cursor:
             for statement in sql.update_many(rows, ["sequence", "prev_hash", "row_hash"], where=f"{sequence} IS NULL"):
-                cursor.execute(*statement)
+                cursor.execute(*sql.joined([statement]))
                 written += cursor.rowcount
         return written
 

@@ -20,7 +20,7 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
     if unique_fields is not None:
         target = "(" + ", ".join(sql.column(model, name) for name in unique_fields) + ")"
     with sql.default_connection().cursor() as cursor:
-        cursor.execute(f"{statement} ON CONFLICT {target} DO NOTHING RETURNING 1", params)
+        cursor.execute(*sql.joined([(f"{statement} ON CONFLICT {target} DO NOTHING RETURNING 1", params)]))
         inserted = cursor.fetchone() is not None
     if inserted:
         alias = sql.default_connection().alias

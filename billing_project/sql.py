@@ -225,6 +225,21 @@ def _update_many_sql(model: type[Model], fields: tuple[str, ...], where: str) ->
     )
 
 
+class Joined(str):
+    """Statements joined as one text, which Django's query log and execute wrappers see, keeping
+    each statement's text and number of placeholders for the PostgreSQL backend, which sends each as
+    a statement prepared on the connection (billing_project.postgresql)."""
+
+    parts: tuple[tuple[str, int], ...]
+
+
+def joined(statements: list[Statement]) -> Statement:
+    """The statements as one text (`Joined`) and their parameters, in order."""
+    text = Joined("; ".join(sql for sql, _ in statements))
+    text.parts = tuple((sql, len(params)) for sql, params in statements)
+    return text, [param for _, params in statements for param in params]
+
+
 def execute_all(statements: list[Statement]) -> None:
     """Runs the statements; on PostgreSQL as one round trip."""
     if not statements:
@@ -235,7 +250,7 @@ def execute_all(statements: list[Statement]) -> None:
             for sql, params in statements:
                 cursor.execute(sql, params)
             return
-        cursor.execute(*_one_statement(statements))
+        cursor.execute(*joined([_one_statement(statements)]))
 
 
 def _one_statement(statements: list[Statement]) -> Statement:
@@ -256,12 +271,8 @@ def written_then_read(writes: list[Statement], reads: list[Statement]) -> list[l
     if db.vendor != "postgresql" or not writes or not reads:
         execute_all(writes)
         return read_all(reads) if reads else []
-    write_sql, write_params = _one_statement(writes)
     with db.cursor() as cursor:
-        cursor.execute(
-            "; ".join([write_sql, *(sql for sql, _ in reads)]),
-            write_params + [param for _, params in reads for param in params],
-        )
+        cursor.execute(*joined([_one_statement(writes), *reads]))
         results = []
         while cursor.nextset():
             results.append(cursor.fetchall())
@@ -280,7 +291,7 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
                 cursor.execute(sql, params)
                 results.append(cursor.fetchall())
             return results
-        cursor.execute("; ".join(sql for sql, _ in statements), [param for _, params in statements for param in params])
+        cursor.execute(*joined(statements))
         results = [cursor.fetchall()]
         while cursor.nextset():
             results.append(cursor.fetchall())

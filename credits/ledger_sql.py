@@ -3,6 +3,8 @@ On PostgreSQL all the writes of a transaction go in one statement (data-modifyin
 the reads under the balance lock in one round trip; SQLite, the embedded default, runs them one by one.
 """
 
+from functools import cache
+
 from billing_project.sql import Statement, column, converted, default_connection, new_row, one_of, read_all, table
 from credits.models import CreditHold, TokenUsageLedger, UserCreditBalance, UserCreditSource
 
@@ -118,32 +120,37 @@ def holds_live_amount(user_id, now) -> int:
     return holds_live_of(read_all([holds_live_statement([user_id], now)])[0]).get(user_id, 0)
 
 
+_GRANT_COLUMNS = ("id", "source", "remaining", "original_amount", "expires_at")
+
+
+@cache
+def _balance_and_live_grants_statement() -> str:
+    balance, grant = table(UserCreditBalance), table(UserCreditSource)
+    expires = f"g.{column(UserCreditSource, 'expires_at')}"
+    columns = ", ".join(f"g.{column(UserCreditSource, name)}" for name in _GRANT_COLUMNS)
+    budget_columns = ", ".join(f"b.{column(UserCreditBalance, name)}" for name in BUDGET_COLUMNS)
+    return (
+        f"SELECT b.{column(UserCreditBalance, 'amount')}, {budget_columns}, {columns} FROM {balance} b "
+        f"LEFT JOIN {grant} g ON g.{column(UserCreditSource, 'user')} = b.{column(UserCreditBalance, 'user')} "
+        f"AND g.{column(UserCreditSource, 'remaining')} > 0 AND ({expires} IS NULL OR {expires} > %s) "
+        f"WHERE b.{column(UserCreditBalance, 'user')} = %s "
+        f"ORDER BY {expires} IS NULL, {expires}, g.{column(UserCreditSource, 'created_at')}, "
+        f"g.{column(UserCreditSource, 'id')}"
+    )
+
+
 def balance_and_live_grants(user_id, now) -> tuple[int, list[dict], dict | None]:
     """The stored balance, the unexpired grants with credits left, in spending order, and the
     BUDGET_COLUMNS of the balance row (None without one), in one query (`me/credits/` is the most
     frequent read of the API)."""
     db = default_connection()
-    balance, grant = table(UserCreditBalance), table(UserCreditSource)
-    expires = f"g.{column(UserCreditSource, 'expires_at')}"
-    names = ("id", "source", "remaining", "original_amount", "expires_at")
-    columns = ", ".join(f"g.{column(UserCreditSource, name)}" for name in names)
-    budget_columns = ", ".join(f"b.{column(UserCreditBalance, name)}" for name in BUDGET_COLUMNS)
-    with db.cursor() as cursor:
-        cursor.execute(
-            f"SELECT b.{column(UserCreditBalance, 'amount')}, {budget_columns}, {columns} FROM {balance} b "
-            f"LEFT JOIN {grant} g ON g.{column(UserCreditSource, 'user')} = b.{column(UserCreditBalance, 'user')} "
-            f"AND g.{column(UserCreditSource, 'remaining')} > 0 AND ({expires} IS NULL OR {expires} > %s) "
-            f"WHERE b.{column(UserCreditBalance, 'user')} = %s "
-            f"ORDER BY {expires} IS NULL, {expires}, g.{column(UserCreditSource, 'created_at')}, "
-            f"g.{column(UserCreditSource, 'id')}",
-            [UserCreditSource._meta.get_field("expires_at").get_db_prep_value(now, db), user_id],
-        )
-        rows = cursor.fetchall()
+    expires_at = UserCreditSource._meta.get_field("expires_at").get_db_prep_value(now, db)
+    (rows,) = read_all([(_balance_and_live_grants_statement(), [expires_at, user_id])])
     if not rows:
         return 0, [], None
     budget_fields = [UserCreditBalance._meta.get_field(name) for name in BUDGET_COLUMNS]
     budget = {field.name: converted(field, value) for field, value in zip(budget_fields, rows[0][1:], strict=False)}
-    fields = [UserCreditSource._meta.get_field(name) for name in names]
+    fields = [UserCreditSource._meta.get_field(name) for name in _GRANT_COLUMNS]
     first_grant_column = 1 + len(BUDGET_COLUMNS)
     grants = [
         {field.name: converted(field, value) for field, value in zip(fields, row[first_grant_column:], strict=True)}

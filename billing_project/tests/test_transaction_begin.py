@@ -2,36 +2,18 @@
 client sends is read from libpq's own trace of the protocol, and what the transaction holds is
 seen from a second connection, as another worker would."""
 
-import tempfile
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, connections, transaction
-from psycopg import pq
+
+from billing_project.tests.protocol import queries_sent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 class Rollback(Exception):
     pass
-
-
-def queries_sent(work) -> list[str]:
-    """The statements this connection sent to the server while `work()` ran (Query messages, and
-    Parse messages of the extended protocol with their statement name), in order."""
-    connection.ensure_connection()
-    pgconn = connection.connection.pgconn
-    with tempfile.TemporaryFile("w+") as trace:
-        pgconn.trace(trace.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            work()
-        finally:
-            pgconn.untrace()
-        trace.seek(0)
-        messages = [line.rstrip("\n").split("\t", 3) for line in trace if line.startswith("F\t")]
-        return [message[3].strip() for message in messages if message[2] in ("Query", "Parse")]
 
 
 @pytest.fixture
