@@ -1,5 +1,5 @@
 """The hot path's statement helpers: rows built like the constructor builds them, set membership,
-rows read as the ORM reads them, inserts unless present."""
+rows read as the ORM reads them, inserts unless present, inserts and updates as the ORM makes them."""
 
 import json
 import uuid
@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import DatabaseError
 from django.db.models import signals
 
 from billing_project import sql
-from billing_project.rows import row_insert_unless_present
+from billing_project.rows import row_insert, row_insert_unless_present, row_update
 from billing_project.tests.factories import UserFactory
 from credits.models import (
     CreditAllocation,
@@ -178,3 +179,59 @@ def test_a_row_is_inserted_unless_one_with_its_unique_fields_is_present():
     stored = WebhookEvent.objects.get(event_id="evt_1")
     assert (stored.pk, stored.payload, stored.event_type) == (first.pk, payload, "invoice.paid")
     assert not first._state.adding and again._state.adding
+
+
+@pytest.fixture
+def saves():
+    """The pre_save and post_save signals sent for WebhookEvent, in order."""
+    sent = []
+
+    def pre(sender, instance, update_fields, **kwargs):
+        sent.append(("pre_save", instance.pk, update_fields))
+
+    def post(sender, instance, created, update_fields, **kwargs):
+        sent.append(("post_save", instance.pk, created, update_fields))
+
+    signals.pre_save.connect(pre, sender=WebhookEvent)
+    signals.post_save.connect(post, sender=WebhookEvent)
+    yield sent
+    signals.pre_save.disconnect(pre, sender=WebhookEvent)
+    signals.post_save.disconnect(post, sender=WebhookEvent)
+
+
+@pytest.mark.django_db
+def test_a_row_is_inserted_as_create_inserts_it(saves):
+    event = WebhookEvent(provider="stripe", event_id="evt_2", event_type="invoice.paid", payload={"id": "evt_2"})
+
+    row_insert(event)
+
+    stored = WebhookEvent.objects.get(event_id="evt_2")
+    assert (stored.pk, stored.payload, stored.created_at) == (event.pk, {"id": "evt_2"}, event.created_at)
+    assert not event._state.adding
+    assert saves == [("post_save", event.pk, True, None)]
+
+
+@pytest.mark.django_db
+def test_a_row_is_updated_as_save_with_update_fields_updates_it(saves):
+    event = WebhookEvent.objects.create(provider="stripe", event_id="evt_3", event_type="invoice.paid", payload={})
+    created_at, updated_at = event.created_at, event.updated_at
+    saves.clear()
+    event.status, event.event_type = "processed", "ignored.here"
+
+    row_update(event, ["status", "updated_at"])
+
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    assert (stored.status, stored.event_type) == ("processed", "invoice.paid")
+    assert stored.updated_at == event.updated_at > updated_at
+    assert stored.created_at == created_at
+    fields = frozenset({"status", "updated_at"})
+    assert saves == [("pre_save", event.pk, fields), ("post_save", event.pk, False, fields)]
+
+
+@pytest.mark.django_db
+def test_updating_a_row_that_is_not_there_is_an_error_as_in_the_orm():
+    event = WebhookEvent(provider="stripe", event_id="evt_4", event_type="invoice.paid", payload={})
+    event._state.adding = False
+
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        row_update(event, ["status"])

@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.money import minor_to_major, usd_round
-from billing_project.rows import row_insert_unless_present
+from billing_project.rows import row_insert, row_insert_unless_present
 from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
@@ -49,7 +49,7 @@ def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | 
     if stripe_payment_intent_id:
         PaymentTransaction.objects.update_or_create(stripe_payment_intent_id=stripe_payment_intent_id, defaults=fields)
     else:
-        PaymentTransaction.objects.create(**fields)
+        row_insert(PaymentTransaction(**fields))
 
 
 def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None = None) -> bool:

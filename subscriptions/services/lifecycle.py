@@ -23,6 +23,7 @@ from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.errors import Conflict, NotFound, PaymentRequired, RuleViolation
 from billing_project.money import major_to_minor, usd_to_cents
 from billing_project.net import ClientInfo
+from billing_project.rows import row_update
 from credits.models import CreditAllocation, CreditSource
 from credits.services import allocations_claw_back, credit_grant
 from payments.models import OperationKind, PaymentOperation
@@ -552,7 +553,7 @@ def subscription_renew(*, subscription: Subscription, new_start: datetime, new_e
         ).update(status=ProrationStatus.APPLIED, updated_at=timezone.now())
     subscription.current_period_start, subscription.current_period_end = new_start, new_end
     subscription.renewal_discount_usd = Decimal("0.00")  # a coupon's discount is for one renewal
-    subscription.save(update_fields=[*RENEWED_FIELDS, "updated_at"])
+    row_update(subscription, [*RENEWED_FIELDS, "updated_at"])
     _audit(AuditAction.UPDATE, subscription, previous=previous, reason="Renewed for a new period")
     if tier_changed:
         entitlement_activate(user=subscription.user, tier=subscription.tier)
