@@ -132,3 +132,12 @@ def test_past_the_limit_a_new_statement_is_sent_as_text(groups, monkeypatch):
 
     assert sent == ["\"EXECUTE billing_1('editors'); SELECT count(*) FROM auth_group WHERE name LIKE 'edit%'\""]
     assert list(prepared_on_server()) == ["billing_1"]
+
+
+def test_every_execution_is_planned_for_its_own_values(groups):
+    for _ in range(8):
+        sql.read_all([BY_NAME])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('plan_cache_mode'), generic_plans FROM pg_prepared_statements")
+        assert cursor.fetchall() == [("force_custom_plan", 0)]
