@@ -24,9 +24,7 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
         cursor.execute(*sql.joined([(f"{statement} ON CONFLICT {target} DO NOTHING RETURNING 1", params)]))
         inserted = cursor.fetchone() is not None
     if inserted:
-        alias = sql.default_connection().alias
-        instance._state.adding, instance._state.db = False, alias
-        post_save.send(sender=model, instance=instance, created=True, update_fields=None, raw=False, using=alias)
+        _created(instance)
     return inserted
 
 
@@ -34,11 +32,15 @@ def row_insert(instance: Model) -> None:
     """`Model.objects.create` of an unsaved instance, as one statement written out
     (billing_project.sql): the ORM compiling the INSERT was most of its cost. post_save is sent as
     in `row_insert_unless_present`."""
-    model = type(instance)
     sql.execute_all([sql.insert([instance])])
+    _created(instance)
+
+
+def _created(instance: Model) -> None:
+    """The instance now stored, as the ORM's create leaves it, and post_save sent."""
     alias = sql.default_connection().alias
     instance._state.adding, instance._state.db = False, alias
-    post_save.send(sender=model, instance=instance, created=True, update_fields=None, raw=False, using=alias)
+    post_save.send(sender=type(instance), instance=instance, created=True, update_fields=None, raw=False, using=alias)
 
 
 def row_update(instance: Model, fields: list[str]) -> None:

@@ -89,8 +89,8 @@ def _begin_alone(wrapper) -> None:
         wrapper.connection.execute("BEGIN")
 
 
-# Enough for every statement the hot paths send (about 40); a caller sending statements of ever new
-# text cannot grow the server's memory past this.
+# Far more than the hot paths send (a renewal sends 14 statements, a usage batch 9); a caller sending
+# statements of ever new text cannot grow the server's memory past this.
 PREPARED_PER_CONNECTION = 200
 _PLACEHOLDER = re.compile(r"%([s%])")
 
@@ -141,7 +141,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if name is None:
             if not settings.DB_PREPARED_STATEMENTS or len(self.prepared) >= PREPARED_PER_CONNECTION:
                 return sql
-            self.ensure_connection()
             name = f"billing_{len(self.prepared) + 1}"
             with self.wrap_database_errors:
                 self.connection.execute(f"PREPARE {name} AS {_numbered(sql)}")
