@@ -11,12 +11,16 @@
   handler that recognises the kind of object but cannot link it to anything here raises `Unmatched`.
 - Event fetchers: for each event type, what to read from Stripe before the event is processed (the
   API is the source of truth when the event alone is not enough). A fetcher takes the event's object
-  and returns the provider objects it read, by id; it runs with no transaction open.
+  and returns the provider objects it read, by id; it runs with no transaction open. Its `known`
+  read, when it has one, tells from this database alone that there is nothing to fetch: the inbox
+  sends it with its own first read and calls the fetcher only when it returned no row.
 """
 
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from billing_project.sql import Statement
 
 
 class EffectNotApplicable(Exception):
@@ -39,7 +43,7 @@ class Effect:
 
 _effects: dict[str, Effect] = {}
 _event_handlers: dict[str, list[Callable]] = defaultdict(list)
-_event_fetchers: dict[str, list[Callable]] = defaultdict(list)
+_event_fetchers: dict[str, list["Fetcher"]] = defaultdict(list)
 
 
 def effect_register(
@@ -73,12 +77,26 @@ def event_handlers(event_type: str) -> list[Callable]:
     return _event_handlers.get(event_type, [])
 
 
-def event_fetcher_register(event_type: str, fetcher: Callable[[dict], dict]) -> None:
-    if fetcher not in _event_fetchers[event_type]:
-        _event_fetchers[event_type].append(fetcher)
+@dataclass(frozen=True)
+class Fetcher:
+    """`fetch(data_object) -> {id: provider object}` reads Stripe (and checks this database itself,
+    so it can be called alone). `known(data_object)`, optional, is a read statement (sql, params)
+    returning a row when what `fetch` would read is known here already, or None when the event
+    names nothing it could look up."""
+
+    fetch: Callable[[dict], dict]
+    known: Callable[[dict], Statement | None] | None = None
 
 
-def event_fetchers(event_type: str) -> list[Callable]:
+def event_fetcher_register(
+    event_type: str, fetcher: Callable[[dict], dict], *, known: Callable[[dict], Statement | None] | None = None
+) -> None:
+    entry = Fetcher(fetch=fetcher, known=known)
+    if entry not in _event_fetchers[event_type]:
+        _event_fetchers[event_type].append(entry)
+
+
+def event_fetchers(event_type: str) -> list[Fetcher]:
     return _event_fetchers.get(event_type, [])
 
 

@@ -88,7 +88,7 @@ class SubscriptionsConfig(AppConfig):
             for event_type, handler in handlers.items():
                 event_handler_register(event_type, handler)
         for event_type, fetcher in stripe_events.FETCHERS.items():
-            event_fetcher_register(event_type, fetcher)
+            event_fetcher_register(event_type, fetcher, known=stripe_events.invoice_subscription_known)
 
         from billing_project.email_verification import email_verified
         from subscriptions.services.accounts import account_email_verified

@@ -52,7 +52,7 @@ from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
 from payments.models import ProviderObjectVersion, WebhookEvent, WebhookProvider, WebhookStatus
-from payments.registry import Unmatched, event_fetchers, event_handlers
+from payments.registry import Fetcher, Unmatched, event_fetchers, event_handlers
 from payments.services.events import payment_event_record
 
 logger = logging.getLogger(__name__)
@@ -97,12 +97,19 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
         }
     )
     # A finished event never changes back: a redelivery is answered from a plain read, no transaction.
-    finished = _finished(event_id)
+    # The fetchers' `known` reads travel with it, so a new event whose objects are known here costs
+    # no round trip of its own before its transaction.
+    fetchers = event_fetchers(event_type)
+    finished, unknown = _finished_or_to_fetch(event_id, _object_of(event), fetchers)
     if finished is not None:
         _replay_counted()
         return finished, True
     return webhook_event_accept(
-        event_id=event_id, event_type=event_type, event=event, raw_body=body, fetched=provider_objects_fetch(event)
+        event_id=event_id,
+        event_type=event_type,
+        event=event,
+        raw_body=body,
+        fetched=provider_objects_fetch(event, fetchers=unknown),
     )
 
 
@@ -121,20 +128,28 @@ def _finished_statement() -> str:
     )
 
 
-def _finished(event_id: str) -> WebhookEvent | None:
-    """The event's row if it was processed or ignored (DONE), with FINISHED_FIELDS loaded."""
-    (rows,) = sql.read_all([(_finished_statement(), [WebhookProvider.STRIPE.value, event_id, *DONE])])
-    return next(iter(sql.instances(WebhookEvent, FINISHED_FIELDS, rows)), None)
+def _finished_or_to_fetch(
+    event_id: str, data_object: dict, fetchers: list[Fetcher]
+) -> tuple[WebhookEvent | None, list[Fetcher]]:
+    """The event's row if it was processed or ignored (DONE), with FINISHED_FIELDS loaded; and the
+    fetchers still to call: those without a `known` read or whose read found nothing. One round trip."""
+    known = [(fetcher, fetcher.known(data_object) if fetcher.known else None) for fetcher in fetchers]
+    finished_read = (_finished_statement(), [WebhookProvider.STRIPE.value, event_id, *DONE])
+    rows, *known_rows = sql.read_all([finished_read, *(read for _, read in known if read is not None)])
+    found = iter(known_rows)
+    unknown = [fetcher for fetcher, read in known if read is None or not next(found)]
+    return next(iter(sql.instances(WebhookEvent, FINISHED_FIELDS, rows)), None), unknown
 
 
-def provider_objects_fetch(event: dict) -> dict:
-    """What the event's fetchers read from Stripe, by object id, with no transaction open. A
-    failure to read is kept under `fetch_error` (the event may then stay unmatched)."""
+def provider_objects_fetch(event: dict, *, fetchers: list[Fetcher] | None = None) -> dict:
+    """What the event's fetchers (all registered for its type unless given) read from Stripe, by
+    object id, with no transaction open. A failure to read is kept under `fetch_error` (the event
+    may then stay unmatched)."""
     fetched: dict = {}
-    data_object = (event.get("data") or {}).get("object") or {}
-    for fetcher in event_fetchers(event.get("type", "")):
+    data_object = _object_of(event)
+    for fetcher in event_fetchers(event.get("type", "")) if fetchers is None else fetchers:
         try:
-            fetched.update(fetcher(data_object))
+            fetched.update(fetcher.fetch(data_object))
         except (stripe_api.ProviderUnavailable, stripe_api.ProviderError) as error:
             logger.warning("webhook %s: Stripe could not be read: %s", event.get("id"), error)
             fetched["fetch_error"] = str(error)[:500]

@@ -207,8 +207,10 @@ def invoice_amounts_update(*, invoice: BillingInvoice, stripe_invoice: dict, rea
     if invoice.status == InvoiceStatus.PAID and stripe_invoice.get("amount_paid") is not None:
         target["amount_paid"] = stripe_invoice["amount_paid"]
     changed = {name: [getattr(invoice, name), to] for name, to in target.items() if getattr(invoice, name) != to}
+    if not changed:
+        return {}
     payments = PaymentTransaction.objects.select_for_update().filter(invoice=invoice)
-    if not changed or any(payment.refunded_amount for payment in payments) or _refunded_as_received(invoice):
+    if any(payment.refunded_amount for payment in payments) or _refunded_as_received(invoice):
         return {}
     for field, value in target.items():
         setattr(invoice, field, value)

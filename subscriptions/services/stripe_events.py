@@ -484,6 +484,14 @@ def _open_invoice_record(subscription: Subscription, invoice: dict) -> BillingIn
 # What is read from Stripe before an invoice event is processed
 
 
+def invoice_subscription_known(data_object: dict) -> sql.Statement | None:
+    """A row when the invoice's subscription is known here (nothing to fetch)."""
+    stripe_subscription_id = invoice_subscription_id(data_object)
+    if not stripe_subscription_id:
+        return None
+    return sql.exists_statement(Subscription, "stripe_subscription_id = %s"), [stripe_subscription_id]
+
+
 def invoice_subscription_fetch(data_object: dict) -> dict:
     """An invoice of a subscription not known here, naming no operation of ours: its subscription as
     Stripe has it (its metadata names the checkout that created it)."""
@@ -492,7 +500,7 @@ def invoice_subscription_fetch(data_object: dict) -> dict:
         not stripe_active()
         or not stripe_subscription_id
         or _invoice_metadata(data_object).get("operation_id")
-        or sql.exists(Subscription, "stripe_subscription_id = %s", [stripe_subscription_id])
+        or sql.read_all([invoice_subscription_known(data_object)])[0]
     ):
         return {}
     stripe_subscription = stripe_api.object_read("subscription", stripe_subscription_id)

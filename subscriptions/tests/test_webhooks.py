@@ -722,6 +722,25 @@ def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new
     assert set(AdminAuditLog.objects.values_list("status_code", flat=True)) == {200}
 
 
+@pytest.mark.postgres
+def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before_its_transaction(
+    webhook_client, subscriber
+):
+    _, subscription, ids = subscriber
+
+    with CaptureQueriesContext(connection) as queries:
+        response = deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))
+
+    assert response.status_code == 200
+    # The test's own transaction turns the inbox's into savepoints.
+    statements = [query["sql"] for query in queries.captured_queries if "SAVEPOINT" not in query["sql"]]
+    first, second = statements[:2]
+    finished_read = 'FROM "payments_webhookevent" WHERE "provider" = '
+    subscription_read = 'SELECT 1 FROM "subscriptions_subscription" WHERE stripe_subscription_id = '
+    assert first.startswith("SELECT") and finished_read in first and subscription_read in first
+    assert second.startswith('INSERT INTO "payments_webhookevent"')
+
+
 @pytest.mark.parametrize("accept", ["*/*; q=0.5, application/xml", "text/html"])
 def test_a_delivery_is_answered_in_json_whatever_its_accept_header(webhook_client, subscriber, accept):
     _, subscription, ids = subscriber
