@@ -696,17 +696,23 @@ def test_a_renewal_is_recorded_by_the_inbox_and_the_audit_chain_not_by_the_objec
     assert AdminAuditLog.objects.filter(resource_id=event_id, action=AuditAction.PROCESS).exists()
 
 
-@pytest.mark.postgres
-def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new_invoice_has_no_dunning_to_stop(
-    webhook_client, subscriber
-):
+@pytest.fixture
+def renewal_delivered(webhook_client, subscriber):
+    """A renewal of the subscriber's subscription delivered: its user, the response and the statements
+    the delivery sent (less the savepoints the test's own transaction turns the inbox's into)."""
     user, subscription, ids = subscriber
-
     with CaptureQueriesContext(connection) as queries:
         response = deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))
+    return user, response, [query["sql"] for query in queries.captured_queries if "SAVEPOINT" not in query["sql"]]
+
+
+@pytest.mark.postgres
+def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new_invoice_has_no_dunning_to_stop(
+    renewal_delivered,
+):
+    user, response, statements = renewal_delivered
 
     assert response.status_code == 200
-    statements = [query["sql"] for query in queries.captured_queries]
     appended = (
         'INSERT INTO "billing_project_outboundevent"',
         'INSERT INTO "audit_adminauditlog"',
@@ -723,17 +729,10 @@ def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new
 
 
 @pytest.mark.postgres
-def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before_its_transaction(
-    webhook_client, subscriber
-):
-    _, subscription, ids = subscriber
-
-    with CaptureQueriesContext(connection) as queries:
-        response = deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))
+def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before_its_transaction(renewal_delivered):
+    _, response, statements = renewal_delivered
 
     assert response.status_code == 200
-    # The test's own transaction turns the inbox's into savepoints.
-    statements = [query["sql"] for query in queries.captured_queries if "SAVEPOINT" not in query["sql"]]
     first, second = statements[:2]
     finished_read = 'FROM "payments_webhookevent" WHERE "provider" = '
     subscription_read = 'SELECT 1 FROM "subscriptions_subscription" WHERE stripe_subscription_id = '
