@@ -87,8 +87,8 @@ class SubscriptionsConfig(AppConfig):
         for handlers in (webhooks.HANDLERS, stripe_events.HANDLERS):
             for event_type, handler in handlers.items():
                 event_handler_register(event_type, handler)
-        for event_type, fetcher in stripe_events.FETCHERS.items():
-            event_fetcher_register(event_type, fetcher, known=stripe_events.invoice_subscription_known)
+        for event_type, (fetcher, known) in stripe_events.FETCHERS.items():
+            event_fetcher_register(event_type, fetcher, known=known)
 
         from billing_project.email_verification import email_verified
         from subscriptions.services.accounts import account_email_verified

@@ -527,4 +527,5 @@ INVOICE_EVENTS = (
     "invoice.voided",
     "invoice.marked_uncollectible",
 )
-FETCHERS = dict.fromkeys(INVOICE_EVENTS, invoice_subscription_fetch)
+# Each invoice event's fetcher and its `known` read (payments.registry.event_fetcher_register).
+FETCHERS = dict.fromkeys(INVOICE_EVENTS, (invoice_subscription_fetch, invoice_subscription_known))
