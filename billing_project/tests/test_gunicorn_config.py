@@ -1,3 +1,4 @@
+import gc
 import json
 import logging
 import os
@@ -46,6 +47,20 @@ def test_the_access_log_of_a_worker_masks_license_keys_however_they_are_escaped(
 
     assert "ABCD" not in caplog.text
     assert "REPHLO-****-****-****-NPQ7" in caplog.text
+
+
+def test_a_loaded_worker_freezes_what_it_loaded_and_collects_garbage_less_often():
+    config = runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
+    before = gc.get_threshold()
+    try:
+        config["post_worker_init"](None)
+
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == config["GC_FIRST_GENERATION_THRESHOLD"] > before[0]
+        assert gc.get_threshold()[1:] == before[1:]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 # Metrics under several workers, with no PROMETHEUS_MULTIPROC_DIR given
