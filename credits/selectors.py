@@ -251,7 +251,9 @@ def balance_get(*, user) -> dict:
 def balances_invalidate(*, user_ids: list) -> None:
     """Makes readers drop the users' cached balances, once the change that called this has committed
     (one cache round trip for all of them)."""
-    generations = {_balance_cache_keys(user_id)[1]: uuid4().hex for user_id in user_ids}
+    # One new generation serves every user of the change: it differs from each one's previous.
+    generation = uuid4().hex
+    generations = {_balance_cache_keys(user_id)[1]: generation for user_id in user_ids}
     transaction.on_commit(lambda: cache.set_many(generations, timeout=BALANCE_GENERATION_SECONDS))
 
 

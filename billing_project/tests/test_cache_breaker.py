@@ -100,6 +100,32 @@ def test_breaker_stays_closed_while_redis_answers(breaker_cache):
     assert breaker_cache.breaker.state == "closed"
 
 
+def test_set_many_writes_every_value_with_its_expiry_in_one_command(breaker_cache):
+    values = {"count": 7, "text": "hello", "entry": ("generation", {"balance": 10})}
+
+    assert breaker_cache.set_many(values, timeout=60) == []
+
+    assert breaker_cache.get_many(list(values)) == values
+    assert all(55_000 < breaker_cache.pttl(key) <= 60_000 for key in values)
+
+
+def test_set_many_without_expiry_keeps_the_keys_and_an_expiry_already_past_deletes_them(breaker_cache):
+    breaker_cache.set_many({"kept": 1, "gone": 2}, timeout=None)
+    breaker_cache.set_many({"gone": 3}, timeout=0)
+
+    assert breaker_cache.get_many(["kept", "gone"]) == {"kept": 1}
+    assert breaker_cache.ttl("kept") is None
+
+
+def test_set_many_still_writes_after_redis_forgot_its_scripts(breaker_cache):
+    breaker_cache.set_many({"before": 1}, timeout=60)
+    breaker_cache.client.get_client(write=True).script_flush()  # as after a restart
+
+    breaker_cache.set_many({"after": 2}, timeout=60)
+
+    assert breaker_cache.get_many(["before", "after"]) == {"before": 1, "after": 2}
+
+
 def test_breaker_opens_after_n_failures_and_counts_each_error(breaker_cache, redis_server):
     # given
     redis_server.stop()
@@ -129,6 +155,7 @@ def test_open_breaker_answers_misses_without_calling_redis(breaker_cache, redis_
         assert breaker_cache.has_key("k") is False
         assert breaker_cache.set("k", 1) is False
         assert breaker_cache.add("k", 1) is False
+        assert breaker_cache.set_many({"k": 1, "j": 2}) == ["k", "j"]
         assert breaker_cache.get_or_set("k", lambda: "computed") == "computed"
         breaker_cache.delete("k")
         breaker_cache.clear()
