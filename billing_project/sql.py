@@ -63,8 +63,11 @@ def new_row(model: type[Model], **values) -> Model:
     """An unsaved instance, as `model(**values)` makes it (defaults for the fields not given, a
     related instance or None for a relation's name), without the constructor's work per field: the
     constructor was a quarter of a batch's Python time, five instances per event. When something
-    listens to the construction of the model's instances, the constructor itself (it sends the signals)."""
-    if signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model):
+    listens to the construction of the model's instances, the constructor itself (it sends the signals).
+    Asking the signals about the model costs more than the rest, so only when something listens at all."""
+    if (signals.pre_init.receivers or signals.post_init.receivers) and (
+        signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
+    ):
         return model(**values)
     fixed, made, relations, names = _new_row_plan(model)
     if not names.issuperset(values):
@@ -76,11 +79,10 @@ def new_row(model: type[Model], **values) -> Model:
     for attname, make in made:
         if attname not in values:
             attributes[attname] = make()
-    for name, value in values.items():
-        attname = relations.get(name)
-        if attname is None or attname == name:
-            attributes[name] = value
-        else:
+    attributes.update(values)
+    for name, attname in relations.items():
+        if name in values:  # a related instance (or None) given by the relation's name
+            value = attributes.pop(name)
             attributes[attname] = None if value is None else value.pk
             row._state.fields_cache[name] = value
     return row
