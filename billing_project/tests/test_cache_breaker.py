@@ -103,8 +103,16 @@ def test_breaker_stays_closed_while_redis_answers(breaker_cache):
 def test_set_many_writes_every_value_with_its_expiry_in_one_command(breaker_cache):
     values = {"count": 7, "text": "hello", "entry": ("generation", {"balance": 10})}
 
+    breaker_cache.set_many({"warm": 0}, timeout=60)  # the script is loaded on first use
+    redis = breaker_cache.client.get_client(write=True)
+    redis.config_resetstat()
+
     assert breaker_cache.set_many(values, timeout=60) == []
 
+    commands = redis.info("commandstats")  # the script's own SETs are counted too
+    assert commands["cmdstat_evalsha"]["calls"] == 1
+    assert commands["cmdstat_set"]["calls"] == len(values)
+    assert "cmdstat_multi" not in commands
     assert breaker_cache.get_many(list(values)) == values
     assert all(55_000 < breaker_cache.pttl(key) <= 60_000 for key in values)
 
