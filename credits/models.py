@@ -526,7 +526,11 @@ class CreditDeductionLedger(AppendOnlyModel):
     gross_margin = models.DecimalField(**COST, null=True, blank=True)
     reason = models.CharField(max_length=20, choices=DeductionReason.choices)
     status = models.CharField(max_length=16, choices=DeductionStatus.choices, default=DeductionStatus.COMPLETED)
-    reverses = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="reversal")
+    # At most one reversal per deduction: deduction_reversed_once, unique where set (a one-to-one
+    # field's index would hold every deduction's empty value).
+    reverses = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     reversed_at = models.DateTimeField(null=True, blank=True)
     # Indexed only where set (deduction_reversed_by_idx): empty on all but reversals.
     reversed_by = models.ForeignKey(
@@ -554,6 +558,9 @@ class CreditDeductionLedger(AppendOnlyModel):
                     )
                 ),
                 name="deduction_balance_arithmetic",
+            ),
+            models.UniqueConstraint(
+                fields=["reverses"], condition=Q(reverses__isnull=False), name="deduction_reversed_once"
             ),
         ]
         indexes = [
@@ -684,7 +691,13 @@ class TokenUsageLedger(AppendOnlyModel):
             models.Index(fields=["model_name", "created_at"], name="usage_model_time_idx"),
             models.Index(fields=["provider", "created_at"], name="usage_provider_time_idx"),
             models.Index(fields=["created_at"], name="usage_time_idx"),
-            models.Index(fields=["status"], name="usage_status_idx"),
+            # The admin's status filter looks for the few calls not fully successful; successful ones
+            # (nearly all) are listed by usage_time_idx, and are kept out of this index's every insert.
+            models.Index(
+                fields=["status", "created_at"],
+                condition=~Q(status=UsageStatus.SUCCESS),
+                name="usage_unsuccessful_time_idx",
+            ),
         ]
 
     def __str__(self):

@@ -6,6 +6,7 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.models import AdminAuditLog
@@ -172,3 +173,30 @@ def test_rollup_usage_dry_run_keeps_nothing(service_client, user):
     call_command("rollup_usage", "--from", today, "--dry-run", "--no-progress", stdout=StringIO())
 
     assert TokenUsageDailySummary.objects.count() == 0
+
+
+def test_the_database_refuses_a_second_reversal_of_one_deduction(service_client, staff_client, user):
+    fund(user, 100)
+    service_client.post(RECORD, usage_event(user), format="json")
+    deduction = CreditDeductionLedger.objects.get()
+    staff_client.post(reverse_url(deduction), {"reason": "refund"}, format="json")
+
+    with pytest.raises(IntegrityError, match="deduction_reversed_once"), transaction.atomic():
+        CreditDeductionLedger.objects.create(
+            user=user, amount=70, balance_before=100, balance_after=170, reason="reversal", reverses=deduction
+        )
+
+    assert CreditDeductionLedger.objects.filter(reverses=deduction).count() == 1
+
+
+def test_ledger_rows_get_keys_in_the_order_they_were_written(service_client, user):
+    fund(user, 1_000)
+    for _ in range(3):
+        service_client.post(RECORD, usage_event(user), format="json")
+
+    deductions = list(CreditDeductionLedger.objects.order_by("created_at"))
+
+    assert [row.id.version for row in deductions] == [7, 7, 7]
+    assert [row.id for row in deductions] == sorted(row.id for row in deductions)
+    # The key begins with its row's creation time in milliseconds (RFC 9562).
+    assert all(abs((row.id.int >> 80) - row.created_at.timestamp() * 1000) < 1_000 for row in deductions)
