@@ -306,8 +306,7 @@ def read_all(statements: list[Statement]) -> list[list[tuple]]:
 _CONVERTERS: dict = {}
 
 
-def converted(field, value):
-    """A raw value of `field` as the ORM would have returned it."""
+def _converters_of(field) -> tuple:
     found = _CONVERTERS.get(field)
     if found is None:
         db = default_connection()
@@ -316,7 +315,12 @@ def converted(field, value):
             expression,
             db.ops.get_db_converters(expression) + expression.get_db_converters(db),
         )
-    expression, converters = found
+    return found
+
+
+def converted(field, value):
+    """A raw value of `field` as the ORM would have returned it."""
+    expression, converters = _converters_of(field)
     if converters:
         db = default_connection()
         for converter in converters:
@@ -324,15 +328,35 @@ def converted(field, value):
     return value
 
 
+@cache
+def _conversions(model: type[Model], names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple]:
+    """The attribute names of the fields `names`, and (position, field) of those whose raw values
+    go through converters: on PostgreSQL few do, and a batch reads a dozen values per event."""
+    fields = [model._meta.get_field(name) for name in names]
+    attnames = tuple(field.attname for field in fields)
+    return attnames, tuple((position, field) for position, field in enumerate(fields) if _converters_of(field)[1])
+
+
+def loaded_values(model: type[Model], names: tuple[str, ...], row) -> dict:
+    """A row's raw values of the fields `names` (in that order) as the ORM would have loaded them, by
+    attribute name."""
+    attnames, with_converters = _conversions(model, names)
+    values = dict(zip(attnames, row, strict=True))
+    for position, field in with_converters:
+        values[attnames[position]] = converted(field, row[position])
+    return values
+
+
 def instances(model: type[Model], field_names: tuple[str, ...], rows: list[tuple]) -> list[Model]:
     """Rows of `field_names` (attribute names, in that order) as the ORM would have loaded them."""
-    fields = [model._meta.get_field(name) for name in field_names]
-    return [
-        model.from_db(
-            DEFAULT_DB_ALIAS, field_names, [converted(field, value) for field, value in zip(fields, row, strict=True)]
-        )
-        for row in rows
-    ]
+    _, with_converters = _conversions(model, tuple(field_names))
+    loaded = []
+    for row in rows:
+        values = list(row)
+        for position, field in with_converters:
+            values[position] = converted(field, values[position])
+        loaded.append(model.from_db(DEFAULT_DB_ALIAS, field_names, values))
+    return loaded
 
 
 @cache

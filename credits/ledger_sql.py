@@ -5,7 +5,17 @@ the reads under the balance lock in one round trip; SQLite, the embedded default
 
 from functools import cache
 
-from billing_project.sql import Statement, column, converted, default_connection, new_row, one_of, read_all, table
+from billing_project.sql import (
+    Statement,
+    column,
+    converted,
+    default_connection,
+    loaded_values,
+    new_row,
+    one_of,
+    read_all,
+    table,
+)
 from credits.models import CreditHold, TokenUsageLedger, UserCreditBalance, UserCreditSource
 
 # The budget columns of the balance row (credits.budgets), read with it wherever it is read.
@@ -45,12 +55,7 @@ def balances_lock_statement(user_ids: list) -> Statement:
 
 def balance_of(row: tuple) -> UserCreditBalance:
     """A balance row of `balances_lock_statement`."""
-    fields = [UserCreditBalance._meta.get_field(name) for name in BALANCE_COLUMNS]
-    return new_row(
-        UserCreditBalance,
-        **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
-        user_id=row[0],
-    )
+    return new_row(UserCreditBalance, **loaded_values(UserCreditBalance, BALANCE_COLUMNS, row[1:]), user_id=row[0])
 
 
 def request_ids_statement(request_ids: list) -> Statement:
@@ -69,13 +74,17 @@ def request_ids_of(rows: list[tuple]) -> set:
     return {converted(field, row[0]) for row in rows}
 
 
+# What spending needs of a grant (with its user).
+_SPENDING_COLUMNS = ("id", "remaining", "expires_at")
+
+
 def grants_statement(user_ids: list) -> Statement:
     """The users' grants with credits left, by user, each user's in spending order (soonest expiry
     first, none last); only the fields spending needs (see `grants_of`)."""
     user, expires = column(UserCreditSource, "user"), column(UserCreditSource, "expires_at")
     among, params = one_of(user_ids)
     return (
-        f"SELECT {user}, {column(UserCreditSource, 'id')}, {column(UserCreditSource, 'remaining')}, {expires} "
+        f"SELECT {user}, {', '.join(column(UserCreditSource, name) for name in _SPENDING_COLUMNS)} "
         f"FROM {table(UserCreditSource)} "
         f"WHERE {user} {among} AND {column(UserCreditSource, 'remaining')} > 0 "
         f"ORDER BY {user}, {expires} IS NULL, {expires}, {column(UserCreditSource, 'created_at')}, "
@@ -86,15 +95,10 @@ def grants_statement(user_ids: list) -> Statement:
 
 def grants_of(rows: list[tuple]) -> dict[int, list[UserCreditSource]]:
     """The rows of `grants_statement` as grants, by user id, in spending order."""
-    fields = [UserCreditSource._meta.get_field(name) for name in ("id", "remaining", "expires_at")]
     grants: dict[int, list[UserCreditSource]] = {}
     for row in rows:
         grants.setdefault(row[0], []).append(
-            new_row(
-                UserCreditSource,
-                **{field.attname: converted(field, value) for field, value in zip(fields, row[1:], strict=True)},
-                user_id=row[0],
-            )
+            new_row(UserCreditSource, **loaded_values(UserCreditSource, _SPENDING_COLUMNS, row[1:]), user_id=row[0])
         )
     return grants
 
@@ -148,12 +152,10 @@ def balance_and_live_grants(user_id, now) -> tuple[int, list[dict], dict | None]
     (rows,) = read_all([(_balance_and_live_grants_statement(), [expires_at, user_id])])
     if not rows:
         return 0, [], None
-    budget_fields = [UserCreditBalance._meta.get_field(name) for name in BUDGET_COLUMNS]
-    budget = {field.name: converted(field, value) for field, value in zip(budget_fields, rows[0][1:], strict=False)}
-    fields = [UserCreditSource._meta.get_field(name) for name in _GRANT_COLUMNS]
     first_grant_column = 1 + len(BUDGET_COLUMNS)
+    budget = loaded_values(UserCreditBalance, BUDGET_COLUMNS, rows[0][1:first_grant_column])
     grants = [
-        {field.name: converted(field, value) for field, value in zip(fields, row[first_grant_column:], strict=True)}
+        loaded_values(UserCreditSource, _GRANT_COLUMNS, row[first_grant_column:])
         for row in rows
         if row[first_grant_column] is not None
     ]
