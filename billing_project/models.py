@@ -17,8 +17,10 @@ class BaseModel(models.Model):
     new rows go to the right edge of each index that holds them, as a sequence's would. Random (version
     4) keys put every new row on a different leaf page of an index as large as its table: the ledgers
     grow without end, and such an index soon no longer fits in memory (a page read per insert, and a
-    full-page image in the write-ahead log for each page first written after a checkpoint). A key
-    still carries 74 random bits, and nothing reads a row's time from its key."""
+    full-page image in the write-ahead log for each page first written after a checkpoint). Within a
+    millisecond a process's keys count up from a random start, each with 32 more random bits; a forked
+    worker draws new random numbers (uuid-utils reseeds after a fork). Nothing reads a row's time from
+    its key."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
