@@ -337,26 +337,24 @@ def _conversions(model: type[Model], names: tuple[str, ...]) -> tuple[tuple[str,
     return attnames, tuple((position, field) for position, field in enumerate(fields) if _converters_of(field)[1])
 
 
+def _loaded_row(with_converters: tuple, row) -> list:
+    values = list(row)
+    for position, field in with_converters:
+        values[position] = converted(field, values[position])
+    return values
+
+
 def loaded_values(model: type[Model], names: tuple[str, ...], row) -> dict:
     """A row's raw values of the fields `names` (in that order) as the ORM would have loaded them, by
     attribute name."""
     attnames, with_converters = _conversions(model, names)
-    values = dict(zip(attnames, row, strict=True))
-    for position, field in with_converters:
-        values[attnames[position]] = converted(field, row[position])
-    return values
+    return dict(zip(attnames, _loaded_row(with_converters, row), strict=True))
 
 
 def instances(model: type[Model], field_names: tuple[str, ...], rows: list[tuple]) -> list[Model]:
     """Rows of `field_names` (attribute names, in that order) as the ORM would have loaded them."""
     _, with_converters = _conversions(model, tuple(field_names))
-    loaded = []
-    for row in rows:
-        values = list(row)
-        for position, field in with_converters:
-            values[position] = converted(field, values[position])
-        loaded.append(model.from_db(DEFAULT_DB_ALIAS, field_names, values))
-    return loaded
+    return [model.from_db(DEFAULT_DB_ALIAS, field_names, _loaded_row(with_converters, row)) for row in rows]
 
 
 @cache
