@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.models import OutboundEvent
+from conftest import forget_test_cache
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
 from payments.tests.stripe_emulator import event_payload, signature_header
@@ -275,6 +276,87 @@ def test_replayed_event_answers_its_first_result_without_a_second_effect(webhook
     assert metric("idempotent_hits_total", operation="webhook") == hits + 1
 
 
+def test_a_redelivery_of_a_finished_event_is_answered_from_the_cache_with_no_query(
+    webhook_client, subscriber, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    with django_capture_on_commit_callbacks(execute=True):
+        first = deliver(webhook_client, event)
+    before, balance = counts(), balance_of(user)
+    blocks = metric("billing_webhook_replay_block_total")
+
+    with django_assert_num_queries(0):
+        replay = deliver(webhook_client, event)
+
+    assert replay.status_code == 200
+    assert replay.json() == {**first.json(), "replayed": True}
+    assert (counts(), balance_of(user)) == (before, balance)
+    assert metric("billing_webhook_replay_block_total") == blocks + 1
+
+
+def test_a_redelivery_the_cache_does_not_hold_is_answered_from_the_stored_row(
+    webhook_client, subscriber, django_capture_on_commit_callbacks
+):
+    _, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    with django_capture_on_commit_callbacks(execute=True):
+        first = deliver(webhook_client, event)
+    forget_test_cache()  # expired, evicted, or Redis restarted empty
+
+    with CaptureQueriesContext(connection) as queries:
+        replay = deliver(webhook_client, event)
+
+    assert replay.json() == {**first.json(), "replayed": True}
+    assert 'FROM "payments_webhookevent"' in queries.captured_queries[0]["sql"]
+    assert WebhookEvent.objects.get(event_id=event["id"]).attempts == 1
+
+
+def test_a_finished_event_that_a_staff_replay_fails_is_processed_again_at_its_next_delivery(
+    webhook_client, subscriber, django_capture_on_commit_callbacks, monkeypatch
+):
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(webhook_client, event)
+    with monkeypatch.context() as patched, django_capture_on_commit_callbacks(execute=True):
+        patched.setattr("subscriptions.services.billing.invoice_paid", renewal_bug)
+        with pytest.raises(CommandError, match="failed again: ZeroDivisionError"):
+            call_command("replay_webhook", event["id"])
+    assert WebhookEvent.objects.get(event_id=event["id"]).status == WebhookStatus.FAILED
+
+    again = deliver(webhook_client, event)
+
+    assert again.status_code == 200
+    answer = again.json()
+    assert (answer["replayed"], answer["result"]["action"], answer["result"]["already_recorded"]) == (
+        False,
+        "invoice_paid",
+        True,
+    )
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.attempts) == (WebhookStatus.PROCESSED, 3)
+    assert BillingInvoice.objects.filter(user=user, stripe_invoice_id=event["data"]["object"]["id"]).count() == 1
+
+
+def test_a_failed_event_is_not_answered_from_the_cache(
+    webhook_client, subscriber, django_capture_on_commit_callbacks, monkeypatch
+):
+    _, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    with monkeypatch.context() as patched, django_capture_on_commit_callbacks(execute=True):
+        patched.setattr("subscriptions.services.billing.invoice_paid", renewal_bug)
+        assert deliver(webhook_client, event).status_code == 500
+
+    again = deliver(webhook_client, event)
+
+    assert (again.status_code, again.json()["replayed"], again.json()["result"]["action"]) == (
+        200,
+        False,
+        "invoice_paid",
+    )
+
+
 # Out-of-order delivery
 
 
@@ -438,14 +520,14 @@ def test_unmatched_event_is_processed_by_the_console_replay_action(webhook_clien
     assert rows.count() == 2
 
 
+def renewal_bug(**kwargs):
+    """A bug in the renewal's own code (not anything about the event)."""
+    raise ZeroDivisionError("division by zero")
+
+
 @pytest.fixture
 def renewal_handler_bug(monkeypatch):
-    """A bug in the renewal's own code (not anything about the event)."""
-
-    def broken(**kwargs):
-        raise ZeroDivisionError("division by zero")
-
-    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", broken)
+    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", renewal_bug)
 
 
 def test_a_handler_bug_answers_500_and_keeps_its_error_with_nothing_applied(
@@ -476,11 +558,7 @@ def test_a_handler_bug_answers_500_and_keeps_its_error_with_nothing_applied(
 def test_replay_webhook_reports_an_event_that_fails_again(webhook_client, subscriber, monkeypatch):
     user, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
-
-    def broken(**kwargs):
-        raise ZeroDivisionError("division by zero")
-
-    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", broken)
+    monkeypatch.setattr("subscriptions.services.billing.invoice_paid", renewal_bug)
     deliver(webhook_client, event)
 
     with pytest.raises(CommandError, match="failed again: ZeroDivisionError"):
