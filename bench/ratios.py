@@ -18,7 +18,7 @@ then the project, so machine noise falls on both:
 | credits | `GET me/credits/` | `cached` | 0.8 |
 | health | `GET /health` | `ping` | 0.8 |
 | paid | signed `invoice.paid` renewals, each new (`bench/webhooks.py`'s events) | `usage` | 0.5 |
-| replay | deliveries of events already processed, answered from the stored record | `ping` | 0.5 |
+| replay | deliveries of events already processed, answered from the cached answer | `ping` | 0.5 |
 
 The webhook phases renew --subscriptions Stripe-billed subscriptions of the same server: the deliveries
 are built and signed before each run and sent by wrk (`bench/wrk/stripe_webhook.lua`), and a thread of

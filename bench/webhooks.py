@@ -13,7 +13,7 @@ job does in production (AUDIT_SEAL_ON_WRITE off). Two phases:
   payment event, audit rows), spread round-robin over all subscriptions. They are built before the
   load starts and signed as they are sent.
 - `replay`: duplicate deliveries of events already processed (re-signed each time, as Stripe does),
-  answered from the stored record.
+  answered from the stored answer (the shared cache, else the event's row).
 
 Bodies are the real-shaped event of subscriptions/tests/fixtures/stripe/invoice.paid.json. It prints,
 for each phase, events per second and p50/p99 latency, then what the database holds and what the
