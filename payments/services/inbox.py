@@ -133,10 +133,13 @@ def _finished_key(event_id: str) -> str:
 
 def _finished_remembered(event_id: str) -> WebhookEvent | None:
     """The finished event's row (FINISHED_FIELDS) as its last processing left it, from the shared
-    cache: a redelivery then costs no database round trip (the cache is a tenth of the database's
-    CPU per answer). None when the cache does not hold it (never finished, expired, Redis down)."""
+    cache: a redelivery then costs no database round trip (bench/webhooks_cpu.py --replay: 0.7 ms of
+    CPU, against 0.78 ms and the database's 0.23 ms for the row's read). None when the cache does not
+    hold it (never finished, expired, Redis down) or holds other fields (written by another release)."""
     values = cache.get(_finished_key(event_id))
-    return None if values is None else WebhookEvent.from_db(DEFAULT_DB_ALIAS, FINISHED_FIELDS, list(values))
+    if not isinstance(values, dict) or values.keys() != set(FINISHED_FIELDS):
+        return None
+    return WebhookEvent.from_db(DEFAULT_DB_ALIAS, FINISHED_FIELDS, [values[name] for name in FINISHED_FIELDS])
 
 
 def _finished_remember_on_commit(row: WebhookEvent) -> None:
@@ -148,7 +151,7 @@ def _finished_remember_on_commit(row: WebhookEvent) -> None:
     key = _finished_key(row.event_id)
     if row.status in DONE:
         # As the row reads back: the status's plain value, not the enum member.
-        answer = tuple(str(row.status) if name == "status" else getattr(row, name) for name in FINISHED_FIELDS)
+        answer = {name: str(row.status) if name == "status" else getattr(row, name) for name in FINISHED_FIELDS}
         transaction.on_commit(lambda: cache.set(key, answer, timeout=FINISHED_ANSWER_SECONDS))
     else:
         transaction.on_commit(lambda: cache.delete(key))

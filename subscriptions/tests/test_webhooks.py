@@ -10,6 +10,7 @@ from io import StringIO
 import pytest
 import time_machine
 from auditlog.models import LogEntry
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -23,6 +24,7 @@ from billing_project.models import OutboundEvent
 from conftest import forget_test_cache
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
+from payments.services.inbox import _finished_key
 from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions.models import (
     BillingInvoice,
@@ -295,14 +297,17 @@ def test_a_redelivery_of_a_finished_event_is_answered_from_the_cache_with_no_que
     assert metric("billing_webhook_replay_block_total") == blocks + 1
 
 
+@pytest.mark.parametrize("cached", ["nothing", "another_releases_fields"])
 def test_a_redelivery_the_cache_does_not_hold_is_answered_from_the_stored_row(
-    webhook_client, subscriber, django_capture_on_commit_callbacks
+    webhook_client, subscriber, django_capture_on_commit_callbacks, cached
 ):
     _, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
     with django_capture_on_commit_callbacks(execute=True):
         first = deliver(webhook_client, event)
     forget_test_cache()  # expired, evicted, or Redis restarted empty
+    if cached == "another_releases_fields":
+        cache.set(_finished_key(event["id"]), {"id": "x", "event_id": event["id"], "status": "processed"})
 
     with CaptureQueriesContext(connection) as queries:
         replay = deliver(webhook_client, event)
