@@ -3,8 +3,8 @@
 The `WebhookEvent` row is the record of record, with the raw body whose signature was verified. It
 is written in the transaction that applies the event's effects, and its unique (provider, event_id)
 settles concurrent deliveries: the second insert waits for the first transaction and then finds its
-row. A processed event answers every later delivery with its first result, kept in the shared cache
-for Stripe's retry window so that a redelivery costs no database round trip. A handler that fails has
+row. A processed event answers every later delivery with its result, kept in the shared cache for a
+day (FINISHED_ANSWER_SECONDS) so that a redelivery costs no database round trip. A handler that fails has
 its effects rolled back with its transaction; a second one stores the row with the error, and the
 request answers 500 so that Stripe delivers it again.
 
