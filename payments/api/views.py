@@ -1,3 +1,5 @@
+import orjson
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
@@ -47,21 +49,22 @@ class StripeWebhookView(APIView):
     def post(self, request):
         # Stored events are answered 200 (a failed one's rows are rolled back): the audit rows take it as written.
         audit_status_expected(200)
+        # META rather than request.headers, which copies every header first.
         event, replayed = webhook_receive(
-            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+            payload=request.body, signature_header=request.META.get("HTTP_STRIPE_SIGNATURE", "")
         )
         if event.status == WebhookStatus.FAILED:
             raise WebhookProcessingFailed(event.error, extra={"event_id": event.event_id})
-        # WebhookOutput's fields, all plain JSON values already: no serializer on the way (it cost a tenth).
-        return Response(
-            {
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "status": str(event.status),
-                "result": event.result,
-                "replayed": replayed,
-            }
-        )
+        # WebhookOutput's fields, all plain JSON values already: no serializer and no renderer on the
+        # way (together a fifth of a redelivery's time in the view).
+        answer = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "status": str(event.status),
+            "result": event.result,
+            "replayed": replayed,
+        }
+        return HttpResponse(orjson.dumps(answer), content_type="application/json")
 
 
 class BillingPortalView(APIView):

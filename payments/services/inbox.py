@@ -31,10 +31,10 @@ once staff have linked it. A handler's own failure still answers 500, so Stripe 
 
 import functools
 import hashlib
-import json
 import logging
 from datetime import UTC, datetime
 
+import orjson
 import stripe
 from auditlog.context import disable_auditlog
 from django.conf import settings
@@ -85,7 +85,7 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
         stripe.WebhookSignature.verify_header(
             body, signature_header, settings.STRIPE_WEBHOOK_SECRET, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
         )
-        event = json.loads(body)
+        event = orjson.loads(payload)
         event_id, event_type = event["id"], event["type"]
     except (stripe.SignatureVerificationError, ValueError, KeyError, TypeError) as error:
         WEBHOOK_INVALID_SIGNATURES.inc()
