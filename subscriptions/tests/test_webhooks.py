@@ -278,13 +278,18 @@ def test_replayed_event_answers_its_first_result_without_a_second_effect(webhook
     assert metric("idempotent_hits_total", operation="webhook") == hits + 1
 
 
+def deliver_committed(client, event, capture_on_commit):
+    """One delivery with its after-commit work run, as a server's commit runs it (the answer cached)."""
+    with capture_on_commit(execute=True):
+        return deliver(client, event)
+
+
 def test_a_redelivery_of_a_finished_event_is_answered_from_the_cache_with_no_query(
     webhook_client, subscriber, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     user, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
-    with django_capture_on_commit_callbacks(execute=True):
-        first = deliver(webhook_client, event)
+    first = deliver_committed(webhook_client, event, django_capture_on_commit_callbacks)
     before, balance = counts(), balance_of(user)
     blocks = metric("billing_webhook_replay_block_total")
 
@@ -303,8 +308,7 @@ def test_a_redelivery_the_cache_does_not_hold_is_answered_from_the_stored_row(
 ):
     _, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
-    with django_capture_on_commit_callbacks(execute=True):
-        first = deliver(webhook_client, event)
+    first = deliver_committed(webhook_client, event, django_capture_on_commit_callbacks)
     forget_test_cache()  # expired, evicted, or Redis restarted empty
     if cached == "another_releases_fields":
         cache.set(_finished_key(event["id"]), {"id": "x", "event_id": event["id"], "status": "processed"})
@@ -322,8 +326,7 @@ def test_a_finished_event_that_a_staff_replay_fails_is_processed_again_at_its_ne
 ):
     user, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
-    with django_capture_on_commit_callbacks(execute=True):
-        deliver(webhook_client, event)
+    deliver_committed(webhook_client, event, django_capture_on_commit_callbacks)
     with monkeypatch.context() as patched, django_capture_on_commit_callbacks(execute=True):
         patched.setattr("subscriptions.services.billing.invoice_paid", renewal_bug)
         with pytest.raises(CommandError, match="failed again: ZeroDivisionError"):
