@@ -229,16 +229,30 @@ def _update_many_sql(model: type[Model], fields: tuple[str, ...], where: str) ->
 
 class Joined(str):
     """Statements joined as one text, which Django's query log and execute wrappers see, keeping
-    each statement's text and number of placeholders for the PostgreSQL backend, which sends each as
-    a statement prepared on the connection (billing_project.postgresql)."""
+    each statement's text, its number of placeholders and whether one plan serves all its executions
+    (`plan_reusable`) for the PostgreSQL backend, which sends those as statements prepared on the
+    connection (billing_project.postgresql)."""
 
-    parts: tuple[tuple[str, int], ...]
+    parts: tuple[tuple[str, int, bool], ...]
+
+
+class Chain(str):
+    """Writes as one statement (`_one_statement`), knowing whether they are all INSERTs."""
+
+    inserts_only: bool
+
+
+def plan_reusable(sql: str) -> bool:
+    """Whether one plan serves every execution of the statement, whatever the tables hold: an INSERT
+    (or a chain of them) reads no table. A plan made once for a read or an UPDATE was made for the
+    tables as they were then, and a seq scan chosen for a near-empty table stays in use as it grows."""
+    return sql.inserts_only if isinstance(sql, Chain) else sql.startswith("INSERT ")
 
 
 def joined(statements: list[Statement]) -> Statement:
     """The statements as one text (`Joined`) and their parameters, in order."""
     text = Joined("; ".join(sql for sql, _ in statements))
-    text.parts = tuple((sql, len(params)) for sql, params in statements)
+    text.parts = tuple((sql, len(params), plan_reusable(sql)) for sql, params in statements)
     return text, [param for _, params in statements for param in params]
 
 
@@ -263,7 +277,9 @@ def _one_statement(statements: list[Statement]) -> Statement:
     *first, (last_sql, last_params) = statements
     ctes = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
     params = [param for _, statement_params in first for param in statement_params] + last_params
-    return f"WITH {ctes} {last_sql}", params
+    chain = Chain(f"WITH {ctes} {last_sql}")
+    chain.inserts_only = all(plan_reusable(sql) for sql, _ in statements)
+    return chain, params
 
 
 def written_then_read(writes: list[Statement], reads: list[Statement]) -> list[list[tuple]]:

@@ -1,5 +1,5 @@
 """Django's PostgreSQL backend with two round trips fewer where it can (the health check of a busy
-persistent connection, and the BEGIN of every transaction), and the hot paths' statements prepared.
+persistent connection, and the BEGIN of every transaction), and the hot paths' INSERTs prepared.
 
 Health check. Django checks a reused connection with a `SELECT 1` round trip before each request's
 first query (CONN_HEALTH_CHECKS). A usage record needs four round trips of its own, so the check is
@@ -19,18 +19,20 @@ a statement executed while Django is in a transaction that the server has not be
 COMMIT and ROLLBACK are psycopg's, which send them whenever the server holds a transaction.
 
 Prepared statements. Every statement travels as text with its values inlined (client-side binding,
-which lets several statements share a round trip), so the server parses and plans each one anew:
-two fifths of its CPU for a Stripe renewal. The statements the hot paths write out
-(billing_project.sql, whose joined text keeps its statements apart) are prepared instead, once per
-connection, and sent as `EXECUTE name(values)` (still text, still several to a round trip). The
-server then skips parsing and analysing them, but still plans each execution for its values
-(plan_cache_mode force_custom_plan, set on the connection): a plan made once for all values was
-made while a table was small, and a seq scan chosen for a near-empty usage ledger stayed in use as
-it grew (6 ms per read at 18,000 rows instead of 0.1). Django's execute wrappers and query log
-still see the statements themselves. PREPARE is not undone by a rollback, so the names this
-wrapper keeps are exactly the connection's. The ORM's statements are sent as before. Behind a
-pooler that passes one session's statements to another (PgBouncer's transaction mode), set
-DB_PREPARED_STATEMENTS off.
+which lets several statements share a round trip), so the server parses and plans each one anew.
+The INSERTs the hot paths write out (billing_project.sql, whose joined text keeps its statements
+apart) are prepared instead, once per connection, and sent as `EXECUTE name(values)` (still text,
+still several to a round trip): an INSERT reads no table, so the server parses and plans it once
+for all its executions (`sql.plan_reusable`). Reads and UPDATEs are still sent as text and planned
+for their values: a plan made once for them was made while a table was small, and a seq scan chosen
+for a near-empty usage ledger stayed in use as it grew (6 ms per read at 18,000 rows instead of 0.1).
+The connection keeps the server's own plan cache mode, so the queries PostgreSQL runs for the
+foreign-key checks of every written row are planned once per connection too: forcing a plan per
+execution on the connection (this backend's earlier setting) planned each check anew, a quarter of a
+usage batch's database CPU. Django's execute wrappers and query log still see the statements
+themselves. PREPARE is not undone by a rollback, so the names this wrapper keeps are exactly the
+connection's. The ORM's statements are sent as before. Behind a pooler that passes one session's
+statements to another (PgBouncer's transaction mode), set DB_PREPARED_STATEMENTS off.
 """
 
 import itertools
@@ -52,7 +54,9 @@ class Cursor(base.Cursor):
     def execute(self, query, params=None, **kwargs):
         parts = getattr(query, "parts", None)
         if parts is not None and self.wrapper is not None:
-            query = "; ".join(self.wrapper.prepared_call(sql, count) for sql, count in parts)
+            query = "; ".join(
+                self.wrapper.prepared_call(sql, count) if reusable else sql for sql, count, reusable in parts
+            )
         if not _transaction_to_begin(self.wrapper):
             return super().execute(query, params, **kwargs)
         if not isinstance(query, str):
@@ -121,10 +125,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.prepared: dict[str, str] = {}
 
     def get_connection_params(self):
-        params = {**super().get_connection_params(), "cursor_factory": Cursor}
-        # Every execution planned for its own values, as unprepared text is (see above).
-        params["options"] = f"{params.get('options', '')} -c plan_cache_mode=force_custom_plan".strip()
-        return params
+        return {**super().get_connection_params(), "cursor_factory": Cursor}
 
     def get_new_connection(self, conn_params):
         connection = super().get_new_connection(conn_params)

@@ -1,6 +1,7 @@
-"""The statements the hot paths write out (billing_project.sql) are prepared once per PostgreSQL
-connection and then sent by name (billing_project/postgresql): what the client sends is read from
-libpq's trace of the protocol, what the server holds from pg_prepared_statements."""
+"""The INSERTs the hot paths write out (billing_project.sql) are prepared once per PostgreSQL
+connection and then sent by name; reads and UPDATEs are sent as text (billing_project/postgresql):
+what the client sends is read from libpq's trace of the protocol, what the server holds from
+pg_prepared_statements."""
 
 import pytest
 from django.contrib.auth.models import Group
@@ -13,8 +14,9 @@ from billing_project.tests.protocol import queries_sent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
+ADDED = "INSERT INTO auth_group (name) SELECT %s"
 BY_NAME = ("SELECT name FROM auth_group WHERE name = %s", ["editors"])
-COUNTED = ("SELECT count(*) FROM auth_group WHERE name LIKE %s", ["edit%"])
+RENAMED = ("UPDATE auth_group SET name = %s WHERE name = %s", ["writers", "editors"])
 
 
 class Rollback(Exception):
@@ -23,14 +25,18 @@ class Rollback(Exception):
 
 @pytest.fixture(autouse=True)
 def new_connection():
-    """A connection of its own: the names count from 1 on it."""
+    """A connection of its own (the names count from 1 on it), and only the groups the test writes
+    (the roles' groups come with the migrations)."""
+    Group.objects.all().delete()
     connection.close()
 
 
-@pytest.fixture
-def groups(new_connection):
-    Group.objects.create(name="editors")
-    Group.objects.create(name="editing")
+def group_add(name: str) -> None:
+    sql.execute_all([(ADDED, [name])])
+
+
+def group_names() -> list[str]:
+    return sorted(Group.objects.values_list("name", flat=True))
 
 
 def prepared_on_server() -> dict[str, str]:
@@ -39,28 +45,61 @@ def prepared_on_server() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
-def test_a_statement_is_prepared_once_then_sent_by_name(groups):
-    results = []
-    sent = queries_sent(lambda: results.extend(sql.read_all([BY_NAME]) for _ in range(3)))
+def test_an_insert_is_prepared_once_then_sent_by_name():
+    sent = queries_sent(lambda: [group_add(name) for name in ("editors", "editing", "writers")])
 
     assert sent == [
-        '"PREPARE billing_1 AS SELECT name FROM auth_group WHERE name = $1"',
-        *["\"EXECUTE billing_1('editors')\""] * 3,
+        '"PREPARE billing_1 AS INSERT INTO auth_group (name) SELECT $1"',
+        "\"EXECUTE billing_1('editors')\"",
+        "\"EXECUTE billing_1('editing')\"",
+        "\"EXECUTE billing_1('writers')\"",
     ]
-    assert results == [[[("editors",)]]] * 3
-    assert prepared_on_server() == {"billing_1": "PREPARE billing_1 AS SELECT name FROM auth_group WHERE name = $1"}
+    assert group_names() == ["editing", "editors", "writers"]
+    assert prepared_on_server() == {"billing_1": "PREPARE billing_1 AS INSERT INTO auth_group (name) SELECT $1"}
 
 
-def test_several_statements_still_share_one_round_trip(groups):
-    sql.read_all([BY_NAME, COUNTED])
+def test_inserts_written_together_are_one_prepared_statement():
+    def both(first: str, second: str):
+        sql.execute_all([(ADDED, [first]), (ADDED, [second])])
 
-    sent = queries_sent(lambda: sql.read_all([BY_NAME, COUNTED]))
+    both("editors", "editing")
+    sent = queries_sent(lambda: both("writers", "readers"))
 
-    assert sent == ["\"EXECUTE billing_1('editors'); EXECUTE billing_2('edit%')\""]
-    assert sql.read_all([BY_NAME, COUNTED]) == [[("editors",)], [(2,)]]
+    assert sent == ["\"EXECUTE billing_1('writers', 'readers')\""]
+    assert group_names() == ["editing", "editors", "readers", "writers"]
 
 
-def test_the_query_log_and_execute_wrappers_see_the_statements_themselves(groups):
+def test_a_read_is_sent_as_text_and_planned_for_its_values():
+    group_add("editors")
+
+    sent = queries_sent(lambda: [sql.read_all([BY_NAME]) for _ in range(2)])
+
+    assert sent == ["\"SELECT name FROM auth_group WHERE name = 'editors'\""] * 2
+    assert prepared_on_server() == {"billing_1": "PREPARE billing_1 AS INSERT INTO auth_group (name) SELECT $1"}
+
+
+def test_writes_with_an_update_among_them_are_sent_as_text():
+    group_add("editors")
+
+    sent = queries_sent(lambda: sql.execute_all([(ADDED, ["editing"]), RENAMED]))
+
+    assert sent == [
+        "\"WITH w0 AS (INSERT INTO auth_group (name) SELECT 'editing') "
+        "UPDATE auth_group SET name = 'writers' WHERE name = 'editors'\""
+    ]
+    assert group_names() == ["editing", "writers"]
+
+
+def test_a_read_and_a_prepared_insert_still_share_one_round_trip():
+    group_add("editors")
+
+    sent = queries_sent(lambda: sql.written_then_read([(ADDED, ["editing"])], [BY_NAME]))
+
+    assert sent == ["\"EXECUTE billing_1('editing'); SELECT name FROM auth_group WHERE name = 'editors'\""]
+
+
+def test_the_query_log_and_execute_wrappers_see_the_statements_themselves():
+    group_add("editors")
     seen = []
 
     def wrapper(execute, query, params, many, context):
@@ -68,76 +107,79 @@ def test_the_query_log_and_execute_wrappers_see_the_statements_themselves(groups
         return execute(query, params, many, context)
 
     with CaptureQueriesContext(connection) as logged, connection.execute_wrapper(wrapper):
-        sql.read_all([BY_NAME, COUNTED])
+        sql.written_then_read([(ADDED, ["editing"])], [BY_NAME])
 
-    text = "SELECT name FROM auth_group WHERE name = %s; SELECT count(*) FROM auth_group WHERE name LIKE %s"
-    assert seen == [text]
+    assert seen == ["INSERT INTO auth_group (name) SELECT %s; SELECT name FROM auth_group WHERE name = %s"]
     assert [query["sql"] for query in logged.captured_queries] == [
-        "SELECT name FROM auth_group WHERE name = 'editors'; SELECT count(*) FROM auth_group WHERE name LIKE 'edit%'"
+        "INSERT INTO auth_group (name) SELECT 'editing'; SELECT name FROM auth_group WHERE name = 'editors'"
     ]
 
 
-def test_a_statement_prepared_in_a_transaction_rolled_back_stays_prepared(groups):
+def test_a_statement_prepared_in_a_transaction_rolled_back_stays_prepared():
     with pytest.raises(Rollback), transaction.atomic():
-        sql.read_all([BY_NAME])
+        group_add("editors")
         raise Rollback
 
-    sent = queries_sent(lambda: sql.read_all([BY_NAME]))
+    sent = queries_sent(lambda: group_add("editing"))
 
-    assert sent == ["\"EXECUTE billing_1('editors')\""]
+    assert sent == ["\"EXECUTE billing_1('editing')\""]
+    assert group_names() == ["editing"]
 
 
-def test_in_a_transaction_the_execute_carries_its_begin(groups):
-    sql.read_all([BY_NAME])
+def test_in_a_transaction_the_execute_carries_its_begin():
+    group_add("editors")
 
     def work():
         with transaction.atomic():
-            sql.read_all([BY_NAME])
+            group_add("editing")
 
-    assert queries_sent(work) == ["\"BEGIN; EXECUTE billing_1('editors')\"", '"COMMIT"']
+    assert queries_sent(work) == ["\"BEGIN; EXECUTE billing_1('editing')\"", '"COMMIT"']
 
 
-def test_a_new_connection_prepares_its_statements_again(groups):
-    sql.read_all([BY_NAME])
+def test_a_new_connection_prepares_its_statements_again():
+    group_add("editors")
     connection.close()
 
-    sent = queries_sent(lambda: sql.read_all([BY_NAME]))
+    sent = queries_sent(lambda: group_add("editing"))
 
-    assert sent[0] == '"PREPARE billing_1 AS SELECT name FROM auth_group WHERE name = $1"'
-    assert sql.read_all([BY_NAME]) == [[("editors",)]]
-
-
-def test_a_percent_sign_reaches_the_server_as_one(groups):
-    statement = ("SELECT count(*) FROM auth_group WHERE name LIKE 'edit%%' AND name <> %s", ["editing"])
-
-    assert sql.read_all([statement]) == [[(1,)]]
-    assert sql.read_all([statement]) == [[(1,)]]
-    assert "LIKE 'edit%' AND name <> $1" in prepared_on_server()["billing_1"]
+    assert sent[0] == '"PREPARE billing_1 AS INSERT INTO auth_group (name) SELECT $1"'
+    assert group_names() == ["editing", "editors"]
 
 
-def test_with_prepared_statements_off_the_text_is_sent(groups, settings):
+def test_a_percent_sign_reaches_the_server_as_one():
+    statement = ("INSERT INTO auth_group (name) SELECT %s || '%%'", ["editors"])
+
+    sql.execute_all([statement])
+
+    assert group_names() == ["editors%"]
+    assert "SELECT $1 || '%'" in prepared_on_server()["billing_1"]
+
+
+def test_with_prepared_statements_off_the_text_is_sent(settings):
     settings.DB_PREPARED_STATEMENTS = False
 
-    sent = queries_sent(lambda: sql.read_all([BY_NAME]))
+    sent = queries_sent(lambda: group_add("editors"))
 
-    assert sent == ["\"SELECT name FROM auth_group WHERE name = 'editors'\""]
+    assert sent == ["\"INSERT INTO auth_group (name) SELECT 'editors'\""]
     assert prepared_on_server() == {}
 
 
-def test_past_the_limit_a_new_statement_is_sent_as_text(groups, monkeypatch):
+def test_past_the_limit_a_new_statement_is_sent_as_text(monkeypatch):
     monkeypatch.setattr(base, "PREPARED_PER_CONNECTION", 1)
-    sql.read_all([BY_NAME])
+    group_add("editors")
 
-    sent = queries_sent(lambda: sql.read_all([BY_NAME, COUNTED]))
+    sent = queries_sent(lambda: sql.execute_all([(ADDED + " || '2'", ["editing"])]))
 
-    assert sent == ["\"EXECUTE billing_1('editors'); SELECT count(*) FROM auth_group WHERE name LIKE 'edit%'\""]
+    assert sent == ["\"INSERT INTO auth_group (name) SELECT 'editing' || '2'\""]
     assert list(prepared_on_server()) == ["billing_1"]
 
 
-def test_every_execution_is_planned_for_its_own_values(groups):
-    for _ in range(8):
-        sql.read_all([BY_NAME])
+def test_an_insert_is_planned_once_under_the_servers_own_plan_cache_mode():
+    """The connection sets no plan cache mode: the server's default, which also plans its own
+    foreign-key checks once per connection instead of at every written row."""
+    for index in range(8):
+        group_add(f"group {index}")
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('plan_cache_mode'), generic_plans FROM pg_prepared_statements")
-        assert cursor.fetchall() == [("force_custom_plan", 0)]
+        cursor.execute("SELECT current_setting('plan_cache_mode'), generic_plans > 0 FROM pg_prepared_statements")
+        assert cursor.fetchall() == [("auto", True)]
