@@ -40,10 +40,14 @@ BALANCE_COLUMNS = (
 )
 
 
-def balances_lock_statement(user_ids: list) -> Statement:
+def balances_lock_statement(user_ids: list, *, skip_locked: bool = False) -> Statement:
     """The users' balance rows (user id, then the BALANCE_COLUMNS), locked FOR UPDATE until the
-    transaction ends, in ascending user id: one statement takes them all in the documented order."""
-    lock = " FOR UPDATE" if default_connection().features.has_select_for_update else ""
+    transaction ends, in ascending user id: one statement takes them all in the documented order.
+    `skip_locked`: the rows another transaction holds are left out instead of waited for."""
+    features = default_connection().features
+    lock = " FOR UPDATE" if features.has_select_for_update else ""
+    if lock and skip_locked and features.has_select_for_update_skip_locked:
+        lock += " SKIP LOCKED"
     user = column(UserCreditBalance, "user")
     columns = ", ".join(column(UserCreditBalance, name) for name in BALANCE_COLUMNS)
     among, params = one_of(user_ids)

@@ -130,14 +130,21 @@ class LockedAccount:
 
     @classmethod
     def open_many_reading(
-        cls, *, user_ids: list, now: datetime, reads: list[sql.Statement], expire_overdue: bool = True
+        cls,
+        *,
+        user_ids: list,
+        now: datetime,
+        reads: list[sql.Statement],
+        expire_overdue: bool = True,
+        skip_locked: bool = False,
     ) -> "tuple[dict[int, LockedAccount], list[list[tuple]]]":
         """The accounts of those users who have a balance row (none is created here), by user id,
         their rows locked in ascending user id by one statement (the lock order), and the rows of
-        each of `reads`, run after the lock in the same round trip."""
+        each of `reads`, run after the lock in the same round trip. `skip_locked`: the users whose
+        row another transaction holds are left out, as if they had none, instead of waited for."""
         locked, grants, held, *results = sql.read_all(
             [
-                ledger_sql.balances_lock_statement(sorted(user_ids)),
+                ledger_sql.balances_lock_statement(sorted(user_ids), skip_locked=skip_locked),
                 ledger_sql.grants_statement(user_ids),
                 ledger_sql.holds_live_statement(user_ids, now),
                 *reads,

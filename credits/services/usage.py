@@ -139,15 +139,19 @@ class _UserSession:
         self.records_anything = False
 
     @classmethod
-    def open_many(cls, *, events_by_user: dict[int, list[UsageEvent]], now: datetime) -> "dict[int, _UserSession]":
-        """The sessions of those users who have a balance row, by user id. Everything a price and a
-        refusal depend on is read under the locks, in one round trip: the accounts (a balance row
-        carries the tier), the request ids, the licenses. The request ids are checked under the
-        lock: a concurrent duplicate has either committed (found here) or waits."""
+    def open_many(
+        cls, *, events_by_user: dict[int, list[UsageEvent]], now: datetime, skip_locked: bool
+    ) -> "dict[int, _UserSession]":
+        """The sessions of those users who have a balance row (with `skip_locked`, not held by
+        another transaction), by user id. Everything a price and a refusal depend on is read under
+        the locks, in one round trip: the accounts (a balance row carries the tier), the request
+        ids, the licenses. The request ids are checked under the lock: a concurrent duplicate has
+        either committed (found here) or waits."""
         events = [event for user_events in events_by_user.values() for event in user_events]
         accounts, (recorded, license_uses) = LockedAccount.open_many_reading(
             user_ids=list(events_by_user),
             now=now,
+            skip_locked=skip_locked,
             reads=[
                 ledger_sql.request_ids_statement([event.request_id for event in events]),
                 license_use_statement(user_ids=list(events_by_user)),
@@ -373,13 +377,14 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
 
 
 @conflict_retrying
-def _record_users(events_by_user: dict[int, list[UsageEvent]]) -> dict[int, list[Outcome]]:
+def _record_users(events_by_user: dict[int, list[UsageEvent]], *, skip_locked: bool) -> dict[int, list[Outcome]]:
     """Records the events of those users who have a balance row in one transaction, their balances
     locked by one statement in ascending user id: the round trips of a single user, however many
-    users a batch spans. Users whose events are all refused or repeats write nothing (the others,
-    first uses and unknown users, go through `_record_user`)."""
+    users a batch spans. Users whose events are all refused or repeats write nothing. The users left
+    out (first uses, unknown users, and with `skip_locked` those whose balance another transaction
+    holds) are the caller's to record."""
     with transaction.atomic():
-        sessions = _UserSession.open_many(events_by_user=events_by_user, now=timezone.now())
+        sessions = _UserSession.open_many(events_by_user=events_by_user, now=timezone.now(), skip_locked=skip_locked)
         outcomes = {user_id: session.record_all(events_by_user[user_id]) for user_id, session in sessions.items()}
         accounts_flush([session.account for session in sessions.values() if session.records_anything])
     return outcomes
@@ -430,25 +435,37 @@ def usage_record_batch(*, events: list[UsageEvent]) -> list[Outcome]:
 
     The users, in ascending id, are recorded in groups of about BATCH_GROUP_EVENTS events, each
     group in one transaction with its balances locked in that order; a user's events are never
-    split. When the database refuses a group's write (a request_id recorded at the same moment under
-    another lock, a value it cannot hold), each of its users is recorded in a transaction of their
-    own instead, so one user's failing event fails no other user's.
+    split. A group passes over the users whose balance another transaction holds (a concurrent
+    batch's group): two batches over many of the same users then work side by side instead of one
+    waiting for each commit of the other (bench/RESULTS.md). Those users join the next group, and
+    after the last one are recorded waiting for their locks. When the database refuses a group's
+    write (a request_id recorded at the same moment under another lock, a value it cannot hold),
+    each of its users is recorded in a transaction of their own instead, so one user's failing
+    event fails no other user's.
     """
     by_user: dict[int, list[int]] = defaultdict(list)
     for index, event in enumerate(events):
         by_user[event.user_id].append(index)
     events_by_user = {user_id: [events[index] for index in by_user[user_id]] for user_id in sorted(by_user)}
-    outcomes: list[Outcome | None] = [None] * len(events)
+    recorded: dict[int, list[Outcome]] = {}
+    passed_over: dict[int, list[UsageEvent]] = {}
     for group in _user_groups(events_by_user):
-        recorded: dict[int, list[Outcome]] = {}
+        group = passed_over | group
+        passed_over = {}
         if len(group) > 1:
-            # On a refused write each user is recorded in a transaction of their own below.
+            # On a refused write each user of the group is recorded in a transaction of their own below.
             with contextlib.suppress(IntegrityError, DataError):
-                recorded = _record_users(group)
-        for user_id, user_events in group.items():
-            user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)
-            for index, outcome in zip(by_user[user_id], user_outcomes, strict=True):
-                outcomes[index] = outcome
+                taken = _record_users(group, skip_locked=True)
+                recorded.update(taken)
+                passed_over = {user_id: user_events for user_id, user_events in group.items() if user_id not in taken}
+    if len(passed_over) > 1:
+        with contextlib.suppress(IntegrityError, DataError):
+            recorded.update(_record_users(passed_over, skip_locked=False))
+    outcomes: list[Outcome | None] = [None] * len(events)
+    for user_id, user_events in events_by_user.items():
+        user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)
+        for index, outcome in zip(by_user[user_id], user_outcomes, strict=True):
+            outcomes[index] = outcome
     _count(outcomes)
     return outcomes
 
