@@ -21,6 +21,7 @@ The ledger rows are the history of balances and grants: they are not tracked by 
 
 from collections import defaultdict
 from datetime import datetime
+from functools import cached_property
 from itertools import chain
 
 from django.conf import settings
@@ -167,6 +168,11 @@ class LockedAccount:
     def user_id(self):
         return self.balance.user_id
 
+    @cached_property
+    def month(self) -> str:
+        """The budget month of `now` (credits.budgets.month_key), worked out once: each debit asks."""
+        return month_key(self.now)
+
     @property
     def spendable(self) -> int:
         """Credits the grants hold, holds aside."""
@@ -282,7 +288,7 @@ class LockedAccount:
         )
         self.deductions.append(reversal)
         balance = self.balance
-        deducted_this_month = month_key(deduction.created_at) == balance.budget_month == month_key(self.now)
+        deducted_this_month = month_key(deduction.created_at) == balance.budget_month == self.month
         if deduction.reason in SPENDING_REASONS and deducted_this_month:
             # Only this month's spend comes back to this month's budget (credits.budgets).
             balance.budget_spent = max(balance.budget_spent - deduction.amount, 0)
@@ -343,12 +349,12 @@ class LockedAccount:
         """Starts this month's count at `spent` (read from the ledger) on a row that has not counted
         this month yet: one whose usage predates budgets."""
         balance = self.balance
-        balance.budget_month, balance.budget_spent, balance.budget_notified_percent = month_key(self.now), spent, 0
+        balance.budget_month, balance.budget_spent, balance.budget_notified_percent = self.month, spent, 0
         self._balance_fields.update(BUDGET_COUNT_FIELDS)
 
     def _budget_count(self, amount: int) -> None:
         balance = self.balance
-        month = month_key(self.now)
+        month = self.month
         if balance.budget_month != month:
             balance.budget_month, balance.budget_spent, balance.budget_notified_percent = month, 0, 0
         balance.budget_spent += amount

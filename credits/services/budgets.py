@@ -10,7 +10,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project.errors import NotFound, RuleViolation
 from billing_project.transactions import conflict_retrying
-from credits.budgets import Budget, month_key, month_start
+from credits.budgets import Budget, month_start
 from credits.codes import ErrorCode
 from credits.models import CreditDeductionLedger, DeductionReason, UserCreditBalance
 from credits.services.accounts import SPENDING_REASONS, LockedAccount
@@ -40,7 +40,7 @@ def _budget_change(*, user_id, monthly_credits: int | None, hard_limit: bool) ->
     account = LockedAccount.open(user_id=user_id, now=timezone.now(), expire_overdue=False)
     if account is None:
         raise NotFound("No such user.", code=ErrorCode.UNKNOWN_USER)
-    if account.balance.budget_month != month_key(account.now):
+    if account.balance.budget_month != account.month:
         # Counting starts with the first usage of a month; a row that has none counted this month may
         # hold usage recorded before budgets existed: the ledger says what it was.
         account.budget_recount(spent=_month_spend_of_ledger(user_id=user_id, now=account.now))
