@@ -458,9 +458,10 @@ def usage_record_batch(*, events: list[UsageEvent]) -> list[Outcome]:
                 taken = _record_users(group, skip_locked=True)
                 recorded.update(taken)
                 passed_over = {user_id: user_events for user_id, user_events in group.items() if user_id not in taken}
-    if len(passed_over) > 1:
-        with contextlib.suppress(IntegrityError, DataError):
-            recorded.update(_record_users(passed_over, skip_locked=False))
+    for group in _user_groups(passed_over):
+        if len(group) > 1:
+            with contextlib.suppress(IntegrityError, DataError):
+                recorded.update(_record_users(group, skip_locked=False))
     outcomes: list[Outcome | None] = [None] * len(events)
     for user_id, user_events in events_by_user.items():
         user_outcomes = recorded[user_id] if user_id in recorded else _record_user(user_id, user_events)

@@ -206,33 +206,34 @@ def test_a_request_id_committed_by_another_user_during_the_batch_fails_only_that
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_records_its_other_users_while_one_users_balance_is_held_elsewhere(django_user_model):
-    # given a user whose balance another transaction holds locked
+def test_a_batch_records_its_other_users_while_some_balances_are_held_elsewhere(django_user_model):
+    # given two users whose balances another transaction holds locked
     pricing_catalog_seed()
-    held, *others = users_funded(django_user_model, 3, 1_000)
+    users = users_funded(django_user_model, 4, 1_000)
+    held, others = users[:2], users[2:]
     locked, release = threading.Event(), threading.Event()
 
-    def hold_the_balance():
+    def hold_the_balances():
         try:
             with transaction.atomic():
-                UserCreditBalance.objects.select_for_update().get(user=held)
+                list(UserCreditBalance.objects.select_for_update().filter(user__in=held))
                 locked.set()
                 release.wait(30)
         finally:
             connection.close()
 
-    holder = threading.Thread(target=hold_the_balance)
+    holder = threading.Thread(target=hold_the_balances)
     holder.start()
     assert locked.wait(30)
     outcomes = []
 
     def record_batch():
         try:
-            outcomes.extend(usage_record_batch(events=[parsed(user) for user in (held, *others)]))
+            outcomes.extend(usage_record_batch(events=[parsed(user) for user in users]))
         finally:
             connection.close()
 
-    # when a batch over that user and two others is recorded meanwhile
+    # when a batch over those users and two others is recorded meanwhile
     batch = threading.Thread(target=record_batch)
     batch.start()
     deadline = time.monotonic() + 10
@@ -240,18 +241,18 @@ def test_a_batch_records_its_other_users_while_one_users_balance_is_held_elsewhe
         time.sleep(0.05)
     recorded_while_held = {
         "others": TokenUsageLedger.objects.filter(user__in=others).count(),
-        "held": TokenUsageLedger.objects.filter(user=held).count(),
+        "held": TokenUsageLedger.objects.filter(user__in=held).count(),
     }
     release.set()
     holder.join()
     batch.join()
 
-    # then the other users' events are committed without waiting, the held user's once the lock is gone
+    # then the other users' events are committed without waiting, the held users' once the lock is gone
     assert recorded_while_held == {"others": 2, "held": 0}
-    assert [outcome.status_code for outcome in outcomes] == [201, 201, 201]
-    assert [outcome.usage.user_id for outcome in outcomes] == [held.pk, *(user.pk for user in others)]
+    assert [outcome.status_code for outcome in outcomes] == [201] * 4
+    assert [outcome.usage.user_id for outcome in outcomes] == [user.pk for user in users]
     assert set(UserCreditBalance.objects.values_list("amount", flat=True)) == {930}
-    assert all(figures.problems == [] for figures in ledger_figures(user_ids=[held.pk, *(u.pk for u in others)]))
+    assert all(figures.problems == [] for figures in ledger_figures(user_ids=[user.pk for user in users]))
 
 
 def _status(outcome) -> int:
