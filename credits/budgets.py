@@ -52,10 +52,10 @@ class Budget:
 
     @classmethod
     def of(
-        cls, *, monthly_credits, hard_limit: bool, month: str, spent: int, notified_percent: int, now: datetime
+        cls, *, monthly_credits, hard_limit: bool, month: str, spent: int, notified_percent: int, this_month: str
     ) -> "Budget":
-        """From the stored columns; counts of another month read as zero."""
-        current = month == month_key(now)
+        """From the stored columns; counts of a month other than `this_month` (`month_key` of now) read as zero."""
+        current = month == this_month
         return cls(
             monthly_credits=monthly_credits,
             hard_limit=hard_limit,

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.services import resource_type_of
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
-from credits.budgets import Budget, next_month_start
+from credits.budgets import Budget, month_key, next_month_start
 from credits.models import (
     PER_1K_PRICE_FIELDS,
     ApprovalStatus,
@@ -185,7 +185,7 @@ def _budget_of(columns: dict | None, now) -> Budget:
         month=columns["budget_month"],
         spent=columns["budget_spent"],
         notified_percent=columns["budget_notified_percent"],
-        now=now,
+        this_month=month_key(now),
     )
 
 

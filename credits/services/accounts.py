@@ -170,7 +170,8 @@ class LockedAccount:
 
     @cached_property
     def month(self) -> str:
-        """The budget month of `now` (credits.budgets.month_key), worked out once: each debit asks."""
+        """The budget month of `now` (credits.budgets.month_key), worked out once: each debit and the
+        budget ask."""
         return month_key(self.now)
 
     @property
@@ -328,7 +329,7 @@ class LockedAccount:
             month=balance.budget_month,
             spent=balance.budget_spent,
             notified_percent=balance.budget_notified_percent,
-            now=self.now,
+            this_month=self.month,
         )
 
     def budget_available(self, *, freed: int = 0) -> int | None:
