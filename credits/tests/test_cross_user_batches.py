@@ -2,6 +2,7 @@
 grow with its users, the same outcomes a user would get alone, and a write the database refuses kept to
 its own user."""
 
+import contextlib
 import random
 import threading
 import time
@@ -37,6 +38,40 @@ def users_funded(django_user_model, count: int, credits: int) -> list:
 
 def parsed(user, **overrides):
     return usage_event_parse(usage_event(user, **overrides))[0]
+
+
+def in_thread(work) -> threading.Thread:
+    """`work` started in a thread of its own, with its own database connection (closed at the end)."""
+
+    def run():
+        try:
+            work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def held_open(work):
+    """`work` done in a transaction of another thread, left open until the block ends, then committed."""
+    done, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            work()
+            done.set()
+            release.wait(30)
+
+    holder = in_thread(hold)
+    assert done.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 @pytest.mark.postgres
@@ -156,39 +191,20 @@ def test_a_request_id_committed_by_another_user_during_the_batch_fails_only_that
     pricing_catalog_seed()
     owner, sender, bystander = users_funded(django_user_model, 3, 1_000)
     request_id = uuid.uuid4()
-    recorded, release = threading.Event(), threading.Event()
-
-    def record_and_hold_open():
-        try:
-            with transaction.atomic():
-                usage_record(event=parsed(owner, request_id=str(request_id)))
-                recorded.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=record_and_hold_open)
-    holder.start()
-    assert recorded.wait(30)
     answers = []
 
     def send_batch():
-        try:
-            events = [usage_event(sender, request_id=str(request_id)), usage_event(bystander)]
-            answers.append(service_client.post(BATCH, {"events": events}, format="json"))
-        finally:
-            connection.close()
+        events = [usage_event(sender, request_id=str(request_id)), usage_event(bystander)]
+        answers.append(service_client.post(BATCH, {"events": events}, format="json"))
 
-    # when a batch sends the same request_id for another user, with a third user's event, and its
-    # write has to wait for the open transaction, which then commits
-    sender_thread = threading.Thread(target=send_batch)
-    sender_thread.start()
-    deadline = time.monotonic() + 30
-    while not _a_statement_waits_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    release.set()
-    holder.join()
-    sender_thread.join()
+    with held_open(lambda: usage_record(event=parsed(owner, request_id=str(request_id)))):
+        # when a batch sends the same request_id for another user, with a third user's event, and its
+        # write has to wait for the open transaction, which then commits
+        sending = in_thread(send_batch)
+        deadline = time.monotonic() + 30
+        while not _a_statement_waits_for_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    sending.join()
 
     # then only that event is refused, as a conflict; the other user's event is recorded
     (response,) = answers
@@ -211,40 +227,21 @@ def test_a_batch_records_its_other_users_while_some_balances_are_held_elsewhere(
     pricing_catalog_seed()
     users = users_funded(django_user_model, 4, 1_000)
     held, others = users[:2], users[2:]
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_balances():
-        try:
-            with transaction.atomic():
-                list(UserCreditBalance.objects.select_for_update().filter(user__in=held))
-                locked.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_the_balances)
-    holder.start()
-    assert locked.wait(30)
     outcomes = []
 
     def record_batch():
-        try:
-            outcomes.extend(usage_record_batch(events=[parsed(user) for user in users]))
-        finally:
-            connection.close()
+        outcomes.extend(usage_record_batch(events=[parsed(user) for user in users]))
 
-    # when a batch over those users and two others is recorded meanwhile
-    batch = threading.Thread(target=record_batch)
-    batch.start()
-    deadline = time.monotonic() + 10
-    while TokenUsageLedger.objects.filter(user__in=others).count() < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    recorded_while_held = {
-        "others": TokenUsageLedger.objects.filter(user__in=others).count(),
-        "held": TokenUsageLedger.objects.filter(user__in=held).count(),
-    }
-    release.set()
-    holder.join()
+    with held_open(lambda: list(UserCreditBalance.objects.select_for_update().filter(user__in=held))):
+        # when a batch over those users and two others is recorded meanwhile
+        batch = in_thread(record_batch)
+        deadline = time.monotonic() + 10
+        while TokenUsageLedger.objects.filter(user__in=others).count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recorded_while_held = {
+            "others": TokenUsageLedger.objects.filter(user__in=others).count(),
+            "held": TokenUsageLedger.objects.filter(user__in=held).count(),
+        }
     batch.join()
 
     # then the other users' events are committed without waiting, the held users' once the lock is gone
