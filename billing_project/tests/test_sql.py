@@ -109,15 +109,74 @@ def test_an_insert_carries_every_value_and_an_integer_past_64_bits_is_left_to_th
         token_vendor_cost=Decimal("1E-10"),
     )
 
-    _, (rows_json,) = sql.insert([row])
+    _, (shared_json, rows_json) = sql.insert([row])
 
-    (written,) = json.loads(rows_json)
+    # One row: every value is shared by all the rows.
+    assert json.loads(rows_json) == [{}]
+    written = json.loads(shared_json)
     assert (written["amount"], written["request_id"], Decimal(written["token_vendor_cost"])) == (
         2**70,
         str(request_id),
         Decimal("1E-10"),
     )
     assert written["id"] == str(row.id) and written["created_at"]
+
+
+@pytest.mark.django_db
+def test_rows_inserted_together_keep_their_own_values_and_the_ones_they_share():
+    user, other = UserFactory(), UserFactory()
+    rows = [
+        sql.new_row(
+            CreditDeductionLedger,
+            user_id=user.pk if index < 2 else other.pk,
+            amount=5,
+            balance_before=100 - 5 * index,
+            balance_after=95 - 5 * index,
+            reason="inference",
+            request_id=uuid.uuid4(),
+            token_vendor_cost=Decimal("0.000125"),
+        )
+        for index in range(3)
+    ]
+
+    sql.execute_all([sql.insert(rows)])
+
+    stored = CreditDeductionLedger.objects.in_bulk([row.pk for row in rows])
+    for row in rows:
+        assert _without_made(_values(stored[row.pk])) == _without_made(_values(row))
+    assert {stored[row.pk].user_id for row in rows} == {user.pk, other.pk}
+
+
+@pytest.mark.django_db
+def test_json_values_equal_in_python_but_not_the_same_document_are_each_kept():
+    events = [
+        sql.new_row(WebhookEvent, event_id=f"evt_{index}", event_type="invoice.paid", payload={}, result=result)
+        for index, result in enumerate([{"paid": 1}, {"paid": True}, {"paid": 1.0}])
+    ]
+
+    sql.execute_all([sql.insert(events)])
+
+    stored = WebhookEvent.objects.order_by("event_id").values_list("result", flat=True)
+    assert [json.dumps(result) for result in stored] == ['{"paid": 1}', '{"paid": true}', '{"paid": 1.0}']
+
+
+@pytest.mark.django_db
+def test_rows_updated_together_take_their_own_values_and_the_ones_they_share():
+    events = [
+        WebhookEvent.objects.create(event_id=f"evt_{index}", event_type="invoice.paid", payload={})
+        for index in range(3)
+    ]
+    for event, result, error in zip(events, [{"paid": 1}, {"paid": True}, {"paid": 1}], ["", "late", ""], strict=True):
+        event.status, event.result, event.error = "processed", result, error
+
+    sql.execute_all(sql.update_many(events, ["status", "result", "error"]))
+
+    stored = WebhookEvent.objects.order_by("event_id").values_list("status", "result", "error")
+    assert [(status, json.dumps(result), error) for status, result, error in stored] == [
+        ("processed", '{"paid": 1}', ""),
+        ("processed", '{"paid": true}', "late"),
+        ("processed", '{"paid": 1}', ""),
+    ]
 
 
 def _allocations(user, starts: list[datetime]) -> list[CreditAllocation]:
