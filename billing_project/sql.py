@@ -118,12 +118,18 @@ def _computed_on_save(field) -> bool:
     return not isinstance(field, models.DateField) or field.auto_now or field.auto_now_add
 
 
+def _shareable(field) -> bool:
+    """Whether rows written together may send the field's value once when they all hold an equal one
+    (`_shared_and_rows`): not JSON, where values Python finds equal (1, 1.0, true) are not the same
+    document."""
+    return not isinstance(field, models.JSONField)
+
+
 class RowPlan(NamedTuple):
     """What writing a model's rows takes, worked out once per model (asking each field for every
     value of a batch was a tenth of its time): the columns in order, a getter of the attributes'
     values in that order, the (position, field) of the values made on save (an auto_now date) and of
-    those needing preparing, and whether rows may share each column's value (`_shared_and_rows`:
-    not JSON, where equal values such as 1 and true are not the same document)."""
+    those needing preparing, and whether rows may share each column's value (`_shareable`)."""
 
     columns: tuple[str, ...]
     attributes: Callable[[dict], tuple]
@@ -140,7 +146,7 @@ def _row_plan(model: type[Model]) -> RowPlan:
         attributes=itemgetter(*(field.attname for field in fields)),
         computed=tuple((index, field) for index, field in enumerate(fields) if _computed_on_save(field)),
         prepared=tuple((index, field) for index, field in enumerate(fields) if not isinstance(field, PASSED_AS_IS)),
-        shareable=tuple(not isinstance(field, models.JSONField) for field in fields),
+        shareable=tuple(_shareable(field) for field in fields),
     )
 
 
@@ -245,7 +251,7 @@ def update_many(objs: list[Model], fields: list[str], *, where: str = "") -> lis
     values = [[obj.pk, *(_json_value(field, getattr(obj, field.attname), db) for field in changed)] for obj in objs]
     shared, rows = _shared_and_rows(
         (pk.column, *(field.column for field in changed)),
-        (False, *(not isinstance(field, models.JSONField) for field in changed)),
+        (False, *(_shareable(field) for field in changed)),
         values,
     )
     return [(_update_many_sql(model, tuple(fields), where), [_json(shared), _json(rows)])]
