@@ -2,6 +2,7 @@
 production configuration. Imported by the scripts next to it (`python bench/usage.py`)."""
 
 import contextlib
+import math
 import os
 import secrets
 import subprocess
@@ -89,6 +90,24 @@ def drop_database(base_url: str, name: str) -> None:
 
     with psycopg.connect(base_url, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def backend_cpu_reader(connection):
+    """A function giving the CPU seconds the connection's server process has used, or NaN when that
+    process is not on this machine."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return lambda: math.nan
+
+    def used() -> float:
+        # utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return used
 
 
 def port_check_free(port: int) -> None:

@@ -25,6 +25,11 @@ are built and signed before each run and sent by wrk (`bench/wrk/stripe_webhook.
 this process seals the audit chain every 5 s as the beat job does in production.
 At the end `verify_ledger` runs on the project's database and must report nothing, and the audit chain
 is sealed to its end and verified.
+
+Under each figure, how the machine's CPU was spent during that run: each process group's share of
+both cores (gunicorn, postgres, redis, wrk; `foreign` is anything else running: the run's noise, and
+for the webhook phases also this process's sealing thread), as the reference's own `cpu_split.py`
+counts it for both sides.
 """
 
 import argparse
@@ -90,6 +95,7 @@ class Figure:
     p99_ms: float
     non_2xx: int
     socket_errors: str = ""
+    cpu: str = ""  # each process group's share of the machine during the run, e.g. "gunicorn 46%"
 
 
 def milliseconds(text: str) -> float:
@@ -116,7 +122,13 @@ def reference_run(directory: str, endpoint: str, duration: float, environment: d
         p50_ms=milliseconds(values["p50"]),
         p99_ms=milliseconds(values["p99"]),
         non_2xx=int(values["non2xx"] or 0),
+        cpu=cpu_shares(re.findall(r"(\w+)=([\d.]+)%", line)),
     )
+
+
+def cpu_shares(groups: list[tuple[str, str]]) -> str:
+    """(process group, percent of the machine) pairs, as cpu_split.py reports them, in one line."""
+    return ", ".join(f"{name} {float(percent):.0f}%" for name, percent in groups if float(percent) >= 0.5)
 
 
 def deliveries_file(payloads: list[str], secret: str, threads: int, directory: str) -> str:
@@ -175,13 +187,22 @@ def project_run(
         ["wrk", "-t1", "-c1", "-d2s", *options], env={**os.environ, **warm_up_settings}, capture_output=True, check=True
     )
     time.sleep(phase.rows / 500 + 0.5)
-    output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", *options],
+    # Under the reference's own cpu_split.py, which reports on stderr after wrk's output.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            f"{data['reference']}/cpu_split.py",
+            "--label",
+            "project",
+            "--",
+            *["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", *options],
+        ],
         env={**os.environ, **settings},
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
+    )
+    output = completed.stdout
     if (ran_out := re.search(r"threads that ran out of deliveries: (\d+)", output)) and int(ran_out[1]):
         raise RuntimeError("the prepared renewals ran out: raise RENEWALS_PER_SECOND")
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
@@ -195,6 +216,7 @@ def project_run(
         p99_ms=milliseconds(latency["99"]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=socket_errors[1] if socket_errors else "",
+        cpu=cpu_shares(re.findall(r"^cpu (\w+)\s+[\d.]+s\s+([\d.]+)%$", completed.stderr, re.MULTILINE)),
     )
 
 
@@ -206,7 +228,8 @@ def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
     return (
         f"{name:<10} project {project.per_second:9,.0f} {phase.unit:<8} p50 {project.p50_ms:7.1f} ms "
         f"p99 {project.p99_ms:7.1f} ms{failed} | reference {phase.reference} {reference.per_second:9,.0f} "
-        f"p99 {reference.p99_ms:7.1f} ms | ratio {ratio:.2f} ({mark} {phase.target})"
+        f"p99 {reference.p99_ms:7.1f} ms | ratio {ratio:.2f} ({mark} {phase.target})\n"
+        f"{'':<10} cpu: project {project.cpu} | reference {reference.cpu}"
     )
 
 

@@ -6,7 +6,9 @@ It creates a scratch database next to BENCH_DATABASE_URL (default: the local Pos
 seeds it (catalog, a few users with credits), then times `usage_record` (one event) and
 `usage_record_batch` (events as `bench/usage.py` sends them). `process_time` counts this process's CPU
 only, so it moves little with the machine's load, unlike the HTTP figures of `bench/usage.py`; the
-wall time and the queries per call are printed beside it. The scratch database is dropped at the end.
+wall time, the queries per call and the database server's CPU per call (a local server on Linux: /proc
+of the connection's backend, as in `bench/webhooks_cpu.py`) are printed beside it. The scratch database
+is dropped at the end.
 """
 
 import argparse
@@ -37,11 +39,13 @@ def event_body(user_id: int) -> dict:
     }
 
 
-def timed(call, rounds: int) -> tuple[float, float, float]:
-    """Median CPU ms, median wall ms and queries per call of `call()` over `rounds` calls."""
+def timed(call, rounds: int, backend_cpu) -> tuple[float, float, float, float]:
+    """Median CPU ms, median wall ms and queries per call of `call()` over `rounds` calls, and the
+    database backend's mean CPU ms per call (NaN when its process is not on this machine)."""
     from django.db import connection, reset_queries
 
     cpu, wall, queries = [], [], []
+    backend_started = backend_cpu()
     for _ in range(rounds):
         reset_queries()
         started_cpu, started_wall = time.process_time(), time.perf_counter()
@@ -49,7 +53,8 @@ def timed(call, rounds: int) -> tuple[float, float, float]:
         cpu.append(time.process_time() - started_cpu)
         wall.append(time.perf_counter() - started_wall)
         queries.append(len(connection.queries))
-    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000, statistics.median(queries)
+    backend = (backend_cpu() - backend_started) / rounds
+    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000, statistics.median(queries), backend * 1000
 
 
 def main() -> None:
@@ -92,13 +97,18 @@ def main() -> None:
             usage_record_batch(events=events)
 
         connection.force_debug_cursor = True  # counts queries with DEBUG off
-        timed(one, 50)  # warm-up: the pricing book, the connection, the code paths
-        single = timed(one, arguments.rounds)
-        batched = timed(batch, arguments.batches)
-        print(f"usage_record, one event: CPU {single[0]:.2f} ms, wall {single[1]:.2f} ms, {single[2]:.0f} queries")
+        backend_cpu = harness.backend_cpu_reader(connection)
+        timed(one, 50, backend_cpu)  # warm-up: the pricing book, the connection, the code paths
+        single = timed(one, arguments.rounds, backend_cpu)
+        batched = timed(batch, arguments.batches, backend_cpu)
+        print(
+            f"usage_record, one event: CPU {single[0]:.2f} ms, wall {single[1]:.2f} ms, {single[2]:.0f} queries, "
+            f"database backend {single[3]:.2f} ms"
+        )
         print(
             f"usage_record_batch, {arguments.batch_size} events ({arguments.users} users): "
-            f"CPU {batched[0]:.1f} ms, wall {batched[1]:.1f} ms, {batched[2]:.0f} queries"
+            f"CPU {batched[0]:.1f} ms, wall {batched[1]:.1f} ms, {batched[2]:.0f} queries, "
+            f"database backend {batched[3]:.1f} ms"
         )
 
 

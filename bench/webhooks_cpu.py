@@ -26,30 +26,11 @@ import secrets
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import harness
 import webhooks
 
 ROOT = harness.ROOT
-
-
-def _backend_cpu_reader(connection):
-    """A function giving the CPU seconds the connection's server process has used, or NaN when that
-    process is not on this machine."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    stat = Path(f"/proc/{pid}/stat")
-    if not stat.exists():
-        return lambda: math.nan
-
-    def used() -> float:
-        # utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    return used
 
 
 def main() -> None:
@@ -124,7 +105,7 @@ def main() -> None:
         if arguments.replay:
             for payload in payloads:
                 post(payload)
-        backend_cpu = _backend_cpu_reader(connection)
+        backend_cpu = harness.backend_cpu_reader(connection)
         backend_started = backend_cpu()
         profiler = cProfile.Profile(time.process_time) if arguments.profile else None
         cpu, wall, queries = [], [], []

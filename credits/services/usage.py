@@ -46,8 +46,10 @@ MULTIPLIER_PLACES = Decimal("1e-4")
 MILLISECOND = timedelta(milliseconds=1)
 # A batch is recorded in transactions of about this many events. Two batches over the same users
 # then follow one another group by group, each group's locks held only until its commit, instead of
-# one waiting for the other's whole batch; a smaller group pays more round trips and commits.
-BATCH_GROUP_EVENTS = 50
+# one waiting for the other's whole batch. A smaller group pays more round trips and commits, and a
+# worker waits idle for each commit's WAL flush: at 50, 1,000-event batches left the machine 18 %
+# idle and went a quarter slower than at 100 (bench/RESULTS.md).
+BATCH_GROUP_EVENTS = 100
 
 
 @dataclass(frozen=True)
