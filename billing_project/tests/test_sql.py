@@ -128,7 +128,8 @@ def test_rows_inserted_together_keep_their_own_values_and_the_ones_they_share():
     rows = [
         sql.new_row(
             CreditDeductionLedger,
-            user_id=user.pk if index < 2 else other.pk,
+            # The first and last rows agree on the user, the middle one does not: not a shared value.
+            user_id=other.pk if index == 1 else user.pk,
             amount=5,
             balance_before=100 - 5 * index,
             balance_after=95 - 5 * index,
