@@ -1,6 +1,6 @@
 """The hot paths against the performance reference, alternately, in one command: each figure with its ratio.
 
-    .venv/bin/python bench/ratios.py --reference DIR [--duration 10] [--rounds 2] [--phases ...]
+    .venv/bin/python bench/ratios.py --reference DIR [--duration 10] [--rounds 2] [--phases ...] [--waits]
 
 DIR is a copy of the shared performance reference (a minimal Django + DRF service doing only the bare
 database work of these paths) after its `./setup.sh`; its `run_django.sh` serves and loads the
@@ -29,10 +29,15 @@ is sealed to its end and verified.
 Under each figure, how the machine's CPU was spent during that run: each process group's share of
 both cores (gunicorn, postgres, redis, wrk; `foreign` is anything else running: the run's noise, and
 for the webhook phases also this process's sealing thread), as the reference's own `cpu_split.py`
-counts it for both sides.
+counts it for both sides. With --waits, also how the project's database sessions spent the run
+(`harness.SessionWaits`: the mean number running a statement, waiting for a lock, on the WAL, on
+anything else, and idle in a transaction while their client works; the sealing thread's session
+counts too). Its polls (one query every 20 ms) cost about 1 % of the machine, so the figures are
+taken without them.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -96,6 +101,7 @@ class Figure:
     non_2xx: int
     socket_errors: str = ""
     cpu: str = ""  # each process group's share of the machine during the run, e.g. "gunicorn 46%"
+    waits: str = ""  # the project's database sessions during the run (harness.SessionWaits)
 
 
 def milliseconds(text: str) -> float:
@@ -188,20 +194,22 @@ def project_run(
     )
     time.sleep(phase.rows / 500 + 0.5)
     # Under the reference's own cpu_split.py, which reports on stderr after wrk's output.
-    completed = subprocess.run(
-        [
-            sys.executable,
-            f"{data['reference']}/cpu_split.py",
-            "--label",
-            "project",
-            "--",
-            *["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", *options],
-        ],
-        env={**os.environ, **settings},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    waits = harness.SessionWaits(data["database_url"]) if data["waits"] else None
+    with waits or contextlib.nullcontext():
+        completed = subprocess.run(
+            [
+                sys.executable,
+                f"{data['reference']}/cpu_split.py",
+                "--label",
+                "project",
+                "--",
+                *["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", *options],
+            ],
+            env={**os.environ, **settings},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     output = completed.stdout
     if (ran_out := re.search(r"threads that ran out of deliveries: (\d+)", output)) and int(ran_out[1]):
         raise RuntimeError("the prepared renewals ran out: raise RENEWALS_PER_SECOND")
@@ -217,6 +225,7 @@ def project_run(
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=socket_errors[1] if socket_errors else "",
         cpu=cpu_shares(re.findall(r"^cpu (\w+)\s+[\d.]+s\s+([\d.]+)%$", completed.stderr, re.MULTILINE)),
+        waits=waits.summary() if waits else "",
     )
 
 
@@ -230,6 +239,7 @@ def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
         f"p99 {project.p99_ms:7.1f} ms{failed} | reference {phase.reference} {reference.per_second:9,.0f} "
         f"p99 {reference.p99_ms:7.1f} ms | ratio {ratio:.2f} ({mark} {phase.target})\n"
         f"{'':<10} cpu: project {project.cpu} | reference {reference.cpu}"
+        + (f"\n{'':<10} database sessions: {project.waits}" if project.waits else "")
     )
 
 
@@ -244,6 +254,7 @@ def project_prepare(database_url: str, *, reference: str, users: int, subscripti
         "reference": os.path.abspath(reference),
         "webhook_secret": webhook_secret,
         "port": usage.PORT,
+        "database_url": database_url,
     }
     if webhooks_too:
         data["events"] = webhooks.Events(webhooks.prepare(subscriptions)["subscriptions"])
@@ -269,6 +280,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--subscriptions", type=int, default=500)
     parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--waits", action="store_true", help="Sample the project's database sessions.")
     arguments = parser.parse_args()
     directory = os.path.abspath(arguments.reference)
     phases = arguments.phases.split(",")
@@ -284,6 +296,7 @@ def main() -> None:
             subscriptions=arguments.subscriptions,
             webhooks_too=bool({"paid", "replay"} & set(phases)),
         )
+        data["waits"] = arguments.waits
         with (
             harness.serving(environment, workers=workers, port=usage.PORT),
             harness.Sealer() as sealer,

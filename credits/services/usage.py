@@ -1,10 +1,11 @@
 """Recording LLM usage against credits, and reservations (holds) for streaming calls.
 
-A request's events are grouped by user, and the users recorded in groups of about fifty events, each
-group in one transaction with its users' balance rows locked together: a group over many users costs
-the handful of round trips of one event (the reads under the locks in one, the writes in one), and
-two batches over the same users follow one another group by group. The single-event endpoint is
-simply a batch of one. Every refusal leaves nothing written for that event.
+A request's events are grouped by user, and the users recorded in groups of about a hundred events
+(BATCH_GROUP_EVENTS), each group in one transaction with its users' balance rows locked together: a
+group over many users costs the handful of round trips of one event (the reads under the locks in
+one, the writes in one), and a group passes over the balances a concurrent batch holds
+(`usage_record_batch`). The single-event endpoint is simply a batch of one. Every refusal leaves
+nothing written for that event.
 """
 
 import contextlib
@@ -44,9 +45,9 @@ from licensing.selectors import LicenseUse, license_use_statement, license_uses_
 COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
 MILLISECOND = timedelta(milliseconds=1)
-# A batch is recorded in transactions of about this many events. Two batches over the same users
-# then follow one another group by group, each group's locks held only until its commit, instead of
-# one waiting for the other's whole batch. A smaller group pays more round trips and commits, and a
+# A batch is recorded in transactions of about this many events, each group's locks held only until
+# its commit: a concurrent batch or single record waits for one group at most, never for a whole
+# batch. A smaller group pays more round trips and commits, and a
 # worker waits idle for each commit's WAL flush: at 50, 1,000-event batches left the machine 18 %
 # idle and went a quarter slower than at 100 (bench/RESULTS.md).
 BATCH_GROUP_EVENTS = 100
