@@ -46,14 +46,20 @@ def test_cors_answers_a_configured_origin_only(client, settings):
     assert "Access-Control-Allow-Credentials" not in allowed
 
 
-def test_cors_is_answered_on_the_api_only(client, settings):
+def test_cors_is_answered_on_the_api_only_not_on_stripes_webhook(client, settings):
     settings.CORS_ALLOWED_ORIGINS = [APP]
 
     api = client.get("/api/v1/billing/portal/offline/", HTTP_ORIGIN=APP)
     health = client.get("/health", HTTP_ORIGIN=APP)
+    stripe_webhook = client.post(
+        "/api/v1/billing/webhooks/stripe/", b"{}", content_type="application/json", HTTP_ORIGIN=APP
+    )
 
     assert api["Access-Control-Allow-Origin"] == APP
     assert "Access-Control-Allow-Origin" not in health
+    assert stripe_webhook.status_code == 400
+    assert "Access-Control-Allow-Origin" not in stripe_webhook
+    assert "Origin" not in stripe_webhook.get("Vary", "")
 
 
 def test_no_origin_is_allowed_by_default():
