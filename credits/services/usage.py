@@ -47,9 +47,9 @@ MULTIPLIER_PLACES = Decimal("1e-4")
 MILLISECOND = timedelta(milliseconds=1)
 # A batch is recorded in transactions of about this many events, each group's locks held only until
 # its commit: a concurrent batch or single record waits for one group at most, never for a whole
-# batch. A smaller group pays more round trips and commits, and a
-# worker waits idle for each commit's WAL flush: at 50, 1,000-event batches left the machine 18 %
-# idle and went a quarter slower than at 100 (bench/RESULTS.md).
+# batch. A smaller group pays more round trips and commits, and a worker waits idle for each commit's
+# WAL flush: at 50, 1,000-event batches left the machine 18 % idle and went a quarter slower than at
+# 100 (bench/RESULTS.md).
 BATCH_GROUP_EVENTS = 100
 
 
