@@ -173,9 +173,17 @@ def webhook_environments(phase: Phase, data: dict, duration: float, directory: s
 
 
 def project_run(
-    phase: Phase, data: dict, duration: float, port: int, scratch: str, connections: int = CONNECTIONS
+    phase: Phase,
+    data: dict,
+    duration: float,
+    port: int,
+    scratch: str,
+    connections: int = CONNECTIONS,
+    *,
+    waits: bool = False,
 ) -> Figure:
-    """wrk against the project with the phase's script, after a 2-second warm-up."""
+    """wrk against the project with the phase's script, after a 2-second warm-up; with `waits`, its
+    database sessions sampled meanwhile (harness.SessionWaits)."""
     if phase.webhook:
         warm_up_settings, settings = webhook_environments(phase, data, duration, scratch)
         script = str(ROOT / "bench/wrk/stripe_webhook.lua")
@@ -194,8 +202,8 @@ def project_run(
     )
     time.sleep(phase.rows / 500 + 0.5)
     # Under the reference's own cpu_split.py, which reports on stderr after wrk's output.
-    waits = harness.SessionWaits(data["database_url"]) if data["waits"] else None
-    with waits or contextlib.nullcontext():
+    sessions = harness.SessionWaits(data["database_url"]) if waits else None
+    with sessions or contextlib.nullcontext():
         completed = subprocess.run(
             [
                 sys.executable,
@@ -225,7 +233,7 @@ def project_run(
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=socket_errors[1] if socket_errors else "",
         cpu=cpu_shares(re.findall(r"^cpu (\w+)\s+[\d.]+s\s+([\d.]+)%$", completed.stderr, re.MULTILINE)),
-        waits=waits.summary() if waits else "",
+        waits=sessions.summary() if sessions else "",
     )
 
 
@@ -296,7 +304,6 @@ def main() -> None:
             subscriptions=arguments.subscriptions,
             webhooks_too=bool({"paid", "replay"} & set(phases)),
         )
-        data["waits"] = arguments.waits
         with (
             harness.serving(environment, workers=workers, port=usage.PORT),
             harness.Sealer() as sealer,
@@ -311,7 +318,7 @@ def main() -> None:
                 for phase_name in phases:
                     phase = PHASES[phase_name]
                     reference = reference_run(directory, phase.reference, arguments.duration, reference_environment)
-                    project = project_run(phase, data, arguments.duration, usage.PORT, scratch)
+                    project = project_run(phase, data, arguments.duration, usage.PORT, scratch, waits=arguments.waits)
                     print(line(phase_name, phase, project, reference), flush=True)
         print(f"verify_ledger: {ledger_verified()}")
         print(sealer.report())
