@@ -1,6 +1,6 @@
 """Reads of credits: the pricing book, balances, grants, holds and usage."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -224,8 +224,10 @@ def _balance_cache_keys(user_id) -> tuple[str, str]:
     return f"credits:balance:{user_id}", f"credits:balance-generation:{user_id}"
 
 
-def balance_get(*, user) -> dict:
-    """A user's spendable balance and the unexpired grants that make it up, in spending order."""
+def balance_get(*, user, present: Callable[[dict], dict] = lambda body: body) -> dict:
+    """A user's spendable balance and the unexpired grants that make it up, in spending order, as
+    `present` shows them (the API's representation). The cache keeps what `present` returned, so a
+    hit serves it without presenting it again."""
     entry_key, generation_key = _balance_cache_keys(user.pk)
     cached = cache.get_many([entry_key, generation_key])
     generation, entry = cached.get(generation_key), cached.get(entry_key)
@@ -244,8 +246,9 @@ def balance_get(*, user) -> dict:
     # Nor does an entry outlive the month whose spend it shows.
     expiries = [(grant["expires_at"] - now).total_seconds() for grant in grants if grant["expires_at"]]
     expiries.append((next_month_start(now) - now).total_seconds())
-    cache.set(entry_key, (generation, body), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
-    return body
+    shown = present(body)
+    cache.set(entry_key, (generation, shown), timeout=int(min([BALANCE_CACHE_SECONDS, *expiries])))
+    return shown
 
 
 def balances_invalidate(*, user_ids: list) -> None:

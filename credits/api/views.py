@@ -156,7 +156,7 @@ class MeCreditsView(APIView):
 
     @extend_schema(responses=s.CreditsOutput)
     def get(self, request):
-        return Response(self.representation.to_representation(selectors.balance_get(user=request.user)))
+        return Response(selectors.balance_get(user=request.user, present=self.representation.to_representation))
 
 
 class MeCreditsBudgetView(APIView):

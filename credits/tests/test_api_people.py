@@ -166,6 +166,22 @@ def test_me_credits_makes_no_query_for_a_user_known_to_be_active(user_client, us
     assert response.json()["balance"] == 100
 
 
+def test_me_credits_served_from_the_cache_is_the_body_the_database_read_gave(
+    user_client, user, django_assert_num_queries
+):
+    fund(user, 100)
+    fund(user, 40, expires_at=timezone.now() + timedelta(days=3))
+    user_client.put("/api/v1/me/credits/budget/", {"monthly_credits": 500, "hard_limit": True}, format="json")
+    read = user_client.get(ME_CREDITS)
+
+    with django_assert_num_queries(0):
+        cached = user_client.get(ME_CREDITS)
+
+    assert cached.content == read.content
+    assert read.json()["grants"][0]["expires_at"].endswith("Z")
+    assert read.json()["budget"]["monthly_credits"] == 500
+
+
 def test_me_credits_refuses_a_user_deactivated_after_a_read(user_client, user, django_capture_on_commit_callbacks):
     assert user_client.get(ME_CREDITS).status_code == 200
 
