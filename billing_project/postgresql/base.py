@@ -26,6 +26,9 @@ still several to a round trip): an INSERT reads no table, so the server parses a
 for all its executions (`sql.plan_reusable`). Reads and UPDATEs are still sent as text and planned
 for their values: a plan made once for them was made while a table was small, and a seq scan chosen
 for a near-empty usage ledger stayed in use as it grew (6 ms per read at 18,000 rows instead of 0.1).
+The exception is an UPDATE of one row by primary key in a table that grows slowly (a balance, a
+grant), whose caller says so (`sql.update`'s `planned_once`): a usage record's writes are then one
+prepared statement.
 The connection keeps the server's own plan cache mode, so the queries PostgreSQL runs for the
 foreign-key checks of every written row are planned once per connection too: forcing a plan per
 execution on the connection (this backend's earlier setting) planned each check anew, a quarter of a

@@ -1,7 +1,7 @@
 """The INSERTs the hot paths write out (billing_project.sql) are prepared once per PostgreSQL
-connection and then sent by name; reads and UPDATEs are sent as text (billing_project/postgresql):
-what the client sends is read from libpq's trace of the protocol, what the server holds from
-pg_prepared_statements."""
+connection and then sent by name, with the UPDATEs their callers let the connection plan once;
+reads and other UPDATEs are sent as text (billing_project/postgresql): what the client sends is
+read from libpq's trace of the protocol, what the server holds from pg_prepared_statements."""
 
 import pytest
 from django.contrib.auth.models import Group
@@ -88,6 +88,36 @@ def test_writes_with_an_update_among_them_are_sent_as_text():
         "UPDATE auth_group SET name = 'writers' WHERE name = 'editors'\""
     ]
     assert group_names() == ["editing", "writers"]
+
+
+def test_writes_whose_update_is_planned_once_are_one_prepared_statement():
+    group_add("editors")
+    group = Group.objects.get(name="editors")
+
+    def renamed_with_one_added(added: str, new_name: str):
+        group.name = new_name
+        sql.execute_all([(ADDED, [added]), sql.update(group, ["name"], planned_once=True)])
+
+    first = queries_sent(lambda: renamed_with_one_added("editing", "writers"))
+    second = queries_sent(lambda: renamed_with_one_added("reading", "authors"))
+
+    assert first == [
+        '"PREPARE billing_2 AS WITH w0 AS (INSERT INTO auth_group (name) SELECT $1) '
+        'UPDATE "auth_group" SET "name" = $2 WHERE "id" = $3"',
+        f"\"EXECUTE billing_2('editing', 'writers', {group.pk})\"",
+    ]
+    assert second == [f"\"EXECUTE billing_2('reading', 'authors', {group.pk})\""]
+    assert group_names() == ["authors", "editing", "reading"]
+
+
+def test_an_update_not_planned_once_is_sent_as_text_planned_for_its_values():
+    group_add("editors")
+    group = Group.objects.get(name="editors")
+    group.name = "writers"
+
+    sent = queries_sent(lambda: sql.execute_all([sql.update(group, ["name"])]))
+
+    assert sent == [f'"UPDATE "auth_group" SET "name" = \'writers\' WHERE "id" = {group.pk}"']
 
 
 def test_a_read_and_a_prepared_insert_still_share_one_round_trip():

@@ -8,6 +8,7 @@ import time_machine
 from django.utils import timezone
 
 from billing_project.enums import SubscriptionTier
+from billing_project.tests.protocol import queries_sent
 from credits.api.events import usage_event_parse
 from credits.models import (
     CreditConsumption,
@@ -250,6 +251,24 @@ def test_recording_reads_under_the_lock_in_one_round_trip(user, django_assert_nu
     # ids, licenses), the writes, the end of the transaction
     with django_assert_num_queries(4):
         usage_record(event=event)
+
+
+@pytest.mark.postgres
+def test_a_usage_records_writes_are_one_statement_prepared_on_the_connection(user):
+    # given a user whose balance row exists, and a first record that prepared the writes
+    fund(user, 1000)
+    usage_record(event=usage_event_parse(usage_event(user))[0])
+    event, _ = usage_event_parse(usage_event(user))
+
+    sent = queries_sent(lambda: usage_record(event=event))
+
+    # then the writes (usage, deduction, lineage, the grant and the balance) go by name, the reads
+    # under the lock as text, planned for their values
+    writes = [statement for statement in sent if "EXECUTE billing_" in statement]
+    assert len(writes) == 1
+    assert not any(statement.startswith(('"WITH', '"INSERT', '"UPDATE')) for statement in sent)
+    assert any('FROM "credits_tokenusageledger" WHERE "request_id"' in statement for statement in sent)
+    assert balance_of(user) == 1000 - 2 * 70
 
 
 def test_embedding_deducts_with_reason_embedding(service_client, user):
