@@ -224,8 +224,8 @@ def update(obj: Model, fields: list[str], *, where: str = "", planned_once: bool
 
     `planned_once`: sent as a statement prepared on the connection, like an INSERT (`plan_reusable`).
     Only for a table that grows slowly (a row per user, per grant): its plan is the one made for the
-    table as it was at the fifth execution, kept until an ANALYZE of the table or the connection's
-    end. While a table is a few pages that plan is a seq scan, and it would stay one while a busy
+    table as it was after the first five executions, kept until an ANALYZE of the table or the
+    connection's end. While a table is a few pages that plan is a seq scan, and it would stay one while a busy
     table grew past them; a slowly growing table is analyzed long before that matters."""
     model = type(obj)
     db = default_connection()

@@ -224,7 +224,7 @@ def _balance_cache_keys(user_id) -> tuple[str, str]:
     return f"credits:balance:{user_id}", f"credits:balance-generation:{user_id}"
 
 
-def balance_get(*, user, present: Callable[[dict], dict] = lambda body: body) -> dict:
+def balance_get(*, user, present: Callable[[dict], dict]) -> dict:
     """A user's spendable balance and the unexpired grants that make it up, in spending order, as
     `present` shows them (the API's representation). The cache keeps what `present` returned, so a
     hit serves it without presenting it again."""

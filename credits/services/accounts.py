@@ -55,7 +55,7 @@ LAST_DEDUCTION_FIELDS = ("last_deduction_at", "last_deduction_amount")
 BUDGET_COUNT_FIELDS = ("budget_month", "budget_spent", "budget_notified_percent")
 ALERT_FIELDS = ("balance_alerts_armed_by", "low_balance_notified", "depleted_notified")
 # Tables of a row per user or per grant, whose single-row UPDATEs the connection plans once: a usage
-# record's write is then prepared whole, which took 0.3-0.5 ms off the database's CPU per event.
+# record's write is then prepared whole, about 0.3 ms less of the database's CPU per event.
 # Not the holds, a row per reservation: a busy table (see sql.update).
 PLANNED_ONCE = (UserCreditBalance, UserCreditSource)
 # The deductions a budget counts: spending on usage (not expiry, claw-backs or repairs).
