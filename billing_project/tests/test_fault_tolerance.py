@@ -35,6 +35,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from credits.models import CreditAllocation, UserCreditBalance
+from payments.models import WebhookEvent
+from payments.tests.stripe_emulator import WEBHOOK_SECRET, event_payload, signature_header
 from subscriptions.models import Subscription
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -203,7 +205,13 @@ def postgres_server():
 @pytest.fixture
 def app_on_postgres(postgres_server, tmp_path):
     """The app in gunicorn (production config, one sync worker: one persistent connection) on the server."""
-    env = _app_env(postgres_server.url, DB_CONNECT_TIMEOUT="2", DEBUG="true", THROTTLE_AUTH="1000/min")
+    env = _app_env(
+        postgres_server.url,
+        DB_CONNECT_TIMEOUT="2",
+        DEBUG="true",
+        THROTTLE_AUTH="1000/min",
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
     _manage(env, "migrate", "--noinput")
     _manage(env, "seed_catalog")
     port = _free_port()
@@ -235,6 +243,17 @@ def _assert_database_unavailable(answer: Answer):
     assert answer.content_type.startswith("application/problem+json"), answer.content_type
     assert answer.data["code"] == "database_unavailable", answer
     assert answer.seconds < FAIL_FAST_SECONDS, answer
+
+
+def _stripe_delivery(base: str, event: dict) -> Answer:
+    """`event` posted as Stripe does: its JSON body (as `_call` writes it) and the signature of that body."""
+    return _call(
+        base,
+        "POST",
+        "/api/v1/billing/webhooks/stripe/",
+        event,
+        headers={"Stripe-Signature": signature_header(json.dumps(event))},
+    )
 
 
 def test_database_outage_answers_503_fast_writes_nothing_and_recovers_without_restart(postgres_server, app_on_postgres):
@@ -271,6 +290,10 @@ def test_database_outage_answers_503_fast_writes_nothing_and_recovers_without_re
             headers={"Idempotency-Key": "during-the-outage"},
         )
     )
+    stripe_event = json.loads(
+        event_payload("customer.created", {"id": "cus_QhOutage01", "object": "customer"}, event_id="evt_outage_1")
+    )
+    _assert_database_unavailable(_stripe_delivery(base, stripe_event))
     live = _call(base, "GET", "/health")
     assert live.status == 200 and live.seconds < FAIL_FAST_SECONDS, live
     ready = _call(base, "GET", "/health/ready")
@@ -295,6 +318,12 @@ def test_database_outage_answers_503_fast_writes_nothing_and_recovers_without_re
     assert postgres_server.scalar("SELECT count(*) FROM auth_user") == 1
     assert postgres_server.scalar("SELECT count(*) FROM subscriptions_subscription") == 1
     assert postgres_server.scalar("SELECT count(*) FROM billing_project_idempotencykey") == 0
+    webhook_events = f"SELECT count(*) FROM {WebhookEvent._meta.db_table}"
+    assert postgres_server.scalar(webhook_events) == 0
+    # and Stripe's next delivery of the refused event is stored and answered, once
+    delivered = _stripe_delivery(base, stripe_event)
+    assert delivered.status == 200 and delivered.data["event_id"] == "evt_outage_1", delivered
+    assert postgres_server.scalar(webhook_events) == 1
     bob = _call(base, "POST", "/api/v1/auth/register/", {"email": "bob@example.com", "password": password})
     assert bob.status == 201, bob
 
