@@ -19,7 +19,8 @@ import threading
 import time
 
 from django.conf import settings
-from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.utils.module_loading import import_string
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
@@ -231,3 +232,16 @@ class CircuitBreakerRedisCache(RedisCache):
 
     def clear(self):
         return self._guarded(super().clear, lambda: None)
+
+
+def cache_closes_anything(options: dict) -> bool:
+    """Whether closing the cache of this CACHES entry does anything: Django's local memory cache and
+    base class close nothing, django-redis closes its connections only with CLOSE_CONNECTION (its
+    pool otherwise keeps them for the next request)."""
+    backend = import_string(options["BACKEND"])
+    if backend.close is BaseCache.close:
+        return False
+    if issubclass(backend, RedisCache):
+        default = getattr(settings, "DJANGO_REDIS_CLOSE_CONNECTION", False)
+        return bool(options.get("OPTIONS", {}).get("CLOSE_CONNECTION", default))
+    return True
