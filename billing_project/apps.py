@@ -35,7 +35,8 @@ class BillingProjectConfig(AppConfig):
         observability.connect_celery_signals()
         # Every console and API sign-in, failed or not, is audited and logged.
         signin.connect_signals()
-        # Django closes every cache after each request. Closing ours does nothing (the pool keeps
-        # Redis's connections), and asking each of them was a tenth of /health's CPU (bench/requests_cpu.py).
+        # Django closes every cache after each request. When closing none of ours does anything (the
+        # django-redis pool keeps its connections), that call is skipped: asking each of them was a
+        # tenth of /health's CPU (bench/requests_cpu.py).
         if not any(cache_closes_anything(options) for options in settings.CACHES.values()):
             request_finished.disconnect(close_caches)
