@@ -293,7 +293,11 @@ def test_database_outage_answers_503_fast_writes_nothing_and_recovers_without_re
     stripe_event = json.loads(
         event_payload("customer.created", {"id": "cus_QhOutage01", "object": "customer"}, event_id="evt_outage_1")
     )
-    _assert_database_unavailable(_stripe_delivery(base, stripe_event))
+    refused = _stripe_delivery(base, stripe_event)
+    _assert_database_unavailable(refused)
+    # Stripe delivers the event again after the pause the problem asks for.
+    assert refused.headers.get("Retry-After") == "5", refused.headers
+    assert refused.data["instance"] == "/api/v1/billing/webhooks/stripe/", refused
     live = _call(base, "GET", "/health")
     assert live.status == 200 and live.seconds < FAIL_FAST_SECONDS, live
     ready = _call(base, "GET", "/health/ready")
