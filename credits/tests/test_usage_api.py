@@ -472,3 +472,24 @@ def test_recording_counts_attempts_by_outcome_and_credits_deducted(service_clien
         sample("credits_deducted_total"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 70]
+
+
+def test_a_batch_counts_each_event_by_its_outcome(service_client, user):
+    from prometheus_client import REGISTRY
+
+    def samples():
+        name = "usage_recording_attempts_total"
+        results = ("success", "replayed", "insufficient_credits")
+        return [REGISTRY.get_sample_value(name, {"result": result}) or 0 for result in results]
+
+    fund(user, 150)
+    first = usage_event(user)
+    before, deducted_before = samples(), REGISTRY.get_sample_value("credits_deducted_total") or 0
+
+    response = service_client.post(
+        BATCH, {"events": [first, usage_event(user), first, usage_event(user)]}, format="json"
+    )
+
+    assert [entry["status"] for entry in response.json()["results"]] == [201, 201, 200, 402]
+    assert [b - a for a, b in zip(before, samples(), strict=True)] == [2, 1, 1]
+    assert (REGISTRY.get_sample_value("credits_deducted_total") or 0) - deducted_before == 140
