@@ -10,6 +10,7 @@ embedded default, runs them one by one.
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from operator import itemgetter
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import orjson
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import Model, signals
 from django.db.models.base import ModelState
+from django.utils import timezone
 
 # SQL and its parameters.
 Statement = tuple[str, list]
@@ -118,6 +120,12 @@ def _computed_on_save(field) -> bool:
     return not isinstance(field, models.DateField) or field.auto_now or field.auto_now_add
 
 
+def _stamped_on_save(field) -> bool:
+    """Whether the field is a creation or change time (`created_at`, `updated_at`): the rows written
+    by one statement take one such time, as one transaction writes them, and send it once."""
+    return type(field) is models.DateTimeField and (field.auto_now or field.auto_now_add)
+
+
 def _shareable(field) -> bool:
     """Whether rows written together may send the field's value once when they all hold an equal one
     (`_shared_and_rows`): not JSON, where values Python finds equal (1, 1.0, true) are not the same
@@ -128,11 +136,13 @@ def _shareable(field) -> bool:
 class RowPlan(NamedTuple):
     """What writing a model's rows takes, worked out once per model (asking each field for every
     value of a batch was a tenth of its time): the columns in order, a getter of the attributes'
-    values in that order, the (position, field) of the values made on save (an auto_now date) and of
-    those needing preparing, and whether rows may share each column's value (`_shareable`)."""
+    values in that order, the (position, attribute) of the times stamped on save (`_stamped_on_save`),
+    the (position, field) of the other values made on save and of those needing preparing, and
+    whether rows may share each column's value (`_shareable`)."""
 
     columns: tuple[str, ...]
     attributes: Callable[[dict], tuple]
+    stamped: tuple[tuple[int, str], ...]
     computed: tuple[tuple[int, models.Field], ...]
     prepared: tuple[tuple[int, models.Field], ...]
     shareable: tuple[bool, ...]
@@ -144,15 +154,24 @@ def _row_plan(model: type[Model]) -> RowPlan:
     return RowPlan(
         columns=tuple(field.column for field in fields),
         attributes=itemgetter(*(field.attname for field in fields)),
-        computed=tuple((index, field) for index, field in enumerate(fields) if _computed_on_save(field)),
+        stamped=tuple((index, field.attname) for index, field in enumerate(fields) if _stamped_on_save(field)),
+        computed=tuple(
+            (index, field)
+            for index, field in enumerate(fields)
+            if _computed_on_save(field) and not _stamped_on_save(field)
+        ),
         prepared=tuple((index, field) for index, field in enumerate(fields) if not isinstance(field, PASSED_AS_IS)),
         shareable=tuple(_shareable(field) for field in fields),
     )
 
 
-def _row_values(plan: RowPlan, obj: Model, db) -> list:
-    """The row's values as the database takes them, in the plan's column order."""
-    values = list(plan.attributes(obj.__dict__))
+def _row_values(plan: RowPlan, obj: Model, db, now: datetime) -> list:
+    """The row's values as the database takes them, in the plan's column order, its times stamped
+    `now` (set on the instance too, as saving it would)."""
+    attributes = obj.__dict__
+    for _, attname in plan.stamped:
+        attributes[attname] = now
+    values = list(plan.attributes(attributes))
     for index, field in plan.computed:
         values[index] = field.pre_save(obj, add=True)
     for index, field in plan.prepared:
@@ -205,9 +224,9 @@ def insert(objs: list[Model]) -> Statement:
     model = type(objs[0])
     fields = model._meta.concrete_fields
     columns = _columns(model)
+    plan, now = _row_plan(model), timezone.now()
     if db.vendor == "postgresql":
-        plan = _row_plan(model)
-        shared, rows = _shared_and_rows(plan.columns, plan.shareable, [_row_values(plan, obj, db) for obj in objs])
+        shared, rows = _shared_and_rows(plan.columns, plan.shareable, [_row_values(plan, obj, db, now) for obj in objs])
         # A column missing from a row's JSON takes the base record's value, here the shared one.
         return (
             f"INSERT INTO {table(model)} ({columns}) SELECT {columns} FROM jsonb_populate_recordset("
@@ -215,7 +234,15 @@ def insert(objs: list[Model]) -> Statement:
             [_json(shared), _json(rows)],
         )
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(field.pre_save(obj, add=True), db) for obj in objs for field in fields]
+    stamped, params = {attname for _, attname in plan.stamped}, []
+    for obj in objs:
+        obj.__dict__.update(dict.fromkeys(stamped, now))
+        params += [
+            field.get_db_prep_save(
+                getattr(obj, field.attname) if field.attname in stamped else field.pre_save(obj, add=True), db
+            )
+            for field in fields
+        ]
     return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * len(objs))}", params
 
 
