@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError
 from django.db.models import signals
+from django.utils import timezone
 
 from billing_project import sql
 from billing_project.rows import row_insert, row_insert_unless_present, row_update
@@ -146,6 +147,23 @@ def test_rows_inserted_together_keep_their_own_values_and_the_ones_they_share():
     for row in rows:
         assert _without_made(_values(stored[row.pk])) == _without_made(_values(row))
     assert {stored[row.pk].user_id for row in rows} == {user.pk, other.pk}
+
+
+@pytest.mark.django_db
+def test_rows_inserted_together_take_one_creation_time_set_on_them_as_saving_sets_it():
+    user = UserFactory()
+    rows = [
+        sql.new_row(CreditAllocation, user_id=user.pk, amount=5 + index, source="bonus", reason="test")
+        for index in range(3)
+    ]
+    before = timezone.now()
+
+    sql.execute_all([sql.insert(rows)])
+
+    stored = CreditAllocation.objects.in_bulk([row.pk for row in rows])
+    assert len({row.created_at for row in rows}) == 1
+    assert before <= rows[0].created_at <= timezone.now()
+    assert {stored[row.pk].created_at for row in rows} == {rows[0].created_at}
 
 
 @pytest.mark.django_db
