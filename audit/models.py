@@ -118,7 +118,7 @@ class AdminAuditLog(AppendOnlyModel):
         unique=True, null=True, editable=False, help_text="Position in the hash chain; empty until sealed."
     )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     actor_email = models.CharField(
         max_length=254, blank=True, help_text="Snapshot of who acted: an audit row outlives its admin."

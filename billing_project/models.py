@@ -108,7 +108,9 @@ class StaffSession(TimestampedModel):
     The session key is kept to end the session and is never shown: it is a credential.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_sessions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_sessions", db_index=False
+    )
     session_key = models.CharField(max_length=40, unique=True, editable=False)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=1000, blank=True)
@@ -220,7 +222,7 @@ class WebhookDelivery(TimestampedModel):
     """One event to one endpoint: its attempts, retried with exponential backoff for up to three days.
     Invariant: one row per (endpoint, event); a resend makes it pending again."""
 
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     event = models.ForeignKey(OutboundEvent, on_delete=models.CASCADE, related_name="deliveries")
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -266,7 +268,12 @@ class Notification(BaseModel):
         max_length=200, help_text="What makes this occurrence unique, e.g. '<user id>:2026-12:80'."
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        db_index=False,
     )
     context = models.JSONField(default=dict, blank=True)
     event = models.ForeignKey(OutboundEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -194,8 +194,8 @@ class CampaignCoupon(BaseModel):
     """Links a coupon to its campaign. Invariant: a coupon belongs to at most one campaign, so its
     spending counts against one budget."""
 
-    campaign = models.ForeignKey(CouponCampaign, on_delete=models.CASCADE, related_name="coupon_links")
-    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="campaign_links")
+    campaign = models.ForeignKey(CouponCampaign, on_delete=models.CASCADE, related_name="coupon_links", db_index=False)
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="campaign_links", db_index=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["coupon"], name="campaign_coupon_one_campaign")]
@@ -214,16 +214,23 @@ class CouponRedemption(TimestampedModel):
     its user (SET NULL).
     """
 
-    coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions")
+    coupon = models.ForeignKey(
+        Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions", db_index=False
+    )
     coupon_code = models.CharField(max_length=50, help_text="The code as entered, kept if the coupon goes.")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="coupon_redemptions"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="coupon_redemptions",
+        db_index=False,
     )
     subscription = models.ForeignKey(
         "subscriptions.Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     campaign = models.ForeignKey(
-        CouponCampaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions"
+        CouponCampaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="redemptions", db_index=False
     )
     redemption_date = models.DateTimeField()
     status = models.CharField(max_length=10, choices=RedemptionStatus.choices)
@@ -307,10 +314,10 @@ class CouponFraudDetection(TimestampedModel):
     flag it for review until staff resolve it. Survives coupon and user deletion."""
 
     coupon = models.ForeignKey(
-        Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="fraud_detections"
+        Coupon, null=True, blank=True, on_delete=models.SET_NULL, related_name="fraud_detections", db_index=False
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     redemption = models.ForeignKey(
         CouponRedemption, null=True, blank=True, on_delete=models.SET_NULL, related_name="fraud_detections"
@@ -351,7 +358,7 @@ class CouponCodeGuess(BaseModel):
     """
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     code = models.CharField(max_length=50, help_text="The code tried, normalized.")
@@ -373,7 +380,7 @@ class CouponCodeGuess(BaseModel):
 class CouponValidationRule(TimestampedModel):
     """An extra condition on a coupon, checked during validation."""
 
-    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="validation_rules")
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="validation_rules", db_index=False)
     rule_type = models.CharField(max_length=32, choices=ValidationRuleType.choices)
     rule_value = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
@@ -389,7 +396,7 @@ class CouponValidationRule(TimestampedModel):
 class CouponAnalyticsSnapshot(TimestampedModel):
     """A coupon's figures for one day, rebuilt idempotently."""
 
-    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="analytics_snapshots")
+    coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="analytics_snapshots", db_index=False)
     snapshot_date = models.DateField()
     redemptions = models.PositiveIntegerField(default=0)
     failed_redemptions = models.PositiveIntegerField(default=0)

@@ -176,7 +176,7 @@ class ModelProviderPricing(TimestampedModel):
     canonical component (credits.usage_objects), a missing one taking its parent's (credits.pricing).
     A model whose prices are all zero is explicitly free."""
 
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="model_prices")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="model_prices", db_index=False)
     model_name = models.CharField(max_length=255)
     region = models.CharField(
         max_length=50,
@@ -266,7 +266,7 @@ class PricingConfig(TimestampedModel):
     scope_type = models.CharField(max_length=16, choices=PricingScope.choices)
     subscription_tier = models.CharField(max_length=20, choices=SubscriptionTier.choices, blank=True)
     provider = models.ForeignKey(
-        Provider, null=True, blank=True, on_delete=models.PROTECT, related_name="pricing_configs"
+        Provider, null=True, blank=True, on_delete=models.PROTECT, related_name="pricing_configs", db_index=False
     )
     model_name = models.CharField(max_length=255, blank=True)
     margin_strategy = models.CharField(
@@ -334,7 +334,7 @@ class MarginAuditLog(AppendOnlyModel):
     """Every change of a margin multiplier: who, from what, to what, why. Append-only."""
 
     pricing_config = models.ForeignKey(
-        PricingConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+        PricingConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries", db_index=False
     )
     change_type = models.CharField(max_length=16, choices=MarginChange.choices)
     changed_by = models.ForeignKey(
@@ -357,7 +357,9 @@ class CreditAllocation(AppendOnlyModel):
     """Credits added to a user's account. Append-only; invariant: a subscription's period is
     allocated at most once per source (unique constraint)."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_allocations")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_allocations", db_index=False
+    )
     subscription_id = models.UUIDField(
         null=True, blank=True, help_text="The subscription these credits come with (a plain id: it may be gone)."
     )
@@ -707,7 +709,7 @@ class TokenUsageLedger(AppendOnlyModel):
 class TokenUsageDailySummary(TimestampedModel):
     """Per user and day, rebuilt idempotently from TokenUsageLedger."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     summary_date = models.DateField()
     total_requests = models.PositiveIntegerField(default=0)
     total_input_tokens = models.BigIntegerField(default=0)
@@ -732,7 +734,7 @@ class TokenUsageDailySummary(TimestampedModel):
 class CreditUsageDailySummary(TimestampedModel):
     """Per user and day, rebuilt idempotently from the credit ledgers."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     summary_date = models.DateField()
     total_deductions = models.BigIntegerField(default=0, help_text="Credits spent.")
     total_requests = models.PositiveIntegerField(default=0)

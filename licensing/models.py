@@ -36,7 +36,9 @@ class PerpetualLicense(TimestampedModel):
     changes devices at most LICENSE_DEVICE_CHANGES_PER_DAY times in 24 hours (both enforced by
     licensing.services under this row's lock); only an active license can be activated."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="perpetual_licenses")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="perpetual_licenses", db_index=False
+    )
     license_key = models.CharField(max_length=29, unique=True, validators=[validate_license_key])
     purchase_price_usd = models.DecimalField(
         max_digits=10,
@@ -89,7 +91,7 @@ class LicenseActivation(TimestampedModel):
     """A device using a license. Invariant: one active row per (license, device fingerprint);
     a deactivated row keeps its history and is never reused."""
 
-    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="activations")
+    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="activations", db_index=False)
     device_fingerprint = models.CharField(max_length=128)
     device_name = models.CharField(max_length=255, blank=True)
     os_type = models.CharField(max_length=64, blank=True)
@@ -120,7 +122,7 @@ class VersionUpgrade(TimestampedModel):
     when the checkout starts; completing it (once: idempotent) raises the license's
     eligible_until_version to the end of `to_version`'s major line."""
 
-    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="upgrades")
+    license = models.ForeignKey(PerpetualLicense, on_delete=models.CASCADE, related_name="upgrades", db_index=False)
     from_version = models.CharField(max_length=32)
     to_version = models.CharField(max_length=32)
     upgrade_price_usd = models.DecimalField(max_digits=10, decimal_places=2, help_text="USD charged, after discount.")

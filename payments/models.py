@@ -91,7 +91,12 @@ class PaymentEvent(AppendOnlyModel):
     survives the deletion of its user (user set to NULL) for the financial record."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_events"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="payment_events",
+        db_index=False,
     )
     event_type = models.CharField(max_length=64, help_text="e.g. checkout_completed, invoice_paid")
     plan_code = models.CharField(max_length=32, blank=True)
@@ -205,7 +210,12 @@ class PaymentOperation(TimestampedModel):
     state = models.CharField(max_length=16, choices=OperationState.choices, default=OperationState.PENDING)
     provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payment_operations"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="payment_operations",
+        db_index=False,
     )
     subject_type = models.CharField(
         max_length=64, help_text="What the operation is about, e.g. subscriptions.subscription."
@@ -295,7 +305,12 @@ class Payment(TimestampedModel):
     the owning app's reaction to a refund or a dispute is found (payments.registry)."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="payments_received"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="payments_received",
+        db_index=False,
     )
     kind = models.CharField(max_length=32, choices=OperationKind.choices, help_text="What the money paid for.")
     object_id = models.CharField(

@@ -175,9 +175,11 @@ class Subscription(TimestampedModel):
 class BillingInvoice(TimestampedModel):
     """An invoice for a period. Survives its subscription (SET NULL) as a financial record."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invoices")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invoices", db_index=False
+    )
     subscription = models.ForeignKey(
-        Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="invoices"
+        Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="invoices", db_index=False
     )
     # The `_usd` amounts are the contract's names: exact for a USD invoice; for another currency they
     # hold that currency's amount to two places (never converted), and the exact amounts are the
@@ -227,7 +229,9 @@ class BillingInvoice(TimestampedModel):
 class PaymentTransaction(TimestampedModel):
     """A payment attempt or refund for an invoice."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="payments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="payments", db_index=False
+    )
     invoice = models.ForeignKey(
         BillingInvoice, null=True, blank=True, on_delete=models.SET_NULL, related_name="payments"
     )
@@ -280,7 +284,9 @@ class DunningAttempt(TimestampedModel):
     (invoice, attempt number)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    invoice = models.ForeignKey(BillingInvoice, on_delete=models.CASCADE, related_name="dunning_attempts")
+    invoice = models.ForeignKey(
+        BillingInvoice, on_delete=models.CASCADE, related_name="dunning_attempts", db_index=False
+    )
     subscription = models.ForeignKey(
         Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="dunning_attempts"
     )
@@ -321,7 +327,9 @@ class ProrationEvent(TimestampedModel):
     """A mid-period tier change and its numbers. Money rounded half-up to cents, credits down."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="proration_events")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="proration_events", db_index=False
+    )
     from_tier = models.CharField(max_length=20, choices=SubscriptionTier.choices)
     to_tier = models.CharField(max_length=20, choices=SubscriptionTier.choices)
     change_type = models.CharField(max_length=10, choices=ChangeType.choices)
