@@ -1,0 +1,157 @@
+"""CPU per event of `POST usage/record-batch/` in one process, through Django's WSGI handler, on PostgreSQL.
+
+    .venv/bin/python bench/batch_cpu.py [--users 1000] [--span 1000] [--size 100] [--batches 200]
+                                        [--processes 1] [--profile 40] [--sort tottime]
+
+It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
+seeds it as `bench/usage.py` does (--users funded users), then posts batches shaped as the shared
+reference's `proj_batch.lua` makes them (--size events, each for a random one of the first --span
+users, random token counts) to the handler with the environ a server would pass, the garbage
+collector set as gunicorn.conf.py sets it in a worker. It prints the median CPU per event of this
+process (`process_time`) and the mean of its database backend (/proc, a local server on Linux), so
+it moves little with the machine's load, unlike the figures of `bench/ratios.py`.
+
+`--processes 2` forks after the set-up: each process posts its own batches over the same users at
+the same time, so their groups meet each other's balance locks as two workers' do; each prints its
+figures. `--profile N` prints the N heaviest functions (cProfile) of the first process, whose CPU
+figure then includes the profiler's own.
+"""
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import pstats
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import harness
+import usage
+
+ROOT = harness.ROOT
+PATH = "/api/v1/usage/record-batch/"
+
+
+def batch_body(user_ids: list[int], size: int) -> bytes:
+    now = datetime.now(UTC)
+    started = (now - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    completed = (now - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    events = [
+        {
+            "request_id": str(uuid.uuid4()),
+            "user_id": random.choice(user_ids),
+            "provider": "openai",
+            "model": "gpt-4o",
+            "input_tokens": random.randint(10, 4000),
+            "output_tokens": random.randint(1, 2000),
+            "request_type": "chat",
+            "request_started_at": started,
+            "request_completed_at": completed,
+        }
+        for _ in range(size)
+    ]
+    return json.dumps({"events": events}).encode()
+
+
+def environ(body: bytes, token: str) -> dict:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "SERVER_NAME": harness.HOST,
+        "SERVER_PORT": str(usage.PORT),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": f"{harness.HOST}:{usage.PORT}",
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "REMOTE_ADDR": harness.HOST,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1000, help="Funded users seeded.")
+    parser.add_argument("--span", type=int, default=1000, help="Events go to random ones of the first N users.")
+    parser.add_argument("--size", type=int, default=100, help="Events per batch.")
+    parser.add_argument("--batches", type=int, default=200, help="Batches timed (per process).")
+    parser.add_argument("--processes", type=int, default=1, help="Processes posting at the same time.")
+    parser.add_argument("--profile", type=int, default=0, help="Print the N heaviest functions.")
+    parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
+    arguments = parser.parse_args()
+
+    with harness.scratch_database("bench_batch_cpu") as database_url:
+        os.environ.update(harness.server_environment(database_url, port=usage.PORT, redis_database=14))
+        sys.path.insert(0, str(ROOT))
+        data = usage.prepare(arguments.users)
+        from django.core.handlers.wsgi import WSGIHandler
+        from django.db import connection, connections
+
+        handler = WSGIHandler()
+        user_ids, token = data["user_ids"][: arguments.span], data["service_token"]
+
+        def start_response(status, headers, exc_info=None):
+            assert status.startswith("200"), status
+
+        def post(body: bytes) -> None:
+            response = handler(environ(body, token), start_response)
+            b"".join(response)
+            response.close()
+
+        for _ in range(5):  # warm: imports, the pricing book, the connection
+            post(batch_body(user_ids, arguments.size))
+        gc.freeze()
+        gc.set_threshold(50_000)  # as gunicorn.conf.py's post_worker_init
+        connections.close_all()  # each process opens its own
+        children = []
+        for _ in range(arguments.processes - 1):
+            if (pid := os.fork()) == 0:
+                children = None
+                break
+            children.append(pid)
+        random.seed()
+        bodies = [batch_body(user_ids, arguments.size) for _ in range(arguments.batches)]
+        backend_cpu = harness.backend_cpu_reader(connection)
+        profiler = cProfile.Profile(time.process_time) if arguments.profile and children is not None else None
+        cpu = []
+        backend_started = backend_cpu()
+        for body in bodies:
+            started = time.process_time()
+            if profiler:
+                profiler.enable()
+            post(body)
+            if profiler:
+                profiler.disable()
+            cpu.append(time.process_time() - started)
+        backend_used = backend_cpu() - backend_started
+        print(
+            f"{arguments.size} events over {arguments.span} users, process {os.getpid()}: CPU per event "
+            f"{statistics.median(cpu) / arguments.size * 1e6:.0f} µs (median of {len(cpu)} batches), "
+            f"database backend {backend_used / len(cpu) / arguments.size * 1e6:.0f} µs (mean)",
+            flush=True,
+        )
+        if children is None:
+            connections.close_all()
+            os._exit(0)
+        for pid in children:
+            os.waitpid(pid, 0)
+        if profiler:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(arguments.sort).print_stats(arguments.profile)
+            print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
