@@ -100,7 +100,9 @@ class Subscription(TimestampedModel):
     subscription (trial, active, past_due, grace_period, suspended) per user; status changes follow
     the state machine of subscriptions.services.lifecycle."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions", db_index=False
+    )
     tier = models.CharField(max_length=20, choices=SubscriptionTier.choices)
     billing_cycle = models.CharField(max_length=10, choices=BillingCycle.choices, default=BillingCycle.MONTHLY)
     status = models.CharField(max_length=16, choices=SubscriptionStatus.choices)

@@ -43,6 +43,11 @@ class Migration(migrations.Migration):
                     name='subscription',
                     field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='proration_events', to='subscriptions.subscription'),
                 ),
+                migrations.AlterField(
+                    model_name='subscription',
+                    name='user',
+                    field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to=settings.AUTH_USER_MODEL),
+                ),
             ],
             database_operations=[
                 migrations.RunSQL(
@@ -64,6 +69,12 @@ class Migration(migrations.Migration):
                 migrations.RunSQL(
                     'DROP INDEX IF EXISTS "subscriptions_prorationevent_subscription_id_3d45baa0"',
                     reverse_sql='CREATE INDEX "subscriptions_prorationevent_subscription_id_3d45baa0" ON "subscriptions_prorationevent" ("subscription_id")',
+                ),
+                # By name: altering the field would also drop the partial unique index on the same
+                # column, one live subscription per user, and not make it again.
+                migrations.RunSQL(
+                    'DROP INDEX IF EXISTS "subscriptions_subscription_user_id_a353e93d"',
+                    reverse_sql='CREATE INDEX "subscriptions_subscription_user_id_a353e93d" ON "subscriptions_subscription" ("user_id")',
                 ),
             ],
         ),
