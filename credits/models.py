@@ -470,7 +470,7 @@ class UserCreditSource(TimestampedModel):
     Invariant: 0 <= remaining <= original_amount; spent soonest-expiring first, never-expiring last."""
 
     # No index of its own: grant_user_expiry_idx leads with the user. Every index costs each grant
-    # insert and each change of `remaining` (not a HOT update: grant_live_expiry_idx's condition reads it).
+    # insert; no index reads `remaining`, so the change of it that each debit makes is a HOT update.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_sources", db_index=False
     )
@@ -478,7 +478,11 @@ class UserCreditSource(TimestampedModel):
     original_amount = models.PositiveIntegerField()
     remaining = models.PositiveIntegerField()
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
-    expired_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry job zeroed it.")
+    expired_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the expiry job closed it: zeroed what was left, or found it spent before its expiry.",
+    )
     allocation = models.ForeignKey(
         CreditAllocation, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
     )
@@ -502,7 +506,7 @@ class UserCreditSource(TimestampedModel):
         ]
         indexes = [
             models.Index(fields=["user", "expires_at"], name="grant_user_expiry_idx"),
-            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="grant_live_expiry_idx"),
+            models.Index(fields=["expires_at"], condition=Q(expired_at__isnull=True), name="grant_open_expiry_idx"),
         ]
 
     def __str__(self):

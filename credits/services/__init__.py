@@ -11,6 +11,7 @@ from credits.services.grants import (
     credit_grant_by_staff,
     credits_expire_for_user,
     deduction_reverse,
+    grants_spent_close,
     users_with_overdue_grants,
 )
 from credits.services.pricing_changes import (
@@ -61,5 +62,6 @@ __all__ = [
     "provider_update",
     "usage_record",
     "usage_record_batch",
+    "grants_spent_close",
     "users_with_overdue_grants",
 ]

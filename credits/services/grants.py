@@ -216,11 +216,23 @@ def credits_expire_for_user(*, user_id, now: datetime | None = None) -> int:
 
 
 def users_with_overdue_grants(*, now: datetime):
+    """The users with grants past their expiry and credits left on them (grant_open_expiry_idx: the
+    grants not closed yet, which grants_spent_close keeps to those that wait for the expiry job)."""
     return (
-        UserCreditSource.objects.filter(remaining__gt=0, expires_at__lte=now)
+        UserCreditSource.objects.filter(expired_at__isnull=True, expires_at__lte=now, remaining__gt=0)
         .order_by("user_id")
         .values_list("user_id", flat=True)
         .distinct()
+    )
+
+
+def grants_spent_close(*, now: datetime) -> int:
+    """Closes the grants past their expiry that were spent before it (`expired_at`, no ledger row:
+    nothing was left to expire); returns how many. They leave grant_open_expiry_idx, whose condition
+    cannot read `remaining` without making every debit's change of it a non-HOT update. No balance
+    lock: a spent grant never gains credits again (a reversal restores into a new grant)."""
+    return UserCreditSource.objects.filter(expired_at__isnull=True, expires_at__lte=now, remaining=0).update(
+        expired_at=now, updated_at=now
     )
 
 

@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.models import AdminAuditLog
@@ -114,6 +114,45 @@ def test_expire_credits_writes_an_expiration_row_per_grant_and_lowers_the_balanc
     assert UserCreditBalance.objects.get(user=user).amount == 50
     assert all(grant.expired_at for grant in UserCreditSource.objects.filter(expires_at=soon))
     assert verify()[0] == 0
+
+
+def test_expire_credits_closes_grants_spent_before_their_expiry_without_a_ledger_row(service_client, user):
+    soon = timezone.now() + timedelta(hours=1)
+    spent = UserCreditSource.objects.get(allocation=fund(user, 50, expires_at=soon).allocation)
+    fund(user, 1000)
+    response = service_client.post(RECORD, usage_event(user), format="json")  # 70 credits, soonest-expiring first
+    assert response.status_code == 201, response.content
+    left = UserCreditSource.objects.get(allocation=fund(user, 30, expires_at=soon).allocation)
+
+    with time_machine.travel(soon + timedelta(seconds=1)):
+        out, again = StringIO(), StringIO()
+        call_command("expire_credits", "--no-progress", stdout=out)
+        call_command("expire_credits", "--no-progress", stdout=again)
+
+    assert "Expired 1 grants of 1 users. Closed 1 spent before expiry." in out.getvalue()
+    assert "Expired 0 grants of 0 users. Closed 0 spent before expiry." in again.getvalue()
+    spent.refresh_from_db()
+    left.refresh_from_db()
+    assert (spent.remaining, spent.expired_at is not None) == (0, True)
+    assert (left.remaining, left.expired_at is not None) == (0, True)
+    assert list(CreditDeductionLedger.objects.filter(reason="expiration").values_list("amount", flat=True)) == [30]
+    assert UserCreditBalance.objects.get(user=user).amount == 980
+    assert verify()[0] == 0
+
+
+def test_no_index_of_the_grants_reads_remaining_so_a_debit_updates_its_grant_in_place():
+    """A change of an indexed column (or of one an index's condition reads) is not a HOT update: it
+    would write an entry into every index of the table at each debit."""
+    table = UserCreditSource._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass", [table])
+        else:
+            cursor.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = %s", [table])
+        definitions = [row[0] or "" for row in cursor.fetchall()]
+
+    assert len(definitions) >= 4
+    assert [definition for definition in definitions if "remaining" in definition] == []
 
 
 def test_verify_ledger_finds_and_fix_repairs_a_corrupted_balance(service_client, user, other_user):

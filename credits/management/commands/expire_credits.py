@@ -4,11 +4,14 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from tqdm import tqdm
 
-from credits.services import credits_expire_for_user, users_with_overdue_grants
+from credits.services import credits_expire_for_user, grants_spent_close, users_with_overdue_grants
 
 
 class Command(BaseCommand):
-    help = "Expires every grant past its expiry: an `expiration` ledger row each, the balance lowered."
+    help = (
+        "Expires every grant past its expiry: an `expiration` ledger row each, the balance lowered; "
+        "closes those spent before it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Count the overdue grants, change nothing.")
@@ -20,7 +23,8 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"Would expire grants of {len(user_ids)} users.")
             return
+        closed = grants_spent_close(now=now)
         expired = 0
         for user_id in tqdm(user_ids, unit="users", disable=no_progress or None, file=sys.stderr):
             expired += credits_expire_for_user(user_id=user_id, now=now)
-        self.stdout.write(f"Expired {expired} grants of {len(user_ids)} users.")
+        self.stdout.write(f"Expired {expired} grants of {len(user_ids)} users. Closed {closed} spent before expiry.")
