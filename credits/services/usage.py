@@ -228,6 +228,8 @@ class _UserSession:
             raise budget_exceeded(needed=quote.credits, budget_available=budget_available)
         else:
             charged = quote.credits
+        vendor_cost = quantize_half_up(quote.vendor_cost, COST_PLACES)
+        gross_margin = quantize_half_up(quote.gross_margin_usd, COST_PLACES)
         deduction = None
         if charged:
             deduction = account.debit(
@@ -237,9 +239,9 @@ class _UserSession:
                 else DeductionReason.INFERENCE,
                 request_id=event.request_id,
                 subscription_id=self.subscription_id,
-                token_vendor_cost=quantize_half_up(quote.vendor_cost, COST_PLACES),
+                token_vendor_cost=vendor_cost,
                 margin_multiplier=quote.margin_multiplier,
-                gross_margin=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
+                gross_margin=gross_margin,
             )
         tokens = event.tokens
         usage = sql.new_row(
@@ -263,12 +265,12 @@ class _UserSession:
             usage_format=event.usage_format,
             service_tier=event.service_tier,
             fee_units=event.fee_units,
-            vendor_cost=quantize_half_up(quote.vendor_cost, COST_PLACES),
+            vendor_cost=vendor_cost,
             margin_multiplier=quantize_half_up(quote.margin_multiplier, MULTIPLIER_PLACES),
             credit_value_usd=quantize_half_up(quote.credit_value_usd, COST_PLACES),
             credits_deducted=charged,
             balance_after=account.balance.amount,
-            gross_margin_usd=quantize_half_up(quote.gross_margin_usd, COST_PLACES),
+            gross_margin_usd=gross_margin,
             request_type=event.request_type,
             streaming_segments=event.streaming_segments,
             request_started_at=event.request_started_at,
