@@ -230,7 +230,8 @@ def grants_spent_close(*, now: datetime) -> int:
     """Closes the grants past their expiry that were spent before it (`expired_at`, no ledger row:
     nothing was left to expire); returns how many. They leave grant_open_expiry_idx, whose condition
     cannot read `remaining` without making every debit's change of it a non-HOT update. No balance
-    lock: a spent grant never gains credits again (a reversal restores into a new grant)."""
+    lock: a spent grant gains no credits again (a reversal restores into a new grant). A ledger repair
+    that sets credits on a closed one leaves them to the user's next debit, which expires them first."""
     return UserCreditSource.objects.filter(expired_at__isnull=True, expires_at__lte=now, remaining=0).update(
         expired_at=now, updated_at=now
     )
