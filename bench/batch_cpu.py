@@ -1,7 +1,7 @@
 """CPU per event of `POST usage/record-batch/` in one process, through Django's WSGI handler, on PostgreSQL.
 
     .venv/bin/python bench/batch_cpu.py [--users 1000] [--span 1000] [--size 100] [--batches 200]
-                                        [--processes 1] [--profile 40] [--sort tottime]
+                                        [--processes 1] [--profile 40] [--sort tottime] [--table-stats]
 
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
 seeds it as `bench/usage.py` does (--users funded users), then posts batches shaped as the shared
@@ -14,7 +14,8 @@ it moves little with the machine's load, unlike the figures of `bench/ratios.py`
 `--processes 2` forks after the set-up: each process posts its own batches over the same users at
 the same time, so their groups meet each other's balance locks as two workers' do; each prints its
 figures. `--profile N` prints the N heaviest functions (cProfile) of the first process, whose CPU
-figure then includes the profiler's own.
+figure then includes the profiler's own. `--table-stats` prints, for each table the timed batches
+updated, how many row updates PostgreSQL made in place (HOT, no index entry written) out of all.
 """
 
 import argparse
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="Processes posting at the same time.")
     parser.add_argument("--profile", type=int, default=0, help="Print the N heaviest functions.")
     parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
+    parser.add_argument("--table-stats", action="store_true", help="Print each table's HOT updates of all.")
     arguments = parser.parse_args()
 
     with harness.scratch_database("bench_batch_cpu") as database_url:
@@ -121,6 +123,7 @@ def main() -> None:
                 children = None
                 break
             children.append(pid)
+        updates_before = harness.table_updates(database_url) if arguments.table_stats and children is not None else {}
         random.seed()
         bodies = [batch_body(user_ids, arguments.size) for _ in range(arguments.batches)]
         backend_cpu = harness.backend_cpu_reader(connection)
@@ -147,6 +150,9 @@ def main() -> None:
             os._exit(0)
         for pid in children:
             os.waitpid(pid, 0)
+        if arguments.table_stats:
+            connections.close_all()
+            harness.hot_updates_print(database_url, updates_before)
         if profiler:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats(arguments.sort).print_stats(arguments.profile)

@@ -93,6 +93,26 @@ def drop_database(base_url: str, name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def table_updates(database_url: str) -> dict[str, tuple[int, int]]:
+    """Each table's row updates and HOT updates so far, as the statistics of ended connections hold
+    them: after a second, the time a just-closed connection's backend takes to write them as it exits."""
+    import psycopg
+
+    time.sleep(1)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        rows = connection.execute("SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables").fetchall()
+    return {table: (updates, hot) for table, updates, hot in rows}
+
+
+def hot_updates_print(database_url: str, before: dict[str, tuple[int, int]]) -> None:
+    """For each table updated since `before` (table_updates), how many of its row updates PostgreSQL
+    made in place (HOT: no index entry written, nothing left for vacuum in the indexes)."""
+    for table, (updates, hot) in sorted(table_updates(database_url).items()):
+        updates_earlier, hot_earlier = before.get(table, (0, 0))
+        if updates > updates_earlier:
+            print(f"{table}: {hot - hot_earlier} of {updates - updates_earlier} updates in place (HOT)")
+
+
 def backend_cpu_reader(connection):
     """A function giving the CPU seconds the connection's server process has used, or NaN when that
     process is not on this machine."""

@@ -1,6 +1,7 @@
 """CPU time and queries of one Stripe renewal webhook in one process, on PostgreSQL.
 
     .venv/bin/python bench/webhooks_cpu.py [--rounds 300] [--subscriptions 50] [--profile 30] [--replay]
+                                           [--table-stats]
 
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
 seeds it as `bench/webhooks.py` does (users each with a Pro subscription billed by Stripe), then posts
@@ -13,7 +14,8 @@ the same events is printed beside it when its process can be read here (a local 
 functions (cProfile, cumulative) over the timed rounds, in CPU time. `--replay` times redeliveries of
 events already processed (each renewal is posted once untimed, then again); otherwise the audit rows
 the renewals wrote are then sealed (as the beat job would) and that is timed too. The scratch
-database is dropped at the end.
+database is dropped at the end. `--table-stats` prints, for each table the timed events updated, how
+many row updates PostgreSQL made in place (HOT, no index entry written) out of all.
 """
 
 import argparse
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument(
         "--replay", action="store_true", help="Time redeliveries of the renewals (each posted once before)."
     )
+    parser.add_argument("--table-stats", action="store_true", help="Print each table's HOT updates of all.")
     arguments = parser.parse_args()
 
     webhook_secret = f"whsec_{secrets.token_hex(24)}"
@@ -105,6 +108,9 @@ def main() -> None:
         if arguments.replay:
             for payload in payloads:
                 post(payload)
+        if arguments.table_stats:
+            connection.close()  # its statistics so far written, as its backend exits
+            updates_before = harness.table_updates(database_url)
         backend_cpu = harness.backend_cpu_reader(connection)
         backend_started = backend_cpu()
         profiler = cProfile.Profile(time.process_time) if arguments.profile else None
@@ -144,6 +150,9 @@ def main() -> None:
                 f"sealing the chain after them: {sealed} rows, CPU {per_row:.3f} ms per row "
                 f"(database backend {backend_per_row:.3f} ms)"
             )
+        if arguments.table_stats:
+            connection.close()
+            harness.hot_updates_print(database_url, updates_before)
         if profiler:
             if os.environ.get("PROFILE_OUT"):
                 profiler.dump_stats(os.environ["PROFILE_OUT"])
