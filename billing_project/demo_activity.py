@@ -37,13 +37,7 @@ from coupons.services.analytics import coupon_analytics_snapshot
 from coupons.services.campaigns import demo_coupons_seed
 from coupons.services.redemption import coupon_redeem
 from credits.codes import ErrorCode as CreditsErrorCode
-from credits.services import (
-    credits_expire_for_user,
-    grants_spent_close,
-    holds_expire,
-    pricing_catalog_seed,
-    users_with_overdue_grants,
-)
+from credits.services import credits_expire, holds_expire, pricing_catalog_seed
 from credits.services.grants import credit_grant_by_staff
 from credits.services.ledger import usage_rollup_day
 from credits.services.usage import UsageEvent, usage_record
@@ -312,9 +306,7 @@ class _Demo:
             raise RuntimeError(f"A periodic job failed during the demo activity: {dict(outcomes)}")
         jobs.trials_expire(now=now)
         holds_expire(now=now)
-        grants_spent_close(now=now)
-        for user_id in users_with_overdue_grants(now=now):
-            credits_expire_for_user(user_id=user_id, now=now)
+        credits_expire(now=now)
         usage_rollup_day(day=previous_day)
         coupon_analytics_snapshot(day=previous_day)
 

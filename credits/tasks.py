@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from credits.services import credits_expire_for_user, grants_spent_close, holds_expire, users_with_overdue_grants
+from credits.services import credits_expire, holds_expire
 from credits.services.ledger import usage_rollup_day
 from credits.services.recharge import auto_recharge_attempt
 
@@ -22,9 +22,7 @@ def expire_credit_holds() -> int:
 def expire_credits() -> int:
     """Expires what is left of the grants past their expiry and closes those spent before it;
     returns how many grants were expired."""
-    now = timezone.now()
-    grants_spent_close(now=now)
-    return sum(credits_expire_for_user(user_id=user_id, now=now) for user_id in users_with_overdue_grants(now=now))
+    return credits_expire(now=timezone.now()).expired
 
 
 @shared_task(**RETRY)

@@ -4,14 +4,17 @@ it with its ledger rows in the caller's transaction (see `accounts.LockedAccount
 from credits.services.accounts import account_tier_set
 from credits.services.budgets import budget_set, budget_set_by_staff
 from credits.services.grants import (
+    ExpiryResult,
     GrantResult,
     ReversalResult,
     allocations_claw_back,
     credit_grant,
     credit_grant_by_staff,
+    credits_expire,
     credits_expire_for_user,
     deduction_reverse,
     grants_spent_close,
+    grants_spent_unclosed,
     users_with_overdue_grants,
 )
 from credits.services.pricing_changes import (
@@ -36,6 +39,7 @@ from credits.services.usage import (
 )
 
 __all__ = [
+    "ExpiryResult",
     "GrantResult",
     "ImportSummary",
     "ReversalResult",
@@ -47,6 +51,7 @@ __all__ = [
     "budget_set_by_staff",
     "credit_grant",
     "credit_grant_by_staff",
+    "credits_expire",
     "credits_expire_for_user",
     "deduction_reverse",
     "hold_release",
@@ -63,5 +68,6 @@ __all__ = [
     "usage_record",
     "usage_record_batch",
     "grants_spent_close",
+    "grants_spent_unclosed",
     "users_with_overdue_grants",
 ]

@@ -2,6 +2,7 @@
 Each goes through the user's LockedAccount (credits.services.accounts), which writes the change and
 its ledger rows in the caller's transaction."""
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -226,15 +227,36 @@ def users_with_overdue_grants(*, now: datetime):
     )
 
 
+def grants_spent_unclosed(*, now: datetime):
+    """The grants past their expiry that were spent before it and are not closed yet."""
+    return UserCreditSource.objects.filter(expired_at__isnull=True, expires_at__lte=now, remaining=0)
+
+
 def grants_spent_close(*, now: datetime) -> int:
     """Closes the grants past their expiry that were spent before it (`expired_at`, no ledger row:
     nothing was left to expire); returns how many. They leave grant_open_expiry_idx, whose condition
     cannot read `remaining` without making every debit's change of it a non-HOT update. No balance
     lock: a spent grant gains no credits again (a reversal restores into a new grant). A ledger repair
     that sets credits on a closed one leaves them to the user's next debit, which expires them first."""
-    return UserCreditSource.objects.filter(expired_at__isnull=True, expires_at__lte=now, remaining=0).update(
-        expired_at=now, updated_at=now
-    )
+    return grants_spent_unclosed(now=now).update(expired_at=now, updated_at=now)
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    expired: int  # grants whose credits left were expired, an `expiration` ledger row each
+    users: int  # whose grants those were
+    closed: int  # grants spent before their expiry, closed without a ledger row
+
+
+def credits_expire(*, now: datetime, progress: Callable[[list], Iterable] = iter) -> ExpiryResult:
+    """The expiry job (beat's `expire_credits`, `manage.py expire_credits`): closes the grants spent
+    before their expiry, then expires what is left of the others, one transaction per user so that a
+    user's failure or a long run holds no other user's balance. `progress` wraps the users' ids (a
+    progress bar). Idempotent: a second run finds nothing left to do."""
+    closed = grants_spent_close(now=now)
+    user_ids = list(users_with_overdue_grants(now=now))
+    expired = sum(credits_expire_for_user(user_id=user_id, now=now) for user_id in progress(user_ids))
+    return ExpiryResult(expired=expired, users=len(user_ids), closed=closed)
 
 
 @transaction.atomic

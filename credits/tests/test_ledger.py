@@ -125,10 +125,12 @@ def test_expire_credits_closes_grants_spent_before_their_expiry_without_a_ledger
     left = UserCreditSource.objects.get(allocation=fund(user, 30, expires_at=soon).allocation)
 
     with time_machine.travel(soon + timedelta(seconds=1)):
-        out, again = StringIO(), StringIO()
+        dry, out, again = StringIO(), StringIO(), StringIO()
+        call_command("expire_credits", "--dry-run", stdout=dry)
         call_command("expire_credits", "--no-progress", stdout=out)
         call_command("expire_credits", "--no-progress", stdout=again)
 
+    assert "Would expire grants of 1 users. Would close 1 spent before expiry." in dry.getvalue()
     assert "Expired 1 grants of 1 users. Closed 1 spent before expiry." in out.getvalue()
     assert "Expired 0 grants of 0 users. Closed 0 spent before expiry." in again.getvalue()
     spent.refresh_from_db()

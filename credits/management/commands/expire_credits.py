@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from tqdm import tqdm
 
-from credits.services import credits_expire_for_user, grants_spent_close, users_with_overdue_grants
+from credits.services import credits_expire, grants_spent_unclosed, users_with_overdue_grants
 
 
 class Command(BaseCommand):
@@ -14,17 +14,20 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true", help="Count the overdue grants, change nothing.")
+        parser.add_argument("--dry-run", action="store_true", help="Count what it would do, change nothing.")
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
     def handle(self, *args, dry_run=False, no_progress=False, **options):
         now = timezone.now()
-        user_ids = list(users_with_overdue_grants(now=now))
         if dry_run:
-            self.stdout.write(f"Would expire grants of {len(user_ids)} users.")
+            users = users_with_overdue_grants(now=now).count()
+            spent = grants_spent_unclosed(now=now).count()
+            self.stdout.write(f"Would expire grants of {users} users. Would close {spent} spent before expiry.")
             return
-        closed = grants_spent_close(now=now)
-        expired = 0
-        for user_id in tqdm(user_ids, unit="users", disable=no_progress or None, file=sys.stderr):
-            expired += credits_expire_for_user(user_id=user_id, now=now)
-        self.stdout.write(f"Expired {expired} grants of {len(user_ids)} users. Closed {closed} spent before expiry.")
+        bar_disabled = no_progress or None  # None: shown when stderr is a terminal
+        result = credits_expire(
+            now=now, progress=lambda user_ids: tqdm(user_ids, unit="users", disable=bar_disabled, file=sys.stderr)
+        )
+        self.stdout.write(
+            f"Expired {result.expired} grants of {result.users} users. Closed {result.closed} spent before expiry."
+        )
