@@ -3,6 +3,17 @@
 The balance identity every operation keeps (proved by `manage.py verify_ledger`):
     balance.amount == sum(live grant remainders)
                    == allocations - deductions - expirations + reversals
+
+References of the usage ledgers without a database constraint (LEDGER_REFERENCE, `db_constraint`
+False): the usage row's user, deduction, provider and price, the deduction's user, the lineage row's
+deduction and grant. PostgreSQL checks a constraint with a query per written row and reference, at
+commit: seven per usage event, a quarter of a usage batch's database CPU (bench/RESULTS.md). What
+they guaranteed holds without them. The one door writes these rows in the statement that writes or
+updates what they name (the deduction, the grant), under the lock of the user's balance row, with
+the provider and price it read. Deletions cascade as before: `on_delete` is the ORM's own (the
+constraints Django makes check at commit and cascade nothing), so deleting a user (an erasure) or a
+grant through the ORM deletes the rows that name it. What only a hand-written DELETE could leave, a
+row naming a row that is gone, `verify_ledger` counts (`ledger_dangling_references`).
 """
 
 from django.conf import settings
@@ -18,6 +29,8 @@ COST = {"max_digits": 20, "decimal_places": 10}
 MULTIPLIER = {"max_digits": 6, "decimal_places": 4}
 # Credits sits below subscriptions (SPEC 0): its rows keep a subscription's id, never a foreign key to it.
 SUBSCRIPTION_ID_HELP = "The user's live subscription at the time (a plain id: the subscription may be gone)."
+# A usage ledger's reference, not checked by the database on each written row (the docstring above).
+LEDGER_REFERENCE = {"db_constraint": False}
 
 
 class VendorName(models.TextChoices):
@@ -520,7 +533,11 @@ class CreditDeductionLedger(AppendOnlyModel):
 
     # No index of its own: deduction_user_time_idx leads with the user. Every index costs each ledger insert.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_deductions", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="credit_deductions",
+        db_index=False,
+        **LEDGER_REFERENCE,
     )
     subscription_id = models.UUIDField(null=True, blank=True, help_text=SUBSCRIPTION_ID_HELP)
     amount = models.PositiveIntegerField(help_text="Credits.")
@@ -588,8 +605,12 @@ class CreditDeductionLedger(AppendOnlyModel):
 class CreditConsumption(AppendOnlyModel):
     """Lineage: which grants paid for which deduction. Invariant: the rows of a deduction sum to its amount."""
 
-    deduction = models.ForeignKey(CreditDeductionLedger, on_delete=models.CASCADE, related_name="consumptions")
-    source = models.ForeignKey(UserCreditSource, on_delete=models.CASCADE, related_name="consumptions")
+    deduction = models.ForeignKey(
+        CreditDeductionLedger, on_delete=models.CASCADE, related_name="consumptions", **LEDGER_REFERENCE
+    )
+    source = models.ForeignKey(
+        UserCreditSource, on_delete=models.CASCADE, related_name="consumptions", **LEDGER_REFERENCE
+    )
     amount = models.PositiveIntegerField()
 
     class Meta:
@@ -633,13 +654,19 @@ class TokenUsageLedger(AppendOnlyModel):
     # user and provider have no index of their own: usage_user_time_idx and usage_provider_time_idx lead
     # with them. Every index costs each ledger insert.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="token_usage",
+        db_index=False,
+        **LEDGER_REFERENCE,
     )
     subscription_id = models.UUIDField(null=True, blank=True, help_text=SUBSCRIPTION_ID_HELP)
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage", db_index=False)
+    provider = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, related_name="usage", db_index=False, **LEDGER_REFERENCE
+    )
     model_name = models.CharField(max_length=255)
     pricing = models.ForeignKey(
-        ModelProviderPricing, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
+        ModelProviderPricing, null=True, blank=True, on_delete=models.PROTECT, related_name="usage", **LEDGER_REFERENCE
     )
     # Token counts as the flat fields define them (credits.usage_objects): input_tokens and
     # output_tokens are totals, the others parts of them. Rows with an empty usage_format were
@@ -682,7 +709,12 @@ class TokenUsageLedger(AppendOnlyModel):
     region = models.CharField(max_length=50, blank=True)
     hold_id = models.UUIDField(null=True, blank=True, help_text="The reservation this request captured.")
     deduction = models.OneToOneField(
-        CreditDeductionLedger, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+        CreditDeductionLedger,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage",
+        **LEDGER_REFERENCE,
     )
 
     class Meta:

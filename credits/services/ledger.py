@@ -9,8 +9,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from django.apps import apps
 from django.db import transaction
-from django.db.models import Avg, Count, F, Q, Sum
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -106,6 +107,21 @@ def ledger_figures(*, user_ids: list[int]) -> list[LedgerFigures]:
             {"deduction_id": row["id"], "amount": row["amount"], "consumed": row["consumed"] or 0}
         )
     return list(figures.values())
+
+
+def ledger_dangling_references() -> dict[str, int]:
+    """For each reference of the credits ledgers that the database does not check (credits.models,
+    LEDGER_REFERENCE), how many rows name a row that does not exist, by "model.field": all zero on a
+    sound ledger. One anti-join per reference (NOT EXISTS on the referenced primary key)."""
+    dangling = {}
+    for model in apps.get_app_config("credits").get_models():
+        for reference in model._meta.concrete_fields:
+            if not reference.is_relation or reference.db_constraint:
+                continue
+            missing = ~Exists(reference.related_model.objects.filter(pk=OuterRef(reference.attname)))
+            rows = model.objects.filter(missing, **{f"{reference.attname}__isnull": False})
+            dangling[f"{model._meta.model_name}.{reference.name}"] = rows.count()
+    return dangling
 
 
 def ledger_user_ids(*, user_id: int | None = None) -> list[int]:

@@ -14,6 +14,7 @@ from credits.models import (
     CreditDeductionLedger,
     CreditUsageDailySummary,
     TokenUsageDailySummary,
+    TokenUsageLedger,
     UserCreditBalance,
     UserCreditSource,
 )
@@ -188,6 +189,35 @@ def test_verify_ledger_repairs_a_grant_whose_remainder_disagrees_with_its_lineag
 
     assert verify("--user", str(user.pk), "--fix")[0] == 0
     assert UserCreditSource.objects.get(user=user).remaining == 930
+
+
+def test_verify_ledger_counts_lineage_rows_whose_grant_was_deleted_behind_the_orm(service_client, user):
+    """A lineage row's grant is a reference the database does not check (credits.models): a grant
+    deleted by hand in SQL leaves the row naming nothing, and verify_ledger says so."""
+    fund(user, 1000)
+    service_client.post(RECORD, usage_event(user), format="json")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM credits_usercreditsource")
+
+    code, report = verify()
+
+    assert code == 1
+    assert "creditconsumption.source: 1 rows name a row that does not exist" in report
+    assert "creditconsumption.deduction" not in report
+
+
+def test_deleting_a_user_deletes_their_ledger_rows_and_leaves_none_naming_them(service_client, user, other_user):
+    fund(user, 1000)
+    fund(other_user, 500)
+    for owner in (user, other_user):
+        service_client.post(RECORD, usage_event(owner), format="json")
+
+    user.delete()
+
+    assert not CreditDeductionLedger.objects.filter(user_id=user.pk).exists()
+    assert not TokenUsageLedger.objects.filter(user_id=user.pk).exists()
+    assert CreditDeductionLedger.objects.filter(user=other_user).count() == 1
+    assert verify() == (0, "Ledger consistent for 1 users.\n")
 
 
 def test_rollup_usage_rebuilds_the_daily_summaries_idempotently(service_client, user):

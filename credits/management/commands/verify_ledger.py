@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
 from billing_project.command_arguments import user_get
-from credits.services.ledger import ledger_figures, ledger_repair, ledger_user_ids
+from credits.services.ledger import ledger_dangling_references, ledger_figures, ledger_repair, ledger_user_ids
 
 CHUNK = 500
 
@@ -12,7 +12,8 @@ CHUNK = 500
 class Command(BaseCommand):
     help = (
         "Proves, per user, balance == sum of grant remainders == allocations - deductions - expirations "
-        "+ reversals, and that lineage rows add up. Lists every mismatch and exits 1 if there is one; "
+        "+ reversals, that lineage rows add up, and (for all users) that no ledger row names a missing "
+        "row. Lists every mismatch and exits 1 if there is one; "
         "--fix rebuilds the balances and grants from the ledger, with an audit row per user."
     )
 
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         for figures in broken:
             for problem in figures.problems:
                 self.stdout.write(f"user {figures.user_id}: {problem}")
+        if user is None:
+            self._dangling_references_refuse()
         if not broken:
             self.stdout.write(self.style.SUCCESS(f"Ledger consistent for {len(user_ids)} users."))
             return
@@ -49,3 +52,13 @@ class Command(BaseCommand):
                 self.stderr.write(f"user {figures.user_id} still inconsistent: {'; '.join(figures.problems)}")
             sys.exit(1)
         self.stdout.write(self.style.SUCCESS(f"Repaired {len(broken)} users from the ledger."))
+
+    def _dangling_references_refuse(self) -> None:
+        """Ledger rows naming a row that does not exist (references the database does not check):
+        listed, exit 1. Not repairable from the ledger: what the missing row was is for staff to find."""
+        dangling = {reference: rows for reference, rows in ledger_dangling_references().items() if rows}
+        for reference, rows in dangling.items():
+            self.stdout.write(f"{reference}: {rows} rows name a row that does not exist")
+        if dangling:
+            self.stderr.write(self.style.ERROR(f"{sum(dangling.values())} ledger rows name missing rows."))
+            sys.exit(1)
