@@ -118,8 +118,9 @@ def ledger_dangling_references() -> dict[str, int]:
         for reference in model._meta.concrete_fields:
             if not reference.is_relation or reference.db_constraint:
                 continue
-            missing = ~Exists(reference.related_model.objects.filter(pk=OuterRef(reference.attname)))
-            rows = model.objects.filter(missing, **{f"{reference.attname}__isnull": False})
+            # Base managers: a default manager that filters rows would count their references as missing.
+            missing = ~Exists(reference.related_model._base_manager.filter(pk=OuterRef(reference.attname)))
+            rows = model._base_manager.filter(missing, **{f"{reference.attname}__isnull": False})
             dangling[f"{model._meta.model_name}.{reference.name}"] = rows.count()
     return dangling
 
