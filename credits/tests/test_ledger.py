@@ -18,6 +18,7 @@ from credits.models import (
     UserCreditBalance,
     UserCreditSource,
 )
+from credits.services.ledger import ledger_dangling_references
 from credits.tests.conftest import fund, usage_event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("price_catalog")]
@@ -204,6 +205,15 @@ def test_verify_ledger_counts_lineage_rows_whose_grant_was_deleted_behind_the_or
     assert code == 1
     assert "creditconsumption.source: 1 rows name a row that does not exist" in report
     assert "creditconsumption.deduction" not in report
+    assert set(ledger_dangling_references()) == {
+        "tokenusageledger.user",
+        "tokenusageledger.deduction",
+        "tokenusageledger.provider",
+        "tokenusageledger.pricing",
+        "creditdeductionledger.user",
+        "creditconsumption.deduction",
+        "creditconsumption.source",
+    }
 
 
 def test_deleting_a_user_deletes_their_ledger_rows_and_leaves_none_naming_them(service_client, user, other_user):
