@@ -11,6 +11,10 @@ name one written after it.
 A row is written at once outside a block, and inside a savepoint opened within the block: that
 savepoint may be rolled back while the block goes on (an effect that no longer applies), and the row
 must go with it.
+
+The same goes for a saved row's fields that nothing in the block reads back from the database (a
+subscription's note of the newest Stripe event applied to it, `update_deferred`): written in that
+round trip too, from the instance's values when the block ends.
 """
 
 from collections.abc import Callable, Iterator
@@ -34,6 +38,8 @@ class Appends:
     rows: list[models.Model] = field(default_factory=list)
     # Reads sent after the rows (each once, by its SQL and parameters), and what to do with their rows.
     reads: dict[tuple[str, tuple], list[Callable[[list[tuple]], None]]] = field(default_factory=dict)
+    # Saved rows to update, by model and primary key: the instance, its fields, and `planned_once`.
+    updates: dict[tuple[type, object], tuple[models.Model, set[str], bool]] = field(default_factory=dict)
 
     def write(self, last: sql.Statement | None = None) -> None:
         """Writes the kept rows and then `last`, in one round trip on PostgreSQL, and hands each read
@@ -41,7 +47,12 @@ class Appends:
         by_model: dict[type, list[models.Model]] = {}
         for row in self.rows:
             by_model.setdefault(type(row), []).append(row)
-        writes = [sql.insert(rows) for rows in by_model.values()] + ([last] if last else [])
+        writes = [sql.insert(rows) for rows in by_model.values()]
+        writes += [
+            sql.update(instance, sorted(fields), planned_once=planned_once)
+            for instance, fields, planned_once in self.updates.values()
+        ]
+        writes += [last] if last else []
         reads = list(self.reads)
         results = sql.written_then_read(writes, [(statement, list(params)) for statement, params in reads])
         for row in self.rows:
@@ -49,12 +60,17 @@ class Appends:
         for read, rows in zip(reads, results, strict=True):
             for then in self.reads[read]:
                 then(rows)
-        self.rows, self.reads = [], {}
+        self.rows, self.reads, self.updates = [], {}, {}
 
     def add(self, row: models.Model, read: sql.Statement | None, then) -> None:
         self.rows.append(row)
         if read is not None:
             self.reads.setdefault((read[0], tuple(read[1])), []).append(then)
+
+    def update(self, instance: models.Model, fields: list[str], planned_once: bool) -> None:
+        key = (type(instance), instance.pk)
+        _, known, _ = self.updates.get(key, (None, set(), False))
+        self.updates[key] = (instance, known | set(fields), planned_once)
 
 
 _current: ContextVar[Appends | None] = ContextVar("appends", default=None)
@@ -86,3 +102,14 @@ def append(
         appends.write()
     else:
         appends.add(row, read, then)
+
+
+def update_deferred(instance: models.Model, fields: list[str], *, planned_once: bool = False) -> None:
+    """Writes `fields` of a saved row (no signals, as `sql.update`), now or at the end of the block
+    around it, from the instance's values then: only for fields nothing in the block reads back from
+    the database. `planned_once` as in `sql.update`."""
+    appends = _current.get()
+    if appends is None or _savepoints() > appends.savepoints:
+        sql.execute_all([sql.update(instance, fields, planned_once=planned_once)])
+    else:
+        appends.update(instance, fields, planned_once)

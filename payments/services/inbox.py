@@ -1,9 +1,11 @@
 """The Stripe webhook inbox: verify, store, dispatch, in that order.
 
 The `WebhookEvent` row is the record of record, with the raw body whose signature was verified. It
-is written in the transaction that applies the event's effects, and its unique (provider, event_id)
-settles concurrent deliveries: the second insert waits for the first transaction and then finds its
-row. A processed event answers every later delivery with its result, kept in the shared cache for a
+is written once, with its outcome, at the end of the transaction that applies the event's effects.
+Concurrent deliveries of one event are settled by a transaction-scoped lock on the event id, taken
+before its row is looked for (PostgreSQL; SQLite runs one writer at a time): the second delivery
+waits for the first transaction and then finds its row. The unique (provider, event_id) stays the
+last guard. A processed event answers every later delivery with its result, kept in the shared cache for a
 day (FINISHED_ANSWER_SECONDS) so that a redelivery costs no database round trip. A handler that fails has
 its effects rolled back with its transaction; a second one stores the row with the error, and the
 request answers 500 so that Stripe delivers it again.
@@ -49,7 +51,7 @@ from billing_project import sql
 from billing_project.appends import appends_deferred
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
-from billing_project.rows import row_insert_unless_present
+from billing_project.rows import row_insert, row_insert_unless_present
 from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
@@ -228,15 +230,65 @@ def _accept(
         object_id=_object_of(event).get("id") or "",
         fetched=fetched or {},
     )
-    if not row_insert_unless_present(row, unique_fields=("provider", "event_id")):
-        row = WebhookEvent.objects.select_for_update().get(provider=WebhookProvider.STRIPE, event_id=event_id)
-        if row.status in DONE:
+    version = _version_of(row) if failure is None else None
+    stored, version_new = _stored_locked(row, version)
+    if stored is not None:
+        if stored.status in DONE:
             _replay_counted()
-            return row, True
+            return stored, True
         if fetched:
-            row.fetched = fetched
-    _process(row, failure)
+            stored.fetched = fetched
+        row = stored
+    _process(row, failure, version=version, version_new=version_new)
     return row, False
+
+
+# The lock space of the event locks (the first key of PostgreSQL's two-key advisory locks), apart
+# from any other advisory lock taken on the database.
+EVENT_LOCK_SPACE = 0x57484B  # "WHK"
+
+
+@functools.cache
+def _stored_statements() -> tuple[str, str, str]:
+    """The event lock, the read of the stored row (locked), and the condition of the version row's
+    insert: that the stored row, if any, is not finished."""
+    match = f"{sql.column(WebhookEvent, 'provider')} = %s AND {sql.column(WebhookEvent, 'event_id')} = %s"
+    return (
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+        sql.first_statement(WebhookEvent, match, lock="FOR UPDATE"),
+        f"SELECT 1 FROM {sql.table(WebhookEvent)} WHERE {match} AND {sql.column(WebhookEvent, 'status')} IN (%s, %s)",
+    )
+
+
+def _stored_locked(row: WebhookEvent, version: ProviderObjectVersion | None) -> tuple[WebhookEvent | None, bool | None]:
+    """The event's stored row, locked (None: not stored), with the event lock held until the
+    transaction ends; and whether `version` (the event's object's version row) was inserted, unless
+    the stored row is finished: None when that was not tried, and always on SQLite, where the
+    inbox inserts it when it applies the event. One round trip on PostgreSQL: each statement after
+    the lock reads what was committed before the lock was granted."""
+    key = [row.provider, row.event_id]
+    lock_sql, read_sql, finished_sql = _stored_statements()
+    if sql.default_connection().vendor != "postgresql":
+        (stored_rows,) = sql.read_all([(read_sql, key)])
+        return sql.loaded(WebhookEvent, stored_rows), None
+    statements = [(lock_sql, [EVENT_LOCK_SPACE, f"{row.provider}:{row.event_id}"]), (read_sql, key)]
+    if version is not None:
+        insert_sql, insert_params = sql.insert([version])
+        target = f"{sql.column(ProviderObjectVersion, 'provider')}, {sql.column(ProviderObjectVersion, 'object_id')}"
+        statements.append(
+            (
+                f"WITH finished AS ({finished_sql}) {insert_sql} WHERE NOT EXISTS (SELECT 1 FROM finished) "
+                f"ON CONFLICT ({target}) DO NOTHING RETURNING 1",
+                [*key, *DONE, *insert_params],
+            )
+        )
+    _, stored_rows, *inserted = sql.read_all(statements)
+    stored = sql.loaded(WebhookEvent, stored_rows)
+    if version is None or (stored is not None and stored.status in DONE):
+        return stored, None
+    if inserted[0]:
+        version._state.adding, version._state.db = False, DEFAULT_DB_ALIAS
+    return stored, bool(inserted[0])
 
 
 def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:
@@ -285,10 +337,17 @@ class HandlerFailed(Exception):
 OUTCOME_FIELDS = ["status", "result", "error", "unmatched_reason", "processed_at", "fetched", "attempts", "updated_at"]
 
 
-def _process(row: WebhookEvent, failure: HandlerFailed | None) -> None:
-    """Applies the event and writes its outcome on the row, in the caller's transaction (the rows
-    the handlers append and the row's outcome go to the database in one round trip), or writes the
-    `failure` of an earlier attempt."""
+def _process(
+    row: WebhookEvent,
+    failure: HandlerFailed | None,
+    *,
+    version: ProviderObjectVersion | None = None,
+    version_new: bool | None = None,
+) -> None:
+    """Applies the event and writes its outcome on the row (inserted with it when the row is new),
+    in the caller's transaction (the rows the handlers append and the row go to the database in one
+    round trip), or writes the `failure` of an earlier attempt. `version` and `version_new`: the
+    object's version row and whether it was inserted already (`_stored_locked`)."""
     row.attempts += 1
     row.updated_at = timezone.now()
     if failure is not None:
@@ -298,17 +357,21 @@ def _process(row: WebhookEvent, failure: HandlerFailed | None) -> None:
             failure.unmatched_reason,
             failure.result,
         )
-        row.save(update_fields=OUTCOME_FIELDS)
+        if row._state.adding:
+            row_insert(row)
+        else:
+            row.save(update_fields=OUTCOME_FIELDS)
         _finished_remember_on_commit(row)
         return
     try:
         with disable_auditlog(), appends_deferred() as appends:
-            result = _apply_in_order(row)
+            result = _apply_in_order(row, version=version, version_new=version_new)
             row.status = WebhookStatus.IGNORED if result is None else WebhookStatus.PROCESSED
             row.result = to_json(result)
             row.error = row.unmatched_reason = ""
             row.processed_at = row.updated_at
-            appends.write(last=sql.update(row, OUTCOME_FIELDS))
+            appends.write(last=sql.insert([row]) if row._state.adding else sql.update(row, OUTCOME_FIELDS))
+        row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
         _finished_remember_on_commit(row)
     except Unmatched as unmatched:  # nothing it names is known here: acknowledged, kept for staff
         reason = str(unmatched)
@@ -331,28 +394,40 @@ def _object_of(event: dict) -> dict:
     return (event.get("data") or {}).get("object") or {}
 
 
-def _apply_in_order(row: WebhookEvent) -> dict | None:
-    """Applies the event unless a newer event of the same object already was (then it is skipped),
-    holding the object's version row locked meanwhile."""
+def _version_of(row: WebhookEvent) -> ProviderObjectVersion | None:
+    """The version row the event's object gets if the event is its first (None: the event names no
+    object). The first event is stamped as applied in the INSERT itself (a failing handler rolls the
+    row back with its transaction); only an event that applies nothing takes the stamp off again."""
     data_object = event_object(row)
     if not data_object.get("id"):
-        return _dispatch(row)
-    # The object's first event is stamped as applied in the INSERT itself (a failing handler rolls the
-    # row back with its transaction); only an event that applies nothing takes the stamp off again.
-    version = ProviderObjectVersion(
+        return None
+    return ProviderObjectVersion(
         provider=row.provider,
         object_id=data_object["id"],
         object_type=data_object.get("object", ""),
         event_created_at=row.event_created_at,
         event_id=row.event_id if row.event_created_at is not None else "",
     )
-    if row_insert_unless_present(version, unique_fields=("provider", "object_id")):
+
+
+def _apply_in_order(
+    row: WebhookEvent, *, version: ProviderObjectVersion | None = None, version_new: bool | None = None
+) -> dict | None:
+    """Applies the event unless a newer event of the same object already was (then it is skipped),
+    holding the object's version row locked meanwhile. `version_new` None: the version row is
+    inserted here, unless present."""
+    if version_new is None:
+        version = _version_of(row)
+        if version is None:
+            return _dispatch(row)
+        version_new = row_insert_unless_present(version, unique_fields=("provider", "object_id"))
+    if version_new:
         result = _dispatch(row)
         if result is None and version.event_created_at is not None:
             version.event_created_at, version.event_id = None, ""
             version.save(update_fields=["event_created_at", "event_id", "updated_at"])
         return result
-    version = ProviderObjectVersion.objects.select_for_update().get(provider=row.provider, object_id=data_object["id"])
+    version = ProviderObjectVersion.objects.select_for_update().get(provider=row.provider, object_id=version.object_id)
     newest = version.event_created_at
     if newest is not None and row.event_created_at is not None and row.event_created_at < newest:
         skipped = {"action": "stale_event_skipped", "object_id": version.object_id, "newer_event_id": version.event_id}

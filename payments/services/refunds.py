@@ -91,12 +91,15 @@ def payment_record(
     provider: str,
     object_id: str = "",
     operation: PaymentOperation | None = None,
+    unrecorded: bool = False,
     **stripe_ids: str,
 ) -> Payment:
     """Records a payment once, whichever event about it comes first (the checkout, the invoice, its
-    InvoicePayment): a payment already recorded under one of the ids gains the ids it lacked."""
+    InvoicePayment): a payment already recorded under one of the ids gains the ids it lacked.
+    `unrecorded`: the caller found no record of the payment, so the insert is tried before the
+    lookup (a round trip fewer when it is new; the lookup follows when it was not)."""
     ids = {name: stripe_ids.get(name) or "" for name in STRIPE_IDS}
-    payment = _payment_locked(ids)
+    payment = None if unrecorded else _payment_locked(ids)
     if payment is None:
         payment = Payment(
             kind=kind,

@@ -118,10 +118,12 @@ def invoice_paid(
     stripe_payment_intent_id: str | None = None,
     stripe_charge_id: str = "",
     stripe_invoice: dict | None = None,
+    money_recorded: bool = True,
 ) -> BillingInvoice:
     """A subscription invoice Stripe was paid (`amount_paid` in the minor units of `currency`): the
     invoice, its payment and the payment row a refund is matched to, then what the payment does.
-    `stripe_invoice` (the payload) gives a new invoice Stripe's document fields."""
+    `stripe_invoice` (the payload) gives a new invoice Stripe's document fields. `money_recorded`
+    false: no event recorded this payment yet (its row is then most likely new)."""
     invoice, invoice_new = invoice_paid_record(
         subscription=subscription,
         amount=amount_paid,
@@ -146,6 +148,7 @@ def invoice_paid(
             stripe_invoice_id=stripe_invoice_id or "",
             stripe_payment_intent_id=stripe_payment_intent_id or "",
             stripe_charge_id=stripe_charge_id,
+            unrecorded=not money_recorded,
         )
     payment_received(subscription=subscription, invoice=invoice, renews=renews, invoice_new=invoice_new)
     return invoice

@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, snapshot
 from billing_project import sql
+from billing_project.appends import update_deferred
 from billing_project.enums import BillingCycle, SubscriptionTier
 from billing_project.money import usd_to_cents
 from payments import stripe_api
@@ -106,12 +107,13 @@ def applied_save(subscription: Subscription, row: WebhookEvent) -> None:
     """Remembers the event as the newest applied to the locked subscription, and writes it when it
     moved. A plain update: this bookkeeping of event order is no change of the subscription a
     reader of its history needs (the event's own audit row names the event), and the saved model's
-    history tracking would read the row again first."""
+    history tracking would read the row again first. Written with the event's outcome, in its round
+    trip: nothing reads the field back from the database meanwhile."""
     applied = subscription.provider_updated_at
     mark_applied(subscription, row)
     if subscription.provider_updated_at != applied:
         subscription.updated_at = timezone.now()
-        sql.execute_all([sql.update(subscription, ["provider_updated_at", "updated_at"])])
+        update_deferred(subscription, ["provider_updated_at", "updated_at"], planned_once=True)
 
 
 def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) -> dict:

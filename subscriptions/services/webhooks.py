@@ -98,6 +98,7 @@ def _invoice_paid(row: WebhookEvent) -> dict | None:
         renews=invoice.get("billing_reason") == "subscription_cycle",
         stripe_invoice_id=invoice["id"],
         stripe_invoice=invoice,
+        money_recorded=already_recorded,
         **_invoice_payment(invoice),
     )
     invoice_document_update(invoice=paid, stripe_invoice=invoice)

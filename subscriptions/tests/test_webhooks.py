@@ -25,6 +25,7 @@ from conftest import forget_test_cache
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
 from payments.services.inbox import _finished_key
+from payments.services.refunds import payment_record
 from payments.tests.stripe_emulator import event_payload, signature_header
 from subscriptions.models import (
     BillingInvoice,
@@ -803,7 +804,7 @@ def renewal_delivered(webhook_client, subscriber):
 
 
 @pytest.mark.postgres
-def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new_invoice_has_no_dunning_to_stop(
+def test_a_renewals_appended_rows_go_with_its_stored_event_in_one_statement_and_a_new_invoice_has_no_dunning_to_stop(
     renewal_delivered,
 ):
     user, response, statements = renewal_delivered
@@ -814,8 +815,12 @@ def test_a_renewals_appended_rows_go_with_its_outcome_in_one_statement_and_a_new
         'INSERT INTO "audit_adminauditlog"',
         'INSERT INTO "payments_paymentevent"',
     )
-    (outcome,) = [statement for statement in statements if 'UPDATE "payments_webhookevent"' in statement]
+    # The event's row is written once, with its outcome; the subscription's note of the newest
+    # event applied goes with it.
+    (outcome,) = [statement for statement in statements if 'INSERT INTO "payments_webhookevent"' in statement]
     assert all(insert in outcome for insert in appended)
+    assert 'UPDATE "subscriptions_subscription" SET "provider_updated_at"' in outcome
+    assert not [statement for statement in statements if 'UPDATE "payments_webhookevent"' in statement]
     assert not [statement for statement in statements if statement.startswith(appended)]
     assert not [statement for statement in statements if '"subscriptions_dunningattempt"' in statement]
     assert OutboundEvent.objects.filter(user=user).count() >= 3
@@ -833,7 +838,36 @@ def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before
     finished_read = 'FROM "payments_webhookevent" WHERE "provider" = '
     subscription_read = 'SELECT 1 FROM "subscriptions_subscription" WHERE stripe_subscription_id = '
     assert first.startswith("SELECT") and finished_read in first and subscription_read in first
-    assert second.startswith('INSERT INTO "payments_webhookevent"')
+    # Then, in one round trip: the event's lock, its stored row if any, its object's version row.
+    assert second.startswith("SELECT pg_advisory_xact_lock(")
+    assert finished_read in second and 'INSERT INTO "payments_providerobjectversion"' in second
+    # No event recorded its money, so its payment is inserted without being looked up first.
+    assert not [statement for statement in statements if 'FROM "payments_payment" WHERE' in statement]
+
+
+def test_a_renewal_whose_payment_is_recorded_without_an_event_of_its_money_completes_that_payment(
+    webhook_client, subscriber
+):
+    # given: the renewal's payment known by its invoice only (as a charge of our own records it)
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    event = renewal_event(subscription, renewal)
+    recorded = payment_record(
+        kind="renewal_charge",
+        user=user,
+        amount=event["data"]["object"]["amount_paid"],
+        currency="usd",
+        provider="stripe",
+        stripe_invoice_id=renewal.invoice,
+    )
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 200, response.content
+    (payment,) = Payment.objects.filter(stripe_invoice_id=renewal.invoice)
+    assert payment.pk == recorded.pk
+    assert payment.object_id == str(subscription.pk)  # what it lacked, from the renewal
+    assert PaymentEvent.objects.filter(event_type="invoice_paid", invoice_id=renewal.invoice).count() == 1
 
 
 @pytest.mark.parametrize("accept", ["*/*; q=0.5, application/xml", "text/html"])
