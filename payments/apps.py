@@ -11,9 +11,9 @@ class PaymentsConfig(AppConfig):
 
         from audit.history import history_track
         from payments.models import Payment, PaymentOperation, StripeCustomer
-        from payments.registry import event_fetcher_register, event_handler_register
+        from payments.registry import event_fetcher_register, event_handler_register, event_reads_register
         from payments.services import refunds
-        from payments.services.handlers import FETCHERS, HANDLERS
+        from payments.services.handlers import FETCHERS, HANDLERS, READS
 
         # First in line for their event types: an event about an operation's checkout or invoice
         # settles that operation; the apps above register theirs after (INSTALLED_APPS order).
@@ -21,6 +21,8 @@ class PaymentsConfig(AppConfig):
             event_handler_register(event_type, handler)
         for event_type, handler in refunds.HANDLERS.items():
             event_handler_register(event_type, handler)
+        for event_type, reads in READS.items():
+            event_reads_register(event_type, reads)
         for event_type, fetcher in FETCHERS.items():
             event_fetcher_register(event_type, fetcher)
         # WebhookEvent and PaymentEvent are their own records and are not tracked.

@@ -9,6 +9,10 @@
   takes the stored `WebhookEvent` and returns the result to store, or None when the event is not
   about anything it owns; the first result wins, and an event nobody claims is acknowledged. A
   handler that recognises the kind of object but cannot link it to anything here raises `Unmatched`.
+- Event reads: for each event type, the reads its handlers make first (`reads(row) -> statements`),
+  sent in the inbox's first round trip of the event's transaction, after the event's lock and its
+  object's version row; a handler's own `sql.read_all` of them is then answered from those rows
+  (`sql.reads_primed`) until another statement is sent. A lock a read takes is held from then on.
 - Event fetchers: for each event type, what to read from Stripe before the event is processed (the
   API is the source of truth when the event alone is not enough). A fetcher takes the event's object
   and returns the provider objects it read, by id; it runs with no transaction open. Its `known`
@@ -44,6 +48,7 @@ class Effect:
 _effects: dict[str, Effect] = {}
 _event_handlers: dict[str, list[Callable]] = defaultdict(list)
 _event_fetchers: dict[str, list["Fetcher"]] = defaultdict(list)
+_event_reads: dict[str, list[Callable]] = defaultdict(list)
 
 
 def effect_register(
@@ -75,6 +80,15 @@ def event_handler_register(event_type: str, handler: Callable) -> None:
 
 def event_handlers(event_type: str) -> list[Callable]:
     return _event_handlers.get(event_type, [])
+
+
+def event_reads_register(event_type: str, reads: Callable[..., list[Statement]]) -> None:
+    if reads not in _event_reads[event_type]:
+        _event_reads[event_type].append(reads)
+
+
+def event_reads(event_type: str) -> list[Callable[..., list[Statement]]]:
+    return _event_reads.get(event_type, [])
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class SubscriptionsConfig(AppConfig):
             effect_register,
             event_fetcher_register,
             event_handler_register,
+            event_reads_register,
             payment_reactions_register,
         )
         from subscriptions.services import billing, invoices, lifecycle, refunds, stripe_events, webhooks
@@ -87,6 +88,8 @@ class SubscriptionsConfig(AppConfig):
         for handlers in (webhooks.HANDLERS, stripe_events.HANDLERS):
             for event_type, handler in handlers.items():
                 event_handler_register(event_type, handler)
+        for event_type, reads in webhooks.READS.items():
+            event_reads_register(event_type, reads)
         for event_type, (fetcher, known) in stripe_events.FETCHERS.items():
             event_fetcher_register(event_type, fetcher, known=known)
 

@@ -3,8 +3,9 @@ charge's invoice) and the events about the user's Stripe customer. Registered fi
 types (payments.apps), so an event about an operation's checkout or invoice settles that operation;
 any other invoice goes on to the handlers of the apps above."""
 
+import uuid
+
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 
 from billing_project import sql
 from billing_project.enums import EventType
@@ -48,11 +49,17 @@ PAID_STATUSES = ("paid", "no_payment_required")
 
 
 def _by_id(operation_id) -> PaymentOperation | None:
+    read = _by_id_read(operation_id)
+    return None if read is None else sql.loaded(PaymentOperation, sql.read_all([read])[0])
+
+
+def _by_id_read(operation_id) -> sql.Statement | None:
+    """The read of the operation by its id; None when there is no id or it is not a UUID (not one of ours)."""
     if not operation_id:
         return None
     try:
-        return PaymentOperation.objects.filter(pk=operation_id).first()
-    except ValidationError:  # not a UUID: not one of ours
+        return sql.first_statement(PaymentOperation, "id = %s"), [uuid.UUID(str(operation_id))]
+    except ValueError:
         return None
 
 
@@ -237,12 +244,26 @@ def _invoice_operation(row: WebhookEvent, invoice: dict) -> PaymentOperation | N
     subscription invoice whose operation is over belongs to the subscription's own handlers."""
     operation = _by_id(_invoice_operation_id(row, invoice))
     if operation is None:
-        operation = sql.first(PaymentOperation, "stripe_invoice_id = %s", [invoice["id"]], order_by="created_at DESC")
+        (rows,) = sql.read_all([_by_invoice_read(invoice["id"])])
+        operation = sql.loaded(PaymentOperation, rows)
     if operation is None:
         return None
     if operation.stripe_objects.get("owns_invoice") or operation.state in UNFINISHED_STATES:
         return operation
     return None
+
+
+def _by_invoice_read(invoice_id: str) -> sql.Statement:
+    return sql.first_statement(PaymentOperation, "stripe_invoice_id = %s", "created_at DESC"), [invoice_id]
+
+
+def invoice_operation_reads(row: WebhookEvent) -> list[sql.Statement]:
+    """What `_invoice_operation` reads (the event reads of the invoice events)."""
+    invoice = event_object(row)
+    if not invoice.get("id"):
+        return []
+    by_id = _by_id_read(_invoice_operation_id(row, invoice))
+    return [*([by_id] if by_id else []), _by_invoice_read(invoice["id"])]
 
 
 def _facts_of_invoice(invoice: dict, operation: PaymentOperation) -> dict:
@@ -356,6 +377,11 @@ HANDLERS = {
     "invoice.marked_uncollectible": invoice_state_noted,
     "customer.updated": customer_updated,
     "customer.deleted": customer_deleted,
+}
+READS = {
+    event_type: invoice_operation_reads
+    for event_type, handler in HANDLERS.items()
+    if handler in (invoice_paid, invoice_payment_failed, invoice_state_noted, invoice_payment_action_required)
 }
 FETCHERS = {
     "checkout.session.completed": customer_fetch,

@@ -56,7 +56,7 @@ from billing_project.transactions import conflict_retrying
 from payments import stripe_api
 from payments.codes import ErrorCode
 from payments.models import ProviderObjectVersion, WebhookEvent, WebhookProvider, WebhookStatus
-from payments.registry import Fetcher, Unmatched, event_fetchers, event_handlers
+from payments.registry import Fetcher, Unmatched, event_fetchers, event_handlers, event_reads
 from payments.services.events import payment_event_record
 
 logger = logging.getLogger(__name__)
@@ -230,8 +230,8 @@ def _accept(
         object_id=_object_of(event).get("id") or "",
         fetched=fetched or {},
     )
-    version = _version_of(row) if failure is None else None
-    stored, version_new = _stored_locked(row, version)
+    version, reads = (_version_of(row), _reads_ahead(row)) if failure is None else (None, [])
+    stored, version_new, read_rows = _stored_locked(row, version, reads)
     if stored is not None:
         if stored.status in DONE:
             _replay_counted()
@@ -239,8 +239,14 @@ def _accept(
         if fetched:
             stored.fetched = fetched
         row = stored
-    _process(row, failure, version=version, version_new=version_new)
+    with sql.reads_primed(reads[: len(read_rows)], read_rows):
+        _process(row, failure, version=version, version_new=version_new)
     return row, False
+
+
+def _reads_ahead(row: WebhookEvent) -> list[sql.Statement]:
+    """The reads the event's handlers make first (payments.registry's event reads)."""
+    return [statement for reads in event_reads(row.event_type) for statement in reads(row)]
 
 
 # The lock space of the event locks (the first key of PostgreSQL's two-key advisory locks), apart
@@ -260,17 +266,20 @@ def _stored_statements() -> tuple[str, str, str]:
     )
 
 
-def _stored_locked(row: WebhookEvent, version: ProviderObjectVersion | None) -> tuple[WebhookEvent | None, bool | None]:
+def _stored_locked(
+    row: WebhookEvent, version: ProviderObjectVersion | None, reads: list[sql.Statement]
+) -> tuple[WebhookEvent | None, bool | None, list[list[tuple]]]:
     """The event's stored row, locked (None: not stored), with the event lock held until the
-    transaction ends; and whether `version` (the event's object's version row) was inserted, unless
+    transaction ends; whether `version` (the event's object's version row) was inserted, unless
     the stored row is finished: None when that was not tried, and always on SQLite, where the
-    inbox inserts it when it applies the event. One round trip on PostgreSQL: each statement after
-    the lock reads what was committed before the lock was granted."""
+    inbox inserts it when it applies the event; and the rows of `reads`, made last (none on SQLite).
+    One round trip on PostgreSQL: each statement after the lock reads what was committed before
+    the lock was granted."""
     key = [row.provider, row.event_id]
     lock_sql, read_sql, finished_sql = _stored_statements()
     if sql.default_connection().vendor != "postgresql":
         (stored_rows,) = sql.read_all([(read_sql, key)])
-        return sql.loaded(WebhookEvent, stored_rows), None
+        return sql.loaded(WebhookEvent, stored_rows), None, []
     statements = [(lock_sql, [EVENT_LOCK_SPACE, f"{row.provider}:{row.event_id}"]), (read_sql, key)]
     if version is not None:
         insert_sql, insert_params = sql.insert([version])
@@ -282,13 +291,14 @@ def _stored_locked(row: WebhookEvent, version: ProviderObjectVersion | None) -> 
                 [*key, *DONE, *insert_params],
             )
         )
-    _, stored_rows, *inserted = sql.read_all(statements)
+    _, stored_rows, *results = sql.read_all([*statements, *reads])
+    inserted, read_rows = results[: len(results) - len(reads)], results[len(results) - len(reads) :]
     stored = sql.loaded(WebhookEvent, stored_rows)
     if version is None or (stored is not None and stored.status in DONE):
-        return stored, None
+        return stored, None, read_rows
     if inserted[0]:
         version._state.adding, version._state.db = False, DEFAULT_DB_ALIAS
-    return stored, bool(inserted[0])
+    return stored, bool(inserted[0]), read_rows
 
 
 def webhook_replay(*, event_id: str, actor=None) -> WebhookEvent:

@@ -65,26 +65,34 @@ def subscription_locked(stripe_subscription_id: str | None) -> Subscription | No
     return subscription_locked_reading(stripe_subscription_id, [])[0]
 
 
+def subscription_locked_statements(
+    stripe_subscription_id: str | None, reads: list[sql.Statement]
+) -> list[sql.Statement]:
+    """What `subscription_locked_reading` reads: the subscription (locked) and its user, then `reads`."""
+    if not stripe_subscription_id:
+        return reads
+    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked, in
+    # the same round trip (the second read runs once the first holds the subscription's row).
+    user_of_subscription = f"id = (SELECT user_id FROM {sql.table(Subscription)} WHERE stripe_subscription_id = %s)"
+    return [
+        (
+            sql.first_statement(Subscription, "stripe_subscription_id = %s", lock="FOR NO KEY UPDATE"),
+            [stripe_subscription_id],
+        ),
+        (sql.first_statement(get_user_model(), user_of_subscription), [stripe_subscription_id]),
+        *reads,
+    ]
+
+
 def subscription_locked_reading(
     stripe_subscription_id: str | None, reads: list[sql.Statement]
 ) -> tuple[Subscription | None, list[list[tuple]]]:
     """The locked subscription with its user, and the rows of each of `reads`, run after the lock in
     the same round trip."""
+    statements = subscription_locked_statements(stripe_subscription_id, reads)
     if not stripe_subscription_id:
-        return None, sql.read_all(reads) if reads else []
-    # FOR NO KEY UPDATE, as subscription_lock (lifecycle) explains; the user is read, not locked, in
-    # the same round trip (the second read runs once the first holds the subscription's row).
-    user_of_subscription = f"id = (SELECT user_id FROM {sql.table(Subscription)} WHERE stripe_subscription_id = %s)"
-    subscription_rows, user_rows, *results = sql.read_all(
-        [
-            (
-                sql.first_statement(Subscription, "stripe_subscription_id = %s", lock="FOR NO KEY UPDATE"),
-                [stripe_subscription_id],
-            ),
-            (sql.first_statement(get_user_model(), user_of_subscription), [stripe_subscription_id]),
-            *reads,
-        ]
-    )
+        return None, sql.read_all(statements) if statements else []
+    subscription_rows, user_rows, *results = sql.read_all(statements)
     subscription = sql.loaded(Subscription, subscription_rows)
     if subscription is not None:
         subscription.user = sql.loaded(get_user_model(), user_rows)

@@ -22,6 +22,7 @@ from subscriptions.services.stripe_events import (
     newer_than_applied,
     subscription_adopted,
     subscription_locked_reading,
+    subscription_locked_statements,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,15 @@ def _record_invoice_event(row: WebhookEvent, *, event_type: str, subscription: S
         subscription_id=subscription.stripe_subscription_id,
         invoice_id=invoice["id"],
     )
+
+
+def _invoice_reads(row: WebhookEvent) -> list[sql.Statement]:
+    """What `_invoice_subscription` reads for the event's handler (the event reads of the invoice events)."""
+    invoice = event_object(row)
+    if not invoice.get("id"):
+        return []
+    reads = [_money_recorded_read(invoice["id"])] if HANDLERS.get(row.event_type) is _invoice_paid else []
+    return subscription_locked_statements(invoice_subscription_id(invoice), reads)
 
 
 def _invoice_paid(row: WebhookEvent) -> dict | None:
@@ -157,3 +167,4 @@ HANDLERS = {
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,
 }
+READS = dict.fromkeys(HANDLERS, _invoice_reads)

@@ -830,7 +830,9 @@ def test_a_renewals_appended_rows_go_with_its_stored_event_in_one_statement_and_
 
 
 @pytest.mark.postgres
-def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before_its_transaction(renewal_delivered):
+def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before_its_transaction_and_one_in_it(
+    renewal_delivered,
+):
     _, response, statements = renewal_delivered
 
     assert response.status_code == 200
@@ -838,9 +840,14 @@ def test_a_renewal_reads_its_event_and_its_subscription_in_one_round_trip_before
     finished_read = 'FROM "payments_webhookevent" WHERE "provider" = '
     subscription_read = 'SELECT 1 FROM "subscriptions_subscription" WHERE stripe_subscription_id = '
     assert first.startswith("SELECT") and finished_read in first and subscription_read in first
-    # Then, in one round trip: the event's lock, its stored row if any, its object's version row.
+    # Then, in one round trip: the event's lock, its stored row if any, its object's version row,
+    # and the handlers' first reads (an operation owning the invoice, the subscription locked).
     assert second.startswith("SELECT pg_advisory_xact_lock(")
     assert finished_read in second and 'INSERT INTO "payments_providerobjectversion"' in second
+    subscription_locked = "LIMIT 1 FOR NO KEY UPDATE"
+    assert 'FROM "payments_paymentoperation" WHERE' in second and subscription_locked in second
+    assert [statement for statement in statements if subscription_locked in statement] == [second]
+    assert [statement for statement in statements if 'FROM "payments_paymentoperation"' in statement] == [second]
     # No event recorded its money, so its payment is inserted without being looked up first.
     assert not [statement for statement in statements if 'FROM "payments_payment" WHERE' in statement]
 
