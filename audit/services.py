@@ -33,6 +33,7 @@ from django.utils import timezone
 from audit.context import current_request_audit
 from audit.models import ADMIN_AUDIT_CHAIN, AdminAuditLog, AuditAction, AuditChainHead, AuditLogQuerySet
 from audit.redaction import REDACTED, mask_license_key, redact
+from billing_project import sql
 from billing_project.appends import append
 from billing_project.net import client_ip
 
@@ -155,7 +156,8 @@ def audit_record(
     answered_later = status_code is None and state is not None
     if status_code is None and state is None:
         status_code = 200  # a task or a command: no client
-    row = AdminAuditLog(
+    row = sql.new_row(
+        AdminAuditLog,
         actor=actor,
         actor_email=actor_email,
         action=action,

@@ -20,7 +20,7 @@ def event_emit(*, type: EventType | str, subject: str, data: dict, user=None) ->
     """Records the event and its deliveries in the caller's transaction. `subject` names what it is
     about ('subscription:<id>'); receivers get one subject's events in the order they were emitted.
     `data` must be JSON (ids and amounts as strings, credits as integers)."""
-    event = OutboundEvent(type=type, subject=subject, data=data, user=user)
+    event = sql.new_row(OutboundEvent, type=type, subject=subject, data=data, user=user)
     # An event is emitted in most money operations (a renewal emits three): the row and the read of
     # the active endpoints go with the operation's other appended rows (billing_project.appends).
     append(event, read=_active_endpoints_statement(), then=lambda endpoint_rows: _deliveries_add(event, endpoint_rows))

@@ -304,7 +304,8 @@ class LockedAccount:
         return reversal, grant
 
     def _add_grant(self, *, amount: int, source: str, expires_at, **origin) -> UserCreditSource:
-        grant = UserCreditSource(
+        grant = sql.new_row(
+            UserCreditSource,
             user_id=self.user_id,
             source=source,
             original_amount=amount,

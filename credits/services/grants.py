@@ -85,7 +85,8 @@ def credit_grant(
         existing = CreditAllocation.objects.filter(payment_operation_id=payment_operation_id).first()
         if existing is not None:
             return GrantResult(allocation=existing, balance_after=account.balance.amount, created=False)
-    allocation = CreditAllocation(
+    allocation = sql.new_row(
+        CreditAllocation,
         user_id=user.pk,
         subscription_id=subscription_id,
         amount=amount,

@@ -1,6 +1,7 @@
 """The payment facts log (`PaymentEvent`): one row per movement of money or provider fact handled."""
 
 from audit.services import to_json
+from billing_project import sql
 from billing_project.appends import append
 from payments.models import PaymentEvent
 
@@ -18,7 +19,8 @@ def payment_event_record(
     metadata: dict | None = None,
     webhook_event=None,
 ) -> PaymentEvent:
-    event = PaymentEvent(
+    event = sql.new_row(
+        PaymentEvent,
         user=user,
         event_type=event_type,
         plan_code=plan_code,

@@ -220,7 +220,8 @@ def _accept(
 ) -> tuple[WebhookEvent, bool]:
     """Stores and applies the event, or (`failure`: the handlers failed and their transaction was
     rolled back) stores what went wrong."""
-    row = WebhookEvent(
+    row = sql.new_row(
+        WebhookEvent,
         provider=WebhookProvider.STRIPE,
         event_id=event_id,
         event_type=event_type,
@@ -411,7 +412,8 @@ def _version_of(row: WebhookEvent) -> ProviderObjectVersion | None:
     data_object = event_object(row)
     if not data_object.get("id"):
         return None
-    return ProviderObjectVersion(
+    return sql.new_row(
+        ProviderObjectVersion,
         provider=row.provider,
         object_id=data_object["id"],
         object_type=data_object.get("object", ""),

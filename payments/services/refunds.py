@@ -101,7 +101,8 @@ def payment_record(
     ids = {name: stripe_ids.get(name) or "" for name in STRIPE_IDS}
     payment = None if unrecorded else _payment_locked(ids)
     if payment is None:
-        payment = Payment(
+        payment = sql.new_row(
+            Payment,
             kind=kind,
             user=user,
             object_id=str(object_id or ""),

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
+from billing_project import sql
 from billing_project.money import minor_to_major, usd_round
 from billing_project.rows import row_insert, row_insert_unless_present
 from payments.models import Payment
@@ -30,7 +31,7 @@ def _invoice_get_or_create(
     defaults = {"user": subscription.user, "subscription": subscription, **defaults}
     if not stripe_invoice_id:
         return BillingInvoice.objects.create(**defaults), True
-    invoice = BillingInvoice(stripe_invoice_id=stripe_invoice_id, **defaults)
+    invoice = sql.new_row(BillingInvoice, stripe_invoice_id=stripe_invoice_id, **defaults)
     if row_insert_unless_present(invoice, unique_fields=("stripe_invoice_id",)):
         return invoice, True
     return BillingInvoice.objects.select_for_update().get(stripe_invoice_id=stripe_invoice_id), False
@@ -49,7 +50,7 @@ def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | 
     if stripe_payment_intent_id:
         PaymentTransaction.objects.update_or_create(stripe_payment_intent_id=stripe_payment_intent_id, defaults=fields)
     else:
-        row_insert(PaymentTransaction(**fields))
+        row_insert(sql.new_row(PaymentTransaction, **fields))
 
 
 def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None = None) -> bool:
