@@ -11,7 +11,7 @@ request (503 `database_unavailable`) and is closed when the request ends, as Dja
 connection that raised; the next request opens a new one.
 
 BEGIN. With autocommit off, psycopg sends BEGIN in a round trip of its own before a transaction's
-first statement: a usage record's fourth, a Stripe renewal's sixteenth. Here psycopg stays in
+first statement: a usage record's fourth, a Stripe renewal's eleventh. Here psycopg stays in
 autocommit, and Django's autocommit state (what `transaction.atomic` turns off) decides instead:
 a statement executed while Django is in a transaction that the server has not begun yet carries
 `BEGIN; ` in front of it, in the same round trip. The other ways a statement reaches the server
@@ -27,8 +27,8 @@ for all its executions (`sql.plan_reusable`). Reads and UPDATEs are still sent a
 for their values: a plan made once for them was made while a table was small, and a seq scan chosen
 for a near-empty usage ledger stayed in use as it grew (6 ms per read at 18,000 rows instead of 0.1).
 The exception is an UPDATE of one row by primary key in a table that grows slowly (a balance, a
-grant), whose caller says so (`sql.update`'s `planned_once`): a usage record's writes are then one
-prepared statement.
+grant, a subscription), whose caller says so (`sql.update`'s `planned_once`): a usage record's
+writes are then one prepared statement.
 The connection keeps the server's own plan cache mode, so the queries PostgreSQL runs for the
 foreign-key checks of every written row are planned once per connection too: forcing a plan per
 execution on the connection (this backend's earlier setting) planned each check anew, a quarter of a
@@ -96,7 +96,7 @@ def _begin_alone(wrapper) -> None:
         wrapper.connection.execute("BEGIN")
 
 
-# Far more than the hot paths send (a renewal sends 14 statements, a usage batch 9); a caller sending
+# Far more than the hot paths send (a renewal sends 9 statements, a usage batch 9); a caller sending
 # statements of ever new text cannot grow the server's memory past this.
 PREPARED_PER_CONNECTION = 200
 _PLACEHOLDER = re.compile(r"%([s%])")
