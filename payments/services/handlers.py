@@ -58,7 +58,9 @@ def _by_id_read(operation_id) -> sql.Statement | None:
     if not operation_id:
         return None
     try:
-        return sql.first_statement(PaymentOperation, "id = %s"), [uuid.UUID(str(operation_id))]
+        return sql.first_statement(PaymentOperation, "id = %s"), sql.values_of(
+            PaymentOperation, id=uuid.UUID(str(operation_id))
+        )
     except ValueError:
         return None
 

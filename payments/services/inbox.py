@@ -246,8 +246,13 @@ def _accept(
 
 
 def _reads_ahead(row: WebhookEvent) -> list[sql.Statement]:
-    """The reads the event's handlers make first (payments.registry's event reads)."""
-    return [statement for reads in event_reads(row.event_type) for statement in reads(row)]
+    """The reads the event's handlers make first (payments.registry's event reads). None for a
+    payload they cannot read: the handlers then meet it themselves and fail or find nothing, with
+    the row stored as for any event."""
+    try:
+        return [statement for reads in event_reads(row.event_type) for statement in reads(row)]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return []
 
 
 # The lock space of the event locks (the first key of PostgreSQL's two-key advisory locks), apart

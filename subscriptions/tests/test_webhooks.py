@@ -574,6 +574,22 @@ def test_a_handler_bug_answers_500_and_keeps_its_error_with_nothing_applied(
     assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
 
 
+def test_an_invoice_event_its_handlers_cannot_read_is_stored_failed_as_any_failing_event(webhook_client, subscriber):
+    # given: a signed invoice.paid whose `metadata` is not an object (the reads made ahead cannot use it)
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice(), metadata="operation")
+    before = counts()
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 500
+    assert response.json()["code"] == "webhook_processing_failed"
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.attempts) == (WebhookStatus.FAILED, 1)
+    assert row.error.startswith("AttributeError")
+    assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
+
+
 def test_replay_webhook_reports_an_event_that_fails_again(webhook_client, subscriber, monkeypatch):
     user, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
