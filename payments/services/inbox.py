@@ -246,7 +246,7 @@ def _accept(
 
 
 def _reads_ahead(row: WebhookEvent) -> list[sql.Statement]:
-    """The reads the event's handlers make first (payments.registry's event reads). None for a
+    """The reads the event's handlers make first (payments.registry's event reads); none for a
     payload they cannot read: the handlers then meet it themselves and fail or find nothing, with
     the row stored as for any event."""
     try:
@@ -256,7 +256,8 @@ def _reads_ahead(row: WebhookEvent) -> list[sql.Statement]:
 
 
 # The lock space of the event locks (the first key of PostgreSQL's two-key advisory locks), apart
-# from any other advisory lock taken on the database.
+# from any other advisory lock taken on the database. The second key is a 32-bit hash of the event
+# id: two events whose ids hash alike only wait for each other.
 EVENT_LOCK_SPACE = 0x57484B  # "WHK"
 
 
