@@ -90,13 +90,20 @@ def appends_deferred() -> Iterator[Appends]:
         _current.reset(token)
 
 
+def _block_keeping() -> Appends | None:
+    """The block that keeps a write made now: None outside a block and inside a savepoint opened
+    within it (the write is then made at once)."""
+    appends = _current.get()
+    return None if appends is None or _savepoints() > appends.savepoints else appends
+
+
 def append(
     row: models.Model, *, read: sql.Statement | None = None, then: Callable[[list[tuple]], None] | None = None
 ) -> None:
     """Writes a new append-only row, now or with the block around it. `read` is run after the row is
     written (an equal read once for all the rows that ask for it) and its rows passed to `then`."""
-    appends = _current.get()
-    if appends is None or _savepoints() > appends.savepoints:
+    appends = _block_keeping()
+    if appends is None:
         appends = Appends()
         appends.add(row, read, then)
         appends.write()
@@ -108,8 +115,8 @@ def update_deferred(instance: models.Model, fields: list[str], *, planned_once: 
     """Writes `fields` of a saved row (no signals, as `sql.update`), now or at the end of the block
     around it, from the instance's values then: only for fields nothing in the block reads back from
     the database. `planned_once` as in `sql.update`."""
-    appends = _current.get()
-    if appends is None or _savepoints() > appends.savepoints:
+    appends = _block_keeping()
+    if appends is None:
         sql.execute_all([sql.update(instance, fields, planned_once=planned_once)])
     else:
         appends.update(instance, fields, planned_once)
