@@ -262,15 +262,10 @@ EVENT_LOCK_SPACE = 0x57484B  # "WHK"
 
 
 @functools.cache
-def _stored_statements() -> tuple[str, str, str]:
-    """The event lock, the read of the stored row (locked), and the condition of the version row's
-    insert: that the stored row, if any, is not finished."""
+def _stored_statements() -> tuple[str, str]:
+    """The event lock and the read of the stored row (locked)."""
     match = f"{sql.column(WebhookEvent, 'provider')} = %s AND {sql.column(WebhookEvent, 'event_id')} = %s"
-    return (
-        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-        sql.first_statement(WebhookEvent, match, lock="FOR UPDATE"),
-        f"SELECT 1 FROM {sql.table(WebhookEvent)} WHERE {match} AND {sql.column(WebhookEvent, 'status')} IN (%s, %s)",
-    )
+    return "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", sql.first_statement(WebhookEvent, match, lock="FOR UPDATE")
 
 
 def _stored_locked(
@@ -283,17 +278,19 @@ def _stored_locked(
     One round trip on PostgreSQL: each statement after the lock reads what was committed before
     the lock was granted."""
     key = [row.provider, row.event_id]
-    lock_sql, read_sql, finished_sql = _stored_statements()
+    lock_sql, read_sql = _stored_statements()
     if sql.default_connection().vendor != "postgresql":
         (stored_rows,) = sql.read_all([(read_sql, key)])
         return sql.loaded(WebhookEvent, stored_rows), None, []
     statements = [(lock_sql, [EVENT_LOCK_SPACE, f"{row.provider}:{row.event_id}"]), (read_sql, key)]
     if version is not None:
+        # Unless the stored row is finished. Written as a WITH statement, it is planned for its values,
+        # as the reads are (`sql.plan_reusable`): it reads the growing inbox.
         insert_sql, insert_params = sql.insert([version])
         target = f"{sql.column(ProviderObjectVersion, 'provider')}, {sql.column(ProviderObjectVersion, 'object_id')}"
         statements.append(
             (
-                f"WITH finished AS ({finished_sql}) {insert_sql} WHERE NOT EXISTS (SELECT 1 FROM finished) "
+                f"WITH finished AS ({_finished_statement()}) {insert_sql} WHERE NOT EXISTS (SELECT 1 FROM finished) "
                 f"ON CONFLICT ({target}) DO NOTHING RETURNING 1",
                 [*key, *DONE, *insert_params],
             )
