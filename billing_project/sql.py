@@ -525,7 +525,12 @@ def loaded(model: type[Model], rows: list[tuple]) -> Model | None:
 
 def first(model: type[Model], where: str, params: list, *, order_by: str = "", lock: str = "") -> Model | None:
     """The first row of `model` where `where` holds (see `first_statement`), or None."""
-    (rows,) = read_all([(first_statement(model, where, order_by, lock), params)])
+    return first_of(model, (first_statement(model, where, order_by, lock), params))
+
+
+def first_of(model: type[Model], read: Statement) -> Model | None:
+    """The row a `first_statement` read finds, or None."""
+    (rows,) = read_all([read])
     return loaded(model, rows)
 
 

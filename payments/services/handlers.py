@@ -50,7 +50,7 @@ PAID_STATUSES = ("paid", "no_payment_required")
 
 def _by_id(operation_id) -> PaymentOperation | None:
     read = _by_id_read(operation_id)
-    return None if read is None else sql.loaded(PaymentOperation, sql.read_all([read])[0])
+    return None if read is None else sql.first_of(PaymentOperation, read)
 
 
 def _by_id_read(operation_id) -> sql.Statement | None:
@@ -58,11 +58,10 @@ def _by_id_read(operation_id) -> sql.Statement | None:
     if not operation_id:
         return None
     try:
-        return sql.first_statement(PaymentOperation, "id = %s"), sql.values_of(
-            PaymentOperation, id=uuid.UUID(str(operation_id))
-        )
+        pk = uuid.UUID(str(operation_id))
     except ValueError:
         return None
+    return sql.first_statement(PaymentOperation, "id = %s"), sql.values_of(PaymentOperation, id=pk)
 
 
 def _id_of(value) -> str:
@@ -246,8 +245,7 @@ def _invoice_operation(row: WebhookEvent, invoice: dict) -> PaymentOperation | N
     subscription invoice whose operation is over belongs to the subscription's own handlers."""
     operation = _by_id(_invoice_operation_id(row, invoice))
     if operation is None:
-        (rows,) = sql.read_all([_by_invoice_read(invoice["id"])])
-        operation = sql.loaded(PaymentOperation, rows)
+        operation = sql.first_of(PaymentOperation, _by_invoice_read(invoice["id"]))
     if operation is None:
         return None
     if operation.stripe_objects.get("owns_invoice") or operation.state in UNFINISHED_STATES:
