@@ -4,6 +4,7 @@ and the console's browser-session middlewares confined to the console."""
 import logging
 
 from axes.middleware import AxesMiddleware
+from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser
@@ -11,6 +12,7 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connection
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.cache import patch_vary_headers
 from django_otp.middleware import OTPMiddleware
 
 from billing_project.codes import ErrorCode
@@ -51,6 +53,20 @@ class RequestBodyLimitMiddleware:
                 max_bytes=limit,
             )
         return self.get_response(request)
+
+
+class ApiCorsMiddleware(CorsMiddleware):
+    """django-cors-headers' middleware, which for a request without an Origin header (every caller
+    but a browser) only marks the answer as varying by origin. It reads the header through
+    `request.headers`, which copies every header first: a tenth of its cost on `GET me/credits/`."""
+
+    def add_response_headers(self, request, response):
+        if "HTTP_ORIGIN" in request.META:
+            return super().add_response_headers(request, response)
+        enabled = getattr(request, "_cors_enabled", None)
+        if enabled if enabled is not None else self.is_enabled(request):
+            patch_vary_headers(response, ("origin",))
+        return response
 
 
 class TransactionRetryMiddleware:

@@ -177,7 +177,7 @@ MIDDLEWARE = [
     "billing_project.observability.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
+    "billing_project.middleware.ApiCorsMiddleware",
     # Before anything reads the body (and inside CORS, so browsers can read the answer): a body too
     # large is a 413 problem, not RequestDataTooBig.
     "billing_project.middleware.RequestBodyLimitMiddleware",

@@ -62,6 +62,19 @@ def test_cors_is_answered_on_the_api_only_not_on_stripes_webhook(client, setting
     assert "Origin" not in stripe_webhook.get("Vary", "")
 
 
+def test_an_api_answer_to_a_caller_without_an_origin_varies_by_origin_and_allows_none(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = [APP]
+
+    without_origin = client.get("/api/v1/billing/portal/offline/")
+    with_origin = client.get("/api/v1/billing/portal/offline/", HTTP_ORIGIN=APP)
+
+    assert without_origin.status_code == with_origin.status_code == 200
+    assert "origin" in without_origin["Vary"].lower()
+    assert "Access-Control-Allow-Origin" not in without_origin
+    assert with_origin["Access-Control-Allow-Origin"] == APP
+    assert "origin" in with_origin["Vary"].lower()
+
+
 def test_no_origin_is_allowed_by_default():
     assert settings.CORS_ALLOWED_ORIGINS == []
     assert not getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False)
