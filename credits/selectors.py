@@ -221,7 +221,9 @@ BALANCE_GENERATION_SECONDS = 24 * 3600
 
 
 def _balance_cache_keys(user_id) -> tuple[str, str]:
-    return f"credits:balance:{user_id}", f"credits:balance-generation:{user_id}"
+    # The entry's name says what it holds (the API's JSON body): an entry written by a release whose
+    # `present` made something else is never read as this one's.
+    return f"credits:balance-json:{user_id}", f"credits:balance-generation:{user_id}"
 
 
 def balance_get(*, user, present: Callable[[dict], dict]) -> dict:

@@ -32,6 +32,23 @@ def test_me_credits_shows_the_balance_and_the_live_grants_in_spending_order(user
     assert body["grants"][0]["expires_at"] is not None and body["grants"][1]["expires_at"] is None
 
 
+def test_me_credits_from_the_cache_is_the_same_json_body_read_with_no_query(
+    user_client, user, django_assert_num_queries
+):
+    fund(user, 100)
+    first = user_client.get("/api/v1/me/credits/")
+
+    with django_assert_num_queries(0):
+        again = user_client.get("/api/v1/me/credits/")
+    indented = user_client.get("/api/v1/me/credits/", HTTP_ACCEPT="application/json; indent=4")
+
+    assert again.status_code == first.status_code == indented.status_code == 200
+    assert again["Content-Type"] == first["Content-Type"] == "application/json"
+    assert again.content == first.content
+    assert first.json()["balance"] == 100
+    assert indented.content.startswith(b"{\n    ") and indented.json() == first.json()
+
+
 def test_me_usage_lists_requests_with_the_grants_that_paid(service_client, user_client, user):
     expiring = fund(user, 30, expires_at=timezone.now() + timedelta(days=1)).allocation.grants.get()
     lasting = fund(user, 100).allocation.grants.get()
