@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import TypeVar
 from uuid import uuid4
 
 from django.conf import settings
@@ -220,16 +221,19 @@ BALANCE_CACHE_SECONDS = 60
 BALANCE_GENERATION_SECONDS = 24 * 3600
 
 
+Shown = TypeVar("Shown")
+
+
 def _balance_cache_keys(user_id) -> tuple[str, str]:
     # The entry's name says what it holds (the API's JSON body): an entry written by a release whose
     # `present` made something else is never read as this one's.
     return f"credits:balance-json:{user_id}", f"credits:balance-generation:{user_id}"
 
 
-def balance_get(*, user, present: Callable[[dict], dict]) -> dict:
+def balance_get(*, user, present: Callable[[dict], Shown]) -> Shown:
     """A user's spendable balance and the unexpired grants that make it up, in spending order, as
-    `present` shows them (the API's representation). The cache keeps what `present` returned, so a
-    hit serves it without presenting it again."""
+    `present` shows them (the API's JSON body). The cache keeps what `present` returned, so a hit
+    serves it without presenting it again."""
     entry_key, generation_key = _balance_cache_keys(user.pk)
     cached = cache.get_many([entry_key, generation_key])
     generation, entry = cached.get(generation_key), cached.get(entry_key)
