@@ -175,7 +175,7 @@ def _finished_or_to_fetch(
 ) -> tuple[WebhookEvent | None, list[Fetcher]]:
     """The event's row if it was processed or ignored (DONE), with FINISHED_FIELDS loaded; and the
     fetchers still to call: those without a `known` read or whose read found nothing. One round trip."""
-    known = [(fetcher, fetcher.known(data_object) if fetcher.known else None) for fetcher in fetchers]
+    known = [(fetcher, _known_read(fetcher, data_object)) for fetcher in fetchers]
     finished_read = (_finished_statement(), [WebhookProvider.STRIPE.value, event_id, *DONE])
     rows, *known_rows = sql.read_all([finished_read, *(read for _, read in known if read is not None)])
     found = iter(known_rows)
@@ -183,10 +183,26 @@ def _finished_or_to_fetch(
     return next(iter(sql.instances(WebhookEvent, FINISHED_FIELDS, rows)), None), unknown
 
 
+# What reading a signed payload of an unexpected shape raises (a field that is not the object, list
+# or number the pinned API version sends). Its event is then stored and its handlers meet the payload
+# themselves: they fail (the row keeps the error, the answer is 500) or find nothing.
+UNREADABLE_PAYLOAD = (KeyError, TypeError, AttributeError, ValueError)
+
+
+def _known_read(fetcher: Fetcher, data_object: dict) -> sql.Statement | None:
+    """The fetcher's read of what it would fetch, None without one or for a payload it cannot read."""
+    if fetcher.known is None:
+        return None
+    try:
+        return fetcher.known(data_object)
+    except UNREADABLE_PAYLOAD:
+        return None
+
+
 def provider_objects_fetch(event: dict, *, fetchers: list[Fetcher] | None = None) -> dict:
     """What the event's fetchers (all registered for its type unless given) read from Stripe, by
     object id, with no transaction open. A failure to read is kept under `fetch_error` (the event
-    may then stay unmatched)."""
+    may then stay unmatched); a payload a fetcher cannot read is left to the handlers."""
     fetched: dict = {}
     data_object = _object_of(event)
     for fetcher in event_fetchers(event.get("type", "")) if fetchers is None else fetchers:
@@ -195,6 +211,8 @@ def provider_objects_fetch(event: dict, *, fetchers: list[Fetcher] | None = None
         except (stripe_api.ProviderUnavailable, stripe_api.ProviderError) as error:
             logger.warning("webhook %s: Stripe could not be read: %s", event.get("id"), error)
             fetched["fetch_error"] = str(error)[:500]
+        except UNREADABLE_PAYLOAD as error:
+            logger.warning("webhook %s: a fetcher cannot read the payload: %r", event.get("id"), error)
     return to_json(fetched)
 
 
@@ -251,7 +269,7 @@ def _reads_ahead(row: WebhookEvent) -> list[sql.Statement]:
     the row stored as for any event."""
     try:
         return [statement for reads in event_reads(row.event_type) for statement in reads(row)]
-    except (KeyError, TypeError, AttributeError, ValueError):
+    except UNREADABLE_PAYLOAD:
         return []
 
 

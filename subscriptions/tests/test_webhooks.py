@@ -590,6 +590,26 @@ def test_an_invoice_event_its_handlers_cannot_read_is_stored_failed_as_any_faili
     assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
 
 
+def test_an_invoice_event_whose_parent_is_not_an_object_is_stored_failed_not_answered_an_internal_error(
+    webhook_client, subscriber
+):
+    # given: a signed invoice.paid whose `parent` (where the invoice names its subscription) is text:
+    # the fetcher's read of a known subscription and its fetch cannot use it either
+    user, subscription, ids = subscriber
+    event = renewal_event(subscription, ids.next_invoice())
+    event["data"]["object"]["parent"] = "not an object"
+    before = counts()
+
+    response = deliver(webhook_client, event)
+
+    assert response.status_code == 500
+    assert response.json()["code"] == "webhook_processing_failed"
+    row = WebhookEvent.objects.get(event_id=event["id"])
+    assert (row.status, row.attempts) == (WebhookStatus.FAILED, 1)
+    assert row.error.startswith("AttributeError")
+    assert counts() == {**before, "WebhookEvent": before["WebhookEvent"] + 1}
+
+
 def test_replay_webhook_reports_an_event_that_fails_again(webhook_client, subscriber, monkeypatch):
     user, subscription, ids = subscriber
     event = renewal_event(subscription, ids.next_invoice())
