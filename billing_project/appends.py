@@ -38,8 +38,8 @@ class Appends:
     rows: list[models.Model] = field(default_factory=list)
     # Reads sent after the rows (each once, by its SQL and parameters), and what to do with their rows.
     reads: dict[tuple[str, tuple], list[Callable[[list[tuple]], None]]] = field(default_factory=dict)
-    # Saved rows to update, by model and primary key: the instance, its fields, and `planned_once`.
-    updates: dict[tuple[type, object], tuple[models.Model, set[str], bool]] = field(default_factory=dict)
+    # Saved rows to update, by model and primary key: the instance and its fields.
+    updates: dict[tuple[type, object], tuple[models.Model, set[str]]] = field(default_factory=dict)
 
     def write(self, last: sql.Statement | None = None) -> None:
         """Writes the kept rows and then `last`, in one round trip on PostgreSQL, and hands each read
@@ -48,10 +48,7 @@ class Appends:
         for row in self.rows:
             by_model.setdefault(type(row), []).append(row)
         writes = [sql.insert(rows) for rows in by_model.values()]
-        writes += [
-            sql.update(instance, sorted(fields), planned_once=planned_once)
-            for instance, fields, planned_once in self.updates.values()
-        ]
+        writes += [sql.update(instance, sorted(fields)) for instance, fields in self.updates.values()]
         writes += [last] if last else []
         reads = list(self.reads)
         results = sql.written_then_read(writes, [(statement, list(params)) for statement, params in reads])
@@ -67,10 +64,10 @@ class Appends:
         if read is not None:
             self.reads.setdefault((read[0], tuple(read[1])), []).append(then)
 
-    def update(self, instance: models.Model, fields: list[str], planned_once: bool) -> None:
+    def update(self, instance: models.Model, fields: list[str]) -> None:
         key = (type(instance), instance.pk)
-        _, known, _ = self.updates.get(key, (None, set(), False))
-        self.updates[key] = (instance, known | set(fields), planned_once)
+        _, known = self.updates.get(key, (None, set()))
+        self.updates[key] = (instance, known | set(fields))
 
 
 _current: ContextVar[Appends | None] = ContextVar("appends", default=None)
@@ -111,12 +108,12 @@ def append(
         appends.add(row, read, then)
 
 
-def update_deferred(instance: models.Model, fields: list[str], *, planned_once: bool = False) -> None:
+def update_deferred(instance: models.Model, fields: list[str]) -> None:
     """Writes `fields` of a saved row (no signals, as `sql.update`), now or at the end of the block
     around it, from the instance's values then: only for fields nothing in the block reads back from
-    the database. `planned_once` as in `sql.update`."""
+    the database."""
     appends = _block_keeping()
     if appends is None:
-        sql.execute_all([sql.update(instance, fields, planned_once=planned_once)])
+        sql.execute_all([sql.update(instance, fields)])
     else:
-        appends.update(instance, fields, planned_once)
+        appends.update(instance, fields)

@@ -262,7 +262,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
-# The hot paths' INSERTs prepared once per PostgreSQL connection (billing_project/postgresql); off
+# The hot paths' written-out statements prepared once per PostgreSQL connection (billing_project/postgresql); off
 # behind a pooler that hands a session's statements to other sessions (PgBouncer's transaction mode).
 DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -248,14 +248,8 @@ def insert(objs: list[Model]) -> Statement:
     return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * len(objs))}", params
 
 
-def update(obj: Model, fields: list[str], *, where: str = "", planned_once: bool = False) -> Statement:
-    """UPDATE of some fields of one row, by primary key (and `where`, as in `update_many`).
-
-    `planned_once`: sent as a statement prepared on the connection, like an INSERT (`plan_reusable`).
-    Only for a table that grows slowly (a row per user, per grant): its plan is the one made for the
-    table as it was after the first five executions, kept until an ANALYZE of the table or the
-    connection's end. While a table is a few pages that plan is a seq scan, and it would stay one while a busy
-    table grew past them; a slowly growing table is analyzed long before that matters."""
+def update(obj: Model, fields: list[str], *, where: str = "") -> Statement:
+    """UPDATE of some fields of one row, by primary key (and `where`, as in `update_many`)."""
     model = type(obj)
     db = default_connection()
     params = []
@@ -263,8 +257,7 @@ def update(obj: Model, fields: list[str], *, where: str = "", planned_once: bool
         field = model._meta.get_field(name)
         params.append(field.get_db_prep_save(getattr(obj, field.attname), db))
     params.append(model._meta.pk.get_db_prep_value(obj.pk, db))
-    statement = _update_sql(model, tuple(fields), where)
-    return (PlannedOnce(statement) if planned_once else statement), params
+    return _update_sql(model, tuple(fields), where), params
 
 
 @cache
@@ -273,17 +266,14 @@ def _update_sql(model: type[Model], fields: tuple[str, ...], where: str) -> str:
     return f"UPDATE {table(model)} SET {assignments} WHERE {column(model, 'id')} = %s{f' AND {where}' if where else ''}"
 
 
-def update_many(
-    objs: list[Model], fields: list[str], *, where: str = "", planned_once: bool = False
-) -> list[Statement]:
+def update_many(objs: list[Model], fields: list[str], *, where: str = "") -> list[Statement]:
     """UPDATEs of the same fields of several rows of one model, by primary key. On PostgreSQL one
     statement, the rows' values travelling as JSON as in `insert` (the values all rows share once).
     `where`: a further condition a row must meet to be updated, over the table's columns named with
-    the table (`table(model).column(model, name)`). `planned_once`: a single row's UPDATE as in
-    `update`; several rows' is planned at each execution (a join, whose plan turns on the rows sent)."""
+    the table (`table(model).column(model, name)`)."""
     db = default_connection()
     if db.vendor != "postgresql" or len(objs) == 1:
-        return [update(obj, fields, where=where, planned_once=planned_once) for obj in objs]
+        return [update(obj, fields, where=where) for obj in objs]
     model = type(objs[0])
     pk = model._meta.pk
     changed = [model._meta.get_field(name) for name in fields]
@@ -309,38 +299,16 @@ def _update_many_sql(model: type[Model], fields: tuple[str, ...], where: str) ->
 
 class Joined(str):
     """Statements joined as one text, which Django's query log and execute wrappers see, keeping
-    each statement's text, its number of placeholders and whether one plan serves all its executions
-    (`plan_reusable`) for the PostgreSQL backend, which sends those as statements prepared on the
-    connection (billing_project.postgresql)."""
+    each statement's text and number of placeholders for the PostgreSQL backend, which sends each
+    as a statement prepared on the connection (billing_project.postgresql)."""
 
-    parts: tuple[tuple[str, int, bool], ...]
-
-
-class Chain(str):
-    """Writes as one statement (`_one_statement`), knowing whether one plan serves them all."""
-
-    reusable: bool
-
-
-class PlannedOnce(str):
-    """An UPDATE its caller lets the connection plan once (`update`'s `planned_once`)."""
-
-
-def plan_reusable(sql: str) -> bool:
-    """Whether one plan serves every execution of the statement: an INSERT reads no table, and a
-    chain of writes is reusable when each of them is. A plan made once for a read or an UPDATE was
-    made for the tables as they were then, and a seq scan chosen for a near-empty table stays in use
-    as it grows, so those are planned for their values each time unless the caller says otherwise
-    (`PlannedOnce`)."""
-    if isinstance(sql, Chain):
-        return sql.reusable
-    return isinstance(sql, PlannedOnce) or sql.startswith("INSERT ")
+    parts: tuple[tuple[str, int], ...]
 
 
 def joined(statements: list[Statement]) -> Statement:
     """The statements as one text (`Joined`) and their parameters, in order."""
     text = Joined("; ".join(sql for sql, _ in statements))
-    text.parts = tuple((sql, len(params), plan_reusable(sql)) for sql, params in statements)
+    text.parts = tuple((sql, len(params)) for sql, params in statements)
     return text, [param for _, params in statements for param in params]
 
 
@@ -365,9 +333,7 @@ def _one_statement(statements: list[Statement]) -> Statement:
     *first, (last_sql, last_params) = statements
     ctes = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
     params = [param for _, statement_params in first for param in statement_params] + last_params
-    chain = Chain(f"WITH {ctes} {last_sql}")
-    chain.reusable = all(plan_reusable(sql) for sql, _ in statements)
-    return chain, params
+    return f"WITH {ctes} {last_sql}", params
 
 
 def written_then_read(writes: list[Statement], reads: list[Statement]) -> list[list[tuple]]:

@@ -19,22 +19,20 @@ a statement executed while Django is in a transaction that the server has not be
 COMMIT and ROLLBACK are psycopg's, which send them whenever the server holds a transaction.
 
 Prepared statements. Every statement travels as text with its values inlined (client-side binding,
-which lets several statements share a round trip), so the server parses and plans each one anew.
-The INSERTs the hot paths write out (billing_project.sql, whose joined text keeps its statements
-apart) are prepared instead, once per connection, and sent as `EXECUTE name(values)` (still text,
-still several to a round trip): an INSERT reads no table, so the server parses and plans it once
-for all its executions (`sql.plan_reusable`). Reads and UPDATEs are still sent as text and planned
-for their values: a plan made once for them was made while a table was small, and a seq scan chosen
-for a near-empty usage ledger stayed in use as it grew (6 ms per read at 18,000 rows instead of 0.1).
-The exception is an UPDATE of one row by primary key in a table that grows slowly (a balance, a
-grant, a subscription), whose caller says so (`sql.update`'s `planned_once`): a usage record's
-writes are then one prepared statement.
-The connection keeps the server's own plan cache mode, so the queries PostgreSQL runs for the
-foreign-key checks of every written row are planned once per connection too: forcing a plan per
-execution on the connection (this backend's earlier setting) planned each check anew, a quarter of a
-usage batch's database CPU. Django's execute wrappers and query log still see the statements
-themselves. PREPARE is not undone by a rollback, so the names this wrapper keeps are exactly the
-connection's. The ORM's statements are sent as before. Behind a pooler that passes one session's
+which lets several statements share a round trip), so the server would parse and plan each one anew:
+a third of a Stripe renewal's database CPU. The statements the hot paths write out (billing_project.sql,
+whose joined text keeps its statements apart) are prepared instead, once per connection, and sent
+as `EXECUTE name(values)` (still text, still several to a round trip), each with one plan for all
+its executions: the connection's plan cache mode is `force_generic_plan`. That plan is made when
+the statement is prepared, with seq scans off, so it reads through an index wherever one serves:
+a plan made for a table's size at the time would keep a seq scan chosen while the table was a few
+pages as it grew (6 ms per read of a usage ledger of 18,000 rows instead of 0.1). PostgreSQL makes
+the plan again after an invalidation, such as an ANALYZE, for the table's size then. The mode also
+covers the queries PostgreSQL runs for the foreign-key checks of every written row, planned once
+per connection (planning each check anew was a quarter of a usage batch's database CPU); the ORM's
+statements are sent as text and planned as before. Django's execute wrappers and query log still see
+the statements themselves. PREPARE is not undone by a rollback, so the names this wrapper keeps are
+the connection's, and a name is never given twice. Behind a pooler that passes one session's
 statements to another (PgBouncer's transaction mode), set DB_PREPARED_STATEMENTS off.
 """
 
@@ -57,9 +55,7 @@ class Cursor(base.Cursor):
     def execute(self, query, params=None, **kwargs):
         parts = getattr(query, "parts", None)
         if parts is not None and self.wrapper is not None:
-            query = "; ".join(
-                self.wrapper.prepared_call(sql, count) if reusable else sql for sql, count, reusable in parts
-            )
+            query = "; ".join(self.wrapper.prepared_call(sql, count) for sql, count in parts)
         if not _transaction_to_begin(self.wrapper):
             return super().execute(query, params, **kwargs)
         if not isinstance(query, str):
@@ -96,8 +92,8 @@ def _begin_alone(wrapper) -> None:
         wrapper.connection.execute("BEGIN")
 
 
-# Far more than the hot paths send (a renewal sends 9 statements, a usage batch 9); a caller sending
-# statements of ever new text cannot grow the server's memory past this.
+# Far more than the hot paths prepare (a connection seeding and renewing subscriptions prepared 28);
+# a caller sending statements of ever new text cannot grow the server's memory past this.
 PREPARED_PER_CONNECTION = 200
 _PLACEHOLDER = re.compile(r"%([s%])")
 
@@ -106,6 +102,27 @@ def _numbered(sql: str) -> str:
     """`sql` with its %s placeholders as $1, $2... and %% as %, as PREPARE takes it."""
     numbers = itertools.count(1)
     return _PLACEHOLDER.sub(lambda match: f"${next(numbers)}" if match[1] == "s" else "%", sql)
+
+
+# Plan nodes that name a table: those that may read it through an index condition, and those that
+# do not read it row by row themselves (a write, and a bitmap scan, whose index scans are below it).
+_INDEX_SCANS = {"Index Scan", "Index Only Scan"}
+_NOT_READING = {"ModifyTable", "Bitmap Heap Scan"}
+
+
+def _indexed(node: dict) -> bool:
+    """Whether a plan (EXPLAIN's JSON) reads each table through an index condition. A plan made
+    once has none where the condition's values decide which index serves (a partial index for
+    `column <> ''`, say): reused, it would read the whole table every time."""
+    kind = node["Node Type"]
+    reads_table = "Relation Name" in node and kind not in _NOT_READING
+    if reads_table and (kind not in _INDEX_SCANS or "Index Cond" not in node):
+        return False
+    return all(_indexed(child) for child in node.get("Plans", ()))
+
+
+def _call(name: str, arguments: list[str]) -> str:
+    return f"EXECUTE {name}({', '.join(arguments)})" if arguments else f"EXECUTE {name}"
 
 
 class DatabaseOperations(operations.DatabaseOperations):
@@ -126,6 +143,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         # The statements prepared on the connection open now: statement text -> name.
         self.prepared: dict[str, str] = {}
+        self.prepared_numbers = itertools.count(1)
 
     def get_connection_params(self):
         return {**super().get_connection_params(), "cursor_factory": Cursor}
@@ -133,23 +151,39 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params):
         connection = super().get_new_connection(conn_params)
         connection.autocommit = True
-        self.prepared = {}
+        self.prepared, self.prepared_numbers = {}, itertools.count(1)
+        if settings.DB_PREPARED_STATEMENTS:
+            connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
 
     def prepared_call(self, sql: str, count: int) -> str:
         """`sql` (one statement with `count` %s placeholders) as an EXECUTE of the statement
         prepared from it on this connection, with the same placeholders; prepared, in a round trip
-        of its own, the first time. `sql` itself when prepared statements are off or the
-        connection holds PREPARED_PER_CONNECTION already."""
-        name = self.prepared.get(sql)
-        if name is None:
-            if not settings.DB_PREPARED_STATEMENTS or len(self.prepared) >= PREPARED_PER_CONNECTION:
-                return sql
-            name = f"billing_{len(self.prepared) + 1}"
-            with self.wrap_database_errors:
-                self.connection.execute(f"PREPARE {name} AS {_numbered(sql)}")
-            self.prepared[sql] = name
-        return f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+        of its own, the first time, and its plan made then, with seq scans off (see above). `sql`
+        itself when that plan does not reach every table it reads through an index condition (the
+        statement is then deallocated, and planned for its values at each execution), when prepared
+        statements are off, or when the connection holds PREPARED_PER_CONNECTION already. After an
+        error while preparing, the name stays taken (a PREPARE outlives the error) and the
+        session's settings are as they were."""
+        if sql in self.prepared:
+            name = self.prepared[sql]
+            return sql if name is None else _call(name, ["%s"] * count)
+        if not settings.DB_PREPARED_STATEMENTS or len(self.prepared) >= PREPARED_PER_CONNECTION:
+            return sql
+        name = f"billing_{next(self.prepared_numbers)}"
+        with self.wrap_database_errors:
+            cursor = self.connection.execute(
+                f"SET enable_seqscan = off; PREPARE {name} AS {_numbered(sql)}; "
+                f"EXPLAIN (FORMAT JSON) {_call(name, ['NULL'] * count)}; RESET enable_seqscan"
+            )
+            cursor.nextset()
+            cursor.nextset()
+            ((plan,),) = cursor.fetchall()
+            if not _indexed(plan[0]["Plan"]):
+                self.connection.execute(f"DEALLOCATE {name}")
+                name = None
+        self.prepared[sql] = name
+        return sql if name is None else _call(name, ["%s"] * count)
 
     def _set_autocommit(self, autocommit):
         """Nothing to tell psycopg: Django's own `autocommit`, which its caller sets, is what the

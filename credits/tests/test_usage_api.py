@@ -254,20 +254,20 @@ def test_recording_reads_under_the_lock_in_one_round_trip(user, django_assert_nu
 
 
 @pytest.mark.postgres
-def test_a_usage_records_writes_are_one_statement_prepared_on_the_connection(user):
-    # given a user whose balance row exists, and a first record that prepared the writes
+def test_a_usage_records_statements_are_all_prepared_on_the_connection(user):
+    # given a user whose balance row exists, and a first record that prepared the statements
     fund(user, 1000)
     usage_record(event=usage_event_parse(usage_event(user))[0])
     event, _ = usage_event_parse(usage_event(user))
 
     sent = queries_sent(lambda: usage_record(event=event))
 
-    # then the writes (usage, deduction, lineage, the grant and the balance) go by name, the reads
-    # under the lock as text, planned for their values
-    writes = [statement for statement in sent if "EXECUTE billing_" in statement]
-    assert len(writes) == 1
-    assert not any(statement.startswith(('"WITH', '"INSERT', '"UPDATE')) for statement in sent)
-    assert any('FROM "credits_tokenusageledger" WHERE "request_id"' in statement for statement in sent)
+    # then the reads under the lock (balance, grants, holds, request ids, licenses) and the writes
+    # (usage, deduction, lineage, the grant and the balance, one statement) go by name
+    # (in the test's transaction, a savepoint stands for BEGIN and COMMIT)
+    statements = [part for round_trip in sent for part in round_trip.strip('"').split("; ")]
+    assert [part.split()[0] for part in statements] == ["SAVEPOINT", *["EXECUTE"] * 6, "RELEASE"]
+    assert len(sent) == 4
     assert balance_of(user) == 1000 - 2 * 70
 
 

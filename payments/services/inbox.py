@@ -302,8 +302,7 @@ def _stored_locked(
         return sql.loaded(WebhookEvent, stored_rows), None, []
     statements = [(lock_sql, [EVENT_LOCK_SPACE, f"{row.provider}:{row.event_id}"]), (read_sql, key)]
     if version is not None:
-        # Unless the stored row is finished. Written as a WITH statement, it is planned for its values,
-        # as the reads are (`sql.plan_reusable`): it reads the growing inbox.
+        # Unless the stored row is finished.
         insert_sql, insert_params = sql.insert([version])
         target = f"{sql.column(ProviderObjectVersion, 'provider')}, {sql.column(ProviderObjectVersion, 'object_id')}"
         statements.append(

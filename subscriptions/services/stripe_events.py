@@ -121,7 +121,7 @@ def applied_save(subscription: Subscription, row: WebhookEvent) -> None:
     mark_applied(subscription, row)
     if subscription.provider_updated_at != applied:
         subscription.updated_at = timezone.now()
-        update_deferred(subscription, ["provider_updated_at", "updated_at"], planned_once=True)
+        update_deferred(subscription, ["provider_updated_at", "updated_at"])
 
 
 def _unknown(row: WebhookEvent, *, stripe_subscription_id: str, metadata: dict) -> dict:
