@@ -141,8 +141,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # The statements prepared on the connection open now: statement text -> name.
-        self.prepared: dict[str, str] = {}
+        # The statements prepared on the connection open now: statement text -> name (None: sent as
+        # text, its plan made once would read a table whole).
+        self.prepared: dict[str, str | None] = {}
         self.prepared_numbers = itertools.count(1)
 
     def get_connection_params(self):
