@@ -15,6 +15,11 @@ must go with it.
 The same goes for a saved row's fields that nothing in the block reads back from the database (a
 subscription's note of the newest Stripe event applied to it, `update_deferred`): written in that
 round trip too, from the instance's values when the block ends.
+
+A write whose result nobody waits for but that later statements may read (a renewal's payment
+transaction and its subscription's new period, `write_ahead`) is sent ahead of the next statement
+that reaches the database in the block, in that statement's round trip, as a statement of its own:
+whatever reads next sees it.
 """
 
 from collections.abc import Callable, Iterator
@@ -40,6 +45,8 @@ class Appends:
     reads: dict[tuple[str, tuple], list[Callable[[list[tuple]], None]]] = field(default_factory=dict)
     # Saved rows to update, by model and primary key: the instance and its fields.
     updates: dict[tuple[type, object], tuple[models.Model, set[str]]] = field(default_factory=dict)
+    # Writes to send ahead of the next statement (`write_ahead`).
+    ahead: list[sql.Statement] = field(default_factory=list)
 
     def write(self, last: sql.Statement | None = None) -> None:
         """Writes the kept rows and then `last`, in one round trip on PostgreSQL, and hands each read
@@ -81,10 +88,34 @@ def appends_deferred() -> Iterator[Appends]:
     appends = Appends(savepoints=_savepoints())
     token = _current.set(appends)
     try:
-        yield appends
-        appends.write()
+        with sql.default_connection().execute_wrapper(_ahead_sent_first):
+            yield appends
+            appends.write()
+            if appends.ahead:
+                sql.execute_all(appends.ahead)
     finally:
         _current.reset(token)
+
+
+def _ahead_sent_first(execute, statement, params, many, context):
+    """Sends the block's writes ahead of `statement`: in its round trip when it is statements of
+    billing_project.sql (the hot paths' reads and writes), alone first otherwise."""
+    appends = _current.get()
+    if appends is None or not appends.ahead:
+        return execute(statement, params, many, context)
+    ahead, appends.ahead = appends.ahead, []
+    parts = getattr(statement, "parts", None)
+    if many or parts is None:
+        execute(*sql.joined(ahead), False, context)
+        return execute(statement, params, many, context)
+    statements, position = [], 0
+    for part, count in parts:
+        statements.append((part, list(params[position : position + count])))
+        position += count
+    result = execute(*sql.joined([*ahead, *statements]), False, context)
+    for _ in ahead:
+        context["cursor"].nextset()
+    return result
 
 
 def _block_keeping() -> Appends | None:
@@ -106,6 +137,17 @@ def append(
         appends.write()
     else:
         appends.add(row, read, then)
+
+
+def write_ahead(statement: sql.Statement) -> None:
+    """Sends a write ahead of the next statement that reaches the database in the block around it
+    (see above), or at the block's end; at once outside a block, and on SQLite, which takes one
+    statement at a time."""
+    appends = _block_keeping()
+    if appends is None or sql.default_connection().vendor != "postgresql":
+        sql.execute_all([statement])
+    else:
+        appends.ahead.append(statement)
 
 
 def update_deferred(instance: models.Model, fields: list[str]) -> None:

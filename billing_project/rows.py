@@ -5,6 +5,7 @@ from django.db.models import Model
 from django.db.models.signals import post_save, pre_save
 
 from billing_project import sql
+from billing_project.appends import write_ahead
 
 
 def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...] | None) -> bool:
@@ -28,11 +29,14 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
     return inserted
 
 
-def row_insert(instance: Model) -> None:
+def row_insert(instance: Model, *, ahead: bool = False) -> None:
     """`Model.objects.create` of an unsaved instance, as one statement written out
     (billing_project.sql): the ORM compiling the INSERT was most of its cost. post_save is sent as
-    in `row_insert_unless_present`."""
-    sql.execute_all([sql.insert([instance])])
+    in `row_insert_unless_present`. `ahead`: sent ahead of the next statement (`appends.write_ahead`)."""
+    if ahead:
+        write_ahead(sql.insert([instance]))
+    else:
+        sql.execute_all([sql.insert([instance])])
     _created(instance)
 
 
@@ -43,20 +47,25 @@ def _created(instance: Model) -> None:
     post_save.send(sender=type(instance), instance=instance, created=True, update_fields=None, raw=False, using=alias)
 
 
-def row_update(instance: Model, fields: list[str]) -> None:
+def row_update(instance: Model, fields: list[str], *, ahead: bool = False) -> None:
     """`instance.save(update_fields=fields)` of a saved instance, as one statement written out: the
     same signals (django-auditlog's object history listens to them), auto_now fields among `fields`
-    stamped, and a DatabaseError when no row has the instance's primary key, as the ORM raises."""
+    stamped, and a DatabaseError when no row has the instance's primary key, as the ORM raises.
+    `ahead`: of a row the caller holds locked (so it is there), sent ahead of the next statement
+    (`appends.write_ahead`)."""
     model = type(instance)
     db = sql.default_connection()
     update_fields = frozenset(fields)
     pre_save.send(sender=model, instance=instance, raw=False, using=db.alias, update_fields=update_fields)
     for name in fields:
         model._meta.get_field(name).pre_save(instance, add=False)
-    with db.cursor() as cursor:
-        cursor.execute(*sql.joined([sql.update(instance, fields)]))
-        if cursor.rowcount != 1:
-            raise DatabaseError("Save with update_fields did not affect any rows.")
+    if ahead:
+        write_ahead(sql.update(instance, fields))
+    else:
+        with db.cursor() as cursor:
+            cursor.execute(*sql.joined([sql.update(instance, fields)]))
+            if cursor.rowcount != 1:
+                raise DatabaseError("Save with update_fields did not affect any rows.")
     post_save.send(
         sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=db.alias
     )

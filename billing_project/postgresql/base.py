@@ -104,19 +104,22 @@ def _numbered(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda match: f"${next(numbers)}" if match[1] == "s" else "%", sql)
 
 
-# Plan nodes that name a table: those that may read it through an index condition, and those that
-# do not read it row by row themselves (a write, and a bitmap scan, whose index scans are below it).
-_INDEX_SCANS = {"Index Scan", "Index Only Scan"}
+# Plan nodes that read a table's rows through one of its indexes (each needs an index condition,
+# or it walks the whole index), and nodes that name a table without reading it row by row
+# themselves (a write, and a bitmap scan, whose index scans are below it).
+_INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
 _NOT_READING = {"ModifyTable", "Bitmap Heap Scan"}
 
 
 def _indexed(node: dict) -> bool:
     """Whether a plan (EXPLAIN's JSON) reads each table through an index condition. A plan made
     once has none where the condition's values decide which index serves (a partial index for
-    `column <> ''`, say): reused, it would read the whole table every time."""
+    `column <> ''`, say): reused, it would read the whole table, or a whole index, every time."""
     kind = node["Node Type"]
-    reads_table = "Relation Name" in node and kind not in _NOT_READING
-    if reads_table and (kind not in _INDEX_SCANS or "Index Cond" not in node):
+    if kind in _INDEX_SCANS:
+        if "Index Cond" not in node:
+            return False
+    elif "Relation Name" in node and kind not in _NOT_READING:
         return False
     return all(_indexed(child) for child in node.get("Plans", ()))
 

@@ -6,10 +6,11 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from billing_project import sql
-from billing_project.appends import appends_deferred
+from billing_project.appends import appends_deferred, write_ahead
 from billing_project.enums import EventType
 from billing_project.models import OutboundEvent, WebhookDelivery, WebhookEndpoint
 from billing_project.outbound import event_emit
+from billing_project.tests.protocol import queries_sent
 from billing_project.webhook_endpoints import endpoint_create
 
 pytestmark = pytest.mark.django_db
@@ -58,3 +59,67 @@ def test_outside_a_block_a_row_is_written_at_once():
     event = event_emit(type=EventType.INVOICE_PAID, subject="invoice:1", data={"amount": "19.00"})
 
     assert OutboundEvent.objects.get(pk=event.pk).data == {"amount": "19.00"}
+
+
+# Writes sent ahead of the next statement (`write_ahead`), on WebhookEndpoint rows: a write whose
+# result nobody waits for, that whatever reads next must see.
+
+
+def _renamed(endpoint: WebhookEndpoint, description: str) -> sql.Statement:
+    endpoint.description = description
+    return sql.update(endpoint, ["description"])
+
+
+def _description_read(endpoint: WebhookEndpoint) -> sql.Statement:
+    return f"SELECT description FROM {sql.table(WebhookEndpoint)} WHERE id = %s", [endpoint.pk]
+
+
+@pytest.mark.postgres
+def test_a_write_ahead_goes_in_the_round_trip_of_the_next_read_which_sees_it(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred():
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+        read = []
+        sent = queries_sent(lambda: read.extend(sql.read_all([_description_read(endpoint)])))
+
+    assert read == [[("renamed ahead",)]]
+    assert len([query for query in sent if "PREPARE" not in query]) == 1
+
+
+@pytest.mark.postgres
+def test_a_write_ahead_is_sent_alone_before_a_statement_of_the_orm_which_sees_it(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred():
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+        read = []
+        sent = queries_sent(lambda: read.append(WebhookEndpoint.objects.get(pk=endpoint.pk).description))
+
+    assert read == ["renamed ahead"]
+    assert len([query for query in sent if "PREPARE" not in query]) == 2
+
+
+def test_a_write_ahead_that_nothing_followed_is_written_when_the_block_ends(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred():
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).description == "renamed ahead"
+
+
+def test_a_write_ahead_stays_when_a_savepoint_opened_after_it_is_rolled_back(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred():
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+        with pytest.raises(RuntimeError), transaction.atomic():
+            raise RuntimeError("the effect no longer applies")
+
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).description == "renamed ahead"
+
+
+def test_a_block_left_by_an_exception_writes_nothing_ahead(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with pytest.raises(RuntimeError), transaction.atomic(), appends_deferred():
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+        raise RuntimeError("the operation failed")
+
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).description == ""

@@ -239,20 +239,17 @@ def test_a_read_whose_one_plan_would_read_the_whole_table_is_planned_for_its_val
     assert prepared_on_server() == {}
 
 
-def test_an_update_of_several_rows_whose_one_plan_would_walk_a_whole_index_is_planned_for_its_values():
-    """A join of the rows sent with the table: planned once, for no rows in particular, it would
-    read every row of the table's index to match them."""
-    for name in ("editors", "writers"):
-        group_add(name)
-    groups = list(Group.objects.order_by("name"))
-    for group in groups:
-        group.name = group.name.upper()
+def test_a_read_no_index_serves_is_planned_for_its_values():
+    by_length = "SELECT name FROM auth_group WHERE length(name) = %s"
+    group_add("editors")
 
-    sent = queries_sent(lambda: sql.execute_all(sql.update_many(groups, ["name"])))
+    sent = queries_sent(lambda: sql.read_all([(by_length, [7])]))
 
-    assert sent[1] == '"DEALLOCATE billing_2"'
-    assert sent[2].startswith('"UPDATE "auth_group" SET "name" = new."name" FROM jsonb_populate_recordset(')
-    assert group_names() == ["EDITORS", "WRITERS"]
+    assert sent == [
+        prepare("billing_2", "SELECT name FROM auth_group WHERE length(name) = $1", 1),
+        '"DEALLOCATE billing_2"',
+        '"SELECT name FROM auth_group WHERE length(name) = 7"',
+    ]
 
 
 def test_a_statement_that_fails_once_prepared_leaves_its_name_taken_and_the_session_as_it_was():

@@ -50,7 +50,7 @@ def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | 
     if stripe_payment_intent_id:
         PaymentTransaction.objects.update_or_create(stripe_payment_intent_id=stripe_payment_intent_id, defaults=fields)
     else:
-        row_insert(sql.new_row(PaymentTransaction, **fields))
+        row_insert(sql.new_row(PaymentTransaction, **fields), ahead=True)
 
 
 def invoice_settle(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None = None) -> bool:

@@ -553,7 +553,7 @@ def subscription_renew(*, subscription: Subscription, new_start: datetime, new_e
         ).update(status=ProrationStatus.APPLIED, updated_at=timezone.now())
     subscription.current_period_start, subscription.current_period_end = new_start, new_end
     subscription.renewal_discount_usd = Decimal("0.00")  # a coupon's discount is for one renewal
-    row_update(subscription, [*RENEWED_FIELDS, "updated_at"])
+    row_update(subscription, [*RENEWED_FIELDS, "updated_at"], ahead=True)
     _audit(AuditAction.UPDATE, subscription, previous=previous, reason="Renewed for a new period")
     if tier_changed:
         entitlement_activate(user=subscription.user, tier=subscription.tier)
