@@ -147,6 +147,7 @@ def write_ahead(statement: sql.Statement) -> None:
     if appends is None or sql.default_connection().vendor != "postgresql":
         sql.execute_all([statement])
     else:
+        sql.primed_reads_drop()
         appends.ahead.append(statement)
 
 

@@ -385,6 +385,11 @@ def _read_key(statement: Statement) -> tuple:
     return str(text), tuple(tuple(param) if isinstance(param, list) else param for param in params)
 
 
+def primed_reads_drop() -> None:
+    """Reads made ahead are not answered any more: a write is on its way (`appends.write_ahead`)."""
+    _primed.set(None)
+
+
 @contextmanager
 def reads_primed(statements: list[Statement], results: list[list[tuple]]) -> Iterator[None]:
     """Within the block, a `read_all` of statements all among `statements` (the same SQL and
@@ -397,7 +402,7 @@ def reads_primed(statements: list[Statement], results: list[list[tuple]]) -> Ite
     token = _primed.set({_read_key(statement): rows for statement, rows in zip(statements, results, strict=True)})
 
     def unprime(execute, sql, params, many, context):
-        _primed.set(None)
+        primed_reads_drop()
         return execute(sql, params, many, context)
 
     try:

@@ -123,3 +123,14 @@ def test_a_block_left_by_an_exception_writes_nothing_ahead(staff_user):
         raise RuntimeError("the operation failed")
 
     assert WebhookEndpoint.objects.get(pk=endpoint.pk).description == ""
+
+
+@pytest.mark.postgres
+def test_a_read_made_ahead_is_read_again_after_a_write_ahead(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    read = _description_read(endpoint)
+    with transaction.atomic(), appends_deferred(), sql.reads_primed([read], sql.read_all([read])):
+        write_ahead(_renamed(endpoint, "renamed ahead"))
+        (rows,) = sql.read_all([read])
+
+    assert rows == [("renamed ahead",)]
