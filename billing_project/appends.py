@@ -91,8 +91,9 @@ def appends_deferred() -> Iterator[Appends]:
         with sql.default_connection().execute_wrapper(_ahead_sent_first):
             yield appends
             appends.write()
-            if appends.ahead:
-                sql.execute_all(appends.ahead)
+            # Taken off the block first: the wrapper would otherwise send them ahead of themselves.
+            ahead, appends.ahead = appends.ahead, []
+            sql.execute_all(ahead)
     finally:
         _current.reset(token)
 

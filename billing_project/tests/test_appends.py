@@ -106,6 +106,13 @@ def test_a_write_ahead_that_nothing_followed_is_written_when_the_block_ends(staf
     assert WebhookEndpoint.objects.get(pk=endpoint.pk).description == "renamed ahead"
 
 
+def test_an_insert_ahead_that_nothing_followed_is_written_once_when_the_block_ends():
+    with transaction.atomic(), appends_deferred():
+        write_ahead(sql.insert([sql.new_row(OutboundEvent, type="invoice.paid", subject="invoice:1", data={})]))
+
+    assert list(OutboundEvent.objects.values_list("subject", flat=True)) == ["invoice:1"]
+
+
 def test_a_write_ahead_stays_when_a_savepoint_opened_after_it_is_rolled_back(staff_user):
     endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
     with transaction.atomic(), appends_deferred():
