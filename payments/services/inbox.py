@@ -34,6 +34,7 @@ once staff have linked it. A handler's own failure still answers 500, so Stripe 
 import functools
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -100,23 +101,28 @@ def webhook_receive(*, payload: bytes, signature_header: str) -> tuple[WebhookEv
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
     )
-    # A finished event never changes back: a redelivery is answered from the shared cache, or else
-    # from a plain read, no transaction. The fetchers' `known` reads travel with that read, so a new
-    # event whose objects are known here costs no round trip of its own before its transaction.
+    # A finished event never changes back: a redelivery is answered from the shared cache.
     finished = _finished_remembered(event_id)
-    if finished is None:
-        fetchers = event_fetchers(event_type)
-        finished, unknown = _finished_or_to_fetch(event_id, _object_of(event), fetchers)
     if finished is not None:
         _replay_counted()
         return finished, True
-    return webhook_event_accept(
-        event_id=event_id,
-        event_type=event_type,
-        event=event,
-        raw_body=body,
-        fetched=provider_objects_fetch(event, fetchers=unknown),
-    )
+    arguments = dict(event_id=event_id, event_type=event_type, event=event, raw_body=body)
+    known = [(fetcher, _known_read(fetcher, _object_of(event))) for fetcher in event_fetchers(event_type)]
+    if sql.default_connection().vendor == "postgresql" and all(read is not None for _, read in known):
+        # What the fetchers would read is looked for in the transaction's first round trip, with the
+        # stored row: a new event whose objects are known here costs no round trip before it. When
+        # one is not known, that transaction is rolled back and Stripe is read with none open.
+        try:
+            return webhook_event_accept(**arguments, known=known)
+        except ObjectsNotKnown as not_known:
+            return webhook_event_accept(**arguments, fetched=provider_objects_fetch(event, fetchers=not_known.fetchers))
+    # A fetcher that cannot tell without calling Stripe: a finished event is looked for first, so that
+    # its redelivery never calls Stripe.
+    finished, unknown = _finished_or_to_fetch(event_id, known)
+    if finished is not None:
+        _replay_counted()
+        return finished, True
+    return webhook_event_accept(**arguments, fetched=provider_objects_fetch(event, fetchers=unknown))
 
 
 # What a redelivery of a finished event is answered with (payments.api.views.StripeWebhookView).
@@ -171,11 +177,10 @@ def _finished_statement() -> str:
 
 
 def _finished_or_to_fetch(
-    event_id: str, data_object: dict, fetchers: list[Fetcher]
+    event_id: str, known: list[tuple[Fetcher, sql.Statement | None]]
 ) -> tuple[WebhookEvent | None, list[Fetcher]]:
     """The event's row if it was processed or ignored (DONE), with FINISHED_FIELDS loaded; and the
     fetchers still to call: those without a `known` read or whose read found nothing. One round trip."""
-    known = [(fetcher, _known_read(fetcher, data_object)) for fetcher in fetchers]
     finished_read = (_finished_statement(), [WebhookProvider.STRIPE.value, event_id, *DONE])
     rows, *known_rows = sql.read_all([finished_read, *(read for _, read in known if read is not None)])
     found = iter(known_rows)
@@ -222,19 +227,43 @@ def _replay_counted() -> None:
 
 
 def webhook_event_accept(
-    *, event_id: str, event_type: str, event: dict, raw_body: str = "", fetched: dict | None = None
+    *,
+    event_id: str,
+    event_type: str,
+    event: dict,
+    raw_body: str = "",
+    fetched: dict | None = None,
+    known: Sequence[tuple[Fetcher, sql.Statement]] = (),
 ) -> tuple[WebhookEvent, bool]:
+    """Stores and applies the event. `known`: fetchers not called, with their `known` reads; if one
+    finds nothing, ObjectsNotKnown is raised with nothing written, unless the event is finished."""
     arguments = dict(event_id=event_id, event_type=event_type, event=event, raw_body=raw_body, fetched=fetched)
     try:
-        return _accept(**arguments)
+        return _accept(**arguments, known=known)
     except HandlerFailed as failure:
         return _accept(**arguments, failure=failure)
+
+
+class ObjectsNotKnown(Exception):
+    """What the fetchers would read from Stripe is not known here: their event's transaction is rolled
+    back, so that they read it with none open."""
+
+    def __init__(self, fetchers: list[Fetcher]):
+        super().__init__(fetchers)
+        self.fetchers = fetchers
 
 
 @conflict_retrying
 @transaction.atomic
 def _accept(
-    *, event_id: str, event_type: str, event: dict, raw_body: str, fetched: dict | None, failure=None
+    *,
+    event_id: str,
+    event_type: str,
+    event: dict,
+    raw_body: str,
+    fetched: dict | None,
+    known: Sequence[tuple[Fetcher, sql.Statement]] = (),
+    failure=None,
 ) -> tuple[WebhookEvent, bool]:
     """Stores and applies the event, or (`failure`: the handlers failed and their transaction was
     rolled back) stores what went wrong."""
@@ -250,11 +279,15 @@ def _accept(
         fetched=fetched or {},
     )
     version, reads = (_version_of(row), _reads_ahead(row)) if failure is None else (None, [])
-    stored, version_new, read_rows = _stored_locked(row, version, reads)
+    stored, version_new, read_rows = _stored_locked(row, version, [*(read for _, read in known), *reads])
+    if stored is not None and stored.status in DONE:
+        _replay_counted()
+        return stored, True
+    known_rows, read_rows = read_rows[: len(known)], read_rows[len(known) :]
+    not_known = [fetcher for (fetcher, _), rows in zip(known, known_rows, strict=True) if not rows]
+    if not_known:
+        raise ObjectsNotKnown(not_known)
     if stored is not None:
-        if stored.status in DONE:
-            _replay_counted()
-            return stored, True
         if fetched:
             stored.fetched = fetched
         row = stored

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core import mail
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -221,6 +222,37 @@ def test_a_first_invoice_paid_before_its_checkout_event_settles_the_checkout_rea
     assert completed.json()["result"]["object_id"] == str(subscription.pk)
     assert Subscription.objects.filter(user=user, tier="enterprise_pro").count() == 1
     assert money_events(user=user) == [("checkout_completed", 14_900)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_invoice_of_a_subscription_not_known_here_reads_it_from_stripe_with_no_transaction_open(
+    webhook_client, stripe_http
+):
+    # given: the checkout's invoice.paid first, naming a subscription this side has not recorded yet
+    stripe_http.watch_transactions(connection.settings_dict["NAME"])
+    user = customer_register("unknown-first@example.com")
+    session = stripe_http.checkout_complete(checkout_started(user))
+    stripe_http.object(session["subscription"])["metadata"] = session["metadata"]
+    ids = StripeIds(
+        session["customer"], session["subscription"], session["invoice"], "pi_none", "ch_none", session["id"]
+    )
+    start = timezone.now()
+    invoice_paid = stripe_event(
+        "invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create"
+    )
+    invoice_paid["data"]["object"]["parent"]["subscription_details"]["metadata"] = {}
+
+    response = deliver(webhook_client, invoice_paid)
+
+    # then: the transaction that found it unknown was rolled back, Stripe read with none open, the
+    # event applied once
+    assert response.json()["status"] == "processed", response.content
+    assert stripe_http.calls().count(("GET", f"subscriptions/{session['subscription']}")) == 1
+    assert stripe_http.state.transaction_violations == []
+    (row,) = WebhookEvent.objects.filter(event_id=invoice_paid["id"])
+    assert (row.attempts, set(row.fetched)) == (1, {session["subscription"]})
+    assert Subscription.objects.filter(stripe_subscription_id=session["subscription"]).count() == 1
 
 
 # checkout.session.expired
