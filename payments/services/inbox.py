@@ -26,7 +26,9 @@ makes the events of one object (invoice.paid and invoice.payment_succeeded at on
 the other.
 
 What an event alone cannot tell (a subscription or customer not known here) is read from Stripe by
-the registered fetchers before the transaction opens, never inside it. An event about nothing known
+the registered fetchers with no transaction open, never inside one: on PostgreSQL, whether it is
+known is read in the transaction's first round trip, which is rolled back when it is not; the
+fetchers then read Stripe and the event is accepted again. An event about nothing known
 here is kept as `unmatched` with the reason and answered 200; `webhook_replay` processes it again
 once staff have linked it. A handler's own failure still answers 500, so Stripe delivers it again.
 """
