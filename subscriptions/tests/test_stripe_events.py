@@ -192,20 +192,29 @@ def test_a_license_paid_by_bank_debit_activates_when_the_debit_succeeds(webhook_
     assert money_events(user=user) == [("checkout_completed", 19_900)]
 
 
-def test_a_first_invoice_paid_before_its_checkout_event_settles_the_checkout_read_from_stripe(
-    webhook_client, stripe_http
-):
-    # given: a paid checkout whose invoice.paid arrives first, and names its subscription only
-    user = customer_register("early@example.com")
-    session_id = checkout_started(user)
-    session = stripe_http.checkout_complete(session_id)
+def first_invoice_paid_naming_its_subscription_only(stripe_http, user) -> tuple[dict, dict]:
+    """A paid checkout of the user's, completed at Stripe, and its first invoice.paid, which names its
+    subscription only (Stripe's subscription carries the checkout's metadata): the session and the event."""
+    session = stripe_http.checkout_complete(checkout_started(user))
     stripe_http.object(session["subscription"])["metadata"] = session["metadata"]  # subscription_data.metadata
-    ids = StripeIds(session["customer"], session["subscription"], session["invoice"], "pi_none", "ch_none", session_id)
+    ids = StripeIds(
+        session["customer"], session["subscription"], session["invoice"], "pi_none", "ch_none", session["id"]
+    )
     start = timezone.now()
     invoice_paid = stripe_event(
         "invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create"
     )
     invoice_paid["data"]["object"]["parent"]["subscription_details"]["metadata"] = {}
+    return session, invoice_paid
+
+
+def test_a_first_invoice_paid_before_its_checkout_event_settles_the_checkout_read_from_stripe(
+    webhook_client, stripe_http
+):
+    # given: a paid checkout whose invoice.paid arrives first, and names its subscription only
+    user = customer_register("early@example.com")
+    session, invoice_paid = first_invoice_paid_naming_its_subscription_only(stripe_http, user)
+    session_id = session["id"]
     invoice_paid["data"]["object"]["amount_paid"] = 14_900
 
     response = deliver(webhook_client, invoice_paid)
@@ -232,16 +241,7 @@ def test_an_invoice_of_a_subscription_not_known_here_reads_it_from_stripe_with_n
     # given: the checkout's invoice.paid first, naming a subscription this side has not recorded yet
     stripe_http.watch_transactions(connection.settings_dict["NAME"])
     user = customer_register("unknown-first@example.com")
-    session = stripe_http.checkout_complete(checkout_started(user))
-    stripe_http.object(session["subscription"])["metadata"] = session["metadata"]
-    ids = StripeIds(
-        session["customer"], session["subscription"], session["invoice"], "pi_none", "ch_none", session["id"]
-    )
-    start = timezone.now()
-    invoice_paid = stripe_event(
-        "invoice.paid", ids, period=(start, start + MONTH), billing_reason="subscription_create"
-    )
-    invoice_paid["data"]["object"]["parent"]["subscription_details"]["metadata"] = {}
+    session, invoice_paid = first_invoice_paid_naming_its_subscription_only(stripe_http, user)
 
     response = deliver(webhook_client, invoice_paid)
 
