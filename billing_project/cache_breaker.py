@@ -12,11 +12,18 @@ while the breaker is open nobody is throttled.
 
 Not pybreaker: its CircuitBreaker.call holds one lock for the whole call, which would serialize every
 cache call of a threaded worker behind a single slow Redis round trip.
+
+Each cache object (Django makes one per thread) keeps one Redis connection of its own instead of taking
+one from the pool and giving it back for every call: that was a third of a call's CPU (bench/RESULTS.md).
+redis-py checks the process id only in the pool, so a process forked after a call (Celery's prefork
+pool, gunicorn with preload) drops the connections it inherited and opens its own.
 """
 
 import logging
+import os
 import threading
 import time
+import weakref
 
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -121,15 +128,36 @@ def _not_found(key):
     raise ValueError(f"Key {key!r} not found: the cache is unavailable")
 
 
+_redis_caches: weakref.WeakSet = weakref.WeakSet()
+
+
+def _inherited_connections_dropped() -> None:
+    """In a forked child: the parent's sockets closed here (the parent's stay open, as redis-py shuts a
+    socket down only in the process that opened it) and the clients forgotten, made afresh on next use."""
+    for redis_cache in list(_redis_caches):
+        if redis_cache._client is not None:
+            for client in redis_cache._client._clients:
+                if client is not None and client.connection is not None:
+                    client.connection.disconnect()
+            redis_cache._client = None
+
+
+os.register_at_fork(after_in_child=_inherited_connections_dropped)
+
+
 class CircuitBreakerRedisCache(RedisCache):
     """django_redis's RedisCache with every operation of the cache API behind the server's breaker.
-    Needs IGNORE_EXCEPTIONS off (forced here), so that the breaker sees the errors."""
+    Needs IGNORE_EXCEPTIONS off (forced here), so that the breaker sees the errors; and keeps one
+    connection per cache object (forced here too, with the fork hook above)."""
 
     def __init__(self, server, params):
-        super().__init__(server, params)
+        options = params.get("OPTIONS", {})
+        client_kwargs = {**options.get("REDIS_CLIENT_KWARGS", {}), "single_connection_client": True}
+        super().__init__(server, {**params, "OPTIONS": {**options, "REDIS_CLIENT_KWARGS": client_kwargs}})
         self._ignore_exceptions = False
         self.breaker = breaker_for(server)
         self._set_with_expiry = None
+        _redis_caches.add(self)
 
     def _guarded(self, operation, unreachable, *args, **kwargs):
         """Runs operation through the breaker; `unreachable()` answers when Redis is not called or fails."""

@@ -1,5 +1,6 @@
 """The Redis cache behind its circuit breaker, against a real redis-server this module starts and stops."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -132,6 +133,32 @@ def test_set_many_still_writes_after_redis_forgot_its_scripts(breaker_cache):
     breaker_cache.set_many({"after": 2}, timeout=60)
 
     assert breaker_cache.get_many(["before", "after"]) == {"before": 1, "after": 2}
+
+
+def test_a_forked_child_talks_to_redis_on_a_connection_of_its_own_and_leaves_the_parents_open(breaker_cache):
+    breaker_cache.set("parent", "before the fork")
+    redis = breaker_cache.client.get_client(write=True)
+    parent_connection = redis.client_id()
+    read_end, write_end = os.pipe()
+
+    child = os.fork()
+    if child == 0:  # the child: no pytest teardown, only its report through the pipe
+        try:
+            breaker_cache.set("child", "written")
+            report = f"{breaker_cache.client.get_client(write=True).client_id()} {breaker_cache.get('parent')}"
+        except BaseException as error:  # reported to the parent, which fails the test
+            report = f"error {error!r}"
+        os.write(write_end, report.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    child_connection, child_read = os.read(read_end, 1000).decode().split(" ", 1)
+    os.close(read_end)
+
+    assert int(child_connection) != parent_connection
+    assert child_read == "before the fork"
+    assert redis.client_id() == parent_connection  # still open after the child closed its copy
+    assert breaker_cache.get("child") == "written"
 
 
 def test_breaker_opens_after_n_failures_and_counts_each_error(breaker_cache, redis_server):
