@@ -354,7 +354,7 @@ REST_FRAMEWORK = {
         "billing_project.auth.UserTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["billing_project.auth.IsUser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["billing_project.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "billing_project.negotiation.UsualAcceptNegotiation",
     "DEFAULT_PARSER_CLASSES": ["billing_project.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing_project.pagination.PagePagination",
