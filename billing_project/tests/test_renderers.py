@@ -6,51 +6,13 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import models
-from django.utils.functional import lazy
 from hypothesis import given
-from hypothesis import strategies as st
 from rest_framework import renderers as drf_renderers
 from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
 
 from billing_project.renderers import JSONRenderer
+from billing_project.tests.documents import Colour, documents
 from credits.tests.factories import TokenUsageLedgerFactory
-
-
-class Colour(models.TextChoices):
-    RED = "red", "Red"
-
-
-lazy_text = lazy(lambda text: text, str)
-
-leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),  # beyond 64 bits too: DRF writes those
-    st.floats(allow_nan=False, allow_infinity=False),  # written with other digits' notation at times
-    st.text(),  # lone surrogates, U+2028 and U+2029 included
-    st.datetimes(timezones=st.sampled_from([None, datetime.UTC, datetime.timezone(datetime.timedelta(hours=-5))])),
-    st.dates(),
-    st.times(),
-    st.timedeltas(),
-    st.decimals(allow_nan=False, allow_infinity=False),
-    st.uuids(),
-    st.just(Colour.RED),
-    st.text(max_size=5).map(lazy_text),
-    st.binary(max_size=5).filter(lambda raw: raw.isascii()),
-)
-documents = st.recursive(
-    leaves,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.lists(children, max_size=3).map(tuple),
-        st.lists(children, max_size=3).map(lambda items: ReturnList(items, serializer=None)),
-        st.dictionaries(st.text(max_size=5), children, max_size=4),
-        st.dictionaries(st.text(max_size=3), children, max_size=3).map(lambda d: ReturnDict(d, serializer=None)),
-        st.dictionaries(st.integers(0, 9), children, max_size=2),  # keys DRF writes as text
-    ),
-    max_leaves=12,
-)
 
 
 def drf_rendered(data, media_type=None):
