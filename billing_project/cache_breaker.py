@@ -14,7 +14,7 @@ Not pybreaker: its CircuitBreaker.call holds one lock for the whole call, which 
 cache call of a threaded worker behind a single slow Redis round trip.
 
 Each cache object (Django makes one per thread) keeps one Redis connection of its own instead of taking
-one from the pool and giving it back for every call: that was a third of a call's CPU (bench/RESULTS.md).
+one from the pool and giving it back for every call: that was a quarter of a call's CPU (bench/RESULTS.md).
 redis-py checks the process id only in the pool, so a process forked after a call (Celery's prefork
 pool, gunicorn with preload) drops the connections it inherited and opens its own.
 """
