@@ -216,8 +216,12 @@ class StripeEmulator:
 
     def watch_transactions(self, database_name: str) -> None:
         """While each request is served, look from another connection for a connection of our
-        database left inside a transaction: a provider call made with a transaction open."""
-        self.watch_transactions_of = database_name
+        database left inside a transaction: a provider call made with a transaction open. On
+        PostgreSQL only, whose pg_stat_activity shows it (SQLite has no such view)."""
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            self.watch_transactions_of = database_name
 
     # Serving
 

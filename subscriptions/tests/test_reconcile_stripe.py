@@ -30,8 +30,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def emulator(stripe_http):
     """The Stripe emulator, watching (on PostgreSQL) that no connection of ours sits inside a
     transaction while a request to Stripe is answered."""
-    if connection.vendor == "postgresql":
-        stripe_http.watch_transactions(connection.settings_dict["NAME"])
+    stripe_http.watch_transactions(connection.settings_dict["NAME"])
     yield stripe_http
     assert stripe_http.state.transaction_violations == [], "a Stripe call was made inside a transaction"
 
