@@ -1,4 +1,5 @@
-"""The API's renderer writes what DRF's JSONRenderer writes, byte for byte, or refuses what it refuses."""
+"""The API's renderer writes what DRF's JSONRenderer writes, byte for byte but for a float's notation, or
+refuses what it refuses."""
 
 import datetime
 import json
@@ -50,7 +51,7 @@ def test_every_document_is_written_as_drf_writes_it_or_refused_as_drf_refuses_it
         assert ours == drf
 
 
-def test_the_answers_of_the_api_are_drf_s_text():
+def test_a_document_of_each_type_an_answer_holds_is_drf_s_text():
     created = datetime.datetime(2026, 12, 6, 21, 5, 3, 120, tzinfo=datetime.UTC)
     document = ReturnDict(
         {
