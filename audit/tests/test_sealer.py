@@ -2,6 +2,7 @@
 services, sealed afterwards by the sealer, on real PostgreSQL with real threads."""
 
 import threading
+from datetime import timedelta
 from io import StringIO
 from unittest import mock
 from uuid import UUID
@@ -240,6 +241,86 @@ def test_the_database_refuses_changes_to_a_sealed_row_and_all_but_the_seal_and_s
     # An unsealed row's status may be corrected (written with the answer its request expected to give).
     assert AdminAuditLog.objects.filter(pk=unsealed.pk).unsealed_update(status_code=502) == 1
     assert audit_chain_seal().sealed == 1
+    assert audit_chain_verify() is None
+
+
+def _columns() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_adminauditlog' ORDER BY 1"
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def _change_refused(column: str, row_id, donor_id) -> bool:
+    """Whether the database refuses to give the row the donor row's value of `column`."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f'UPDATE audit_adminauditlog SET "{column}" = (SELECT "{column}" FROM audit_adminauditlog '
+                f"WHERE id = %s) WHERE id = %s",
+                [str(donor_id), str(row_id)],
+            )
+    except DatabaseError as error:
+        assert "append-only: update refused" in str(error)
+        return True
+    return False
+
+
+def test_every_column_of_a_sealed_row_and_all_but_the_seal_and_status_of_an_unsealed_one_are_refused(
+    staff_user, other_user
+):
+    """Column by column, with every column the table has now: a column added to the table and not to
+    the guard (audit migration 0009) fails here."""
+    (sealed,) = _write(staff_user, 1)
+    donor = AdminAuditLog.objects.create(
+        actor=other_user,
+        actor_email="donor@example.com",
+        action="grant",
+        resource_type="donor",
+        resource_id="d1",
+        endpoint="/donor/",
+        method="PUT",
+        ip_address="10.9.9.9",
+        user_agent="donor-agent",
+        request_body={"donor": 1},
+        previous_value={"donor": 2},
+        new_value={"donor": 3},
+        status_code=418,
+        error_message="donor",
+        timestamp=sealed.timestamp - timedelta(days=1),
+    )
+    audit_chain_seal()
+    (unsealed,) = _write(staff_user, 1, prefix="open")
+    columns = _columns()
+    with connection.cursor() as cursor:
+        for column in columns:
+            cursor.execute(
+                f'SELECT bool_and(a."{column}" IS DISTINCT FROM d."{column}") FROM audit_adminauditlog a, '
+                f"audit_adminauditlog d WHERE a.id IN (%s, %s) AND d.id = %s",
+                [str(sealed.id), str(unsealed.id), str(donor.id)],
+            )
+            assert cursor.fetchone()[0], f"the donor row must differ from both rows in {column}"
+
+    assert [column for column in columns if not _change_refused(column, sealed.id, donor.id)] == []
+    seal_and_status = {"sequence", "prev_hash", "row_hash", "status_code"}
+    refused_unsealed = [column for column in columns if column not in seal_and_status]
+    assert [column for column in refused_unsealed if not _change_refused(column, unsealed.id, donor.id)] == []
+
+
+def test_a_sealed_row_lets_its_actor_go_and_takes_nothing_else_with_it(staff_user):
+    """A deleted user (GDPR) leaves the rows without their actor; actor_email keeps who it was."""
+    (sealed,) = _write(staff_user, 1)
+    audit_chain_seal()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_adminauditlog SET actor_id = NULL WHERE id = %s", [str(sealed.id)])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE audit_adminauditlog SET actor_id = NULL, actor_email = '' WHERE id = %s", [str(sealed.id)]
+        )
+
+    row = AdminAuditLog.objects.get(pk=sealed.pk)
+    assert (row.actor_id, row.actor_email) == (None, staff_user.email)
     assert audit_chain_verify() is None
 
 
