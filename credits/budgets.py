@@ -16,8 +16,10 @@ BUDGET_THRESHOLDS = (50, 80, 100)
 
 
 def month_key(moment: datetime) -> str:
-    """The budget month of a moment, 'YYYY-MM' in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m")
+    """The budget month of a moment, 'YYYY-MM' in UTC (formatted by hand: strftime took three times as
+    long, once per user of a usage batch)."""
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def month_start(moment: datetime) -> datetime:

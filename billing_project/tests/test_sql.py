@@ -12,6 +12,7 @@ from django.db.models import signals
 from django.utils import timezone
 
 from billing_project import sql
+from billing_project.models import RevokedTokenFamily
 from billing_project.rows import row_insert, row_insert_unless_present, row_update
 from billing_project.tests.factories import UserFactory
 from credits.models import (
@@ -92,6 +93,28 @@ def test_one_of_matches_exactly_the_values_given():
 
     assert [row[0] for row in rows] == [users[0].pk, users[2].pk]
     among, params = sql.one_of([-1])
+    assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {among}", params)]) == [[]]
+
+
+@pytest.mark.django_db
+def test_one_of_matches_exactly_the_uuids_and_the_texts_given():
+    users = UserFactory.create_batch(3)
+    users[0].username, users[2].username = 'comma, "quote" and \\ {brace}', "NULL"
+    for user in users:
+        user.save(update_fields=["username"])
+    families = [RevokedTokenFamily.objects.create(family=str(uuid.uuid4()), reason="test") for _ in range(3)]
+
+    among, params = sql.one_of([users[0].username, users[2].username])
+    (rows,) = sql.read_all([(f"SELECT id FROM auth_user WHERE username {among} ORDER BY id", params)])
+    assert [row[0] for row in rows] == [users[0].pk, users[2].pk]
+
+    # As the services send them: the field's database values (UUIDs on PostgreSQL, hex text on SQLite).
+    field, connection = RevokedTokenFamily._meta.pk, sql.default_connection()
+    wanted = [field.get_db_prep_value(family.pk, connection) for family in (families[0], families[2])]
+    among, params = sql.one_of([*wanted, field.get_db_prep_value(uuid.uuid4(), connection)])
+    (rows,) = sql.read_all([(f"SELECT id FROM billing_project_revokedtokenfamily WHERE id {among}", params)])
+    assert sorted(row[0] for row in rows) == sorted(wanted)
+    among, params = sql.one_of([])
     assert sql.read_all([(f"SELECT id FROM auth_user WHERE id {among}", params)]) == [[]]
 
 
