@@ -58,9 +58,11 @@ CREATE TRIGGER audit_adminauditlog_no_delete BEFORE DELETE ON audit_adminauditlo
 EXECUTE FUNCTION audit_adminauditlog_refuse();
 """
 
+MIGRATION_0006 = import_module("audit.migrations.0006_unsealed_status_correctable")
+
 # 0006's guard, whole rows as jsonb, for going back.
 GUARD_BY_JSON = (
-    import_module("audit.migrations.0006_unsealed_status_correctable").STATUS_CORRECTABLE
+    MIGRATION_0006.STATUS_CORRECTABLE
     + """
 DROP TRIGGER IF EXISTS audit_adminauditlog_no_delete ON audit_adminauditlog;
 DROP TRIGGER IF EXISTS audit_adminauditlog_guard ON audit_adminauditlog;
@@ -70,13 +72,8 @@ CREATE TRIGGER audit_adminauditlog_guard BEFORE UPDATE OR DELETE ON audit_admina
 """
 )
 
-
-def guard_replace(sql: str):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)
-
-    return run
+# Run on PostgreSQL only, as 0006 runs it.
+guard_replace = MIGRATION_0006.guard_replace
 
 
 class Migration(migrations.Migration):
