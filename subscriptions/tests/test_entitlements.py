@@ -251,13 +251,14 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from subscriptions.models import UserEntitlement
-from subscriptions.selectors import entitlements_for
+from subscriptions.selectors import entitlements_cache_key, entitlements_for
 
 user = get_user_model().objects.get(pk=int(sys.argv[1]))
 with CaptureQueriesContext(connection) as queries:
     body = entitlements_for(user=user)
 table = UserEntitlement._meta.db_table
-print(json.dumps({"tier": body["tier"], "queried": any(table in q["sql"] for q in queries.captured_queries)}))
+queried = any(table in q["sql"] for q in queries.captured_queries)
+print(json.dumps({"tier": body["tier"], "queried": queried, "key": entitlements_cache_key(user.pk)}))
 """
 
 OTHER_PROCESS_CANCEL = """
@@ -295,7 +296,20 @@ def in_other_process(code: str, argument) -> str:
 
 
 def read_in_other_process(user) -> dict:
-    return json.loads(in_other_process(OTHER_PROCESS_READ, user.pk))
+    """The tier the other process read and whether it queried the table for it. When it queried where
+    it should not have, the message says which key it read and what this process's cache holds there."""
+    seen = json.loads(in_other_process(OTHER_PROCESS_READ, user.pk))
+    key = seen.pop("key")
+    seen_here = entitlements_cache_key(user.pk)
+    return ReadElsewhere(seen, f"read {key!r}; this process reads {seen_here!r}, holding {cache.get(seen_here)!r}")
+
+
+class ReadElsewhere(dict):
+    """The other process's read, compared as a dict; `where` says where it read from."""
+
+    def __init__(self, values: dict, where: str):
+        super().__init__(values)
+        self.where = where
 
 
 @pytest.fixture
@@ -313,13 +327,15 @@ def test_a_change_in_one_process_is_seen_by_the_next_read_of_another(django_asse
     tier_catalog_seed()
     user = account_register(email="two@example.com", password="correct horse battery staple")
     assert entitlements_for(user=user)["tier"] == "free"
-    assert read_in_other_process(user) == {"tier": "free", "queried": False}
+    seen = read_in_other_process(user)
+    assert seen == {"tier": "free", "queried": False}, seen.where
 
     # when: this process changes the tier through a service (which commits)
     subscription = subscription_start(user=user, tier="enterprise_pro").subscription
 
     # then: the other process reads the new tier from the database, and fills the shared cache ...
-    assert read_in_other_process(user) == {"tier": "enterprise_pro", "queried": True}
+    seen = read_in_other_process(user)
+    assert seen == {"tier": "enterprise_pro", "queried": True}, seen.where
     assert cache.get(entitlements_cache_key(user.pk))["tier"] == "enterprise_pro"
     # ... which this process then answers from, without a query
     with django_assert_num_queries(0):
