@@ -301,7 +301,13 @@ def read_in_other_process(user) -> dict:
     seen = json.loads(in_other_process(OTHER_PROCESS_READ, user.pk))
     key = seen.pop("key")
     seen_here = entitlements_cache_key(user.pk)
-    return ReadElsewhere(seen, f"read {key!r}; this process reads {seen_here!r}, holding {cache.get(seen_here)!r}")
+    held = cache.get(seen_here)
+    breaker = getattr(cache, "breaker", None)
+    return ReadElsewhere(
+        seen,
+        f"read {key!r}; this process reads {seen_here!r}, holding {held!r}, "
+        f"its cache breaker {breaker.state if breaker else 'absent'}",
+    )
 
 
 class ReadElsewhere(dict):
