@@ -16,7 +16,8 @@ cache call of a threaded worker behind a single slow Redis round trip.
 Each cache object (Django makes one per thread) keeps one Redis connection of its own instead of taking
 one from the pool and giving it back for every call: that was a quarter of a call's CPU (bench/RESULTS.md).
 redis-py checks the process id only in the pool, so a process forked after a call (Celery's prefork
-pool, gunicorn with preload) drops the connections it inherited and opens its own.
+pool, gunicorn with preload) drops the connections it inherited and opens its own. A thread that ends
+gives its caches' connections back to the pool then and there (`_ThreadExit`).
 """
 
 import logging
@@ -145,6 +146,32 @@ def _inherited_connections_dropped() -> None:
 os.register_at_fork(after_in_child=_inherited_connections_dropped)
 
 
+class _ThreadExit:
+    """Gives back to their pool the connections of the caches its thread built, when that thread ends.
+
+    A cache object sits in a reference cycle (django_redis's client points back at it), so only the
+    garbage collector's full pass frees it, and the connection it keeps with it. Threads that come and
+    go (a development server's, a test's) took the pool's 100 connections that way, after which every
+    call failed and the breaker opened. This object sits in a thread-local slot and in no cycle, so it
+    is freed as its thread ends."""
+
+    def __init__(self):
+        self.caches = weakref.WeakSet()
+
+    def __del__(self):
+        for redis_cache in list(self.caches):
+            redis_cache.connections_released()
+
+
+_this_thread = threading.local()
+
+
+def _released_when_this_thread_ends(redis_cache) -> None:
+    if not hasattr(_this_thread, "exit"):
+        _this_thread.exit = _ThreadExit()
+    _this_thread.exit.caches.add(redis_cache)
+
+
 class CircuitBreakerRedisCache(RedisCache):
     """django_redis's RedisCache with every operation of the cache API behind the server's breaker.
     Needs IGNORE_EXCEPTIONS off (forced here), so that the breaker sees the errors; and keeps one
@@ -158,6 +185,14 @@ class CircuitBreakerRedisCache(RedisCache):
         self.breaker = breaker_for(server)
         self._set_with_expiry = None
         _redis_caches.add(self)
+        _released_when_this_thread_ends(self)
+
+    def connections_released(self) -> None:
+        """Each client's own connection back to the pool; a later call, if any, borrows one per command."""
+        if self._client is not None:
+            for client in self._client._clients:
+                if client is not None:
+                    client.close()
 
     def _guarded(self, operation, unreachable, *args, **kwargs):
         """Runs operation through the breaker; `unreachable()` answers when Redis is not called or fails."""

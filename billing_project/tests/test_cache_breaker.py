@@ -1,5 +1,6 @@
 """The Redis cache behind its circuit breaker, against a real redis-server this module starts and stops."""
 
+import gc
 import os
 import shutil
 import socket
@@ -64,9 +65,9 @@ def redis_server():
     server.stop()
 
 
-@pytest.fixture
-def breaker_cache(settings, redis_server):
-    """The production cache settings pointed at the test's redis-server, with a small threshold and cool-down."""
+def point_the_cache_at(settings, redis_server, **options):
+    """The production cache settings pointed at the test's redis-server, with a small threshold and
+    cool-down, and any further OPTIONS given."""
     settings.CACHE_BREAKER_FAILURES = FAILURES
     settings.CACHE_BREAKER_COOLDOWN_SECONDS = COOLDOWN
     settings.CACHES = {
@@ -74,11 +75,16 @@ def breaker_cache(settings, redis_server):
         "default": {
             "BACKEND": "billing_project.cache_breaker.CircuitBreakerRedisCache",
             "LOCATION": f"redis://127.0.0.1:{redis_server.port}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": False},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": False, **options},
             "KEY_PREFIX": "test",
         },
     }
     cache_breaker.breakers_reset()
+
+
+@pytest.fixture
+def breaker_cache(settings, redis_server):
+    point_the_cache_at(settings, redis_server)
     yield caches["default"]
     cache_breaker.breakers_reset()
 
@@ -159,6 +165,30 @@ def test_a_forked_child_talks_to_redis_on_a_connection_of_its_own_and_leaves_the
     assert child_read == "before the fork"
     assert redis.client_id() == parent_connection  # still open after the child closed its copy
     assert breaker_cache.get("child") == "written"
+
+
+def test_threads_that_come_and_go_give_their_connections_back_without_waiting_for_the_garbage_collector(
+    settings, redis_server
+):
+    point_the_cache_at(settings, redis_server, CONNECTION_POOL_KWARGS={"max_connections": 2})
+    written = []
+
+    def write_and_read(number):
+        cache = caches["default"]  # each thread builds its own cache object, with its own connection
+        written.append((cache.set(f"thread-{number}", number), cache.get(f"thread-{number}")))
+
+    gc.disable()  # a dead thread's cache object sits in a cycle: only the collector would free it
+    try:
+        for number in range(6):  # three times the pool's connections, one thread after the other
+            thread = threading.Thread(target=write_and_read, args=(number,))
+            thread.start()
+            thread.join()
+    finally:
+        gc.enable()
+        cache_breaker.breakers_reset()
+
+    assert written == [(True, number) for number in range(6)]
+    assert caches["default"].breaker.state == "closed"
 
 
 def test_breaker_opens_after_n_failures_and_counts_each_error(breaker_cache, redis_server):
