@@ -22,6 +22,7 @@ gives its caches' connections back to the pool then and there (`_ThreadExit`).
 
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -153,12 +154,15 @@ class _ThreadExit:
     garbage collector's full pass frees it, and the connection it keeps with it. Threads that come and
     go (a development server's, a test's) took the pool's 100 connections that way, after which every
     call failed and the breaker opened. This object sits in a thread-local slot and in no cycle, so it
-    is freed as its thread ends."""
+    is freed as its thread ends. Not while the interpreter shuts down: the sockets close with the
+    process, and a daemon thread stopped inside a pool call would hold the pool's lock for ever."""
 
     def __init__(self):
         self.caches = weakref.WeakSet()
 
     def __del__(self):
+        if sys.is_finalizing():
+            return
         for redis_cache in list(self.caches):
             redis_cache.connections_released()
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -65,6 +66,10 @@ def redis_server():
     server.stop()
 
 
+def redis_url(redis_server) -> str:
+    return f"redis://127.0.0.1:{redis_server.port}/0"
+
+
 def point_the_cache_at(settings, redis_server, **options):
     """The production cache settings pointed at the test's redis-server, with a small threshold and
     cool-down, and any further OPTIONS given."""
@@ -74,7 +79,7 @@ def point_the_cache_at(settings, redis_server, **options):
         **settings.CACHES,
         "default": {
             "BACKEND": "billing_project.cache_breaker.CircuitBreakerRedisCache",
-            "LOCATION": f"redis://127.0.0.1:{redis_server.port}/0",
+            "LOCATION": redis_url(redis_server),
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1, "IGNORE_EXCEPTIONS": False, **options},
             "KEY_PREFIX": "test",
         },
@@ -189,6 +194,40 @@ def test_threads_that_come_and_go_give_their_connections_back_without_waiting_fo
 
     assert written == [(True, number) for number in range(6)]
     assert caches["default"].breaker.state == "closed"
+
+
+# A daemon thread stopped by the exit inside a call to the connection pool, holding its lock.
+EXIT_WITH_THE_POOL_LOCKED = """
+import threading, time, django
+django.setup()
+from django.core.cache import cache
+
+cache.get("anything")
+pool = cache.client.get_client().connection_pool
+locked = threading.Event()
+
+def stopped_inside_the_pool():
+    with pool._lock:
+        locked.set()
+        time.sleep(60)
+
+threading.Thread(target=stopped_inside_the_pool, daemon=True).start()
+locked.wait()
+"""
+
+
+def test_a_process_exits_while_a_daemon_thread_holds_the_connection_pool(settings, redis_server):
+    exited = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_THE_POOL_LOCKED],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "billing_project.settings", "REDIS_URL": redis_url(redis_server)},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=20,  # a process that hangs on its way out fails the test here
+        check=False,
+    )
+
+    assert exited.returncode == 0, exited.stderr
 
 
 def test_breaker_opens_after_n_failures_and_counts_each_error(breaker_cache, redis_server):
