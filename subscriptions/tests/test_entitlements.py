@@ -295,27 +295,19 @@ def in_other_process(code: str, argument) -> str:
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 
-def read_in_other_process(user) -> dict:
-    """The tier the other process read and whether it queried the table for it. When it queried where
-    it should not have, the message says which key it read and what this process's cache holds there."""
+def read_in_other_process(user) -> tuple[dict, str]:
+    """The tier the other process read and whether it queried the table for it; and, for a failure's
+    message, which key it read and what this process's cache holds there."""
     seen = json.loads(in_other_process(OTHER_PROCESS_READ, user.pk))
     key = seen.pop("key")
     seen_here = entitlements_cache_key(user.pk)
     held = cache.get(seen_here)
     breaker = getattr(cache, "breaker", None)
-    return ReadElsewhere(
-        seen,
+    where = (
         f"read {key!r}; this process reads {seen_here!r}, holding {held!r}, "
-        f"its cache breaker {breaker.state if breaker else 'absent'}",
+        f"its cache breaker {breaker.state if breaker else 'absent'}"
     )
-
-
-class ReadElsewhere(dict):
-    """The other process's read, compared as a dict; `where` says where it read from."""
-
-    def __init__(self, values: dict, where: str):
-        super().__init__(values)
-        self.where = where
+    return seen, where
 
 
 @pytest.fixture
@@ -333,15 +325,15 @@ def test_a_change_in_one_process_is_seen_by_the_next_read_of_another(django_asse
     tier_catalog_seed()
     user = account_register(email="two@example.com", password="correct horse battery staple")
     assert entitlements_for(user=user)["tier"] == "free"
-    seen = read_in_other_process(user)
-    assert seen == {"tier": "free", "queried": False}, seen.where
+    seen, where = read_in_other_process(user)
+    assert seen == {"tier": "free", "queried": False}, where
 
     # when: this process changes the tier through a service (which commits)
     subscription = subscription_start(user=user, tier="enterprise_pro").subscription
 
     # then: the other process reads the new tier from the database, and fills the shared cache ...
-    seen = read_in_other_process(user)
-    assert seen == {"tier": "enterprise_pro", "queried": True}, seen.where
+    seen, where = read_in_other_process(user)
+    assert seen == {"tier": "enterprise_pro", "queried": True}, where
     assert cache.get(entitlements_cache_key(user.pk))["tier"] == "enterprise_pro"
     # ... which this process then answers from, without a query
     with django_assert_num_queries(0):
