@@ -137,11 +137,10 @@ def _inherited_connections_dropped() -> None:
     """In a forked child: the parent's sockets closed here (the parent's stay open, as redis-py shuts a
     socket down only in the process that opened it) and the clients forgotten, made afresh on next use."""
     for redis_cache in list(_redis_caches):
-        if redis_cache._client is not None:
-            for client in redis_cache._client._clients:
-                if client is not None and client.connection is not None:
-                    client.connection.disconnect()
-            redis_cache._client = None
+        for client in redis_cache.redis_clients():
+            if client.connection is not None:
+                client.connection.disconnect()
+        redis_cache._client = None
 
 
 os.register_at_fork(after_in_child=_inherited_connections_dropped)
@@ -191,12 +190,16 @@ class CircuitBreakerRedisCache(RedisCache):
         _redis_caches.add(self)
         _released_when_this_thread_ends(self)
 
+    def redis_clients(self) -> list:
+        """The redis-py clients this cache has made so far (django_redis makes them on first use)."""
+        if self._client is None:
+            return []
+        return [client for client in self._client._clients if client is not None]
+
     def connections_released(self) -> None:
         """Each client's own connection back to the pool; a later call, if any, borrows one per command."""
-        if self._client is not None:
-            for client in self._client._clients:
-                if client is not None:
-                    client.close()
+        for client in self.redis_clients():
+            client.close()
 
     def _guarded(self, operation, unreachable, *args, **kwargs):
         """Runs operation through the breaker; `unreachable()` answers when Redis is not called or fails."""
