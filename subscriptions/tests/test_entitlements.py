@@ -302,11 +302,7 @@ def read_in_other_process(user) -> tuple[dict, str]:
     key = seen.pop("key")
     seen_here = entitlements_cache_key(user.pk)
     held = cache.get(seen_here)
-    breaker = getattr(cache, "breaker", None)
-    where = (
-        f"read {key!r}; this process reads {seen_here!r}, holding {held!r}, "
-        f"its cache breaker {breaker.state if breaker else 'absent'}"
-    )
+    where = f"read {key!r}; this process reads {seen_here!r}, holding {held!r}, its cache breaker {cache.breaker.state}"
     return seen, where
 
 
