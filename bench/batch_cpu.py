@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="Processes posting at the same time.")
     parser.add_argument("--profile", type=int, default=0, help="Print the N heaviest functions.")
     parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
+    parser.add_argument("--callers", default="", help="With --profile: who calls the functions matching this.")
     parser.add_argument("--table-stats", action="store_true", help="Print each table's HOT updates of all.")
     arguments = parser.parse_args()
 
@@ -155,7 +156,10 @@ def main() -> None:
             harness.hot_updates_print(database_url, updates_before)
         if profiler:
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats(arguments.sort).print_stats(arguments.profile)
+            stats = pstats.Stats(profiler, stream=out).sort_stats(arguments.sort)
+            stats.print_stats(arguments.profile)
+            if arguments.callers:
+                stats.print_callers(arguments.callers)
             print(out.getvalue())
 
 
