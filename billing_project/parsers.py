@@ -7,7 +7,9 @@ a 400 problem naming the field, before any view sees the data.
 
 A view that judges the items of a list one by one (`usage/record-batch/`: each event gets its own
 result) names that list in `items_judged_by_view`: the text inside its items is left to the view,
-which refuses such an item alone with `text_problems`; nesting is still limited everywhere.
+which refuses such an item alone with `text_problems`; nesting is still limited everywhere. When
+the parser has found every text of the document storable (most bodies: no escape that could write
+one), it says so in the parser context (TEXTS_STORABLE), and such a view need not look again.
 """
 
 import io
@@ -23,6 +25,8 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # are refused by the JSON parser, raw surrogates by the UTF-8 decoder). A body without one needs
 # no look at its text (an escaped backslash before "u0000" only costs the full look).
 UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# The parser context's key, true when every key and text of the parsed document can be stored.
+TEXTS_STORABLE = "texts_storable"
 
 
 def _printable(text: str) -> str:
@@ -123,9 +127,12 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
         utf8 = get_encoding(context).lower().replace("-", "").replace("_", "") == "utf8"
         if utf8 and not UNSTORABLE_ESCAPE.search(body) and not _deeper_than(data, MAX_DEPTH):
-            return data  # nothing to refuse: the walk below costs a batch of 1,000 events milliseconds
-        view = context.get("view")
-        problem = next(_problems(data, items_judged_by_view=getattr(view, "items_judged_by_view", None)), None)
+            # Nothing to refuse: the walk below costs a batch of 1,000 events milliseconds.
+            context[TEXTS_STORABLE] = True
+            return data
+        items_judged_by_view = getattr(context.get("view"), "items_judged_by_view", None)
+        problem = next(_problems(data, items_judged_by_view=items_judged_by_view), None)
         if problem is not None:
             raise _invalid(*problem)
+        context[TEXTS_STORABLE] = items_judged_by_view is None
         return data

@@ -138,6 +138,19 @@ def test_unstorable_text_in_one_batch_event_is_that_events_own_400_naming_the_fi
     assert first["status"] == 400  # the empty event is refused on its own too
 
 
+def test_a_surrogate_escape_in_one_event_of_a_utf16_batch_is_that_events_own_400(service_client):
+    # Outside UTF-8 the parser walks the body and leaves a batch's events to the view, which must look itself.
+    body = '{"events": [{"provider": "\\udfff"}]}'.encode("utf-16")
+
+    response = service_client.generic(
+        "POST", "/api/v1/usage/record-batch/", body, content_type="application/json; charset=utf-16"
+    )
+
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    assert (result["status"], result["code"], list(result["errors"])) == (400, "validation_error", ["provider"])
+
+
 def test_a_lone_surrogate_in_a_key_is_a_400_problem_that_does_not_echo_it(user_client):
     response = post_raw(user_client, "/api/v1/coupons/validate/", b'{"code": "X", "extra": {"\\udfff": 1}}')
 

@@ -187,12 +187,13 @@ def _tokens(raw: dict, errors: _Errors) -> tuple[str, TokenBreakdown | None, dic
     return usage_format, breakdown, fee_units
 
 
-def usage_event_parse(raw) -> tuple[UsageEvent | None, dict]:
+def usage_event_parse(raw, *, texts_storable: bool = False) -> tuple[UsageEvent | None, dict]:
     """(event, {}) for a valid event, (None, errors per field) otherwise. Nested fields of a usage
-    object are named with dots (`usage.prompt_tokens_details.cached_tokens`)."""
+    object are named with dots (`usage.prompt_tokens_details.cached_tokens`). `texts_storable`: the
+    parser has found every text of the body storable (billing_project.parsers.TEXTS_STORABLE)."""
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Invalid data. Expected a dictionary."]}
-    if problems := text_problems(raw):
+    if not texts_storable and (problems := text_problems(raw)):
         # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here, for this event alone,
         # before a field that echoes what it was sent (a choice, a fee name) puts it in the answer.
         return None, problems

@@ -22,7 +22,7 @@ from billing_project.auth import (
 )
 from billing_project.errors import DomainError, NotFound
 from billing_project.money import minor_to_text
-from billing_project.parsers import text_problem
+from billing_project.parsers import TEXTS_STORABLE, text_problem
 from credits import selectors, services
 from credits.api import serializers as s
 from credits.api.events import usage_event_parse
@@ -35,6 +35,11 @@ UsageWrite = service_scope("usage:write")
 MAX_BATCH = 1000
 
 
+def _texts_storable(request) -> bool:
+    """Whether the parser found every text of the request's body storable (read after its data)."""
+    return request.parser_context.get(TEXTS_STORABLE, False)
+
+
 class UsageRecordView(APIView):
     """Records one LLM request. 201 when recorded, 200 with the first body for a repeated request_id."""
 
@@ -42,18 +47,20 @@ class UsageRecordView(APIView):
 
     @extend_schema(request=s.UsageEventInput, responses={201: s.UsageRecordOutput, 200: s.UsageRecordOutput})
     def post(self, request):
-        event, errors = usage_event_parse(request.data)
+        data = request.data
+        event, errors = usage_event_parse(data, texts_storable=_texts_storable(request))
         if errors:
             raise ValidationError(errors)
         result = services.usage_record(event=event)
         return Response(result.body, status=result.status_code)
 
 
-def _batch_entry(index: int, raw) -> tuple[dict, object]:
+def _batch_entry(index: int, raw, *, texts_storable: bool) -> tuple[dict, object]:
     """(result skeleton, event or None) for one raw event of a batch."""
-    event, errors = usage_event_parse(raw)
+    event, errors = usage_event_parse(raw, texts_storable=texts_storable)
     request_id = raw.get("request_id") if isinstance(raw, dict) else None
-    if not isinstance(request_id, str) or text_problem(request_id):  # echoed as sent: only text a response can hold
+    # Echoed as sent: only text a response can hold.
+    if not isinstance(request_id, str) or (not texts_storable and text_problem(request_id)):
         request_id = None
     if errors:
         return {
@@ -78,7 +85,8 @@ class UsageRecordBatchView(APIView):
         events = request.data.get("events") if isinstance(request.data, dict) else None
         if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
             raise ValidationError({"events": [f"Send a list of 1 to {MAX_BATCH} events."]})
-        entries = [_batch_entry(index, raw) for index, raw in enumerate(events)]
+        texts_storable = _texts_storable(request)
+        entries = [_batch_entry(index, raw, texts_storable=texts_storable) for index, raw in enumerate(events)]
         valid = [(entry, event) for entry, event in entries if event is not None]
         outcomes = services.usage_record_batch(events=[event for _, event in valid])
         for (entry, _), outcome in zip(valid, outcomes, strict=True):
