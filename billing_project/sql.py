@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from functools import cache
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 from uuid import UUID
 
@@ -110,10 +110,6 @@ PASSED_AS_IS = (
     models.ForeignKey,
     models.JSONField,  # nested as JSON in the row; the database adapter's wrapper would be written as text
 )
-
-
-def _json_value(field, value, db):
-    return value if isinstance(field, PASSED_AS_IS) else field.get_db_prep_save(value, db)
 
 
 def _computed_on_save(field) -> bool:
@@ -290,15 +286,30 @@ def update_many(objs: list[Model], fields: list[str], *, where: str = "") -> lis
     if db.vendor != "postgresql" or len(objs) == 1:
         return [update(obj, fields, where=where) for obj in objs]
     model = type(objs[0])
-    pk = model._meta.pk
-    changed = [model._meta.get_field(name) for name in fields]
-    values = [[obj.pk, *(_json_value(field, getattr(obj, field.attname), db) for field in changed)] for obj in objs]
-    shared, rows = _shared_and_rows(
-        (pk.column, *(field.column for field in changed)),
-        (False, *(_shareable(field) for field in changed)),
-        values,
-    )
+    plan = _update_many_plan(model, tuple(fields))
+    values = [list(plan.attributes(obj)) for obj in objs]
+    for index, field in plan.prepared:
+        for row in values:
+            row[index] = field.get_db_prep_save(row[index], db)
+    shared, rows = _shared_and_rows(plan.columns, plan.shareable, values)
     return [(_update_many_sql(model, tuple(fields), where), [_json(shared), _json(rows)])]
+
+
+@cache
+def _update_many_plan(model: type[Model], fields: tuple[str, ...]) -> RowPlan:
+    """`update_many`'s columns (the primary key's, then the fields'), as `_row_plan` for an insert:
+    asking each field about every value of a hundred-user batch was a tenth of its UPDATEs' time."""
+    changed = [model._meta.get_field(name) for name in fields]
+    return RowPlan(
+        columns=(model._meta.pk.column, *(field.column for field in changed)),
+        attributes=attrgetter("pk", *(field.attname for field in changed)),
+        stamped=(),
+        computed=(),
+        prepared=tuple(
+            (index, field) for index, field in enumerate(changed, start=1) if not isinstance(field, PASSED_AS_IS)
+        ),
+        shareable=(False, *(_shareable(field) for field in changed)),
+    )
 
 
 @cache
