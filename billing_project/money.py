@@ -51,10 +51,18 @@ def cents_to_usd(cents: int) -> Decimal:
     return Decimal(f"{cents}E-2")
 
 
+# The `places` found to be powers of ten, each kept as itself: checking costs the usage path a
+# microsecond per event, and callers pass the same few constants. Looked up by identity, since an
+# equal Decimal may have other digits (0.10 is 0.1, but quantizes to two places).
+_POWERS_OF_TEN: dict[Decimal, Decimal] = {}
+
+
 def quantize_half_up(amount: Exact | str, places: Decimal) -> Decimal:
     """A Decimal rounded half-up to `places` (e.g. Decimal("1e-10") for a stored cost), from the exact value."""
-    if places.as_tuple().digits != (1,):
-        raise ValueError("places must be a power of ten")
+    if _POWERS_OF_TEN.get(places) is not places:
+        if places.as_tuple().digits != (1,):
+            raise ValueError("places must be a power of ten")
+        _POWERS_OF_TEN[places] = places
     if isinstance(amount, Decimal):  # the fast path of the usage hot path; the same result
         return amount.quantize(places, rounding=ROUND_HALF_UP, context=EXACT)
     return Decimal(f"{round_half_up(exact(amount) / exact(places))}E{places.adjusted()}")

@@ -75,6 +75,15 @@ def test_quantize_half_up_is_within_half_a_place(value):
     assert abs(Fraction(stored) - value) <= Fraction(1, 2 * 10**10)
 
 
+@pytest.mark.parametrize("places", [Decimal("0.10"), Decimal("10"), Decimal("0.07")])
+def test_places_that_are_not_a_power_of_ten_are_refused_even_when_an_equal_one_was_taken(places):
+    money.quantize_half_up(Decimal("1.25"), Decimal("0.1"))
+    money.quantize_half_up(Decimal("1.25"), Decimal("1E+1"))
+
+    with pytest.raises(ValueError, match="power of ten"):
+        money.quantize_half_up(Decimal("1.25"), places)
+
+
 # Minor units per currency
 
 CURRENCIES = st.sampled_from(["usd", "eur", "EUR", "jpy", "krw", "clp", "kwd", "bhd", "tnd"])
