@@ -2,7 +2,7 @@
 
 DRF writes JSON with the standard library's encoder, which was a twentieth of a 1,000-event usage
 batch's CPU (bench/batch_cpu.py). orjson writes the same text for strings and their subclasses, ints,
-lists, tuples and dicts; everything else (datetimes, Decimals, lazy translations, querysets) goes to
+UUIDs, lists, tuples and dicts; everything else (datetimes, Decimals, lazy translations, querysets) goes to
 DRF's own encoder, so it is written as DRF writes it. What orjson refuses (an int beyond 64 bits, a
 key that is not a string, text that is not valid Unicode) is rendered by DRF, which writes or refuses
 it as before, and so are indented answers (`Accept: application/json; indent=4`).

@@ -82,9 +82,10 @@ class UsageResult:
 
     @property
     def body(self) -> dict:
+        # The ids stay UUIDs: the API's renderer writes them as their text (str() was a microsecond each).
         usage = self.usage
         return {
-            "request_id": str(usage.request_id),
+            "request_id": usage.request_id,
             "status": usage.status,
             "credits_deducted": usage.credits_deducted,
             "balance_after": usage.balance_after,
@@ -92,8 +93,8 @@ class UsageResult:
             "credit_value_usd": f"{usage.credit_value_usd:.10f}",
             "margin_multiplier": f"{usage.margin_multiplier:.4f}",
             "byok": usage.is_byok,
-            "hold_id": str(usage.hold_id) if usage.hold_id else None,
-            "deduction_id": str(usage.deduction_id) if usage.deduction_id else None,
+            "hold_id": usage.hold_id,
+            "deduction_id": usage.deduction_id,
         }
 
 
