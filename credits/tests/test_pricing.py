@@ -130,6 +130,64 @@ def test_margins_of_other_scopes_or_out_of_their_period_do_not_apply():
     assert margin == Decimal("1.5")
 
 
+SCOPE_VALUES = {
+    "tier": ["", "pro", "free"],
+    "provider": ["", "openai", "anthropic"],
+    "model_name": ["", "gpt-4o", "o1"],
+}
+MARGIN_RULES = st.lists(
+    st.builds(
+        pricing.MarginRule,
+        id=st.integers(),
+        level=st.integers(min_value=pricing.LEVEL_TIER, max_value=pricing.LEVEL_COMBINATION),
+        multiplier=st.decimals(min_value=Decimal("1"), max_value=Decimal("3"), places=2),
+        effective_from=st.integers(min_value=-3, max_value=3).map(lambda days: T0 + timedelta(days=days)),
+        effective_until=st.none() | st.integers(min_value=-3, max_value=5).map(lambda days: T0 + timedelta(days=days)),
+        **{name: st.sampled_from(values) for name, values in SCOPE_VALUES.items()},
+    ),
+    max_size=12,
+)
+
+
+@given(
+    rules=MARGIN_RULES,
+    tier=st.sampled_from(SCOPE_VALUES["tier"][1:]),
+    provider=st.sampled_from(SCOPE_VALUES["provider"][1:]),
+    model_name=st.sampled_from(SCOPE_VALUES["model_name"][1:]),
+)
+def test_the_margin_is_the_best_of_every_rule_that_applies_however_the_rules_are_looked_up(
+    rules, tier, provider, model_name
+):
+    book = pricing.PricingBook(margins=rules)
+
+    margin = book.margin_at(tier=tier, provider=provider, model_name=model_name, moment=T0, default=Decimal("9"))
+
+    # The reference: every rule looked at.
+    applicable = [
+        rule
+        for rule in rules
+        if rule.tier in ("", tier)
+        and rule.provider in ("", provider)
+        and rule.model_name in ("", model_name)
+        and rule.effective_from <= T0
+        and (rule.effective_until is None or rule.effective_until > T0)
+    ]
+    rank = max((rule.level, rule.effective_from) for rule in applicable) if applicable else None
+    # Rules of one level taking effect at the same moment tie: any of theirs is the best.
+    best = {rule.multiplier for rule in applicable if (rule.level, rule.effective_from) == rank}
+    assert margin in (best or {Decimal("9")})
+
+
+def test_a_book_given_other_margins_applies_them():
+    book = pricing.PricingBook(margins=[rule(pricing.LEVEL_TIER, "1.1", tier="pro")])
+    book.margin_at(tier="pro", provider="openai", model_name="gpt-4o", moment=T0, default=Decimal("1.5"))
+
+    book.margins = [rule(pricing.LEVEL_MODEL, "1.3", model_name="gpt-4o")]
+
+    margin = book.margin_at(tier="pro", provider="openai", model_name="gpt-4o", moment=T0, default=Decimal("1.5"))
+    assert margin == Decimal("1.3")
+
+
 PRICES = st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=7)
 TOKENS = st.integers(min_value=0, max_value=5_000_000)
 MARGINS = st.decimals(min_value=Decimal("0.5"), max_value=Decimal("10"), places=4)
