@@ -66,8 +66,18 @@ class ServicePrices:
     context_tiers: tuple[ContextTier, ...] = ()
 
 
+class InForce:
+    """A row in force over [effective_from, effective_until) (no end: for good)."""
+
+    effective_from: datetime
+    effective_until: datetime | None
+
+    def in_force_at(self, moment: datetime) -> bool:
+        return self.effective_from <= moment and (self.effective_until is None or moment < self.effective_until)
+
+
 @dataclass(frozen=True)
-class VendorPrice:
+class VendorPrice(InForce):
     """USD per 1,000 tokens of one model, in force over [effective_from, effective_until)."""
 
     id: object
@@ -90,9 +100,6 @@ class VendorPrice:
     fees: dict[str, Decimal] = field(default_factory=dict)
     # Resolved rates by (service tier, context tier threshold): computed once per process.
     _rates: dict = field(default_factory=dict, init=False, compare=False, repr=False)
-
-    def in_force_at(self, moment: datetime) -> bool:
-        return self.effective_from <= moment and (self.effective_until is None or moment < self.effective_until)
 
     @property
     def base_prices(self) -> dict[str, Decimal]:
@@ -163,7 +170,7 @@ def _resolve(*, base: dict, context: dict, service: dict, both: dict) -> dict[st
 
 
 @dataclass(frozen=True)
-class MarginRule:
+class MarginRule(InForce):
     """An approved, active margin multiplier for a scope; empty scope fields match anything."""
 
     id: object
@@ -178,9 +185,6 @@ class MarginRule:
     @property
     def scope(self) -> tuple[str, str, str]:
         return self.tier, self.provider, self.model_name
-
-    def in_force_at(self, moment: datetime) -> bool:
-        return self.effective_from <= moment and (self.effective_until is None or moment < self.effective_until)
 
 
 def pricing_tier(*, tier: str, licensed_without_byok: bool) -> str:
