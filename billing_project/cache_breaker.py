@@ -44,8 +44,8 @@ REDIS_FAILURES = (RedisError, ConnectionInterrupted, OSError)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
-# SET key value PX milliseconds for every key: ARGV[1] the expiry, ARGV[i + 1] the value of KEYS[i].
-SET_MANY_WITH_EXPIRY = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1]) end"
+# SET key value PX milliseconds for every key: ARGV[2i - 1] the expiry of KEYS[i], ARGV[2i] its value.
+SET_MANY_EXPIRING = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[2 * i], 'PX', ARGV[2 * i - 1]) end"
 
 
 class CircuitBreaker:
@@ -273,14 +273,24 @@ class CircuitBreakerRedisCache(RedisCache):
         if timeout is None or timeout <= 0:
             super().set_many(data, timeout=timeout, version=version)
             return []
+        self._set_expiring([(key, value, timeout) for key, value in data.items()], version)
+        return []
+
+    def set_many_expiring(self, items: list[tuple[str, object, float]]) -> None:
+        """Each (key, value, timeout in seconds, positive) written in one command, as `set_many` writes
+        keys that share a timeout."""
+        self._guarded(self._set_expiring, lambda: None, items)
+
+    def _set_expiring(self, items: list[tuple[str, object, float]], version=None) -> None:
         client = self.client
-        keys = [client.make_key(key, version=version) for key in data]
-        values = [client.encode(value) for value in data.values()]
+        keys, arguments = [], []
+        for key, value, timeout in items:
+            keys.append(client.make_key(key, version=version))
+            arguments += (int(timeout * 1000), client.encode(value))
         redis = client.get_client(write=True)
         if self._set_with_expiry is None:
-            self._set_with_expiry = redis.register_script(SET_MANY_WITH_EXPIRY)
-        self._set_with_expiry(keys=keys, args=[int(timeout * 1000), *values], client=redis)
-        return []
+            self._set_with_expiry = redis.register_script(SET_MANY_EXPIRING)
+        self._set_with_expiry(keys=keys, args=arguments, client=redis)
 
     def touch(self, *args, **kwargs):
         return self._guarded(super().touch, lambda: False, *args, **kwargs)

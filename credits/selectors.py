@@ -14,6 +14,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.services import resource_type_of
+from billing_project.cache_writes import cache_set_on_commit
 from billing_project.money import usd_round
 from credits import ledger_sql, pricing
 from credits.budgets import Budget, month_key, next_month_start
@@ -263,7 +264,7 @@ def balances_invalidate(*, user_ids: list) -> None:
     # One new generation serves every user of the change: it differs from each one's previous.
     generation = uuid4().hex
     generations = {_balance_cache_keys(user_id)[1]: generation for user_id in user_ids}
-    transaction.on_commit(lambda: cache.set_many(generations, timeout=BALANCE_GENERATION_SECONDS))
+    cache_set_on_commit(generations, timeout=BALANCE_GENERATION_SECONDS)
 
 
 # Every input token, in the flat fields' one meaning: rows recorded before it (empty usage_format)

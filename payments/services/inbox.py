@@ -52,6 +52,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of, to_json
 from billing_project import sql
 from billing_project.appends import appends_deferred
+from billing_project.cache_writes import cache_set_on_commit
 from billing_project.errors import DomainError, NotFound, retryable_conflict_of
 from billing_project.metrics import IDEMPOTENT_HITS, WEBHOOK_INVALID_SIGNATURES, WEBHOOK_REPLAY_BLOCKS
 from billing_project.rows import row_insert, row_insert_unless_present
@@ -162,7 +163,7 @@ def _finished_remember_on_commit(row: WebhookEvent) -> None:
     if row.status in DONE:
         # As the row reads back: the status's plain value, not the enum member.
         answer = {name: str(row.status) if name == "status" else getattr(row, name) for name in FINISHED_FIELDS}
-        transaction.on_commit(lambda: cache.set(key, answer, timeout=FINISHED_ANSWER_SECONDS))
+        cache_set_on_commit({key: answer}, timeout=FINISHED_ANSWER_SECONDS)
     else:
         transaction.on_commit(lambda: cache.delete(key))
 
