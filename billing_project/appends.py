@@ -48,9 +48,9 @@ class Appends:
     # Writes to send ahead of the next statement (`write_ahead`).
     ahead: list[sql.Statement] = field(default_factory=list)
 
-    def write(self, last: sql.Statement | None = None) -> None:
+    def write(self, last: sql.Statement | None = None, *, commit: bool = False) -> None:
         """Writes the kept rows and then `last`, in one round trip on PostgreSQL, and hands each read
-        its rows."""
+        its rows. `commit`: nothing follows in the caller's transaction (sql.commit_carried)."""
         by_model: dict[type, list[models.Model]] = {}
         for row in self.rows:
             by_model.setdefault(type(row), []).append(row)
@@ -58,7 +58,9 @@ class Appends:
         writes += [sql.update(instance, sorted(fields)) for instance, fields in self.updates.values()]
         writes += [last] if last else []
         reads = list(self.reads)
-        results = sql.written_then_read(writes, [(statement, list(params)) for statement, params in reads])
+        results = sql.written_then_read(
+            writes, [(statement, list(params)) for statement, params in reads], commit=commit
+        )
         for row in self.rows:
             row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
         for read, rows in zip(reads, results, strict=True):
@@ -113,7 +115,7 @@ def _ahead_sent_first(execute, statement, params, many, context):
     for part, count in parts:
         statements.append((part, list(params[position : position + count])))
         position += count
-    result = execute(*sql.joined([*ahead, *statements]), False, context)
+    result = execute(*sql.joined([*ahead, *statements], commit=statement.commit), False, context)
     for _ in ahead:
         context["cursor"].nextset()
     return result

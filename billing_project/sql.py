@@ -326,20 +326,36 @@ def _update_many_sql(model: type[Model], fields: tuple[str, ...], where: str) ->
 class Joined(str):
     """Statements joined as one text, which Django's query log and execute wrappers see, keeping
     each statement's text and number of placeholders for the PostgreSQL backend, which sends each
-    as a statement prepared on the connection (billing_project.postgresql)."""
+    as a statement prepared on the connection (billing_project.postgresql), and whether the text
+    ends with the transaction's COMMIT (`commit`)."""
 
     parts: tuple[tuple[str, int], ...]
+    commit: bool = False
 
 
-def joined(statements: list[Statement]) -> Statement:
-    """The statements as one text (`Joined`) and their parameters, in order."""
-    text = Joined("; ".join(sql for sql, _ in statements))
+def joined(statements: list[Statement], *, commit: bool = False) -> Statement:
+    """The statements as one text (`Joined`) and their parameters, in order; with `commit`, the
+    transaction's COMMIT after them."""
+    texts = [sql for sql, _ in statements]
+    text = Joined("; ".join([*texts, "COMMIT"] if commit else texts))
     text.parts = tuple((sql, len(params)) for sql, params in statements)
+    text.commit = commit
     return text, [param for _, params in statements for param in params]
 
 
-def execute_all(statements: list[Statement]) -> None:
-    """Runs the statements; on PostgreSQL as one round trip."""
+def commit_carried(db) -> bool:
+    """Whether the statements a caller sends last in its transaction (`commit=True` below) carry
+    the transaction's COMMIT, a round trip fewer: on PostgreSQL, when the caller's atomic block is
+    the outermost and commits on exit, with nothing to roll back. Django's commit at the block's
+    exit then finds the transaction ended and sends nothing; its on-commit callbacks run as ever.
+    Nothing may reach the database between those statements and the block's exit (the backend
+    refuses it). Inside another block (a caller's, a test's) the COMMIT stays Django's."""
+    return db.vendor == "postgresql" and len(db.atomic_blocks) == 1 and db.commit_on_exit and not db.needs_rollback
+
+
+def execute_all(statements: list[Statement], *, commit: bool = False) -> None:
+    """Runs the statements; on PostgreSQL as one round trip. `commit`: nothing follows them in the
+    caller's transaction, whose COMMIT they carry where they may (`commit_carried`)."""
     if not statements:
         return
     db = default_connection()
@@ -348,7 +364,7 @@ def execute_all(statements: list[Statement]) -> None:
             for sql, params in statements:
                 cursor.execute(sql, params)
             return
-        cursor.execute(*joined([_one_statement(statements)]))
+        cursor.execute(*joined([_one_statement(statements)], commit=commit and commit_carried(db)))
 
 
 def _one_statement(statements: list[Statement]) -> Statement:
@@ -362,17 +378,18 @@ def _one_statement(statements: list[Statement]) -> Statement:
     return f"WITH {ctes} {last_sql}", params
 
 
-def written_then_read(writes: list[Statement], reads: list[Statement]) -> list[list[tuple]]:
+def written_then_read(writes: list[Statement], reads: list[Statement], *, commit: bool = False) -> list[list[tuple]]:
     """Runs the writes, then the reads, and returns the rows of each read; on PostgreSQL as one
-    round trip."""
+    round trip. `commit`: as for `execute_all`."""
     db = default_connection()
     if db.vendor != "postgresql" or not writes or not reads:
-        execute_all(writes)
+        execute_all(writes, commit=commit and not reads)
         return read_all(reads) if reads else []
     with db.cursor() as cursor:
-        cursor.execute(*joined([_one_statement(writes), *reads]))
+        cursor.execute(*joined([_one_statement(writes), *reads], commit=commit and commit_carried(db)))
         results = []
-        while cursor.nextset():
+        for _ in reads:
+            cursor.nextset()
             results.append(cursor.fetchall())
         return results
 

@@ -16,7 +16,10 @@ autocommit, and Django's autocommit state (what `transaction.atomic` turns off) 
 a statement executed while Django is in a transaction that the server has not begun yet carries
 `BEGIN; ` in front of it, in the same round trip. The other ways a statement reaches the server
 (executemany, COPY, a streamed or server-side cursor) send BEGIN alone first, as psycopg would.
-COMMIT and ROLLBACK are psycopg's, which send them whenever the server holds a transaction.
+COMMIT and ROLLBACK are psycopg's, which send them whenever the server holds a transaction. The last
+statements of an outermost block may carry its COMMIT instead (billing_project.sql's `commit_carried`):
+the server then holds none when Django commits, and a statement sent in between is refused, since it
+would run in a transaction of its own.
 
 Prepared statements. Every statement travels as text with its values inlined (client-side binding,
 which lets several statements share a round trip), so the server would parse and plan each one anew:
@@ -49,6 +52,7 @@ import time
 
 import psycopg
 from django.conf import settings
+from django.db import ProgrammingError
 from django.db.backends.postgresql import base, operations, psycopg_any
 from psycopg.adapt import AdaptersMap
 from psycopg.postgres import types
@@ -87,30 +91,47 @@ class Cursor(base.Cursor):
     wrapper = None
 
     def execute(self, query, params=None, **kwargs):
+        _not_after_commit(self.wrapper)
         parts = getattr(query, "parts", None)
+        commits = getattr(query, "commit", False)
         if parts is not None and self.wrapper is not None:
-            query = "; ".join(self.wrapper.prepared_call(sql, count) for sql, count in parts)
+            texts = [self.wrapper.prepared_call(sql, count) for sql, count in parts]
+            query = "; ".join([*texts, "COMMIT"] if commits else texts)
         if not _transaction_to_begin(self.wrapper):
-            return super().execute(query, params, **kwargs)
-        if not isinstance(query, str):
+            super().execute(query, params, **kwargs)
+        elif not isinstance(query, str):
             self.wrapper.connection.execute("BEGIN")
-            return super().execute(query, params, **kwargs)
-        super().execute("BEGIN; " + query, params, **kwargs)
-        # Stand on the statement's own results, as if it had been sent alone.
-        self.nextset()
+            super().execute(query, params, **kwargs)
+        else:
+            super().execute("BEGIN; " + query, params, **kwargs)
+            # Stand on the statement's own results, as if it had been sent alone.
+            self.nextset()
+        if commits and self.wrapper is not None:
+            self.wrapper.commit_sent = True
         return self
 
     def executemany(self, *args, **kwargs):
+        _not_after_commit(self.wrapper)
         _begin_alone(self.wrapper)
         return super().executemany(*args, **kwargs)
 
     def copy(self, *args, **kwargs):
+        _not_after_commit(self.wrapper)
         _begin_alone(self.wrapper)
         return super().copy(*args, **kwargs)
 
     def stream(self, *args, **kwargs):
+        _not_after_commit(self.wrapper)
         _begin_alone(self.wrapper)
         return super().stream(*args, **kwargs)
+
+
+def _not_after_commit(wrapper) -> None:
+    """A statement after the one that carried its transaction's COMMIT (billing_project.sql's
+    `commit_carried`) would run in a transaction of its own, which Django would commit at the
+    block's exit: refused, as a mistake of the code sending it."""
+    if wrapper is not None and wrapper.commit_sent:
+        raise ProgrammingError("The transaction's COMMIT was sent; nothing more may run before its atomic block exits.")
 
 
 def _transaction_to_begin(wrapper) -> bool:
@@ -175,6 +196,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
     # When the connection last served a request that queried it; never, at first.
     used_at = float("-inf")
+    # A statement carried the COMMIT of the transaction Django is still in (billing_project.sql).
+    commit_sent = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -193,6 +216,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = super().get_new_connection(conn_params)
         connection.autocommit = True
         self.prepared, self.prepared_numbers = {}, itertools.count(1)
+        self.commit_sent = False
         if settings.DB_PREPARED_STATEMENTS:
             connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
@@ -225,6 +249,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 name = None
         self.prepared[sql] = name
         return sql if name is None else _call(name, ["%s"] * count)
+
+    def _commit(self):
+        self.commit_sent = False
+        return super()._commit()
+
+    def _rollback(self):
+        self.commit_sent = False
+        return super()._rollback()
 
     def _set_autocommit(self, autocommit):
         """Nothing to tell psycopg: Django's own `autocommit`, which its caller sets, is what the

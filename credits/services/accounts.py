@@ -510,15 +510,16 @@ class LockedAccount:
         self.new_holds, self.usage, self._updates = [], [], {}
         return inserted, updated, shown_changed
 
-    def flush(self) -> None:
-        accounts_flush([self])
+    def flush(self, *, commit: bool = False) -> None:
+        accounts_flush([self], commit=commit)
 
 
-def accounts_flush(accounts: list[LockedAccount]) -> None:
+def accounts_flush(accounts: list[LockedAccount], *, commit: bool = False) -> None:
     """Writes what the accounts collected, with their balance rows; on PostgreSQL in one statement,
     where each table's new rows are one INSERT and the rows changed alike (same table, same fields)
     one UPDATE, so a batch over a hundred users costs the round trip of one. Then sends the alerts
-    that became due."""
+    that became due. `commit`: the caller's transaction ends with this call; the statement carries
+    its COMMIT where it may (sql.commit_carried), unless alerts are due: they write after it."""
     alerts = [(account.user_id, account._alerts_taken()) for account in accounts]
     taken = [account._rows_taken() for account in accounts]
     inserted = [list(chain.from_iterable(tables)) for tables in zip(*(rows for rows, _, _ in taken), strict=True)]
@@ -535,7 +536,7 @@ def accounts_flush(accounts: list[LockedAccount]) -> None:
         row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
     for (_, fields), rows in updated.items():
         statements += sql.update_many(rows, list(fields))
-    sql.execute_all(statements)
+    sql.execute_all(statements, commit=commit and not any(due for _, due in alerts))
     for user_id, due in alerts:
         if due:
             alerts_send(user_id=user_id, alerts=due)

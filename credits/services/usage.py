@@ -363,7 +363,7 @@ def _record_user(user_id: int, events: list[UsageEvent]) -> list[Outcome]:
                 session = _UserSession.open(user_id=user_id, events=events, now=timezone.now())
                 outcomes = session.record_all(events)
                 if session.records_anything:
-                    session.account.flush()
+                    session.account.flush(commit=True)
                 else:
                     # Refusals and repeats write nothing at all (SPEC: a 402 writes nothing): not the
                     # expiry rows of overdue grants, nor a balance row created by this first use.
@@ -392,7 +392,7 @@ def _record_users(events_by_user: dict[int, list[UsageEvent]], *, skip_locked: b
     with transaction.atomic():
         sessions = _UserSession.open_many(events_by_user=events_by_user, now=timezone.now(), skip_locked=skip_locked)
         outcomes = {user_id: session.record_all(events_by_user[user_id]) for user_id, session in sessions.items()}
-        accounts_flush([session.account for session in sessions.values() if session.records_anything])
+        accounts_flush([session.account for session in sessions.values() if session.records_anything], commit=True)
     return outcomes
 
 

@@ -295,7 +295,7 @@ def _accept(
             stored.fetched = fetched
         row = stored
     with sql.reads_primed(reads[: len(read_rows)], read_rows):
-        _process(row, failure, version=version, version_new=version_new)
+        _process(row, failure, version=version, version_new=version_new, commit=True)
     return row, False
 
 
@@ -410,11 +410,14 @@ def _process(
     *,
     version: ProviderObjectVersion | None = None,
     version_new: bool | None = None,
+    commit: bool = False,
 ) -> None:
     """Applies the event and writes its outcome on the row (inserted with it when the row is new),
     in the caller's transaction (the rows the handlers append and the row go to the database in one
     round trip), or writes the `failure` of an earlier attempt. `version` and `version_new`: the
-    object's version row and whether it was inserted already (`_stored_locked`)."""
+    object's version row and whether it was inserted already (`_stored_locked`). `commit`: the
+    caller's transaction ends with this call, and the applied event's round trip carries its
+    COMMIT where it may (sql.commit_carried)."""
     row.attempts += 1
     row.updated_at = timezone.now()
     if failure is not None:
@@ -437,7 +440,9 @@ def _process(
             row.result = to_json(result)
             row.error = row.unmatched_reason = ""
             row.processed_at = row.updated_at
-            appends.write(last=sql.insert([row]) if row._state.adding else sql.update(row, OUTCOME_FIELDS))
+            appends.write(
+                last=sql.insert([row]) if row._state.adding else sql.update(row, OUTCOME_FIELDS), commit=commit
+            )
         row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
         _finished_remember_on_commit(row)
     except Unmatched as unmatched:  # nothing it names is known here: acknowledged, kept for staff

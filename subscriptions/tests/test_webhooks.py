@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from audit.models import AdminAuditLog, AuditAction
 from billing_project.models import OutboundEvent
+from billing_project.tests.protocol import queries_sent
 from conftest import forget_test_cache
 from credits.models import CreditAllocation, CreditSource, UserCreditBalance
 from payments.models import Payment, PaymentEvent, PaymentOperation, WebhookEvent, WebhookStatus
@@ -819,6 +820,28 @@ def test_a_renewal_is_recorded_by_the_inbox_and_the_audit_chain_not_by_the_objec
     renewed = AdminAuditLog.objects.get(resource_id=str(subscription.pk), action=AuditAction.UPDATE)
     assert renewed.new_value["current_period_start"] == invoice.period_start.isoformat().replace("+00:00", "Z")
     assert AdminAuditLog.objects.filter(resource_id=event_id, action=AuditAction.PROCESS).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_renewals_last_round_trip_carries_its_commit_and_its_answer_is_cached_after_it(webhook_client, subscriber):
+    user, subscription, ids = subscriber
+    deliver(webhook_client, renewal_event(subscription, ids.next_invoice()))  # the statements, prepared once
+    subscription.refresh_from_db()
+    event, balance = renewal_event(subscription, ids.next_invoice()), balance_of(user)
+    responses = []
+
+    sent = queries_sent(lambda: responses.append(deliver(webhook_client, event)))
+
+    assert responses[0].status_code == 200
+    assert responses[0].json()["status"] == "processed"
+    sent = [query for query in sent if "PREPARE" not in query and "DEALLOCATE" not in query]
+    carried = [position for position, query in enumerate(sent) if query.endswith('; COMMIT"')]
+    # Its sixth round trip, with no COMMIT of its own (the audit sealer's transaction follows it).
+    assert carried == [5]
+    assert '"COMMIT"' not in sent[:6]
+    assert balance_of(user) == balance + 20_000
+    assert cache.get(_finished_key(event["id"]))["status"] == "processed"
 
 
 @pytest.fixture
