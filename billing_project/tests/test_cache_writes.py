@@ -102,3 +102,17 @@ def test_a_cache_without_one_command_for_many_expiries_gets_one_set_many_per_exp
         cache_set_on_commit({"long": 2}, timeout=600)
 
     assert caches["default"].get_many(["short", "long"]) == {"short": 1, "long": 2}
+
+
+def test_a_write_in_a_captured_block_is_made_by_the_capture_though_it_joined_an_earlier_write(
+    cache, django_capture_on_commit_callbacks
+):
+    with pytest.raises(RolledBack), transaction.atomic():
+        cache_set_on_commit({"earlier": 1}, timeout=60)
+        with django_capture_on_commit_callbacks(execute=True):
+            cache_set_on_commit({"captured": 2}, timeout=60)
+
+        assert cache.get_many(["earlier", "captured"]) == {"captured": 2}
+        raise RolledBack
+
+    assert cache.get_many(["earlier", "captured"]) == {"captured": 2}

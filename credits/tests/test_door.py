@@ -54,11 +54,11 @@ class DoorSpy:
             self.outside.append(sql)
         return execute(sql, params, many, context)
 
-    def flush(self, account):
+    def flush(self, account, **options):
         self._current = set()
         self.in_transaction.append(connection.in_atomic_block)
         try:
-            FLUSH(account)
+            FLUSH(account, **options)
         finally:
             self.flushes.append(self._current)
             self._current = None
@@ -70,7 +70,7 @@ FLUSH = LockedAccount.flush
 @pytest.fixture
 def door(monkeypatch):
     spy = DoorSpy()
-    monkeypatch.setattr(LockedAccount, "flush", lambda account: spy.flush(account))
+    monkeypatch.setattr(LockedAccount, "flush", lambda account, **options: spy.flush(account, **options))
     with connection.execute_wrapper(spy):
         yield spy
 
