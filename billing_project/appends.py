@@ -17,7 +17,7 @@ subscription's note of the newest Stripe event applied to it, `update_deferred`)
 round trip too, from the instance's values when the block ends.
 
 A write whose result nobody waits for but that later statements may read (a renewal's payment
-transaction and its subscription's new period, `write_ahead`) is sent ahead of the next statement
+transaction, its credit grant and its subscription's new period, `write_ahead`) is sent ahead of the next statement
 that reaches the database in the block, in that statement's round trip, as a statement of its own:
 whatever reads next sees it.
 """
@@ -142,16 +142,18 @@ def append(
         appends.add(row, read, then)
 
 
-def write_ahead(statement: sql.Statement) -> None:
-    """Sends a write ahead of the next statement that reaches the database in the block around it
-    (see above), or at the block's end; at once outside a block, and on SQLite, which takes one
-    statement at a time."""
+def write_ahead(*statements: sql.Statement) -> None:
+    """Sends writes ahead of the next statement that reaches the database in the block around it
+    (see above), or at the block's end, as one statement (`sql.one_statement`); at once outside a
+    block, and on SQLite, which takes one statement at a time."""
+    if not statements:
+        return
     appends = _block_keeping()
     if appends is None or sql.default_connection().vendor != "postgresql":
-        sql.execute_all([statement])
+        sql.execute_all(list(statements))
     else:
         sql.primed_reads_drop()
-        appends.ahead.append(statement)
+        appends.ahead.append(sql.one_statement(list(statements)))
 
 
 def update_deferred(instance: models.Model, fields: list[str]) -> None:

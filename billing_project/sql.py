@@ -364,10 +364,10 @@ def execute_all(statements: list[Statement], *, commit: bool = False) -> None:
             for sql, params in statements:
                 cursor.execute(sql, params)
             return
-        cursor.execute(*joined([_one_statement(statements)], commit=commit and commit_carried(db)))
+        cursor.execute(*joined([one_statement(statements)], commit=commit and commit_carried(db)))
 
 
-def _one_statement(statements: list[Statement]) -> Statement:
+def one_statement(statements: list[Statement]) -> Statement:
     """Writes as one statement: all but the last as data-modifying CTEs, which PostgreSQL runs to
     completion whether or not the last one reads them."""
     if len(statements) == 1:
@@ -386,7 +386,7 @@ def written_then_read(writes: list[Statement], reads: list[Statement], *, commit
         execute_all(writes, commit=commit and not reads)
         return read_all(reads) if reads else []
     with db.cursor() as cursor:
-        cursor.execute(*joined([_one_statement(writes), *reads], commit=commit and commit_carried(db)))
+        cursor.execute(*joined([one_statement(writes), *reads], commit=commit and commit_carried(db)))
         results = []
         for _ in reads:
             cursor.nextset()

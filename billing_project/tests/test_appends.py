@@ -70,6 +70,14 @@ def _renamed(endpoint: WebhookEndpoint, description: str) -> sql.Statement:
     return sql.update(endpoint, ["description"])
 
 
+def _recorded(sent: list):
+    def recording(execute, statement, params, many, context):
+        sent.append(statement)
+        return execute(statement, params, many, context)
+
+    return recording
+
+
 def _description_read(endpoint: WebhookEndpoint) -> sql.Statement:
     return f"SELECT description FROM {sql.table(WebhookEndpoint)} WHERE id = %s", [endpoint.pk]
 
@@ -96,6 +104,24 @@ def test_a_write_ahead_is_sent_alone_before_a_statement_of_the_orm_which_sees_it
 
     assert read == ["renamed ahead"]
     assert len([query for query in sent if "PREPARE" not in query]) == 2
+
+
+@pytest.mark.postgres
+def test_writes_sent_ahead_together_are_one_statement_in_the_round_trip_of_the_next_read(staff_user):
+    endpoint = endpoint_create(actor=staff_user, url="https://a.example.com/hooks", event_types=["invoice"])
+    with transaction.atomic(), appends_deferred():
+        event = sql.new_row(OutboundEvent, type="invoice.paid", subject="invoice:1", data={})
+        write_ahead(sql.insert([event]), _renamed(endpoint, "renamed ahead"))
+        with connection.execute_wrapper(_recorded(sent := [])):  # inside the block's own wrapper
+            (rows,) = sql.read_all([_description_read(endpoint)])
+
+    assert rows == [("renamed ahead",)]
+    assert OutboundEvent.objects.get(pk=event.pk).subject == "invoice:1"
+    (statements,) = sent
+    assert [part.split(" ", 3)[:3] for part, _ in statements.parts] == [
+        ["WITH", "w0", "AS"],  # the insert, then the update
+        ["SELECT", "description", "FROM"],
+    ]
 
 
 def test_a_write_ahead_that_nothing_followed_is_written_when_the_block_ends(staff_user):

@@ -32,6 +32,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from billing_project import sql
+from billing_project.appends import write_ahead
 from credits import ledger_sql
 from credits.budgets import Budget, month_key, thresholds_crossed
 from credits.models import (
@@ -510,16 +511,18 @@ class LockedAccount:
         self.new_holds, self.usage, self._updates = [], [], {}
         return inserted, updated, shown_changed
 
-    def flush(self, *, commit: bool = False) -> None:
-        accounts_flush([self], commit=commit)
+    def flush(self, *, commit: bool = False, ahead: bool = False) -> None:
+        accounts_flush([self], commit=commit, ahead=ahead)
 
 
-def accounts_flush(accounts: list[LockedAccount], *, commit: bool = False) -> None:
+def accounts_flush(accounts: list[LockedAccount], *, commit: bool = False, ahead: bool = False) -> None:
     """Writes what the accounts collected, with their balance rows; on PostgreSQL in one statement,
     where each table's new rows are one INSERT and the rows changed alike (same table, same fields)
     one UPDATE, so a batch over a hundred users costs the round trip of one. Then sends the alerts
     that became due. `commit`: the caller's transaction ends with this call; the statement carries
-    its COMMIT where it may (sql.commit_carried), unless alerts are due: they write after it."""
+    its COMMIT where it may (sql.commit_carried), unless alerts are due: they write after it.
+    `ahead`: the statement goes with the next one of the caller's transaction, inside a block of
+    appended rows (appends.write_ahead: a webhook's handlers), and at once elsewhere."""
     alerts = [(account.user_id, account._alerts_taken()) for account in accounts]
     taken = [account._rows_taken() for account in accounts]
     inserted = [list(chain.from_iterable(tables)) for tables in zip(*(rows for rows, _, _ in taken), strict=True)]
@@ -536,7 +539,10 @@ def accounts_flush(accounts: list[LockedAccount], *, commit: bool = False) -> No
         row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
     for (_, fields), rows in updated.items():
         statements += sql.update_many(rows, list(fields))
-    sql.execute_all(statements, commit=commit and not any(due for _, due in alerts))
+    if ahead:
+        write_ahead(*statements)
+    else:
+        sql.execute_all(statements, commit=commit and not any(due for _, due in alerts))
     for user_id, due in alerts:
         if due:
             alerts_send(user_id=user_id, alerts=due)

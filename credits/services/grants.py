@@ -100,7 +100,7 @@ def credit_grant(
         payment_operation_id=payment_operation_id,
     )
     account.grant(allocation)
-    account.flush()
+    account.flush(ahead=True)  # nothing here waits for it: in a webhook's block, a round trip fewer
     event_emit(
         type=EventType.CREDITS_GRANTED,
         subject=f"user:{user.pk}",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
+from billing_project.appends import appends_deferred
 from credits.api.events import usage_event_parse
 from credits.models import CreditDeductionLedger, UserCreditBalance, UserCreditSource
 from credits.services import (
@@ -186,6 +187,27 @@ def project_sources():
             relative = (Path(directory) / name).relative_to(root).as_posix()
             if name.endswith(".py") and relative not in DOOR_MODULES:
                 yield relative, ast.parse((root / relative).read_text(), filename=relative)
+
+
+@pytest.mark.postgres
+def test_a_grant_in_a_webhooks_block_is_written_with_the_next_statement_which_sees_it(user):
+    fund(user, 1000)
+    with transaction.atomic(), appends_deferred():
+        granting, reading = DoorSpy(), DoorSpy()  # each inside the block's own execute wrapper
+        with connection.execute_wrapper(granting):
+            result = credit_grant(user=user, amount=500, source="bonus", reason="goodwill")
+        with connection.execute_wrapper(reading):
+            balance = UserCreditBalance.objects.get(user=user).amount
+
+    assert granting.outside == []
+    assert {table.lower() for sql in reading.outside for table in WRITE.findall(sql)} == {
+        BALANCE,
+        "creditallocation",
+        "usercreditsource",
+    }
+    assert balance == result.balance_after == 1500
+    (figures,) = ledger_figures(user_ids=[user.pk])
+    assert figures.problems == []
 
 
 def test_no_code_outside_the_door_writes_a_balance():
