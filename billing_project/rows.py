@@ -16,16 +16,43 @@ def row_insert_unless_present(instance: Model, *, unique_fields: tuple[str, ...]
     concurrent insert of the same key waits for the first transaction and finds its row (False).
     A new row sends post_save as the ORM's create does: django-auditlog's object history listens to it
     (no pre_save: nothing listening to it applies to a row not yet there)."""
-    model = type(instance)
     statement, params = sql.insert([instance])
-    target = ""
-    if unique_fields is not None:
-        target = "(" + ", ".join(sql.column(model, name) for name in unique_fields) + ")"
+    target = _target(type(instance), unique_fields)
     with sql.default_connection().cursor() as cursor:
         cursor.execute(*sql.joined([(f"{statement} ON CONFLICT {target} DO NOTHING RETURNING 1", params)]))
         inserted = cursor.fetchone() is not None
     if inserted:
         _created(instance)
+    return inserted
+
+
+def rows_insert_unless_present(rows: list[tuple[Model, tuple[str, ...] | None]]) -> list[bool]:
+    """`row_insert_unless_present` of each (instance, unique_fields) in order, each after the first
+    tried only when the one before it was inserted by this call: on PostgreSQL in one round trip,
+    each INSERT after the first selecting its row only where the row before it is there under its
+    new primary key. Whether each was inserted (False also when not tried)."""
+    db = sql.default_connection()
+    if db.vendor != "postgresql":
+        inserted = []
+        for instance, unique_fields in rows:
+            tried = not inserted or inserted[-1]
+            inserted.append(tried and row_insert_unless_present(instance, unique_fields=unique_fields))
+        return inserted
+    statements, before = [], None
+    for instance, unique_fields in rows:
+        statement, params = sql.insert([instance])
+        if before is not None:
+            primary_key = type(before)._meta.pk
+            statement += f" WHERE EXISTS (SELECT 1 FROM {sql.table(type(before))} WHERE {primary_key.column} = %s)"
+            params = [*params, primary_key.get_db_prep_value(before.pk, db)]
+        statements.append(
+            (f"{statement} ON CONFLICT {_target(type(instance), unique_fields)} DO NOTHING RETURNING 1", params)
+        )
+        before = instance
+    inserted = [bool(rows) for rows in sql.read_all(statements)]
+    for (instance, _), new in zip(rows, inserted, strict=True):
+        if new:
+            _created(instance)
     return inserted
 
 
@@ -38,6 +65,12 @@ def row_insert(instance: Model, *, ahead: bool = False) -> None:
     else:
         sql.execute_all([sql.insert([instance])])
     _created(instance)
+
+
+def _target(model: type[Model], unique_fields: tuple[str, ...] | None) -> str:
+    if unique_fields is None:
+        return ""
+    return "(" + ", ".join(sql.column(model, name) for name in unique_fields) + ")"
 
 
 def _created(instance: Model) -> None:

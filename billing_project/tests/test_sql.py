@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import signals
 from django.utils import timezone
 
 from billing_project import sql
 from billing_project.models import RevokedTokenFamily
-from billing_project.rows import row_insert, row_insert_unless_present, row_update
+from billing_project.rows import row_insert, row_insert_unless_present, row_update, rows_insert_unless_present
 from billing_project.tests.factories import UserFactory
 from credits.models import (
     CreditAllocation,
@@ -22,7 +22,7 @@ from credits.models import (
     CreditSource,
     TokenUsageLedger,
 )
-from payments.models import WebhookEvent
+from payments.models import ProviderObjectVersion, WebhookEvent
 
 MADE_PER_ROW = {"id"}  # a fresh UUID each time, compared apart
 
@@ -280,6 +280,33 @@ def test_a_row_is_inserted_unless_one_with_its_unique_fields_is_present():
     stored = WebhookEvent.objects.get(event_id="evt_1")
     assert (stored.pk, stored.payload, stored.event_type) == (first.pk, payload, "invoice.paid")
     assert not first._state.adding and again._state.adding
+
+
+def _event(event_id: str) -> WebhookEvent:
+    return sql.new_row(WebhookEvent, provider="stripe", event_id=event_id, event_type="invoice.paid", payload={})
+
+
+def _version(object_id: str) -> ProviderObjectVersion:
+    return sql.new_row(ProviderObjectVersion, provider="stripe", object_id=object_id, object_type="invoice")
+
+
+EVENT_KEY, VERSION_KEY = ("provider", "event_id"), ("provider", "object_id")
+
+
+@pytest.mark.django_db
+def test_rows_are_inserted_unless_present_each_only_when_the_one_before_it_was(django_assert_num_queries):
+    row_insert_unless_present(_event("evt_there"), unique_fields=EVENT_KEY)
+    row_insert_unless_present(_version("in_there"), unique_fields=VERSION_KEY)
+
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        both = rows_insert_unless_present([(_event("evt_1"), EVENT_KEY), (_version("in_1"), VERSION_KEY)])
+    second_present = rows_insert_unless_present([(_event("evt_2"), EVENT_KEY), (_version("in_there"), VERSION_KEY)])
+    first_present = rows_insert_unless_present([(_event("evt_there"), EVENT_KEY), (_version("in_3"), VERSION_KEY)])
+
+    assert (both, second_present, first_present) == ([True, True], [True, False], [False, False])
+    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {"evt_there", "evt_1", "evt_2"}
+    # The row after one that was present is not tried, though nothing stood in its way.
+    assert set(ProviderObjectVersion.objects.values_list("object_id", flat=True)) == {"in_there", "in_1"}
 
 
 @pytest.fixture

@@ -82,7 +82,15 @@ def dispute_state(stripe_status: str | None) -> str:
 # Recording what was paid
 
 
-def payment_record(
+def payment_record(*, unrecorded: bool = False, **fields) -> Payment:
+    """Records a payment once, whichever event about it comes first (the checkout, the invoice, its
+    InvoicePayment): a payment already recorded under one of the ids gains the ids it lacked.
+    `fields`: `payment_new`'s. `unrecorded`: the caller found no record of the payment, so the insert
+    is tried before the lookup (a round trip fewer when it is new; the lookup follows when it was not)."""
+    return payment_new_record(payment_new(**fields), unrecorded=unrecorded)
+
+
+def payment_new(
     *,
     kind: str,
     user,
@@ -91,37 +99,40 @@ def payment_record(
     provider: str,
     object_id: str = "",
     operation: PaymentOperation | None = None,
-    unrecorded: bool = False,
     **stripe_ids: str,
 ) -> Payment:
-    """Records a payment once, whichever event about it comes first (the checkout, the invoice, its
-    InvoicePayment): a payment already recorded under one of the ids gains the ids it lacked.
-    `unrecorded`: the caller found no record of the payment, so the insert is tried before the
-    lookup (a round trip fewer when it is new; the lookup follows when it was not)."""
-    ids = {name: stripe_ids.get(name) or "" for name in STRIPE_IDS}
-    payment = None if unrecorded else _payment_locked(ids)
-    if payment is None:
-        payment = sql.new_row(
-            Payment,
-            kind=kind,
-            user=user,
-            object_id=str(object_id or ""),
-            operation=operation,
-            provider=provider,
-            amount=amount,
-            currency=currency.lower(),
-            paid_at=timezone.now(),
-            **ids,
-        )
-        # A concurrent first record of the same payment wins the unique ids; this one then finds it.
-        if row_insert_unless_present(payment, unique_fields=None):
-            event_emit(
-                type=EventType.PAYMENT_SUCCEEDED, subject=f"payment:{payment.pk}", data=payment_data(payment), user=user
-            )
+    """The row of a payment as its first record would write it, unsaved (`payment_new_record`)."""
+    return sql.new_row(
+        Payment,
+        kind=kind,
+        user=user,
+        object_id=str(object_id or ""),
+        operation=operation,
+        provider=provider,
+        amount=amount,
+        currency=currency.lower(),
+        paid_at=timezone.now(),
+        **{name: stripe_ids.get(name) or "" for name in STRIPE_IDS},
+    )
+
+
+def payment_new_record(payment: Payment, *, unrecorded: bool = False, inserted: bool | None = None) -> Payment:
+    """`payment_record` of a row of `payment_new`. `inserted`: whether the caller's insert of the row
+    unless present (rows.rows_insert_unless_present, with a write of its own) inserted it; None: not
+    tried. Returns the payment's row, `payment` when it is new."""
+    ids = {name: getattr(payment, name) for name in STRIPE_IDS}
+    found = None if unrecorded or inserted is not None else _payment_locked(ids)
+    if found is None:
+        if inserted is None:
+            inserted = row_insert_unless_present(payment, unique_fields=None)
+        if inserted:
+            data = payment_data(payment)
+            event_emit(type=EventType.PAYMENT_SUCCEEDED, subject=f"payment:{payment.pk}", data=data, user=payment.user)
             return payment
-        payment = _payment_locked(ids)
-    _ids_complete(payment, ids, object_id=object_id, operation=operation)
-    return payment
+        # A concurrent first record of the same payment won the unique ids: this one finds it.
+        found = _payment_locked(ids)
+    _ids_complete(found, ids, object_id=payment.object_id, operation=payment.operation)
+    return found
 
 
 def payment_data(payment: Payment) -> dict:

@@ -34,7 +34,7 @@ from payments.services.operations import (
     operation_unfinished_for,
     stripe_active,
 )
-from payments.services.refunds import payment_record, payment_refund_record
+from payments.services.refunds import payment_new, payment_new_record, payment_refund_record
 from subscriptions.codes import ErrorCode
 from subscriptions.models import (
     BillingInvoice,
@@ -124,21 +124,9 @@ def invoice_paid(
     invoice, its payment and the payment row a refund is matched to, then what the payment does.
     `stripe_invoice` (the payload) gives a new invoice Stripe's document fields. `money_recorded`
     false: no event recorded this payment yet (its row is then most likely new)."""
-    invoice, invoice_new = invoice_paid_record(
-        subscription=subscription,
-        amount=amount_paid,
-        currency=currency,
-        period_start=period_start,
-        period_end_at=period_end_at,
-        description="Renewal" if renews else "Subscription payment",
-        stripe_invoice_id=stripe_invoice_id,
-        stripe_payment_intent_id=stripe_payment_intent_id,
-        stripe_invoice=stripe_invoice,
-    )
-    if stripe_payment_intent_id:
-        _payment_intent_attach(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    payment = None
     if amount_paid and (stripe_invoice_id or stripe_payment_intent_id):
-        payment_record(
+        payment = payment_new(
             kind=OperationKind.RENEWAL_CHARGE if renews else OperationKind.SUBSCRIPTION_CHECKOUT,
             user=subscription.user,
             amount=amount_paid,
@@ -148,8 +136,24 @@ def invoice_paid(
             stripe_invoice_id=stripe_invoice_id or "",
             stripe_payment_intent_id=stripe_payment_intent_id or "",
             stripe_charge_id=stripe_charge_id,
-            unrecorded=not money_recorded,
         )
+    invoice, invoice_new, payment_inserted = invoice_paid_record(
+        subscription=subscription,
+        amount=amount_paid,
+        currency=currency,
+        period_start=period_start,
+        period_end_at=period_end_at,
+        description="Renewal" if renews else "Subscription payment",
+        stripe_invoice_id=stripe_invoice_id,
+        stripe_payment_intent_id=stripe_payment_intent_id,
+        stripe_invoice=stripe_invoice,
+        # Money no event recorded is most likely new with its invoice: inserted in the invoice's round trip.
+        payment=None if money_recorded else payment,
+    )
+    if stripe_payment_intent_id:
+        _payment_intent_attach(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
+    if payment is not None:
+        payment_new_record(payment, unrecorded=not money_recorded, inserted=payment_inserted)
     payment_received(subscription=subscription, invoice=invoice, renews=renews, invoice_new=invoice_new)
     return invoice
 

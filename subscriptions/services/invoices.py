@@ -14,7 +14,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project import sql
 from billing_project.money import minor_to_major, usd_round
-from billing_project.rows import row_insert, row_insert_unless_present
+from billing_project.rows import row_insert, rows_insert_unless_present
 from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
@@ -26,15 +26,19 @@ def _usd_field(amount: int, currency: str) -> Decimal:
 
 
 def _invoice_get_or_create(
-    *, subscription: Subscription, stripe_invoice_id: str | None, **defaults
-) -> tuple[BillingInvoice, bool]:
+    *, subscription: Subscription, stripe_invoice_id: str | None, payment: Payment | None = None, **defaults
+) -> tuple[BillingInvoice, bool, bool | None]:
+    """The invoice, whether it is new, and whether `payment` (an unsaved row, or None) was inserted
+    with it: tried, unless present, only when the invoice is new (None: not tried)."""
     defaults = {"user": subscription.user, "subscription": subscription, **defaults}
     if not stripe_invoice_id:
-        return BillingInvoice.objects.create(**defaults), True
+        return BillingInvoice.objects.create(**defaults), True, None
     invoice = sql.new_row(BillingInvoice, stripe_invoice_id=stripe_invoice_id, **defaults)
-    if row_insert_unless_present(invoice, unique_fields=("stripe_invoice_id",)):
-        return invoice, True
-    return BillingInvoice.objects.select_for_update().get(stripe_invoice_id=stripe_invoice_id), False
+    rows = [(invoice, ("stripe_invoice_id",)), *([(payment, None)] if payment is not None else [])]
+    created, *payment_inserted = rows_insert_unless_present(rows)
+    if created:
+        return invoice, True, payment_inserted[0] if payment_inserted else None
+    return BillingInvoice.objects.select_for_update().get(stripe_invoice_id=stripe_invoice_id), False, None
 
 
 def _payment_record(*, invoice: BillingInvoice, stripe_payment_intent_id: str | None, **fields) -> None:
@@ -90,16 +94,20 @@ def invoice_paid_record(
     stripe_payment_intent_id: str | None = None,
     discount: int = 0,
     stripe_invoice: dict | None = None,
-) -> tuple[BillingInvoice, bool]:
+    payment: Payment | None = None,
+) -> tuple[BillingInvoice, bool, bool | None]:
     """The paid invoice of a subscription and its successful payment: `amount` (minor units of
     `currency`) paid after `discount` (a coupon, same units) was taken off. A new invoice is written
-    paid at once, with Stripe's document fields when `stripe_invoice` (its payload) is given. Returns
-    the invoice and whether it is new."""
+    paid at once, with Stripe's document fields when `stripe_invoice` (its payload) is given.
+    `payment`: the money received (payments' `payment_new`, not recorded yet), inserted unless present
+    in the new invoice's round trip. Returns the invoice, whether it is new, and whether `payment`
+    was inserted (None: not tried, as the invoice was there)."""
     currency = currency.lower()
     amount_usd = _usd_field(amount, currency)
-    invoice, created = _invoice_get_or_create(
+    invoice, created, payment_inserted = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
+        payment=payment,
         subtotal_usd=_usd_field(amount + discount, currency),
         discount_usd=_usd_field(discount, currency),
         amount_due_usd=amount_usd,
@@ -118,7 +126,7 @@ def invoice_paid_record(
         _payment_succeeded_record(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
     else:
         invoice_settle(invoice=invoice, stripe_payment_intent_id=stripe_payment_intent_id)
-    return invoice, created
+    return invoice, created, payment_inserted
 
 
 def invoice_failed_record(
@@ -137,7 +145,7 @@ def invoice_failed_record(
     events crossed) stays paid. `stripe_invoice` (the payload) gives it Stripe's document fields
     first, so what is told of the failure links to the page where the customer pays."""
     currency = currency.lower()
-    invoice, _ = _invoice_get_or_create(
+    invoice, _, _ = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
         subtotal_usd=_usd_field(amount_due, currency),
@@ -268,7 +276,7 @@ def invoice_open_record(
     """An invoice Stripe finalized for the subscription: owed (open) until its payment arrives.
     `amount_due` in minor units of `currency`."""
     currency = currency.lower()
-    invoice, _ = _invoice_get_or_create(
+    invoice, _, _ = _invoice_get_or_create(
         subscription=subscription,
         stripe_invoice_id=stripe_invoice_id,
         subtotal_usd=_usd_field(amount_due, currency),

@@ -837,9 +837,13 @@ def test_a_renewals_last_round_trip_carries_its_commit_and_its_answer_is_cached_
     assert responses[0].json()["status"] == "processed"
     sent = [query for query in sent if "PREPARE" not in query and "DEALLOCATE" not in query]
     carried = [position for position, query in enumerate(sent) if query.endswith('; COMMIT"')]
-    # Its sixth round trip, with no COMMIT of its own (the audit sealer's transaction follows it).
-    assert carried == [5]
-    assert '"COMMIT"' not in sent[:6]
+    # Its fourth round trip, with no COMMIT of its own (the audit sealer's transaction follows it);
+    # the credit grant's writes go in it too, ahead of the rows appended.
+    assert carried == [3]
+    assert '"COMMIT"' not in sent[:4]
+    # (the trace shows prepared statements by name: the rows by their fields, the allocation's and
+    # its grant's, before the stored event's)
+    assert sent[3].index('"applied_to_balance_at"') < sent[3].index('"original_amount"') < sent[3].index('"raw_body"')
     assert balance_of(user) == balance + 20_000
     assert cache.get(_finished_key(event["id"]))["status"] == "processed"
 
@@ -878,6 +882,19 @@ def test_a_renewals_appended_rows_go_with_its_stored_event_in_one_statement_and_
     # Its audit rows are written with the answer it got: no transaction afterwards to fill it in.
     assert not [statement for statement in statements if 'UPDATE "audit_adminauditlog" SET "status_code"' in statement]
     assert set(AdminAuditLog.objects.values_list("status_code", flat=True)) == {200}
+
+
+@pytest.mark.postgres
+def test_a_renewals_new_invoice_and_its_payment_are_inserted_in_one_round_trip(renewal_delivered):
+    user, response, statements = renewal_delivered
+
+    assert response.status_code == 200
+    (inserts,) = [statement for statement in statements if 'INSERT INTO "subscriptions_billinginvoice"' in statement]
+    assert 'INSERT INTO "payments_payment"' in inserts
+    assert not [statement for statement in statements if statement.startswith('INSERT INTO "payments_payment"')]
+    invoice = BillingInvoice.objects.get(user=user, pk=response.json()["result"]["invoice_id"])
+    payment = Payment.objects.get(stripe_invoice_id=invoice.stripe_invoice_id)
+    assert (payment.amount, payment.user_id) == (invoice.amount_paid, user.pk)
 
 
 @pytest.mark.postgres
