@@ -17,9 +17,9 @@ subscription's note of the newest Stripe event applied to it, `update_deferred`)
 round trip too, from the instance's values when the block ends.
 
 A write whose result nobody waits for but that later statements may read (a renewal's payment
-transaction, its credit grant and its subscription's new period, `write_ahead`) is sent ahead of the next statement
-that reaches the database in the block, in that statement's round trip, as a statement of its own:
-whatever reads next sees it.
+transaction, its credit grant and its subscription's new period, `write_ahead`) is sent ahead of the
+next statement that reaches the database in the block, in that statement's round trip, as a
+statement of its own: whatever reads next sees it.
 """
 
 from collections.abc import Callable, Iterator

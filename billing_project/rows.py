@@ -49,7 +49,7 @@ def rows_insert_unless_present(rows: list[tuple[Model, tuple[str, ...] | None]])
             (f"{statement} ON CONFLICT {_target(type(instance), unique_fields)} DO NOTHING RETURNING 1", params)
         )
         before = instance
-    inserted = [bool(rows) for rows in sql.read_all(statements)]
+    inserted = [bool(returned) for returned in sql.read_all(statements)]
     for (instance, _), new in zip(rows, inserted, strict=True):
         if new:
             _created(instance)

@@ -1142,6 +1142,27 @@ def test_failure_reported_after_the_invoice_was_paid_changes_nothing(webhook_cli
     assert changed == before
 
 
+def test_an_invoice_paid_after_its_failure_records_its_payment_once_against_the_invoice_already_there(
+    webhook_client, subscriber
+):
+    # given: the renewal's invoice written open by its failure (its payment is then not tried with it)
+    user, subscription, ids = subscriber
+    renewal = ids.next_invoice()
+    deliver(webhook_client, renewal_event(subscription, renewal, name="invoice.payment_failed"))
+    subscription.refresh_from_db()
+    assert not Payment.objects.filter(stripe_invoice_id=renewal.invoice).exists()
+
+    response = deliver(webhook_client, renewal_event(subscription, renewal))
+
+    assert response.status_code == 200, response.content
+    invoice = BillingInvoice.objects.get(stripe_invoice_id=renewal.invoice)
+    assert invoice.status == InvoiceStatus.PAID
+    (payment,) = Payment.objects.filter(stripe_invoice_id=renewal.invoice)
+    assert (payment.amount, payment.user_id, payment.object_id) == (invoice.amount_paid, user.pk, str(subscription.pk))
+    announced = OutboundEvent.objects.filter(type="payment.succeeded", subject=f"payment:{payment.pk}")
+    assert announced.count() == 1
+
+
 def test_invoice_in_stripes_older_layout_names_its_subscription_at_the_top(webhook_client, subscriber):
     # given an invoice as API versions before 2025 shape it: `subscription`, no `parent`
     user, subscription, ids = subscriber
