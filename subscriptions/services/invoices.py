@@ -34,10 +34,12 @@ def _invoice_get_or_create(
     if not stripe_invoice_id:
         return BillingInvoice.objects.create(**defaults), True, None
     invoice = sql.new_row(BillingInvoice, stripe_invoice_id=stripe_invoice_id, **defaults)
-    rows = [(invoice, ("stripe_invoice_id",)), *([(payment, None)] if payment is not None else [])]
-    created, *payment_inserted = rows_insert_unless_present(rows)
+    if payment is None:
+        created, payment_inserted = rows_insert_unless_present([(invoice, ("stripe_invoice_id",))])[0], None
+    else:
+        created, payment_inserted = rows_insert_unless_present([(invoice, ("stripe_invoice_id",)), (payment, None)])
     if created:
-        return invoice, True, payment_inserted[0] if payment_inserted else None
+        return invoice, True, payment_inserted
     return BillingInvoice.objects.select_for_update().get(stripe_invoice_id=stripe_invoice_id), False, None
 
 
