@@ -9,7 +9,9 @@ runs like `bench/usage.py` (a scratch database next to BENCH_DATABASE_URL, gunic
 gunicorn.conf.py, BENCH_PORT 8765, BENCH_WORKERS 2 sync workers), seeded with --users funded users.
 Both sides get 2 wrk threads and 16 connections. For each round and phase the reference is loaded,
 then the project, so machine noise falls on both; at the end each phase's ratios over the rounds,
-their median and how many rounds met the whole target:
+their median and how many rounds met the whole target, then what bounds two of them (`context`): the
+reference's `cached` against its `ping` beside the redeliveries against `cached`, and the rate a p99
+under 2 s for 1,000-event batches needs at 16 connections:
 
 | phase | project | reference | target |
 |---|---|---|---|
@@ -281,6 +283,32 @@ def summary(figures: dict[str, list[tuple[Figure, Figure]]]) -> str:
     return "\n".join(lines)
 
 
+def context(figures: dict[str, list[tuple[Figure, Figure]]]) -> str:
+    """What bounds two targets, from the same rounds' figures. A redelivery is answered from the shared
+    cache: one Redis read, as the reference's `cached` is, whose own ratio to `ping` is printed beside the
+    redelivery's ratio to `cached`. And a p99 under 2 s for 1,000-event batches at CONNECTIONS
+    connections needs, by Little's law (a request's mean time = requests in the system / their rate),
+    at least CONNECTIONS x 1,000 / 2 s events per second, whatever the reference does."""
+    lines = []
+    if "replay" in figures and "credits" in figures:
+        cached = [reference.per_second for _, reference in figures["credits"]]
+        replay = figures["replay"]
+        lines.append(
+            "replay     the reference's cached against its ping "
+            + " ".join(f"{rate / ping.per_second:.2f}" for rate, (_, ping) in zip(cached, replay, strict=True))
+            + "; the project's replay against the reference's cached "
+            + " ".join(f"{project.per_second / rate:.2f}" for rate, (project, _) in zip(cached, replay, strict=True))
+        )
+    if "batch1000" in figures:
+        phase = PHASES["batch1000"]
+        needed = CONNECTIONS * phase.rows / (phase.p99_ms / 1000)
+        lines.append(
+            f"batch1000  its p99 target needs at least {needed:,.0f} events/s at {CONNECTIONS} connections; made "
+            + " ".join(f"{project.per_second:,.0f}" for project, _ in figures["batch1000"])
+        )
+    return "\n".join(lines)
+
+
 def project_prepare(database_url: str, *, reference: str, users: int, subscriptions: int, webhooks_too: bool):
     """The project's server environment on the scratch database (this process's too) and what its
     loads need: funded users and tokens, and with webhooks_too Stripe-billed subscriptions to renew."""
@@ -353,6 +381,8 @@ def main() -> None:
                     figures[phase_name].append((project, reference))
                     print(line(phase_name, phase, project, reference), flush=True)
             print(summary(figures))
+            if notes := context(figures):
+                print(notes)
         print(f"verify_ledger: {ledger_verified()}")
         print(sealer.report())
 
