@@ -41,6 +41,7 @@ taken without them.
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import secrets
@@ -254,6 +255,11 @@ def project_run(
     )
 
 
+def shown(ratio: float) -> str:
+    """A ratio cut (not rounded) to two decimals, so that a printed 0.50 meets a target of 0.5."""
+    return f"{math.floor(round(ratio * 100, 6)) / 100:.2f}"  # round first: 0.29 * 100 is 28.999...
+
+
 def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
     ratio, missed = phase.verdict(project, reference)
     mark = f"misses: {'; '.join(missed)}" if missed else "meets the target"
@@ -262,7 +268,7 @@ def line(name: str, phase: Phase, project: Figure, reference: Figure) -> str:
     return (
         f"{name:<10} project {project.per_second:9,.0f} {phase.unit:<8} p50 {project.p50_ms:7.1f} ms "
         f"p99 {project.p99_ms:7.1f} ms{failed} | reference {phase.reference} {reference.per_second:9,.0f} "
-        f"p99 {reference.p99_ms:7.1f} ms | ratio {ratio:.2f} ({mark})\n"
+        f"p99 {reference.p99_ms:7.1f} ms | ratio {shown(ratio)} ({mark})\n"
         f"{'':<10} cpu: project {project.cpu} | reference {reference.cpu}"
         + (f"\n{'':<10} database sessions: {project.waits}" if project.waits else "")
     )
@@ -277,7 +283,7 @@ def summary(figures: dict[str, list[tuple[Figure, Figure]]]) -> str:
         ratios = [ratio for ratio, _ in verdicts]
         met = sum(1 for _, missed in verdicts if not missed)
         lines.append(
-            f"{name:<10} {' '.join(f'{ratio:.2f}' for ratio in ratios)}; median {statistics.median(ratios):.2f}; "
+            f"{name:<10} {' '.join(shown(ratio) for ratio in ratios)}; median {shown(statistics.median(ratios))}; "
             f"{met} of {len(runs)}"
         )
     return "\n".join(lines)
