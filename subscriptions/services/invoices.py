@@ -14,7 +14,7 @@ from audit.models import AuditAction
 from audit.services import audit_record, resource_type_of
 from billing_project import sql
 from billing_project.money import minor_to_major, usd_round
-from billing_project.rows import row_insert, rows_insert_unless_present
+from billing_project.rows import row_insert, row_insert_unless_present, rows_insert_unless_present
 from payments.models import Payment
 from payments.services.refunds import payment_amount_correct
 from subscriptions.models import BillingInvoice, InvoiceStatus, PaymentStatus, PaymentTransaction, Subscription
@@ -35,7 +35,7 @@ def _invoice_get_or_create(
         return BillingInvoice.objects.create(**defaults), True, None
     invoice = sql.new_row(BillingInvoice, stripe_invoice_id=stripe_invoice_id, **defaults)
     if payment is None:
-        created, payment_inserted = rows_insert_unless_present([(invoice, ("stripe_invoice_id",))])[0], None
+        created, payment_inserted = row_insert_unless_present(invoice, unique_fields=("stripe_invoice_id",)), None
     else:
         created, payment_inserted = rows_insert_unless_present([(invoice, ("stripe_invoice_id",)), (payment, None)])
     if created:
