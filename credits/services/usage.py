@@ -1,9 +1,9 @@
 """Recording LLM usage against credits, and reservations (holds) for streaming calls.
 
-A request's events are grouped by user, and the users recorded in groups of about a hundred events
-(BATCH_GROUP_EVENTS), each group in one transaction with its users' balance rows locked together: a
-group over many users costs the handful of round trips of one event (the reads under the locks in
-one, the writes in one), and a group passes over the balances a concurrent batch holds
+A request's events are grouped by user, and the users recorded in groups of about five hundred
+events (BATCH_GROUP_EVENTS), each group in one transaction with its users' balance rows locked
+together: a group over many users costs the handful of round trips of one event (the reads under the
+locks in one, the writes in one), and a group passes over the balances a concurrent batch holds
 (`usage_record_batch`). The single-event endpoint is simply a batch of one. Every refusal leaves
 nothing written for that event.
 """
@@ -46,11 +46,12 @@ COST_PLACES = Decimal("1e-10")
 MULTIPLIER_PLACES = Decimal("1e-4")
 MILLISECOND = timedelta(milliseconds=1)
 # A batch is recorded in transactions of about this many events, each group's locks held only until
-# its commit: a concurrent batch or single record waits for one group at most, never for a whole
-# batch. A smaller group pays more round trips and commits, and a worker waits idle for each commit's
-# WAL flush: at 50, 1,000-event batches left the machine 18 % idle and went a quarter slower than at
-# 100 (bench/RESULTS.md).
-BATCH_GROUP_EVENTS = 100
+# its commit: a concurrent batch or single record waits for one group at most, and a batch of the
+# largest size (MAX_BATCH, 1,000) is two groups. A smaller group pays more round trips and commits,
+# and its worker waits idle for each commit's WAL flush: 1,000-event batches over 200 users went
+# about a third faster at 500 than at 100, and a group of the whole batch was slower again, the two
+# workers' batches waiting for each other's whole batch (bench/RESULTS.md).
+BATCH_GROUP_EVENTS = 500
 
 
 @dataclass(frozen=True)

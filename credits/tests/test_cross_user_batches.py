@@ -98,7 +98,9 @@ def test_a_batch_over_a_group_of_users_costs_the_round_trips_of_a_batch_over_one
 @pytest.mark.usefixtures("price_catalog")
 def test_a_long_batch_is_recorded_in_groups_of_whole_users(django_user_model):
     group_users = BATCH_GROUP_EVENTS // 2
-    users = users_funded(django_user_model, 1 + 3 * group_users, 10_000)
+    spent = 70 * (3 + BATCH_GROUP_EVENTS + 10)  # by the busy user
+    funds = 2 * spent  # well above the low-balance alert
+    users = users_funded(django_user_model, 1 + 3 * group_users, funds)
     busy, others = users[0], users[1:]
     usage_record_batch(events=[parsed(busy)])  # the pricing book and the connection, read once
     with CaptureQueriesContext(connection) as one_user:
@@ -117,8 +119,8 @@ def test_a_long_batch_is_recorded_in_groups_of_whole_users(django_user_model):
         6 * group_users + BATCH_GROUP_EVENTS + 10
     )
     assert [outcome.usage.user_id for outcome in outcomes] == [user.pk for user in others for _ in range(2)]
-    assert set(UserCreditBalance.objects.filter(user__in=others).values_list("amount", flat=True)) == {10_000 - 140}
-    assert UserCreditBalance.objects.get(user=busy).amount == 10_000 - 70 * (3 + BATCH_GROUP_EVENTS + 10)
+    assert set(UserCreditBalance.objects.filter(user__in=others).values_list("amount", flat=True)) == {funds - 140}
+    assert UserCreditBalance.objects.get(user=busy).amount == funds - spent
     assert all(figures.problems == [] for figures in ledger_figures(user_ids=[user.pk for user in users]))
 
 
