@@ -49,7 +49,7 @@ MILLISECOND = timedelta(milliseconds=1)
 # its commit: a concurrent batch or single record waits for one group at most, and a batch of the
 # largest size (MAX_BATCH, 1,000) is two groups. A smaller group pays more round trips and commits,
 # and its worker waits idle for each commit's WAL flush: 1,000-event batches over 200 users went
-# about a third faster at 500 than at 100, and a group of the whole batch was slower again, the two
+# over a quarter faster at 500 than at 100, and a group of the whole batch was slower again, the two
 # workers' batches waiting for each other's whole batch (bench/RESULTS.md).
 BATCH_GROUP_EVENTS = 500
 
