@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/batch_cpu.py [--users 1000] [--span 1000] [--size 100] [--batches 200]
                                         [--processes 1] [--profile 40] [--sort tottime] [--table-stats]
+                                        [--singles]
 
 It creates a scratch database next to BENCH_DATABASE_URL (default: the local PostgreSQL), migrates and
 seeds it as `bench/usage.py` does (--users funded users), then posts batches shaped as the shared
@@ -16,6 +17,11 @@ the same time, so their groups meet each other's balance locks as two workers' d
 figures. `--profile N` prints the N heaviest functions (cProfile) of the first process, whose CPU
 figure then includes the profiler's own. `--table-stats` prints, for each table the timed batches
 updated, how many row updates PostgreSQL made in place (HOT, no index entry written) out of all.
+
+`--singles` forks one more process that, while the batches are posted, posts one-event batches (what
+`usage/record` records) for random ones of the same users, one after the other, and prints their
+wall time (median, 99th percentile): how long a single record waits behind the batches' groups,
+which hold their users' balances until they commit.
 """
 
 import argparse
@@ -23,6 +29,7 @@ import cProfile
 import gc
 import io
 import json
+import multiprocessing
 import os
 import pstats
 import random
@@ -82,6 +89,25 @@ def environ(body: bytes, token: str) -> dict:
     }
 
 
+def singles_post(post, user_ids: list[int], batches_done) -> None:
+    """Posts one-event batches until the first process's batches are done; prints their wall times."""
+    random.seed()
+    walls = []
+    while not batches_done.is_set():
+        body = batch_body(user_ids, 1)
+        started = time.perf_counter()
+        post(body)
+        walls.append(time.perf_counter() - started)
+    if not walls:
+        return
+    walls.sort()
+    print(
+        f"single records meanwhile, process {os.getpid()}: {len(walls)}, wall median "
+        f"{statistics.median(walls) * 1e3:.1f} ms, 99th percentile {walls[int(len(walls) * 0.99)] * 1e3:.1f} ms",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1000, help="Funded users seeded.")
@@ -93,6 +119,7 @@ def main() -> None:
     parser.add_argument("--sort", default="cumulative", help="The profile's order (cumulative, tottime...).")
     parser.add_argument("--callers", default="", help="With --profile: who calls the functions matching this.")
     parser.add_argument("--table-stats", action="store_true", help="Print each table's HOT updates of all.")
+    parser.add_argument("--singles", action="store_true", help="Time single records posted meanwhile.")
     arguments = parser.parse_args()
 
     with harness.scratch_database("bench_batch_cpu") as database_url:
@@ -118,7 +145,14 @@ def main() -> None:
         gc.freeze()
         gc.set_threshold(50_000)  # as gunicorn.conf.py's post_worker_init
         connections.close_all()  # each process opens its own
+        batches_done = multiprocessing.get_context("fork").Event()
         children = []
+        if arguments.singles:
+            if (pid := os.fork()) == 0:
+                singles_post(post, user_ids, batches_done)
+                connections.close_all()
+                os._exit(0)
+            children.append(pid)
         for _ in range(arguments.processes - 1):
             if (pid := os.fork()) == 0:
                 children = None
@@ -149,6 +183,7 @@ def main() -> None:
         if children is None:
             connections.close_all()
             os._exit(0)
+        batches_done.set()
         for pid in children:
             os.waitpid(pid, 0)
         if arguments.table_stats:

@@ -50,7 +50,8 @@ MILLISECOND = timedelta(milliseconds=1)
 # largest size (MAX_BATCH, 1,000) is two groups. A smaller group pays more round trips and commits,
 # and its worker waits idle for each commit's WAL flush: 1,000-event batches over 200 users went
 # over a quarter faster at 500 than at 100, and a group of the whole batch was slower again, the two
-# workers' batches waiting for each other's whole batch (bench/RESULTS.md).
+# workers' batches waiting for each other's whole batch. A single record meeting a group waits
+# longer for it in turn (bench/RESULTS.md, `batch_cpu.py --singles`).
 BATCH_GROUP_EVENTS = 500
 
 
