@@ -84,6 +84,19 @@ def test_nesting_deeper_than_the_limit_is_a_400_problem_naming_the_field(user_cl
     assert list(body["errors"]) == ["tier"]
 
 
+def test_nesting_to_the_limit_is_parsed_and_one_level_deeper_is_refused(user_client):
+    def nested(levels: int) -> bytes:  # the innermost list sits `levels` below the top
+        return b'{"code": "X", "tier": ' + b"[" * levels + b"]" * levels + b"}"
+
+    at_limit = post_raw(user_client, "/api/v1/coupons/validate/", nested(MAX_DEPTH))
+    deeper = post_raw(user_client, "/api/v1/coupons/validate/", nested(MAX_DEPTH + 1))
+
+    assert "Nested deeper" not in str(assert_problem(at_limit, 400, "validation_error")["errors"])
+    assert assert_problem(deeper, 400, "validation_error")["errors"] == {
+        "tier": [f"Nested deeper than {MAX_DEPTH} levels."]
+    }
+
+
 # Lone surrogates and NUL characters, in choice fields, echoed fields and staff fields
 
 
