@@ -78,15 +78,15 @@ def _deeper_than(data, depth: int) -> bool:
     containers only."""
     level, containers = 0, [data] if isinstance(data, dict | list) else []
     while containers:
-        level += 1
-        if level > depth and any(containers):  # a container not empty has values at this level
-            return True
-        containers = [
+        children = [
             child
             for container in containers
             for child in (container.values() if isinstance(container, dict) else container)
-            if isinstance(child, dict | list)
         ]
+        level += 1
+        if children and level > depth:
+            return True
+        containers = [child for child in children if isinstance(child, dict | list)]
     return False
 
 
