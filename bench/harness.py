@@ -113,6 +113,13 @@ def hot_updates_print(database_url: str, before: dict[str, tuple[int, int]]) -> 
             print(f"{table}: {hot - hot_earlier} of {updates - updates_earlier} updates in place (HOT)")
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile of `values`, the value at that rank of their sorted order (the figure every
+    benchmark here prints beside its median)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def backend_cpu_reader(connection):
     """A function giving the CPU seconds the connection's server process has used, or NaN when that
     process is not on this machine."""

@@ -258,7 +258,7 @@ def measure(spec: dict) -> dict:
         "requests": count,
         "per_second": count / outcome["elapsed"],
         "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
+        "p99_ms": harness.p99(latencies) * 1000,
         "tally": outcome["tally"],
         "subscriptions": outcome["subscriptions"],
     }
