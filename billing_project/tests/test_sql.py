@@ -12,7 +12,7 @@ from django.db.models import signals
 from django.utils import timezone
 
 from billing_project import sql
-from billing_project.models import RevokedTokenFamily
+from billing_project.models import OutboundEvent, RevokedTokenFamily
 from billing_project.rows import row_insert, row_insert_unless_present, row_update, rows_insert_unless_present
 from billing_project.tests.factories import UserFactory
 from credits.models import (
@@ -133,17 +133,30 @@ def test_an_insert_carries_every_value_and_an_integer_past_64_bits_is_left_to_th
         token_vendor_cost=Decimal("1E-10"),
     )
 
-    _, (shared_json, rows_json) = sql.insert([row])
+    _, (row_json,) = sql.insert([row])
 
-    # One row: every value is shared by all the rows.
-    assert json.loads(rows_json) == [{}]
-    written = json.loads(shared_json)
+    # One row travels as one record.
+    written = json.loads(row_json)
     assert (written["amount"], written["request_id"], Decimal(written["token_vendor_cost"])) == (
         2**70,
         str(request_id),
         Decimal("1E-10"),
     )
     assert written["id"] == str(row.id) and written["created_at"]
+
+
+@pytest.mark.django_db
+def test_a_row_inserted_alone_keeps_every_value_and_its_json_as_sent():
+    user = UserFactory()
+    # JSON values Python finds equal to others (1 and 1.0, true) stay the document that was sent.
+    data = {"count": 1, "ratio": 1.0, "flag": True, "nested": {"list": [1, "two", None]}, "text": 'quote " \\'}
+    row = sql.new_row(OutboundEvent, type="invoice.paid", subject=f"user:{user.pk}", user_id=user.pk, data=data)
+
+    sql.execute_all([sql.insert([row])])
+
+    stored = OutboundEvent.objects.get(pk=row.pk)
+    assert _values(stored) == _values(row)
+    assert json.dumps(stored.data, sort_keys=True) == json.dumps(data, sort_keys=True)
 
 
 @pytest.mark.django_db
