@@ -28,18 +28,6 @@ from typing import NamedTuple
 from billing_project.parsers import text_problem
 from credits.models import UsageFormat
 
-COMPONENTS = (  # TokenBreakdown's fields, in order
-    "input",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "audio_input",
-    "output",
-    "reasoning",
-    "audio_output",
-    "image_output",
-)
-
 # The flat fields that are parts of input_tokens, then of output_tokens: (field, the component it fills).
 FLAT_INPUT_PARTS = (
     ("cached_input_tokens", "cache_read"),
@@ -62,9 +50,9 @@ FEE_NAME_LENGTH = 50
 
 
 class TokenBreakdown(NamedTuple):
-    """Disjoint token counts of one request (see the module's table), its fields in the order of
-    COMPONENTS. Immutable as a named tuple, which is made in a third of a frozen dataclass's time: a
-    batch makes one per event."""
+    """Disjoint token counts of one request (see the module's table); its fields are the
+    COMPONENTS a price names. Immutable as a named tuple, which is made in a third of a frozen
+    dataclass's time: a batch makes one per event."""
 
     input: int = 0
     cache_read: int = 0
@@ -91,6 +79,10 @@ class TokenBreakdown(NamedTuple):
 
     def as_dict(self) -> dict[str, int]:
         return self._asdict()
+
+
+# The token kinds a price gives a rate for, in the order of TokenBreakdown's counts.
+COMPONENTS: tuple[str, ...] = TokenBreakdown._fields
 
 
 class UsageObjectError(ValueError):
